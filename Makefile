@@ -1,0 +1,50 @@
+# infergate — `make run` serves the demo, `make test` runs every check.
+
+GO          ?= go
+ORT_VERSION := 1.24.3
+ORT_SHA256  := 92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
+ORT_DIR     := .cache/onnxruntime
+ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.1
+ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+
+.PHONY: run test build onnxruntime models fuzz clean
+
+## run: fetch what is missing, build, and serve the demo model on 127.0.0.1:8080
+run: onnxruntime build
+	./bin/infergate serve --config configs/demo.yaml
+
+## test: vet, format check and every test under the race detector
+test: onnxruntime
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) test -race -count=1 ./...
+
+## build: the infergate binary in bin/
+build:
+	$(GO) build -o bin/infergate ./cmd/infergate
+
+## onnxruntime: download ONNX Runtime $(ORT_VERSION) (CPU) with npm into $(ORT_DIR), checked by SHA-256
+onnxruntime: $(ORT_LIB)
+
+$(ORT_LIB):
+	@command -v npm >/dev/null || { echo "npm is needed to fetch ONNX Runtime (or set ONNXRUNTIME_LIB)"; exit 1; }
+	rm -rf $(ORT_DIR)/tmp && mkdir -p $(ORT_DIR)/tmp
+	cd $(ORT_DIR)/tmp && npm pack --silent onnxruntime-node@$(ORT_VERSION) >/dev/null
+	tar -xzf $(ORT_DIR)/tmp/onnxruntime-node-$(ORT_VERSION).tgz -C $(ORT_DIR)/tmp $(ORT_MEMBER)
+	echo "$(ORT_SHA256)  $(ORT_DIR)/tmp/$(ORT_MEMBER)" | sha256sum -c --quiet -
+	mv $(ORT_DIR)/tmp/$(ORT_MEMBER) $(ORT_LIB)
+	rm -rf $(ORT_DIR)/tmp
+
+## models: regenerate the demo model and the test models from their seeded generators
+models:
+	$(GO) run ./cmd/infergate train --demo --out configs/models/demo
+	$(GO) test ./retrain/onnxexport -run TestFixturesUpToDate -update
+
+## fuzz: run each fuzz test for a while
+fuzz:
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeInferRequest -fuzztime 60s
+	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeStrict -fuzztime 30s
+
+clean:
+	rm -rf bin $(ORT_DIR)

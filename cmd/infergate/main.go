@@ -1,0 +1,149 @@
+// Command infergate is the one binary of the infergate ML gateway.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	goruntime "runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/retrain/trainer"
+	"github.com/infergate/infergate/runtime"
+)
+
+const usage = `infergate: an ML inference gateway speaking the Open Inference Protocol (KServe V2).
+
+Usage:
+  infergate serve [--config F] [--listen ADDR] [--log-level L] [--log-json]
+  infergate train --demo [--out DIR]
+  infergate version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = serve(args)
+	case "train":
+		err = train(args)
+	case "version":
+		fmt.Printf("infergate %s %s/%s\n", version(), goruntime.GOOS, goruntime.GOARCH)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "infergate: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(os.Stderr, "infergate %s: %v\n", os.Args[1], err)
+		}
+		os.Exit(1)
+	}
+}
+
+// version returns the module version this binary was built from.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	configPath := fs.String("config", "configs/demo.yaml", "config file")
+	listen := fs.String("listen", "", "listen address, overriding the config's listen")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel, *logJSON)
+	if err != nil {
+		return err
+	}
+	cfg, err := gateway.LoadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+
+	env, err := runtime.NewEnvironment(cfg.Runtime, log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	srv, err := gateway.New(gateway.Options{Config: cfg, Env: env, Log: log, Version: version()})
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case err := <-served:
+		srv.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining requests in flight")
+	if err := srv.Shutdown(context.Background()); err != nil {
+		return fmt.Errorf("cannot shut down cleanly: %w", err)
+	}
+	log.Info("stopped")
+	return <-served
+}
+
+func newLogger(level string, json bool) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if json {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+func train(args []string) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	demo := fs.Bool("demo", false, "train the demo model on the seeded synthetic data set")
+	out := fs.String("out", "configs/models/demo", "model folder to write version 1 into")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !*demo {
+		return errors.New("only --demo is supported for now")
+	}
+	onnx, err := trainer.DemoModel()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(*out, "1", "model.onnx")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("cannot create %q: %w", filepath.Dir(path), err)
+	}
+	if err := os.WriteFile(path, onnx, 0o644); err != nil {
+		return fmt.Errorf("cannot write %q: %w", path, err)
+	}
+	fmt.Printf("wrote %s (%d bytes)\n", path, len(onnx))
+	return nil
+}
