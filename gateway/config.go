@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/infergate/infergate/runtime"
+)
+
+// Config is the whole configuration file. Each package owns its section.
+type Config struct {
+	// Listen is the address the V2 HTTP server binds.
+	Listen string `yaml:"listen"`
+	// Repository is the model repository folder, relative to the config file.
+	Repository string `yaml:"repository"`
+	// MaxBodySize bounds a request body, before and after decompression.
+	MaxBodySize Size `yaml:"max_body_size"`
+	// CompressMinSize is the smallest response body compressed for a client
+	// that accepts gzip or zstd.
+	CompressMinSize Size `yaml:"compress_min_size"`
+	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's reads,
+	// writes and keep-alive idleness.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout bounds how long a shutdown waits for requests in flight.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	Runtime runtime.Config                 `yaml:"runtime"`
+	Models  map[string]runtime.ModelConfig `yaml:"models"`
+}
+
+// DefaultConfig returns the configuration used for every option a file leaves out.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		Repository:      "models",
+		MaxBodySize:     16 << 20,
+		CompressMinSize: 512,
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+		IdleTimeout:     2 * time.Minute,
+		ShutdownTimeout: 30 * time.Second,
+		Runtime:         runtime.DefaultConfig(),
+	}
+}
+
+// LoadConfig reads, strictly decodes and validates the config file at path.
+// Relative paths in it are resolved against the file's folder.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("cannot read config %q: %w", path, err)
+	}
+	cfg, err := ParseConfig(data, filepath.Dir(path))
+	if err != nil {
+		return Config{}, fmt.Errorf("cannot load config %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes and validates a config document whose relative paths
+// are relative to dir.
+func ParseConfig(data []byte, dir string) (Config, error) {
+	cfg := DefaultConfig()
+	if err := decodeStrict(data, &cfg); err != nil {
+		return Config{}, err
+	}
+	if !filepath.IsAbs(cfg.Repository) {
+		cfg.Repository = filepath.Join(dir, cfg.Repository)
+	}
+	if cfg.Runtime.Library != "" && !filepath.IsAbs(cfg.Runtime.Library) {
+		cfg.Runtime.Library = filepath.Join(dir, cfg.Runtime.Library)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate reports the first invalid setting of c, naming its key.
+func (c *Config) Validate() error {
+	switch {
+	case c.Listen == "":
+		return fmt.Errorf("listen: must be set, for example 127.0.0.1:8080")
+	case c.MaxBodySize <= 0:
+		return fmt.Errorf("max_body_size: must be positive, got %d", c.MaxBodySize)
+	case c.CompressMinSize < 0:
+		return fmt.Errorf("compress_min_size: must not be negative, got %d", c.CompressMinSize)
+	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownTimeout <= 0:
+		return fmt.Errorf("read_timeout, write_timeout, idle_timeout, shutdown_timeout: must be positive")
+	}
+	if err := c.Runtime.Validate(); err != nil {
+		return err
+	}
+	for name, mc := range c.Models {
+		if err := mc.Validate(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/infergate/infergate/runtime"
+)
+
+// testEnv is the process's ONNX Runtime environment for these tests.
+var testEnv *runtime.Environment
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestMain(m *testing.M) {
+	env, err := runtime.NewEnvironment(runtime.Config{Providers: []string{runtime.ProviderCPU}, IntraOpThreads: 1}, quiet)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testEnv = env
+	code := m.Run()
+	env.Close()
+	os.Exit(code)
+}
+
+// testRepository builds a model repository in a temporary folder from the
+// demo model and the committed test models.
+func testRepository(t testing.TB) string {
+	t.Helper()
+	root := t.TempDir()
+	link := func(src, dst string) {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("../configs/models/demo/1/model.onnx", root+"/demo/1/model.onnx")
+	for _, m := range []string{"pair", "echo_fp32", "echo_fp64", "echo_fp16", "echo_int32", "echo_int64", "echo_int8", "echo_uint8", "echo_bool"} {
+		link("../testdata/models/"+m+"/1/model.onnx", root+"/"+m+"/1/model.onnx")
+	}
+	for _, v := range []string{"1", "2", "3"} {
+		link("../testdata/models/versioned/"+v+"/model.onnx", root+"/versioned/"+v+"/model.onnx")
+	}
+	return root
+}
+
+// testConfig is the configuration the gateway tests serve with.
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Repository = testRepository(t)
+	cfg.MaxBodySize = 1 << 20
+	cfg.CompressMinSize = 0
+	cfg.Models = map[string]runtime.ModelConfig{
+		"versioned": {VersionPolicy: runtime.VersionPolicy{All: true}},
+		"demo":      {Instances: 2},
+	}
+	return cfg
+}
+
+// startServer serves cfg on a loopback port and returns its base URL.
+func startServer(t testing.TB, cfg Config) (*Server, string) {
+	t.Helper()
+	srv, err := New(Options{Config: cfg, Env: testEnv, Log: quiet, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return srv, "http://" + ln.Addr().String()
+}

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// latencyBuckets suit a gateway whose requests take 100µs to seconds.
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// statusCodes are the codes the infer path answers with, in the order of
+// versionMetrics.requests.
+var statusCodes = [...]int{200, 400, 404, 405, 413, 415, 500, 503, 504}
+
+func statusIndex(code int) int {
+	for i, c := range statusCodes {
+		if c == code {
+			return i
+		}
+	}
+	panic("BUG: infer answered with unexpected status " + strconv.Itoa(code))
+}
+
+// unrouted counts requests that named no loaded model version.
+var unrouted [len(statusCodes)]*metrics.Counter
+
+func init() {
+	for i, code := range statusCodes {
+		unrouted[i] = metrics.NewCounter(fmt.Sprintf(`infergate_requests_unrouted_total{code="%d"}`, code))
+	}
+}
+
+// versionMetrics are one model version's series, created when it loads and
+// unregistered when it goes, so the request path never creates a series.
+type versionMetrics struct {
+	set      *metrics.Set
+	requests [len(statusCodes)]*metrics.Counter
+	latency  *metrics.PrometheusHistogram
+	compute  *metrics.PrometheusHistogram
+}
+
+func newVersionMetrics(model, version string) *versionMetrics {
+	m := &versionMetrics{set: metrics.NewSet()}
+	labels := fmt.Sprintf(`model=%q,version=%q`, model, version)
+	for i, code := range statusCodes {
+		m.requests[i] = m.set.NewCounter(fmt.Sprintf(`infergate_requests_total{%s,code="%d"}`, labels, code))
+	}
+	m.latency = m.set.NewPrometheusHistogramExt(`infergate_request_duration_seconds{`+labels+`}`, latencyBuckets)
+	m.compute = m.set.NewPrometheusHistogramExt(`infergate_inference_duration_seconds{`+labels+`}`, latencyBuckets)
+	m.set.NewGauge(`infergate_model_version_loaded{`+labels+`}`, func() float64 { return 1 })
+	metrics.RegisterSet(m.set)
+	return m
+}
+
+func (m *versionMetrics) observe(code int, start time.Time) {
+	m.requests[statusIndex(code)].Inc()
+	m.latency.UpdateDuration(start)
+}
+
+func (m *versionMetrics) unregister() {
+	metrics.UnregisterSet(m.set, true)
+}
