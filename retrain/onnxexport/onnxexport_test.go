@@ -119,7 +119,6 @@ func forward(m MLP, row []float32) []float64 {
 }
 
 func TestMLPMatchesForwardPass(t *testing.T) {
-	needORT(t)
 	f := func(sizes []int, relu, softmax bool, inputName, outputName string) {
 		t.Helper()
 		m := randomMLP(uint64(len(sizes)), sizes, relu, softmax)
@@ -209,7 +208,6 @@ func elements(dt runtime.DataType, n int) []byte {
 }
 
 func TestEchoRoundTrips(t *testing.T) {
-	needORT(t)
 	f := func(dt runtime.DataType, width int) {
 		t.Helper()
 		model, err := Echo(dt, width)
@@ -273,7 +271,6 @@ func TestEchoErrors(t *testing.T) {
 }
 
 func TestPairComputes(t *testing.T) {
-	needORT(t)
 	model, err := Pair()
 	if err != nil {
 		t.Fatalf("cannot build: %s", err)
@@ -303,7 +300,6 @@ func TestPairComputes(t *testing.T) {
 }
 
 func TestMetadataReadable(t *testing.T) {
-	needORT(t)
 	m := randomMLP(1, []int{2, 2}, false, true)
 	m.Metadata = map[string]string{
 		"infergate.features": "age,income",

@@ -208,7 +208,6 @@ func TestDemoModel(t *testing.T) {
 		t.Fatalf("unexpected held-out accuracy %.3f; want more than 0.85", goAcc)
 	}
 
-	needORT(t)
 	checkServed(t, demo, m, holdout, goAcc)
 }
 
@@ -289,7 +288,6 @@ func checkServed(t *testing.T, model []byte, m onnxexport.MLP, d Dataset, wantAc
 }
 
 func TestTrainMLPServesMulticlass(t *testing.T) {
-	needORT(t)
 	d := blobs(3, 300)
 	m, acc, err := TrainMLP(d, Options{Hidden: []int{6}, Epochs: 10})
 	if err != nil {
