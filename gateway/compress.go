@@ -29,7 +29,7 @@ func newCodecs(limit int) (*codecs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zstd decoder: %w", err)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zstd encoder: %w", err)
 	}

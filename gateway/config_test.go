@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadDemoConfig(t *testing.T) {
+	cfg, err := LoadConfig("../configs/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" || cfg.Repository != filepath.Join("../configs", "models") {
+		t.Fatalf("listen %q repository %q", cfg.Listen, cfg.Repository)
+	}
+	if cfg.Models["demo"].Instances != 2 || cfg.MaxBodySize != 16<<20 || cfg.ShutdownTimeout != 30*time.Second {
+		t.Fatalf("demo settings or defaults lost: %+v", cfg)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte("repository: /srv/models\nmax_body_size: 64KiB\nruntime: {library: lib/ort.so}\n"), "/etc/infergate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Repository != "/srv/models" || cfg.Runtime.Library != "/etc/infergate/lib/ort.so" || cfg.MaxBodySize != 64<<10 {
+		t.Fatalf("got %+v", cfg)
+	}
+
+	f := func(doc, wantErr string) {
+		t.Helper()
+		_, err := ParseConfig([]byte(doc), ".")
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("config %q: got %v, want an error containing %q", doc, err, wantErr)
+		}
+	}
+	f("listen: x\nlisten_addr: y\n", `line 2: listen_addr: unknown key`)
+	f("models:\n  demo:\n    instnces: 2\n", `line 3: models.demo.instnces: unknown key (did you mean "instances"?)`)
+	f("models:\n  demo:\n    instances: two\n", `line 3: models.demo.instances`)
+	f("read_timeout: 5 parsecs\n", `line 1: read_timeout: invalid duration`)
+	f("max_body_size: 16mb\n", `max_body_size`)
+	f("max_body_size: 0\n", `max_body_size: must be positive`)
+	f("runtime:\n  providers: [tpu]\n", `runtime.providers[0]: unknown execution provider "tpu"`)
+	f("runtime:\n  require_gpu: true\n", `runtime.require_gpu: needs "cuda"`)
+	f("models:\n  demo:\n    version_policy: {latest: 2, all: true}\n", `models.demo.version_policy: set only one of`)
+	f("listen: ''\n", "listen: must be set")
+}
