@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -28,8 +29,37 @@ type Config struct {
 	// ShutdownTimeout bounds how long a shutdown waits for requests in flight.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
-	Runtime runtime.Config                 `yaml:"runtime"`
-	Models  map[string]runtime.ModelConfig `yaml:"models"`
+	Runtime runtime.Config         `yaml:"runtime"`
+	Models  map[string]ModelConfig `yaml:"models"`
+}
+
+// ModelConfig is one model's section: how its versions load, batch and cache.
+type ModelConfig struct {
+	runtime.ModelConfig `yaml:",inline"`
+	Batching            batcher.Config `yaml:"batching"`
+	Cache               CacheConfig    `yaml:"cache"`
+}
+
+// CacheConfig configures a model's response cache.
+type CacheConfig struct {
+	// Entries is the number of responses kept per version; 0 turns the cache off.
+	Entries int `yaml:"entries"`
+}
+
+// withDefaults fills the zero settings of a decoded model section.
+func (mc ModelConfig) withDefaults() ModelConfig {
+	mc.Batching = mc.Batching.WithDefaults()
+	mc.Instances = mc.Batching.Instances
+	return mc
+}
+
+// runtimeConfigs returns the runtime's view of the models' sections.
+func (c *Config) runtimeConfigs() map[string]runtime.ModelConfig {
+	out := make(map[string]runtime.ModelConfig, len(c.Models))
+	for name, mc := range c.Models {
+		out[name] = mc.ModelConfig
+	}
+	return out
 }
 
 // DefaultConfig returns the configuration used for every option a file leaves out.
@@ -74,6 +104,9 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 	if cfg.Runtime.Library != "" && !filepath.IsAbs(cfg.Runtime.Library) {
 		cfg.Runtime.Library = filepath.Join(dir, cfg.Runtime.Library)
 	}
+	for name, mc := range cfg.Models {
+		cfg.Models[name] = mc.withDefaults()
+	}
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -98,6 +131,12 @@ func (c *Config) Validate() error {
 	for name, mc := range c.Models {
 		if err := mc.Validate(name); err != nil {
 			return err
+		}
+		if err := mc.Batching.Validate("models." + name + ".batching"); err != nil {
+			return err
+		}
+		if mc.Cache.Entries < 0 {
+			return fmt.Errorf("models.%s.cache.entries: must not be negative, got %d", name, mc.Cache.Entries)
 		}
 	}
 	return nil

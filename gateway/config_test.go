@@ -15,7 +15,7 @@ func TestLoadDemoConfig(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:8080" || cfg.Repository != filepath.Join("../configs", "models") {
 		t.Fatalf("listen %q repository %q", cfg.Listen, cfg.Repository)
 	}
-	if cfg.Models["demo"].Instances != 2 || cfg.MaxBodySize != 16<<20 || cfg.ShutdownTimeout != 30*time.Second {
+	if cfg.Models["demo"].Batching.Instances != 2 || cfg.Models["demo"].Instances != 2 || cfg.MaxBodySize != 16<<20 || cfg.ShutdownTimeout != 30*time.Second {
 		t.Fatalf("demo settings or defaults lost: %+v", cfg)
 	}
 }
@@ -37,8 +37,11 @@ func TestParseConfig(t *testing.T) {
 		}
 	}
 	f("listen: x\nlisten_addr: y\n", `line 2: listen_addr: unknown key`)
-	f("models:\n  demo:\n    instnces: 2\n", `line 3: models.demo.instnces: unknown key (did you mean "instances"?)`)
-	f("models:\n  demo:\n    instances: two\n", `line 3: models.demo.instances`)
+	f("models:\n  demo:\n    batching: {instnces: 2}\n", `line 3: models.demo.batching.instnces: unknown key (did you mean "instances"?)`)
+	f("models:\n  demo:\n    batching:\n      instances: two\n", `line 4: models.demo.batching.instances`)
+	f("models:\n  demo:\n    batching: {max_queue_delay: soon}\n", `max_queue_delay`)
+	f("models:\n  demo:\n    batching: {max_queue_delay: auto}\n", `models.demo.batching.latency_target: must be set`)
+	f("models:\n  demo:\n    cache: {entries: -1}\n", `models.demo.cache.entries: must not be negative`)
 	f("read_timeout: 5 parsecs\n", `line 1: read_timeout: invalid duration`)
 	f("max_body_size: 16mb\n", `max_body_size`)
 	f("max_body_size: 0\n", `max_body_size: must be positive`)

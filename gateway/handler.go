@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -195,39 +197,100 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 	}
 	req := acquireInferRequest()
 	defer releaseInferRequest(req)
-	outputs := v.rt.Outputs()
-	if err := req.decode(body, headerLen, v.rt.Inputs(), outputs); err != nil {
+	if err := req.decode(body, headerLen, v.rt.Inputs(), v.rt.Outputs()); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return fasthttp.StatusBadRequest
 	}
-	if cap(call.results) < len(outputs) {
-		call.results = make([]runtime.Tensor, len(outputs))
+
+	var key uint64
+	results, cached := []runtime.Tensor(nil), false
+	if v.cache != nil {
+		key = v.cache.key(req.Inputs)
+		results, cached = v.cache.get(key, req.Inputs)
 	}
-	call.results = call.results[:len(outputs)]
-	// This is where the batcher goes: for now each request runs on a free
-	// instance of its own.
-	start := time.Now()
-	err = v.rt.Run(context.Background(), req.Inputs, call.results)
-	v.metrics.compute.UpdateDuration(start)
-	if err != nil {
-		code := fasthttp.StatusInternalServerError
-		if errors.Is(err, runtime.ErrUnloaded) {
-			code = fasthttp.StatusServiceUnavailable
+	if !cached {
+		breq := batcher.AcquireRequest()
+		defer batcher.ReleaseRequest(breq)
+		if code, err := s.compute(v, req, breq, call); err != nil {
+			if code == fasthttp.StatusServiceUnavailable {
+				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+			}
+			writeError(ctx, code, fmt.Sprintf("cannot run model %q version %s: %s", m.name, v.name, err))
+			return code
 		}
-		writeError(ctx, code, fmt.Sprintf("cannot run model %q version %s: %s", m.name, v.name, err))
-		return code
+		results = call.results
+		if v.cache != nil {
+			v.cache.put(key, req.Inputs, results)
+		}
 	}
-	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, outputs, call.results)
+
+	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results)
 	call.out = out
 	ctx.Response.Header.Set(headerModelVersion, v.name)
 	if jsonLen >= 0 {
 		ctx.Response.Header.SetContentType("application/octet-stream")
-		ctx.Response.Header.Set(headerInferenceLen, fmt.Sprint(jsonLen))
+		ctx.Response.Header.Set(headerInferenceLen, strconv.Itoa(jsonLen))
 	} else {
 		ctx.Response.Header.SetContentType("application/json")
 	}
 	s.writeBody(ctx, call, out)
 	return fasthttp.StatusOK
+}
+
+// compute runs req on v, through its batcher when it has one, leaving the
+// outputs in call.results; they stay valid until breq is released. On
+// failure it returns the status to answer with.
+func (s *Server) compute(v *version, req *inferRequest, breq *batcher.Request, call *inferCall) (int, error) {
+	outputs := v.rt.Outputs()
+	if cap(call.results) < len(outputs) {
+		call.results = make([]runtime.Tensor, len(outputs))
+	}
+	call.results = call.results[:len(outputs)]
+	if v.batcher == nil {
+		start := time.Now()
+		err := v.rt.Run(context.Background(), req.Inputs, call.results)
+		v.metrics.compute.UpdateDuration(start)
+		switch {
+		case err == nil:
+			return fasthttp.StatusOK, nil
+		case errors.Is(err, runtime.ErrUnloaded):
+			return fasthttp.StatusServiceUnavailable, err
+		}
+		return fasthttp.StatusInternalServerError, err
+	}
+
+	rows := req.Inputs[0].Shape[0]
+	breq.Rows, breq.Priority, breq.Timeout = int(rows), req.Priority, req.Timeout
+	breq.Inputs = breq.Inputs[:0]
+	for i, in := range req.Inputs {
+		if in.Shape[0] != rows {
+			return fasthttp.StatusBadRequest, fmt.Errorf("input %q has %d rows but input %q has %d; every input needs the same batch size",
+				v.rt.Inputs()[i].Name, in.Shape[0], v.rt.Inputs()[0].Name, rows)
+		}
+		breq.Inputs = append(breq.Inputs, in.Data)
+	}
+	if err := v.batcher.Do(context.Background(), breq); err != nil {
+		return batchStatus(err), err
+	}
+	for j, info := range outputs {
+		r := &call.results[j]
+		r.DataType, r.Data = info.DataType, breq.Outputs[j]
+		r.Shape = append(append(r.Shape[:0], rows), info.Shape[1:]...)
+	}
+	return fasthttp.StatusOK, nil
+}
+
+// batchStatus maps a batcher error to the status that answers it.
+func batchStatus(err error) int {
+	switch {
+	case errors.Is(err, batcher.ErrQueueFull), errors.Is(err, batcher.ErrStopped):
+		return fasthttp.StatusServiceUnavailable
+	case errors.Is(err, batcher.ErrDeadline):
+		return fasthttp.StatusGatewayTimeout
+	case errors.Is(err, batcher.ErrTooLarge), errors.Is(err, batcher.ErrBadPriority):
+		return fasthttp.StatusBadRequest
+	}
+	return fasthttp.StatusInternalServerError
 }
 
 // requestBody returns the request body, decompressed into call's buffer

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -62,9 +63,9 @@ func testConfig(t testing.TB) Config {
 	cfg.Repository = testRepository(t)
 	cfg.MaxBodySize = 1 << 20
 	cfg.CompressMinSize = 0
-	cfg.Models = map[string]runtime.ModelConfig{
-		"versioned": {VersionPolicy: runtime.VersionPolicy{All: true}},
-		"demo":      {Instances: 2},
+	cfg.Models = map[string]ModelConfig{
+		"versioned": {ModelConfig: runtime.ModelConfig{VersionPolicy: runtime.VersionPolicy{All: true}}},
+		"demo":      {Batching: batcher.Config{MaxBatchSize: 16, Instances: 2}},
 	}
 	return cfg
 }

@@ -39,22 +39,29 @@ func init() {
 // unregistered when it goes, so the request path never creates a series.
 type versionMetrics struct {
 	set      *metrics.Set
+	labels   string
 	requests [len(statusCodes)]*metrics.Counter
 	latency  *metrics.PrometheusHistogram
-	compute  *metrics.PrometheusHistogram
+	// compute is set for a version without a batcher; a batcher exports
+	// the same series itself.
+	compute *metrics.PrometheusHistogram
 }
 
 func newVersionMetrics(model, version string) *versionMetrics {
-	m := &versionMetrics{set: metrics.NewSet()}
 	labels := fmt.Sprintf(`model=%q,version=%q`, model, version)
+	m := &versionMetrics{set: metrics.NewSet(), labels: labels}
 	for i, code := range statusCodes {
 		m.requests[i] = m.set.NewCounter(fmt.Sprintf(`infergate_requests_total{%s,code="%d"}`, labels, code))
 	}
 	m.latency = m.set.NewPrometheusHistogramExt(`infergate_request_duration_seconds{`+labels+`}`, latencyBuckets)
-	m.compute = m.set.NewPrometheusHistogramExt(`infergate_inference_duration_seconds{`+labels+`}`, latencyBuckets)
 	m.set.NewGauge(`infergate_model_version_loaded{`+labels+`}`, func() float64 { return 1 })
 	metrics.RegisterSet(m.set)
 	return m
+}
+
+// addCompute adds the compute histogram of a version that runs without a batcher.
+func (m *versionMetrics) addCompute() {
+	m.compute = m.set.NewPrometheusHistogramExt(`infergate_inference_duration_seconds{`+m.labels+`}`, latencyBuckets)
 }
 
 func (m *versionMetrics) observe(code int, start time.Time) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -61,12 +62,19 @@ type model struct {
 	metadata []byte
 }
 
-// version is a loaded model version with its metrics.
+// version is a loaded model version with what serves it.
 type version struct {
 	rt       *runtime.ModelVersion
 	name     string
 	metrics  *versionMetrics
 	metadata []byte
+	// batcher is nil when the version's tensors cannot be batched; then
+	// each request runs on a free instance.
+	batcher *batcher.Batcher
+	// owned are the instances the batcher's workers hold.
+	owned []*runtime.Session
+	// cache is nil unless the model's cache is on.
+	cache *responseCache
 }
 
 // New loads the model repository of o.Config into o.Env and returns a Server
@@ -100,38 +108,73 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// loadState loads every model of the repository and its metrics.
+// loadState loads every model of the repository with its batchers, caches
+// and metrics; on failure it unloads what it loaded.
 func loadState(env *runtime.Environment, cfg Config, log *slog.Logger) (*state, error) {
-	loaded, err := env.LoadRepository(cfg.Repository, cfg.Models, log)
+	loaded, err := env.LoadRepository(cfg.Repository, cfg.runtimeConfigs(), log)
 	if err != nil {
 		return nil, err
 	}
 	st := &state{models: make(map[string]*model, len(loaded))}
 	for _, rm := range loaded {
 		m := &model{name: rm.Name}
-		var names []string
 		for _, rv := range rm.Versions {
-			v := &version{rt: rv, name: rv.VersionName, metrics: newVersionMetrics(rm.Name, rv.VersionName)}
-			v.metadata = appendModelMetadata(nil, rm.Name, []string{v.name}, platform, rv.Inputs(), rv.Outputs())
-			m.versions = append(m.versions, v)
-			names = append(names, v.name)
+			m.versions = append(m.versions, &version{rt: rv, name: rv.VersionName})
 		}
-		if newest := m.latest(); newest != nil {
-			m.metadata = appendModelMetadata(nil, rm.Name, names, platform, newest.rt.Inputs(), newest.rt.Outputs())
-		} else {
-			m.metadata = appendModelMetadata(nil, rm.Name, nil, platform, nil, nil)
-		}
+		m.metadata = m.encodeMetadata()
 		st.models[rm.Name] = m
 	}
+	for _, m := range st.models {
+		for _, v := range m.versions {
+			if err := v.start(cfg.Models[m.name].withDefaults(), log); err != nil {
+				st.unload()
+				return nil, err
+			}
+		}
+	}
 	return st, nil
+}
+
+// start builds what serves v: metrics, batcher, cache and metadata.
+func (v *version) start(mc ModelConfig, log *slog.Logger) error {
+	v.metrics = newVersionMetrics(v.rt.Model, v.name)
+	v.metadata = appendModelMetadata(nil, v.rt.Model, []string{v.name}, platform, v.rt.Inputs(), v.rt.Outputs())
+	var err error
+	if v.batcher, err = startBatcher(v, mc.Batching); err != nil {
+		return err
+	}
+	if v.batcher == nil {
+		v.metrics.addCompute()
+		if mc.Batching.MaxBatchSize > 0 {
+			log.Warn("model cannot be batched: its tensors lack a leading dynamic batch dimension or have other dynamic dimensions",
+				"model", v.rt.Model, "version", v.name)
+		}
+	}
+	if mc.Cache.Entries > 0 {
+		v.cache, err = newResponseCache(mc.Cache.Entries, v.metrics.set, v.metrics.labels)
+	}
+	return err
+}
+
+// encodeMetadata encodes m's metadata answer: its versions, and the newest
+// one's tensors.
+func (m *model) encodeMetadata() []byte {
+	newest := m.latest()
+	if newest == nil {
+		return appendModelMetadata(nil, m.name, nil, platform, nil, nil)
+	}
+	return appendModelMetadata(nil, m.name, m.versionNames(), platform, newest.rt.Inputs(), newest.rt.Outputs())
 }
 
 // unload drains and releases every version of st.
 func (st *state) unload() {
 	for _, m := range st.models {
 		for _, v := range m.versions {
+			stopBatcher(v)
 			v.rt.Close()
-			v.metrics.unregister()
+			if v.metrics != nil {
+				v.metrics.unregister()
+			}
 		}
 	}
 }

@@ -58,8 +58,9 @@ func (c *Config) Validate() error {
 type ModelConfig struct {
 	// VersionPolicy chooses which version folders are served.
 	VersionPolicy VersionPolicy `yaml:"version_policy"`
-	// Instances is the number of sessions per version (default 1).
-	Instances int `yaml:"instances"`
+	// Instances is the number of sessions per version (default 1). The
+	// gateway sets it from the model's batching section.
+	Instances int `yaml:"-"`
 	// Inputs may fix dynamic dimensions and name features; they rename nothing.
 	Inputs []InputConfig `yaml:"inputs"`
 }

@@ -134,20 +134,35 @@ func warmUp(s *Session, inputs []TensorInfo) error {
 // Run computes outputs from inputs on a free instance, waiting for one until
 // ctx is done. It returns ErrUnloaded once Close has begun.
 func (v *ModelVersion) Run(ctx context.Context, inputs, outputs []Tensor) error {
-	var s *Session
-	select {
-	case s = <-v.free:
-	case <-v.closing:
-		return ErrUnloaded
-	case <-ctx.Done():
-		return ctx.Err()
+	s, err := v.Acquire(ctx)
+	if err != nil {
+		return err
 	}
-	defer func() { v.free <- s }()
+	defer v.Release(s)
 	return s.Run(inputs, outputs)
 }
 
-// Close stops new runs, waits for the ones in flight to finish and then
-// destroys the sessions. It is safe to call more than once.
+// Acquire takes a free instance for the caller's exclusive use until it
+// calls Release, waiting for one until ctx is done; a worker that owns an
+// instance (a batcher's) holds it for its lifetime. It returns ErrUnloaded
+// once Close has begun.
+func (v *ModelVersion) Acquire(ctx context.Context) (*Session, error) {
+	select {
+	case s := <-v.free:
+		return s, nil
+	case <-v.closing:
+		return nil, ErrUnloaded
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Release gives back an instance taken with Acquire.
+func (v *ModelVersion) Release(s *Session) { v.free <- s }
+
+// Close stops new runs, waits for every instance to be released (the runs
+// in flight to finish) and then destroys the sessions. It is safe to call
+// more than once.
 func (v *ModelVersion) Close() {
 	v.once.Do(func() {
 		close(v.closing)

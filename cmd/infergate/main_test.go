@@ -84,11 +84,11 @@ func TestServeDemo(t *testing.T) {
 
 func TestServeBadConfig(t *testing.T) {
 	bad := t.TempDir() + "/bad.yaml"
-	os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nmodels:\n  demo:\n    instnces: 2\n"), 0o644)
+	os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nmodels:\n  demo:\n    batching: {instnces: 2}\n"), 0o644)
 	cmd := exec.Command(os.Args[0], "serve", "--config", bad)
 	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), `line 4: models.demo.instnces: unknown key (did you mean "instances"?)`) {
+	if err == nil || !strings.Contains(string(out), `line 4: models.demo.batching.instnces: unknown key (did you mean "instances"?)`) {
 		t.Fatalf("a bad config must stop start-up naming the key and line; got %v:\n%s", err, out)
 	}
 }

@@ -1,0 +1,192 @@
+package batcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+func TestEachRequestGetsItsOwnRows(t *testing.T) {
+	const (
+		clients           = 400
+		requestsPerClient = 10
+		requests          = clients * requestsPerClient
+	)
+	rec := &recorder{}
+	cfg := Config{
+		MaxBatchSize:        32,
+		PreferredBatchSizes: []int{16},
+		MaxQueueDelay:       Delay{Duration: 200 * time.Microsecond},
+		MaxQueueSize:        requests,
+		PriorityLevels:      2,
+		DefaultTimeout:      time.Minute,
+	}
+	b := newTestBatcher(t, cfg, 4, rec)
+	defer b.Close()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var problems []string
+	wantRows := 0
+	for c := range clients {
+		for i := range requestsPerClient {
+			wantRows += 1 + (c*requestsPerClient+i)%8
+		}
+		wg.Go(func() {
+			for i := range requestsPerClient {
+				id := uint32(c*requestsPerClient + i)
+				r := newRequest(id, 1+int(id)%8, int(id)%2)
+				err := b.Do(context.Background(), r)
+				if err == nil {
+					err = checkOutputs(r)
+				}
+				if err != nil {
+					mu.Lock()
+					problems = append(problems, fmt.Sprintf("request %d: %v", id, err))
+					mu.Unlock()
+				}
+				ReleaseRequest(r)
+			}
+		})
+	}
+	wg.Wait()
+	if len(problems) > 0 {
+		t.Fatalf("%d of %d requests failed, first: %s", len(problems), requests, problems[0])
+	}
+
+	batches := rec.seen()
+	ids := make(map[uint32]bool)
+	for _, batch := range batches {
+		for _, id := range batch {
+			if ids[id] {
+				t.Fatalf("request %d ran twice", id)
+			}
+			ids[id] = true
+		}
+	}
+	switch {
+	case len(ids) != requests:
+		t.Fatalf("%d requests ran, want %d", len(ids), requests)
+	case rec.rows != wantRows:
+		t.Fatalf("%d rows ran, want %d", rec.rows, wantRows)
+	case len(batches) >= requests:
+		t.Fatalf("%d executions for %d requests: no batch formed", len(batches), requests)
+	}
+	if got := b.metrics.executions.Get(); got != uint64(len(batches)) {
+		t.Fatalf("executions_total %d, want %d", got, len(batches))
+	}
+	if got := b.metrics.rows.Get(); got != uint64(wantRows) {
+		t.Fatalf("rows_total %d, want %d", got, wantRows)
+	}
+	t.Logf("%d requests in %d batches", requests, len(batches))
+}
+
+func TestDoRejects(t *testing.T) {
+	b := newTestBatcher(t, Config{MaxBatchSize: 8, PriorityLevels: 2}, 1, &recorder{})
+	defer b.Close()
+	f := func(edit func(r *Request), want error, wantText string) {
+		t.Helper()
+		r := newRequest(1, 2, 0)
+		edit(r)
+		err := b.Do(context.Background(), r)
+		ReleaseRequest(r)
+		if want != nil && !errors.Is(err, want) || err == nil || !strings.Contains(err.Error(), wantText) {
+			t.Fatalf("got error %v, want %v containing %q", err, want, wantText)
+		}
+	}
+	f(func(r *Request) { r.Rows = 0 }, ErrNoRows, "got 0 rows")
+	f(func(r *Request) { r.Rows = 9 }, ErrTooLarge, "9 rows, max_batch_size is 8")
+	f(func(r *Request) { r.Priority = 2 }, ErrBadPriority, "2, want 0..1")
+	f(func(r *Request) { r.Priority = -1 }, ErrBadPriority, "-1, want 0..1")
+	f(func(r *Request) { r.Inputs = r.Inputs[:1] }, nil, "request has 1 inputs, the model takes 2")
+	f(func(r *Request) { r.Inputs[1] = r.Inputs[1][:5] }, nil, "input 1 holds 5 bytes, want 2 rows of 3 bytes")
+	if got := b.metrics.rejected[reasonTooLarge].Get(); got != 2 {
+		t.Fatalf("too_large rejections: got %d, want 2", got)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	one := []Runner{echoRunner{&recorder{}}}
+	f := func(cfg Config, layout Layout, runners []Runner, labels, want string) {
+		t.Helper()
+		b, err := New(cfg, layout, runners, labels)
+		if err == nil {
+			b.Close()
+			t.Fatalf("New succeeded, want an error containing %q", want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("got error %q, want it to contain %q", err, want)
+		}
+	}
+	f(Config{MaxBatchSize: -1}, testLayout, one, "", "batching.max_batch_size: must not be negative")
+	f(Config{}, testLayout, nil, "", "without runners")
+	f(Config{}, testLayout, []Runner{one[0], nil}, "", "runner 1 is nil")
+	f(Config{}, Layout{InputRowBytes: []int{-4}}, one, "", "input 0 has -4 bytes per row")
+	f(Config{}, Layout{OutputRowBytes: []int{4, -1}}, one, "", "output 1 has -1 bytes per row")
+	f(Config{}, testLayout, one, `model=demo`, "invalid batcher metric labels")
+}
+
+func TestMetricsAreExportedUntilClose(t *testing.T) {
+	rec := &recorder{}
+	runners := []Runner{echoRunner{rec}}
+	b, err := New(Config{MaxBatchSize: 8}, testLayout, runners, `model="metrics",version="1"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range uint32(3) {
+		r := newRequest(id, 2, 0)
+		if err := b.Do(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		ReleaseRequest(r)
+	}
+	r := newRequest(9, 9, 0)
+	if err := b.Do(context.Background(), r); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	ReleaseRequest(r)
+
+	var buf bytes.Buffer
+	metrics.WritePrometheus(&buf, false)
+	for _, want := range []string{
+		`infergate_batcher_queue_length{model="metrics",version="1"} 0`,
+		`infergate_batcher_queue_wait_seconds_count{model="metrics",version="1"} 3`,
+		`infergate_batcher_batch_rows_bucket{model="metrics",version="1",le="2"} 3`,
+		`infergate_inference_duration_seconds_count{model="metrics",version="1"} 3`,
+		`infergate_batcher_rows_total{model="metrics",version="1"} 6`,
+		`infergate_batcher_executions_total{model="metrics",version="1"} 3`,
+		`infergate_batcher_rejected_total{model="metrics",version="1",reason="too_large"} 1`,
+		`infergate_batcher_rejected_total{model="metrics",version="1",reason="queue_full"} 0`,
+	} {
+		if !strings.Contains(buf.String(), want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	b.Close()
+	buf.Reset()
+	metrics.WritePrometheus(&buf, false)
+	if strings.Contains(buf.String(), `model="metrics"`) {
+		t.Fatal("metrics still exported after Close")
+	}
+}
+
+func TestSeriesNames(t *testing.T) {
+	f := func(labels, extra, want string) {
+		t.Helper()
+		if got := series("m", labels, extra); got != want {
+			t.Fatalf("series(%q, %q): got %s, want %s", labels, extra, got, want)
+		}
+	}
+	f("", "", "m")
+	f(`a="1"`, "", `m{a="1"}`)
+	f("", `reason="x"`, `m{reason="x"}`)
+	f(`a="1",b="2"`, `reason="x"`, `m{a="1",b="2",reason="x"}`)
+}

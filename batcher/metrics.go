@@ -1,0 +1,94 @@
+package batcher
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// durationBuckets suit queue waits and compute times: 50µs to 10s.
+var durationBuckets = []float64{
+	50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10,
+}
+
+// rowBuckets are batch sizes 1, 2, 4, ..., 1024.
+var rowBuckets = metrics.ExponentialBuckets(1, 2, 11)
+
+// reason is why a request was rejected, a label of the rejected counter.
+type reason int
+
+const (
+	reasonQueueFull reason = iota
+	reasonDeadline
+	// reasonTooLarge counts requests with a row count out of range: too
+	// many rows (ErrTooLarge) or none (ErrNoRows).
+	reasonTooLarge
+	reasonCanceled
+	reasonStopped
+	reasonCount
+)
+
+var reasonNames = [reasonCount]string{"queue_full", "deadline", "too_large", "canceled", "stopped"}
+
+// batcherMetrics are one batcher's series, all created by New so that the
+// request path never creates one. They live in their own set, exported
+// from New until Close.
+type batcherMetrics struct {
+	set        *metrics.Set
+	queueWait  *metrics.PrometheusHistogram
+	batchRows  *metrics.PrometheusHistogram
+	compute    *metrics.PrometheusHistogram
+	rows       *metrics.Counter
+	executions *metrics.Counter
+	rejected   [reasonCount]*metrics.Counter
+}
+
+func newMetrics(labels string, queueLength func() float64) (*batcherMetrics, error) {
+	if labels != "" {
+		if err := metrics.ValidateMetric("m{" + labels + "}"); err != nil {
+			return nil, fmt.Errorf("invalid batcher metric labels %q: %w", labels, err)
+		}
+	}
+	s := metrics.NewSet()
+	m := &batcherMetrics{
+		set:        s,
+		queueWait:  s.NewPrometheusHistogramExt(series("infergate_batcher_queue_wait_seconds", labels, ""), durationBuckets),
+		batchRows:  s.NewPrometheusHistogramExt(series("infergate_batcher_batch_rows", labels, ""), rowBuckets),
+		compute:    s.NewPrometheusHistogramExt(series("infergate_inference_duration_seconds", labels, ""), durationBuckets),
+		rows:       s.NewCounter(series("infergate_batcher_rows_total", labels, "")),
+		executions: s.NewCounter(series("infergate_batcher_executions_total", labels, "")),
+	}
+	s.NewGauge(series("infergate_batcher_queue_length", labels, ""), queueLength)
+	for i, name := range reasonNames {
+		m.rejected[i] = s.NewCounter(series("infergate_batcher_rejected_total", labels, `reason="`+name+`"`))
+	}
+	return m, nil
+}
+
+// series names a series with the caller's labels and extra ones.
+func series(name, labels, extra string) string {
+	switch {
+	case labels != "" && extra != "":
+		return name + "{" + labels + "," + extra + "}"
+	case labels != "" || extra != "":
+		return name + "{" + labels + extra + "}"
+	}
+	return name
+}
+
+func (m *batcherMetrics) register()   { metrics.RegisterSet(m.set) }
+func (m *batcherMetrics) unregister() { metrics.UnregisterSet(m.set, true) }
+
+// observe records one executed batch; a successful one also teaches the
+// adaptive model.
+func (b *Batcher) observe(rows, requests int, d time.Duration, err error) {
+	m := b.metrics
+	m.executions.Inc()
+	m.rows.Add(rows)
+	m.batchRows.Update(float64(rows))
+	m.compute.Update(d.Seconds())
+	if b.model != nil && err == nil {
+		b.model.observe(rows, requests, d)
+	}
+}

@@ -1,0 +1,478 @@
+package batcher
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// These tests run in synctest bubbles: time moves only when every goroutine
+// waits, so delays and deadlines are checked to the nanosecond without
+// sleeping for real.
+
+func TestMaxQueueDelayHoldsThenSends(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueDelay: Delay{Duration: 10 * time.Millisecond}}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		time.Sleep(4 * time.Millisecond)
+		p2 := startDo(ctx, b, 2, 2, 0)
+		synctest.Wait()
+		p3 := startDo(ctx, b, 3, 1, 0)
+
+		// The delay counts from the oldest request, not the newest.
+		time.Sleep(6*time.Millisecond - time.Nanosecond)
+		synctest.Wait()
+		wantBatches(t, rec)
+		if n := b.QueueLength(); n != 3 {
+			t.Fatalf("queue length %d, want 3", n)
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2, 3})
+		p1.wantOK(t)
+		p2.wantOK(t)
+		p3.wantOK(t)
+	})
+}
+
+func TestZeroDelaySendsWhatIsThere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1})
+
+		// While the only instance is busy, requests gather; the moment it
+		// is free they go together, without waiting for more.
+		p2 := startDo(ctx, b, 2, 3, 0)
+		synctest.Wait()
+		p3 := startDo(ctx, b, 3, 1, 0)
+		synctest.Wait()
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p1.wantOK(t)
+		wantBatches(t, rec, []uint32{1}, []uint32{2, 3})
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p2.wantOK(t)
+		p3.wantOK(t)
+	})
+}
+
+func TestFullBatchGoesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		b := newTestBatcher(t, Config{MaxBatchSize: 4, MaxQueueDelay: Delay{Duration: time.Hour}}, 1, rec)
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 2, 0)
+		synctest.Wait()
+		p2 := startDo(ctx, b, 2, 2, 0)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2})
+		p1.wantOK(t)
+		p2.wantOK(t)
+
+		// 3 rows wait; 2 more would not fit, so the 3 go alone at once
+		// and the 2 wait for the delay.
+		p3 := startDo(ctx, b, 3, 3, 0)
+		synctest.Wait()
+		p4 := startDo(ctx, b, 4, 2, 0)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2}, []uint32{3})
+		p3.wantOK(t)
+		p4.wantPending(t)
+
+		// Close sends what waits without waiting for the delay.
+		b.Close()
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2}, []uint32{3}, []uint32{4})
+		p4.wantOK(t)
+	})
+}
+
+func TestPreferredSizeGoesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		cfg := Config{MaxBatchSize: 8, PreferredBatchSizes: []int{2, 6}, MaxQueueDelay: Delay{Duration: time.Hour}}
+		b := newTestBatcher(t, cfg, 1, rec)
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		wantBatches(t, rec)
+		p2 := startDo(ctx, b, 2, 1, 0)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2})
+
+		// While the instance is busy the queue reaches 1, 2, 4, 6 and 7
+		// rows; the largest preferred size reachable in arrival order (6)
+		// goes, and the last request waits.
+		var ps []*pendingDo
+		for _, req := range []struct {
+			id   uint32
+			rows int
+		}{{3, 1}, {4, 1}, {5, 2}, {6, 2}, {7, 1}} {
+			ps = append(ps, startDo(ctx, b, req.id, req.rows, 0))
+			synctest.Wait()
+		}
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1, 2}, []uint32{3, 4, 5, 6})
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p1.wantOK(t)
+		p2.wantOK(t)
+		for _, p := range ps[:4] {
+			p.wantOK(t)
+		}
+		ps[4].wantPending(t)
+
+		close(rec.gate)
+		b.Close()
+		synctest.Wait()
+		ps[4].wantOK(t)
+	})
+}
+
+func TestHigherPriorityGoesFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 4, PriorityLevels: 2}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		var ps []*pendingDo
+		for _, req := range []struct {
+			id             uint32
+			rows, priority int
+		}{{2, 2, 0}, {3, 2, 0}, {4, 2, 1}} {
+			ps = append(ps, startDo(ctx, b, req.id, req.rows, req.priority))
+			synctest.Wait()
+		}
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		// The high-priority request queued last is in the next batch,
+		// followed by the oldest low-priority one.
+		wantBatches(t, rec, []uint32{1}, []uint32{4, 2})
+		p1.wantOK(t)
+		close(rec.gate)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1}, []uint32{4, 2}, []uint32{3})
+		for _, p := range ps {
+			p.wantOK(t)
+		}
+	})
+}
+
+func TestDeadlinePassesWhileQueued(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, DefaultTimeout: time.Second}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+
+		r2 := newRequest(2, 1, 0)
+		r2.Timeout = 5 * time.Millisecond
+		p2 := startRequest(ctx, b, r2)
+		r3 := newRequest(3, 1, 0)
+		r3.Timeout = time.Hour // lowered to DefaultTimeout
+		p3 := startRequest(ctx, b, r3)
+
+		time.Sleep(5*time.Millisecond - time.Nanosecond)
+		synctest.Wait()
+		p2.wantPending(t)
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		p2.wantErr(t, ErrDeadline)
+		if n := b.QueueLength(); n != 1 {
+			t.Fatalf("queue length %d after a deadline, want 1", n)
+		}
+		time.Sleep(time.Second - 5*time.Millisecond)
+		synctest.Wait()
+		p3.wantErr(t, ErrDeadline)
+
+		// Expired requests are never computed.
+		close(rec.gate)
+		synctest.Wait()
+		p1.wantOK(t)
+		wantBatches(t, rec, []uint32{1})
+		if got := b.metrics.rejected[reasonDeadline].Get(); got != 2 {
+			t.Fatalf("deadline rejections: got %d, want 2", got)
+		}
+	})
+}
+
+func TestBatchedRequestOutlivesItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{compute: func(int) time.Duration { return 20 * time.Millisecond }}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, DefaultTimeout: 5 * time.Millisecond}, 1, rec)
+		defer b.Close()
+		start := time.Now()
+		p := startDo(context.Background(), b, 1, 2, 0)
+		synctest.Wait()
+		p.wantPending(t)
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		p.wantOK(t)
+		if d := time.Since(start); d != 20*time.Millisecond {
+			t.Fatalf("Do took %s, want the batch's 20ms", d)
+		}
+	})
+}
+
+func TestQueueFullRejectsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueSize: 2}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		p2 := startDo(ctx, b, 2, 1, 0)
+		synctest.Wait()
+		p3 := startDo(ctx, b, 3, 1, 0)
+		synctest.Wait()
+
+		r := newRequest(4, 1, 0)
+		if err := b.Do(ctx, r); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Do on a full queue: got %v, want ErrQueueFull", err)
+		}
+		ReleaseRequest(r)
+		if got := b.metrics.rejected[reasonQueueFull].Get(); got != 1 {
+			t.Fatalf("queue_full rejections: got %d, want 1", got)
+		}
+		close(rec.gate)
+		synctest.Wait()
+		p1.wantOK(t)
+		p2.wantOK(t)
+		p3.wantOK(t)
+	})
+}
+
+func TestCancelWhileQueuedFreesItsSlot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueSize: 1}, 1, rec)
+		defer b.Close()
+		p1 := startDo(context.Background(), b, 1, 1, 0)
+		synctest.Wait()
+		ctx, cancel := context.WithCancel(context.Background())
+		p2 := startDo(ctx, b, 2, 1, 0)
+		synctest.Wait()
+		r := newRequest(3, 1, 0)
+		if err := b.Do(context.Background(), r); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Do on a full queue: got %v, want ErrQueueFull", err)
+		}
+		ReleaseRequest(r)
+
+		cancel()
+		synctest.Wait()
+		p2.wantErr(t, context.Canceled)
+		if n := b.QueueLength(); n != 0 {
+			t.Fatalf("queue length %d after a cancel, want 0", n)
+		}
+		p4 := startDo(context.Background(), b, 4, 1, 0)
+		synctest.Wait()
+		close(rec.gate)
+		synctest.Wait()
+		p1.wantOK(t)
+		p4.wantOK(t)
+		wantBatches(t, rec, []uint32{1}, []uint32{4})
+		if got := b.metrics.rejected[reasonCanceled].Get(); got != 1 {
+			t.Fatalf("canceled rejections: got %d, want 1", got)
+		}
+	})
+}
+
+func TestCloseDrainsTheQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 2, MaxQueueDelay: Delay{Duration: time.Hour}}, 1, rec)
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 2, 0)
+		synctest.Wait()
+		var ps []*pendingDo
+		for id := range uint32(3) {
+			ps = append(ps, startDo(ctx, b, 2+id, 1, 0))
+			synctest.Wait()
+		}
+
+		closed := make(chan struct{})
+		go func() {
+			b.Close()
+			close(closed)
+		}()
+		synctest.Wait()
+		r := newRequest(9, 1, 0)
+		if err := b.Do(ctx, r); !errors.Is(err, ErrStopped) {
+			t.Fatalf("Do after Close: got %v, want ErrStopped", err)
+		}
+		ReleaseRequest(r)
+		select {
+		case <-closed:
+			t.Fatal("Close returned before the queue was drained")
+		default:
+		}
+
+		// The last batch needs the buffers of the first: Close waits for
+		// its release.
+		close(rec.gate)
+		synctest.Wait()
+		p1.wantOK(t)
+		synctest.Wait()
+		for _, p := range ps {
+			p.wantOK(t)
+		}
+		<-closed
+		if got := len(rec.seen()); got != 3 {
+			t.Fatalf("Close drained in %d batches, want 3", got)
+		}
+		b.Close()
+	})
+}
+
+func TestCloseDoesNotWaitForUnreleasedRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newTestBatcher(t, Config{MaxBatchSize: 2}, 1, &recorder{})
+		ctx := context.Background()
+		// Both buffer sets stay held: nothing queued needs them, so Close
+		// must not wait for their release.
+		r1, r2 := newRequest(1, 1, 0), newRequest(2, 1, 0)
+		for _, r := range []*Request{r1, r2} {
+			if err := b.Do(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.Close()
+		for _, r := range []*Request{r1, r2} {
+			if err := checkOutputs(r); err != nil {
+				t.Fatal(err)
+			}
+			ReleaseRequest(r)
+		}
+	})
+}
+
+func TestRunnerErrorReachesEveryRequestOfTheBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		rec := &recorder{fail: boom}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueDelay: Delay{Duration: time.Millisecond}}, 1, rec)
+		defer b.Close()
+		// More batches than buffer sets: a failed batch must free its set.
+		for batch := range uint32(3) {
+			var ps []*pendingDo
+			for i := range uint32(3) {
+				ps = append(ps, startDo(context.Background(), b, batch*3+i, 2, 0))
+			}
+			time.Sleep(time.Millisecond)
+			synctest.Wait()
+			for _, p := range ps {
+				err, _ := p.done()
+				if err == nil || err.Error() != "cannot run batch of 6 rows: boom" {
+					t.Fatalf("got error %v, want the batch's error", err)
+				}
+				p.wantErr(t, boom)
+			}
+		}
+		if n := len(rec.seen()); n != 3 {
+			t.Fatalf("%d batches ran, want 3", n)
+		}
+	})
+}
+
+func TestBuffersReusedOnlyOnceReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		b := newTestBatcher(t, Config{MaxBatchSize: 4}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		r1, r2 := newRequest(1, 4, 0), newRequest(2, 4, 0)
+		for _, r := range []*Request{r1, r2} {
+			if err := b.Do(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Both sets are held, so the third batch waits rather than
+		// overwrite outputs still being read.
+		p3 := startDo(ctx, b, 3, 4, 0)
+		synctest.Wait()
+		p3.wantPending(t)
+		wantBatches(t, rec, []uint32{1}, []uint32{2})
+
+		ReleaseRequest(r1)
+		synctest.Wait()
+		p3.wantOK(t)
+		if err := checkOutputs(r2); err != nil {
+			t.Fatalf("outputs of a held request changed: %v", err)
+		}
+		ReleaseRequest(r2)
+	})
+}
+
+func TestBatchingOffRunsEachRequestAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxQueueDelay: Delay{Duration: time.Hour}}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		// Any row count goes, and the buffers grow to fit it.
+		var ps []*pendingDo
+		for id, rows := range []int{1, 300, 2, 1000} {
+			ps = append(ps, startDo(ctx, b, uint32(id), rows, 0))
+			synctest.Wait()
+		}
+		close(rec.gate)
+		for _, p := range ps {
+			synctest.Wait()
+			p.wantOK(t)
+		}
+		wantBatches(t, rec, []uint32{0}, []uint32{1}, []uint32{2}, []uint32{3})
+	})
+}
+
+func TestWorkerSkipsRequestsPastTheirDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		// Keep the batcher's own worker busy.
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		r2 := newRequest(2, 1, 0)
+		r2.Timeout = 5 * time.Millisecond
+		p2 := startRequest(ctx, b, r2)
+		synctest.Wait()
+		p3 := startDo(ctx, b, 3, 1, 0)
+		synctest.Wait()
+
+		// A worker deciding at the deadline, before r2's own timer made its
+		// Do leave, answers r2 itself and never runs it.
+		byHand := &recorder{}
+		w := newWorker(b, echoRunner{byHand})
+		set, _ := w.acquireSet()
+		b.mu.Lock()
+		w.takeLocked(2, time.Now().Add(5*time.Millisecond))
+		b.mu.Unlock()
+		w.run(set)
+		synctest.Wait()
+		p2.wantErr(t, ErrDeadline)
+		p3.wantOK(t)
+		wantBatches(t, byHand, []uint32{3})
+
+		close(rec.gate)
+		synctest.Wait()
+		p1.wantOK(t)
+	})
+}
