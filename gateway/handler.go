@@ -287,7 +287,7 @@ func batchStatus(err error) int {
 		return fasthttp.StatusServiceUnavailable
 	case errors.Is(err, batcher.ErrDeadline):
 		return fasthttp.StatusGatewayTimeout
-	case errors.Is(err, batcher.ErrTooLarge), errors.Is(err, batcher.ErrBadPriority):
+	case errors.Is(err, batcher.ErrTooLarge), errors.Is(err, batcher.ErrBadPriority), errors.Is(err, batcher.ErrNoRows):
 		return fasthttp.StatusBadRequest
 	}
 	return fasthttp.StatusInternalServerError

@@ -262,3 +262,43 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatalf("run after Close: got %v, want ErrUnloaded", err)
 	}
 }
+
+// TestBindingCache runs one session over many distinct buffers and shapes:
+// every answer is right, buffers seen again reuse their binding, and the
+// cache stays bounded.
+func TestBindingCache(t *testing.T) {
+	v := load(t, "echo_int64", ModelConfig{})
+	s, err := v.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Release(s)
+	out := make([]Tensor, 1)
+	for i := range 2 * maxBindings {
+		rows := int64(1 + i%5)
+		in := Tensor{DataType: INT64, Shape: []int64{rows, 4}, Data: make([]byte, rows*4*8)}
+		in.Data[0] = byte(i)
+		if i%2 == 0 {
+			out[0].Data = nil // a fresh output buffer too
+		}
+		if err := s.Run([]Tensor{in}, out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out[0].Data, in.Data) || !slices.Equal(out[0].Shape, in.Shape) {
+			t.Fatalf("run %d: got %v %v", i, out[0].Shape, out[0].Data[:8])
+		}
+		if n := len(s.bindings.byHash); n > maxBindings {
+			t.Fatalf("%d bindings cached, want at most %d", n, maxBindings)
+		}
+	}
+	in := f32Tensor([]int64{1, 4}, 1, 2, 3, 4)
+	in.DataType, in.Data = INT64, make([]byte, 32)
+	s.Run([]Tensor{in}, out)
+	before := len(s.bindings.byHash)
+	for range 10 {
+		s.Run([]Tensor{in}, out)
+	}
+	if len(s.bindings.byHash) != before {
+		t.Fatal("the same buffers got a new binding")
+	}
+}

@@ -19,6 +19,7 @@ type Session struct {
 	// Per-Run scratch, reused because a Session runs one call at a time.
 	inValues  []ort.Value
 	outValues []ort.Value
+	bindings  bindingCache
 }
 
 // NewSession opens a session of the model file at path on the environment's
@@ -122,11 +123,34 @@ func (s *Session) Provider() string { return s.provider }
 // Run computes outputs from inputs, both in the model's order. Each output's
 // Shape and Data are overwritten, reusing their capacity. The caller checked
 // the inputs against Inputs.
+//
+// Outputs whose shape follows from the batch size are written by ONNX
+// Runtime straight into the caller's buffers. When the caller passes the
+// same buffers and shapes again (a batcher's buffer sets do), the ORT values
+// and their I/O binding are reused, so the run allocates nothing.
 func (s *Session) Run(inputs, outputs []Tensor) error {
 	if len(inputs) != len(s.inputs) || len(outputs) != len(s.outputs) {
 		panic(fmt.Sprintf("BUG: session takes %d inputs and %d outputs, got %d and %d",
 			len(s.inputs), len(s.outputs), len(inputs), len(outputs)))
 	}
+	for i := range outputs {
+		if !s.sizeOutput(&outputs[i], i, inputs) {
+			return s.runAllocating(inputs, outputs)
+		}
+	}
+	b, err := s.binding(inputs, outputs)
+	if err != nil {
+		return err
+	}
+	if err := s.ort.RunWithBinding(b.io); err != nil {
+		return fmt.Errorf("cannot run model: %w", err)
+	}
+	return nil
+}
+
+// runAllocating runs with outputs ONNX Runtime allocates, for models whose
+// output shapes are only known after the run, and copies them out.
+func (s *Session) runAllocating(inputs, outputs []Tensor) error {
 	defer s.release()
 	for i, in := range inputs {
 		v, err := ort.NewCustomDataTensor(ort.Shape(in.Shape), in.Data, ort.TensorElementDataType(in.DataType))
@@ -135,24 +159,10 @@ func (s *Session) Run(inputs, outputs []Tensor) error {
 		}
 		s.inValues[i] = v
 	}
-	// Outputs whose shape follows from the batch size are written by ONNX
-	// Runtime straight into the caller's buffers; others it allocates.
-	for i := range outputs {
-		if s.bindOutput(&outputs[i], i, inputs) {
-			v, err := ort.NewCustomDataTensor(ort.Shape(outputs[i].Shape), outputs[i].Data, ort.TensorElementDataType(outputs[i].DataType))
-			if err != nil {
-				return fmt.Errorf("cannot bind output %q: %w", s.outputs[i].Name, err)
-			}
-			s.outValues[i] = v
-		}
-	}
 	if err := s.ort.Run(s.inValues, s.outValues); err != nil {
 		return fmt.Errorf("cannot run model: %w", err)
 	}
 	for i, v := range s.outValues {
-		if _, bound := v.(*ort.CustomDataTensor); bound {
-			continue
-		}
 		if err := copyOutput(&outputs[i], v); err != nil {
 			return fmt.Errorf("cannot read output %q: %w", s.outputs[i].Name, err)
 		}
@@ -160,9 +170,9 @@ func (s *Session) Run(inputs, outputs []Tensor) error {
 	return nil
 }
 
-// bindOutput sizes dst for output i when its shape is known before running:
+// sizeOutput sizes dst for output i when its shape is known before running:
 // static but for a leading batch dimension that the first input shares.
-func (s *Session) bindOutput(dst *Tensor, i int, inputs []Tensor) bool {
+func (s *Session) sizeOutput(dst *Tensor, i int, inputs []Tensor) bool {
 	info := s.outputs[i]
 	dst.DataType = info.DataType
 	dst.Shape = append(dst.Shape[:0], info.Shape...)
@@ -247,5 +257,6 @@ func bytesOf[T any](s []T) []byte {
 
 // Close destroys the session. The caller ensures no Run is in flight.
 func (s *Session) Close() error {
+	s.bindings.clear()
 	return s.ort.Destroy()
 }
