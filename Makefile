@@ -24,6 +24,11 @@ test: onnxruntime
 build:
 	$(GO) build -o bin/infergate ./cmd/infergate
 
+## bench: run the benchmark suite on this machine and write bench/RESULTS.md (a few minutes)
+.PHONY: bench
+bench: onnxruntime build
+	./bin/infergate bench --suite --out bench/RESULTS.md
+
 ## onnxruntime: download ONNX Runtime $(ORT_VERSION) (CPU) with npm into $(ORT_DIR), checked by SHA-256
 onnxruntime: $(ORT_LIB)
 

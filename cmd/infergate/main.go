@@ -23,6 +23,10 @@ const usage = `infergate: an ML inference gateway speaking the Open Inference Pr
 
 Usage:
   infergate serve [--config F] [--listen ADDR] [--log-level L] [--log-json]
+  infergate bench [--url U] [--model M] [--payload F | --rows N] [--rate R | --rates R,R,...]
+                  [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
+                  [--json F] [--markdown F] [--svg F] [--quiet]
+  infergate bench --suite [--out bench/RESULTS.md] [--duration D] [--warmup D] [--quiet]
   infergate train --demo [--out DIR]
   infergate version
 `
@@ -36,6 +40,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "serve":
 		err = serve(args)
+	case "bench":
+		err = benchCmd(args)
 	case "train":
 		err = train(args)
 	case "version":

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/infergate/infergate/bench"
+)
+
+// run measures every scenario in turn, appending to the report.
+func (s *suite) run(ctx context.Context) error {
+	demo, err := s.request("demo")
+	if err != nil {
+		return err
+	}
+	heavy, err := s.request("heavy_fixed")
+	if err != nil {
+		return err
+	}
+	at := func(r bench.Request, model string) bench.Request {
+		r.Path = "/v2/models/" + model + "/infer"
+		return r
+	}
+
+	// ctx is checked between scenarios, so that an interrupted suite stops
+	// instead of writing half-measured results.
+
+	// 1. The demo model against the HTTP ceiling.
+	demoCeiling, err := s.ceiling(ctx, "demo: HTTP ceiling", demo, demoConnections)
+	if err != nil {
+		return err
+	}
+	demoGateway := s.load(ctx, "demo: gateway", demo, demoConnections, 0, s.opts.duration)
+	demoUnbatched := s.load(ctx, "demo: gateway, batching off", at(demo, "demo_unbatched"), demoConnections, 0, s.opts.duration)
+	s.section("Demo model through the gateway vs the HTTP ceiling",
+		fmt.Sprintf("Closed loop, %d connections, one row per request. The gateway serves the demo model as "+
+			"configs/demo.yaml does (batching: %d instances, max_batch_size %d, max_queue_delay %s), but with the response "+
+			"cache off; for comparison also with batching off (same instances). The HTTP ceiling is an in-process fasthttp "+
+			"server answering the bytes the gateway answered, without any work.",
+			demoConnections, s.demo.Batching.Instances, s.demo.Batching.MaxBatchSize, s.demo.Batching.MaxQueueDelay),
+		demoCeiling, demoGateway, demoUnbatched)
+	s.ratio("demo through the gateway vs HTTP ceiling (ok req/s)", demoGateway.OKPerSec, demoCeiling.OKPerSec, 0.85)
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// 2. The heavy model's compute ceiling.
+	compute, err := s.compute(ctx, filepath.Join(s.repo, "heavy_off", "1"))
+	if err != nil {
+		return err
+	}
+	fullBatch, ok := compute.Point(heavyMaxBatch)
+	if !ok {
+		return fmt.Errorf("BUG: the compute ceiling lacks batch size %d", heavyMaxBatch)
+	}
+	s.md.WriteString("## Compute ceiling of the heavy model\n\n")
+	s.md.WriteString("MLP 256 -> 1024 -> 1024 -> 10 (Relu, Softmax), run in-process through `runtime` on one instance " +
+		"with one intra-op thread, as the gateway runs it.\n\n")
+	s.md.WriteString(bench.ComputeTable(compute) + "\n")
+
+	// 3. Batching off and on, against the combined ceiling.
+	heavyCeiling, err := s.ceiling(ctx, "heavy: HTTP ceiling", heavy, heavyConnections)
+	if err != nil {
+		return err
+	}
+	off := s.load(ctx, "heavy: batching off", at(heavy, "heavy_off"), heavyConnections, 0, s.opts.duration)
+	on := s.load(ctx, "heavy: batching on (fixed delay)", heavy, heavyConnections, 0, s.opts.duration)
+	combined := 1 / (1/heavyCeiling.RowsPerSec + 1/compute.Best.RowsPerSec)
+	s.section("Heavy model: batching off vs on",
+		fmt.Sprintf("Closed loop, %d connections, one row per request. Batching on: max_batch_size %d, max_queue_delay %s, "+
+			"max_queue_size %d, one instance. The combined ceiling 1/(1/http + 1/compute) = 1/(1/%.0f + 1/%.0f) = %.0f rows/s.",
+			heavyConnections, heavyMaxBatch, heavyFixedDelay, heavyQueueSize, heavyCeiling.RowsPerSec, compute.Best.RowsPerSec, combined),
+		heavyCeiling, off, on)
+	s.ratio("batching on vs the combined ceiling (rows/s)", on.RowsPerSec, combined, 0.8)
+	s.ratio("batching on vs off (rows/s)", on.RowsPerSec, off.RowsPerSec, 1.8)
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// 4. Half of the max sustainable rate, open loop.
+	maxRate := on.OKPerSec
+	if maxRate <= 0 {
+		return fmt.Errorf("the heavy model answered nothing with batching on: %v (%s)", on.Errors, on.FirstError)
+	}
+	half := s.load(ctx, "heavy: half the max rate", heavy, 0, maxRate/2, s.opts.duration)
+	bound := heavyFixedDelay + 2*time.Duration(fullBatch.Run.P50)
+	s.section("Heavy model at half the max sustainable rate",
+		fmt.Sprintf("Open loop at %.0f req/s, half the %.0f req/s that batching on sustained above. "+
+			"Bound: max_queue_delay + 2 x the full-batch (%d rows) compute p50 = %s + 2 x %s = %s.",
+			maxRate/2, maxRate, heavyMaxBatch, heavyFixedDelay, fullBatch.Run.P50, bench.Millis(bound)),
+		half)
+	s.atMost("p99 at half the max rate", half.Latency.P99, bound)
+
+	// 5. Adaptive vs fixed delay, at low and high load.
+	fixedLow := s.load(ctx, "heavy: fixed delay, low load", heavy, 0, lowLoad*maxRate, s.opts.duration)
+	autoLow := s.load(ctx, "heavy: adaptive, low load", at(heavy, "heavy_auto"), 0, lowLoad*maxRate, s.opts.duration)
+	autoHigh := s.load(ctx, "heavy: adaptive, high load", at(heavy, "heavy_auto"), heavyConnections, 0, s.opts.duration)
+	s.section("Adaptive vs fixed delay",
+		fmt.Sprintf("Adaptive: max_queue_delay auto, latency_target %s; fixed: max_queue_delay %s; otherwise as above. "+
+			"Low load: open loop at %.0f req/s (%.0f%% of the max rate). High load: closed loop, %d connections, "+
+			"against the fixed delay's closed-loop run above.",
+			heavyTarget, heavyFixedDelay, lowLoad*maxRate, 100*lowLoad, heavyConnections),
+		fixedLow, autoLow, on, autoHigh)
+	s.atMost("adaptive p99 at low load vs latency_target", autoLow.Latency.P99, heavyTarget)
+	s.ratio("adaptive vs fixed delay throughput at high load (rows/s)", autoHigh.RowsPerSec, on.RowsPerSec, 0.9)
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// 6. Overload: twice the max rate, open loop.
+	if err := s.overload(ctx, heavy, maxRate, fullBatch); err != nil {
+		return err
+	}
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// 7. The latency-throughput curve.
+	var sweep []*bench.Result
+	for _, share := range sweepShares {
+		sweep = append(sweep, s.load(ctx, fmt.Sprintf("heavy: sweep %.0f%%", 100*share), heavy, 0, share*maxRate, s.opts.duration/2))
+	}
+	s.section("Latency-throughput curve of the heavy model (fixed delay)",
+		fmt.Sprintf("Open loop at %v of the max rate, %s each. The plot is [%s](%s).",
+			sweepShares, s.opts.duration/2, s.svgName(), s.svgName()),
+		sweep...)
+	fmt.Fprintf(&s.md, "![latency vs throughput](%s)\n\n", s.svgName())
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.writeCurve(sweep)
+}
+
+// overload runs the heavy model at twice the max rate and checks that the
+// gateway keeps answering, rejects the excess fast and stays flat in memory.
+func (s *suite) overload(ctx context.Context, heavy bench.Request, maxRate float64, fullBatch bench.ComputePoint) error {
+	before, err := bench.ProcessRSS()
+	if err != nil {
+		return err
+	}
+	rss := startRSSSampler(time.Now().Add(s.opts.warmup))
+	res := s.load(ctx, "heavy: overload at 2x max rate", heavy, overloadConnections, 2*maxRate, s.opts.duration)
+	warmRSS, peak := rss.stop()
+	after, err := bench.ProcessRSS()
+	if err != nil {
+		return err
+	}
+	if warmRSS == 0 {
+		warmRSS = before
+	}
+	drain := time.Duration(float64(heavyQueueSize) / maxRate * float64(time.Second))
+	acceptedBound := drain + heavyFixedDelay + 2*time.Duration(fullBatch.Run.P50)
+	rejectBound := heavyFixedDelay + time.Duration(fullBatch.Run.P50)
+	s.section("Overload: twice the max sustainable rate",
+		fmt.Sprintf("Open loop at %.0f req/s with max_queue_size %d. Accepted p99 bound: a full queue drained at the max rate "+
+			"(%d / %.0f req/s = %s) + max_queue_delay + 2 x full-batch compute = %s. Rejections count as fast when their p99 "+
+			"is within one batch cycle (max_queue_delay + full-batch compute = %s). RSS of the whole process (gateway and "+
+			"generator): %s before, %s at the end of the warm-up, %s at the peak, %s after.",
+			2*maxRate, heavyQueueSize, heavyQueueSize, maxRate, bench.Millis(drain), bench.Millis(acceptedBound),
+			bench.Millis(rejectBound), mib(before), mib(warmRSS), mib(peak), mib(after)),
+		res)
+	s.ratio("overload: accepted throughput vs the max rate (keeps answering)", res.OKPerSec, maxRate, 0.5)
+	rejected := res.Errors["503"]
+	others := res.ErrorCount() - rejected
+	s.add(check{scenario: "overload: excess rejected with 503, nothing else fails",
+		target: "503s > 0, other errors = 0", measured: fmt.Sprintf("%d 503s, %d other errors", rejected, others),
+		met: rejected > 0 && others == 0})
+	// A rejection's speed is the gateway's: it is timed from the actual send,
+	// without the wait for a free connection that the generator's backlog adds.
+	if res.ErrorSendLatency != nil {
+		s.add(check{scenario: "overload: p99 of the 503 rejections, from the actual send",
+			target:   "≤ " + bench.Millis(rejectBound).String(),
+			measured: fmt.Sprintf("%s (from the scheduled time: %s)", res.ErrorSendLatency.P99, res.ErrorLatency.P99),
+			met:      time.Duration(res.ErrorSendLatency.P99) <= rejectBound})
+	}
+	accepted := check{scenario: "overload: p99 of accepted requests", target: "≤ " + bench.Millis(acceptedBound).String(),
+		measured: res.Latency.P99.String(), met: time.Duration(res.Latency.P99) <= acceptedBound}
+	if res.SendLatency != nil {
+		accepted.measured += " (from the actual send: " + res.SendLatency.P99.String() + ")"
+	}
+	s.add(accepted)
+	s.add(check{scenario: "overload: RSS stays flat (after vs end of warm-up)",
+		target: "≤ 1.10 x", measured: fmt.Sprintf("%s / %s = %.2f x", mib(after), mib(warmRSS), float64(after)/float64(warmRSS)),
+		met: float64(after) <= 1.10*float64(warmRSS)})
+	return nil
+}
+
+// rssSampler reads the process's RSS four times a second while a run
+// lasts: the first reading after the warm-up and the peak.
+type rssSampler struct {
+	warmEnd time.Time
+	quit    chan struct{}
+	done    chan struct{}
+	// atWarm and peak are written by the sampling goroutine until done is closed.
+	atWarm, peak int64
+}
+
+func startRSSSampler(warmEnd time.Time) *rssSampler {
+	r := &rssSampler{warmEnd: warmEnd, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.quit:
+				return
+			case now := <-t.C:
+				rss, err := bench.ProcessRSS()
+				if err != nil {
+					continue
+				}
+				r.peak = max(r.peak, rss)
+				if r.atWarm == 0 && !now.Before(r.warmEnd) {
+					r.atWarm = rss
+				}
+			}
+		}
+	}()
+	return r
+}
+
+// stop ends the sampling and returns the RSS at the end of the warm-up (0
+// if the run ended first) and the peak.
+func (r *rssSampler) stop() (atWarm, peak int64) {
+	close(r.quit)
+	<-r.done
+	return r.atWarm, r.peak
+}

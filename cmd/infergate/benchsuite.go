@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/bench"
+	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/retrain/onnxexport"
+	"github.com/infergate/infergate/runtime"
+)
+
+// The suite's setup. The heavy model is served three times under three
+// names, so that one gateway (and one ONNX Runtime environment) holds every
+// batching mode at once.
+const (
+	heavySeed       = 20250101
+	heavyMaxBatch   = 64
+	heavyFixedDelay = 2 * time.Millisecond
+	heavyTarget     = 5 * time.Millisecond
+	heavyQueueSize  = 512
+	// heavyConnections keeps several full batches waiting in closed loop,
+	// so that a batch never waits for stragglers to fill.
+	heavyConnections = 4 * heavyMaxBatch
+	// overloadConnections is well beyond what the queue and a running batch
+	// hold, so that the gateway, not the generator's connection limit,
+	// decides what is turned away.
+	overloadConnections = 2 * heavyQueueSize
+	demoConnections     = 32
+	// lowLoad is the share of the max sustainable rate the adaptive mode is
+	// compared at when the load is light.
+	lowLoad = 0.1
+)
+
+// sweepShares are the shares of the max sustainable rate the
+// latency-throughput curve is drawn at.
+var sweepShares = []float64{0.2, 0.4, 0.6, 0.8, 1.0, 1.2}
+
+// suiteOptions are the flags of `infergate bench --suite`.
+type suiteOptions struct {
+	out              string
+	duration, warmup time.Duration
+	progress         io.Writer
+	command          string
+}
+
+// suite runs the standard benchmark: an in-process gateway over a
+// temporary repository, the ceilings, the scenarios, and the report.
+type suite struct {
+	opts   suiteOptions
+	log    *slog.Logger
+	repo   string
+	env    *runtime.Environment
+	srv    *gateway.Server
+	served chan error
+	addr   string
+	// demo is the demo model's section as served.
+	demo gateway.ModelConfig
+	rep  bench.Report
+	md   strings.Builder
+	// checks are the targets and whether they were met, in order.
+	checks []check
+}
+
+// runSuite runs the standard suite and writes o.out, with the JSON report
+// and the latency-throughput plot beside it.
+func runSuite(ctx context.Context, o suiteOptions) error {
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return fmt.Errorf("cannot create the results folder: %w", err)
+	}
+	s, err := startSuite(o)
+	if err != nil {
+		return err
+	}
+	err = s.run(ctx)
+	if serr := s.stop(); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	return s.write()
+}
+
+// startSuite writes the model repository, opens the process's one ONNX
+// Runtime environment and serves the repository with an in-process gateway
+// on a loopback port.
+func startSuite(o suiteOptions) (s *suite, err error) {
+	s = &suite{
+		opts: o,
+		log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		rep:  bench.Report{Command: o.command, Date: time.Now(), Machine: bench.ThisMachine()},
+	}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	if s.repo, err = os.MkdirTemp("", "infergate-bench-"); err != nil {
+		return nil, fmt.Errorf("cannot create the suite's model repository: %w", err)
+	}
+	if err := writeSuiteRepository(s.repo); err != nil {
+		return nil, err
+	}
+	rtCfg := runtime.DefaultConfig()
+	rtCfg.IntraOpThreads = 1 // the generator needs the other cores
+	if s.env, err = runtime.NewEnvironment(rtCfg, s.log); err != nil {
+		return nil, err
+	}
+	demoCfg, err := gateway.LoadConfig(filepath.Join("configs", "demo.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	cfg := suiteConfig(s.repo, rtCfg, demoCfg.Models["demo"])
+	s.demo = cfg.Models["demo"]
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("BUG: the suite's gateway config is invalid: %w", err)
+	}
+	if s.srv, err = gateway.New(gateway.Options{Config: cfg, Env: s.env, Log: s.log, Version: version()}); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen for the suite's gateway: %w", err)
+	}
+	s.addr = ln.Addr().String()
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// stop shuts the gateway down, closes the environment and removes the
+// repository, in the reverse order of startSuite.
+func (s *suite) stop() error {
+	var err error
+	if s.srv != nil {
+		err = s.srv.Shutdown(context.Background())
+		if s.served != nil {
+			if serr := <-s.served; err == nil {
+				err = serr
+			}
+		}
+	}
+	if s.env != nil {
+		s.env.Close()
+	}
+	if s.repo != "" {
+		os.RemoveAll(s.repo)
+	}
+	return err
+}
+
+// writeSuiteRepository writes the demo model, also as demo_unbatched, and
+// the heavy model under the three names its batching modes are served as.
+func writeSuiteRepository(repo string) error {
+	demo, err := os.ReadFile(filepath.Join("configs", "models", "demo", "1", "model.onnx"))
+	if err != nil {
+		return fmt.Errorf("cannot read the demo model (run the suite from the project root): %w", err)
+	}
+	heavy, err := heavyModel(heavySeed)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{"demo": demo, "demo_unbatched": demo, "heavy_off": heavy, "heavy_fixed": heavy, "heavy_auto": heavy}
+	for name, data := range files {
+		dir := filepath.Join(repo, name, "1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("cannot write the suite's model repository: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), data, 0o644); err != nil {
+			return fmt.Errorf("cannot write the suite's model repository: %w", err)
+		}
+	}
+	return nil
+}
+
+// heavyModel is an MLP 256 -> 1024 -> 1024 -> 10 with Relu and Softmax and
+// seeded random (Glorot-uniform) weights.
+func heavyModel(seed uint64) ([]byte, error) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	dense := func(in, out int, relu bool) onnxexport.Dense {
+		limit := math.Sqrt(6 / float64(in+out))
+		w := make([]float32, in*out)
+		for i := range w {
+			w[i] = float32((2*rng.Float64() - 1) * limit)
+		}
+		b := make([]float32, out)
+		for i := range b {
+			b[i] = float32((2*rng.Float64() - 1) * 0.01)
+		}
+		return onnxexport.Dense{In: in, Out: out, Weights: w, Bias: b, Relu: relu}
+	}
+	return onnxexport.MLP{
+		Layers:  []onnxexport.Dense{dense(256, 1024, true), dense(1024, 1024, true), dense(1024, 10, false)},
+		Softmax: true,
+	}.Marshal()
+}
+
+// suiteConfig serves repo with the demo model as the demo config serves it,
+// but for its response cache (the benchmark repeats one request, which a
+// cache would answer without compute), and the heavy model with batching
+// off, with a fixed delay, and adaptive.
+func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gateway.Config {
+	cfg := gateway.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Repository = repo
+	cfg.Runtime = rt
+	model := func(b batcher.Config) gateway.ModelConfig {
+		b = b.WithDefaults()
+		return gateway.ModelConfig{ModelConfig: runtime.ModelConfig{Instances: b.Instances}, Batching: b}
+	}
+	demo.Cache = gateway.CacheConfig{}
+	demo.Batching = demo.Batching.WithDefaults()
+	demo.Instances = demo.Batching.Instances
+	cfg.Models = map[string]gateway.ModelConfig{
+		"demo":           demo,
+		"demo_unbatched": model(batcher.Config{Instances: demo.Batching.Instances}),
+		"heavy_off":      model(batcher.Config{MaxQueueSize: heavyQueueSize}),
+		"heavy_fixed": model(batcher.Config{MaxBatchSize: heavyMaxBatch, MaxQueueSize: heavyQueueSize,
+			MaxQueueDelay: batcher.Delay{Duration: heavyFixedDelay}}),
+		"heavy_auto": model(batcher.Config{MaxBatchSize: heavyMaxBatch, MaxQueueSize: heavyQueueSize,
+			MaxQueueDelay: batcher.Delay{Auto: true}, LatencyTarget: heavyTarget}),
+	}
+	return cfg
+}
+
+// request builds a one-row request for model from its metadata.
+func (s *suite) request(model string) (bench.Request, error) {
+	doc, err := bench.FetchMetadata(s.addr, model, "", 10*time.Second)
+	if err != nil {
+		return bench.Request{}, err
+	}
+	inputs, err := bench.ParseMetadata(doc)
+	if err != nil {
+		return bench.Request{}, err
+	}
+	body, rows, err := bench.GenerateRequest(inputs, 1, 1)
+	if err != nil {
+		return bench.Request{}, err
+	}
+	return bench.Request{Addr: s.addr, Path: "/v2/models/" + model + "/infer", Body: body, Rows: rows}, nil
+}
+
+// ceiling runs the closed-loop load of r against an echo server answering
+// what the gateway answers r.
+func (s *suite) ceiling(ctx context.Context, name string, r bench.Request, conns int) (*bench.Result, error) {
+	answer, err := bench.Capture(r, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if answer.StatusCode != 200 {
+		return nil, fmt.Errorf("the gateway answered the %s request with %d: %s", name, answer.StatusCode, answer.Body)
+	}
+	echo, err := bench.StartEchoServer(answer)
+	if err != nil {
+		return nil, err
+	}
+	defer echo.Close()
+	r.Addr = echo.Addr
+	return s.load(ctx, name, r, conns, 0, s.opts.duration), nil
+}
+
+// load runs one measurement, records it and says how it went on stderr.
+// A run that fails to start is a bug in the suite.
+func (s *suite) load(ctx context.Context, name string, r bench.Request, conns int, rate float64, d time.Duration) *bench.Result {
+	res, err := bench.Run(ctx, bench.Options{Name: name, Request: r, Connections: conns, Rate: rate,
+		Duration: d, Warmup: s.opts.warmup, Progress: s.opts.progress})
+	if err != nil {
+		panic("BUG: the suite built an invalid run: " + err.Error())
+	}
+	s.rep.Runs = append(s.rep.Runs, res)
+	fmt.Fprintf(os.Stderr, "%-44s %8.0f ok req/s  %8.0f rows/s  p50 %-9s p99 %-9s errors %d\n",
+		name, res.OKPerSec, res.RowsPerSec, res.Latency.P50, res.Latency.P99, res.ErrorCount())
+	return res
+}
+
+// compute measures the compute ceiling of the model in dir.
+func (s *suite) compute(ctx context.Context, dir string) (*bench.ComputeResult, error) {
+	mv, err := s.env.LoadModelVersion(dir, "heavy", 1, runtime.ModelConfig{})
+	if err != nil {
+		return nil, err
+	}
+	defer mv.Close()
+	res, err := bench.MeasureCompute(ctx, mv, bench.ComputeOptions{
+		Duration: max(s.opts.duration/5, 500*time.Millisecond), Seed: 1, Progress: s.opts.progress})
+	if err != nil {
+		return nil, err
+	}
+	s.rep.Compute = res
+	fmt.Fprintf(os.Stderr, "%-44s %8.0f rows/s at batch %d\n", "heavy: compute ceiling", res.Best.RowsPerSec, res.Best.Batch)
+	return res, nil
+}
