@@ -378,3 +378,15 @@ func (b *Batcher) drained() bool {
 	defer b.mu.Unlock()
 	return b.closed && b.queued == 0
 }
+
+// CheckCapacity returns ErrQueueFull, counted as a queue_full rejection,
+// when the queue holds max_queue_size requests, so a caller under overload
+// can refuse a request before spending work on it. Do checks again. It is
+// safe for concurrent use.
+func (b *Batcher) CheckCapacity() error {
+	if b.QueueLength() < b.cfg.MaxQueueSize {
+		return nil
+	}
+	b.metrics.rejected[reasonQueueFull].Inc()
+	return ErrQueueFull
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -189,4 +190,39 @@ func TestSeriesNames(t *testing.T) {
 	f(`a="1"`, "", `m{a="1"}`)
 	f("", `reason="x"`, `m{reason="x"}`)
 	f(`a="1",b="2"`, `reason="x"`, `m{a="1",b="2",reason="x"}`)
+}
+
+func TestCheckCapacity(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		block := make(chan struct{})
+		b, err := New(Config{MaxBatchSize: 1, MaxQueueSize: 1, MaxQueueDelay: Delay{Duration: time.Hour}}.WithDefaults(),
+			Layout{InputRowBytes: []int{1}, OutputRowBytes: []int{1}}, []Runner{blockingRunner(block)}, `test="capacity"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		defer close(block)
+		if err := b.CheckCapacity(); err != nil {
+			t.Fatalf("an empty queue refused: %v", err)
+		}
+		for range 2 { // one runs (blocked), one waits in the queue
+			go func() {
+				r := AcquireRequest()
+				r.Rows, r.Inputs = 1, append(r.Inputs[:0], []byte{1})
+				b.Do(context.Background(), r)
+				ReleaseRequest(r)
+			}()
+			synctest.Wait()
+		}
+		if err := b.CheckCapacity(); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("a full queue: got %v, want ErrQueueFull", err)
+		}
+	})
+}
+
+type blockingRunner chan struct{}
+
+func (r blockingRunner) Run(rows int, in, out [][]byte) error {
+	<-r
+	return nil
 }

@@ -179,6 +179,14 @@ var inferCalls = sync.Pool{New: func() any { return new(inferCall) }}
 
 // infer runs one V2 inference request and returns the status it answered.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
+	if v.batcher != nil {
+		// Under overload, refuse before decompressing and decoding the body.
+		if err := v.batcher.CheckCapacity(); err != nil {
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot queue request for model %q version %s: %s", m.name, v.name, err))
+			return fasthttp.StatusServiceUnavailable
+		}
+	}
 	call := inferCalls.Get().(*inferCall)
 	defer inferCalls.Put(call)
 	body, code, err := s.requestBody(ctx, call)
