@@ -12,6 +12,11 @@ const (
 	// minFitSamples is how many batches the adaptive mode needs before it
 	// trusts its fit; until then every batch is sent at once.
 	minFitSamples = 8
+	// busyShare is the share of the instances' time spent computing below
+	// which the adaptive mode does not wait at all: waiting for a fuller
+	// batch only buys throughput when the instances are the bottleneck, and
+	// an idle instance may as well run what is there now.
+	busyShare = 0.5
 )
 
 // computeModel predicts how long a batch takes to compute from the last
@@ -19,6 +24,11 @@ const (
 // squares, as BentoML's adaptive batching does. It is safe for concurrent
 // use: workers add samples while others ask for predictions.
 type computeModel struct {
+	// instances is the number of workers sharing the load.
+	instances int
+	// minBusy is the busy share below which batches go at once (busyShare).
+	minBusy float64
+
 	mu sync.Mutex
 	// samples is a ring of the recent batches; next is where the next goes
 	// and n how many are filled.
@@ -32,6 +42,7 @@ type computeModel struct {
 type computeSample struct {
 	rows, requests int
 	seconds        float64
+	end            time.Time
 }
 
 // line is compute time in seconds as a function of batch rows.
@@ -45,7 +56,7 @@ func (l line) at(rows int) time.Duration {
 func (m *computeModel) observe(rows, requests int, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.samples[m.next] = computeSample{rows: rows, requests: requests, seconds: d.Seconds()}
+	m.samples[m.next] = computeSample{rows: rows, requests: requests, seconds: d.Seconds(), end: time.Now()}
 	m.next = (m.next + 1) % computeSamples
 	m.n = min(m.n+1, computeSamples)
 	m.fit, m.fitted = fitLine(m.samples[:m.n])
@@ -93,14 +104,33 @@ func (m *computeModel) typicalRowsLocked() int {
 	return (rows + requests - 1) / requests
 }
 
+// busyLocked is the share of the instances' time spent computing, from the
+// first sampled batch's start until now.
+func (m *computeModel) busyLocked(now time.Time) float64 {
+	var busy float64
+	start := now
+	for _, s := range m.samples[:m.n] {
+		busy += s.seconds
+		if begin := s.end.Add(-time.Duration(s.seconds * float64(time.Second))); begin.Before(start) {
+			start = begin
+		}
+	}
+	span := now.Sub(start).Seconds() * float64(max(m.instances, 1))
+	if span <= 0 {
+		return 1
+	}
+	return busy / span
+}
+
 // budget is how long, from its oldest request's arrival, a batch of rows
 // may wait in all: latency target minus the predicted compute of the batch
 // grown by one typical request. It is 0 (send now) when the model cannot
-// predict yet, or when such a request would not fit in maxRows anyway.
-func (m *computeModel) budget(rows, maxRows int, target time.Duration) time.Duration {
+// predict yet, when the instances are mostly idle, or when such a request
+// would not fit in maxRows anyway.
+func (m *computeModel) budget(now time.Time, rows, maxRows int, target time.Duration) time.Duration {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.fitted {
+	if !m.fitted || m.busyLocked(now) < m.minBusy {
 		return 0
 	}
 	grown := rows + m.typicalRowsLocked()

@@ -90,7 +90,7 @@ func TestComputeModelFollowsRecentBatches(t *testing.T) {
 
 func TestComputeModelBudget(t *testing.T) {
 	var m computeModel
-	if got := m.budget(4, 32, 20*time.Millisecond); got != 0 {
+	if got := m.budget(time.Now(), 4, 32, 20*time.Millisecond); got != 0 {
 		t.Fatalf("budget without a fit: got %s, want 0 (send now)", got)
 	}
 	// Batches of 3..10 rows, each of two requests: a typical request has
@@ -100,7 +100,7 @@ func TestComputeModelBudget(t *testing.T) {
 	}
 	f := func(rows int, want time.Duration) {
 		t.Helper()
-		if got := m.budget(rows, 32, 20*time.Millisecond); got.Round(time.Microsecond) != want {
+		if got := m.budget(time.Now(), rows, 32, 20*time.Millisecond); got.Round(time.Microsecond) != want {
 			t.Fatalf("budget for %d rows: got %s, want %s", rows, got, want)
 		}
 	}
@@ -140,6 +140,7 @@ func TestAdaptiveWaitsWhileTheTargetHolds(t *testing.T) {
 		cfg := Config{MaxBatchSize: 32, MaxQueueDelay: Delay{Auto: true}, LatencyTarget: 20 * time.Millisecond}
 		b := newTestBatcher(t, cfg, 1, rec)
 		defer b.Close()
+		b.model.minBusy = 0 // as if the instance were busy throughout
 		warmUp(t, b)
 		ctx := context.Background()
 		batches := func() int { return len(rec.seen()) }
@@ -211,4 +212,23 @@ func wantLast(t *testing.T, rec *recorder, want []uint32) {
 	if len(seen) == 0 || !slices.Equal(seen[len(seen)-1], want) {
 		t.Fatalf("batches %v, want the last to be %v", seen, want)
 	}
+}
+
+// TestAdaptiveSendsAtOnceWhenIdle: with the instance mostly idle, waiting
+// buys no throughput, so a lone request goes at once whatever the target.
+func TestAdaptiveSendsAtOnceWhenIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{compute: adaptiveCompute}
+		cfg := Config{MaxBatchSize: 32, MaxQueueDelay: Delay{Auto: true}, LatencyTarget: 20 * time.Millisecond}
+		b := newTestBatcher(t, cfg, 1, rec)
+		defer b.Close()
+		warmUp(t, b)
+		time.Sleep(time.Second) // the instance idles
+		p := startDo(context.Background(), b, 1, 1, 0)
+		synctest.Wait()
+		wantLast(t, rec, []uint32{1})
+		time.Sleep(adaptiveCompute(1))
+		synctest.Wait()
+		p.wantOK(t)
+	})
 }

@@ -214,7 +214,7 @@ func New(cfg Config, layout Layout, runners []Runner, labels string) (*Batcher, 
 		b.queues[i] = newRing(cfg.MaxQueueSize)
 	}
 	if cfg.MaxQueueDelay.Auto {
-		b.model = &computeModel{}
+		b.model = &computeModel{instances: len(runners), minBusy: busyShare}
 	}
 	for _, r := range runners {
 		w := newWorker(b, r)

@@ -129,14 +129,15 @@ func (b *Batcher) decideLocked(now time.Time) (take int, wait time.Duration) {
 
 // patienceLocked is how much longer a batch of rows may wait for more: in
 // fixed mode until the oldest request has waited max_queue_delay; in
-// adaptive mode while the oldest request's wait plus the predicted compute
-// of the batch grown by one typical request stays within latency_target.
+// adaptive mode while the instances are busy and the oldest request's wait
+// plus the predicted compute of the batch grown by one typical request
+// stays within latency_target.
 func (b *Batcher) patienceLocked(now time.Time, rows int) time.Duration {
 	waited := now.Sub(b.oldestLocked())
 	if b.model == nil {
 		return b.cfg.MaxQueueDelay.Duration - waited
 	}
-	return b.model.budget(rows, b.cfg.MaxBatchSize, b.cfg.LatencyTarget) - waited
+	return b.model.budget(now, rows, b.cfg.MaxBatchSize, b.cfg.LatencyTarget) - waited
 }
 
 // oldestLocked returns when the oldest queued request, of any level,
