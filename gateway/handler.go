@@ -177,6 +177,18 @@ type inferCall struct {
 
 var inferCalls = sync.Pool{New: func() any { return new(inferCall) }}
 
+// putInferCall pools call. Results of a batched run are views of the
+// batcher's buffers, which go back to the batcher with the request: they
+// must not be reused as the direct path's own output buffers.
+func putInferCall(call *inferCall, batched bool) {
+	if batched {
+		for i := range call.results {
+			call.results[i].Data = nil
+		}
+	}
+	inferCalls.Put(call)
+}
+
 // infer runs one V2 inference request and returns the status it answered.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 	if v.batcher != nil {
@@ -188,7 +200,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 		}
 	}
 	call := inferCalls.Get().(*inferCall)
-	defer inferCalls.Put(call)
+	defer putInferCall(call, v.batcher != nil)
 	body, code, err := s.requestBody(ctx, call)
 	if err != nil {
 		writeError(ctx, code, err.Error())
