@@ -171,3 +171,28 @@ func metricValue(t *testing.T, text, series string) float64 {
 	t.Fatalf("no series %s in:\n%s", series, text)
 	return 0
 }
+
+// TestPooledCallsHoldNoBatchViews serves a batched request and checks the
+// call buffers it pooled: they must not keep views of the batcher's output
+// buffers, or an unbatched model reusing them would have ONNX Runtime write
+// its outputs into memory a batch owns.
+func TestPooledCallsHoldNoBatchViews(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 16}}
+	srv, _ := startServer(t, cfg)
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v2/models/echo_fp32/infer")
+	ctx.Request.SetBodyString(`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`)
+	srv.handle(&ctx)
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	call := inferCalls.Get().(*inferCall) // the same P's pool hands back the call just put
+	defer inferCalls.Put(call)
+	for j, r := range call.results {
+		if r.Data != nil {
+			t.Fatalf("pooled call keeps result %d as a view of %d batch bytes", j, len(r.Data))
+		}
+	}
+}
