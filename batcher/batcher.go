@@ -11,9 +11,10 @@ import (
 )
 
 // Errors Do returns before or instead of running a request. The gateway
-// answers ErrQueueFull and ErrStopped with 503, ErrDeadline with 504, and
-// ErrTooLarge, ErrNoRows and ErrBadPriority with 400. Do wraps the last
-// three with details; test them with errors.Is.
+// answers ErrQueueFull and ErrStopped with 503, ErrDeadline with 504,
+// ErrTooLarge, ErrNoRows and ErrBadPriority with 400, and ErrRunnerPanic,
+// like any error of the Runner, with 500. Do wraps the last four with
+// details; test them with errors.Is.
 var (
 	// ErrQueueFull means max_queue_size requests already wait: the model is
 	// overloaded. Retry later, or raise instances or max_queue_size.
@@ -28,7 +29,29 @@ var (
 	ErrBadPriority = errors.New("batcher: priority out of range")
 	// ErrStopped means the batcher was closed.
 	ErrStopped = errors.New("batcher: stopped")
+	// ErrRunnerPanic means the Runner panicked while computing the
+	// request's batch. The worker recovered, failed that batch's requests
+	// and counted the panic in infergate_batcher_runner_panics_total; it
+	// goes on serving later batches.
+	ErrRunnerPanic = errors.New("batcher: runner panicked")
 )
+
+// PanicError is the error of a batch whose Runner panicked; it matches
+// ErrRunnerPanic with errors.Is. Every request of the batch gets the same
+// PanicError, so treat it as read-only.
+type PanicError struct {
+	// Value is what the runner passed to panic.
+	Value any
+	// Stack is the worker goroutine's stack where the panic was recovered,
+	// for the log line of whoever answers the request.
+	Stack []byte
+}
+
+// Error returns the panic value without the stack, fit for a response.
+func (e *PanicError) Error() string { return fmt.Sprintf("%v: %v", ErrRunnerPanic, e.Value) }
+
+// Unwrap returns ErrRunnerPanic.
+func (e *PanicError) Unwrap() error { return ErrRunnerPanic }
 
 // Layout gives the size in bytes of one row of each input and output.
 type Layout struct{ InputRowBytes, OutputRowBytes []int }
@@ -48,7 +71,10 @@ func (l Layout) validate() error {
 }
 
 // Runner computes batches for one instance (one session). Each Runner is
-// called by one worker goroutine only.
+// called by one worker goroutine only. A panic in Run fails only that
+// batch's requests (with ErrRunnerPanic); the worker calls Run again for
+// the next batch, so a Runner that can panic halfway must still be usable
+// afterwards.
 type Runner interface {
 	// Run computes rows rows: in[i] holds rows*InputRowBytes[i] bytes of
 	// input i; Run writes rows*OutputRowBytes[j] bytes of output j into

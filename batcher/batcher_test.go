@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -163,6 +164,7 @@ func TestMetricsAreExportedUntilClose(t *testing.T) {
 		`infergate_inference_duration_seconds_count{model="metrics",version="1"} 3`,
 		`infergate_batcher_rows_total{model="metrics",version="1"} 6`,
 		`infergate_batcher_executions_total{model="metrics",version="1"} 3`,
+		`infergate_batcher_runner_panics_total{model="metrics",version="1"} 0`,
 		`infergate_batcher_rejected_total{model="metrics",version="1",reason="too_large"} 1`,
 		`infergate_batcher_rejected_total{model="metrics",version="1",reason="queue_full"} 0`,
 	} {
@@ -225,4 +227,63 @@ type blockingRunner chan struct{}
 func (r blockingRunner) Run(rows int, in, out [][]byte) error {
 	<-r
 	return nil
+}
+
+// panickingRunner is an echo runner whose call number panicAt panics.
+type panickingRunner struct {
+	echoRunner
+	calls   *atomic.Int32
+	panicAt int32
+}
+
+func (r panickingRunner) Run(rows int, in, out [][]byte) error {
+	if r.calls.Add(1) == r.panicAt {
+		panic("boom")
+	}
+	return r.echoRunner.Run(rows, in, out)
+}
+
+// TestRunnerPanicFailsOnlyItsBatch: a panic in Run answers every request
+// of that batch with ErrRunnerPanic, is counted, and leaves the worker
+// serving the next batches.
+func TestRunnerPanicFailsOnlyItsBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		runner := panickingRunner{echoRunner{rec}, new(atomic.Int32), 2}
+		b, err := New(Config{MaxBatchSize: 8}, testLayout, []Runner{runner}, `test="runner_panic"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		p2 := startDo(ctx, b, 2, 2, 0)
+		p3 := startDo(ctx, b, 3, 1, 0)
+		synctest.Wait()
+		rec.gate <- struct{}{} // batch [1] ends; batch [2 3] panics
+		synctest.Wait()
+		p1.wantOK(t)
+		for _, p := range []*pendingDo{p2, p3} {
+			err, _ := p.done()
+			var pe *PanicError
+			if !errors.As(err, &pe) || pe.Value != "boom" || !strings.Contains(string(pe.Stack), "panickingRunner.Run") {
+				t.Fatalf("request %d: got %v, want a PanicError of boom with the runner's stack", p.id(), err)
+			}
+			if want := "cannot run batch of 3 rows: batcher: runner panicked: boom"; err.Error() != want {
+				t.Fatalf("request %d: got error %q, want %q", p.id(), err, want)
+			}
+			p.wantErr(t, ErrRunnerPanic)
+		}
+		if n := b.metrics.runnerPanics.Get(); n != 1 {
+			t.Fatalf("runner_panics_total %d, want 1", n)
+		}
+
+		p4 := startDo(ctx, b, 4, 3, 0)
+		synctest.Wait()
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p4.wantOK(t)
+		wantBatches(t, rec, []uint32{1}, []uint32{4})
+	})
 }

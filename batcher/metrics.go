@@ -41,7 +41,10 @@ type batcherMetrics struct {
 	compute    *metrics.PrometheusHistogram
 	rows       *metrics.Counter
 	executions *metrics.Counter
-	rejected   [reasonCount]*metrics.Counter
+	// runnerPanics counts batches whose Runner panicked; their requests
+	// failed with ErrRunnerPanic.
+	runnerPanics *metrics.Counter
+	rejected     [reasonCount]*metrics.Counter
 }
 
 func newMetrics(labels string, queueLength func() float64) (*batcherMetrics, error) {
@@ -52,12 +55,13 @@ func newMetrics(labels string, queueLength func() float64) (*batcherMetrics, err
 	}
 	s := metrics.NewSet()
 	m := &batcherMetrics{
-		set:        s,
-		queueWait:  s.NewPrometheusHistogramExt(series("infergate_batcher_queue_wait_seconds", labels, ""), durationBuckets),
-		batchRows:  s.NewPrometheusHistogramExt(series("infergate_batcher_batch_rows", labels, ""), rowBuckets),
-		compute:    s.NewPrometheusHistogramExt(series("infergate_inference_duration_seconds", labels, ""), durationBuckets),
-		rows:       s.NewCounter(series("infergate_batcher_rows_total", labels, "")),
-		executions: s.NewCounter(series("infergate_batcher_executions_total", labels, "")),
+		set:          s,
+		queueWait:    s.NewPrometheusHistogramExt(series("infergate_batcher_queue_wait_seconds", labels, ""), durationBuckets),
+		batchRows:    s.NewPrometheusHistogramExt(series("infergate_batcher_batch_rows", labels, ""), rowBuckets),
+		compute:      s.NewPrometheusHistogramExt(series("infergate_inference_duration_seconds", labels, ""), durationBuckets),
+		rows:         s.NewCounter(series("infergate_batcher_rows_total", labels, "")),
+		executions:   s.NewCounter(series("infergate_batcher_executions_total", labels, "")),
+		runnerPanics: s.NewCounter(series("infergate_batcher_runner_panics_total", labels, "")),
 	}
 	s.NewGauge(series("infergate_batcher_queue_length", labels, ""), queueLength)
 	for i, name := range reasonNames {

@@ -2,6 +2,7 @@ package batcher
 
 import (
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -155,12 +156,25 @@ func (w *worker) run(set *bufferSet) {
 	set.size(w.b.layout, rows)
 	w.copyInputs(set)
 	start := time.Now()
-	err := w.runner.Run(rows, set.inView, set.outView)
+	err := w.compute(rows, set)
 	w.b.observe(rows, len(w.batch), time.Since(start), err)
 	if err != nil {
 		err = fmt.Errorf("cannot run batch of %d rows: %w", rows, err)
 	}
 	w.handOut(set, err)
+}
+
+// compute runs the runner on set's views. A panic in the runner becomes
+// the batch's error, so that one bad batch fails its own requests rather
+// than the whole process, and the worker lives on to run the next batch.
+func (w *worker) compute(rows int, set *bufferSet) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.b.metrics.runnerPanics.Inc()
+			err = &PanicError{Value: p, Stack: debug.Stack()}
+		}
+	}()
+	return w.runner.Run(rows, set.inView, set.outView)
 }
 
 // copyInputs lays the batch's rows out contiguously, request after request.
