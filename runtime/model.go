@@ -145,15 +145,35 @@ func (v *ModelVersion) Run(ctx context.Context, inputs, outputs []Tensor) error 
 // Acquire takes a free instance for the caller's exclusive use until it
 // calls Release, waiting for one until ctx is done; a worker that owns an
 // instance (a batcher's) holds it for its lifetime. It returns ErrUnloaded
-// once Close has begun.
+// once Close has begun, even while an instance is still free.
 func (v *ModelVersion) Acquire(ctx context.Context) (*Session, error) {
+	// A select picks at random among ready cases, so closing is checked
+	// alone first, and again once an instance was taken: Close may have
+	// begun while this call waited.
+	if v.unloading() {
+		return nil, ErrUnloaded
+	}
 	select {
 	case s := <-v.free:
+		if v.unloading() {
+			v.free <- s // for Close, which waits for every instance
+			return nil, ErrUnloaded
+		}
 		return s, nil
 	case <-v.closing:
 		return nil, ErrUnloaded
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// unloading reports whether Close has begun.
+func (v *ModelVersion) unloading() bool {
+	select {
+	case <-v.closing:
+		return true
+	default:
+		return false
 	}
 }
 

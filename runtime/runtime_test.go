@@ -302,3 +302,22 @@ func TestBindingCache(t *testing.T) {
 		t.Fatal("the same buffers got a new binding")
 	}
 }
+
+// TestAcquireAfterCloseBegan takes the state Close leaves while it waits
+// for a busy instance, with another one still free: every Acquire must
+// refuse with ErrUnloaded and leave the free instance for Close.
+func TestAcquireAfterCloseBegan(t *testing.T) {
+	free := &Session{}
+	v := &ModelVersion{free: make(chan *Session, 2), closing: make(chan struct{})}
+	v.free <- free
+	close(v.closing)
+	for i := range 1000 {
+		s, err := v.Acquire(context.Background())
+		if !errors.Is(err, ErrUnloaded) || s != nil {
+			t.Fatalf("Acquire %d after Close began: got %p, %v; want ErrUnloaded", i, s, err)
+		}
+	}
+	if len(v.free) != 1 || <-v.free != free {
+		t.Fatal("a refused Acquire kept the free instance")
+	}
+}
