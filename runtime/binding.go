@@ -8,50 +8,54 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// maxBindings bounds the I/O bindings a session keeps; each one pins the
-// buffers it points into, so a caller that keeps changing buffers cannot
-// grow it without bound.
+// maxBindings bounds the I/O bindings a session keeps. Each one pins the
+// buffers it points into. A batch worker's session sees the worker's two
+// buffer sets at each batch size it runs (a size is its own shape, so its
+// own binding); past the bound the least recently used binding goes, so a
+// caller that keeps changing buffers costs a binding per run, never memory
+// without bound.
 const maxBindings = 256
 
 // binding is an ONNX Runtime I/O binding of one set of caller buffers.
 type binding struct {
-	io     *ort.IoBinding
+	io *ort.IoBinding
+	// values view the buffers: the inputs', in order, then the outputs'.
 	values []*ort.CustomDataTensor
-	// signature is the buffers' addresses, lengths and shapes it binds.
+	// signature is the buffers' addresses, lengths and shapes it binds,
+	// and hash its hash, the binding's key in the cache.
 	signature []int64
+	hash      uint64
+	// prev and next link the cache's recency list.
+	prev, next *binding
 }
 
-// bindingCache finds the binding of a set of buffers by their signature.
+// bindingCache finds the binding of a set of buffers by their signature
+// and keeps at most maxBindings of them, dropping the least recently used.
 // It belongs to one Session and shares its one-caller-at-a-time rule.
 type bindingCache struct {
-	byHash    map[uint64]*binding
+	byHash map[uint64]*binding
+	// lru is the sentinel of a circular list of the bindings in byHash:
+	// lru.next is the most recently used, lru.prev the least.
+	lru       binding
 	signature []int64 // scratch
 }
 
 // binding returns the I/O binding of these exact buffers and shapes,
-// creating it on first use.
+// creating it on first use. Only Run, the batch path, calls it: its
+// buffers are a batcher's, which live as long as the session.
 func (s *Session) binding(inputs, outputs []Tensor) (*binding, error) {
 	c := &s.bindings
 	c.signature = appendSignature(appendSignature(c.signature[:0], inputs), outputs)
 	h := hashSignature(c.signature)
-	if b := c.byHash[h]; b != nil && slices.Equal(b.signature, c.signature) {
+	if b := c.get(h, c.signature); b != nil {
 		return b, nil
 	}
 	b, err := s.newBinding(inputs, outputs)
 	if err != nil {
 		return nil, err
 	}
-	b.signature = slices.Clone(c.signature)
-	if len(c.byHash) >= maxBindings {
-		c.clear()
-	}
-	if c.byHash == nil {
-		c.byHash = make(map[uint64]*binding)
-	}
-	if old := c.byHash[h]; old != nil {
-		old.destroy()
-	}
-	c.byHash[h] = b
+	b.signature, b.hash = slices.Clone(c.signature), h
+	c.add(b)
 	return b, nil
 }
 
@@ -94,11 +98,64 @@ func (b *binding) destroy() {
 	}
 }
 
+// get returns the binding of signature sig (whose hash is h) and marks it
+// the most recently used, or nil.
+func (c *bindingCache) get(h uint64, sig []int64) *binding {
+	b := c.byHash[h]
+	if b == nil || !slices.Equal(b.signature, sig) {
+		return nil
+	}
+	c.unlink(b)
+	c.pushFront(b)
+	return b
+}
+
+// add caches b as the most recently used binding. It drops the binding of
+// another signature with the same hash, and the least recently used one
+// when the cache is full.
+func (c *bindingCache) add(b *binding) {
+	if c.byHash == nil {
+		c.byHash = make(map[uint64]*binding)
+		c.lru.prev, c.lru.next = &c.lru, &c.lru
+	}
+	if old := c.byHash[b.hash]; old != nil {
+		c.remove(old)
+	}
+	if len(c.byHash) >= maxBindings {
+		c.remove(c.lru.prev)
+	}
+	c.byHash[b.hash] = b
+	c.pushFront(b)
+}
+
+// remove drops b from the cache and destroys it.
+func (c *bindingCache) remove(b *binding) {
+	if c.byHash[b.hash] != b {
+		panic("BUG: removing a binding the cache does not hold")
+	}
+	delete(c.byHash, b.hash)
+	c.unlink(b)
+	b.destroy()
+}
+
+func (c *bindingCache) unlink(b *binding) {
+	b.prev.next, b.next.prev = b.next, b.prev
+	b.prev, b.next = nil, nil
+}
+
+func (c *bindingCache) pushFront(b *binding) {
+	b.prev, b.next = &c.lru, c.lru.next
+	c.lru.next.prev = b
+	c.lru.next = b
+}
+
+// clear destroys every cached binding.
 func (c *bindingCache) clear() {
 	for _, b := range c.byHash {
 		b.destroy()
 	}
 	clear(c.byHash)
+	c.lru.prev, c.lru.next = &c.lru, &c.lru
 }
 
 // appendSignature appends each tensor's address, length, type and shape.

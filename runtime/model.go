@@ -128,18 +128,20 @@ func warmUp(s *Session, inputs []TensorInfo) error {
 		}
 		ins[i] = Tensor{DataType: info.DataType, Shape: shape, Data: make([]byte, max(Elements(shape)*info.DataType.Size(), 1))}
 	}
-	return s.Run(ins, make([]Tensor, len(s.outputs)))
+	return s.runUncached(ins, make([]Tensor, len(s.outputs)))
 }
 
 // Run computes outputs from inputs on a free instance, waiting for one until
-// ctx is done. It returns ErrUnloaded once Close has begun.
+// ctx is done. It returns ErrUnloaded once Close has begun. Unlike
+// Session.Run it caches no I/O binding, so the instance keeps no reference
+// to the caller's buffers once Run returns: pass it per-request buffers.
 func (v *ModelVersion) Run(ctx context.Context, inputs, outputs []Tensor) error {
 	s, err := v.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer v.Release(s)
-	return s.Run(inputs, outputs)
+	return s.runUncached(inputs, outputs)
 }
 
 // Acquire takes a free instance for the caller's exclusive use until it

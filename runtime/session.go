@@ -16,10 +16,14 @@ type Session struct {
 	features []string
 	provider string
 
-	// Per-Run scratch, reused because a Session runs one call at a time.
+	// Per-run scratch, reused because a Session runs one call at a time.
 	inValues  []ort.Value
 	outValues []ort.Value
-	bindings  bindingCache
+	// outPreset says which outValues view the caller's buffers in
+	// runUncached; the others were allocated by ONNX Runtime.
+	outPreset []bool
+	// bindings caches Run's I/O bindings.
+	bindings bindingCache
 }
 
 // NewSession opens a session of the model file at path on the environment's
@@ -52,6 +56,7 @@ func (e *Environment) NewSession(path string) (*Session, error) {
 	}
 	s.inValues = make([]ort.Value, len(s.inputs))
 	s.outValues = make([]ort.Value, len(s.outputs))
+	s.outPreset = make([]bool, len(s.outputs))
 	return s, nil
 }
 
@@ -124,18 +129,19 @@ func (s *Session) Provider() string { return s.provider }
 // Shape and Data are overwritten, reusing their capacity. The caller checked
 // the inputs against Inputs.
 //
-// Outputs whose shape follows from the batch size are written by ONNX
-// Runtime straight into the caller's buffers. When the caller passes the
-// same buffers and shapes again (a batcher's buffer sets do), the ORT values
-// and their I/O binding are reused, so the run allocates nothing.
+// Run is the batch path: pass it buffers that live as long as the session
+// and come back run after run, as a batcher's buffer sets do. Outputs whose
+// shape follows from the batch size are written by ONNX Runtime straight
+// into the caller's buffers, and the ORT values and I/O binding of each set
+// of buffers and shapes are cached (see maxBindings), so that a run over
+// buffers seen before allocates nothing. A binding pins its buffers until
+// it is evicted or the session closed: buffers that change from call to
+// call belong to ModelVersion.Run, which keeps nothing.
 func (s *Session) Run(inputs, outputs []Tensor) error {
-	if len(inputs) != len(s.inputs) || len(outputs) != len(s.outputs) {
-		panic(fmt.Sprintf("BUG: session takes %d inputs and %d outputs, got %d and %d",
-			len(s.inputs), len(s.outputs), len(inputs), len(outputs)))
-	}
+	s.checkArity(inputs, outputs)
 	for i := range outputs {
 		if !s.sizeOutput(&outputs[i], i, inputs) {
-			return s.runAllocating(inputs, outputs)
+			return s.runUncached(inputs, outputs)
 		}
 	}
 	b, err := s.binding(inputs, outputs)
@@ -148,9 +154,21 @@ func (s *Session) Run(inputs, outputs []Tensor) error {
 	return nil
 }
 
-// runAllocating runs with outputs ONNX Runtime allocates, for models whose
-// output shapes are only known after the run, and copies them out.
-func (s *Session) runAllocating(inputs, outputs []Tensor) error {
+func (s *Session) checkArity(inputs, outputs []Tensor) {
+	if len(inputs) != len(s.inputs) || len(outputs) != len(s.outputs) {
+		panic(fmt.Sprintf("BUG: session takes %d inputs and %d outputs, got %d and %d",
+			len(s.inputs), len(s.outputs), len(inputs), len(outputs)))
+	}
+}
+
+// runUncached runs with ORT values made for this run and destroyed before
+// it returns, so that the session keeps no reference to the caller's
+// buffers: outputs whose shape is known before running are written straight
+// into the caller's buffers, the others are allocated by ONNX Runtime and
+// copied out. It serves one-off buffers (the direct path's, the warm-up's)
+// and models whose output shapes are only known after the run.
+func (s *Session) runUncached(inputs, outputs []Tensor) error {
+	s.checkArity(inputs, outputs)
 	defer s.release()
 	for i, in := range inputs {
 		v, err := ort.NewCustomDataTensor(ort.Shape(in.Shape), in.Data, ort.TensorElementDataType(in.DataType))
@@ -159,10 +177,25 @@ func (s *Session) runAllocating(inputs, outputs []Tensor) error {
 		}
 		s.inValues[i] = v
 	}
+	for i := range outputs {
+		if !s.sizeOutput(&outputs[i], i, inputs) {
+			continue // ONNX Runtime allocates it
+		}
+		out := &outputs[i]
+		v, err := ort.NewCustomDataTensor(ort.Shape(out.Shape), out.Data, ort.TensorElementDataType(out.DataType))
+		if err != nil {
+			return fmt.Errorf("cannot pass output %q: %w", s.outputs[i].Name, err)
+		}
+		s.outValues[i] = v
+		s.outPreset[i] = true
+	}
 	if err := s.ort.Run(s.inValues, s.outValues); err != nil {
 		return fmt.Errorf("cannot run model: %w", err)
 	}
 	for i, v := range s.outValues {
+		if s.outPreset[i] {
+			continue
+		}
 		if err := copyOutput(&outputs[i], v); err != nil {
 			return fmt.Errorf("cannot read output %q: %w", s.outputs[i].Name, err)
 		}
@@ -196,8 +229,9 @@ func (s *Session) sizeOutput(dst *Tensor, i int, inputs []Tensor) bool {
 	return true
 }
 
-// release destroys the ORT values of the last Run.
+// release destroys the ORT values of the last runUncached.
 func (s *Session) release() {
+	clear(s.outPreset)
 	for i, v := range s.inValues {
 		if v != nil {
 			v.Destroy()
