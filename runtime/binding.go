@@ -16,6 +16,15 @@ import (
 // without bound.
 const maxBindings = 256
 
+// cachesInputs reports whether a cached I/O binding may keep its inputs
+// bound from one run to the next on provider. ONNX Runtime's BindInput
+// copies an input to the provider's device when it is bound, not when the
+// session runs: on CUDA a binding reused as it is would compute every batch
+// from the inputs of the batch that created it. Only on CPU does a bound
+// input stay a view of the caller's buffer, read again at each run. Any
+// other provider gets its inputs bound again before every run.
+func cachesInputs(provider string) bool { return provider == ProviderCPU }
+
 // binding is an ONNX Runtime I/O binding of one set of caller buffers.
 type binding struct {
 	io *ort.IoBinding
@@ -48,6 +57,12 @@ func (s *Session) binding(inputs, outputs []Tensor) (*binding, error) {
 	c.signature = appendSignature(appendSignature(c.signature[:0], inputs), outputs)
 	h := hashSignature(c.signature)
 	if b := c.get(h, c.signature); b != nil {
+		if !s.cachesInputs {
+			if err := s.rebindInputs(b); err != nil {
+				c.remove(b) // half bound: never reuse it
+				return nil, err
+			}
+		}
 		return b, nil
 	}
 	b, err := s.newBinding(inputs, outputs)
@@ -89,6 +104,19 @@ func (s *Session) newBinding(inputs, outputs []Tensor) (*binding, error) {
 		}
 	}
 	return b, nil
+}
+
+// rebindInputs binds b's inputs again, so that a provider that copies
+// inputs at bind time (see cachesInputs) copies this run's bytes. The ORT
+// values still view the same buffers, since the signature matched.
+func (s *Session) rebindInputs(b *binding) error {
+	b.io.ClearBoundInputs()
+	for i, v := range b.values[:len(s.inputs)] {
+		if err := b.io.BindInput(s.inputs[i].Name, v); err != nil {
+			return fmt.Errorf("cannot bind tensor %q again: %w", s.inputs[i].Name, err)
+		}
+	}
+	return nil
 }
 
 func (b *binding) destroy() {

@@ -131,3 +131,62 @@ func runOnce(t *testing.T, v *ModelVersion, rows int64, mark byte, freed chan st
 	goruntime.AddCleanup(&in.Data[0], report, freed)
 	goruntime.AddCleanup(outData, report, freed)
 }
+
+func TestCachesInputs(t *testing.T) {
+	f := func(provider string, want bool) {
+		t.Helper()
+		if got := cachesInputs(provider); got != want {
+			t.Fatalf("cachesInputs(%q) = %v, want %v", provider, got, want)
+		}
+	}
+	f(ProviderCPU, true)
+	f(ProviderCUDA, false) // BindInput copies to the device: bind every run
+	f("", false)           // an unknown provider is treated like a device
+
+	s, err := testEnv.NewSession(fixture("echo_fp32") + "/1/model.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.cachesInputs != cachesInputs(s.Provider()) {
+		t.Fatalf("a session on %q has cachesInputs %v", s.Provider(), s.cachesInputs)
+	}
+}
+
+// TestCachedBindingReadsNewInputs writes new rows into the same buffers
+// before each run, as a batcher does, with inputs kept bound (CPU) and
+// bound again each run (the path of every other provider, taken here on
+// CPU): each run computes from the bytes the buffers hold now, and the
+// buffers keep their one binding.
+func TestCachedBindingReadsNewInputs(t *testing.T) {
+	v := load(t, "echo_int64", ModelConfig{})
+	s, err := v.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Release(s)
+	defer func() { s.cachesInputs = cachesInputs(s.Provider()) }()
+	for _, keep := range []bool{true, false} {
+		s.cachesInputs = keep
+		in, out := int64Rows(3, 0), make([]Tensor, 1)
+		var first *binding
+		for i := range 5 {
+			for j := range in.Data {
+				in.Data[j] = byte(i*7 + j)
+			}
+			if err := s.Run([]Tensor{in}, out); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out[0].Data, in.Data) {
+				t.Fatalf("inputs kept bound %v, run %d: got %v, want this run's input %v", keep, i, out[0].Data[:8], in.Data[:8])
+			}
+			b := cachedBinding(s, []Tensor{in}, out)
+			if i == 0 {
+				first = b
+			}
+			if b == nil || b != first {
+				t.Fatalf("inputs kept bound %v, run %d: the buffers got a new binding", keep, i)
+			}
+		}
+	}
+}

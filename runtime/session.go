@@ -15,6 +15,9 @@ type Session struct {
 	outputs  []TensorInfo
 	features []string
 	provider string
+	// cachesInputs is cachesInputs(provider): whether Run may reuse a
+	// cached binding's inputs as they are bound, or binds them again.
+	cachesInputs bool
 
 	// Per-run scratch, reused because a Session runs one call at a time.
 	inValues  []ort.Value
@@ -39,7 +42,7 @@ func (e *Environment) NewSession(path string) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read inputs and outputs of %q: %w", path, err)
 	}
-	s := &Session{provider: e.provider}
+	s := &Session{provider: e.provider, cachesInputs: cachesInputs(e.provider)}
 	if s.inputs, err = tensorInfos(ins); err != nil {
 		return nil, fmt.Errorf("cannot serve %q: %w", path, err)
 	}
@@ -134,9 +137,12 @@ func (s *Session) Provider() string { return s.provider }
 // shape follows from the batch size are written by ONNX Runtime straight
 // into the caller's buffers, and the ORT values and I/O binding of each set
 // of buffers and shapes are cached (see maxBindings), so that a run over
-// buffers seen before allocates nothing. A binding pins its buffers until
-// it is evicted or the session closed: buffers that change from call to
-// call belong to ModelVersion.Run, which keeps nothing.
+// buffers seen before allocates nothing on CPU. On another provider the
+// inputs of a cached binding are bound again before each run, since
+// binding is when ONNX Runtime copies them to the device (see
+// cachesInputs). A binding pins its buffers until it is evicted or the
+// session closed: buffers that change from call to call belong to
+// ModelVersion.Run, which keeps nothing.
 func (s *Session) Run(inputs, outputs []Tensor) error {
 	s.checkArity(inputs, outputs)
 	for i := range outputs {
