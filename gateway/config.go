@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -38,6 +39,7 @@ type ModelConfig struct {
 	runtime.ModelConfig `yaml:",inline"`
 	Batching            batcher.Config `yaml:"batching"`
 	Cache               CacheConfig    `yaml:"cache"`
+	Drift               drift.Config   `yaml:"drift"`
 }
 
 // CacheConfig configures a model's response cache.
@@ -50,6 +52,7 @@ type CacheConfig struct {
 func (mc ModelConfig) withDefaults() ModelConfig {
 	mc.Batching = mc.Batching.WithDefaults()
 	mc.Instances = mc.Batching.Instances
+	mc.Drift = mc.Drift.WithDefaults()
 	return mc
 }
 
@@ -133,6 +136,11 @@ func (c *Config) Validate() error {
 			return err
 		}
 		if err := mc.Batching.Validate("models." + name + ".batching"); err != nil {
+			return err
+		}
+		// A section built in code rather than decoded may lack its defaults.
+		dc := mc.Drift.WithDefaults()
+		if err := dc.Validate("models." + name + ".drift"); err != nil {
 			return err
 		}
 		if mc.Cache.Entries < 0 {

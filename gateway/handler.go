@@ -105,7 +105,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
 		pinned, rest, _ = bytes.Cut(after, []byte("/"))
 	}
 	action := string(rest)
-	if action != "" && action != "ready" && action != "infer" || len(name) == 0 {
+	if action != "" && action != "ready" && action != "infer" && action != "drift" || len(name) == 0 {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
@@ -139,6 +139,13 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
+	case "drift":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			if pinned == nil {
+				v = nil
+			}
+			s.driftReport(ctx, m, v)
+		}
 	case "infer":
 		if v == nil {
 			s.countUnrouted(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q has no version loaded", name))
@@ -173,6 +180,8 @@ type inferCall struct {
 	out     []byte // encoded response
 	zipped  []byte // compressed response
 	results []runtime.Tensor
+	// driftIn and driftOut hold the rows a drift monitor observes.
+	driftIn, driftOut []float64
 }
 
 var inferCalls = sync.Pool{New: func() any { return new(inferCall) }}
@@ -244,6 +253,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 		}
 	}
 
+	if v.drift != nil {
+		v.observeDrift(call, req.Inputs, results)
+	}
 	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results)
 	call.out = out
 	ctx.Response.Header.Set(headerModelVersion, v.name)

@@ -47,6 +47,7 @@ func testRepository(t testing.TB) string {
 		}
 	}
 	link("../configs/models/demo/1/model.onnx", root+"/demo/1/model.onnx")
+	link("../configs/models/demo/1/reference.json", root+"/demo/1/reference.json")
 	for _, m := range []string{"pair", "echo_fp32", "echo_fp64", "echo_fp16", "echo_int32", "echo_int64", "echo_int8", "echo_uint8", "echo_bool"} {
 		link("../testdata/models/"+m+"/1/model.onnx", root+"/"+m+"/1/model.onnx")
 	}
@@ -73,11 +74,19 @@ func testConfig(t testing.TB) Config {
 // startServer serves cfg on a loopback port and returns its base URL.
 func startServer(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
-	srv, err := New(Options{Config: cfg, Env: testEnv, Log: quiet, Version: "test"})
+	return startServerWith(t, Options{Config: cfg})
+}
+
+// startServerWith serves o, with the test environment, on a loopback port
+// and returns its base URL.
+func startServerWith(t testing.TB, o Options) (*Server, string) {
+	t.Helper()
+	o.Env, o.Log, o.Version = testEnv, quiet, "test"
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", o.Config.Listen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -30,6 +32,9 @@ type Options struct {
 	Log *slog.Logger
 	// Version is infergate's version, reported by server metadata.
 	Version string
+	// DriftDecisions, when set, receives every version's drift decisions;
+	// a decision that finds it full is logged and dropped.
+	DriftDecisions chan<- drift.Decision
 }
 
 // Server is the V2 gateway. It is safe for concurrent use.
@@ -75,6 +80,8 @@ type version struct {
 	owned []*runtime.Session
 	// cache is nil unless the model's cache is on.
 	cache *responseCache
+	// drift is nil unless the version has a reference profile.
+	drift *versionDrift
 }
 
 // New loads the model repository of o.Config into o.Env and returns a Server
@@ -87,7 +94,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: o.Log, codecs: cdc}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
-	st, err := loadState(o.Env, cfg, o.Log)
+	st, err := loadState(o)
 	if err != nil {
 		cdc.close()
 		return nil, err
@@ -110,8 +117,9 @@ func New(o Options) (*Server, error) {
 
 // loadState loads every model of the repository with its batchers, caches
 // and metrics; on failure it unloads what it loaded.
-func loadState(env *runtime.Environment, cfg Config, log *slog.Logger) (*state, error) {
-	loaded, err := env.LoadRepository(cfg.Repository, cfg.runtimeConfigs(), log)
+func loadState(o Options) (*state, error) {
+	cfg := o.Config
+	loaded, err := o.Env.LoadRepository(cfg.Repository, cfg.runtimeConfigs(), o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +134,8 @@ func loadState(env *runtime.Environment, cfg Config, log *slog.Logger) (*state, 
 	}
 	for _, m := range st.models {
 		for _, v := range m.versions {
-			if err := v.start(cfg.Models[m.name].withDefaults(), log); err != nil {
+			dir := filepath.Join(cfg.Repository, m.name, v.name)
+			if err := v.start(cfg.Models[m.name].withDefaults(), dir, o); err != nil {
 				st.unload()
 				return nil, err
 			}
@@ -135,8 +144,9 @@ func loadState(env *runtime.Environment, cfg Config, log *slog.Logger) (*state, 
 	return st, nil
 }
 
-// start builds what serves v: metrics, batcher, cache and metadata.
-func (v *version) start(mc ModelConfig, log *slog.Logger) error {
+// start builds what serves v from its config and folder: metrics,
+// batcher, cache, drift monitor and metadata.
+func (v *version) start(mc ModelConfig, dir string, o Options) error {
 	v.metrics = newVersionMetrics(v.rt.Model, v.name)
 	v.metadata = appendModelMetadata(nil, v.rt.Model, []string{v.name}, platform, v.rt.Inputs(), v.rt.Outputs())
 	var err error
@@ -146,14 +156,16 @@ func (v *version) start(mc ModelConfig, log *slog.Logger) error {
 	if v.batcher == nil {
 		v.metrics.addCompute()
 		if mc.Batching.MaxBatchSize > 0 {
-			log.Warn("model cannot be batched: its tensors lack a leading dynamic batch dimension or have other dynamic dimensions",
+			o.Log.Warn("model cannot be batched: its tensors lack a leading dynamic batch dimension or have other dynamic dimensions",
 				"model", v.rt.Model, "version", v.name)
 		}
 	}
 	if mc.Cache.Entries > 0 {
-		v.cache, err = newResponseCache(mc.Cache.Entries, v.metrics.set, v.metrics.labels)
+		if v.cache, err = newResponseCache(mc.Cache.Entries, v.metrics.set, v.metrics.labels); err != nil {
+			return err
+		}
 	}
-	return err
+	return v.startDrift(mc.Drift, dir, o)
 }
 
 // encodeMetadata encodes m's metadata answer: its versions, and the newest
@@ -171,6 +183,9 @@ func (st *state) unload() {
 	for _, m := range st.models {
 		for _, v := range m.versions {
 			stopBatcher(v)
+			if v.drift != nil {
+				v.drift.monitor.Close()
+			}
 			v.rt.Close()
 			if v.metrics != nil {
 				v.metrics.unregister()

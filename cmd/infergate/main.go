@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/runtime"
@@ -27,6 +28,8 @@ Usage:
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--duration D] [--warmup D] [--quiet]
+  infergate profile --model DIR/model.onnx --data train.csv|train.jsonl [--out F] [--categorical A,B]
+                    [--bins N] [--sample N] [--predictions=false] [--quiet]
   infergate train --demo [--out DIR]
   infergate version
 `
@@ -42,6 +45,8 @@ func main() {
 		err = serve(args)
 	case "bench":
 		err = benchCmd(args)
+	case "profile":
+		err = profile(args)
 	case "train":
 		err = train(args)
 	case "version":
@@ -151,5 +156,14 @@ func train(args []string) error {
 		return fmt.Errorf("cannot write %q: %w", path, err)
 	}
 	fmt.Printf("wrote %s (%d bytes)\n", path, len(onnx))
+	ref, err := trainer.DemoReference()
+	if err != nil {
+		return err
+	}
+	refPath := filepath.Join(*out, "1", drift.ReferenceFile)
+	if err := ref.WriteFile(refPath); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s (%d features, %d predictions)\n", refPath, len(ref.Features), len(ref.Predictions))
 	return nil
 }

@@ -1,6 +1,10 @@
 package trainer
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/infergate/infergate/drift"
+)
 
 // The demo model's training setup, fixed so that its bytes never change.
 const (
@@ -29,4 +33,33 @@ func DemoModel() ([]byte, error) {
 		return nil, fmt.Errorf("cannot marshal the demo model: %w", err)
 	}
 	return b, nil
+}
+
+// DemoReference returns the drift reference profile of the demo model: its
+// 8 features over the demo's training rows, and its positive-class
+// probability ("output[1]") as the model predicts them. It is the same on
+// every call and every platform.
+func DemoReference() (*drift.Reference, error) {
+	d := Synthetic(demoSeed, demoRows)
+	m, _, err := TrainMLP(d, demoOptions())
+	if err != nil {
+		return nil, fmt.Errorf("cannot train the demo model: %w", err)
+	}
+	ref := &drift.Reference{Rows: d.Len()}
+	column := make([]float64, d.Len())
+	for j, name := range d.Features {
+		for i, row := range d.X {
+			column[i] = float64(row[j])
+		}
+		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, column, drift.ProfileOptions{Seed: uint64(j)}))
+	}
+	for i, row := range d.X {
+		p, err := Predict(m, row)
+		if err != nil {
+			return nil, err
+		}
+		column[i] = float64(p[1])
+	}
+	ref.Predictions = append(ref.Predictions, drift.BuildProfile("output[1]", drift.Numeric, column, drift.ProfileOptions{Seed: 99}))
+	return ref, ref.Validate()
 }

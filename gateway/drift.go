@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/runtime"
+)
+
+// versionDrift is what monitors one version's traffic for drift.
+type versionDrift struct {
+	monitor *drift.Monitor
+	// input is the index of the input whose columns are the features;
+	// inWidth and outWidth are the elements per row of it and of the first
+	// output (the predictions).
+	input             int
+	inWidth, outWidth int
+}
+
+// startDrift starts monitoring v when its folder holds a reference profile
+// and the model's drift section does not turn it off.
+func (v *version) startDrift(cfg drift.Config, dir string, o Options) error {
+	if cfg.Disabled {
+		return nil
+	}
+	ref, err := drift.LoadReference(filepath.Join(dir, drift.ReferenceFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cannot monitor drift of model %q version %s: %w", v.rt.Model, v.name, err)
+	}
+	d, columns, predictions, err := driftLayout(v.rt, cfg.Input, ref)
+	if err != nil {
+		return fmt.Errorf("cannot monitor drift of model %q version %s: %w", v.rt.Model, v.name, err)
+	}
+	d.monitor, err = drift.New(drift.Options{
+		Config: cfg, Reference: ref, Model: v.rt.Model, Version: v.name,
+		Columns: columns, PredictionColumns: predictions, Log: o.Log,
+		Metrics: v.metrics.set, Labels: v.metrics.labels, Decisions: o.DriftDecisions,
+	})
+	if err != nil {
+		return err
+	}
+	v.drift = d
+	o.Log.Info("drift monitoring on", "model", v.rt.Model, "version", v.name,
+		"features", len(columns), "predictions", len(predictions), "window", windowString(cfg.Window))
+	return nil
+}
+
+func windowString(w drift.WindowConfig) string {
+	if w.Every > 0 {
+		return w.Every.String()
+	}
+	return strconv.Itoa(w.Rows) + " rows"
+}
+
+// driftLayout finds the input tensor named input (the first when empty) and
+// the columns of it and of the first output that ref's features and
+// predictions name. A column is named by the model's feature names, or as
+// "<tensor>[<column>]".
+func driftLayout(rt *runtime.ModelVersion, input string, ref *drift.Reference) (d *versionDrift, columns, predictions []int, err error) {
+	d = &versionDrift{}
+	if input != "" {
+		if d.input = slices.IndexFunc(rt.Inputs(), func(t runtime.TensorInfo) bool { return t.Name == input }); d.input < 0 {
+			return nil, nil, nil, fmt.Errorf("drift.input names %q, which the model does not have", input)
+		}
+	}
+	in, out := rt.Inputs()[d.input], rt.Outputs()[0]
+	if d.inWidth = rowWidth(in); d.inWidth <= 0 {
+		return nil, nil, nil, fmt.Errorf("input %q has shape %s; drift needs [batch, features]", in.Name, runtime.FormatShape(in.Shape))
+	}
+	var names []string
+	if d.input == 0 {
+		names = rt.Features()
+	}
+	for _, p := range ref.Features {
+		col := columnOf(p.Name, names, in.Name, d.inWidth)
+		if col < 0 {
+			return nil, nil, nil, fmt.Errorf("reference feature %q is not a column of input %q (columns: %v)", p.Name, in.Name, names)
+		}
+		columns = append(columns, col)
+	}
+	if len(ref.Predictions) > 0 {
+		if d.outWidth = rowWidth(out); d.outWidth <= 0 {
+			return nil, nil, nil, fmt.Errorf("output %q has shape %s; prediction drift needs [batch, columns]", out.Name, runtime.FormatShape(out.Shape))
+		}
+	}
+	for _, p := range ref.Predictions {
+		col := columnOf(p.Name, nil, out.Name, d.outWidth)
+		if col < 0 {
+			return nil, nil, nil, fmt.Errorf("reference prediction %q is not a column of output %q: want %s[0] to %s[%d]", p.Name, out.Name, out.Name, out.Name, d.outWidth-1)
+		}
+		predictions = append(predictions, col)
+	}
+	return d, columns, predictions, nil
+}
+
+// rowWidth returns the elements per row of a [batch, n] tensor, or 0.
+func rowWidth(t runtime.TensorInfo) int {
+	if len(t.Shape) != 2 || t.Shape[1] <= 0 {
+		return 0
+	}
+	return int(t.Shape[1])
+}
+
+// columnOf returns the column that name denotes, or -1.
+func columnOf(name string, names []string, tensor string, width int) int {
+	if i := slices.Index(names, name); i >= 0 {
+		return i
+	}
+	rest, ok := strings.CutPrefix(name, tensor+"[")
+	if !ok || !strings.HasSuffix(rest, "]") {
+		return -1
+	}
+	i, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
+	if err != nil || i < 0 || i >= width {
+		return -1
+	}
+	return i
+}
+
+// observeDrift hands a request's feature and prediction rows to v's monitor,
+// converted to float64 in call's buffers.
+func (v *version) observeDrift(call *inferCall, inputs, outputs []runtime.Tensor) {
+	d := v.drift
+	call.driftIn = appendFloats(call.driftIn[:0], inputs[d.input])
+	in := drift.Rows{Values: call.driftIn, Width: d.inWidth}
+	var out drift.Rows
+	if d.outWidth > 0 && len(outputs) > 0 {
+		call.driftOut = appendFloats(call.driftOut[:0], outputs[0])
+		out = drift.Rows{Values: call.driftOut, Width: d.outWidth}
+	}
+	d.monitor.Observe(in, out)
+}
+
+// appendFloats appends t's elements as float64s.
+func appendFloats(dst []float64, t runtime.Tensor) []float64 {
+	le, size := binary.LittleEndian, t.DataType.Size()
+	for off := 0; off+size <= len(t.Data); off += size {
+		b := t.Data[off : off+size]
+		var x float64
+		switch t.DataType {
+		case runtime.FP32:
+			x = float64(math.Float32frombits(le.Uint32(b)))
+		case runtime.FP64:
+			x = math.Float64frombits(le.Uint64(b))
+		case runtime.FP16:
+			x = float64(halfToFloat32(le.Uint16(b)))
+		case runtime.BOOL, runtime.UINT8:
+			x = float64(b[0])
+		case runtime.INT8:
+			x = float64(int8(b[0]))
+		case runtime.INT16:
+			x = float64(int16(le.Uint16(b)))
+		case runtime.UINT16:
+			x = float64(le.Uint16(b))
+		case runtime.INT32:
+			x = float64(int32(le.Uint32(b)))
+		case runtime.UINT32:
+			x = float64(le.Uint32(b))
+		case runtime.INT64:
+			x = float64(int64(le.Uint64(b)))
+		case runtime.UINT64:
+			x = float64(le.Uint64(b))
+		}
+		dst = append(dst, x)
+	}
+	return dst
+}
+
+// driftReport answers GET /v2/models/{m}[/versions/{v}]/drift: one
+// version's report when pinned, else those of every monitored version.
+func (s *Server) driftReport(ctx *fasthttp.RequestCtx, m *model, pinned *version) {
+	var body any
+	if pinned != nil {
+		if pinned.drift == nil {
+			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q version %s has no drift monitoring: its folder has no %s (or drift is disabled)", m.name, pinned.name, drift.ReferenceFile))
+			return
+		}
+		body = pinned.drift.monitor.Report()
+	} else {
+		reports := []drift.Report{}
+		for _, v := range m.versions {
+			if v.drift != nil {
+				reports = append(reports, v.drift.monitor.Report())
+			}
+		}
+		body = struct {
+			Model    string         `json:"model_name"`
+			Versions []drift.Report `json:"versions"`
+		}{m.name, reports}
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode drift report: "+err.Error())
+		return
+	}
+	writeJSON(ctx, data)
+}

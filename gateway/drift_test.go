@@ -1,0 +1,180 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/trainer"
+)
+
+// startDriftServer serves the test repository with its drift decisions
+// going to the returned channel.
+func startDriftServer(t *testing.T) (string, <-chan drift.Decision) {
+	t.Helper()
+	decisions := make(chan drift.Decision, 16)
+	cfg := testConfig(t)
+	cfg.Models["demo"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 128, Instances: 2}}
+	_, url := startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
+	return url, decisions
+}
+
+// sendRows posts rows to the demo model in requests of 100 rows, adding
+// shift[j] to feature j.
+func sendRows(t *testing.T, client *fasthttp.Client, url string, rows [][]float32, shift []float64) {
+	t.Helper()
+	var b strings.Builder
+	for start := 0; start < len(rows); start += 100 {
+		batch := rows[start:min(start+100, len(rows))]
+		b.Reset()
+		fmt.Fprintf(&b, `{"inputs":[{"name":"input","datatype":"FP32","shape":[%d,8],"data":[`, len(batch))
+		for i, row := range batch {
+			for j, x := range row {
+				if i+j > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, "%g", float64(x)+shift[j])
+			}
+		}
+		b.WriteString("]}]}")
+		if code, body := post(client, url+"/v2/models/demo/infer", b.String()); code != 200 {
+			t.Fatalf("infer answered %d: %s", code, body)
+		}
+	}
+}
+
+// driftReport fetches the pinned drift report of the demo's version 1 once
+// it has judged n windows.
+func waitDriftReport(t *testing.T, url string, n int64) drift.Report {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var rep drift.Report
+		if err := json.Unmarshal([]byte(get(t, url+"/v2/models/demo/versions/1/drift")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.WindowsJudged >= n {
+			return rep
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d windows judged after 60s", rep.WindowsJudged, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDemoDrift runs the demo model's drift monitoring, at the defaults,
+// over HTTP: traffic from the training distribution raises no alarm in 100
+// windows; a shift of half a standard deviation in four of the eight
+// features raises drift.detected by the end of the second window after it
+// began; the same shift in one feature marks that feature drifted and
+// decides nothing.
+func TestDemoDrift(t *testing.T) {
+	url, decisions := startDriftServer(t)
+	client := &fasthttp.Client{}
+	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rows beyond the 4000 the demo model was trained on: fresh draws
+	// from the training distribution.
+	rows := trainer.Synthetic(1, 110000).X[4000:]
+	none := make([]float64, 8)
+
+	sendRows(t, client, url, rows[:100000], none)
+	rep := waitDriftReport(t, url, 100)
+	if len(decisions) != 0 {
+		t.Fatalf("traffic from the training distribution raised %d decisions: %+v", len(decisions), <-decisions)
+	}
+	if rep.Drifted || rep.WindowsSkipped != 0 {
+		t.Fatalf("after 100 windows: drifted %v, %d skipped", rep.Drifted, rep.WindowsSkipped)
+	}
+
+	// Windows 100 and 101 are shifted in age, income, tenure_months, balance.
+	shift := make([]float64, 8)
+	for j := range 4 {
+		shift[j] = 0.5 * ref.Features[j].Std
+	}
+	sendRows(t, client, url, rows[100000:102000], shift)
+	rep = waitDriftReport(t, url, 102)
+	select {
+	case d := <-decisions:
+		if d.Type != drift.DriftDetected || d.Window.Seq != 101 {
+			t.Fatalf("got %s at window %d, want drift.detected at window 101", d.Type, d.Window.Seq)
+		}
+		for j, f := range d.Window.Features[:8] {
+			if want := j < 4; f.Drifted != want {
+				t.Errorf("feature %s: drifted %v (%s %.3g), want %v", f.Name, f.Drifted, f.Method, f.Value, want)
+			}
+		}
+	default:
+		t.Fatalf("no decision after two shifted windows; last window: share %.2f", rep.Last.Share)
+	}
+
+	// Back to normal for two windows resolves it; then one shifted feature.
+	sendRows(t, client, url, rows[102000:104000], none)
+	waitDriftReport(t, url, 104)
+	if d := <-decisions; d.Type != drift.DriftResolved {
+		t.Fatalf("got %s after two clean windows, want drift.resolved", d.Type)
+	}
+	one := make([]float64, 8)
+	one[1] = 0.5 * ref.Features[1].Std
+	sendRows(t, client, url, rows[104000:106000], one)
+	rep = waitDriftReport(t, url, 106)
+	if len(decisions) != 0 {
+		t.Fatalf("a shift in one feature raised %+v", <-decisions)
+	}
+	if f := rep.Last.Features[1]; f.Name != "income" || !f.Drifted || rep.Last.Drifted {
+		t.Fatalf("last window: %s drifted %v, window drifted %v; want income drifted, window not", f.Name, f.Drifted, rep.Last.Drifted)
+	}
+}
+
+func TestDriftEndpoint(t *testing.T) {
+	url, _ := startDriftServer(t)
+	code, _, _ := call(t, "POST", url+"/v2/models/demo/infer", []byte(demoRequest))
+	if code != 200 {
+		t.Fatalf("infer answered %d", code)
+	}
+	var all struct {
+		Model    string         `json:"model_name"`
+		Versions []drift.Report `json:"versions"`
+	}
+	if err := json.Unmarshal([]byte(get(t, url+"/v2/models/demo/drift")), &all); err != nil {
+		t.Fatal(err)
+	}
+	if all.Model != "demo" || len(all.Versions) != 1 || all.Versions[0].Current.Rows != 2 {
+		t.Fatalf("got %+v, want demo with one version that has seen 2 rows", all)
+	}
+	cur := all.Versions[0].Current
+	if len(cur.Features) != 9 || cur.Features[0].Name != "age" || cur.Features[8].Name != "output[1]" || cur.Features[0].Count != 2 {
+		t.Fatalf("open window features: %+v", cur.Features)
+	}
+	f := func(method, path string, wantCode int, wantBody string) {
+		t.Helper()
+		code, _, body := call(t, method, url+path, nil)
+		if code != wantCode || !strings.Contains(string(body), wantBody) {
+			t.Fatalf("%s %s: %d %s, want %d with %q", method, path, code, body, wantCode, wantBody)
+		}
+	}
+	f("GET", "/v2/models/demo/versions/1/drift", 200, `"model_version":"1"`)
+	f("GET", "/v2/models/versioned/versions/2/drift", 404, "has no drift monitoring")
+	f("GET", "/v2/models/versioned/drift", 200, `"versions":[]`)
+	f("POST", "/v2/models/demo/drift", 405, "use GET")
+	f("GET", "/v2/models/nope/drift", 404, "unknown model")
+	metrics := get(t, url+"/metrics")
+	for _, series := range []string{
+		`infergate_drift_statistic{model="demo",version="1",feature="age",statistic="ks_p_value"}`,
+		`infergate_drift_bin_rows_total{model="demo",version="1",feature="output[1]",bin="0"}`,
+		`infergate_drift_windows_total{model="demo",version="1",result="judged"}`,
+	} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+}
