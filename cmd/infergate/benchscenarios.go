@@ -47,6 +47,13 @@ func (s *suite) run(ctx context.Context) error {
 		return err
 	}
 
+	// 1b. What drift monitoring of every row costs the demo model.
+	s.driftOverhead(ctx, demo, at(demo, "demo_drift"))
+
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
 	// 2. The heavy model's compute ceiling.
 	compute, err := s.compute(ctx, filepath.Join(s.repo, "heavy_off", "1"))
 	if err != nil {
@@ -135,6 +142,27 @@ func (s *suite) run(ctx context.Context) error {
 		return err
 	}
 	return s.writeCurve(sweep)
+}
+
+// driftOverhead measures the demo model with and without drift monitoring
+// of every row, in interleaved pairs of runs so that a drift of the
+// machine's speed during the suite falls on both sides alike.
+func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request) {
+	var runs []*bench.Result
+	var okOff, okOn float64
+	for i := range driftPairs {
+		a := s.load(ctx, fmt.Sprintf("demo: drift off (%d)", i+1), off, demoConnections, 0, s.opts.duration/2)
+		b := s.load(ctx, fmt.Sprintf("demo: drift on, every row (%d)", i+1), on, demoConnections, 0, s.opts.duration/2)
+		runs = append(runs, a, b)
+		okOff, okOn = okOff+a.OKPerSec, okOn+b.OKPerSec
+	}
+	s.section("Drift monitoring overhead on the demo model",
+		fmt.Sprintf("Closed loop, %d connections, one row per request, the demo model served as above; drift on: its "+
+			"reference.json beside the model, every row of every request observed (sample 1, windows of 1000 rows judged "+
+			"by KS on 8 features and the prediction). %d interleaved pairs of %s runs; the check compares their sums.",
+			demoConnections, driftPairs, s.opts.duration/2),
+		runs...)
+	s.ratio("demo with drift on vs off (ok req/s)", okOn, okOff, 0.97)
 }
 
 // overload runs the heavy model at twice the max rate and checks that the

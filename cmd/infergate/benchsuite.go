@@ -15,6 +15,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/bench"
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/retrain/onnxexport"
 	"github.com/infergate/infergate/runtime"
@@ -37,6 +38,8 @@ const (
 	// decides what is turned away.
 	overloadConnections = 2 * heavyQueueSize
 	demoConnections     = 32
+	// driftPairs is the number of drift off / on run pairs.
+	driftPairs = 3
 	// lowLoad is the share of the max sustainable rate the adaptive mode is
 	// compared at when the load is light.
 	lowLoad = 0.1
@@ -160,7 +163,8 @@ func (s *suite) stop() error {
 	return err
 }
 
-// writeSuiteRepository writes the demo model, also as demo_unbatched, and
+// writeSuiteRepository writes the demo model, also as demo_unbatched and as
+// demo_drift (with its reference profile, so drift monitoring is on), and
 // the heavy model under the three names its batching modes are served as.
 func writeSuiteRepository(repo string) error {
 	demo, err := os.ReadFile(filepath.Join("configs", "models", "demo", "1", "model.onnx"))
@@ -171,13 +175,21 @@ func writeSuiteRepository(repo string) error {
 	if err != nil {
 		return err
 	}
-	files := map[string][]byte{"demo": demo, "demo_unbatched": demo, "heavy_off": heavy, "heavy_fixed": heavy, "heavy_auto": heavy}
+	reference, err := os.ReadFile(filepath.Join("configs", "models", "demo", "1", drift.ReferenceFile))
+	if err != nil {
+		return fmt.Errorf("cannot read the demo model's reference profile: %w", err)
+	}
+	files := map[string][]byte{
+		"demo/1/model.onnx": demo, "demo_unbatched/1/model.onnx": demo,
+		"demo_drift/1/model.onnx": demo, "demo_drift/1/" + drift.ReferenceFile: reference,
+		"heavy_off/1/model.onnx": heavy, "heavy_fixed/1/model.onnx": heavy, "heavy_auto/1/model.onnx": heavy,
+	}
 	for name, data := range files {
-		dir := filepath.Join(repo, name, "1")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		path := filepath.Join(repo, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("cannot write the suite's model repository: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), data, 0o644); err != nil {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
 			return fmt.Errorf("cannot write the suite's model repository: %w", err)
 		}
 	}
@@ -224,6 +236,7 @@ func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gatew
 	demo.Instances = demo.Batching.Instances
 	cfg.Models = map[string]gateway.ModelConfig{
 		"demo":           demo,
+		"demo_drift":     demo,
 		"demo_unbatched": model(batcher.Config{Instances: demo.Batching.Instances}),
 		"heavy_off":      model(batcher.Config{MaxQueueSize: heavyQueueSize}),
 		"heavy_fixed": model(batcher.Config{MaxBatchSize: heavyMaxBatch, MaxQueueSize: heavyQueueSize,
