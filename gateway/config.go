@@ -8,6 +8,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -30,8 +31,38 @@ type Config struct {
 	// ShutdownTimeout bounds how long a shutdown waits for requests in flight.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
+	// StateDir holds the embedded store of what must survive a restart
+	// (routing and canary state set at run time), relative to the config
+	// file; empty keeps nothing.
+	StateDir string `yaml:"state_dir"`
+	// Watch reloads the config file and the model repository when they change.
+	Watch bool `yaml:"watch"`
+	// Admin configures the admin API.
+	Admin AdminConfig `yaml:"admin"`
+
 	Runtime runtime.Config         `yaml:"runtime"`
 	Models  map[string]ModelConfig `yaml:"models"`
+}
+
+// AdminConfig configures the admin API under /admin/.
+type AdminConfig struct {
+	// TokenEnv names the environment variable that holds the bearer token;
+	// the API is off unless it is set.
+	TokenEnv string `yaml:"token_env"`
+}
+
+// token reads the admin token from the environment; a named variable that
+// is unset or empty is an error, so that an operator never believes the
+// API guarded when it is off.
+func (a AdminConfig) token() ([]byte, error) {
+	if a.TokenEnv == "" {
+		return nil, nil
+	}
+	t := os.Getenv(a.TokenEnv)
+	if t == "" {
+		return nil, fmt.Errorf("admin.token_env: the environment variable %s is unset or empty", a.TokenEnv)
+	}
+	return []byte(t), nil
 }
 
 // ModelConfig is one model's section: how its versions load, batch and cache.
@@ -40,6 +71,7 @@ type ModelConfig struct {
 	Batching            batcher.Config `yaml:"batching"`
 	Cache               CacheConfig    `yaml:"cache"`
 	Drift               drift.Config   `yaml:"drift"`
+	Routing             router.Config  `yaml:"routing"`
 }
 
 // CacheConfig configures a model's response cache.
@@ -53,6 +85,7 @@ func (mc ModelConfig) withDefaults() ModelConfig {
 	mc.Batching = mc.Batching.WithDefaults()
 	mc.Instances = mc.Batching.Instances
 	mc.Drift = mc.Drift.WithDefaults()
+	mc.Routing = mc.Routing.WithDefaults()
 	return mc
 }
 
@@ -70,6 +103,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
 		Repository:      "models",
+		StateDir:        "state",
 		MaxBodySize:     16 << 20,
 		CompressMinSize: 512,
 		ReadTimeout:     30 * time.Second,
@@ -103,6 +137,9 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 	}
 	if !filepath.IsAbs(cfg.Repository) {
 		cfg.Repository = filepath.Join(dir, cfg.Repository)
+	}
+	if cfg.StateDir != "" && !filepath.IsAbs(cfg.StateDir) {
+		cfg.StateDir = filepath.Join(dir, cfg.StateDir)
 	}
 	if cfg.Runtime.Library != "" && !filepath.IsAbs(cfg.Runtime.Library) {
 		cfg.Runtime.Library = filepath.Join(dir, cfg.Runtime.Library)
@@ -141,6 +178,10 @@ func (c *Config) Validate() error {
 		// A section built in code rather than decoded may lack its defaults.
 		dc := mc.Drift.WithDefaults()
 		if err := dc.Validate("models." + name + ".drift"); err != nil {
+			return err
+		}
+		rc := mc.Routing.WithDefaults()
+		if err := rc.Validate("models." + name + ".routing"); err != nil {
 			return err
 		}
 		if mc.Cache.Entries < 0 {

@@ -48,7 +48,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 	default:
 		if rest, ok := bytes.CutPrefix(path, []byte("/v2/models/")); ok {
-			s.handleModel(ctx, rest)
+			st := s.acquireState()
+			defer st.release()
+			s.handleModel(ctx, st, rest)
+			return
+		}
+		if rest, ok := bytes.CutPrefix(path, []byte("/admin/")); ok {
+			s.handleAdmin(ctx, string(rest))
 			return
 		}
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", path))
@@ -98,7 +104,7 @@ func (s *Server) serverReady(ctx *fasthttp.RequestCtx) {
 
 // handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer]; rest is
 // the path after "/v2/models/".
-func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
+func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 	name, rest, _ := bytes.Cut(rest, []byte("/"))
 	var pinned []byte
 	if after, ok := bytes.CutPrefix(rest, []byte("versions/")); ok {
@@ -109,7 +115,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
-	m := s.serving.Load().models[string(name)]
+	m := st.models[string(name)]
 	if m == nil {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q", name))
 		return
@@ -147,6 +153,13 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
 			s.driftReport(ctx, m, v)
 		}
 	case "infer":
+		var r route
+		if pinned == nil && v != nil {
+			if r.rt = m.routes.table.Load(); r.rt != nil {
+				r = r.rt.pick(ctx.Request.Header.Peek(r.rt.sticky))
+				v = r.rt.versions[r.picked]
+			}
+		}
 		if v == nil {
 			s.countUnrouted(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q has no version loaded", name))
 			return
@@ -154,9 +167,10 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, rest []byte) {
 		start := time.Now()
 		code := fasthttp.StatusMethodNotAllowed
 		if allowMethod(ctx, fasthttp.MethodPost) {
-			code = s.infer(ctx, m, v)
+			code = s.infer(ctx, st, m, v, r, start)
 		}
 		v.metrics.observe(code, start)
+		v.interval.observe(code, time.Since(start))
 	}
 }
 
@@ -182,6 +196,8 @@ type inferCall struct {
 	results []runtime.Tensor
 	// driftIn and driftOut hold the rows a drift monitor observes.
 	driftIn, driftOut []float64
+	// shadows are the version indices a request is mirrored to.
+	shadows []int
 }
 
 var inferCalls = sync.Pool{New: func() any { return new(inferCall) }}
@@ -198,8 +214,9 @@ func putInferCall(call *inferCall, batched bool) {
 	inferCalls.Put(call)
 }
 
-// infer runs one V2 inference request and returns the status it answered.
-func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
+// infer runs one V2 inference request on v and returns the status it
+// answered; r says how an unpinned request was routed, for its shadow copies.
+func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) int {
 	if v.batcher != nil {
 		// Under overload, refuse before decompressing and decoding the body.
 		if err := v.batcher.CheckCapacity(); err != nil {
@@ -240,7 +257,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 	if !cached {
 		breq := batcher.AcquireRequest()
 		defer batcher.ReleaseRequest(breq)
-		if code, err := s.compute(v, req, breq, call); err != nil {
+		if code, err := computeOn(v, req, breq, call); err != nil {
 			if code == fasthttp.StatusServiceUnavailable {
 				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 			}
@@ -266,13 +283,19 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, m *model, v *version) int {
 		ctx.Response.Header.SetContentType("application/json")
 	}
 	s.writeBody(ctx, call, out)
+	if r.rt != nil && r.rt.shadowed {
+		call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
+		for _, i := range call.shadows {
+			r.rt.versions[i].shadow.offer(st, req, results, time.Since(start))
+		}
+	}
 	return fasthttp.StatusOK
 }
 
-// compute runs req on v, through its batcher when it has one, leaving the
+// computeOn runs req on v, through its batcher when it has one, leaving the
 // outputs in call.results; they stay valid until breq is released. On
 // failure it returns the status to answer with.
-func (s *Server) compute(v *version, req *inferRequest, breq *batcher.Request, call *inferCall) (int, error) {
+func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *inferCall) (int, error) {
 	outputs := v.rt.Outputs()
 	if cap(call.results) < len(outputs) {
 		call.results = make([]runtime.Tensor, len(outputs))

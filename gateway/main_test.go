@@ -64,6 +64,7 @@ func testConfig(t testing.TB) Config {
 	cfg.Repository = testRepository(t)
 	cfg.MaxBodySize = 1 << 20
 	cfg.CompressMinSize = 0
+	cfg.StateDir = t.TempDir()
 	cfg.Models = map[string]ModelConfig{
 		"versioned": {ModelConfig: runtime.ModelConfig{VersionPolicy: runtime.VersionPolicy{All: true}}},
 		"demo":      {Batching: batcher.Config{MaxBatchSize: 16, Instances: 2}},

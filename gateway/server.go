@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -27,6 +31,10 @@ var extensions = []string{"binary_tensor_data"}
 // Options are what a Server is built from.
 type Options struct {
 	Config Config
+	// ConfigPath is the file Config was loaded from; with it, Reload and
+	// the watcher read the file again. Without it they rescan the
+	// repository under the same Config.
+	ConfigPath string
 	// Env is the open ONNX Runtime environment the models load into.
 	Env *runtime.Environment
 	Log *slog.Logger
@@ -35,28 +43,51 @@ type Options struct {
 	// DriftDecisions, when set, receives every version's drift decisions;
 	// a decision that finds it full is logged and dropped.
 	DriftDecisions chan<- drift.Decision
+	// Events, when set, receives canary events; one that finds it full is
+	// logged and dropped.
+	Events chan<- Event
 }
 
 // Server is the V2 gateway. It is safe for concurrent use.
 type Server struct {
-	cfg     Config
+	o       Options
 	log     *slog.Logger
 	codecs  *codecs
 	http    *fasthttp.Server
 	serving atomic.Pointer[state]
+	events  chan<- Event
 	// metadata is the pre-encoded server metadata answer.
 	metadata []byte
 	stopping atomic.Bool
+	// adminToken is the admin API's bearer token; empty turns the API off.
+	adminToken []byte
+	store      *store
+
+	// cfg is the config the server started with; what a reload cannot
+	// change (listen, limits, timeouts) is read from it.
+	cfg Config
+
+	// control serialises what changes the serving state: reloads, admin
+	// changes and canary steps. It guards current and routes.
+	control sync.Mutex
+	current Config
+	routes  map[string]*routes
 
 	mu sync.Mutex
 	// listeners are those Serve was given; mu guards them and, with
 	// stopping, makes a Serve that races Shutdown return at once.
 	listeners []net.Listener
+
+	stop chan struct{} // closed by Shutdown: stops the loops below
+	done sync.WaitGroup
 }
 
 // state is everything a request needs, built whole and swapped in at once.
 type state struct {
 	models map[string]*model
+	// inflight counts the requests and shadow copies using the state, so
+	// that versions a reload removed are closed only once none does.
+	inflight atomic.Int64
 }
 
 // model is a served model with its loaded versions, oldest first.
@@ -65,11 +96,15 @@ type model struct {
 	versions []*version
 	// metadata is the pre-encoded model metadata answer (newest version's tensors).
 	metadata []byte
+	routes   *routes
 }
 
 // version is a loaded model version with what serves it.
 type version struct {
-	rt       *runtime.ModelVersion
+	rt *runtime.ModelVersion
+	// cfg is the model section it was loaded with, less routing; a reload
+	// keeps the version while its section stays the same.
+	cfg      ModelConfig
 	name     string
 	metrics  *versionMetrics
 	metadata []byte
@@ -82,6 +117,10 @@ type version struct {
 	cache *responseCache
 	// drift is nil unless the version has a reference profile.
 	drift *versionDrift
+	// interval counts answers for the canary analysis.
+	interval intervalStats
+	// shadow is set once a routing table mirrors traffic to the version.
+	shadow *shadowTarget
 }
 
 // New loads the model repository of o.Config into o.Env and returns a Server
@@ -92,12 +131,28 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: o.Log, codecs: cdc}
+	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, events: o.Events, routes: make(map[string]*routes), stop: make(chan struct{})}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
-	st, err := loadState(o)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
+		if s.store != nil {
+			s.store.close()
+		}
 		cdc.close()
 		return nil, err
+	}
+	if s.adminToken, err = cfg.Admin.token(); err != nil {
+		return fail(err)
+	}
+	if s.store, err = openStore(cfg.StateDir); err != nil {
+		return fail(err)
+	}
+	st, err := s.buildState(cfg, nil, true)
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.routeLocked(cfg, st, true); err != nil {
+		st.unload()
+		return fail(err)
 	}
 	s.serving.Store(st)
 	s.http = &fasthttp.Server{
@@ -112,36 +167,98 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
+	s.done.Add(1)
+	go s.controlLoop()
+	if cfg.Watch {
+		if err := s.startWatcher(); err != nil {
+			s.Shutdown(context.Background())
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// loadState loads every model of the repository with its batchers, caches
-// and metrics; on failure it unloads what it loaded.
-func loadState(o Options) (*state, error) {
-	cfg := o.Config
-	loaded, err := o.Env.LoadRepository(cfg.Repository, cfg.runtimeConfigs(), o.Log)
+// acquireState returns the serving state, counted in flight until release.
+// The count is taken before the state is checked to still be the serving
+// one, so a reload that saw the count at zero can never be raced.
+func (s *Server) acquireState() *state {
+	for {
+		st := s.serving.Load()
+		st.inflight.Add(1)
+		if s.serving.Load() == st {
+			return st
+		}
+		st.inflight.Add(-1)
+	}
+}
+
+func (st *state) release() { st.inflight.Add(-1) }
+
+// buildState loads the models of cfg's repository with their batchers,
+// caches, drift monitors and metrics, reusing from old every version whose
+// model section is unchanged. With strict, a version that fails to load
+// fails the build (after unloading what it loaded); else it is logged,
+// counted and left out, and the rest loads.
+func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error) {
+	found, err := runtime.ScanRepository(cfg.Repository, s.log)
 	if err != nil {
 		return nil, err
 	}
-	st := &state{models: make(map[string]*model, len(loaded))}
-	for _, rm := range loaded {
-		m := &model{name: rm.Name}
-		for _, rv := range rm.Versions {
-			m.versions = append(m.versions, &version{rt: rv, name: rv.VersionName})
+	for name := range cfg.Models {
+		if _, ok := found[name]; !ok {
+			return nil, fmt.Errorf("cannot configure model %q: no folder %q in repository %q", name, name, cfg.Repository)
+		}
+	}
+	st := &state{models: make(map[string]*model, len(found))}
+	for _, name := range slices.Sorted(maps.Keys(found)) {
+		mc := cfg.Models[name].withDefaults()
+		mc.Routing = router.Config{}
+		m := &model{name: name}
+		for _, number := range mc.VersionPolicy.Select(found[name]) {
+			v, err := s.loadVersion(cfg, old, name, number, mc)
+			if err != nil && strict {
+				st.unloadExcept(old)
+				return nil, err
+			}
+			if err != nil {
+				reloadVersionErrors.Inc()
+				s.log.Error("model version not loaded", "model", name, "version", number, "error", err)
+				continue
+			}
+			m.versions = append(m.versions, v)
+		}
+		if len(m.versions) == 0 {
+			s.log.Warn("model has no version to serve", "model", name, "available", found[name])
 		}
 		m.metadata = m.encodeMetadata()
-		st.models[rm.Name] = m
+		st.models[name] = m
 	}
-	for _, m := range st.models {
-		for _, v := range m.versions {
-			dir := filepath.Join(cfg.Repository, m.name, v.name)
-			if err := v.start(cfg.Models[m.name].withDefaults(), dir, o); err != nil {
-				st.unload()
-				return nil, err
+	return st, nil
+}
+
+// loadVersion returns version number of model name: old's, when its
+// section is unchanged, or freshly loaded, warmed up and started.
+func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, mc ModelConfig) (*version, error) {
+	vname := strconv.FormatInt(number, 10)
+	if old != nil {
+		if om := old.models[name]; om != nil {
+			if v := om.version([]byte(vname)); v != nil && reflect.DeepEqual(v.cfg, mc) {
+				return v, nil
 			}
 		}
 	}
-	return st, nil
+	dir := filepath.Join(cfg.Repository, name, vname)
+	rv, err := s.o.Env.LoadModelVersion(dir, name, number, mc.ModelConfig)
+	if err != nil {
+		return nil, err
+	}
+	v := &version{rt: rv, name: vname, cfg: mc}
+	if err := v.start(mc, dir, s.o); err != nil {
+		v.close()
+		return nil, err
+	}
+	s.log.Info("model version loaded", "model", name, "version", number, "instances", rv.Instances())
+	return v, nil
 }
 
 // start builds what serves v from its config and folder: metrics,
@@ -168,6 +285,22 @@ func (v *version) start(mc ModelConfig, dir string, o Options) error {
 	return v.startDrift(mc.Drift, dir, o)
 }
 
+// close drains v and releases all it holds: queued requests finish, then
+// its shadow workers stop, its monitor stops, and its sessions are destroyed.
+func (v *version) close() {
+	stopBatcher(v)
+	if v.shadow != nil {
+		v.shadow.close()
+	}
+	if v.drift != nil {
+		v.drift.monitor.Close()
+	}
+	v.rt.Close()
+	if v.metrics != nil {
+		v.metrics.unregister()
+	}
+}
+
 // encodeMetadata encodes m's metadata answer: its versions, and the newest
 // one's tensors.
 func (m *model) encodeMetadata() []byte {
@@ -179,19 +312,27 @@ func (m *model) encodeMetadata() []byte {
 }
 
 // unload drains and releases every version of st.
-func (st *state) unload() {
+func (st *state) unload() { st.unloadExcept(nil) }
+
+// unloadExcept drains and releases the versions of st that keep is not
+// also serving.
+func (st *state) unloadExcept(keep *state) {
 	for _, m := range st.models {
 		for _, v := range m.versions {
-			stopBatcher(v)
-			if v.drift != nil {
-				v.drift.monitor.Close()
-			}
-			v.rt.Close()
-			if v.metrics != nil {
-				v.metrics.unregister()
+			if !keep.has(v) {
+				v.close()
 			}
 		}
 	}
+}
+
+// has reports whether st serves v; a nil state serves nothing.
+func (st *state) has(v *version) bool {
+	if st == nil {
+		return false
+	}
+	m := st.models[v.rt.Model]
+	return m != nil && slices.Contains(m.versions, v)
 }
 
 func (m *model) latest() *version {
@@ -260,8 +401,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("shutdown timed out with requests in flight; unloading models after they finish")
 	}
-	s.serving.Load().unload()
+	close(s.stop)
+	s.done.Wait()
+	st := s.serving.Load()
+	if !waitIdle(st, s.cfg.ShutdownTimeout) {
+		s.log.Warn("shutdown timed out with shadow copies in flight; unloading models after they finish")
+	}
+	st.unload()
 	s.codecs.close()
+	s.store.close()
 	return err
 }
 

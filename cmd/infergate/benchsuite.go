@@ -226,6 +226,7 @@ func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gatew
 	cfg := gateway.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Repository = repo
+	cfg.StateDir = "" // the suite keeps nothing
 	cfg.Runtime = rt
 	model := func(b batcher.Config) gateway.ModelConfig {
 		b = b.WithDefaults()

@@ -99,7 +99,7 @@ func serve(args []string) error {
 		return err
 	}
 	defer env.Close()
-	srv, err := gateway.New(gateway.Options{Config: cfg, Env: env, Log: log, Version: version()})
+	srv, err := gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version()})
 	if err != nil {
 		return err
 	}

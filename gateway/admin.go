@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/router"
+)
+
+// handleAdmin serves the admin API; rest is the path after "/admin/".
+//
+//	GET    models                      models with their versions and routing
+//	GET    models/{m}/routing          the routing in effect and where it came from
+//	PUT    models/{m}/routing          set split, sticky header, shadows (and a canary)
+//	DELETE models/{m}/routing          drop the admin routing: the config file's applies
+//	POST   models/{m}/canary           start a canary (body: the canary section)
+//	POST   models/{m}/canary/promote   promote the canary now
+//	POST   models/{m}/canary/rollback  roll the canary back now
+//	GET    models/{m}/shadow           shadow comparison per shadow version
+//	POST   reload                      reload the config file and the repository
+func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
+	if len(s.adminToken) == 0 {
+		writeError(ctx, fasthttp.StatusNotFound, "the admin API is off: set admin.token_env in the config")
+		return
+	}
+	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	token, ok := bytes.CutPrefix(auth, []byte("Bearer "))
+	if !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="infergate admin"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	method := string(ctx.Method())
+	switch {
+	case len(parts) == 1 && parts[0] == "reload":
+		if allowMethod(ctx, fasthttp.MethodPost) {
+			if err := s.Reload(); err != nil {
+				writeError(ctx, fasthttp.StatusBadRequest, "reload refused: "+err.Error())
+				return
+			}
+			writeJSON(ctx, []byte(`{"reloaded":true}`))
+		}
+	case len(parts) == 1 && parts[0] == "models":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.adminModels(ctx)
+		}
+	case len(parts) >= 3 && parts[0] == "models":
+		s.adminModel(ctx, method, parts[1], strings.Join(parts[2:], "/"))
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
+	}
+}
+
+// versionState is a version as GET /admin/models lists it.
+type versionState struct {
+	Version string `json:"version"`
+	State   string `json:"state"`
+	// Weight is the version's share of the unpinned traffic, in percent.
+	Weight float64 `json:"weight"`
+	Shadow bool    `json:"shadow"`
+	Drift  bool    `json:"drift_monitored"`
+}
+
+func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
+	st := s.serving.Load()
+	type modelState struct {
+		Model    string         `json:"model_name"`
+		Versions []versionState `json:"versions"`
+		Routing  routingReport  `json:"routing"`
+	}
+	out := []modelState{}
+	for _, name := range st.sortedNames() {
+		m := st.models[name]
+		ms := modelState{Model: name, Versions: []versionState{}, Routing: m.routes.report()}
+		total := 0
+		for _, w := range ms.Routing.Effective {
+			total += w
+		}
+		for _, v := range m.versions {
+			vs := versionState{Version: v.name, State: "ready", Shadow: v.shadow != nil, Drift: v.drift != nil}
+			if total > 0 {
+				vs.Weight = 100 * float64(ms.Routing.Effective[v.name]) / float64(total)
+			}
+			ms.Versions = append(ms.Versions, vs)
+		}
+		out = append(out, ms)
+	}
+	writeJSONValue(ctx, out)
+}
+
+// adminModel serves the admin endpoints of model name; action is the path
+// after "models/{m}/".
+func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action string) {
+	s.control.Lock()
+	defer s.control.Unlock()
+	m := s.serving.Load().models[name]
+	if m == nil {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q", name))
+		return
+	}
+	r := m.routes
+	now := time.Now()
+	switch {
+	case action == "routing" && method == fasthttp.MethodGet:
+		writeJSONValue(ctx, r.report())
+	case action == "routing" && method == fasthttp.MethodPut:
+		var cfg router.Config
+		if !decodeAdminBody(ctx, &cfg, "routing") {
+			return
+		}
+		cfg = cfg.WithDefaults()
+		canary, _ := canaryOf(cfg, nil, now)
+		s.setRoutingLocked(ctx, r, m, cfg, true, canary)
+	case action == "routing" && method == fasthttp.MethodDelete:
+		r.mu.Lock()
+		file, was := r.file, r.canary
+		r.mu.Unlock()
+		canary, _ := canaryOf(file, was, now)
+		s.setRoutingLocked(ctx, r, m, file, false, canary)
+	case action == "canary" && method == fasthttp.MethodPost:
+		var cc router.CanaryConfig
+		if !decodeAdminBody(ctx, &cc, "canary") {
+			return
+		}
+		r.mu.Lock()
+		base := r.base
+		r.mu.Unlock()
+		base.Canary = &cc
+		if err := base.Validate("canary"); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+		canary, _ := canaryOf(base, nil, now)
+		base.Canary = nil
+		s.setRoutingLocked(ctx, r, m, base, true, canary)
+	case (action == "canary/promote" || action == "canary/rollback") && method == fasthttp.MethodPost:
+		s.endCanaryLocked(ctx, r, m, action == "canary/promote", now)
+	case action == "shadow" && method == fasthttp.MethodGet:
+		reports := []shadowReport{}
+		for _, v := range m.versions {
+			if v.shadow != nil {
+				reports = append(reports, v.shadow.report())
+			}
+		}
+		writeJSONValue(ctx, struct {
+			Model   string         `json:"model_name"`
+			Shadows []shadowReport `json:"shadows"`
+		}{name, reports})
+	case action == "routing" || action == "canary" || action == "canary/promote" || action == "canary/rollback" || action == "shadow":
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s", method, ctx.Path()))
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
+	}
+}
+
+// decodeAdminBody decodes a JSON (or YAML) body strictly into dst, or
+// answers 400 naming what is wrong.
+func decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
+	body := ctx.Request.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		writeError(ctx, fasthttp.StatusBadRequest, "the request needs a body: the "+what+" section as JSON")
+		return false
+	}
+	if err := decodeStrict(body, dst); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
+// setRoutingLocked validates base with canary against m's versions and,
+// when it can route, makes it r's routing, persisted. It needs the control lock.
+func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, base router.Config, admin bool, canary *router.Canary) {
+	if err := base.Validate("routing"); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	rt, err := buildTable(m, base, canary)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	r.mu.Lock()
+	started := canary != nil && canary != r.canary
+	r.base, r.admin, r.canary = base, admin, canary
+	r.installLocked(rt)
+	s.persistRoutesLocked(r)
+	if started {
+		s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: canary.Weight, Reason: canary.Reason})
+	}
+	r.mu.Unlock()
+	s.log.Info("routing changed by the admin API", "model", r.model, "split", base.Split, "canary", canary != nil)
+	writeJSONValue(ctx, r.report())
+}
+
+// endCanaryLocked promotes or rolls back r's canary at once.
+func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, promote bool, now time.Time) {
+	r.mu.Lock()
+	c := r.canary
+	if c == nil {
+		r.mu.Unlock()
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no canary", r.model))
+		return
+	}
+	var tr router.Transition
+	var err error
+	if promote {
+		tr, err = c.Promote(now)
+	} else {
+		tr, err = c.Rollback(now, "rolled back by the admin API")
+	}
+	if err != nil {
+		r.mu.Unlock()
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot end the canary of model %q: %s", r.model, err))
+		return
+	}
+	r.admin = true
+	s.applyTransitionLocked(r, m, tr)
+	r.mu.Unlock()
+	writeJSONValue(ctx, r.report())
+}
+
+func writeJSONValue(ctx *fasthttp.RequestCtx, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode the answer: "+err.Error())
+		return
+	}
+	writeJSON(ctx, data)
+}

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/fsnotify/fsnotify"
+)
+
+// controlTick is how often canaries are checked for a due analysis; it
+// bounds how late after its interval one runs.
+const controlTick = 100 * time.Millisecond
+
+// reloadDebounce is how long the watcher waits for changes to settle, so
+// that an editor's write-by-rename or a burst of copies reloads once.
+const reloadDebounce = 300 * time.Millisecond
+
+var (
+	reloadsTotal        = metrics.NewCounter(`infergate_config_reloads_total`)
+	reloadErrors        = metrics.NewCounter(`infergate_config_reload_errors_total`)
+	reloadVersionErrors = metrics.NewCounter(`infergate_model_version_load_errors_total`)
+	reloadSuccessful    = metrics.NewGauge(`infergate_config_last_reload_successful`, nil)
+)
+
+func init() { reloadSuccessful.Set(1) }
+
+// controlLoop runs the canary analyses until Shutdown.
+func (s *Server) controlLoop() {
+	defer s.done.Done()
+	t := time.NewTicker(controlTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.control.Lock()
+			st := s.serving.Load()
+			for name, r := range s.routes {
+				if m := st.models[name]; m != nil {
+					s.canaryStepLocked(r, m, now)
+				}
+			}
+			s.control.Unlock()
+		}
+	}
+}
+
+// Reload reads the config file again (when the server has one) and
+// rescans the model repository, then builds the new serving state: new
+// versions are loaded and warmed up before anything routes to them, and
+// versions no longer served are closed once the requests using them have
+// finished. A config that does not parse or validate, or routing that
+// cannot be applied, changes nothing; a single version that fails to load
+// is logged and left out. Reload is safe for concurrent use.
+func (s *Server) Reload() error {
+	s.control.Lock()
+	defer s.control.Unlock()
+	reloadsTotal.Inc()
+	err := s.reloadLocked()
+	if err != nil {
+		reloadErrors.Inc()
+		reloadSuccessful.Set(0)
+		s.log.Error("reload refused; serving on with the previous state", "error", err)
+		return err
+	}
+	reloadSuccessful.Set(1)
+	return nil
+}
+
+func (s *Server) reloadLocked() error {
+	cfg := s.current
+	if s.o.ConfigPath != "" {
+		var err error
+		if cfg, err = LoadConfig(s.o.ConfigPath); err != nil {
+			return err
+		}
+	}
+	if cfg.Listen != s.cfg.Listen || cfg.MaxBodySize != s.cfg.MaxBodySize || cfg.StateDir != s.cfg.StateDir ||
+		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library {
+		s.log.Warn("listen, max_body_size, state_dir, admin and runtime take effect only after a restart")
+	}
+	old := s.serving.Load()
+	st, err := s.buildState(cfg, old, false)
+	if err != nil {
+		return err
+	}
+	if err := s.routeLocked(cfg, st, false); err != nil {
+		st.unloadExcept(old)
+		return err
+	}
+	s.serving.Store(st)
+	s.current = cfg
+	s.log.Info("reload applied", "models", len(st.models))
+	// Requests already on the old state may still use what it alone holds.
+	if !waitIdle(old, s.cfg.ShutdownTimeout) {
+		s.log.Warn("requests still use versions a reload removed; closing them anyway", "after", s.cfg.ShutdownTimeout)
+	}
+	old.unloadExcept(st)
+	return nil
+}
+
+// waitIdle waits up to timeout for st to have nothing in flight.
+func waitIdle(st *state, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for st.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// startWatcher reloads on changes of the config file or the repository
+// (its model folders and their version folders), debounced.
+func (s *Server) startWatcher() error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("cannot watch for changes: %w", err)
+	}
+	if err := s.watchPaths(w); err != nil {
+		w.Close()
+		return err
+	}
+	s.done.Add(1)
+	go s.watch(w)
+	return nil
+}
+
+// watchPaths watches the config file's folder (editors replace the file
+// by rename), the repository and each model folder in it.
+func (s *Server) watchPaths(w *fsnotify.Watcher) error {
+	paths := []string{s.cfg.Repository}
+	if s.o.ConfigPath != "" {
+		paths = append(paths, filepath.Dir(s.o.ConfigPath))
+	}
+	entries, err := os.ReadDir(s.cfg.Repository)
+	if err != nil {
+		return fmt.Errorf("cannot watch the repository: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			paths = append(paths, filepath.Join(s.cfg.Repository, e.Name()))
+		}
+	}
+	for _, p := range paths {
+		if err := w.Add(p); err != nil {
+			return fmt.Errorf("cannot watch %q: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// watch merges bursts of events into one reload after reloadDebounce of
+// quiet, until Shutdown.
+func (s *Server) watch(w *fsnotify.Watcher) {
+	defer s.done.Done()
+	defer w.Close()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-s.stop:
+			debounce.Stop()
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if s.relevant(ev) {
+				debounce.Reset(reloadDebounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			s.log.Warn("file watcher error", "error", err)
+		case <-debounce.C:
+			s.Reload()
+			// A new model folder needs a watch of its own.
+			if err := s.watchPaths(w); err != nil {
+				s.log.Warn("cannot watch the repository after a reload", "error", err)
+			}
+		}
+	}
+}
+
+// relevant reports whether ev may change what is served: anything in the
+// repository, or the config file itself.
+func (s *Server) relevant(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	if s.o.ConfigPath != "" && filepath.Dir(ev.Name) == filepath.Dir(s.o.ConfigPath) {
+		return filepath.Base(ev.Name) == filepath.Base(s.o.ConfigPath)
+	}
+	return true
+}

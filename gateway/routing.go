@@ -1,0 +1,318 @@
+package gateway
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/infergate/infergate/router"
+)
+
+// routes is one model's routing. It outlives reloads: the split, the
+// canary and admin changes carry over while the versions under them change.
+type routes struct {
+	model string
+	// table is what the request path reads; it is rebuilt, never changed.
+	table atomic.Pointer[routeTable]
+
+	// mu guards the fields below. They change only under the Server's
+	// control lock too, so mu just orders them against readers.
+	mu sync.Mutex
+	// file is the model's routing section as the config file gives it;
+	// base is the one in effect: file's, or the admin API's.
+	file, base router.Config
+	// admin is set while base came from the admin API.
+	admin  bool
+	canary *router.Canary // nil without a canary
+
+	weight *metrics.Gauge // the canary's weight, in percent
+}
+
+// routeTable is a router.Table with the loaded version behind each index.
+type routeTable struct {
+	t        *router.Table
+	versions []*version
+	sticky   string
+	// shadowed is set when the table mirrors any traffic.
+	shadowed bool
+}
+
+// route is where an unpinned request went: the table, the index it
+// picked, and the random number that picked it (shadow sampling reuses it).
+type route struct {
+	rt     *routeTable
+	picked int
+	rnd    uint64
+}
+
+// pick routes an unpinned request whose sticky header value is key (nil
+// without one).
+func (rt *routeTable) pick(key []byte) route {
+	rnd := rand.Uint64()
+	return route{rt: rt, picked: rt.t.Pick(key, rnd), rnd: rnd}
+}
+
+var canaryTransitions = func() map[router.Kind]*metrics.Counter {
+	m := make(map[router.Kind]*metrics.Counter)
+	for _, k := range []router.Kind{router.KindStarted, router.KindAdvanced, router.KindHeld,
+		router.KindFailed, router.KindPromoted, router.KindRolledBack} {
+		m[k] = metrics.NewCounter(fmt.Sprintf(`infergate_canary_transitions_total{kind=%q}`, k))
+	}
+	return m
+}()
+
+func newRoutes(model string, file router.Config) *routes {
+	return &routes{
+		model: model, file: file, base: file,
+		weight: metrics.GetOrCreateGauge(fmt.Sprintf(`infergate_canary_weight{model=%q}`, model), nil),
+	}
+}
+
+// effective returns the config a model's table is built from: base with
+// its split filled (the newest version not under test takes all) and the
+// canary, if any, applied.
+func effective(m *model, base router.Config, canary *router.Canary) router.Config {
+	cfg := base
+	if len(cfg.Split) == 0 {
+		for i := len(m.versions) - 1; i >= 0; i-- {
+			if canary == nil || m.versions[i].name != canary.Config.Version || i == 0 {
+				cfg.Split = map[string]int{m.versions[i].name: 1}
+				break
+			}
+		}
+	}
+	if canary != nil {
+		cfg = canary.Apply(cfg)
+	}
+	return cfg
+}
+
+// buildTable builds the table of m's versions for base and canary; a
+// model without versions gets none, and its unpinned requests are
+// answered 503. Shadow versions start their workers.
+func buildTable(m *model, base router.Config, canary *router.Canary) (*routeTable, error) {
+	if len(m.versions) == 0 {
+		return nil, nil
+	}
+	cfg := effective(m, base, canary)
+	t, err := router.NewTable(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot route model %q: %w", m.name, err)
+	}
+	rt := &routeTable{t: t, sticky: cfg.StickyHeader, versions: make([]*version, t.Len())}
+	for i := range t.Len() {
+		if rt.versions[i] = m.version([]byte(t.Version(i))); rt.versions[i] == nil {
+			return nil, fmt.Errorf("cannot route model %q: version %s is not loaded (loaded: %v)", m.name, t.Version(i), m.versionNames())
+		}
+	}
+	for _, sh := range cfg.Shadow {
+		rt.versions[t.Index(sh.Version)].startShadow(cfg.ShadowMaxInFlight)
+		rt.shadowed = true
+	}
+	return rt, nil
+}
+
+// install makes rt r's table. It needs r.mu.
+func (r *routes) installLocked(rt *routeTable) {
+	r.table.Store(rt)
+	weight := 0
+	if r.canary != nil {
+		weight = r.canary.Weight
+	}
+	r.weight.Set(float64(weight))
+}
+
+// rebuildLocked rebuilds r's table over m's versions. It needs r.mu.
+func (r *routes) rebuildLocked(m *model) error {
+	rt, err := buildTable(m, r.base, r.canary)
+	if err != nil {
+		return err
+	}
+	r.installLocked(rt)
+	return nil
+}
+
+// routePlan is a model's routing as a reload or start leaves it.
+type routePlan struct {
+	m            *model
+	file, base   router.Config
+	admin        bool
+	canary       *router.Canary
+	started      bool // the canary was (re)started by the plan
+	rt           *routeTable
+	fileOverrode bool // the file changed under an admin change and won
+}
+
+// routeLocked points every model of st at its routes, carrying them over
+// from before (or, when starting, from the store), with their tables
+// built. Either every model's routing is valid and all of it is applied,
+// or none is. It needs the control lock.
+func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
+	now := time.Now()
+	var plans []routePlan
+	for _, name := range st.sortedNames() {
+		m := st.models[name]
+		p := routePlan{m: m, file: cfg.Models[name].withDefaults().Routing}
+		prev := s.routes[name]
+		var rec *routeRecord
+		if prev == nil && starting {
+			rec = s.store.loadRoutes(name, s.log)
+		}
+		switch {
+		case rec != nil && reflect.DeepEqual(rec.File, p.file):
+			p.base, p.admin, p.canary = rec.Base, rec.Admin, rec.Canary
+		case prev != nil && reflect.DeepEqual(prev.file, p.file):
+			prev.mu.Lock()
+			p.base, p.admin, p.canary = prev.base, prev.admin, prev.canary
+			prev.mu.Unlock()
+		default:
+			p.fileOverrode = rec != nil && rec.Admin || prev != nil && prev.admin
+			var was *router.Canary
+			if prev != nil {
+				was = prev.canary
+			} else if rec != nil {
+				was = rec.Canary
+			}
+			p.base = p.file
+			p.canary, p.started = canaryOf(p.file, was, now)
+		}
+		var err error
+		if p.rt, err = buildTable(m, p.base, p.canary); err != nil {
+			return err
+		}
+		plans = append(plans, p)
+	}
+	for _, p := range plans {
+		r := s.routes[p.m.name]
+		if r == nil {
+			r = newRoutes(p.m.name, p.file)
+			s.routes[p.m.name] = r
+		}
+		if p.fileOverrode {
+			s.log.Warn("the config file changed the routing of a model set by the admin API; the file wins", "model", p.m.name)
+		}
+		r.mu.Lock()
+		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
+		r.installLocked(p.rt)
+		p.m.routes = r
+		s.persistRoutesLocked(r)
+		if p.started {
+			s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: p.canary.Weight, Reason: p.canary.Reason})
+		}
+		r.mu.Unlock()
+	}
+	for name := range s.routes {
+		if st.models[name] == nil {
+			delete(s.routes, name)
+		}
+	}
+	return nil
+}
+
+// canaryOf returns the canary the routing section file asks for: was,
+// when it runs the same config, else a fresh one started now (started is
+// then true), or nil without one.
+func canaryOf(file router.Config, was *router.Canary, now time.Time) (c *router.Canary, started bool) {
+	if file.Canary == nil {
+		return nil, false
+	}
+	want := file.Canary.WithDefaults()
+	if was != nil && reflect.DeepEqual(was.Config, want) {
+		return was, false
+	}
+	c = &router.Canary{Config: want}
+	c.Start(now)
+	return c, true
+}
+
+// canaryStepLocked runs one analysis of r's canary once its interval has
+// passed, over the traffic since the last one, and applies the outcome.
+// It needs the control lock.
+func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, rt := r.canary, r.table.Load()
+	if c == nil || rt == nil || c.Phase != router.PhaseProgressing || now.Sub(c.LastEvaluation) < c.Config.Interval {
+		return
+	}
+	var snap router.Snapshot
+	var primary intervalSnapshot
+	for i, v := range rt.versions {
+		st := v.interval.take()
+		switch {
+		case v.name == c.Config.Version:
+			snap.Canary = st.stats()
+			if v.shadow != nil {
+				snap.AgreementSamples, snap.Agreed = v.shadow.takeAgreement()
+			}
+		case rt.t.Weight(i) > 0:
+			primary.add(&st)
+		}
+	}
+	snap.Primary = primary.stats()
+	s.applyTransitionLocked(r, m, c.Evaluate(now, snap))
+}
+
+// applyTransitionLocked logs, counts, routes by and persists what r's
+// canary just did. It needs r.mu and the control lock.
+func (s *Server) applyTransitionLocked(r *routes, m *model, tr router.Transition) {
+	if tr.Kind == router.KindNone {
+		return
+	}
+	c := r.canary
+	if tr.Kind == router.KindPromoted {
+		// The canary is the primary now, with all of the traffic.
+		r.base.Split = map[string]int{c.Config.Version: 1}
+	}
+	if err := r.rebuildLocked(m); err != nil {
+		s.log.Error("cannot route by canary step", "model", r.model, "error", err)
+	}
+	s.persistRoutesLocked(r)
+	s.logTransitionLocked(r, tr)
+}
+
+// logTransitionLocked logs, counts and emits a transition of r's canary.
+// It needs r.mu.
+func (s *Server) logTransitionLocked(r *routes, tr router.Transition) {
+	c := r.canary
+	s.log.Info("canary step", "model", r.model, "version", c.Config.Version, "step", string(tr.Kind),
+		"weight", tr.Weight, "failed_checks", tr.FailedChecks, "reason", tr.Reason)
+	canaryTransitions[tr.Kind].Inc()
+	s.emit(Event{Type: canaryEventType(tr.Kind), Model: r.model, Version: c.Config.Version, Time: c.LastTransition, Data: *c})
+}
+
+// routingReport is GET /admin/models/{m}/routing's answer.
+type routingReport struct {
+	Model string `json:"model_name"`
+	// Source says where the split came from: "config" or "admin".
+	Source    string         `json:"source"`
+	Config    router.Config  `json:"config"`
+	Effective map[string]int `json:"effective_split"`
+	Canary    *router.Canary `json:"canary,omitempty"`
+}
+
+func (r *routes) report() routingReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := routingReport{Model: r.model, Source: "config", Config: r.base, Effective: map[string]int{}}
+	if r.admin {
+		rep.Source = "admin"
+	}
+	if r.canary != nil {
+		c := *r.canary
+		rep.Canary = &c
+	}
+	if rt := r.table.Load(); rt != nil {
+		for i := range rt.t.Len() {
+			if w := rt.t.Weight(i); w > 0 {
+				rep.Effective[rt.t.Version(i)] = w
+			}
+		}
+	}
+	return rep
+}

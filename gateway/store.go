@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/infergate/infergate/router"
+)
+
+// storeFile is the embedded store's file under state_dir.
+const storeFile = "infergate.db"
+
+var routesBucket = []byte("routes")
+
+// store keeps what must survive a restart in a bbolt file: each model's
+// routing as the admin API or a canary left it. A nil store keeps nothing.
+// It is safe for concurrent use.
+type store struct {
+	db *bolt.DB
+}
+
+// routeRecord is a model's stored routing, with the config file's section
+// as it was then, so that a later change of the file can win over it.
+type routeRecord struct {
+	File   router.Config  `json:"file"`
+	Base   router.Config  `json:"base"`
+	Admin  bool           `json:"admin"`
+	Canary *router.Canary `json:"canary,omitempty"`
+}
+
+// openStore opens (creating) the store under dir; an empty dir gives the
+// nil store.
+func openStore(dir string) (*store, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create state_dir %q: %w", dir, err)
+	}
+	path := filepath.Join(dir, storeFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the state store %q (is another infergate using this state_dir?): %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(routesBucket)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("cannot prepare the state store %q: %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) close() {
+	if s != nil {
+		s.db.Close()
+	}
+}
+
+// loadRoutes returns model's stored routing, or nil. A record that cannot
+// be read is logged and ignored: the config file's routing applies.
+func (s *store) loadRoutes(model string, log *slog.Logger) *routeRecord {
+	if s == nil {
+		return nil
+	}
+	var rec *routeRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(routesBucket).Get([]byte(model))
+		if data == nil {
+			return nil
+		}
+		rec = new(routeRecord)
+		return json.Unmarshal(data, rec)
+	})
+	if err != nil {
+		log.Error("ignoring the stored routing of a model", "model", model, "error", err)
+		return nil
+	}
+	return rec
+}
+
+// saveRoutes stores rec as model's routing; bbolt syncs the file before
+// the commit returns.
+func (s *store) saveRoutes(model string, rec routeRecord) error {
+	if s == nil {
+		return nil
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("cannot encode the routing of model %q: %w", model, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(routesBucket).Put([]byte(model), data)
+	})
+}
+
+// persistRoutesLocked stores r's routing; a failure is logged, since the
+// change is in effect either way. It needs r.mu.
+func (s *Server) persistRoutesLocked(r *routes) {
+	rec := routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}
+	if err := s.store.saveRoutes(r.model, rec); err != nil {
+		s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
+	}
+}
