@@ -21,7 +21,8 @@ type Config struct {
 	Sample float64 `yaml:"sample"`
 	// Window says when a window closes: after Rows rows, or Every period.
 	Window WindowConfig `yaml:"window"`
-	// MinRows is the fewest rows a window needs to be judged; default 100.
+	// MinRows is the fewest rows a window needs to be judged; default 100,
+	// or window.rows when that is smaller.
 	MinRows int `yaml:"min_rows"`
 	// Reservoir is the number of values per feature a window keeps for the
 	// two-sample statistics (KS, Wasserstein); default 1000.
@@ -170,7 +171,12 @@ func (c Config) WithDefaults() Config {
 	if c.Window.Rows == 0 && c.Window.Every == 0 {
 		c.Window.Rows = 1000
 	}
-	c.MinRows = cmp.Or(c.MinRows, 100)
+	// A row window smaller than the default is judged when full, not never.
+	minRows := 100
+	if c.Window.Rows > 0 {
+		minRows = min(minRows, c.Window.Rows)
+	}
+	c.MinRows = cmp.Or(c.MinRows, minRows)
 	c.Reservoir = cmp.Or(c.Reservoir, 1000)
 	c.FalseAlarmEvery = cmp.Or(c.FalseAlarmEvery, 100)
 	c.DriftShare = cmp.Or(c.DriftShare, 0.5)

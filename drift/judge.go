@@ -176,7 +176,10 @@ func normedWasserstein(p *Profile, sample []float64) float64 {
 // sample (one of its size, one of the window's), so that the null spread
 // includes the reference sample's own noise, as a real window's does.
 func (j *judge) calibrate(rows, reservoir, falseAlarmEvery int, seed uint64) {
+	// The threshold holds for this method only, so a window that grew past
+	// rows (an overrun) must not switch to the one its size would pick.
 	method := j.methodFor(int64(rows))
+	j.method = method
 	r := rand.New(rand.NewPCG(seed, 0xca11b))
 	boots := max(500, 10*falseAlarmEvery)
 	values := make([]float64, boots)
