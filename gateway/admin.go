@@ -133,7 +133,8 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 		base := r.base
 		r.mu.Unlock()
 		base.Canary = &cc
-		if err := base.Validate("canary"); err != nil {
+		base = base.WithDefaults()
+		if err := base.Validate("routing"); err != nil {
 			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 			return
 		}

@@ -19,7 +19,11 @@ var testEnv *runtime.Environment
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// testTokenEnv holds testToken for every test.
+const testTokenEnv = "INFERGATE_TEST_ADMIN_TOKEN"
+
 func TestMain(m *testing.M) {
+	os.Setenv(testTokenEnv, testToken)
 	env, err := runtime.NewEnvironment(runtime.Config{Providers: []string{runtime.ProviderCPU}, IntraOpThreads: 1}, quiet)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

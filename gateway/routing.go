@@ -86,7 +86,8 @@ func effective(m *model, base router.Config, canary *router.Canary) router.Confi
 			}
 		}
 	}
-	if canary != nil {
+	// A promoted canary is the split's only version by then.
+	if canary != nil && canary.Phase != router.PhasePromoted {
 		cfg = canary.Apply(cfg)
 	}
 	return cfg

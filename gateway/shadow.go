@@ -31,7 +31,7 @@ type shadowTarget struct {
 	// compared, and, for a canary's agreement check, the rows compared and
 	// agreed since the analysis last took them.
 	shadowNanos, primaryNanos, compared atomic.Int64
-	intervalRows, intervalAgreed       atomic.Int64
+	intervalRows, intervalAgreed        atomic.Int64
 }
 
 // shadowJob is one mirrored request: a copy of its inputs and of the

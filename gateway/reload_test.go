@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate/retrain/onnxexport"
+	"github.com/infergate/infergate/runtime"
+)
+
+// reloadConfig is the config file of TestReloadUnderLoad; entries varies
+// so that each rewrite changes what is served.
+const reloadConfig = `listen: 127.0.0.1:0
+repository: models
+state_dir: state
+watch: true
+models:
+  ab:
+    version_policy: {all: true}
+    batching: {max_batch_size: 16}
+    cache: {entries: %d}
+`
+
+// writeFileAtomically writes data to path through a rename, as editors and
+// publishers do.
+func writeFileAtomically(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publish writes version v of model ab into place with one rename, so the
+// watcher never sees half of it.
+func publish(t *testing.T, root, v string, model []byte) {
+	t.Helper()
+	tmp := filepath.Join(root, "models", "ab", ".publishing-"+v)
+	writeModel(t, tmp, model)
+	if err := os.Rename(tmp, filepath.Join(root, "models", "ab", v)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitVersions waits until model ab serves exactly want.
+func waitVersions(t *testing.T, srv *Server, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := srv.serving.Load().models["ab"]
+		if m != nil && slices.Equal(m.versionNames(), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("model ab serves %v, want %v", m.versionNames(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitReloads waits until the reload counter passes n.
+func waitReloads(t *testing.T, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for reloadsTotal.Get() <= n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload after 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReloadUnderLoad keeps two clients busy while the config file is
+// rewritten ten times (and once broken) and versions are published and
+// removed twice; not one request may fail.
+func TestReloadUnderLoad(t *testing.T) {
+	echo, err := onnxexport.Echo(runtime.FP32, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
+	configPath := filepath.Join(root, "infergate.yaml")
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 0))
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, url := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	stop := load(t, url)
+
+	for i := 1; i <= 10; i++ {
+		n := reloadsTotal.Get()
+		writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, i*10))
+		waitReloads(t, n)
+		switch i {
+		case 2:
+			publish(t, root, "2", echo)
+			waitVersions(t, srv, "1", "2")
+		case 4:
+			publish(t, root, "3", echo)
+			waitVersions(t, srv, "1", "2", "3")
+		case 6:
+			os.RemoveAll(filepath.Join(root, "models", "ab", "1"))
+			waitVersions(t, srv, "2", "3")
+		case 8:
+			os.RemoveAll(filepath.Join(root, "models", "ab", "3"))
+			waitVersions(t, srv, "2")
+		}
+	}
+	srv.control.Lock()
+	got := srv.current.Models["ab"].Cache.Entries
+	srv.control.Unlock()
+	if got != 100 {
+		t.Errorf("after the last rewrite the cache has %d entries, want 100", got)
+	}
+
+	// A broken config is refused and the old state serves on.
+	n := reloadsTotal.Get()
+	writeFileAtomically(t, configPath, []byte("models:\n  ab:\n    cache: {entries: many}\n"))
+	waitReloads(t, n)
+	if reloadSuccessful.Get() != 0 {
+		t.Error("infergate_config_last_reload_successful is 1 after a refused reload")
+	}
+	metricsText := get(t, url+"/metrics")
+	if !strings.Contains(metricsText, "infergate_config_last_reload_successful 0") {
+		t.Error("/metrics does not show the refused reload")
+	}
+
+	ok, failed, first := stop()
+	if failed != 0 || ok == 0 {
+		t.Fatalf("%d of %d requests failed during the reloads; the first: %s", failed, ok+failed, first)
+	}
+	t.Logf("%d requests, none failed, across %d reloads", ok, reloadsTotal.Get())
+	waitVersions(t, srv, "2")
+}
