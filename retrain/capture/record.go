@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"time"
-	"unicode/utf8"
 )
 
 // Record is one captured request and its response: a line of a segment,
@@ -165,14 +164,7 @@ func appendData(b []byte, data any) ([]byte, error) {
 	case []uint64:
 		return appendUints(b, v), nil
 	case []bool:
-		b = append(b, '[')
-		for i, x := range v {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = strconv.AppendBool(b, x)
-		}
-		return append(b, ']'), nil
+		return appendEach(b, v, strconv.AppendBool), nil
 	case json.RawMessage:
 		// Checked here, off the request path, so that a bad caller cannot
 		// break the segment for every reader.
@@ -189,66 +181,36 @@ func appendData(b []byte, data any) ([]byte, error) {
 }
 
 func appendFloats[T float32 | float64](b []byte, v []T, bits int) []byte {
-	b = append(b, '[')
-	for i, x := range v {
-		if i > 0 {
-			b = append(b, ',')
+	return appendEach(b, v, func(b []byte, x T) []byte {
+		if f := float64(x); !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return strconv.AppendFloat(b, f, 'g', -1, bits)
 		}
-		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
-			b = append(b, "null"...)
-		} else {
-			b = strconv.AppendFloat(b, f, 'g', -1, bits)
-		}
-	}
-	return append(b, ']')
+		return append(b, "null"...)
+	})
 }
 
 func appendInts[T int8 | int16 | int32 | int64 | int](b []byte, v []T) []byte {
-	b = append(b, '[')
-	for i, x := range v {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, int64(x), 10)
-	}
-	return append(b, ']')
+	return appendEach(b, v, func(b []byte, x T) []byte { return strconv.AppendInt(b, int64(x), 10) })
 }
 
 func appendUints[T uint8 | uint16 | uint32 | uint64](b []byte, v []T) []byte {
+	return appendEach(b, v, func(b []byte, x T) []byte { return strconv.AppendUint(b, uint64(x), 10) })
+}
+
+// appendEach appends v as a JSON array, each value by appendOne.
+func appendEach[T any](b []byte, v []T, appendOne func([]byte, T) []byte) []byte {
 	b = append(b, '[')
 	for i, x := range v {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendUint(b, uint64(x), 10)
+		b = appendOne(b, x)
 	}
 	return append(b, ']')
 }
 
 // appendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-		default:
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				b = append(b, `\ufffd`...)
-			} else {
-				b = append(b, s[i:i+size]...)
-			}
-			i += size
-			continue
-		}
-		i++
-	}
-	return append(b, '"')
+	q, _ := json.Marshal(s) // cannot fail for a string
+	return append(b, q...)
 }

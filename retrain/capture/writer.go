@@ -171,8 +171,10 @@ func (w *Writer) Rotate() error {
 
 // Close writes the buffered records, finishes the open segment as a
 // complete zstd frame under its final name, and stops the Writer's
-// goroutine. It returns the error of finishing the segment, if any; later
-// calls return the same.
+// goroutine. A Write racing with Close may be lost even though it returned
+// true; the gateway stops routing to a Writer before closing it. Close
+// returns the error of finishing the segment, if any; later calls return
+// the same.
 func (w *Writer) Close() error {
 	if w == nil {
 		return nil

@@ -132,8 +132,8 @@ func TestWriteCloseRead(t *testing.T) {
 		Time   string `json:"time"`
 		Model  string `json:"model"`
 		Inputs map[string]struct {
-			Datatype string    `json:"datatype"`
-			Shape    []int64   `json:"shape"`
+			Datatype string     `json:"datatype"`
+			Shape    []int64    `json:"shape"`
 			Data     []*float64 `json:"data"`
 		} `json:"inputs"`
 	}
