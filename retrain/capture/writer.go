@@ -111,6 +111,9 @@ func Open(dir, model string, cfg Config, o Options) (*Writer, error) {
 		records: make(chan Record, cfg.BufferSize), rotateReq: make(chan chan error),
 		stop: make(chan struct{}), done: make(chan struct{}), enc: enc,
 	}
+	if err := w.recover(); err != nil { // before the metrics, so a failed Open registers none
+		return nil, err
+	}
 	name := func(series string) string { return fmt.Sprintf("infergate_capture_%s{model=%q}", series, model) }
 	set := o.Metrics
 	w.m = writerMetrics{
@@ -120,9 +123,6 @@ func Open(dir, model string, cfg Config, o Options) (*Writer, error) {
 		diskBytes: set.NewGauge(name("disk_bytes"), nil),
 	}
 	set.NewGauge(name("buffered"), func() float64 { return float64(len(w.records)) })
-	if err := w.recover(); err != nil {
-		return nil, err
-	}
 	w.prune()
 	go w.run()
 	return w, nil
