@@ -64,15 +64,33 @@ func FetchMetadata(addr, model, version string, timeout time.Duration) ([]byte, 
 	if version != "" {
 		path += "/versions/" + url.PathEscape(version)
 	}
+	body, err := fetch(addr, path, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("cannot fetch model metadata: %w", err)
+	}
+	return body, nil
+}
+
+// FetchMetrics returns the Prometheus text the server at addr answers on /metrics.
+func FetchMetrics(addr string, timeout time.Duration) (string, error) {
+	body, err := fetch(addr, "/metrics", timeout)
+	if err != nil {
+		return "", fmt.Errorf("cannot fetch metrics: %w", err)
+	}
+	return string(body), nil
+}
+
+// fetch GETs path from addr and returns the body of a 200 answer.
+func fetch(addr, path string, timeout time.Duration) ([]byte, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI("http://" + addr + path)
 	if err := fasthttp.DoTimeout(req, resp, timeout); err != nil {
-		return nil, fmt.Errorf("cannot fetch model metadata from http://%s%s: %w", addr, path, err)
+		return nil, fmt.Errorf("http://%s%s: %w", addr, path, err)
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
-		return nil, fmt.Errorf("cannot fetch model metadata from http://%s%s: status %d: %.200s", addr, path, resp.StatusCode(), resp.Body())
+		return nil, fmt.Errorf("http://%s%s: status %d: %.200s", addr, path, resp.StatusCode(), resp.Body())
 	}
 	return append([]byte(nil), resp.Body()...), nil
 }

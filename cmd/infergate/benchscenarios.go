@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/infergate/infergate/bench"
@@ -49,6 +51,9 @@ func (s *suite) run(ctx context.Context) error {
 
 	// 1b. What drift monitoring of every row costs the demo model.
 	s.driftOverhead(ctx, demo, at(demo, "demo_drift"))
+
+	// 1c. What mirroring every request to a shadow version costs the primary.
+	s.shadowOverhead(ctx, demo, at(demo, "demo_shadowed"), demoGateway.OKPerSec)
 
 	if err := ctx.Err(); err != nil {
 		return err
@@ -163,6 +168,45 @@ func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request) {
 			demoConnections, driftPairs, s.opts.duration/2),
 		runs...)
 	s.ratio("demo with drift on vs off (ok req/s)", okOn, okOff, 0.97)
+}
+
+// shadowOverhead measures the demo model with and without a shadow version
+// that gets a copy of every request: in open loop at shadowLoad of the max
+// rate, where the machine has room for the copies, and in closed loop,
+// where it has none and copies beyond shadow_max_in_flight are dropped.
+func (s *suite) shadowOverhead(ctx context.Context, plain, shadowed bench.Request, maxRate float64) {
+	rate := shadowLoad * maxRate
+	openOff := s.load(ctx, "demo: open loop, no shadow", plain, 0, rate, s.opts.duration)
+	openOn := s.load(ctx, "demo: open loop, 100% shadow", shadowed, 0, rate, s.opts.duration)
+	closedOn := s.load(ctx, "demo: closed loop, 100% shadow", shadowed, demoConnections, 0, s.opts.duration)
+	mirrored, dropped := s.metric(`infergate_shadow_requests_total{model="demo_shadowed",version="2",result="mirrored"}`),
+		s.metric(`infergate_shadow_requests_total{model="demo_shadowed",version="2",result="dropped"}`)
+	s.section("Shadow mirroring overhead on the demo model",
+		fmt.Sprintf("The demo model served as above with version 1 primary and version 2 (the same model) a shadow of "+
+			"100%% of the requests (shadow_max_in_flight %d). Open loop at %.0f req/s (%.0f%% of the closed-loop max above), "+
+			"then closed loop with %d connections against the closed-loop run without shadow above. Over the whole suite "+
+			"the shadow got %.0f copies and dropped %.0f.",
+			shadowMaxInFlight, rate, 100*shadowLoad, demoConnections, mirrored, dropped),
+		openOff, openOn, closedOn)
+	s.ratio("100% shadow vs none, open loop: ok req/s", openOn.OKPerSec, openOff.OKPerSec, 0.9)
+	s.atMost("100% shadow vs none, open loop: p99 within 10%", openOn.Latency.P99, time.Duration(float64(openOff.Latency.P99)*1.1))
+}
+
+// metric returns the value of one series of the suite's gateway, or -1.
+func (s *suite) metric(series string) float64 {
+	text, err := bench.FetchMetrics(s.addr, 10*time.Second)
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // overload runs the heavy model at twice the max rate and checks that the

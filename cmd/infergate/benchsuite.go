@@ -18,6 +18,7 @@ import (
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/retrain/onnxexport"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -40,6 +41,10 @@ const (
 	demoConnections     = 32
 	// driftPairs is the number of drift off / on run pairs.
 	driftPairs = 3
+	// shadowLoad is the share of the demo's max rate the shadow's cost is
+	// measured at with room to spare; shadowMaxInFlight bounds its copies.
+	shadowLoad        = 0.4
+	shadowMaxInFlight = 64
 	// lowLoad is the share of the max sustainable rate the adaptive mode is
 	// compared at when the load is light.
 	lowLoad = 0.1
@@ -182,6 +187,7 @@ func writeSuiteRepository(repo string) error {
 	files := map[string][]byte{
 		"demo/1/model.onnx": demo, "demo_unbatched/1/model.onnx": demo,
 		"demo_drift/1/model.onnx": demo, "demo_drift/1/" + drift.ReferenceFile: reference,
+		"demo_shadowed/1/model.onnx": demo, "demo_shadowed/2/model.onnx": demo,
 		"heavy_off/1/model.onnx": heavy, "heavy_fixed/1/model.onnx": heavy, "heavy_auto/1/model.onnx": heavy,
 	}
 	for name, data := range files {
@@ -238,6 +244,7 @@ func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gatew
 	cfg.Models = map[string]gateway.ModelConfig{
 		"demo":           demo,
 		"demo_drift":     demo,
+		"demo_shadowed":  shadowedDemo(demo),
 		"demo_unbatched": model(batcher.Config{Instances: demo.Batching.Instances}),
 		"heavy_off":      model(batcher.Config{MaxQueueSize: heavyQueueSize}),
 		"heavy_fixed": model(batcher.Config{MaxBatchSize: heavyMaxBatch, MaxQueueSize: heavyQueueSize,
@@ -246,6 +253,15 @@ func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gatew
 			MaxQueueDelay: batcher.Delay{Auto: true}, LatencyTarget: heavyTarget}),
 	}
 	return cfg
+}
+
+// shadowedDemo is the demo section serving both versions, 1 as the
+// primary and 2 as a shadow of every request.
+func shadowedDemo(demo gateway.ModelConfig) gateway.ModelConfig {
+	demo.VersionPolicy = runtime.VersionPolicy{All: true}
+	demo.Routing = router.Config{Split: map[string]int{"1": 1}, Shadow: []router.Shadow{{Version: "2", Percent: 100}},
+		ShadowMaxInFlight: shadowMaxInFlight}
+	return demo
 }
 
 // request builds a one-row request for model from its metadata.
