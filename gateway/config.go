@@ -8,6 +8,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -39,6 +40,8 @@ type Config struct {
 	Watch bool `yaml:"watch"`
 	// Admin configures the admin API.
 	Admin AdminConfig `yaml:"admin"`
+	// Feedback configures the label files of POST .../feedback under state_dir.
+	Feedback capture.LabelsConfig `yaml:"feedback"`
 
 	Runtime runtime.Config         `yaml:"runtime"`
 	Models  map[string]ModelConfig `yaml:"models"`
@@ -72,6 +75,7 @@ type ModelConfig struct {
 	Cache               CacheConfig    `yaml:"cache"`
 	Drift               drift.Config   `yaml:"drift"`
 	Routing             router.Config  `yaml:"routing"`
+	Capture             capture.Config `yaml:"capture"`
 }
 
 // CacheConfig configures a model's response cache.
@@ -86,6 +90,7 @@ func (mc ModelConfig) withDefaults() ModelConfig {
 	mc.Instances = mc.Batching.Instances
 	mc.Drift = mc.Drift.WithDefaults()
 	mc.Routing = mc.Routing.WithDefaults()
+	mc.Capture = mc.Capture.WithDefaults()
 	return mc
 }
 
@@ -165,6 +170,9 @@ func (c *Config) Validate() error {
 	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("read_timeout, write_timeout, idle_timeout, shutdown_timeout: must be positive")
 	}
+	if err := c.Feedback.WithDefaults().Validate("feedback"); err != nil {
+		return err
+	}
 	if err := c.Runtime.Validate(); err != nil {
 		return err
 	}
@@ -178,6 +186,9 @@ func (c *Config) Validate() error {
 		// A section built in code rather than decoded may lack its defaults.
 		dc := mc.Drift.WithDefaults()
 		if err := dc.Validate("models." + name + ".drift"); err != nil {
+			return err
+		}
+		if err := mc.Capture.WithDefaults().Validate("models." + name + ".capture"); err != nil {
 			return err
 		}
 		rc := mc.Routing.WithDefaults()

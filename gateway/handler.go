@@ -111,7 +111,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		pinned, rest, _ = bytes.Cut(after, []byte("/"))
 	}
 	action := string(rest)
-	if action != "" && action != "ready" && action != "infer" && action != "drift" || len(name) == 0 {
+	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "feedback" || len(name) == 0 {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
@@ -151,6 +151,14 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 				v = nil
 			}
 			s.driftReport(ctx, m, v)
+		}
+	case "feedback":
+		if pinned != nil {
+			s.countUnrouted(ctx, fasthttp.StatusNotFound, "feedback is per model: POST /v2/models/{m}/feedback")
+			return
+		}
+		if allowMethod(ctx, fasthttp.MethodPost) {
+			s.feedback(ctx, m)
 		}
 	case "infer":
 		var r route
@@ -273,6 +281,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	if v.drift != nil {
 		v.observeDrift(call, req.Inputs, results)
 	}
+	m.captureCall(v, req, results)
 	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results)
 	call.out = out
 	ctx.Response.Header.Set(headerModelVersion, v.name)

@@ -89,7 +89,7 @@ func (s *Server) reloadLocked() error {
 		return err
 	}
 	if err := s.routeLocked(cfg, st, false); err != nil {
-		st.unloadExcept(old)
+		st.unloadExcept(old, s.log)
 		return err
 	}
 	s.serving.Store(st)
@@ -99,7 +99,7 @@ func (s *Server) reloadLocked() error {
 	if !waitIdle(old, s.cfg.ShutdownTimeout) {
 		s.log.Warn("requests still use versions a reload removed; closing them anyway", "after", s.cfg.ShutdownTimeout)
 	}
-	old.unloadExcept(st)
+	old.unloadExcept(st, s.log)
 	return nil
 }
 

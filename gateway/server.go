@@ -18,6 +18,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -62,6 +63,7 @@ type Server struct {
 	// adminToken is the admin API's bearer token; empty turns the API off.
 	adminToken []byte
 	store      *store
+	labels     *capture.Labels // nil without a state_dir
 
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
@@ -97,6 +99,8 @@ type model struct {
 	// metadata is the pre-encoded model metadata answer (newest version's tensors).
 	metadata []byte
 	routes   *routes
+	// capture is nil unless the model's capture is on.
+	capture *modelCapture
 }
 
 // version is a loaded model version with what serves it.
@@ -134,9 +138,10 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, events: o.Events, routes: make(map[string]*routes), stop: make(chan struct{})}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
-		if s.store != nil {
-			s.store.close()
+		if s.labels != nil {
+			s.labels.Close()
 		}
+		s.store.close()
 		cdc.close()
 		return nil, err
 	}
@@ -146,12 +151,17 @@ func New(o Options) (*Server, error) {
 	if s.store, err = openStore(cfg.StateDir); err != nil {
 		return fail(err)
 	}
+	if cfg.StateDir != "" {
+		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log}); err != nil {
+			return fail(err)
+		}
+	}
 	st, err := s.buildState(cfg, nil, true)
 	if err != nil {
 		return fail(err)
 	}
 	if err := s.routeLocked(cfg, st, true); err != nil {
-		st.unload()
+		st.unload(s.log)
 		return fail(err)
 	}
 	s.serving.Store(st)
@@ -214,10 +224,15 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 		mc := cfg.Models[name].withDefaults()
 		mc.Routing = router.Config{}
 		m := &model{name: name}
+		if m.capture, err = s.openCapture(cfg, name, mc, old); err != nil {
+			st.unloadExcept(old, s.log)
+			return nil, err
+		}
+		st.models[name] = m
 		for _, number := range mc.VersionPolicy.Select(found[name]) {
 			v, err := s.loadVersion(cfg, old, name, number, mc)
 			if err != nil && strict {
-				st.unloadExcept(old)
+				st.unloadExcept(old, s.log)
 				return nil, err
 			}
 			if err != nil {
@@ -231,7 +246,6 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 			s.log.Warn("model has no version to serve", "model", name, "available", found[name])
 		}
 		m.metadata = m.encodeMetadata()
-		st.models[name] = m
 	}
 	return st, nil
 }
@@ -312,16 +326,19 @@ func (m *model) encodeMetadata() []byte {
 }
 
 // unload drains and releases every version of st.
-func (st *state) unload() { st.unloadExcept(nil) }
+func (st *state) unload(log *slog.Logger) { st.unloadExcept(nil, log) }
 
 // unloadExcept drains and releases the versions of st that keep is not
 // also serving.
-func (st *state) unloadExcept(keep *state) {
-	for _, m := range st.models {
+func (st *state) unloadExcept(keep *state, log *slog.Logger) {
+	for name, m := range st.models {
 		for _, v := range m.versions {
 			if !keep.has(v) {
 				v.close()
 			}
+		}
+		if m.capture != nil && (keep == nil || keep.models[name] == nil || keep.models[name].capture != m.capture) {
+			m.capture.close(log)
 		}
 	}
 }
@@ -407,7 +424,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !waitIdle(st, s.cfg.ShutdownTimeout) {
 		s.log.Warn("shutdown timed out with shadow copies in flight; unloading models after they finish")
 	}
-	st.unload()
+	st.unload(s.log)
+	if s.labels != nil {
+		s.labels.Close()
+	}
 	s.codecs.close()
 	s.store.close()
 	return err
