@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
@@ -64,6 +65,7 @@ type Server struct {
 	adminToken []byte
 	store      *store
 	labels     *capture.Labels // nil without a state_dir
+	labelSet   *metrics.Set    // the label store's series
 
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
@@ -135,12 +137,11 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, events: o.Events, routes: make(map[string]*routes), stop: make(chan struct{})}
+	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, events: o.Events, routes: make(map[string]*routes), stop: make(chan struct{}),
+		labelSet: metrics.NewSet()}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
-		if s.labels != nil {
-			s.labels.Close()
-		}
+		s.closeLabels()
 		s.store.close()
 		cdc.close()
 		return nil, err
@@ -151,8 +152,9 @@ func New(o Options) (*Server, error) {
 	if s.store, err = openStore(cfg.StateDir); err != nil {
 		return fail(err)
 	}
+	metrics.RegisterSet(s.labelSet)
 	if cfg.StateDir != "" {
-		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log}); err != nil {
+		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log, Metrics: s.labelSet}); err != nil {
 			return fail(err)
 		}
 	}
@@ -186,6 +188,14 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// closeLabels closes the label store, if any, and drops its series.
+func (s *Server) closeLabels() {
+	if s.labels != nil {
+		s.labels.Close()
+	}
+	metrics.UnregisterSet(s.labelSet, true)
 }
 
 // acquireState returns the serving state, counted in flight until release.
@@ -425,9 +435,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("shutdown timed out with shadow copies in flight; unloading models after they finish")
 	}
 	st.unload(s.log)
-	if s.labels != nil {
-		s.labels.Close()
-	}
+	s.closeLabels()
 	s.codecs.close()
 	s.store.close()
 	return err
