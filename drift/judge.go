@@ -50,10 +50,14 @@ type FeatureResult struct {
 
 // WindowResult is the judgement of one closed window.
 type WindowResult struct {
-	Seq   int64     `json:"window"`
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end"`
-	Rows  int64     `json:"rows"`
+	Seq int64 `json:"window"`
+	// Labeled counts the rows of the window scored by feedback labels, and
+	// Accuracy is the share of them predicted right (0 without labels).
+	Labeled  int64     `json:"labeled"`
+	Accuracy float64   `json:"accuracy"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Rows     int64     `json:"rows"`
 	// Judged is false when the window had fewer than min_rows rows.
 	Judged bool `json:"judged"`
 	// Share is the share of judged, not ignored input features that drifted.

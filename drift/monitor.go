@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,8 +28,12 @@ type Decision struct {
 	Model   string       `json:"model"`
 	Version string       `json:"version"`
 	Time    time.Time    `json:"time"`
-	// Window is the window that completed the run of Consecutive windows.
+	// Window is the window that completed the run of Consecutive windows
+	// (for a concept drift, the open window's number and rows so far).
 	Window WindowResult `json:"window"`
+	// Reason is "features" when the share of drifted features decided,
+	// "concept" when the error rate of labeled rows did.
+	Reason string `json:"reason"`
 }
 
 // Rows is a row-major block of values: Width columns per row.
@@ -84,6 +89,8 @@ type Monitor struct {
 	// reportMu guards the judgement state below, owned by the run goroutine.
 	last            *WindowResult
 	judged, skipped int64
+	concept         ddm
+	conceptLevel    ConceptLevel
 	streak, clean   int // drifted and clean windows in a row
 	drifted         bool
 	cooldownUntil   time.Time
@@ -278,10 +285,10 @@ func (mon *Monitor) judgeWindow(w *window) {
 		switch {
 		case !mon.drifted && mon.streak >= mon.cfg.Consecutive && !res.End.Before(mon.cooldownUntil):
 			mon.drifted, mon.cooldownUntil = true, res.End.Add(mon.cfg.Cooldown)
-			decision = &Decision{Type: DriftDetected}
+			decision = &Decision{Type: DriftDetected, Reason: "features"}
 		case mon.drifted && mon.clean >= mon.cfg.Consecutive:
 			mon.drifted = false
-			decision = &Decision{Type: DriftResolved}
+			decision = &Decision{Type: DriftResolved, Reason: "features"}
 		}
 	}
 	mon.last = &res
@@ -297,7 +304,10 @@ func (mon *Monitor) judgeWindow(w *window) {
 
 // evaluate judges every feature of w.
 func (mon *Monitor) evaluate(w *window) WindowResult {
-	res := WindowResult{Seq: w.seq, Start: w.start, End: w.end, Rows: w.rows, Judged: w.rows >= int64(mon.cfg.MinRows)}
+	res := WindowResult{Seq: w.seq, Start: w.start, End: w.end, Rows: w.rows, Judged: w.rows >= int64(mon.cfg.MinRows), Labeled: w.labeled}
+	if w.labeled > 0 {
+		res.Accuracy = float64(w.correct) / float64(w.labeled)
+	}
 	if !res.Judged {
 		return res
 	}
@@ -357,6 +367,36 @@ func (mon *Monitor) emit(d *Decision) {
 	}
 }
 
+// ObserveLabels records that rows rows of a request were labeled by
+// feedback and correct of them predicted right. The labels count towards
+// the open window's accuracy and feed the error-rate detector, whose drift
+// (the concept changed: the same inputs now mean other outputs) is a
+// drift.detected decision with Reason "concept", subject to the cooldown.
+func (mon *Monitor) ObserveLabels(rows, correct int) {
+	mon.mu.Lock()
+	w := mon.cur
+	w.labeled += int64(rows)
+	w.correct += int64(correct)
+	open := WindowResult{Seq: w.seq, Start: w.start, Rows: w.rows, Labeled: w.labeled, Accuracy: float64(w.correct) / float64(max(w.labeled, 1))}
+	mon.mu.Unlock()
+
+	now := mon.o.Now()
+	var decision *Decision
+	mon.reportMu.Lock()
+	mon.conceptLevel = mon.concept.add(rows, rows-correct)
+	if mon.conceptLevel == ConceptDrift && !mon.drifted && !now.Before(mon.cooldownUntil) {
+		mon.drifted, mon.cooldownUntil = true, now.Add(mon.cfg.Cooldown)
+		mon.streak, mon.clean = 0, 0
+		decision = &Decision{Type: DriftDetected, Reason: "concept", Model: mon.o.Model, Version: mon.o.Version, Time: now, Window: open}
+	}
+	drifted := mon.drifted
+	mon.reportMu.Unlock()
+	if decision != nil {
+		mon.m.setDrifted(drifted)
+		mon.emit(decision)
+	}
+}
+
 // Report is a version's drift state as GET .../drift answers it.
 type Report struct {
 	Model   string `json:"model_name"`
@@ -370,7 +410,9 @@ type Report struct {
 	DriftedInARow  int          `json:"drifted_windows_in_a_row"`
 	WindowsJudged  int64        `json:"windows_judged"`
 	WindowsSkipped int64        `json:"windows_skipped"`
-	Current        OpenWindow   `json:"current"`
+	// Concept is the error-rate detector's level over the labeled rows.
+	Concept ConceptLevel `json:"concept"`
+	Current OpenWindow   `json:"current"`
 	// Last is the most recent closed window, nil before the first.
 	Last *WindowResult `json:"last"`
 }
@@ -410,6 +452,7 @@ func (mon *Monitor) Report() Report {
 	mon.reportMu.Lock()
 	rep.Drifted, rep.DriftedInARow = mon.drifted, mon.streak
 	rep.WindowsJudged, rep.WindowsSkipped, rep.Last = mon.judged, mon.skipped, mon.last
+	rep.Concept = cmp.Or(mon.conceptLevel, ConceptStable)
 	mon.reportMu.Unlock()
 	return rep
 }

@@ -706,3 +706,53 @@ func TestMonitorMetrics(t *testing.T) {
 	})
 	f("", func(s string) string { return s })
 }
+
+func TestDDM(t *testing.T) {
+	var d ddm
+	r := rand.New(rand.NewPCG(9, 9))
+	stream := func(rows int, errRate float64) (first ConceptLevel, at int) {
+		for i := range rows {
+			miss := 0
+			if r.Float64() < errRate {
+				miss = 1
+			}
+			switch lv := d.add(1, miss); {
+			case lv == ConceptDrift:
+				return lv, i
+			case lv == ConceptWarning && first == "":
+				first, at = lv, i
+			}
+		}
+		return first, at
+	}
+	if lv, at := stream(5000, 0.1); lv == ConceptDrift {
+		t.Fatalf("a steady 10%% error rate signalled drift at row %d", at)
+	}
+	lv, at := stream(2000, 0.4)
+	if lv != ConceptDrift || at > 300 {
+		t.Fatalf("a jump from 10%% to 40%% errors: %q after %d rows, want drift within 300", lv, at)
+	}
+}
+
+func TestMonitorConceptDrift(t *testing.T) {
+	ref := normalReference(t, 1, 2, 4000)
+	decisions := make(chan Decision, 4)
+	mon := newTestMonitor(t, ref, Config{}, decisions)
+	feed(mon, rand.New(rand.NewPCG(1, 1)), 500, []float64{0, 0})
+	for range 100 {
+		mon.ObserveLabels(10, 9) // 90% right
+	}
+	if rep := mon.Report(); rep.Concept != ConceptStable || len(decisions) != 0 {
+		t.Fatalf("steady accuracy: concept %s, %d decisions", rep.Concept, len(decisions))
+	}
+	for range 100 {
+		mon.ObserveLabels(10, 5) // 50% right
+	}
+	d := <-decisions
+	if d.Type != DriftDetected || d.Reason != "concept" || d.Window.Labeled == 0 {
+		t.Fatalf("got %+v, want drift.detected for the concept", d)
+	}
+	if rep := mon.Report(); !rep.Drifted {
+		t.Fatal("the version is not marked drifted after a concept drift")
+	}
+}

@@ -13,8 +13,10 @@ type window struct {
 	seq        int64
 	start, end time.Time
 	rows       int64
-	features   []featureState // the reference's features, then its predictions
-	rng        uint64         // xorshift state of the reservoirs
+	// labeled and correct count the rows scored by feedback labels.
+	labeled, correct int64
+	features         []featureState // the reference's features, then its predictions
+	rng              uint64         // xorshift state of the reservoirs
 }
 
 // featureState is one feature's counters within a window.
@@ -47,7 +49,7 @@ func newWindow(ref *Reference, reservoir int) *window {
 
 // reset empties w for reuse as window seq starting at start.
 func (w *window) reset(seq int64, start time.Time) {
-	w.seq, w.start, w.end, w.rows = seq, start, time.Time{}, 0
+	w.seq, w.start, w.end, w.rows, w.labeled, w.correct = seq, start, time.Time{}, 0, 0, 0
 	for i := range w.features {
 		f := &w.features[i]
 		clear(f.counts)
@@ -97,6 +99,8 @@ func (w *window) next() uint64 {
 // uniform sample of both windows' values.
 func (w *window) merge(o *window) {
 	w.rows += o.rows
+	w.labeled += o.labeled
+	w.correct += o.correct
 	for i := range w.features {
 		f, g := &w.features[i], &o.features[i]
 		for b := range f.counts {

@@ -68,6 +68,9 @@ func (m *model) captureCall(v *version, req *inferRequest, results []runtime.Ten
 	for i, out := range results {
 		rec.Outputs[v.rt.Outputs()[i].Name] = captureTensor(out)
 	}
+	if len(results) > 0 {
+		m.remember(rec.ID, v, results[0], rec.Outputs[v.rt.Outputs()[0].Name].Data.([]float64))
+	}
 	m.capture.w.Write(rec)
 }
 
@@ -96,6 +99,7 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 	case err != nil:
 		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
 	default:
+		m.score(labels)
 		writeJSON(ctx, fmt.Appendf(nil, `{"recorded":%d}`, len(labels)))
 	}
 }

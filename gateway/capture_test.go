@@ -40,6 +40,20 @@ func TestCaptureAndFeedback(t *testing.T) {
 		t.Fatalf("GET feedback: %d, want 405", code)
 	}
 
+	// Labels score the version that answered: req-3 labeled as predicted,
+	// req-4 against it.
+	v := srv.serving.Load().models["demo"].versions[0]
+	v.interval.take()
+	p, ok := srv.serving.Load().models["demo"].predictions.Get("req-3")
+	if !ok || len(p.classes) != 2 {
+		t.Fatalf("no remembered prediction of req-3: %+v", p)
+	}
+	f(fmt.Sprintf(`{"id": "req-3", "label": [%d, %d]}`, p.classes[0], p.classes[1]), 200, "recorded")
+	f(fmt.Sprintf(`{"id": "req-4", "label": [%d, %d]}`, 1-p.classes[0], 1-p.classes[1]), 200, "recorded")
+	if got := v.interval.take(); got.labeled != 4 || got.correct != 2 {
+		t.Fatalf("scored %d labeled rows, %d correct; want 4 and 2", got.labeled, got.correct)
+	}
+
 	srv.Shutdown(context.Background()) // flushes the capture
 	examples, err := capture.ReadLabeled(cfg.StateDir, "demo", time.Time{})
 	if err != nil {

@@ -17,6 +17,8 @@ const intervalBuckets = 24
 type intervalStats struct {
 	requests, errors atomic.Int64
 	buckets          [intervalBuckets]atomic.Int64
+	// labeled and correct count rows scored by feedback labels.
+	labeled, correct atomic.Int64
 }
 
 // observe counts one answer with status code that took d.
@@ -37,6 +39,7 @@ func latencyBucket(d time.Duration) int {
 type intervalSnapshot struct {
 	requests, errors int64
 	buckets          [intervalBuckets]int64
+	labeled, correct int64
 }
 
 // take returns the counts since the last take and starts over. Answers
@@ -44,6 +47,7 @@ type intervalSnapshot struct {
 func (s *intervalStats) take() intervalSnapshot {
 	var out intervalSnapshot
 	out.requests, out.errors = s.requests.Swap(0), s.errors.Swap(0)
+	out.labeled, out.correct = s.labeled.Swap(0), s.correct.Swap(0)
 	for i := range s.buckets {
 		out.buckets[i] = s.buckets[i].Swap(0)
 	}
@@ -53,6 +57,8 @@ func (s *intervalStats) take() intervalSnapshot {
 func (a *intervalSnapshot) add(b *intervalSnapshot) {
 	a.requests += b.requests
 	a.errors += b.errors
+	a.labeled += b.labeled
+	a.correct += b.correct
 	for i := range a.buckets {
 		a.buckets[i] += b.buckets[i]
 	}
@@ -61,7 +67,7 @@ func (a *intervalSnapshot) add(b *intervalSnapshot) {
 // stats returns the snapshot as the canary analysis takes it; its p99 is
 // the upper bound of the bucket that holds the 99th percentile.
 func (a *intervalSnapshot) stats() router.Stats {
-	st := router.Stats{Requests: a.requests, Errors: a.errors}
+	st := router.Stats{Requests: a.requests, Errors: a.errors, Labeled: a.labeled, Correct: a.correct}
 	var total int64
 	for _, n := range a.buckets {
 		total += n

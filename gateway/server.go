@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
@@ -103,6 +104,8 @@ type model struct {
 	routes   *routes
 	// capture is nil unless the model's capture is on.
 	capture *modelCapture
+	// predictions remembers captured requests' answers to score labels by.
+	predictions *lru.Cache[string, prediction]
 }
 
 // version is a loaded model version with what serves it.
@@ -233,7 +236,10 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 	for _, name := range slices.Sorted(maps.Keys(found)) {
 		mc := cfg.Models[name].withDefaults()
 		mc.Routing = router.Config{}
-		m := &model{name: name}
+		m := &model{name: name, predictions: newPredictions()}
+		if om := old.model(name); om != nil {
+			m.predictions = om.predictions
+		}
 		if m.capture, err = s.openCapture(cfg, name, mc, old); err != nil {
 			st.unloadExcept(old, s.log)
 			return nil, err
@@ -351,6 +357,14 @@ func (st *state) unloadExcept(keep *state, log *slog.Logger) {
 			m.capture.close(log)
 		}
 	}
+}
+
+// model returns st's model name, or nil; a nil state has none.
+func (st *state) model(name string) *model {
+	if st == nil {
+		return nil
+	}
+	return st.models[name]
 }
 
 // has reports whether st serves v; a nil state serves nothing.
