@@ -69,7 +69,7 @@ type Options struct {
 	// Log gets one line per dead letter and redrive (default: discarded).
 	Log *slog.Logger
 	// Metrics gets the outbox's series, removed again by Close (default: a
-	// private set).
+	// private set). Only one open Outbox may use a set.
 	Metrics *metrics.Set
 	// Client sends the deliveries (default: a client of its own that does
 	// not follow redirects); each attempt is bounded by its target's Timeout.
@@ -86,7 +86,8 @@ type Options struct {
 }
 
 // Outbox keeps events in bbolt and delivers them to their targets. It is
-// safe for concurrent use; see the package documentation.
+// safe for concurrent use; see the package documentation. Close it before
+// its DB.
 type Outbox struct {
 	db        *bbolt.DB
 	targets   map[string]*target // immutable after Open
@@ -208,10 +209,10 @@ func Open(o Options) (*Outbox, error) {
 		return nil, fmt.Errorf("cannot open outbox: %w", err)
 	}
 	ob.registerMetrics()
+	ob.log.Info("webhook outbox opened", "targets", len(ob.order), "pending", ob.pending, "dead_letters", ob.dead)
 	ob.ctx, ob.cancel = context.WithCancel(context.Background())
 	ob.wg.Add(1)
 	go ob.run()
-	ob.log.Info("webhook outbox opened", "targets", len(ob.order), "pending", ob.pending, "dead_letters", ob.dead)
 	return ob, nil
 }
 
@@ -336,9 +337,16 @@ func (ob *Outbox) Close() error {
 
 // Emit stores e with one delivery per target that takes its type, in one
 // bbolt transaction: when Emit returns nil, e survives a crash and will be
-// delivered. An event whose id is already in the outbox is not stored again.
-// It returns ErrFull when Options.MaxPending deliveries are pending.
+// delivered. An event that no target takes is not stored; one whose id is
+// already in the outbox is not stored again. Emit returns an error wrapping
+// ErrFull when Options.MaxPending deliveries are pending, and ErrClosed
+// after Close.
 func (ob *Outbox) Emit(e Event) error {
+	ob.closeMu.RLock()
+	defer ob.closeMu.RUnlock()
+	if ob.closed {
+		return ErrClosed
+	}
 	if err := e.validate(); err != nil {
 		return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
 	}
@@ -354,11 +362,6 @@ func (ob *Outbox) Emit(e Event) error {
 	}
 	if len(targets) == 0 {
 		return nil
-	}
-	ob.closeMu.RLock()
-	defer ob.closeMu.RUnlock()
-	if ob.closed {
-		return ErrClosed
 	}
 	ob.mu.Lock()
 	if ob.pending+len(targets) > ob.max {
@@ -393,12 +396,13 @@ func (ob *Outbox) Emit(e Event) error {
 		}
 		return nil
 	})
+	if err != nil {
+		items = nil
+	}
 	ob.mu.Lock()
 	ob.pending -= len(targets) - len(items)
-	if err == nil {
-		for _, it := range items {
-			heap.Push(&ob.queue, it)
-		}
+	for _, it := range items {
+		heap.Push(&ob.queue, it)
 	}
 	ob.mu.Unlock()
 	if err != nil {
