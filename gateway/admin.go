@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
 
@@ -23,6 +25,8 @@ import (
 //	POST   models/{m}/canary/promote   promote the canary now
 //	POST   models/{m}/canary/rollback  roll the canary back now
 //	GET    models/{m}/shadow           shadow comparison per shadow version
+//	GET    webhooks                    events waiting for delivery, and the dead letters
+//	POST   webhooks/redrive            deliver a dead letter again: {"event_id", "target"}
 //	POST   reload                      reload the config file and the repository
 func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 	if len(s.adminToken) == 0 {
@@ -47,6 +51,8 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 			}
 			writeJSON(ctx, []byte(`{"reloaded":true}`))
 		}
+	case parts[0] == "webhooks" && len(parts) <= 2:
+		s.adminWebhooks(ctx, strings.Join(parts[1:], "/"))
 	case len(parts) == 1 && parts[0] == "models":
 		if allowMethod(ctx, fasthttp.MethodGet) {
 			s.adminModels(ctx)
@@ -226,6 +232,57 @@ func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, 
 	s.applyTransitionLocked(r, m, tr)
 	r.mu.Unlock()
 	writeJSONValue(ctx, r.report())
+}
+
+// adminWebhooks serves GET /admin/webhooks and POST /admin/webhooks/redrive.
+func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
+	if s.outbox == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "no webhooks are configured")
+		return
+	}
+	switch action {
+	case "":
+		if !allowMethod(ctx, fasthttp.MethodGet) {
+			return
+		}
+		pending, err := s.outbox.Pending()
+		if err != nil {
+			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		dead, err := s.outbox.DeadLetters()
+		if err != nil {
+			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSONValue(ctx, struct {
+			Pending     int                 `json:"pending"`
+			DeadLetters []outbox.DeadLetter `json:"dead_letters"`
+		}{pending, append([]outbox.DeadLetter{}, dead...)})
+	case "redrive":
+		if !allowMethod(ctx, fasthttp.MethodPost) {
+			return
+		}
+		var req struct {
+			EventID string `yaml:"event_id"`
+			Target  string `yaml:"target"`
+		}
+		if !decodeAdminBody(ctx, &req, `{"event_id", "target"}`) {
+			return
+		}
+		switch err := s.outbox.Redrive(req.EventID, req.Target); {
+		case errors.Is(err, outbox.ErrNotFound):
+			writeError(ctx, fasthttp.StatusNotFound, err.Error())
+		case errors.Is(err, outbox.ErrNotDead):
+			writeError(ctx, fasthttp.StatusConflict, err.Error())
+		case err != nil:
+			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+		default:
+			writeJSON(ctx, []byte(`{"redriven":true}`))
+		}
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
+	}
 }
 
 func writeJSONValue(ctx *fasthttp.RequestCtx, v any) {

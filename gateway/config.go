@@ -9,6 +9,7 @@ import (
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -40,6 +41,9 @@ type Config struct {
 	Watch bool `yaml:"watch"`
 	// Admin configures the admin API.
 	Admin AdminConfig `yaml:"admin"`
+	// Webhooks are the targets drift and canary events are delivered to,
+	// at least once, from a durable outbox in the state store.
+	Webhooks []outbox.Target `yaml:"webhooks"`
 	// Feedback configures the label files of POST .../feedback under state_dir.
 	Feedback capture.LabelsConfig `yaml:"feedback"`
 
@@ -169,6 +173,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("compress_min_size: must not be negative, got %d", c.CompressMinSize)
 	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("read_timeout, write_timeout, idle_timeout, shutdown_timeout: must be positive")
+	}
+	if err := outbox.ValidateTargets("webhooks", c.Webhooks); err != nil {
+		return err
 	}
 	if err := c.Feedback.WithDefaults().Validate("feedback"); err != nil {
 		return err

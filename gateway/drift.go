@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"slices"
@@ -30,7 +31,7 @@ type versionDrift struct {
 
 // startDrift starts monitoring v when its folder holds a reference profile
 // and the model's drift section does not turn it off.
-func (v *version) startDrift(cfg drift.Config, dir string, o Options) error {
+func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, decisions chan<- drift.Decision) error {
 	if cfg.Disabled {
 		return nil
 	}
@@ -47,14 +48,14 @@ func (v *version) startDrift(cfg drift.Config, dir string, o Options) error {
 	}
 	d.monitor, err = drift.New(drift.Options{
 		Config: cfg, Reference: ref, Model: v.rt.Model, Version: v.name,
-		Columns: columns, PredictionColumns: predictions, Log: o.Log,
-		Metrics: v.metrics.set, Labels: v.metrics.labels, Decisions: o.DriftDecisions,
+		Columns: columns, PredictionColumns: predictions, Log: log,
+		Metrics: v.metrics.set, Labels: v.metrics.labels, Decisions: decisions,
 	})
 	if err != nil {
 		return err
 	}
 	v.drift = d
-	o.Log.Info("drift monitoring on", "model", v.rt.Model, "version", v.name,
+	log.Info("drift monitoring on", "model", v.rt.Model, "version", v.name,
 		"features", len(columns), "predictions", len(predictions), "window", windowString(cfg.Window))
 	return nil
 }

@@ -1,12 +1,26 @@
 package gateway
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
+
+// eventSource is the CloudEvents source of the gateway's events, and
+// eventTypePrefix what makes a type such as "drift.detected" a CloudEvents
+// type.
+const (
+	eventSource     = "/infergate/gateway"
+	eventTypePrefix = "dev.infergate."
+)
+
+// eventQueue bounds the decisions waiting for the event loop.
+const eventQueue = 256
 
 // Event is a decision of the gateway worth telling the outside: a canary
 // started, promoted or rolled back. Its Type is the CloudEvents type
@@ -20,7 +34,10 @@ type Event struct {
 	Data any
 }
 
-var eventsDropped = metrics.NewCounter(`infergate_events_dropped_total`)
+var (
+	eventsDropped = metrics.NewCounter(`infergate_events_dropped_total`)
+	eventsFailed  = metrics.NewCounter(`infergate_events_emit_errors_total`)
+)
 
 // canaryEventType returns the event a canary transition of kind k emits,
 // or "" when it emits none.
@@ -36,16 +53,94 @@ func canaryEventType(k router.Kind) string {
 	return ""
 }
 
-// emit hands e to Options.Events without blocking; an event that finds it
-// full is logged and counted.
+// emit queues e for the event loop without blocking; an event that finds
+// the queue full is logged and counted.
 func (s *Server) emit(e Event) {
-	if e.Type == "" || s.events == nil {
+	if e.Type == "" {
 		return
 	}
 	select {
-	case s.events <- e:
+	case s.eventsIn <- e:
 	default:
 		eventsDropped.Inc()
-		s.log.Error("event dropped: its consumer is not keeping up", "type", e.Type, "model", e.Model, "version", e.Version)
+		s.log.Error("event dropped: the event loop is not keeping up", "type", e.Type, "model", e.Model, "version", e.Version)
 	}
+}
+
+// eventLoop writes every drift decision and canary event to the outbox
+// (when webhooks are configured) and hands it to the Options' channels,
+// until Shutdown; what is queued then is still written.
+func (s *Server) eventLoop() {
+	defer s.done.Done()
+	for {
+		select {
+		case d := <-s.decisions:
+			s.deliverDecision(d)
+		case e := <-s.eventsIn:
+			s.deliverEvent(e)
+		case <-s.stop:
+			for {
+				select {
+				case d := <-s.decisions:
+					s.deliverDecision(d)
+				case e := <-s.eventsIn:
+					s.deliverEvent(e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) deliverDecision(d drift.Decision) {
+	s.toOutbox(string(d.Type), d.Model, d.Version, d)
+	if s.o.DriftDecisions != nil {
+		select {
+		case s.o.DriftDecisions <- d:
+		default:
+			eventsDropped.Inc()
+		}
+	}
+}
+
+func (s *Server) deliverEvent(e Event) {
+	s.toOutbox(e.Type, e.Model, e.Version, e.Data)
+	if s.o.Events != nil {
+		select {
+		case s.o.Events <- e:
+		default:
+			eventsDropped.Inc()
+		}
+	}
+}
+
+// toOutbox stores one event in the outbox, durably, for its webhooks.
+func (s *Server) toOutbox(typ, model, version string, data any) {
+	if s.outbox == nil {
+		return
+	}
+	e, err := outbox.NewEvent(eventSource, eventTypePrefix+typ, model+"/"+version, data)
+	if err == nil {
+		err = s.outbox.Emit(e)
+	}
+	if err != nil {
+		eventsFailed.Inc()
+		s.log.Error("cannot emit event", "type", typ, "model", model, "version", version, "error", err)
+		return
+	}
+	s.log.Info("event emitted", "type", typ, "model", model, "version", version, "id", e.ID)
+}
+
+// openOutbox opens the webhook outbox in the state store.
+func (s *Server) openOutbox(cfg Config) error {
+	if len(cfg.Webhooks) == 0 {
+		return nil
+	}
+	if s.store == nil {
+		return fmt.Errorf("webhooks: need state_dir, where the outbox keeps events until they are delivered")
+	}
+	var err error
+	s.outbox, err = outbox.Open(outbox.Options{DB: s.store.db, Targets: cfg.Webhooks, Log: s.log.With("component", "outbox"), Metrics: s.webhookSet})
+	return err
 }

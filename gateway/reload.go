@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -80,8 +81,8 @@ func (s *Server) reloadLocked() error {
 		}
 	}
 	if cfg.Listen != s.cfg.Listen || cfg.MaxBodySize != s.cfg.MaxBodySize || cfg.StateDir != s.cfg.StateDir ||
-		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library {
-		s.log.Warn("listen, max_body_size, state_dir, admin and runtime take effect only after a restart")
+		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library || !reflect.DeepEqual(cfg.Webhooks, s.cfg.Webhooks) {
+		s.log.Warn("listen, max_body_size, state_dir, admin, webhooks and runtime take effect only after a restart")
 	}
 	old := s.serving.Load()
 	st, err := s.buildState(cfg, old, false)

@@ -21,6 +21,7 @@ import (
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -58,7 +59,12 @@ type Server struct {
 	codecs  *codecs
 	http    *fasthttp.Server
 	serving atomic.Pointer[state]
-	events  chan<- Event
+	// decisions and eventsIn queue drift decisions and canary events for
+	// the event loop, which writes them to outbox.
+	decisions  chan drift.Decision
+	eventsIn   chan Event
+	outbox     *outbox.Outbox // nil without webhooks
+	webhookSet *metrics.Set
 	// metadata is the pre-encoded server metadata answer.
 	metadata []byte
 	stopping atomic.Bool
@@ -140,11 +146,13 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, events: o.Events, routes: make(map[string]*routes), stop: make(chan struct{}),
-		labelSet: metrics.NewSet()}
+	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, routes: make(map[string]*routes), stop: make(chan struct{}),
+		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet(),
+		decisions: make(chan drift.Decision, eventQueue), eventsIn: make(chan Event, eventQueue)}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
 		s.closeLabels()
+		s.closeOutbox()
 		s.store.close()
 		cdc.close()
 		return nil, err
@@ -155,6 +163,10 @@ func New(o Options) (*Server, error) {
 	if s.store, err = openStore(cfg.StateDir); err != nil {
 		return fail(err)
 	}
+	if err := s.openOutbox(cfg); err != nil {
+		return fail(err)
+	}
+	metrics.RegisterSet(s.webhookSet)
 	metrics.RegisterSet(s.labelSet)
 	if cfg.StateDir != "" {
 		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log, Metrics: s.labelSet}); err != nil {
@@ -182,8 +194,9 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
-	s.done.Add(1)
+	s.done.Add(2)
 	go s.controlLoop()
+	go s.eventLoop()
 	if cfg.Watch {
 		if err := s.startWatcher(); err != nil {
 			s.Shutdown(context.Background())
@@ -199,6 +212,15 @@ func (s *Server) closeLabels() {
 		s.labels.Close()
 	}
 	metrics.UnregisterSet(s.labelSet, true)
+}
+
+// closeOutbox stops webhook deliveries (pending ones stay in the store for
+// the next start) and drops their series.
+func (s *Server) closeOutbox() {
+	if s.outbox != nil {
+		s.outbox.Close()
+	}
+	metrics.UnregisterSet(s.webhookSet, true)
 }
 
 // acquireState returns the serving state, counted in flight until release.
@@ -283,7 +305,7 @@ func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, 
 		return nil, err
 	}
 	v := &version{rt: rv, name: vname, cfg: mc}
-	if err := v.start(mc, dir, s.o); err != nil {
+	if err := v.start(mc, dir, s.log, s.decisions); err != nil {
 		v.close()
 		return nil, err
 	}
@@ -293,7 +315,7 @@ func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, 
 
 // start builds what serves v from its config and folder: metrics,
 // batcher, cache, drift monitor and metadata.
-func (v *version) start(mc ModelConfig, dir string, o Options) error {
+func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, decisions chan<- drift.Decision) error {
 	v.metrics = newVersionMetrics(v.rt.Model, v.name)
 	v.metadata = appendModelMetadata(nil, v.rt.Model, []string{v.name}, platform, v.rt.Inputs(), v.rt.Outputs())
 	var err error
@@ -303,7 +325,7 @@ func (v *version) start(mc ModelConfig, dir string, o Options) error {
 	if v.batcher == nil {
 		v.metrics.addCompute()
 		if mc.Batching.MaxBatchSize > 0 {
-			o.Log.Warn("model cannot be batched: its tensors lack a leading dynamic batch dimension or have other dynamic dimensions",
+			log.Warn("model cannot be batched: its tensors lack a leading dynamic batch dimension or have other dynamic dimensions",
 				"model", v.rt.Model, "version", v.name)
 		}
 	}
@@ -312,7 +334,7 @@ func (v *version) start(mc ModelConfig, dir string, o Options) error {
 			return err
 		}
 	}
-	return v.startDrift(mc.Drift, dir, o)
+	return v.startDrift(mc.Drift, dir, log, decisions)
 }
 
 // close drains v and releases all it holds: queued requests finish, then
@@ -450,6 +472,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	st.unload(s.log)
 	s.closeLabels()
+	s.closeOutbox()
 	s.codecs.close()
 	s.store.close()
 	return err
