@@ -1,0 +1,596 @@
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/runtime"
+)
+
+// Source is the CloudEvents source of the events a Service emits.
+const Source = "/infergate/retrain"
+
+// Errors of a Service.
+var (
+	ErrClosed = errors.New("pipeline: closed")
+	ErrReplay = errors.New("pipeline: event already received")
+)
+
+// maxWebhookBody bounds a webhook's body; drift events are a few KiB.
+const maxWebhookBody = 1 << 20
+
+// Options are what a Service is opened with. Config and Env are required.
+type Options struct {
+	// Config is the service's config, as ParseConfig returns it.
+	Config Config
+	// Env is the process's ONNX Runtime environment; candidates and the
+	// current versions are loaded in it for validation.
+	Env *runtime.Environment
+	// Log gets one line per run step and per event worth an operator's
+	// attention (default: discarded).
+	Log *slog.Logger
+	// Client calls the gateway's API (default: a client with a 30s timeout).
+	Client *http.Client
+	// Progress, when set, gets a progress spinner while a model trains;
+	// give it a terminal only.
+	Progress io.Writer
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Service receives drift webhooks and runs the pipeline of each configured
+// model. It is safe for concurrent use; see the package documentation.
+type Service struct {
+	cfg      Config
+	env      *runtime.Environment
+	log      *slog.Logger
+	client   *http.Client
+	ownHTTP  bool // client is the service's own, its idle connections closed by Shutdown
+	progress io.Writer
+	now      func() time.Time
+	secret   []byte
+	token    string // the gateway's admin token
+	db       *bbolt.DB
+	outbox   *outbox.Outbox // nil without webhooks
+	workers  map[string]*worker
+
+	stopping  chan struct{}      // closed when Shutdown begins: no run starts after it
+	stopOnce  sync.Once          //
+	runCtx    context.Context    // the running runs' context
+	interrupt context.CancelFunc // cancels runCtx
+	wg        sync.WaitGroup     // the workers
+	running   atomic.Int32       // runs in progress
+
+	closeMu sync.RWMutex // held for reading by the public methods, so Shutdown waits for them
+	closed  bool         // guarded by closeMu
+
+	mu     sync.Mutex        // serializes accepting events and taking runs
+	queued map[string]string // guarded by mu: model -> its queued run's id
+}
+
+// worker runs one model's runs, one at a time, on its own goroutine.
+type worker struct {
+	model string
+	cfg   ModelConfig
+	wake  chan struct{} // 1-buffered; merged signals that a run is queued
+}
+
+// Open opens the store under cfg.StateDir, marks the runs that a crash left
+// running as failed, opens the outbox, emits the outcomes not yet emitted,
+// and starts one worker per model, which runs the queued runs. Shutdown
+// stops it.
+func Open(o Options) (*Service, error) {
+	cfg := o.Config.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+	}
+	if o.Env == nil {
+		return nil, errors.New("cannot open retrain service: no ONNX Runtime environment")
+	}
+	secret := os.Getenv(cfg.SecretEnv)
+	if secret == "" {
+		return nil, fmt.Errorf("cannot open retrain service: secret_env: environment variable %s is not set", cfg.SecretEnv)
+	}
+	s := &Service{
+		cfg: cfg, env: o.Env, log: o.Log, client: o.Client, progress: o.Progress, now: o.Now, secret: []byte(secret),
+		workers: make(map[string]*worker), stopping: make(chan struct{}), queued: make(map[string]string),
+	}
+	if cfg.Gateway.URL != "" {
+		if s.token = os.Getenv(cfg.Gateway.TokenEnv); s.token == "" {
+			return nil, fmt.Errorf("cannot open retrain service: gateway.token_env: environment variable %s is not set", cfg.Gateway.TokenEnv)
+		}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.client == nil {
+		s.client = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		s.ownHTTP = true
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var err error
+	if s.db, err = openStore(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+	}
+	if len(cfg.Webhooks) > 0 {
+		if s.outbox, err = outbox.Open(outbox.Options{DB: s.db, Targets: cfg.Webhooks, Log: s.log}); err != nil {
+			s.db.Close()
+			return nil, fmt.Errorf("cannot open retrain service: %w", err)
+		}
+	}
+	unnotified, err := s.recover()
+	if err != nil {
+		if s.outbox != nil {
+			s.outbox.Close()
+		}
+		s.db.Close()
+		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+	}
+	s.runCtx, s.interrupt = context.WithCancel(context.Background())
+	for name, mc := range cfg.Models {
+		w := &worker{model: name, cfg: mc, wake: make(chan struct{}, 1)}
+		if s.queued[name] != "" {
+			w.wake <- struct{}{}
+		}
+		s.workers[name] = w
+	}
+	s.log.Info("retrain service opened", "state", cfg.StateDir, "models", len(cfg.Models), "queued", len(s.queued))
+	for _, w := range s.workers {
+		s.wg.Add(1)
+		go s.work(w)
+	}
+	for i := range unnotified {
+		s.notify(&unnotified[i])
+	}
+	return s, nil
+}
+
+// recover marks the runs left running as failed, finds the queued ones and
+// returns the finished runs whose outcome is not yet emitted.
+func (s *Service) recover() ([]Run, error) {
+	now := s.now().UTC()
+	var unnotified []Run
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		if err := prune(tx, now); err != nil {
+			return err
+		}
+		var changed []Run
+		err := tx.Bucket(runsBucket).ForEach(func(_, v []byte) error {
+			var r Run
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("cannot decode a run: %w", err)
+			}
+			_, configured := s.cfg.Models[r.Model]
+			switch {
+			case r.Outcome == Running:
+				step := "first"
+				if len(r.Steps) > 0 {
+					step = r.Steps[len(r.Steps)-1].Name
+				}
+				r.finish(now, fmt.Errorf("interrupted: the retrain service stopped during the %s step", step))
+			case r.Outcome == Queued && !configured:
+				r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
+			case r.Outcome == Queued && s.queued[r.Model] != "":
+				r.finish(now, fmt.Errorf("superseded by run %s, queued for the same model", s.queued[r.Model]))
+			case r.Outcome == Queued:
+				s.queued[r.Model] = r.ID
+				return nil
+			default:
+				if !r.Notified && s.outbox == nil {
+					r.Notified = true // there are no webhooks to tell
+					changed = append(changed, r)
+				} else if !r.Notified {
+					unnotified = append(unnotified, r)
+				}
+				return nil
+			}
+			r.Notified = s.outbox == nil
+			changed = append(changed, r)
+			if !r.Notified {
+				unnotified = append(unnotified, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i := range changed {
+			if err := putRun(tx, &changed[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot recover the runs: %w", err)
+	}
+	return unnotified, nil
+}
+
+// Shutdown stops the service: no queued run starts any more (they run
+// after the next Open), the running ones may finish until ctx is done and
+// are then interrupted (recorded as failed), and the outbox and the store
+// close. It returns once every goroutine of the service has stopped.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopping) })
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if n := s.running.Load(); n > 0 {
+			s.log.Warn("interrupting the running retrain runs", "runs", n)
+		}
+		s.interrupt()
+		<-done
+	}
+	s.interrupt()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	if s.outbox != nil {
+		errs = append(errs, s.outbox.Close())
+	}
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cannot close run store: %w", err))
+	}
+	if s.ownHTTP {
+		s.client.CloseIdleConnections()
+	}
+	s.log.Info("retrain service stopped")
+	return errors.Join(errs...)
+}
+
+// Close interrupts the running runs and stops the service at once.
+func (s *Service) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return s.Shutdown(ctx)
+}
+
+// Handler returns the service's HTTP API:
+//
+//	POST /webhook    a signed CloudEvent; drift.detected queues a run (202)
+//	GET  /runs       the runs, newest first (?model=M, ?limit=N, default 100)
+//	GET  /runs/{id}  one run
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webhook", s.handleWebhook)
+	mux.HandleFunc("GET /runs", func(w http.ResponseWriter, r *http.Request) {
+		limit := 100
+		if v := r.URL.Query().Get("limit"); v != "" {
+			var err error
+			if limit, err = strconv.Atoi(v); err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q is not a number", v))
+				return
+			}
+		}
+		runs, err := s.Runs(r.URL.Query().Get("model"), limit)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, runs)
+	})
+	mux.HandleFunc("GET /runs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		run, err := s.Run(r.PathValue("id"))
+		switch {
+		case errors.Is(err, ErrNoRun):
+			writeError(w, http.StatusNotFound, err.Error())
+		case err != nil:
+			writeError(w, http.StatusInternalServerError, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, run)
+		}
+	})
+	return mux
+}
+
+// Runs returns the runs of model (of every model when empty), newest
+// first, at most limit of them (all when limit is not positive).
+func (s *Service) Runs(model string, limit int) ([]Run, error) {
+	var runs []Run
+	err := s.view(func(tx *bbolt.Tx) (err error) {
+		runs, err = listRuns(tx, model, limit)
+		return err
+	})
+	return runs, err
+}
+
+// Run returns the run with id; the error wraps ErrNoRun when there is none.
+func (s *Service) Run(id string) (Run, error) {
+	var run Run
+	err := s.view(func(tx *bbolt.Tx) (err error) {
+		run, err = getRun(tx, id)
+		return err
+	})
+	return run, err
+}
+
+func (s *Service) view(fn func(*bbolt.Tx) error) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// acceptance is the answer to an accepted webhook.
+type acceptance struct {
+	Status string `json:"status"` // queued, coalesced or ignored
+	Run    string `json:"run,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (s *Service) handleWebhook(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxWebhookBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "cannot read the body: "+err.Error())
+		return
+	}
+	sig := r.Header.Get(outbox.SignatureHeader)
+	if sig == "" {
+		writeError(w, http.StatusUnauthorized, "missing "+outbox.SignatureHeader+" header")
+		return
+	}
+	if err := outbox.Verify(sig, s.secret, body, s.now(), s.cfg.MaxAge); err != nil {
+		s.log.Warn("webhook refused", "reason", err.Error(), "remote", r.RemoteAddr)
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	var ev outbox.Event
+	if err := json.Unmarshal(body, &ev); err != nil {
+		writeError(w, http.StatusBadRequest, "cannot decode the CloudEvent: "+err.Error())
+		return
+	}
+	a, err := s.accept(ev)
+	switch {
+	case errors.Is(err, ErrReplay):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, "the retrain service is stopping")
+	case errors.Is(err, errBadEvent):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusAccepted, a)
+	}
+}
+
+var errBadEvent = errors.New("bad event")
+
+// driftData is what a drift.detected event's data holds (a drift.Decision);
+// only these fields are read, and all are optional.
+type driftData struct {
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	Window  struct {
+		Start time.Time `json:"start"`
+	} `json:"window"`
+}
+
+// accept records ev's id and, for a drift.detected event of a configured
+// model, queues a run or coalesces ev into the model's queued run, in one
+// transaction.
+func (s *Service) accept(ev outbox.Event) (acceptance, error) {
+	var d driftData
+	json.Unmarshal(ev.Data, &d) // lenient: the subject may say it all
+	model, version, _ := strings.Cut(ev.Subject, "/")
+	model, version = cmp.Or(model, d.Model), cmp.Or(version, d.Version)
+	a := acceptance{Status: "ignored"}
+	switch {
+	case ev.Type != outbox.TypeDriftDetected:
+		a.Reason = fmt.Sprintf("event type %s starts no run", ev.Type)
+	case model == "":
+		return a, fmt.Errorf("%w: a drift.detected event must name its model in its subject (model/version) or data.model", errBadEvent)
+	case s.workers[model] == nil:
+		a.Reason = fmt.Sprintf("no pipeline is configured for model %q", model)
+	}
+
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return a, ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().UTC()
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		seen := tx.Bucket(seenBucket)
+		if seen.Get([]byte(ev.ID)) != nil {
+			return fmt.Errorf("%w: %q", ErrReplay, ev.ID)
+		}
+		if err := seen.Put([]byte(ev.ID), []byte(now.Format(time.RFC3339Nano))); err != nil {
+			return err
+		}
+		if a.Reason != "" {
+			return nil
+		}
+		if id := s.queued[model]; id != "" {
+			r, err := getRun(tx, id)
+			if err != nil {
+				return err
+			}
+			r.Coalesced = append(r.Coalesced, ev.ID)
+			a = acceptance{Status: "coalesced", Run: id}
+			return putRun(tx, &r)
+		}
+		r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.Window.Start, QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+		if err := newRun(tx, &r); err != nil {
+			return err
+		}
+		a = acceptance{Status: "queued", Run: r.ID}
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, ErrReplay) {
+			err = fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+		}
+		return acceptance{}, err
+	}
+	switch a.Status {
+	case "queued":
+		s.queued[model] = a.Run
+		select {
+		case s.workers[model].wake <- struct{}{}:
+		default:
+		}
+		s.log.Info("retrain run queued", "run", a.Run, "model", model, "drifted_version", version, "event", ev.ID)
+	case "coalesced":
+		s.log.Info("drift event coalesced into the queued run", "run", a.Run, "model", model, "event", ev.ID)
+	default:
+		s.log.Info("webhook ignored", "event", ev.ID, "type", ev.Type, "reason", a.Reason)
+	}
+	return a, nil
+}
+
+// work runs w's queued runs one at a time until Shutdown begins.
+func (s *Service) work(w *worker) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stopping:
+			return
+		case <-w.wake:
+		}
+		select {
+		case <-s.stopping:
+			return // the queued run stays queued, for the next Open
+		default:
+		}
+		if r, ok := s.take(w.model); ok {
+			s.execute(w, r)
+		}
+	}
+}
+
+// take marks model's queued run as running and returns it.
+func (s *Service) take(model string) (*Run, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.queued[model]
+	if id == "" {
+		return nil, false
+	}
+	delete(s.queued, model)
+	var r Run
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		if r, err = getRun(tx, id); err != nil {
+			return err
+		}
+		r.Outcome, r.Started = Running, s.now().UTC()
+		return putRun(tx, &r)
+	})
+	if err != nil {
+		s.log.Error("cannot start a retrain run", "run", id, "model", model, "error", err)
+		return nil, false
+	}
+	return &r, true
+}
+
+// save stores r as it is now.
+func (s *Service) save(r *Run) error {
+	return s.db.Update(func(tx *bbolt.Tx) error { return putRun(tx, r) })
+}
+
+// notify emits the event of finished run r and records that it did.
+func (s *Service) notify(r *Run) {
+	if s.outbox == nil {
+		return
+	}
+	ev, err := r.event()
+	if err == nil {
+		err = s.outbox.Emit(ev)
+	}
+	if err == nil {
+		r.Notified = true
+		err = s.save(r)
+	}
+	if err != nil {
+		// The next Open emits it again, with the same id.
+		s.log.Error("cannot emit the outcome of a retrain run", "run", r.ID, "model", r.Model, "error", err)
+	}
+}
+
+// finish ends r as succeeded (err nil) or failed with err as the reason,
+// and gives it the id of the event that tells so.
+func (r *Run) finish(now time.Time, err error) {
+	r.Finished, r.Outcome, r.Reason = now, Succeeded, ""
+	if err != nil {
+		r.Outcome, r.Reason = Failed, err.Error()
+	}
+	if r.EventID == "" {
+		ev, _ := outbox.NewEvent(Source, outbox.TypeRetrainFailed, r.Model, nil)
+		r.EventID = ev.ID
+	}
+}
+
+// eventData is the data of a retrain.succeeded or retrain.failed event.
+type eventData struct {
+	Run          string   `json:"run"`
+	Model        string   `json:"model"`
+	Version      string   `json:"version,omitempty"`
+	DriftVersion string   `json:"drift_version,omitempty"`
+	Trigger      string   `json:"trigger"`
+	Outcome      string   `json:"outcome"`
+	Reason       string   `json:"reason,omitempty"`
+	Metrics      *Metrics `json:"metrics,omitempty"`
+}
+
+// event returns the event that tells r's outcome; its subject is the
+// candidate ("demo/2") of a succeeded run, the drifted version of a failed one.
+func (r *Run) event() (outbox.Event, error) {
+	typ, subject := outbox.TypeRetrainFailed, r.Model+"/"+r.DriftVersion
+	if r.Outcome == Succeeded {
+		typ, subject = outbox.TypeRetrainSucceeded, r.Model+"/"+r.Candidate
+	}
+	data, err := json.Marshal(eventData{Run: r.ID, Model: r.Model, Version: r.Candidate, DriftVersion: r.DriftVersion,
+		Trigger: r.Trigger, Outcome: r.Outcome, Reason: r.Reason, Metrics: r.Metrics})
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("cannot encode the event of run %s: %w", r.ID, err)
+	}
+	return outbox.Event{ID: r.EventID, Source: Source, Type: typ, Subject: strings.TrimSuffix(subject, "/"), Time: r.Finished, Data: data}, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
