@@ -1,0 +1,325 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/trainer"
+	"github.com/infergate/infergate/runtime"
+)
+
+// testEnv is the process's ONNX Runtime environment for these tests.
+var testEnv *runtime.Environment
+
+// TestMain opens ONNX Runtime for the tests and fails the run when
+// goroutines outlive them: a Service must stop every one on Shutdown.
+func TestMain(m *testing.M) {
+	var err error
+	if testEnv, err = runtime.NewEnvironment(runtime.Config{Providers: []string{runtime.ProviderCPU}, IntraOpThreads: 1}, slog.New(slog.DiscardHandler)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	before := goruntime.NumGoroutine()
+	code := m.Run()
+	if code == 0 {
+		deadline := time.Now().Add(10 * time.Second)
+		for goruntime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := goruntime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			fmt.Fprintf(os.Stderr, "%d goroutines leaked:\n%s\n", n-before, buf[:goruntime.Stack(buf, true)])
+			code = 1
+		}
+	}
+	testEnv.Close()
+	os.Exit(code)
+}
+
+const (
+	testSecret     = "webhook-secret"
+	testToken      = "admin-token"
+	testOutSecret  = "outgoing-secret"
+	utilization    = 7 // trainer.Synthetic's feature index
+	creditScore    = 5
+	shiftedRows    = 1000
+	driftEventType = outbox.TypeDriftDetected
+)
+
+// fixture is a model repository holding the demo model's version 1, a
+// capture folder, a fake gateway and a webhook receiver, and a config
+// over them.
+type fixture struct {
+	t       *testing.T
+	cfg     Config
+	gateway *fakeGateway
+	events  *receiver
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	t.Setenv("TEST_WEBHOOK_SECRET", testSecret)
+	t.Setenv("TEST_ADMIN_TOKEN", testToken)
+	t.Setenv("TEST_OUT_SECRET", testOutSecret)
+	root := t.TempDir()
+	repo := filepath.Join(root, "models")
+	v1 := filepath.Join(repo, "demo", "1")
+	if err := os.MkdirAll(v1, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"model.onnx", "reference.json"} {
+		b, err := os.ReadFile(filepath.Join("../../configs/models/demo/1", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(v1, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := &fixture{t: t, gateway: newFakeGateway(t, repo), events: newReceiver(t)}
+	f.cfg = Config{
+		StateDir: filepath.Join(root, "retrain-state"), SecretEnv: "TEST_WEBHOOK_SECRET",
+		Gateway:    GatewayConfig{URL: f.gateway.srv.URL, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
+		Repository: repo, CaptureDir: filepath.Join(root, "state"),
+		Models: map[string]ModelConfig{"demo": {
+			TrainingData: BuiltinDemo, TrainingShare: 0.75, MinRows: 100, LabelWait: time.Millisecond,
+			Validate: ValidateConfig{MaxRegression: 0.03, MaxLatencyP99: time.Second, BenchmarkRuns: 50},
+			Canary:   map[string]any{"interval": "1s", "step_weights": []any{20, 50}},
+		}},
+		Webhooks: []outbox.Target{{Name: "ci", URL: f.events.srv.URL, SecretEnv: "TEST_OUT_SECRET", BackoffBase: 10 * time.Millisecond}},
+	}.WithDefaults()
+	return f
+}
+
+// model returns the config of the demo model, to change and set back.
+func (f *fixture) model(change func(*ModelConfig)) {
+	mc := f.cfg.Models["demo"]
+	change(&mc)
+	f.cfg.Models["demo"] = mc.WithDefaults()
+}
+
+// open opens a Service on f's config and serves its API; Cleanup closes both.
+func (f *fixture) open() (*Service, string) {
+	f.t.Helper()
+	s, err := Open(Options{Config: f.cfg, Env: testEnv, Log: testLog(f.t)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	f.t.Cleanup(func() { srv.Close(); s.Close() })
+	return s, srv.URL
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("test", t.Name())
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// captureShifted captures n rows of the shifted concept for the demo model
+// at times from t0 on, and labels them: utilization moved up by 2, into a
+// region the demo model never saw, where the label is credit_score < 650.
+// The demo model calls nearly all of them defaults.
+func (f *fixture) captureShifted(seed uint64, n int, t0 time.Time) {
+	f.t.Helper()
+	w, err := capture.Open(f.cfg.CaptureDir, "demo", capture.Config{Sample: 1}, capture.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var labels []capture.Label
+	for i, x := range trainer.Synthetic(seed, n).X {
+		x[utilization] += 2
+		label := 0
+		if x[creditScore] < 650 {
+			label = 1
+		}
+		id := fmt.Sprintf("%d-%d", seed, i)
+		w.Write(capture.Record{ID: id, Time: t0.Add(time.Duration(i) * time.Millisecond), Version: "1",
+			Inputs: map[string]capture.Tensor{"input": {Datatype: "FP32", Shape: []int64{1, 8}, Data: x}}})
+		labels = append(labels, capture.Label{ID: id, Label: json.RawMessage(fmt.Sprint(label))})
+		if i%1000 == 999 { // a full buffer drops records
+			if err := w.Rotate(); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		f.t.Fatal(err)
+	}
+	l, err := capture.OpenLabels(f.cfg.CaptureDir, capture.LabelsConfig{}, capture.Options{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := l.RecordLabels("demo", labels); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// driftEvent returns a signed-ready drift.detected event of the demo model
+// whose window began at since.
+func driftEvent(t *testing.T, since time.Time) outbox.Event {
+	t.Helper()
+	ev, err := outbox.NewEvent("/infergate/gateway", driftEventType, "demo/1", map[string]any{
+		"type": "drift.detected", "model": "demo", "version": "1", "window": map[string]any{"start": since, "rows": 500},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// post sends body to the service's webhook signed with secret at ts and
+// returns the status and the answer.
+func post(t *testing.T, url string, body []byte, signature string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/webhook", bytes.NewReader(body))
+	req.Header.Set("Content-Type", outbox.ContentType)
+	if signature != "" {
+		req.Header.Set(outbox.SignatureHeader, signature)
+	}
+	req.Close = true
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
+}
+
+// send posts ev signed now with the test secret; want is the status.
+func send(t *testing.T, url string, ev outbox.Event, want int) acceptance {
+	t.Helper()
+	body, _ := json.Marshal(ev)
+	code, answer := post(t, url, body, outbox.Sign([]byte(testSecret), time.Now(), body))
+	if code != want {
+		t.Fatalf("event %s: status %d, want %d: %s", ev.ID, code, want, answer)
+	}
+	var a acceptance
+	json.Unmarshal([]byte(answer), &a)
+	return a
+}
+
+// waitRun waits until run id satisfies done and returns it.
+func waitRun(t *testing.T, s *Service, id string, done func(Run) bool) Run {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r, err := s.Run(id)
+		if err == nil && done(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s: still %+v (%v)", id, r, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func finished(r Run) bool { return r.Outcome == Succeeded || r.Outcome == Failed }
+
+// fakeGateway answers the admin and readiness calls of a run as the
+// gateway does, and records them.
+type fakeGateway struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	calls    []string // guarded by mu: "METHOD path"
+	canary   []byte   // guarded by mu
+	reloaded bool     // guarded by mu
+}
+
+func newFakeGateway(t *testing.T, repo string) *fakeGateway {
+	g := &fakeGateway{}
+	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.calls = append(g.calls, r.Method+" "+r.URL.Path)
+		if r.Header.Get("Authorization") != "Bearer "+testToken {
+			http.Error(w, `{"error":"missing or wrong bearer token"}`, http.StatusUnauthorized)
+			return
+		}
+		switch parts := strings.Split(r.URL.Path, "/"); {
+		case r.Method == http.MethodPost && r.URL.Path == "/admin/reload":
+			g.reloaded = true
+		case r.Method == http.MethodGet && len(parts) == 7 && parts[5] != "" && parts[6] == "ready":
+			if _, err := os.Stat(filepath.Join(repo, parts[3], parts[5], "model.onnx")); err != nil || !g.reloaded {
+				http.Error(w, `{"error":"not ready"}`, http.StatusServiceUnavailable)
+			}
+		case r.Method == http.MethodPost && r.URL.Path == "/admin/models/demo/canary":
+			g.canary = body
+		default:
+			http.Error(w, `{"error":"no such endpoint"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+func (g *fakeGateway) snapshot() ([]string, []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.calls...), g.canary
+}
+
+// receiver is a webhook target that verifies signatures and keeps events.
+type receiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	events []outbox.Event // guarded by mu
+}
+
+func newReceiver(t *testing.T) *receiver {
+	rc := &receiver{}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte(testOutSecret), body, time.Now(), 0); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var ev outbox.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		rc.mu.Lock()
+		rc.events = append(rc.events, ev)
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// wait waits for n events and returns them.
+func (rc *receiver) wait(t *testing.T, n int) []outbox.Event {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rc.mu.Lock()
+		events := append([]outbox.Event(nil), rc.events...)
+		rc.mu.Unlock()
+		if len(events) >= n {
+			return events
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events received, want %d: %+v", len(events), n, events)
+		}
+	}
+}
