@@ -30,6 +30,8 @@ Usage:
   infergate bench --suite [--out bench/RESULTS.md] [--duration D] [--warmup D] [--quiet]
   infergate profile --model DIR/model.onnx --data train.csv|train.jsonl [--out F] [--categorical A,B]
                     [--bins N] [--sample N] [--predictions=false] [--quiet]
+  infergate retrain [--config configs/retrain.yaml] [--listen ADDR] [--grace D] [--log-level L] [--log-json]
+  infergate retrain runs [--config F | --url U] [--model M] [--json]
   infergate train --demo [--out DIR]
   infergate version
 `
@@ -47,6 +49,8 @@ func main() {
 		err = benchCmd(args)
 	case "profile":
 		err = profile(args)
+	case "retrain":
+		err = retrainCmd(args)
 	case "train":
 		err = train(args)
 	case "version":
