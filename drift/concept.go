@@ -2,9 +2,11 @@ package drift
 
 import "math"
 
-// ddmMinRows is the labeled rows DDM needs before it judges; before, the
+// ddmMinRows is the labeled rows DDM needs before it judges: before, the
 // error rate's estimate is too rough to compare against its minimum.
-const ddmMinRows = 30
+// Gama et al. use 30; more keeps a young version from alarming on its
+// first few errors.
+const ddmMinRows = 200
 
 // ConceptLevel is what the error-rate detector says of the labeled rows.
 type ConceptLevel string

@@ -353,7 +353,7 @@ func (mon *Monitor) emit(d *Decision) {
 			names = append(names, f.Name)
 		}
 	}
-	mon.o.Log.Warn("drift decision", "decision", d.Type, "model", d.Model, "version", d.Version,
+	mon.o.Log.Warn("drift decision", "decision", d.Type, "reason", d.Reason, "model", d.Model, "version", d.Version,
 		"window", d.Window.Seq, "rows", d.Window.Rows, "drift_share", d.Window.Share, "drifted_features", names)
 	mon.m.decision(d.Type)
 	if mon.o.Decisions == nil {

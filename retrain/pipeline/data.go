@@ -79,7 +79,8 @@ func (t *table) shuffle(r *rand.Rand) {
 // splits are a run's data: the rows trained on, and the holdouts.
 type splits struct {
 	train, recentHoldout, trainingHoldout table
-	recentTrain                           int // rows of train that are recent
+	recentTrain                           int   // rows of train that are recent
+	recent                                table // every recent row: what the candidate will serve
 }
 
 // selectData loads the current version and splits the labeled captured
@@ -87,6 +88,9 @@ type splits struct {
 // holdout sets.
 func (st *runState) selectData(ctx context.Context) error {
 	cfg, model := st.s.cfg, st.run.Model
+	if err := st.readRouting(ctx); err != nil {
+		return err
+	}
 	version, err := newestVersion(filepath.Join(cfg.Repository, model))
 	if err != nil {
 		return err
@@ -133,7 +137,7 @@ func (st *runState) selectData(ctx context.Context) error {
 	share := st.cfg.HoldoutShare
 	nr := max(1, int(math.Round(share*float64(recent.Len()))))
 	nt := max(1, int(math.Round(share*float64(training.Len()))))
-	d := splits{recentHoldout: recent.slice(0, nr), trainingHoldout: training.slice(0, nt), recentTrain: recent.Len() - nr}
+	d := splits{recentHoldout: recent.slice(0, nr), trainingHoldout: training.slice(0, nt), recentTrain: recent.Len() - nr, recent: recent}
 	ts := st.cfg.TrainingShare
 	mix := min(training.Len()-nt, int(math.Round(float64(d.recentTrain)*ts/(1-ts))))
 	d.train = table{X: slices.Concat(recent.X[nr:], training.X[nt:nt+mix]), Y: slices.Concat(recent.Y[nr:], training.Y[nt:nt+mix])}

@@ -63,6 +63,62 @@ func (st *runState) startCanary(ctx context.Context) error {
 	return nil
 }
 
+// routing is the part of GET /admin/models/{m}/routing a run reads.
+type routing struct {
+	Source string         `json:"source"`
+	Config map[string]any `json:"config"`
+	Canary *struct {
+		Phase  string `json:"phase"`
+		Config struct {
+			Version string `json:"version"`
+		} `json:"config"`
+	} `json:"canary"`
+}
+
+// readRouting reads the model's routing from the gateway, if one is
+// configured, and refuses to retrain while a canary is in progress: its
+// outcome decides what the current version is.
+func (st *runState) readRouting(ctx context.Context) error {
+	if st.s.cfg.Gateway.URL == "" {
+		return nil
+	}
+	body, err := st.call(ctx, http.MethodGet, "/admin/models/"+url.PathEscape(st.run.Model)+"/routing", nil)
+	if err != nil {
+		return fmt.Errorf("cannot read the routing of model %q from the gateway: %w", st.run.Model, err)
+	}
+	st.routing = new(routing)
+	if err := json.Unmarshal(body, st.routing); err != nil {
+		return fmt.Errorf("cannot decode the routing of model %q: %w", st.run.Model, err)
+	}
+	if c := st.routing.Canary; c != nil && c.Phase == "progressing" {
+		return fmt.Errorf("a canary of version %s of model %q is in progress; its outcome comes first", c.Config.Version, st.run.Model)
+	}
+	return nil
+}
+
+// pinPrimary keeps unpinned traffic on the current version once the
+// candidate is published: without a split the gateway sends it all to the
+// newest version, which would put the candidate in service before its
+// canary. It sets the split through the admin API, keeping the rest.
+func (st *runState) pinPrimary(ctx context.Context) error {
+	r := st.routing
+	if r == nil || r.Config["split"] != nil {
+		return nil
+	}
+	cfg := maps.Clone(r.Config)
+	cfg["split"] = map[string]int{st.base.VersionName: 1}
+	delete(cfg, "canary")
+	body, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("cannot encode routing: %w", err)
+	}
+	if _, err := st.call(ctx, http.MethodPut, "/admin/models/"+url.PathEscape(st.run.Model)+"/routing", body); err != nil {
+		return fmt.Errorf("cannot keep traffic on version %s while the candidate is published: %w", st.base.VersionName, err)
+	}
+	st.logf("pinned unpinned traffic to version %s until the canary starts", st.base.VersionName)
+	return nil
+}
+
 // call makes one request to the gateway with the admin token and returns
 // the body of a 2xx answer; any other is an error quoting the answer.
 func (st *runState) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {

@@ -243,6 +243,7 @@ type fakeGateway struct {
 	mu       sync.Mutex
 	calls    []string // guarded by mu: "METHOD path"
 	canary   []byte   // guarded by mu
+	routing  []byte   // guarded by mu: the last PUT routing
 	reloaded bool     // guarded by mu
 }
 
@@ -266,6 +267,10 @@ func newFakeGateway(t *testing.T, repo string) *fakeGateway {
 			}
 		case r.Method == http.MethodPost && r.URL.Path == "/admin/models/demo/canary":
 			g.canary = body
+		case r.Method == http.MethodGet && r.URL.Path == "/admin/models/demo/routing":
+			w.Write([]byte(`{"model_name":"demo","source":"config","config":{"shadow_max_in_flight":64},"effective_split":{"1":1}}`))
+		case r.Method == http.MethodPut && r.URL.Path == "/admin/models/demo/routing":
+			g.routing = body
 		default:
 			http.Error(w, `{"error":"no such endpoint"}`, http.StatusNotFound)
 		}

@@ -132,8 +132,9 @@ func TestRunSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ref.Features) != 8 || ref.Features[utilization].Name != "utilization" || len(ref.Predictions) != 1 || ref.Predictions[0].Name != "output[1]" || ref.Rows != m.TrainRows {
-		t.Fatalf("reference: %d features, predictions %+v, rows %d", len(ref.Features), ref.Predictions, ref.Rows)
+	if len(ref.Features) != 8 || ref.Features[utilization].Name != "utilization" || len(ref.Predictions) != 1 || ref.Predictions[0].Name != "output[1]" || ref.Rows != m.RecentRows {
+		// The profile is of the recent rows, the traffic the candidate serves.
+		t.Fatalf("reference: %d features, prediction %s, rows %d, want 8, output[1], %d", len(ref.Features), ref.Predictions[0].Name, ref.Rows, m.RecentRows)
 	}
 	var published struct {
 		Version        string  `json:"version"`
@@ -151,8 +152,17 @@ func TestRunSucceeds(t *testing.T) {
 	}
 
 	calls, canary := fx.gateway.snapshot()
-	if calls[0] != "POST /admin/reload" || calls[len(calls)-1] != "POST /admin/models/demo/canary" {
+	// The run reads the routing, keeps traffic on version 1 before
+	// publishing (the split was empty), reloads, waits and starts the canary.
+	if len(calls) < 4 || calls[0] != "GET /admin/models/demo/routing" || calls[1] != "PUT /admin/models/demo/routing" ||
+		calls[2] != "POST /admin/reload" || calls[len(calls)-1] != "POST /admin/models/demo/canary" {
 		t.Fatalf("gateway calls %v", calls)
+	}
+	fx.gateway.mu.Lock()
+	pinned := string(fx.gateway.routing)
+	fx.gateway.mu.Unlock()
+	if !strings.Contains(pinned, `"split":{"1":1}`) || !strings.Contains(pinned, `"shadow_max_in_flight":64`) {
+		t.Fatalf("routing put %s, want the split pinned to version 1 and the rest kept", pinned)
 	}
 	var body map[string]any
 	if json.Unmarshal(canary, &body) != nil || body["version"] != "2" || body["interval"] != "1s" {
@@ -193,8 +203,8 @@ func TestRunFails(t *testing.T) {
 			if len(entries) != 1 || entries[0].Name() != "1" {
 				t.Fatalf("repository holds %v", entries)
 			}
-			if calls, _ := fx.gateway.snapshot(); len(calls) > 0 {
-				t.Fatalf("the gateway was called: %v", calls)
+			if calls, _ := fx.gateway.snapshot(); len(calls) > 1 || len(calls) == 1 && calls[0] != "GET /admin/models/demo/routing" {
+				t.Fatalf("the gateway was asked more than the routing: %v", calls)
 			}
 			events := fx.events.wait(t, 1)
 			var data eventData

@@ -39,6 +39,7 @@ type runState struct {
 	run     *Run // guarded by mu
 	dropped int  // guarded by mu: log lines of the step left out
 
+	routing   *routing              // the model's routing on the gateway, when one is configured
 	base      *runtime.ModelVersion // the newest version when the run began
 	spec      spec
 	data      splits

@@ -187,6 +187,10 @@ func (st *runState) publish(ctx context.Context) error {
 		os.RemoveAll(tmp)
 		return err
 	}
+	if err := st.pinPrimary(ctx); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
 	if err := os.Rename(tmp, final); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("cannot publish version %s: %w", version, err)
@@ -239,8 +243,14 @@ func (st *runState) writeVersion(ctx context.Context, tmp, version string) error
 // reference profiles the rows trained on and the candidate's predictions
 // on them: every output column, or only output[1] (the positive class's
 // score) of a 2-class model.
+// The profile is of the recent rows, the traffic the candidate will serve,
+// so that its drift monitoring compares with today's inputs rather than
+// with the mix it was trained on.
 func (st *runState) reference(ctx context.Context) (*drift.Reference, error) {
-	rows := st.data.train
+	rows := st.data.recent
+	if rows.Len() < st.cfg.MinRows {
+		rows = st.data.train
+	}
 	ref := &drift.Reference{Rows: rows.Len()}
 	column := make([]float64, rows.Len())
 	for j, name := range st.spec.features {
