@@ -76,7 +76,18 @@ var syntheticFeatures = []string{
 // of them nonlinearly, plus noise; about 42% of rows are positive. The same
 // seed gives the same rows on every platform, and the first rows do not
 // depend on n.
-func Synthetic(seed uint64, n int) Dataset {
+func Synthetic(seed uint64, n int) Dataset { return synthetic(seed, n, false) }
+
+// SyntheticShifted returns n rows of the same problem after the world
+// moved on, for the demo's drift: the customers are older, their credit
+// scores lower and their utilization higher (the inputs shift), and who
+// defaults depends on them differently (the concept shifts): utilization
+// and age weigh more, the credit score less. A model of Synthetic's rows
+// scores markedly worse on these; one retrained on them recovers. Like
+// Synthetic, it is reproducible from the seed.
+func SyntheticShifted(seed uint64, n int) Dataset { return synthetic(seed, n, true) }
+
+func synthetic(seed uint64, n int, shifted bool) Dataset {
 	r := rand.New(rand.NewPCG(seed, 0x1fe7a7e5))
 	d := Dataset{
 		Features: append([]string(nil), syntheticFeatures...),
@@ -85,13 +96,17 @@ func Synthetic(seed uint64, n int) Dataset {
 		Classes:  2,
 	}
 	for i := range n {
-		d.X[i], d.Y[i] = syntheticRow(r)
+		d.X[i], d.Y[i] = syntheticRow(r, shifted)
 	}
 	return d
 }
 
-func syntheticRow(r *rand.Rand) ([]float32, int) {
-	age := clamp(math.Round(43+prod(13, normal(r))), 18, 85)
+func syntheticRow(r *rand.Rand, shifted bool) ([]float32, int) {
+	ageMean, creditMean, utilShift := 43.0, 665.0, 0.0
+	if shifted {
+		ageMean, creditMean, utilShift = 55, 625, 0.2
+	}
+	age := clamp(math.Round(ageMean+prod(13, normal(r))), 18, 85)
 	income := math.Round(exp(10.65+prod(0.45, normal(r))+prod(0.008, age-43))/100) * 100
 	u := r.Float64()
 	tenure := math.Round(prod(240, prod(u, u)))
@@ -107,7 +122,7 @@ func syntheticRow(r *rand.Rand) ([]float32, int) {
 	default:
 		products = 4
 	}
-	credit := clamp(math.Round(665+prod(75, normal(r))), 300, 850)
+	credit := clamp(math.Round(creditMean+prod(75, normal(r))), 300, 850)
 	lateP := clamp((735-credit)/550, 0.01, 0.6)
 	var late float64
 	for range 10 {
@@ -115,7 +130,7 @@ func syntheticRow(r *rand.Rand) ([]float32, int) {
 			late++
 		}
 	}
-	util := clamp(0.35+prod(0.18, normal(r))+prod(0.03, late), 0, 1)
+	util := clamp(0.35+utilShift+prod(0.18, normal(r))+prod(0.03, late), 0, 1)
 	util = math.Round(util*1000) / 1000
 
 	// The risk score: mostly credit history and utilization, with a hinge
@@ -130,6 +145,15 @@ func syntheticRow(r *rand.Rand) ([]float32, int) {
 		prod(0.6, prod(ageDev, ageDev)) -
 		prod(0.8, min(income, 150000)/45000) +
 		prod(0.5, balance/max(income, 1000))
+	if shifted {
+		score = prod(0.6, (640-credit)/75) +
+			prod(0.45, late) +
+			prod(4, util-0.6) +
+			prod(1.2, (age-55)/13) -
+			prod(0.9, min(tenure, 120)/60) -
+			prod(0.8, min(income, 150000)/45000) +
+			prod(1.5, balance/max(income, 1000))
+	}
 	switch products {
 	case 1:
 		score += 0.6
