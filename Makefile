@@ -7,10 +7,15 @@ ORT_DIR     := .cache/onnxruntime
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.1
 ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
 
-.PHONY: run test build onnxruntime models fuzz clean
+.PHONY: run serve test build onnxruntime models fuzz clean
 
-## run: fetch what is missing, build, and serve the demo model on 127.0.0.1:8080
+## run: fetch what is missing, build, and run the whole loop on this machine:
+## drift -> webhook -> retrain -> canary -> promotion (about a minute)
 run: onnxruntime build
+	./bin/infergate demo
+
+## serve: fetch what is missing, build, and serve the demo model on 127.0.0.1:8080
+serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
@@ -50,6 +55,7 @@ models:
 fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeInferRequest -fuzztime 60s
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeStrict -fuzztime 30s
+	$(GO) test ./retrain/pipeline -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s
 
 clean:
 	rm -rf bin $(ORT_DIR)

@@ -28,6 +28,7 @@ Usage:
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--duration D] [--warmup D] [--quiet]
+  infergate demo [--forever] [--rate R] [--shift-after D] [--listen ADDR] [--work DIR] [--timeout D]
   infergate profile --model DIR/model.onnx --data train.csv|train.jsonl [--out F] [--categorical A,B]
                     [--bins N] [--sample N] [--predictions=false] [--quiet]
   infergate retrain [--config configs/retrain.yaml] [--listen ADDR] [--grace D] [--log-level L] [--log-json]
@@ -47,6 +48,8 @@ func main() {
 		err = serve(args)
 	case "bench":
 		err = benchCmd(args)
+	case "demo":
+		err = demo(args)
 	case "profile":
 		err = profile(args)
 	case "retrain":

@@ -40,7 +40,7 @@ func readmeCurlBody(t *testing.T) string {
 	return string(m[2])
 }
 
-// TestServeDemo serves configs/demo.yaml as `make run` does, sends README's
+// TestServeDemo serves configs/demo.yaml as `make serve` does, sends README's
 // curl request, then SIGTERM: the process drains and exits 0.
 func TestServeDemo(t *testing.T) {
 	addr := freeAddr(t)

@@ -517,6 +517,7 @@ func (ob *Outbox) delivered(it *item, eventID string) {
 		ob.log.Error("cannot remove delivered webhook record", "event_id", eventID, "target", it.target.Name, "error", err)
 	}
 	it.target.delivered.Inc()
+	ob.log.Info("webhook delivered", "event_id", eventID, "target", it.target.Name)
 	ob.mu.Lock()
 	ob.pending--
 	ob.mu.Unlock()

@@ -110,7 +110,6 @@ func (st *runState) selectData(ctx context.Context) error {
 
 	since, sinceText := st.run.Since, "the first capture"
 	if !since.IsZero() {
-		since = since.Add(-st.cfg.Lookback)
 		sinceText = since.Format(time.RFC3339)
 	}
 	recent, err := st.recentRows(ctx, since, sinceText)

@@ -390,11 +390,28 @@ var errBadEvent = errors.New("bad event")
 // driftData is what a drift.detected event's data holds (a drift.Decision);
 // only these fields are read, and all are optional.
 type driftData struct {
-	Model   string `json:"model"`
-	Version string `json:"version"`
-	Window  struct {
+	Model   string    `json:"model"`
+	Version string    `json:"version"`
+	Time    time.Time `json:"time"`
+	// Reason is "features" when drifted windows decided, "concept" when
+	// the error rate of labeled rows did.
+	Reason string `json:"reason"`
+	Window struct {
 		Start time.Time `json:"start"`
 	} `json:"window"`
+}
+
+// since is when the traffic a run trains on begins: the drifted window's
+// start, less lookback; for a concept drift, which the error rate shows
+// the moment it is decided, the decision's time.
+func (d driftData) since(lookback time.Duration) time.Time {
+	switch {
+	case d.Reason == "concept" && !d.Time.IsZero():
+		return d.Time
+	case d.Window.Start.IsZero():
+		return time.Time{}
+	}
+	return d.Window.Start.Add(-lookback)
 }
 
 // accept records ev's id and, for a drift.detected event of a configured
@@ -443,7 +460,7 @@ func (s *Service) accept(ev outbox.Event) (acceptance, error) {
 			a = acceptance{Status: "coalesced", Run: id}
 			return putRun(tx, &r)
 		}
-		r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.Window.Start, QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+		r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
 		if err := newRun(tx, &r); err != nil {
 			return err
 		}

@@ -53,8 +53,9 @@ type Run struct {
 	// Coalesced those of the events that arrived while it was queued.
 	Trigger   string   `json:"trigger"`
 	Coalesced []string `json:"coalesced,omitempty"`
-	// DriftVersion is the version that drifted; Since is the start of the
-	// drifted window, from which captured rows are read.
+	// DriftVersion is the version that drifted; Since is when the traffic
+	// the run reads begins: the drifted window's start less lookback, or a
+	// concept drift's decision time.
 	DriftVersion string    `json:"drift_version,omitempty"`
 	Since        time.Time `json:"since,omitzero"`
 	QueuedAt     time.Time `json:"queued"`

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoLoop runs `infergate demo` headless: drift, webhook, retrain,
+// canary and promotion, with the accuracy on the shifted traffic back
+// close to where it was before the shift.
+func TestDemoLoop(t *testing.T) {
+	var out bytes.Buffer
+	o := demoOptions{
+		work: t.TempDir(), listen: "127.0.0.1:0", rate: 400, shiftAfter: 6 * time.Second, recovery: 6 * time.Second,
+		labelDelay: 500 * time.Millisecond, canaryEvery: 2 * time.Second, timeout: 3 * time.Minute, statusEvery: 2 * time.Second,
+		gatewayConfig: "../../configs/demo.yaml", retrainConfig: "../../configs/retrain.yaml", model: "../../configs/models/demo",
+	}
+	res, err := runDemo(context.Background(), o, &out)
+	t.Logf("the demo printed:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.promoted != "2" {
+		t.Fatalf("promoted version %q, want 2", res.promoted)
+	}
+	if res.shifted > res.before-0.1 || res.after < res.before-0.06 {
+		t.Fatalf("accuracy %.3f before the shift, %.3f after it, %.3f after the promotion", res.before, res.shifted, res.after)
+	}
+	for _, want := range []string{"drift.detected", "webhook verified", "step train done", "published version 2", "promoted", "loop closed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the demo never printed %q", want)
+		}
+	}
+}
