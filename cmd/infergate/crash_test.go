@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate/retrain/outbox"
+)
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// crashConfig serves model ab (versions 1 and 2) with a canary of 2, whose
+// canary.started event goes to the webhook at hookURL.
+const crashConfig = `listen: %s
+repository: models
+state_dir: state
+admin: {token_env: INFERGATE_TEST_CRASH_TOKEN}
+webhooks:
+  - {name: hook, url: "%s", secret_env: INFERGATE_TEST_CRASH_SECRET, backoff_base: 50ms, backoff_max: 200ms, max_attempts: 1000}
+models:
+  ab:
+    version_policy: {all: true}
+    routing:
+      split: {"1": 1}
+      canary: {version: "2", interval: 1h}
+`
+
+// TestKillNineLosesNoEvent starts the gateway as a process whose webhook
+// receiver is down, waits until its canary.started event is stored in the
+// outbox, kills it with SIGKILL, and starts it again with the receiver up:
+// the event arrives, with the id it was stored under, signed.
+func TestKillNineLosesNoEvent(t *testing.T) {
+	model, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for _, v := range []string{"1", "2"} {
+		os.MkdirAll(filepath.Join(root, "models", "ab", v), 0o755)
+		os.WriteFile(filepath.Join(root, "models", "ab", v, "model.onnx"), model, 0o644)
+	}
+	var mu sync.Mutex
+	var received []outbox.Event
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte("crash-secret"), body, time.Now(), time.Minute); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var e outbox.Event
+		json.Unmarshal(body, &e)
+		mu.Lock()
+		received = append(received, e)
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+
+	start := func(hookURL string) (*exec.Cmd, *syncBuffer, string) {
+		t.Helper()
+		addr := freeAddr(t)
+		cfg := filepath.Join(root, "infergate.yaml")
+		os.WriteFile(cfg, fmt.Appendf(nil, crashConfig, addr, hookURL), 0o644)
+		cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
+		cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1", "INFERGATE_TEST_CRASH_TOKEN=t0ken", "INFERGATE_TEST_CRASH_SECRET=crash-secret")
+		logs := new(syncBuffer)
+		cmd.Stderr = logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		waitReady(t, "http://"+addr, logs)
+		return cmd, logs, addr
+	}
+
+	// A port nothing listens on: every delivery fails and is retried.
+	down := "http://" + freeAddr(t) + "/hook"
+	first, logs, _ := start(down)
+	emitted := regexp.MustCompile(`msg="event emitted" type=canary.started model=ab version=2 id=(\S+)`)
+	var id string
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" {
+		if m := emitted.FindStringSubmatch(logs.String()); m != nil {
+			id = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("canary.started was never emitted:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := first.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	first.Wait()
+
+	start(receiver.URL + "/hook")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		got := append([]outbox.Event(nil), received...)
+		mu.Unlock()
+		for _, e := range got {
+			if e.ID == id {
+				if e.Type != outbox.TypeCanaryStarted || e.Subject != "ab/2" {
+					t.Fatalf("delivered %s about %s, want canary.started about ab/2", e.Type, e.Subject)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event %s, stored before the SIGKILL, was not delivered after the restart; got %v", id, got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
