@@ -93,7 +93,11 @@ type Monitor struct {
 	conceptLevel    ConceptLevel
 	streak, clean   int // drifted and clean windows in a row
 	drifted         bool
-	cooldownUntil   time.Time
+	// driftReason is the Reason of the decision that set drifted. Clean
+	// feature windows resolve only a drift of the features: in a concept
+	// drift the inputs look as ever.
+	driftReason   string
+	cooldownUntil time.Time
 }
 
 // New starts monitoring with o. It returns an error when the columns do
@@ -284,9 +288,9 @@ func (mon *Monitor) judgeWindow(w *window) {
 		}
 		switch {
 		case !mon.drifted && mon.streak >= mon.cfg.Consecutive && !res.End.Before(mon.cooldownUntil):
-			mon.drifted, mon.cooldownUntil = true, res.End.Add(mon.cfg.Cooldown)
+			mon.drifted, mon.driftReason, mon.cooldownUntil = true, "features", res.End.Add(mon.cfg.Cooldown)
 			decision = &Decision{Type: DriftDetected, Reason: "features"}
-		case mon.drifted && mon.clean >= mon.cfg.Consecutive:
+		case mon.drifted && mon.driftReason == "features" && mon.clean >= mon.cfg.Consecutive:
 			mon.drifted = false
 			decision = &Decision{Type: DriftResolved, Reason: "features"}
 		}
@@ -385,7 +389,7 @@ func (mon *Monitor) ObserveLabels(rows, correct int) {
 	mon.reportMu.Lock()
 	mon.conceptLevel = mon.concept.add(rows, rows-correct)
 	if mon.conceptLevel == ConceptDrift && !mon.drifted && !now.Before(mon.cooldownUntil) {
-		mon.drifted, mon.cooldownUntil = true, now.Add(mon.cfg.Cooldown)
+		mon.drifted, mon.driftReason, mon.cooldownUntil = true, "concept", now.Add(mon.cfg.Cooldown)
 		mon.streak, mon.clean = 0, 0
 		decision = &Decision{Type: DriftDetected, Reason: "concept", Model: mon.o.Model, Version: mon.o.Version, Time: now, Window: open}
 	}

@@ -75,6 +75,8 @@ type versionState struct {
 }
 
 func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
+	s.control.Lock()
+	defer s.control.Unlock()
 	st := s.serving.Load()
 	type modelState struct {
 		Model    string         `json:"model_name"`
@@ -90,7 +92,7 @@ func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
 			total += w
 		}
 		for _, v := range m.versions {
-			vs := versionState{Version: v.name, State: "ready", Shadow: v.shadow != nil, Drift: v.drift != nil}
+			vs := versionState{Version: v.name, State: "ready", Shadow: v.shadow.Load() != nil, Drift: v.drift != nil}
 			if total > 0 {
 				vs.Weight = 100 * float64(ms.Routing.Effective[v.name]) / float64(total)
 			}
@@ -106,6 +108,10 @@ func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
 func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action string) {
 	s.control.Lock()
 	defer s.control.Unlock()
+	if s.stopping.Load() {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "shutting down")
+		return
+	}
 	m := s.serving.Load().models[name]
 	if m == nil {
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q", name))
@@ -152,8 +158,8 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 	case action == "shadow" && method == fasthttp.MethodGet:
 		reports := []shadowReport{}
 		for _, v := range m.versions {
-			if v.shadow != nil {
-				reports = append(reports, v.shadow.report())
+			if sh := v.shadow.Load(); sh != nil {
+				reports = append(reports, sh.report())
 			}
 		}
 		writeJSONValue(ctx, struct {
@@ -195,11 +201,17 @@ func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model,
 		return
 	}
 	r.mu.Lock()
+	// Stored first: a change that would not survive a restart is not made.
+	if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}); err != nil {
+		r.mu.Unlock()
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the routing change, so it is not applied: "+err.Error())
+		return
+	}
 	started := canary != nil && canary != r.canary
 	r.base, r.admin, r.canary = base, admin, canary
 	r.installLocked(rt)
-	s.persistRoutesLocked(r)
 	if started {
+		m.resetIntervals()
 		s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: canary.Weight, Reason: canary.Reason})
 	}
 	r.mu.Unlock()
@@ -210,12 +222,12 @@ func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model,
 // endCanaryLocked promotes or rolls back r's canary at once.
 func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, promote bool, now time.Time) {
 	r.mu.Lock()
-	c := r.canary
-	if c == nil {
+	if r.canary == nil {
 		r.mu.Unlock()
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no canary", r.model))
 		return
 	}
+	c := *r.canary // changed only once stored
 	var tr router.Transition
 	var err error
 	if promote {
@@ -223,12 +235,20 @@ func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, 
 	} else {
 		tr, err = c.Rollback(now, "rolled back by the admin API")
 	}
+	if err == nil {
+		err = s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: true, Canary: &c})
+		if err != nil {
+			r.mu.Unlock()
+			writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the canary's end, so it is not applied: "+err.Error())
+			return
+		}
+	}
 	if err != nil {
 		r.mu.Unlock()
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot end the canary of model %q: %s", r.model, err))
 		return
 	}
-	r.admin = true
+	r.admin, r.canary = true, &c
 	s.applyTransitionLocked(r, m, tr)
 	r.mu.Unlock()
 	writeJSONValue(ctx, r.report())

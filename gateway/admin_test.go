@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/infergate/infergate/router"
 )
@@ -115,5 +118,48 @@ func TestAdminRoutingChangesPersist(t *testing.T) {
 	_, url = startServer(t, edited)
 	if rep := routingOf(t, url); rep.Source != "config" || rep.Effective["3"] != 1 || len(rep.Effective) != 1 || rep.Canary != nil {
 		t.Fatalf("after a config change: %+v", rep)
+	}
+}
+
+// TestCanaryRoutingOutlivesItsVersion rolls a canary back, removes its
+// version from the repository and reloads: the reload applies, and so does
+// a restart on the same state_dir.
+func TestCanaryRoutingOutlivesItsVersion(t *testing.T) {
+	cfg := abConfig(t, router.Config{})
+	srv, url := startServer(t, cfg)
+	if code, body := admin(t, "POST", url, "models/ab/canary", `{"version": "2", "interval": "1h"}`); code != 200 {
+		t.Fatalf("start canary: %d %s", code, body)
+	}
+	if code, body := admin(t, "POST", url, "models/ab/canary/rollback", ""); code != 200 {
+		t.Fatalf("rollback: %d %s", code, body)
+	}
+	if err := os.RemoveAll(filepath.Join(cfg.Repository, "ab", "2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Reload(); err != nil {
+		t.Fatalf("reload after removing the rolled-back version: %v", err)
+	}
+	srv.Shutdown(context.Background())
+	if _, url = startServer(t, cfg); routingOf(t, url).Effective["3"] == 0 {
+		t.Fatalf("after a restart: %+v, want version 3 serving", routingOf(t, url))
+	}
+}
+
+// TestCanaryJudgesOnlyItsOwnTraffic sends pinned requests to a version
+// before its canary starts: they must not count for the canary's first
+// analysis, which with no traffic since holds.
+func TestCanaryJudgesOnlyItsOwnTraffic(t *testing.T) {
+	_, url := startServer(t, abConfig(t, router.Config{Split: map[string]int{"1": 1}}))
+	for range 30 {
+		if code, _, body := call(t, "POST", url+"/v2/models/ab/versions/3/infer", []byte(abRequest)); code != 200 {
+			t.Fatalf("pinned request: %d %s", code, body)
+		}
+	}
+	if code, body := admin(t, "POST", url, "models/ab/canary", `{"version": "3", "interval": "200ms", "min_requests": 20}`); code != 200 {
+		t.Fatalf("start canary: %d %s", code, body)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if c := routingOf(t, url).Canary; c.Weight != 10 || c.Phase != router.PhaseProgressing {
+		t.Fatalf("with no traffic since it started the canary went to %+v; want it held at 10", c)
 	}
 }

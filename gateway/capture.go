@@ -25,7 +25,7 @@ type modelCapture struct {
 
 // openCapture returns m's capture for cfg: old's when its section is
 // unchanged, else a new one; nil when capture is off.
-func (s *Server) openCapture(cfg Config, name string, mc ModelConfig, old *state) (*modelCapture, error) {
+func (s *Server) openCapture(name string, mc ModelConfig, old *state) (*modelCapture, error) {
 	if mc.Capture.Sample == 0 {
 		return nil, nil
 	}
@@ -34,12 +34,13 @@ func (s *Server) openCapture(cfg Config, name string, mc ModelConfig, old *state
 			return om.capture, nil
 		}
 	}
-	if cfg.StateDir == "" {
+	// state_dir takes effect at start only, as the labels' folder does.
+	if s.cfg.StateDir == "" {
 		return nil, fmt.Errorf("models.%s.capture: needs state_dir, where captured traffic is written", name)
 	}
 	c := &modelCapture{cfg: mc.Capture, set: metrics.NewSet()}
 	var err error
-	if c.w, err = capture.Open(cfg.StateDir, name, mc.Capture, capture.Options{Log: s.log, Metrics: c.set}); err != nil {
+	if c.w, err = capture.Open(s.cfg.StateDir, name, mc.Capture, capture.Options{Log: s.log, Metrics: c.set}); err != nil {
 		return nil, err
 	}
 	metrics.RegisterSet(c.set)

@@ -50,6 +50,7 @@ func TestCaptureAndFeedback(t *testing.T) {
 	}
 	f(fmt.Sprintf(`{"id": "req-3", "label": [%d, %d]}`, p.classes[0], p.classes[1]), 200, "recorded")
 	f(fmt.Sprintf(`{"id": "req-4", "label": [%d, %d]}`, 1-p.classes[0], 1-p.classes[1]), 200, "recorded")
+	f(fmt.Sprintf(`{"id": "req-3", "label": [%d, %d]}`, p.classes[0], p.classes[1]), 200, "recorded") // counted once
 	if got := v.interval.take(); got.labeled != 4 || got.correct != 2 {
 		t.Fatalf("scored %d labeled rows, %d correct; want 4 and 2", got.labeled, got.correct)
 	}

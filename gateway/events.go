@@ -71,14 +71,14 @@ func (s *Server) emit(e Event) {
 // (when webhooks are configured) and hands it to the Options' channels,
 // until Shutdown; what is queued then is still written.
 func (s *Server) eventLoop() {
-	defer s.done.Done()
+	defer close(s.eventsDone)
 	for {
 		select {
 		case d := <-s.decisions:
 			s.deliverDecision(d)
 		case e := <-s.eventsIn:
 			s.deliverEvent(e)
-		case <-s.stop:
+		case <-s.stopEvents:
 			for {
 				select {
 				case d := <-s.decisions:

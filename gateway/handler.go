@@ -295,7 +295,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	if r.rt != nil && r.rt.shadowed {
 		call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
 		for _, i := range call.shadows {
-			r.rt.versions[i].shadow.offer(st, req, results, time.Since(start))
+			r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start))
 		}
 	}
 	return fasthttp.StatusOK

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,6 +61,9 @@ func (s *Server) controlLoop() {
 func (s *Server) Reload() error {
 	s.control.Lock()
 	defer s.control.Unlock()
+	if s.stopping.Load() {
+		return errors.New("cannot reload: the server is shutting down")
+	}
 	reloadsTotal.Inc()
 	err := s.reloadLocked()
 	if err != nil {
@@ -135,17 +139,20 @@ func (s *Server) startWatcher() error {
 // watchPaths watches the config file's folder (editors replace the file
 // by rename), the repository and each model folder in it.
 func (s *Server) watchPaths(w *fsnotify.Watcher) error {
-	paths := []string{s.cfg.Repository}
+	s.control.Lock()
+	repo := s.current.Repository
+	s.control.Unlock()
+	paths := []string{repo}
 	if s.o.ConfigPath != "" {
 		paths = append(paths, filepath.Dir(s.o.ConfigPath))
 	}
-	entries, err := os.ReadDir(s.cfg.Repository)
+	entries, err := os.ReadDir(repo)
 	if err != nil {
 		return fmt.Errorf("cannot watch the repository: %w", err)
 	}
 	for _, e := range entries {
 		if e.IsDir() {
-			paths = append(paths, filepath.Join(s.cfg.Repository, e.Name()))
+			paths = append(paths, filepath.Join(repo, e.Name()))
 		}
 	}
 	for _, p := range paths {

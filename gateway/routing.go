@@ -86,9 +86,13 @@ func effective(m *model, base router.Config, canary *router.Canary) router.Confi
 			}
 		}
 	}
-	// A promoted canary is the split's only version by then.
-	if canary != nil && canary.Phase != router.PhasePromoted {
+	switch {
+	case canary == nil:
+	case canary.Phase == router.PhaseProgressing:
 		cfg = canary.Apply(cfg)
+	case canary.Phase == router.PhasePromoted:
+		// The canary is the primary: whatever the base says, it serves.
+		cfg.Split = map[string]int{canary.Config.Version: 1}
 	}
 	return cfg
 }
@@ -147,6 +151,9 @@ type routePlan struct {
 	started      bool // the canary was (re)started by the plan
 	rt           *routeTable
 	fileOverrode bool // the file changed under an admin change and won
+	// dropped is a canary in progress that the plan ends: its version is
+	// gone, or the routing it belonged to no longer applies.
+	dropped *router.Canary
 }
 
 // routeLocked points every model of st at its routes, carrying them over
@@ -183,7 +190,20 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 			p.canary, p.started = canaryOf(p.file, was, now)
 		}
 		var err error
-		if p.rt, err = buildTable(m, p.base, p.canary); err != nil {
+		if p.rt, err = buildTable(m, p.base, p.canary); err != nil && (p.admin || p.canary != nil) && !p.started {
+			// Routing carried over from the admin API, a canary or the
+			// store may name a version the repository no longer holds:
+			// the file's routing applies instead.
+			s.log.Warn("the routing in effect cannot apply to the versions now loaded; the config file's routing applies",
+				"model", name, "error", err)
+			if p.canary != nil && p.canary.Phase == router.PhaseProgressing {
+				p.dropped = p.canary
+			}
+			p.base, p.admin = p.file, false
+			p.canary, p.started = canaryOf(p.file, nil, now)
+			p.rt, err = buildTable(m, p.base, p.canary)
+		}
+		if err != nil {
 			return err
 		}
 		plans = append(plans, p)
@@ -198,11 +218,19 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 			s.log.Warn("the config file changed the routing of a model set by the admin API; the file wins", "model", p.m.name)
 		}
 		r.mu.Lock()
+		if p.dropped != nil {
+			r.canary = p.dropped
+			tr, _ := p.dropped.Rollback(now, "its routing no longer applies to the versions loaded")
+			s.logTransitionLocked(r, tr)
+		}
 		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
 		r.installLocked(p.rt)
 		p.m.routes = r
-		s.persistRoutesLocked(r)
+		if err := s.persistRoutesLocked(r); err != nil {
+			s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
+		}
 		if p.started {
+			p.m.resetIntervals()
 			s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: p.canary.Weight, Reason: p.canary.Reason})
 		}
 		r.mu.Unlock()
@@ -248,8 +276,8 @@ func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
 		switch {
 		case v.name == c.Config.Version:
 			snap.Canary = st.stats()
-			if v.shadow != nil {
-				snap.AgreementSamples, snap.Agreed = v.shadow.takeAgreement()
+			if sh := v.shadow.Load(); sh != nil {
+				snap.AgreementSamples, snap.Agreed = sh.takeAgreement()
 			}
 		case rt.t.Weight(i) > 0:
 			primary.add(&st)
@@ -273,7 +301,9 @@ func (s *Server) applyTransitionLocked(r *routes, m *model, tr router.Transition
 	if err := r.rebuildLocked(m); err != nil {
 		s.log.Error("cannot route by canary step", "model", r.model, "error", err)
 	}
-	s.persistRoutesLocked(r)
+	if err := s.persistRoutesLocked(r); err != nil {
+		s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
+	}
 	s.logTransitionLocked(r, tr)
 }
 
@@ -285,6 +315,17 @@ func (s *Server) logTransitionLocked(r *routes, tr router.Transition) {
 		"weight", tr.Weight, "failed_checks", tr.FailedChecks, "reason", tr.Reason)
 	canaryTransitions[tr.Kind].Inc()
 	s.emit(Event{Type: canaryEventType(tr.Kind), Model: r.model, Version: c.Config.Version, Time: c.LastTransition, Data: *c})
+}
+
+// resetIntervals starts the canary analysis's counts of m's versions
+// afresh, so that a new canary is judged on its own traffic only.
+func (m *model) resetIntervals() {
+	for _, v := range m.versions {
+		v.interval.take()
+		if sh := v.shadow.Load(); sh != nil {
+			sh.takeAgreement()
+		}
+	}
 }
 
 // routingReport is GET /admin/models/{m}/routing's answer.

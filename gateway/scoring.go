@@ -56,10 +56,12 @@ func (m *model) remember(id string, v *version, out runtime.Tensor, values []flo
 // window. A label is a class index for every row, or a list of one per row.
 func (m *model) score(labels []capture.Label) {
 	for _, l := range labels {
-		p, ok := m.predictions.Get(l.ID)
+		// A label counts once: a resent or corrected one scores nothing.
+		p, ok := m.predictions.Peek(l.ID)
 		if !ok {
 			continue
 		}
+		m.predictions.Remove(l.ID)
 		correct := 0
 		for r, predicted := range p.classes {
 			if class, ok := labelOf(l.Label, r, len(p.classes)); ok && class == int(predicted) {

@@ -89,8 +89,13 @@ type Server struct {
 	// stopping, makes a Serve that races Shutdown return at once.
 	listeners []net.Listener
 
-	stop chan struct{} // closed by Shutdown: stops the loops below
-	done sync.WaitGroup
+	// stop, closed by Shutdown, stops the control loop and the watcher
+	// (done waits for them); stopEvents then stops the event loop, once
+	// nothing is left to emit events (eventsDone is closed when it ended).
+	stop       chan struct{}
+	done       sync.WaitGroup
+	stopEvents chan struct{}
+	eventsDone chan struct{}
 }
 
 // state is everything a request needs, built whole and swapped in at once.
@@ -134,8 +139,9 @@ type version struct {
 	drift *versionDrift
 	// interval counts answers for the canary analysis.
 	interval intervalStats
-	// shadow is set once a routing table mirrors traffic to the version.
-	shadow *shadowTarget
+	// shadow is set once a routing table mirrors traffic to the version;
+	// admin reports read it while a routing change sets it.
+	shadow atomic.Pointer[shadowTarget]
 }
 
 // New loads the model repository of o.Config into o.Env and returns a Server
@@ -147,6 +153,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, routes: make(map[string]*routes), stop: make(chan struct{}),
+		stopEvents: make(chan struct{}), eventsDone: make(chan struct{}),
 		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet(),
 		decisions: make(chan drift.Decision, eventQueue), eventsIn: make(chan Event, eventQueue)}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
@@ -194,7 +201,7 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
-	s.done.Add(2)
+	s.done.Add(1)
 	go s.controlLoop()
 	go s.eventLoop()
 	if cfg.Watch {
@@ -257,18 +264,21 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 	st := &state{models: make(map[string]*model, len(found))}
 	for _, name := range slices.Sorted(maps.Keys(found)) {
 		mc := cfg.Models[name].withDefaults()
-		mc.Routing = router.Config{}
+		// A version depends on its section but for routing and capture,
+		// which are the model's: changing them keeps the version.
+		vc := mc
+		vc.Routing, vc.Capture = router.Config{}, capture.Config{}
 		m := &model{name: name, predictions: newPredictions()}
 		if om := old.model(name); om != nil {
 			m.predictions = om.predictions
 		}
-		if m.capture, err = s.openCapture(cfg, name, mc, old); err != nil {
+		if m.capture, err = s.openCapture(name, mc, old); err != nil {
 			st.unloadExcept(old, s.log)
 			return nil, err
 		}
 		st.models[name] = m
 		for _, number := range mc.VersionPolicy.Select(found[name]) {
-			v, err := s.loadVersion(cfg, old, name, number, mc)
+			v, err := s.loadVersion(cfg, old, name, number, vc)
 			if err != nil && strict {
 				st.unloadExcept(old, s.log)
 				return nil, err
@@ -341,8 +351,8 @@ func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, decisions 
 // its shadow workers stop, its monitor stops, and its sessions are destroyed.
 func (v *version) close() {
 	stopBatcher(v)
-	if v.shadow != nil {
-		v.shadow.close()
+	if sh := v.shadow.Load(); sh != nil {
+		sh.close()
 	}
 	if v.drift != nil {
 		v.drift.monitor.Close()
@@ -466,11 +476,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	close(s.stop)
 	s.done.Wait()
+	// No reload or admin change runs from here on (they check stopping
+	// under the control lock).
+	s.control.Lock()
 	st := s.serving.Load()
+	s.control.Unlock()
 	if !waitIdle(st, s.cfg.ShutdownTimeout) {
 		s.log.Warn("shutdown timed out with shadow copies in flight; unloading models after they finish")
 	}
-	st.unload(s.log)
+	st.unload(s.log) // drift monitors judge their last windows, which may decide
+	close(s.stopEvents)
+	<-s.eventsDone
 	s.closeLabels()
 	s.closeOutbox()
 	s.codecs.close()

@@ -22,6 +22,7 @@ type shadowTarget struct {
 	jobs chan *shadowJob // as large as sem, so a send never blocks
 	stop chan struct{}
 	wg   sync.WaitGroup
+	once sync.Once // closes stop
 
 	mirrored, dropped, failed *metrics.Counter
 	comparedRows, agreedRows  *metrics.Counter
@@ -48,7 +49,7 @@ var shadowJobs = sync.Pool{New: func() any { return &shadowJob{req: &inferReques
 // startShadow makes v a shadow target with maxInFlight workers, unless it
 // is one already. It runs under the control lock.
 func (v *version) startShadow(maxInFlight int) {
-	if v.shadow != nil {
+	if v.shadow.Load() != nil {
 		return
 	}
 	maxInFlight = max(maxInFlight, 1)
@@ -67,12 +68,12 @@ func (v *version) startShadow(maxInFlight int) {
 		t.wg.Add(1)
 		go t.work()
 	}
-	v.shadow = t
+	v.shadow.Store(t)
 }
 
 // close stops t's workers once the copies they run finish.
 func (t *shadowTarget) close() {
-	close(t.stop)
+	t.once.Do(func() { close(t.stop) })
 	t.wg.Wait()
 }
 

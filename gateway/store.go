@@ -102,11 +102,7 @@ func (s *store) saveRoutes(model string, rec routeRecord) error {
 	})
 }
 
-// persistRoutesLocked stores r's routing; a failure is logged, since the
-// change is in effect either way. It needs r.mu.
-func (s *Server) persistRoutesLocked(r *routes) {
-	rec := routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}
-	if err := s.store.saveRoutes(r.model, rec); err != nil {
-		s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
-	}
+// persistRoutesLocked stores r's routing. It needs r.mu.
+func (s *Server) persistRoutesLocked(r *routes) error {
+	return s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary})
 }
