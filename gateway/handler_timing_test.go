@@ -1,0 +1,28 @@
+package gateway
+
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkInferDemo serves demo infer requests through the whole handler
+// (decode, routing, batcher, ONNX Runtime, drift, encode), without HTTP.
+func BenchmarkInferDemo(b *testing.B) {
+	srv, _ := startServer(b, testConfig(b))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var ctx fasthttp.RequestCtx
+		for pb.Next() {
+			ctx.Request.Reset()
+			ctx.Response.Reset()
+			ctx.Request.Header.SetMethod("POST")
+			ctx.Request.SetRequestURI("/v2/models/demo/infer")
+			ctx.Request.SetBodyString(demoRequest)
+			srv.handle(&ctx)
+			if ctx.Response.StatusCode() != 200 {
+				b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+		}
+	})
+}
