@@ -358,3 +358,29 @@ func TestShutdownInterrupts(t *testing.T) {
 		t.Fatalf("run %+v", r)
 	}
 }
+
+// TestInterruptedRunIsDoneAgain restarts after a crash during a run, with
+// nothing else queued: the run is recorded as interrupted and a new one,
+// for the same event, runs in its place.
+func TestInterruptedRunIsDoneAgain(t *testing.T) {
+	fx := newFixture(t)
+	db, err := openStore(fx.cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		r := Run{Model: "demo", Trigger: "x", Outcome: Running, Started: time.Now().UTC(), Steps: []Step{{Name: "validate"}}}
+		return newRun(tx, &r)
+	})
+	if err != nil || db.Close() != nil {
+		t.Fatal(err)
+	}
+	s, _ := fx.open()
+	if r := waitRun(t, s, "1", finished); r.Outcome != Failed || !strings.Contains(r.Reason, "interrupted") {
+		t.Fatalf("run 1: %+v", r)
+	}
+	r := waitRun(t, s, "2", finished)
+	if r.RetryOf != "1" || r.Trigger != "x" || len(r.Steps) == 0 {
+		t.Fatalf("run 2: %+v, want a retry of run 1 for event x that ran", r)
+	}
+}

@@ -171,7 +171,7 @@ func (s *Service) recover() ([]Run, error) {
 		if err := prune(tx, now); err != nil {
 			return err
 		}
-		var changed []Run
+		var changed, interrupted []Run
 		err := tx.Bucket(runsBucket).ForEach(func(_, v []byte) error {
 			var r Run
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -185,6 +185,9 @@ func (s *Service) recover() ([]Run, error) {
 					step = r.Steps[len(r.Steps)-1].Name
 				}
 				r.finish(now, fmt.Errorf("interrupted: the retrain service stopped during the %s step", step))
+				if configured {
+					interrupted = append(interrupted, r)
+				}
 			case r.Outcome == Queued && !configured:
 				r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
 			case r.Outcome == Queued && s.queued[r.Model] != "":
@@ -215,6 +218,19 @@ func (s *Service) recover() ([]Run, error) {
 			if err := putRun(tx, &changed[i]); err != nil {
 				return err
 			}
+		}
+		// An interrupted run is done again, unless a run of its model is
+		// queued anyway: so the loop a crash broke still closes.
+		for _, r := range interrupted {
+			if s.queued[r.Model] != "" {
+				continue
+			}
+			retry := Run{Model: r.Model, Trigger: r.Trigger, RetryOf: r.ID, DriftVersion: r.DriftVersion, Since: r.Since,
+				QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+			if err := newRun(tx, &retry); err != nil {
+				return err
+			}
+			s.queued[r.Model] = retry.ID
 		}
 		return nil
 	})

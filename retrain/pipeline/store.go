@@ -53,6 +53,8 @@ type Run struct {
 	// Coalesced those of the events that arrived while it was queued.
 	Trigger   string   `json:"trigger"`
 	Coalesced []string `json:"coalesced,omitempty"`
+	// RetryOf is the run a crash interrupted, which this one does again.
+	RetryOf string `json:"retry_of,omitempty"`
 	// DriftVersion is the version that drifted; Since is when the traffic
 	// the run reads begins: the drifted window's start less lookback, or a
 	// concept drift's decision time.
