@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/infergate/infergate/retrain/trainer"
 )
@@ -38,9 +41,17 @@ func (st *runState) trainBuiltin(ctx context.Context, b BuiltinConfig) error {
 	d := trainer.Dataset{Features: st.spec.features, X: st.data.train.X, Y: st.data.train.Y, Classes: st.spec.classes}
 	o := trainer.Options{Hidden: b.Hidden, Epochs: b.Epochs, LearningRate: b.LearningRate, BatchSize: b.BatchSize, Seed: st.cfg.Seed, L2: b.L2}
 	start := time.Now()
-	stop := st.spinner(fmt.Sprintf("training %s: MLP %v on %d rows", st.run.Model, b.Hidden, d.Len()))
+	var bar *progressbar.ProgressBar
+	if w := st.s.progress; w != nil {
+		bar = progressbar.NewOptions(cmp.Or(b.Epochs, 30), progressbar.OptionSetWriter(w), progressbar.OptionSetWidth(30),
+			progressbar.OptionSetDescription(fmt.Sprintf("training %s: MLP %v on %d rows, epoch", st.run.Model, b.Hidden, d.Len())),
+			progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
+		o.Progress = func(done, _ int) { bar.Set(done) }
+	}
 	m, acc, err := trainer.TrainMLP(d, o)
-	stop()
+	if bar != nil {
+		bar.Finish()
+	}
 	if err != nil {
 		return err
 	}

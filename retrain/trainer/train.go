@@ -28,6 +28,9 @@ type Options struct {
 	// L2 is the weight decay added to the loss as L2/2 times the sum of
 	// squared weights (biases excluded); 0 means none.
 	L2 float64
+	// Progress, when set, is called after each epoch with the epochs done
+	// and the epochs in all, on the training goroutine.
+	Progress func(done, epochs int)
 }
 
 func (o Options) withDefaults() Options {
@@ -208,7 +211,7 @@ func TrainMLP(d Dataset, o Options) (onnxexport.MLP, float64, error) {
 		order[i] = i
 	}
 	beta1t, beta2t := 1.0, 1.0 // β1ᵗ and β2ᵗ for step t
-	for range o.Epochs {
+	for epoch := range o.Epochs {
 		r.Shuffle(n, func(i, j int) { order[i], order[j] = order[j], order[i] })
 		for start := 0; start < n; start += o.BatchSize {
 			batch := order[start:min(start+o.BatchSize, n)]
@@ -220,6 +223,9 @@ func TrainMLP(d Dataset, o Options) (onnxexport.MLP, float64, error) {
 			for _, l := range layers {
 				l.step(len(batch), 1-beta1t, 1-beta2t, o)
 			}
+		}
+		if o.Progress != nil {
+			o.Progress(epoch+1, o.Epochs)
 		}
 	}
 

@@ -338,3 +338,16 @@ func TestSyntheticShifted(t *testing.T) {
 		t.Fatal("shifted rows are not reproducible from their seed")
 	}
 }
+
+func TestTrainProgress(t *testing.T) {
+	var seen []int
+	_, _, err := TrainMLP(Synthetic(1, 200), Options{Hidden: []int{4}, Epochs: 5, Progress: func(done, epochs int) {
+		if epochs != 5 {
+			t.Errorf("epochs %d, want 5", epochs)
+		}
+		seen = append(seen, done)
+	}})
+	if err != nil || !reflect.DeepEqual(seen, []int{1, 2, 3, 4, 5}) {
+		t.Fatalf("progress calls %v, err %v; want 1 to 5", seen, err)
+	}
+}
