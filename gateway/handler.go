@@ -226,7 +226,20 @@ func putInferCall(call *inferCall, batched bool) {
 // answered; r says how an unpinned request was routed, for its shadow copies.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) int {
 	if v.batcher != nil {
-		// Under overload, refuse before decompressing and decoding the body.
+		// Under overload, refuse before decompressing and decoding the
+		// body: when more requests are in the handler than the queue and
+		// the instances can hold, as much as when the queue is full. The
+		// first bound matters when decoding, not compute, is what falls
+		// behind, and requests pile up before they reach the queue.
+		if n := v.admitted.Add(1); n > v.admitLimit {
+			v.admitted.Add(-1)
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf(
+				"cannot accept request for model %q version %s: %d requests in flight, more than max_queue_size + max_batch_size x instances (%d); retry later or add instances",
+				m.name, v.name, n, v.admitLimit))
+			return fasthttp.StatusServiceUnavailable
+		}
+		defer v.admitted.Add(-1)
 		if err := v.batcher.CheckCapacity(); err != nil {
 			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot queue request for model %q version %s: %s", m.name, v.name, err))

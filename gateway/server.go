@@ -133,6 +133,10 @@ type version struct {
 	batcher *batcher.Batcher
 	// owned are the instances the batcher's workers hold.
 	owned []*runtime.Session
+	// admitted counts the requests in the handler for a batched version;
+	// beyond admitLimit they are refused at once.
+	admitted   atomic.Int64
+	admitLimit int64
 	// cache is nil unless the model's cache is on.
 	cache *responseCache
 	// drift is nil unless the version has a reference profile.
@@ -332,6 +336,7 @@ func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, decisions 
 	if v.batcher, err = startBatcher(v, mc.Batching); err != nil {
 		return err
 	}
+	v.admitLimit = int64(mc.Batching.MaxQueueSize + max(mc.Batching.MaxBatchSize, 1)*mc.Batching.Instances)
 	if v.batcher == nil {
 		v.metrics.addCompute()
 		if mc.Batching.MaxBatchSize > 0 {
