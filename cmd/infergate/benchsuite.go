@@ -40,7 +40,7 @@ const (
 	overloadConnections = 2 * heavyQueueSize
 	demoConnections     = 32
 	// driftPairs is the number of drift off / on run pairs.
-	driftPairs = 3
+	driftPairs = 5
 	// shadowLoad is the share of the demo's max rate the shadow's cost is
 	// measured at with room to spare; shadowMaxInFlight bounds its copies.
 	shadowLoad        = 0.4
