@@ -306,9 +306,12 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	s.writeBody(ctx, call, out)
 	if r.rt != nil && r.rt.shadowed {
+		// Requests waiting in the primary's queue mean the machine has no
+		// room for copies: they are dropped rather than slow it further.
+		busy := v.batcher != nil && v.batcher.QueueLength() > 0
 		call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
 		for _, i := range call.shadows {
-			r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start))
+			r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start), busy)
 		}
 	}
 	return fasthttp.StatusOK

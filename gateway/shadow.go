@@ -78,9 +78,13 @@ func (t *shadowTarget) close() {
 }
 
 // offer mirrors a request served by another version of the same model,
-// unless maxInFlight copies are already in flight. It copies what it
-// needs, so the caller may reuse req and primary at once.
-func (t *shadowTarget) offer(st *state, req *inferRequest, primary []runtime.Tensor, latency time.Duration) {
+// unless the primary is busy or maxInFlight copies are already in flight.
+// It copies what it needs, so the caller may reuse req and primary at once.
+func (t *shadowTarget) offer(st *state, req *inferRequest, primary []runtime.Tensor, latency time.Duration, busy bool) {
+	if busy {
+		t.dropped.Inc()
+		return
+	}
 	select {
 	case t.sem <- struct{}{}:
 	default:
