@@ -25,7 +25,7 @@ const benchUsage = `Usage:
   infergate bench [--url U] [--model M] [--payload F | --rows N] [--rate R | --rates R,R,...]
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
-  infergate bench --suite [--out bench/RESULTS.md] [--duration D] [--warmup D] [--quiet]
+  infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
 
 Without --rate it runs closed loop (--connections each send the next request
 once the last is answered); with --rate it runs open loop at that many
@@ -43,6 +43,7 @@ func benchCmd(args []string) error {
 		fs.PrintDefaults()
 	}
 	suite := fs.Bool("suite", false, "run the standard suite against an in-process gateway and write --out")
+	driftPairs := fs.Int("drift-pairs", 0, "--suite: measure only the drift overhead, in this many interleaved off/on pairs")
 	out := fs.String("out", "bench/RESULTS.md", "--suite: Markdown results file (a JSON file and an SVG plot are written beside it)")
 	target := fs.String("url", "http://127.0.0.1:8080", "base URL of the Open Inference Protocol server")
 	model := fs.String("model", "demo", "model to load")
@@ -83,7 +84,8 @@ func benchCmd(args []string) error {
 	}
 	command := "infergate " + strings.Join(os.Args[1:], " ")
 	if *suite {
-		return runSuite(ctx, suiteOptions{out: *out, duration: *duration, warmup: *warmup, progress: progress, command: command})
+		return runSuite(ctx, suiteOptions{out: *out, duration: *duration, warmup: *warmup, progress: progress, command: command,
+			driftPairs: *driftPairs})
 	}
 
 	addr, err := hostPort(*target)

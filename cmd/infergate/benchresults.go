@@ -69,7 +69,11 @@ func (s *suite) write() error {
 	b.WriteString("# infergate benchmark results\n\n")
 	fmt.Fprintf(&b, "- machine: %s; load average when the suite started: %s\n", s.rep.Machine, s.rep.Machine.LoadAverage)
 	fmt.Fprintf(&b, "- date: %s\n", s.rep.Date.UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "- command: `%s` (what `make bench` runs)\n", s.rep.Command)
+	fmt.Fprintf(&b, "- command: `%s`", s.rep.Command)
+	if s.opts.driftPairs == 0 {
+		b.WriteString(" (`make bench` runs it with the progress bars shown)")
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "- setup: one process holds the load generator (fasthttp client) and the gateway (on loopback, "+
 		"one ONNX Runtime environment, CPU, one intra-op thread per session), so they share the %d cores; "+
 		"each run warms up for %s, then measures for %s. Latencies are of 2xx answers unless said otherwise; in open "+

@@ -60,6 +60,9 @@ type suiteOptions struct {
 	duration, warmup time.Duration
 	progress         io.Writer
 	command          string
+	// driftPairs, when set, measures only the drift overhead, in that
+	// many pairs.
+	driftPairs int
 }
 
 // suite runs the standard benchmark: an in-process gateway over a
