@@ -128,7 +128,7 @@ func New(o Options) (*Monitor, error) {
 			fc := o.Config.Features[p.Name]
 			j := judge{
 				profile: p, prediction: len(mon.judges) >= len(ref.Features), ignore: fc.Ignore,
-				method: cmpOr(fc.Method, o.Config.Method), threshold: fc.Threshold,
+				method: cmp.Or(fc.Method, o.Config.Method), threshold: fc.Threshold,
 				refCounts: make([]float64, len(p.Counts)), curCounts: make([]float64, len(p.Counts)),
 			}
 			if j.threshold == (Threshold{}) {
@@ -153,13 +153,6 @@ func New(o Options) (*Monitor, error) {
 	mon.m = newMonitorMetrics(o.Metrics, o.Labels, mon.judges)
 	go mon.run()
 	return mon, nil
-}
-
-func cmpOr(a, b Method) Method {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // Observe records the rows of a request: in holds the input columns the

@@ -227,29 +227,24 @@ func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, 
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no canary", r.model))
 		return
 	}
-	c := *r.canary // changed only once stored
+	next := *r.canary // r's changes only once stored
 	var tr router.Transition
 	var err error
 	if promote {
-		tr, err = c.Promote(now)
+		tr, err = next.Promote(now)
 	} else {
-		tr, err = c.Rollback(now, "rolled back by the admin API")
-	}
-	if err == nil {
-		err = s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: true, Canary: &c})
-		if err != nil {
-			r.mu.Unlock()
-			writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the canary's end, so it is not applied: "+err.Error())
-			return
-		}
+		tr, err = next.Rollback(now, "rolled back by the admin API")
 	}
 	if err != nil {
 		r.mu.Unlock()
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot end the canary of model %q: %s", r.model, err))
 		return
 	}
-	r.admin, r.canary = true, &c
-	s.applyTransitionLocked(r, m, tr)
+	if err := s.commitCanaryLocked(r, m, &next, tr, true); err != nil {
+		r.mu.Unlock()
+		writeError(ctx, fasthttp.StatusInternalServerError, err.Error()+"; it is not applied")
+		return
+	}
 	r.mu.Unlock()
 	writeJSONValue(ctx, r.report())
 }

@@ -184,22 +184,22 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for name, mc := range c.Models {
+		// Validated as served: a section built in code rather than decoded
+		// gets its defaults at start too.
+		mc = mc.withDefaults()
 		if err := mc.Validate(name); err != nil {
 			return err
 		}
 		if err := mc.Batching.Validate("models." + name + ".batching"); err != nil {
 			return err
 		}
-		// A section built in code rather than decoded may lack its defaults.
-		dc := mc.Drift.WithDefaults()
-		if err := dc.Validate("models." + name + ".drift"); err != nil {
+		if err := mc.Drift.Validate("models." + name + ".drift"); err != nil {
 			return err
 		}
-		if err := mc.Capture.WithDefaults().Validate("models." + name + ".capture"); err != nil {
+		if err := mc.Capture.Validate("models." + name + ".capture"); err != nil {
 			return err
 		}
-		rc := mc.Routing.WithDefaults()
-		if err := rc.Validate("models." + name + ".routing"); err != nil {
+		if err := mc.Routing.Validate("models." + name + ".routing"); err != nil {
 			return err
 		}
 		if mc.Cache.Entries < 0 {

@@ -177,8 +177,9 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		if allowMethod(ctx, fasthttp.MethodPost) {
 			code = s.infer(ctx, st, m, v, r, start)
 		}
-		v.metrics.observe(code, start)
-		v.interval.observe(code, time.Since(start))
+		took := time.Since(start)
+		v.metrics.observe(code, took)
+		v.interval.observe(code, took)
 	}
 }
 

@@ -64,9 +64,9 @@ func (m *versionMetrics) addCompute() {
 	m.compute = m.set.NewPrometheusHistogramExt(`infergate_inference_duration_seconds{`+m.labels+`}`, latencyBuckets)
 }
 
-func (m *versionMetrics) observe(code int, start time.Time) {
+func (m *versionMetrics) observe(code int, took time.Duration) {
 	m.requests[statusIndex(code)].Inc()
-	m.latency.UpdateDuration(start)
+	m.latency.Update(took.Seconds())
 }
 
 func (m *versionMetrics) unregister() {

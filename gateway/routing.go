@@ -226,7 +226,7 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
 		r.installLocked(p.rt)
 		p.m.routes = r
-		if err := s.persistRoutesLocked(r); err != nil {
+		if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}); err != nil {
 			s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
 		}
 		if p.started {
@@ -284,27 +284,32 @@ func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
 		}
 	}
 	snap.Primary = primary.stats()
-	s.applyTransitionLocked(r, m, c.Evaluate(now, snap))
+	next := *c
+	if tr := next.Evaluate(now, snap); tr.Kind != router.KindNone {
+		if err := s.commitCanaryLocked(r, m, &next, tr, r.admin); err != nil {
+			s.log.Error("canary step not applied; the next analysis tries again", "error", err)
+		}
+	}
 }
 
-// applyTransitionLocked logs, counts, routes by and persists what r's
-// canary just did. It needs r.mu and the control lock.
-func (s *Server) applyTransitionLocked(r *routes, m *model, tr router.Transition) {
-	if tr.Kind == router.KindNone {
-		return
-	}
-	c := r.canary
+// commitCanaryLocked makes next, which has just done tr, r's canary, and
+// routes by it; on promotion the canary becomes the split's only version,
+// so that a later canary is compared with it. The change is stored first:
+// when it cannot be, nothing changes. It needs r.mu and the control lock.
+func (s *Server) commitCanaryLocked(r *routes, m *model, next *router.Canary, tr router.Transition, admin bool) error {
+	base := r.base
 	if tr.Kind == router.KindPromoted {
-		// The canary is the primary now, with all of the traffic.
-		r.base.Split = map[string]int{c.Config.Version: 1}
+		base.Split = map[string]int{next.Config.Version: 1}
 	}
+	if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: next}); err != nil {
+		return fmt.Errorf("cannot store the canary step of model %q: %w", r.model, err)
+	}
+	r.base, r.admin, r.canary = base, admin, next
 	if err := r.rebuildLocked(m); err != nil {
 		s.log.Error("cannot route by canary step", "model", r.model, "error", err)
 	}
-	if err := s.persistRoutesLocked(r); err != nil {
-		s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
-	}
 	s.logTransitionLocked(r, tr)
+	return nil
 }
 
 // logTransitionLocked logs, counts and emits a transition of r's canary.

@@ -101,8 +101,3 @@ func (s *store) saveRoutes(model string, rec routeRecord) error {
 		return tx.Bucket(routesBucket).Put([]byte(model), data)
 	})
 }
-
-// persistRoutesLocked stores r's routing. It needs r.mu.
-func (s *Server) persistRoutesLocked(r *routes) error {
-	return s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary})
-}
