@@ -14,17 +14,7 @@ import (
 func TestInferAllocations(t *testing.T) {
 	srv, _ := startServer(t, testConfig(t))
 	var ctx fasthttp.RequestCtx
-	serve := func() {
-		ctx.Request.Reset()
-		ctx.Response.Reset()
-		ctx.Request.Header.SetMethod("POST")
-		ctx.Request.SetRequestURI("/v2/models/demo/infer")
-		ctx.Request.SetBodyString(demoRequest)
-		srv.handle(&ctx)
-		if ctx.Response.StatusCode() != 200 {
-			t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-		}
-	}
+	serve := func() { serveDemoRequest(t, srv, &ctx) }
 	for range 100 {
 		serve()
 	}

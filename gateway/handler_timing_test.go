@@ -14,15 +14,21 @@ func BenchmarkInferDemo(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		var ctx fasthttp.RequestCtx
 		for pb.Next() {
-			ctx.Request.Reset()
-			ctx.Response.Reset()
-			ctx.Request.Header.SetMethod("POST")
-			ctx.Request.SetRequestURI("/v2/models/demo/infer")
-			ctx.Request.SetBodyString(demoRequest)
-			srv.handle(&ctx)
-			if ctx.Response.StatusCode() != 200 {
-				b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
-			}
+			serveDemoRequest(b, srv, &ctx)
 		}
 	})
+}
+
+// serveDemoRequest serves demoRequest through the handler into ctx,
+// without HTTP, and fails unless it is answered 200.
+func serveDemoRequest(t testing.TB, srv *Server, ctx *fasthttp.RequestCtx) {
+	ctx.Request.Reset()
+	ctx.Response.Reset()
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v2/models/demo/infer")
+	ctx.Request.SetBodyString(demoRequest)
+	srv.handle(ctx)
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
 }
