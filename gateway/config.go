@@ -98,15 +98,6 @@ func (mc ModelConfig) withDefaults() ModelConfig {
 	return mc
 }
 
-// runtimeConfigs returns the runtime's view of the models' sections.
-func (c *Config) runtimeConfigs() map[string]runtime.ModelConfig {
-	out := make(map[string]runtime.ModelConfig, len(c.Models))
-	for name, mc := range c.Models {
-		out[name] = mc.ModelConfig
-	}
-	return out
-}
-
 // DefaultConfig returns the configuration used for every option a file leaves out.
 func DefaultConfig() Config {
 	return Config{

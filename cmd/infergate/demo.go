@@ -190,9 +190,9 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 		case <-deadline:
 			return res, fmt.Errorf("the loop did not close within %s (--timeout)", o.timeout)
 		case <-shift:
-			res.before = traffic.accuracy(0)
+			res.before = traffic.accuracy(phaseBefore)
 			res.shiftAt = time.Since(start)
-			traffic.setPhase(1)
+			traffic.setPhase(phaseShifted)
 			n.say("traffic", "the world shifts now")
 		case d := <-decisions:
 			if d.Type == drift.DriftDetected && res.detectedAt == 0 && res.shiftAt > 0 {
@@ -202,10 +202,10 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 			switch {
 			case e.Type == "canary.started" && res.startedAt == 0 && res.detectedAt > 0:
 				res.startedAt = time.Since(start)
-				res.shifted = traffic.accuracy(1)
+				res.shifted = traffic.accuracy(phaseShifted)
 			case e.Type == "canary.promoted" && res.startedAt > 0:
 				res.promotedAt, res.promoted = time.Since(start), e.Version
-				traffic.setPhase(2)
+				traffic.setPhase(phasePromoted)
 				recovered = time.After(o.recovery)
 			case e.Type == "canary.rolledback":
 				return res, fmt.Errorf("the canary of version %s was rolled back", e.Version)
@@ -213,7 +213,7 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 		case <-status.C:
 			n.say("traffic", "%s", traffic.status())
 		case <-recovered:
-			res.after = traffic.accuracy(2)
+			res.after = traffic.accuracy(phasePromoted)
 			return res, nil
 		}
 	}

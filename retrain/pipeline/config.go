@@ -247,14 +247,6 @@ func (m ModelConfig) WithDefaults() ModelConfig {
 	return m
 }
 
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
-}
-
 // Validate reports the first invalid setting of c, after defaults, naming
 // its key. It does not look at the environment: Open does.
 func (c *Config) Validate() error {
