@@ -69,7 +69,7 @@ func (s *Server) emit(e Event) {
 
 // eventLoop writes every drift decision and canary event to the outbox
 // (when webhooks are configured) and hands it to the Options' channels,
-// until Shutdown; what is queued then is still written.
+// until Shutdown closes stopEvents; what is queued then is still written.
 func (s *Server) eventLoop() {
 	defer close(s.eventsDone)
 	for {
@@ -79,15 +79,10 @@ func (s *Server) eventLoop() {
 		case e := <-s.eventsIn:
 			s.deliverEvent(e)
 		case <-s.stopEvents:
-			for {
-				select {
-				case d := <-s.decisions:
-					s.deliverDecision(d)
-				case e := <-s.eventsIn:
-					s.deliverEvent(e)
-				default:
-					return
-				}
+			// Nothing is queued after stopEvents closes; what was still
+			// goes out first.
+			if len(s.decisions) == 0 && len(s.eventsIn) == 0 {
+				return
 			}
 		}
 	}
