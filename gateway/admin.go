@@ -181,7 +181,7 @@ func decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
 		writeError(ctx, fasthttp.StatusBadRequest, "the request needs a body: the "+what+" section as JSON")
 		return false
 	}
-	if err := decodeStrict(body, dst); err != nil {
+	if err := decodeStrict(body, dst, "the "+what+" body"); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return false
 	}
@@ -282,7 +282,7 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 			EventID string `yaml:"event_id"`
 			Target  string `yaml:"target"`
 		}
-		if !decodeAdminBody(ctx, &req, `{"event_id", "target"}`) {
+		if !decodeAdminBody(ctx, &req, "redrive") {
 			return
 		}
 		switch err := s.outbox.Redrive(req.EventID, req.Target); {

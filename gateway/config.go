@@ -132,7 +132,7 @@ func LoadConfig(path string) (Config, error) {
 // are relative to dir.
 func ParseConfig(data []byte, dir string) (Config, error) {
 	cfg := DefaultConfig()
-	if err := decodeStrict(data, &cfg); err != nil {
+	if err := decodeStrict(data, &cfg, "config"); err != nil {
 		return Config{}, err
 	}
 	if !filepath.IsAbs(cfg.Repository) {

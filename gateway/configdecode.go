@@ -22,7 +22,8 @@ const maxProblems = 10
 // decodeStrict decodes the YAML document data into dst (a pointer to a struct
 // whose fields carry `yaml:"name"` tags), strictly: an unknown key, a wrong
 // type, a duplicate key or a second document is an error that names the key's
-// dotted path (for example `models[1].batching.max_queue_delay`) and its line.
+// dotted path (for example `models[1].batching.max_queue_delay`) and its line;
+// what names the document in errors ("cannot decode <what>: ...").
 // Fields of dst not mentioned in data keep the values dst already held (so
 // callers fill defaults first). An empty document leaves dst unchanged.
 //
@@ -30,21 +31,21 @@ const maxProblems = 10
 // yaml.v3 does, so their defaults are filled after decoding. After an error
 // dst may be partly written; callers decode into a fresh value and discard it.
 // decodeStrict is safe for concurrent use with distinct dst values.
-func decodeStrict(data []byte, dst any) error {
+func decodeStrict(data []byte, dst any, what string) error {
 	v := reflect.ValueOf(dst)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		panic(fmt.Sprintf("BUG: decodeStrict needs a non-nil pointer, got %T", dst))
 	}
 	doc, err := parseOneDocument(data)
 	if err != nil {
-		return fmt.Errorf("cannot decode config: %w", err)
+		return fmt.Errorf("cannot decode %s: %w", what, err)
 	}
 	if doc == nil {
 		return nil
 	}
 	c := checker{seen: make(map[visit]bool)}
 	c.walk(doc, v.Type().Elem(), "")
-	if err := c.err(); err != nil {
+	if err := c.err(what); err != nil {
 		return err
 	}
 	// The walk has checked every key and value, so this decode only fills dst.
@@ -52,7 +53,7 @@ func decodeStrict(data []byte, dst any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(dst); err != nil {
-		return fmt.Errorf("cannot decode config: %w", err)
+		return fmt.Errorf("cannot decode %s: %w", what, err)
 	}
 	return nil
 }
@@ -263,7 +264,7 @@ func (c *checker) add(n *yaml.Node, path, msg string) {
 
 // err joins the problems on one line, so that a refused reload logs as one
 // slog record.
-func (c *checker) err() error {
+func (c *checker) err(what string) error {
 	if len(c.problems) == 0 {
 		return nil
 	}
@@ -271,7 +272,7 @@ func (c *checker) err() error {
 	if c.dropped > 0 {
 		msg += fmt.Sprintf("; and %d more problems", c.dropped)
 	}
-	return errors.New("cannot decode config: " + msg)
+	return errors.New("cannot decode " + what + ": " + msg)
 }
 
 type structField struct {

@@ -91,7 +91,7 @@ func TestDecodeStrictErrors(t *testing.T) {
 	f := func(input, want string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte(input), &cfg)
+		err := decodeStrict([]byte(input), &cfg, "config")
 		if err == nil {
 			t.Fatalf("expected an error decoding\n%s", input)
 		}
@@ -138,7 +138,7 @@ func TestDecodeStrictKeepsDefaults(t *testing.T) {
 	f := func(input string, want sampleConfig) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		if err := decodeStrict([]byte(input), &cfg); err != nil {
+		if err := decodeStrict([]byte(input), &cfg, "config"); err != nil {
 			t.Fatalf("cannot decode\n%s\n%s", input, err)
 		}
 		if !reflect.DeepEqual(cfg, want) {
@@ -184,7 +184,7 @@ func TestDecodeStrictDuration(t *testing.T) {
 	f := func(value string, want time.Duration, wantErr string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte("server:\n  read_timeout: "+value+"\n"), &cfg)
+		err := decodeStrict([]byte("server:\n  read_timeout: "+value+"\n"), &cfg, "config")
 		if wantErr != "" {
 			if err == nil || err.Error() != "cannot decode config: "+wantErr {
 				t.Fatalf("unexpected error for %q\ngot  %v\nwant %s", value, err, wantErr)
@@ -209,7 +209,7 @@ func TestSizeDecode(t *testing.T) {
 	f := func(value string, want Size, wantErr string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte("server:\n  max_body: "+value+"\n"), &cfg)
+		err := decodeStrict([]byte("server:\n  max_body: "+value+"\n"), &cfg, "config")
 		if wantErr != "" {
 			if err == nil || err.Error() != "cannot decode config: line 2: server.max_body: "+wantErr {
 				t.Fatalf("unexpected error for %q\ngot  %v\nwant %s", value, err, wantErr)
@@ -295,7 +295,7 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := defaultSampleConfig()
-		err := decodeStrict(data, &cfg)
+		err := decodeStrict(data, &cfg, "config")
 		if err != nil && !strings.HasPrefix(err.Error(), "cannot decode config: ") {
 			t.Fatalf("error without the usual prefix: %s", err)
 		}
