@@ -71,7 +71,8 @@ func (l Layout) validate() error {
 }
 
 // Runner computes batches for one instance (one session). Each Runner is
-// called by one worker goroutine only. A panic in Run fails only that
+// called by one goroutine at a time: its worker's, or that of a caller
+// running its own request while the worker is idle. A panic in Run fails only that
 // batch's requests (with ErrRunnerPanic); the worker calls Run again for
 // the next batch, so a Runner that can panic halfway must still be usable
 // afterwards.
@@ -200,7 +201,9 @@ type Batcher struct {
 	// closing is closed by Close to wake every idle worker.
 	closing chan struct{}
 	// waiters pools what Do calls block on.
-	waiters   sync.Pool
+	waiters sync.Pool
+	// instances are the workers, one per Runner.
+	instances []*worker
 	workers   sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -244,6 +247,7 @@ func New(cfg Config, layout Layout, runners []Runner, labels string) (*Batcher, 
 	}
 	for _, r := range runners {
 		w := newWorker(b, r)
+		b.instances = append(b.instances, w)
 		b.workers.Go(w.loop)
 	}
 	m.register()
@@ -254,18 +258,27 @@ func New(cfg Config, layout Layout, runners []Runner, labels string) (*Batcher, 
 // or ctx is done. Once a batch took r, Do waits for that batch whatever
 // the deadline or ctx say, because the worker reads r.Inputs and writes
 // r.Outputs. When Do returns nil, r.Outputs holds r's rows.
+//
+// A request that finds the queue empty, an instance idle and itself due
+// at once (batching off, max_queue_delay 0, a full or preferred batch, or
+// an adaptive batcher that would not wait) is run by Do on the caller's
+// goroutine: the same batch a worker would run, without waking one.
 func (b *Batcher) Do(ctx context.Context, r *Request) error {
 	if err := b.check(r); err != nil {
 		return err
 	}
-	w := b.waiters.Get().(*waiter)
-	r.w = w
-	err := b.enqueue(r)
-	if err == nil {
+	wt := b.waiters.Get().(*waiter)
+	r.w = wt
+	inst, set, err := b.enqueue(r)
+	switch {
+	case err != nil:
+	case inst != nil:
+		err = inst.runAlone(set, r)
+	default:
 		err = b.wait(ctx, r)
 	}
 	r.w = nil
-	b.waiters.Put(w)
+	b.waiters.Put(wt)
 	return err
 }
 
@@ -295,8 +308,10 @@ func (b *Batcher) check(r *Request) error {
 	return nil
 }
 
-// enqueue admits r into its priority level's queue, or fails at once.
-func (b *Batcher) enqueue(r *Request) error {
+// enqueue admits r into its priority level's queue, or fails at once. When
+// r may run alone at once, it returns the instance claimed for it and the
+// buffer set to run it in instead, with r not queued.
+func (b *Batcher) enqueue(r *Request) (*worker, *bufferSet, error) {
 	now := time.Now()
 	r.enqueued = now
 	r.deadline = now.Add(b.timeout(r))
@@ -304,19 +319,42 @@ func (b *Batcher) enqueue(r *Request) error {
 	if b.closed {
 		b.mu.Unlock()
 		b.metrics.rejected[reasonStopped].Inc()
-		return ErrStopped
+		return nil, nil, ErrStopped
 	}
 	if b.queued >= b.cfg.MaxQueueSize {
 		b.mu.Unlock()
 		b.metrics.rejected[reasonQueueFull].Inc()
-		return ErrQueueFull
+		return nil, nil, ErrQueueFull
 	}
 	b.queues[r.Priority].push(r)
 	r.queued = true
 	b.addQueuedLocked(1)
+	if inst, set := b.claimLocked(now); inst != nil {
+		b.popLocked()
+		b.metrics.queueWait.Update(0)
+		b.mu.Unlock()
+		return inst, set, nil
+	}
 	b.mu.Unlock()
 	b.signal()
-	return nil
+	return nil, nil, nil
+}
+
+// claimLocked returns an idle instance, its Runner's token taken, and a
+// free buffer set of it when the one queued request is due at once; otherwise nil.
+func (b *Batcher) claimLocked(now time.Time) (*worker, *bufferSet) {
+	if b.queued != 1 {
+		return nil, nil
+	}
+	if take, _ := b.decideLocked(now); take != 1 {
+		return nil, nil
+	}
+	for _, w := range b.instances {
+		if set := w.claim(); set != nil {
+			return w, set
+		}
+	}
+	return nil, nil
 }
 
 func (b *Batcher) timeout(r *Request) time.Duration {
@@ -393,6 +431,10 @@ func (b *Batcher) Close() {
 		b.mu.Unlock()
 		close(b.closing)
 		b.workers.Wait()
+		for _, w := range b.instances {
+			// Wait for a caller still running its request alone.
+			<-w.own
+		}
 		b.metrics.unregister()
 	})
 }

@@ -12,8 +12,13 @@
 // latency_target; the prediction is a least-squares line over the compute
 // times of the recent batches.
 //
+// A request that finds nothing queued, an instance idle and itself due at
+// once runs on its caller's goroutine, on that instance, without waking a
+// worker: batching costs nothing at low load.
+//
 // A Batcher is safe for concurrent use. Each worker goroutine owns one
-// Runner and calls it alone. A Request belongs to one caller at a time:
+// Runner, which it lends to such a caller while idle; a Runner is never
+// called by two goroutines at once. A Request belongs to one caller at a time:
 // Do reads its Inputs until it returns, and its Outputs point into the
 // worker's buffers, which the worker reuses only after every request of
 // that batch was given back with ReleaseRequest. A request that is never

@@ -1,10 +1,13 @@
 package batcher
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -29,9 +32,11 @@ type recorder struct {
 	fail error
 
 	mu sync.Mutex
-	// batches holds the request ids of every batch, in batch order.
-	batches [][]uint32
-	rows    int
+	// batches holds the request ids of every batch, in batch order, and
+	// goroutines the goroutine that ran each.
+	batches    [][]uint32
+	goroutines []uint64
+	rows       int
 }
 
 func (rec *recorder) seen() [][]uint32 {
@@ -48,6 +53,7 @@ func (e echoRunner) Run(rows int, in, out [][]byte) error {
 	ids, err := wholeRequests(rows, in[0])
 	e.rec.mu.Lock()
 	e.rec.batches = append(e.rec.batches, ids)
+	e.rec.goroutines = append(e.rec.goroutines, goroutineID())
 	e.rec.rows += rows
 	e.rec.mu.Unlock()
 	if e.rec.gate != nil {
@@ -72,6 +78,17 @@ func (e echoRunner) Run(rows int, in, out [][]byte) error {
 		out[1][k*4+3] = 0xee
 	}
 	return nil
+}
+
+// goroutineID returns the calling goroutine's id, from its stack trace.
+func goroutineID() uint64 {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, err := strconv.ParseUint(string(bytes.Fields(buf)[1]), 10, 64)
+	if err != nil {
+		panic(fmt.Sprintf("cannot read the goroutine id of %q: %v", buf, err))
+	}
+	return id
 }
 
 // wholeRequests returns the ids of the requests in a batch, failing when a

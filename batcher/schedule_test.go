@@ -465,7 +465,7 @@ func TestWorkerSkipsRequestsPastTheirDeadline(t *testing.T) {
 		b.mu.Lock()
 		w.takeLocked(2, time.Now().Add(5*time.Millisecond))
 		b.mu.Unlock()
-		w.run(set)
+		w.run(set, w.batch)
 		synctest.Wait()
 		p2.wantErr(t, ErrDeadline)
 		p3.wantOK(t)
@@ -474,5 +474,69 @@ func TestWorkerSkipsRequestsPastTheirDeadline(t *testing.T) {
 		close(rec.gate)
 		synctest.Wait()
 		p1.wantOK(t)
+	})
+}
+
+// TestDueRequestRunsOnItsCaller: a request that finds nothing queued and
+// an instance idle, and is due at once, is run by its own Do on the
+// caller's goroutine; one that would wait for a fuller batch is not.
+func TestDueRequestRunsOnItsCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{}
+		b := newTestBatcher(t, Config{MaxBatchSize: 4, PreferredBatchSizes: []int{2}, MaxQueueDelay: Delay{Duration: time.Millisecond}}, 1, rec)
+		defer b.Close()
+		caller := goroutineID()
+		for id, rows := range []int{4, 2} { // full, then preferred: both due at once
+			r := newRequest(uint32(id), rows, 0)
+			if err := b.Do(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkOutputs(r); err != nil {
+				t.Fatal(err)
+			}
+			ReleaseRequest(r)
+		}
+		r := newRequest(2, 1, 0) // waits up to max_queue_delay for more rows
+		if err := b.Do(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		ReleaseRequest(r)
+		wantBatches(t, rec, []uint32{0}, []uint32{1}, []uint32{2})
+		if g := rec.goroutines; g[0] != caller || g[1] != caller || g[2] == caller {
+			t.Fatalf("batches ran on goroutines %v; the caller is %d: want the first two on it, the last on the worker", g, caller)
+		}
+	})
+}
+
+// TestRequestsQueuedBehindACallerRunAfterIt: while a caller runs its own
+// request on the only instance, later requests stay queued (and counted),
+// and the worker runs them as one batch as soon as the caller is done.
+func TestRequestsQueuedBehindACallerRunAfterIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		synctest.Wait()
+		p2 := startDo(ctx, b, 2, 1, 0)
+		synctest.Wait()
+		p3 := startDo(ctx, b, 3, 2, 0)
+		synctest.Wait()
+		if n := b.QueueLength(); n != 2 {
+			t.Fatalf("queue length %d while the instance is lent out, want 2", n)
+		}
+		p2.wantPending(t)
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p1.wantOK(t)
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		p2.wantOK(t)
+		p3.wantOK(t)
+		wantBatches(t, rec, []uint32{1}, []uint32{2, 3})
+		if g := rec.goroutines; g[0] == g[1] {
+			t.Fatalf("both batches ran on goroutine %d, want the caller's then the worker's", g[0])
+		}
 	})
 }

@@ -7,15 +7,28 @@ import (
 	"time"
 )
 
-// untilSignal is a wait that ends only when a worker is signalled.
-const untilSignal time.Duration = -1
+// untilSignal is a wait that ends only when a worker is signalled;
+// untilReturned one that ends when the worker's Runner is given back.
+const (
+	untilSignal   time.Duration = -1
+	untilReturned time.Duration = -2
+)
 
-// worker runs the batches of one Runner on its own goroutine. Its fields
-// belong to that goroutine, except the buffer sets' holds, which
-// ReleaseRequest drops from the callers' goroutines.
+// worker runs the batches of one Runner on its own goroutine, or lends
+// the Runner to a caller whose request may go at once while the worker is
+// idle (see Batcher.Do). Its fields belong to its goroutine, except own,
+// whose token whoever runs the Runner holds, alone, which only that holder
+// touches, and the buffer sets' holds, which ReleaseRequest drops from the
+// callers' goroutines.
 type worker struct {
 	b      *Batcher
 	runner Runner
+	// own holds the Runner's one token while nobody runs it: the worker's
+	// goroutine, or a caller running its own request, takes it to run a
+	// batch. (A channel, unlike a mutex, is a durable wait in synctest.)
+	own chan struct{}
+	// alone is the batch of a caller's request run by that caller.
+	alone [1]*Request
 	// sets double-buffer the batches: the worker assembles and computes the
 	// next batch in one set while the requests of the previous batch still
 	// read their outputs from the other.
@@ -29,7 +42,8 @@ type worker struct {
 func newWorker(b *Batcher, r Runner) *worker {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	w := &worker{b: b, runner: r, batch: make([]*Request, 0, max(b.cfg.MaxBatchSize, 1)), timer: t}
+	w := &worker{b: b, runner: r, own: make(chan struct{}, 1), batch: make([]*Request, 0, max(b.cfg.MaxBatchSize, 1)), timer: t}
+	w.own <- struct{}{}
 	for i := range w.sets {
 		w.sets[i] = newBufferSet(b.layout, b.cfg.MaxBatchSize)
 	}
@@ -43,8 +57,31 @@ func (w *worker) loop() {
 		if !ok || !w.nextBatch() {
 			return
 		}
-		w.run(set)
+		w.run(set, w.batch)
+		w.batch = w.batch[:0]
+		w.own <- struct{}{}
 	}
+}
+
+// claim takes the worker for one caller's request: it returns a free
+// buffer set with own's token taken, or nil when the Runner is busy or no
+// set is free. The caller must later run a batch in the set and give the
+// token back.
+func (w *worker) claim() *bufferSet {
+	select {
+	case <-w.own:
+	default:
+		return nil
+	}
+	for _, s := range w.sets {
+		select {
+		case <-s.free:
+			return s
+		default:
+		}
+	}
+	w.own <- struct{}{}
+	return nil
 }
 
 // acquireSet waits until one of the worker's buffer sets is free. It gives
@@ -70,7 +107,8 @@ func (w *worker) acquireSet() (*bufferSet, bool) {
 }
 
 // nextBatch waits until a batch is due and moves its requests into
-// w.batch. It returns false once the batcher is closed and drained.
+// w.batch, with own held. It returns false once the batcher is closed and
+// drained.
 func (w *worker) nextBatch() bool {
 	for {
 		wait, drained := w.takeDue()
@@ -84,9 +122,12 @@ func (w *worker) nextBatch() bool {
 	}
 }
 
-// takeDue moves the batch that is due now, if any, into w.batch. Otherwise
-// it says how long to sleep before deciding again, or that the batcher is
-// closed and drained.
+// takeDue moves the batch that is due now, if any, into w.batch and takes
+// own. Otherwise it says how long to sleep before deciding again, or that
+// the batcher is closed and drained. While a caller runs its request alone
+// on the worker's Runner, the worker leaves the queue be until that caller
+// signals, so that requests stay queued (and counted) until a Runner is
+// free for them.
 func (w *worker) takeDue() (wait time.Duration, drained bool) {
 	b := w.b
 	b.mu.Lock()
@@ -99,7 +140,20 @@ func (w *worker) takeDue() (wait time.Duration, drained bool) {
 	if n == 0 {
 		return wait, false
 	}
+	select {
+	case <-w.own:
+	default:
+		if b.closed {
+			// Draining: no caller claims the Runner any more, and the one
+			// that has it will not signal if it finds the queue drained.
+			return untilReturned, false
+		}
+		return untilSignal, false
+	}
 	w.takeLocked(n, now)
+	if len(w.batch) == 0 {
+		w.own <- struct{}{}
+	}
 	if b.queued > 0 {
 		// Another idle worker may take the rest.
 		b.signal()
@@ -125,11 +179,15 @@ func (w *worker) takeLocked(n int, now time.Time) {
 }
 
 // sleep waits for a signal (the queues changed, or Close) or for d to pass;
-// d < 0 waits for a signal only and d == 0 does not wait.
+// untilSignal waits for a signal only, untilReturned for the Runner's
+// token, and 0 does not wait.
 func (w *worker) sleep(d time.Duration) {
 	b := w.b
 	switch {
 	case d == 0:
+		return
+	case d == untilReturned:
+		w.own <- <-w.own
 		return
 	case d < 0:
 		select {
@@ -147,21 +205,35 @@ func (w *worker) sleep(d time.Duration) {
 	w.timer.Stop()
 }
 
-// run computes w.batch in set and answers its requests.
-func (w *worker) run(set *bufferSet) {
+// runAlone runs r, which was claimed with set, on the caller's goroutine
+// and returns its answer.
+func (w *worker) runAlone(set *bufferSet, r *Request) error {
+	w.alone[0] = r
+	w.run(set, w.alone[:])
+	w.own <- struct{}{}
+	if w.b.QueueLength() > 0 {
+		// A worker may have left requests queued while this one ran.
+		w.b.signal()
+	}
+	<-r.w.done
+	return r.err
+}
+
+// run computes batch in set and answers its requests. The caller holds own.
+func (w *worker) run(set *bufferSet, batch []*Request) {
 	rows := 0
-	for _, r := range w.batch {
+	for _, r := range batch {
 		rows += r.Rows
 	}
 	set.size(w.b.layout, rows)
-	w.copyInputs(set)
+	w.copyInputs(set, batch)
 	start := time.Now()
 	err := w.compute(rows, set)
-	w.b.observe(rows, len(w.batch), time.Since(start), err)
+	w.b.observe(rows, len(batch), time.Since(start), err)
 	if err != nil {
 		err = fmt.Errorf("cannot run batch of %d rows: %w", rows, err)
 	}
-	w.handOut(set, err)
+	w.handOut(set, batch, err)
 }
 
 // compute runs the runner on set's views. A panic in the runner becomes
@@ -178,9 +250,9 @@ func (w *worker) compute(rows int, set *bufferSet) (err error) {
 }
 
 // copyInputs lays the batch's rows out contiguously, request after request.
-func (w *worker) copyInputs(set *bufferSet) {
+func (w *worker) copyInputs(set *bufferSet, batch []*Request) {
 	off := 0
-	for _, r := range w.batch {
+	for _, r := range batch {
 		for i, rowBytes := range w.b.layout.InputRowBytes {
 			copy(set.inView[i][off*rowBytes:], r.Inputs[i])
 		}
@@ -192,15 +264,15 @@ func (w *worker) copyInputs(set *bufferSet) {
 // set's output buffers, which each request holds until it is released. The
 // worker holds the set too while it hands out, so that the set cannot be
 // freed before every request got its hold.
-func (w *worker) handOut(set *bufferSet, err error) {
+func (w *worker) handOut(set *bufferSet, batch []*Request, err error) {
 	holds := 1
 	if err == nil {
-		holds += len(w.batch)
+		holds += len(batch)
 	}
 	set.hold(holds)
 	off := 0
-	for i, r := range w.batch {
-		w.batch[i] = nil
+	for i, r := range batch {
+		batch[i] = nil
 		if err != nil {
 			finish(r, err)
 			continue
@@ -215,7 +287,6 @@ func (w *worker) handOut(set *bufferSet, err error) {
 		off += rows
 		finish(r, nil)
 	}
-	w.batch = w.batch[:0]
 	set.release()
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -18,9 +19,12 @@ import (
 // TestBatchedRequestsGetTheirOwnRows sends many concurrent requests of 1 to
 // 8 rows, each row marked with its request, through the echo model with
 // batching on: every answer holds exactly its own rows, and batches formed.
+// The echo model computes so fast that with max_queue_delay 0 most requests
+// would find an instance idle and run alone, so requests wait up to 1ms.
 func TestBatchedRequestsGetTheirOwnRows(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 32, Instances: 2, MaxQueueSize: 4096}}
+	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 32, Instances: 2, MaxQueueSize: 4096,
+		MaxQueueDelay: batcher.Delay{Duration: time.Millisecond}}}
 	_, url := startServer(t, cfg)
 	client := &fasthttp.Client{MaxConnsPerHost: 64}
 	const requests = 2000
