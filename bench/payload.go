@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -113,23 +114,55 @@ func (s TensorSpec) ShapeFor(rows int) []int64 {
 	return shape
 }
 
-// GenerateRequest returns a V2 JSON infer request body with one tensor per
-// input, rows rows each, filled with random values of the input's datatype
-// drawn from seed: floats are multiples of 1/64 in [-1, 1) (exact in FP16),
-// integers are in [0, 100), booleans are even. It also returns the rows the
-// request carries: rows, or the first input's fixed first dimension.
-func GenerateRequest(inputs []TensorSpec, rows int, seed uint64) ([]byte, int, error) {
+// Payload is a generated infer request.
+type Payload struct {
+	Body []byte
+	// Rows is the number of rows the request carries.
+	Rows int
+	// HeaderLength is, for a body in the binary tensor data extension, the
+	// length of its JSON header; 0 for a JSON body.
+	HeaderLength int
+}
+
+// HeaderLengthHeader says, in the binary tensor data extension, how many
+// bytes of the body are its JSON header; the tensors' bytes follow it.
+const HeaderLengthHeader = "Inference-Header-Content-Length"
+
+// Into makes r send the payload: its body, rows and, for binary tensor
+// data, the header length and an octet-stream content type.
+func (p Payload) Into(r *Request) {
+	r.Body, r.Rows = p.Body, p.Rows
+	if p.HeaderLength == 0 {
+		return
+	}
+	r.ContentType = "application/octet-stream"
+	if r.Header == nil {
+		r.Header = map[string]string{}
+	}
+	r.Header[HeaderLengthHeader] = strconv.Itoa(p.HeaderLength)
+}
+
+// GenerateRequest returns a V2 infer request with one tensor per input,
+// rows rows each, filled with random values of the input's datatype drawn
+// from seed: floats are multiples of 1/64 in [-1, 1) (exact in FP16),
+// integers are in [0, 100), booleans are even. With binary, the tensors'
+// bytes follow the JSON header in the binary tensor data extension (as
+// Triton's clients send large tensors), so the server decodes no numbers
+// from text. The payload carries rows rows, or the first input's fixed
+// first dimension.
+func GenerateRequest(inputs []TensorSpec, rows int, seed uint64, binary bool) (Payload, error) {
 	if rows < 1 {
-		return nil, 0, fmt.Errorf("bench: rows must be at least 1, got %d", rows)
+		return Payload{}, fmt.Errorf("bench: rows must be at least 1, got %d", rows)
 	}
 	if len(inputs) == 0 {
-		return nil, 0, fmt.Errorf("bench: no inputs to generate")
+		return Payload{}, fmt.Errorf("bench: no inputs to generate")
 	}
 	src := newValues(seed)
 	b := []byte(`{"inputs":[`)
+	var data []byte
 	for i, in := range inputs {
 		if !in.DataType.Valid() {
-			return nil, 0, fmt.Errorf("bench: input %q has unsupported datatype %s", in.Name, in.DataType)
+			return Payload{}, fmt.Errorf("bench: input %q has unsupported datatype %s", in.Name, in.DataType)
 		}
 		if i > 0 {
 			b = append(b, ',')
@@ -147,8 +180,20 @@ func GenerateRequest(inputs []TensorSpec, rows int, seed uint64) ([]byte, int, e
 		}
 		b = append(b, `],"datatype":"`...)
 		b = append(b, in.DataType.String()...)
+		n := runtime.Elements(shape)
+		if binary {
+			size := n * in.DataType.Size()
+			b = append(b, `","parameters":{"binary_data_size":`...)
+			b = strconv.AppendInt(b, int64(size), 10)
+			b = append(b, "}}"...)
+			data = slices.Grow(data, size)
+			for range n {
+				data = src.appendBinary(data, in.DataType)
+			}
+			continue
+		}
 		b = append(b, `","data":[`...)
-		for j := range runtime.Elements(shape) {
+		for j := range n {
 			if j > 0 {
 				b = append(b, ',')
 			}
@@ -160,7 +205,12 @@ func GenerateRequest(inputs []TensorSpec, rows int, seed uint64) ([]byte, int, e
 	if shape := inputs[0].ShapeFor(rows); len(shape) > 0 {
 		rows = int(shape[0])
 	}
-	return b, rows, nil
+	p := Payload{Body: b, Rows: rows}
+	if binary {
+		p.HeaderLength = len(b)
+		p.Body = append(b, data...)
+	}
+	return p, nil
 }
 
 // RequestRows returns the first dimension of the first input of a V2 JSON
@@ -211,6 +261,14 @@ func (v values) appendJSON(b []byte, dt runtime.DataType) []byte {
 	default:
 		return strconv.AppendInt(b, v.int(), 10)
 	}
+}
+
+// appendBinary appends one little-endian element of dt to b.
+func (v values) appendBinary(b []byte, dt runtime.DataType) []byte {
+	n := len(b)
+	b = append(b, make([]byte, dt.Size())...)
+	v.putBinary(b[n:], dt)
+	return b
 }
 
 // putBinary writes one little-endian element of dt into dst.

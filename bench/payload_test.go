@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -31,9 +32,13 @@ func TestGenerateRequestFromMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, rows, err := GenerateRequest(inputs, 4, 1)
+	p, err := GenerateRequest(inputs, 4, 1, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	body, rows := p.Body, p.Rows
+	if p.HeaderLength != 0 {
+		t.Errorf("a JSON body has header length %d, want 0", p.HeaderLength)
 	}
 	if rows != 4 || RequestRows(body) != 4 {
 		t.Errorf("got %d rows, RequestRows %d; want 4", rows, RequestRows(body))
@@ -70,9 +75,9 @@ func TestGenerateRequestFromMetadata(t *testing.T) {
 		return json.Unmarshal(v, &b) == nil
 	})
 
-	again, _, _ := GenerateRequest(inputs, 4, 1)
-	other, _, _ := GenerateRequest(inputs, 4, 2)
-	if !bytes.Equal(body, again) || bytes.Equal(body, other) {
+	again, _ := GenerateRequest(inputs, 4, 1, false)
+	other, _ := GenerateRequest(inputs, 4, 2, false)
+	if !bytes.Equal(body, again.Body) || bytes.Equal(body, other.Body) {
 		t.Error("the same seed must give the same body and another seed another")
 	}
 }
@@ -82,9 +87,46 @@ func TestGenerateRequestFixedBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, rows, err := GenerateRequest(inputs, 16, 7)
-	if err != nil || rows != 2 || !strings.Contains(string(body), `"shape":[2,3]`) {
-		t.Fatalf("got %d rows, %v: %s; want the model's fixed shape [2,3]", rows, err, body)
+	p, err := GenerateRequest(inputs, 16, 7, false)
+	if err != nil || p.Rows != 2 || !strings.Contains(string(p.Body), `"shape":[2,3]`) {
+		t.Fatalf("got %d rows, %v: %s; want the model's fixed shape [2,3]", p.Rows, err, p.Body)
+	}
+}
+
+// TestGenerateBinaryRequest: the binary body is a JSON header naming each
+// tensor's byte size, followed by the same values the JSON body holds.
+func TestGenerateBinaryRequest(t *testing.T) {
+	inputs, err := ParseMetadata([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,3]},{"name":"m","datatype":"BOOL","shape":[-1]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := GenerateRequest(inputs, 2, 5, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := string(p.Body[:p.HeaderLength])
+	want := `{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","parameters":{"binary_data_size":24}},` +
+		`{"name":"m","shape":[2],"datatype":"BOOL","parameters":{"binary_data_size":2}}]}`
+	if header != want || len(p.Body) != p.HeaderLength+26 || p.Rows != 2 {
+		t.Fatalf("got header %s, %d bytes, %d rows; want %s, %d bytes, 2 rows", header, len(p.Body), p.Rows, want, len(want)+26)
+	}
+	asJSON, _ := GenerateRequest(inputs, 2, 5, false)
+	var req v2Request
+	if err := json.Unmarshal(asJSON.Body, &req); err != nil {
+		t.Fatal(err)
+	}
+	data := p.Body[p.HeaderLength:]
+	for i, v := range req.Inputs[0].Data {
+		var x float32
+		json.Unmarshal(v, &x)
+		if got := math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:])); got != x {
+			t.Fatalf("x[%d]: binary %v, JSON %v", i, got, x)
+		}
+	}
+	r := Request{Header: map[string]string{"Accept-Encoding": "gzip"}}
+	p.Into(&r)
+	if r.ContentType != "application/octet-stream" || r.Header[HeaderLengthHeader] != strconv.Itoa(p.HeaderLength) || r.Header["Accept-Encoding"] != "gzip" {
+		t.Fatalf("Into set content type %q and headers %v", r.ContentType, r.Header)
 	}
 }
 

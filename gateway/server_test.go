@@ -16,6 +16,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/infergate/infergate/bench"
 )
 
 // call sends one request and returns the status, headers and body.
@@ -191,6 +193,37 @@ func TestBinaryTensorData(t *testing.T) {
 	n := atoi(t, hdr.Get("Inference-Header-Content-Length"))
 	if !strings.Contains(string(resp[:n]), `"binary_data_size":16`) || !bytes.Equal(resp[n:], body[len(header):]) {
 		t.Fatalf("binary response: header %q, tensor bytes %v", resp[:n], resp[n:])
+	}
+}
+
+// TestBenchPayloadsAgree: the binary request infergate bench generates
+// from the demo model's metadata is answered like its JSON twin.
+func TestBenchPayloadsAgree(t *testing.T) {
+	_, url := startServer(t, testConfig(t))
+	_, _, doc := call(t, "GET", url+"/v2/models/demo", nil)
+	inputs, err := bench.ParseMetadata(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := func(binary bool) []byte {
+		p, err := bench.GenerateRequest(inputs, 3, 9, binary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r bench.Request
+		p.Into(&r)
+		var headers []string
+		for name, value := range r.Header {
+			headers = append(headers, name, value)
+		}
+		code, _, resp := call(t, "POST", url+"/v2/models/demo/infer", p.Body, headers...)
+		if code != 200 {
+			t.Fatalf("binary %v: status %d: %s", binary, code, resp)
+		}
+		return resp
+	}
+	if asJSON, asBinary := answer(false), answer(true); !bytes.Equal(asJSON, asBinary) {
+		t.Fatalf("JSON request answered %s, binary one %s", asJSON, asBinary)
 	}
 }
 

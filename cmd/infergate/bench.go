@@ -22,7 +22,7 @@ import (
 
 // benchUsage is the usage text of `infergate bench`.
 const benchUsage = `Usage:
-  infergate bench [--url U] [--model M] [--payload F | --rows N] [--rate R | --rates R,R,...]
+  infergate bench [--url U] [--model M] [--payload F | --rows N [--binary]] [--rate R | --rates R,R,...]
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
@@ -51,6 +51,7 @@ func benchCmd(args []string) error {
 	payload := fs.String("payload", "", "file holding the request body (default: generated from the model's metadata)")
 	rows := fs.Int("rows", 1, "rows per generated request")
 	seed := fs.Uint64("seed", 1, "seed of the generated request's values")
+	binaryData := fs.Bool("binary", false, "send the generated tensors as binary data after a JSON header (the binary tensor data extension), not as JSON numbers")
 	var headers headerFlag
 	fs.Var(&headers, "header", "extra request header as 'Name: value' (repeatable)")
 	conns := fs.Int("connections", 0, fmt.Sprintf("closed loop: connections (default %d); open loop: most connections (default %d)",
@@ -99,11 +100,10 @@ func benchCmd(args []string) error {
 	if len(sweep) == 0 {
 		sweep = []float64{*rate}
 	}
-	req, err := benchRequest(addr, *model, *version, *payload, *rows, *seed, *timeout)
+	req, err := benchRequest(addr, *model, *version, *payload, *rows, *seed, *binaryData, *timeout, headers)
 	if err != nil {
 		return err
 	}
-	req.Header = headers
 	base := bench.Options{Request: req, Connections: *conns, Duration: *duration, Warmup: *warmup, Timeout: *timeout, Progress: progress}
 	rep := &bench.Report{Command: command, Date: time.Now(), Machine: bench.ThisMachine()}
 
@@ -172,13 +172,14 @@ func runName(what string, rate float64) string {
 }
 
 // benchRequest builds the infer request: the payload file's bytes, or a
-// request generated from the model's metadata.
-func benchRequest(addr, model, version, payload string, rows int, seed uint64, timeout time.Duration) (bench.Request, error) {
+// request generated from the model's metadata, sent with headers.
+func benchRequest(addr, model, version, payload string, rows int, seed uint64, binary bool, timeout time.Duration,
+	headers map[string]string) (bench.Request, error) {
 	path := "/v2/models/" + url.PathEscape(model)
 	if version != "" {
 		path += "/versions/" + url.PathEscape(version)
 	}
-	req := bench.Request{Addr: addr, Path: path + "/infer"}
+	req := bench.Request{Addr: addr, Path: path + "/infer", Header: headers}
 	if payload != "" {
 		body, err := os.ReadFile(payload)
 		if err != nil {
@@ -195,7 +196,8 @@ func benchRequest(addr, model, version, payload string, rows int, seed uint64, t
 	if err != nil {
 		return req, err
 	}
-	req.Body, req.Rows, err = bench.GenerateRequest(inputs, rows, seed)
+	p, err := bench.GenerateRequest(inputs, rows, seed, binary)
+	p.Into(&req)
 	return req, err
 }
 

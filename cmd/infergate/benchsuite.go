@@ -267,8 +267,9 @@ func shadowedDemo(demo gateway.ModelConfig) gateway.ModelConfig {
 	return demo
 }
 
-// request builds a one-row request for model from its metadata.
-func (s *suite) request(model string) (bench.Request, error) {
+// request builds a one-row request for model from its metadata, its
+// tensors as JSON numbers or as binary data.
+func (s *suite) request(model string, binary bool) (bench.Request, error) {
 	doc, err := bench.FetchMetadata(s.addr, model, "", 10*time.Second)
 	if err != nil {
 		return bench.Request{}, err
@@ -277,11 +278,13 @@ func (s *suite) request(model string) (bench.Request, error) {
 	if err != nil {
 		return bench.Request{}, err
 	}
-	body, rows, err := bench.GenerateRequest(inputs, 1, 1)
+	p, err := bench.GenerateRequest(inputs, 1, 1, binary)
 	if err != nil {
 		return bench.Request{}, err
 	}
-	return bench.Request{Addr: s.addr, Path: "/v2/models/" + model + "/infer", Body: body, Rows: rows}, nil
+	r := bench.Request{Addr: s.addr, Path: "/v2/models/" + model + "/infer"}
+	p.Into(&r)
+	return r, nil
 }
 
 // ceiling runs the closed-loop load of r against an echo server answering
