@@ -171,8 +171,8 @@ func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request, pairs 
 	var runs []*bench.Result
 	var ratios []float64
 	for i := range pairs {
-		a := s.load(ctx, fmt.Sprintf("demo: drift off (%d)", i+1), off, demoConnections, 0, s.opts.duration/2)
-		b := s.load(ctx, fmt.Sprintf("demo: drift on, every row (%d)", i+1), on, demoConnections, 0, s.opts.duration/2)
+		a := s.load(ctx, fmt.Sprintf("demo: drift off (%d)", i+1), off, demoConnections, 0, s.opts.duration/4)
+		b := s.load(ctx, fmt.Sprintf("demo: drift on, every row (%d)", i+1), on, demoConnections, 0, s.opts.duration/4)
 		runs = append(runs, a, b)
 		ratios = append(ratios, b.OKPerSec/a.OKPerSec)
 	}
@@ -183,7 +183,7 @@ func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request, pairs 
 			"reference.json beside the model, every row of every request observed (sample 1, windows of 1000 rows judged "+
 			"by KS on 8 features and the prediction). %d interleaved pairs of %s runs; the check takes the median of the "+
 			"pairs' ratios (on / off): %s.",
-			demoConnections, pairs, s.opts.duration/2, formatRatios(ratios)),
+			demoConnections, pairs, s.opts.duration/4, formatRatios(ratios)),
 		runs...)
 	s.add(check{scenario: "demo with drift on vs off (ok req/s, median of interleaved pairs)", target: "≥ 0.97 x",
 		measured: fmt.Sprintf("%.2f x", median), met: median >= 0.97})

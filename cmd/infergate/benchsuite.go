@@ -39,8 +39,11 @@ const (
 	// decides what is turned away.
 	overloadConnections = 2 * heavyQueueSize
 	demoConnections     = 32
-	// driftPairs is the number of drift off / on run pairs.
-	driftPairs = 5
+	// driftPairs is the number of drift off / on run pairs, each run a
+	// quarter of the suite's duration: the machine's speed drifts by more
+	// than the cost of drift monitoring over a few seconds, so many short
+	// pairs tell it better than a few long ones.
+	driftPairs = 9
 	// shadowLoad is the share of the demo's max rate the shadow's cost is
 	// measured at with room to spare; shadowMaxInFlight bounds its copies.
 	shadowLoad        = 0.4
