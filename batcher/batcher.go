@@ -30,7 +30,7 @@ var (
 	// ErrStopped means the batcher was closed.
 	ErrStopped = errors.New("batcher: stopped")
 	// ErrRunnerPanic means the Runner panicked while computing the
-	// request's batch. The worker recovered, failed that batch's requests
+	// request's batch. The batcher recovered, failed that batch's requests
 	// and counted the panic in infergate_batcher_runner_panics_total; it
 	// goes on serving later batches.
 	ErrRunnerPanic = errors.New("batcher: runner panicked")
@@ -42,8 +42,9 @@ var (
 type PanicError struct {
 	// Value is what the runner passed to panic.
 	Value any
-	// Stack is the worker goroutine's stack where the panic was recovered,
-	// for the log line of whoever answers the request.
+	// Stack is the stack where the panic was recovered (the worker's, or
+	// the caller's for a request run alone), for the log line of whoever
+	// answers the request.
 	Stack []byte
 }
 
@@ -265,6 +266,10 @@ func New(cfg Config, layout Layout, runners []Runner, labels string) (*Batcher, 
 // goroutine: the same batch a worker would run, without waking one.
 func (b *Batcher) Do(ctx context.Context, r *Request) error {
 	if err := b.check(r); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		b.metrics.rejected[reasonCanceled].Inc()
 		return err
 	}
 	wt := b.waiters.Get().(*waiter)

@@ -3,6 +3,7 @@ package batcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -447,7 +448,7 @@ func TestWorkerSkipsRequestsPastTheirDeadline(t *testing.T) {
 		b := newTestBatcher(t, Config{MaxBatchSize: 8}, 1, rec)
 		defer b.Close()
 		ctx := context.Background()
-		// Keep the batcher's own worker busy.
+		// Keep the batcher's only Runner busy (lent to p1's caller).
 		p1 := startDo(ctx, b, 1, 1, 0)
 		synctest.Wait()
 		r2 := newRequest(2, 1, 0)
@@ -539,4 +540,32 @@ func TestRequestsQueuedBehindACallerRunAfterIt(t *testing.T) {
 			t.Fatalf("both batches ran on goroutine %d, want the caller's then the worker's", g[0])
 		}
 	})
+}
+
+// TestLentRunnerPassesTheSignalOn: with one of two instances lent to a
+// caller, a queued request is run by the other when its delay ends, even
+// if the worker of the lent one heard the signal first.
+func TestLentRunnerPassesTheSignalOn(t *testing.T) {
+	for range 8 { // which worker hears a signal first is up to the scheduler
+		synctest.Test(t, func(t *testing.T) {
+			gated, free := &recorder{gate: make(chan struct{})}, &recorder{}
+			b, err := New(Config{MaxBatchSize: 2, MaxQueueDelay: Delay{Duration: time.Millisecond}}, testLayout,
+				[]Runner{echoRunner{gated}, echoRunner{free}}, fmt.Sprintf("test=%q", t.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			ctx := context.Background()
+			p1 := startDo(ctx, b, 1, 2, 0) // a full batch: run alone, on the first instance
+			synctest.Wait()
+			p2 := startDo(ctx, b, 2, 1, 0)
+			time.Sleep(time.Millisecond)
+			synctest.Wait()
+			p2.wantOK(t)
+			wantBatches(t, free, []uint32{2})
+			close(gated.gate)
+			synctest.Wait()
+			p1.wantOK(t)
+		})
+	}
 }

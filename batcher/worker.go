@@ -16,10 +16,10 @@ const (
 
 // worker runs the batches of one Runner on its own goroutine, or lends
 // the Runner to a caller whose request may go at once while the worker is
-// idle (see Batcher.Do). Its fields belong to its goroutine, except own,
-// whose token whoever runs the Runner holds, alone, which only that holder
-// touches, and the buffer sets' holds, which ReleaseRequest drops from the
-// callers' goroutines.
+// idle (see Batcher.Do). runner, alone and the contents of the buffer sets
+// belong to whoever holds own's token; batch and timer to the worker's
+// goroutine; the sets' holds are dropped from the callers' goroutines by
+// ReleaseRequest.
 type worker struct {
 	b      *Batcher
 	runner Runner
@@ -125,9 +125,9 @@ func (w *worker) nextBatch() bool {
 // takeDue moves the batch that is due now, if any, into w.batch and takes
 // own. Otherwise it says how long to sleep before deciding again, or that
 // the batcher is closed and drained. While a caller runs its request alone
-// on the worker's Runner, the worker leaves the queue be until that caller
-// signals, so that requests stay queued (and counted) until a Runner is
-// free for them.
+// on the worker's Runner, the worker leaves the queue be until the Runner
+// is back, so that requests stay queued (and counted) until a Runner is
+// free for them, and passes the signal on to a worker that may be idle.
 func (w *worker) takeDue() (wait time.Duration, drained bool) {
 	b := w.b
 	b.mu.Lock()
@@ -143,12 +143,8 @@ func (w *worker) takeDue() (wait time.Duration, drained bool) {
 	select {
 	case <-w.own:
 	default:
-		if b.closed {
-			// Draining: no caller claims the Runner any more, and the one
-			// that has it will not signal if it finds the queue drained.
-			return untilReturned, false
-		}
-		return untilSignal, false
+		b.signal()
+		return untilReturned, false
 	}
 	w.takeLocked(n, now)
 	if len(w.batch) == 0 {
