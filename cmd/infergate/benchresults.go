@@ -43,6 +43,12 @@ func (s *suite) ratio(scenario string, got, base, want float64) {
 		measured: fmt.Sprintf("%.0f / %.0f = %.2f x", got, base, r), met: r >= want})
 }
 
+// median checks that the median of sorted ratios is at least want.
+func (s *suite) median(scenario string, ratios []float64, want float64) {
+	m := ratios[len(ratios)/2]
+	s.add(check{scenario: scenario, target: fmt.Sprintf("≥ %.2f x", want), measured: fmt.Sprintf("%.2f x", m), met: m >= want})
+}
+
 // atMost checks got <= bound.
 func (s *suite) atMost(scenario string, got bench.Millis, bound time.Duration) {
 	s.add(check{scenario: scenario, target: "≤ " + bench.Millis(bound).String(), measured: got.String(),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,21 +39,26 @@ func (s *suite) run(ctx context.Context) error {
 	// ctx is checked between scenarios, so that an interrupted suite stops
 	// instead of writing half-measured results.
 
-	// 1. The demo model against the HTTP ceiling.
-	demoCeiling, err := s.ceiling(ctx, "demo: HTTP ceiling", demo, demoConnections)
+	// 1. The demo model against the HTTP ceiling, in interleaved pairs.
+	ceilingReq := demo
+	echo, err := s.echo("demo: HTTP ceiling", &ceilingReq)
 	if err != nil {
 		return err
 	}
+	runs, ratios := s.pairs(ctx, ceilingPairs, demoConnections, "demo: HTTP ceiling", ceilingReq, "demo: gateway", demo)
+	echo.Close()
 	demoGateway := s.load(ctx, "demo: gateway", demo, demoConnections, 0, s.opts.duration)
 	demoUnbatched := s.load(ctx, "demo: gateway, batching off", at(demo, "demo_unbatched"), demoConnections, 0, s.opts.duration)
 	s.section("Demo model through the gateway vs the HTTP ceiling",
 		fmt.Sprintf("Closed loop, %d connections, one row per request. The gateway serves the demo model as "+
 			"configs/demo.yaml does (batching: %d instances, max_batch_size %d, max_queue_delay %s), but with the response "+
-			"cache off; for comparison also with batching off (same instances). The HTTP ceiling is an in-process fasthttp "+
-			"server answering the bytes the gateway answered, without any work.",
-			demoConnections, s.demo.Batching.Instances, s.demo.Batching.MaxBatchSize, s.demo.Batching.MaxQueueDelay),
-		demoCeiling, demoGateway, demoUnbatched)
-	s.ratio("demo through the gateway vs HTTP ceiling (ok req/s)", demoGateway.OKPerSec, demoCeiling.OKPerSec, 0.85)
+			"cache off. The HTTP ceiling is an in-process fasthttp server answering the bytes the gateway answered, without "+
+			"any work. %d interleaved pairs of %s runs; the check takes the median of the pairs' ratios (gateway / ceiling): "+
+			"%s. Then %s runs of the gateway with batching on and off (same instances).",
+			demoConnections, s.demo.Batching.Instances, s.demo.Batching.MaxBatchSize, s.demo.Batching.MaxQueueDelay,
+			ceilingPairs, s.opts.duration/4, formatRatios(ratios), s.opts.duration),
+		append(runs, demoGateway, demoUnbatched)...)
+	s.median("demo through the gateway vs HTTP ceiling (ok req/s, median of interleaved pairs)", ratios, 0.85)
 
 	if err := ctx.Err(); err != nil {
 		return err
@@ -125,15 +129,17 @@ func (s *suite) run(ctx context.Context) error {
 	// 5. Adaptive vs fixed delay, at low and high load.
 	fixedLow := s.load(ctx, "heavy: fixed delay, low load", heavy, 0, lowLoad*maxRate, s.opts.duration)
 	autoLow := s.load(ctx, "heavy: adaptive, low load", at(heavy, "heavy_auto"), 0, lowLoad*maxRate, s.opts.duration)
-	autoHigh := s.load(ctx, "heavy: adaptive, high load", at(heavy, "heavy_auto"), heavyConnections, 0, s.opts.duration)
+	high, ratios := s.pairs(ctx, adaptivePairs, heavyConnections, "heavy: fixed delay, high load", heavy,
+		"heavy: adaptive, high load", at(heavy, "heavy_auto"))
 	s.section("Adaptive vs fixed delay",
 		fmt.Sprintf("Adaptive: max_queue_delay auto, latency_target %s; fixed: max_queue_delay %s; otherwise as above. "+
 			"Low load: open loop at %.0f req/s (%.0f%% of the max rate). High load: closed loop, %d connections, "+
-			"against the fixed delay's closed-loop run above.",
-			heavyTarget, heavyFixedDelay, lowLoad*maxRate, 100*lowLoad, heavyConnections),
-		fixedLow, autoLow, on, autoHigh)
+			"in %d interleaved pairs of %s runs; the check takes the median of the pairs' ratios (adaptive / fixed): %s.",
+			heavyTarget, heavyFixedDelay, lowLoad*maxRate, 100*lowLoad, heavyConnections, adaptivePairs,
+			s.opts.duration/4, formatRatios(ratios)),
+		append([]*bench.Result{fixedLow, autoLow}, high...)...)
 	s.atMost("adaptive p99 at low load vs latency_target", autoLow.Latency.P99, heavyTarget)
-	s.ratio("adaptive vs fixed delay throughput at high load (rows/s)", autoHigh.RowsPerSec, on.RowsPerSec, 0.9)
+	s.median("adaptive vs fixed delay throughput at high load (rows/s, median of interleaved pairs)", ratios, 0.9)
 
 	if err := ctx.Err(); err != nil {
 		return err
@@ -168,16 +174,7 @@ func (s *suite) run(ctx context.Context) error {
 // of every row, in interleaved pairs of runs so that a drift of the
 // machine's speed during the suite falls on both sides alike.
 func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request, pairs int) {
-	var runs []*bench.Result
-	var ratios []float64
-	for i := range pairs {
-		a := s.load(ctx, fmt.Sprintf("demo: drift off (%d)", i+1), off, demoConnections, 0, s.opts.duration/4)
-		b := s.load(ctx, fmt.Sprintf("demo: drift on, every row (%d)", i+1), on, demoConnections, 0, s.opts.duration/4)
-		runs = append(runs, a, b)
-		ratios = append(ratios, b.OKPerSec/a.OKPerSec)
-	}
-	slices.Sort(ratios)
-	median := ratios[len(ratios)/2]
+	runs, ratios := s.pairs(ctx, pairs, demoConnections, "demo: drift off", off, "demo: drift on, every row", on)
 	s.section("Drift monitoring overhead on the demo model",
 		fmt.Sprintf("Closed loop, %d connections, one row per request, the demo model served as above; drift on: its "+
 			"reference.json beside the model, every row of every request observed (sample 1, windows of 1000 rows judged "+
@@ -185,8 +182,7 @@ func (s *suite) driftOverhead(ctx context.Context, off, on bench.Request, pairs 
 			"pairs' ratios (on / off): %s.",
 			demoConnections, pairs, s.opts.duration/4, formatRatios(ratios)),
 		runs...)
-	s.add(check{scenario: "demo with drift on vs off (ok req/s, median of interleaved pairs)", target: "≥ 0.97 x",
-		measured: fmt.Sprintf("%.2f x", median), met: median >= 0.97})
+	s.median("demo with drift on vs off (ok req/s, median of interleaved pairs)", ratios, 0.97)
 }
 
 func formatRatios(rs []float64) string {

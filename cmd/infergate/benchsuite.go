@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,10 @@ const (
 	// than the cost of drift monitoring over a few seconds, so many short
 	// pairs tell it better than a few long ones.
 	driftPairs = 9
+	// ceilingPairs is the number of HTTP ceiling / demo gateway run pairs,
+	// adaptivePairs of fixed delay / adaptive run pairs at high load.
+	ceilingPairs  = 5
+	adaptivePairs = 3
 	// shadowLoad is the share of the demo's max rate the shadow's cost is
 	// measured at with room to spare; shadowMaxInFlight bounds its copies.
 	shadowLoad        = 0.4
@@ -293,7 +298,18 @@ func (s *suite) request(model string, binary bool) (bench.Request, error) {
 // ceiling runs the closed-loop load of r against an echo server answering
 // what the gateway answers r.
 func (s *suite) ceiling(ctx context.Context, name string, r bench.Request, conns int) (*bench.Result, error) {
-	answer, err := bench.Capture(r, 10*time.Second)
+	echo, err := s.echo(name, &r)
+	if err != nil {
+		return nil, err
+	}
+	defer echo.Close()
+	return s.load(ctx, name, r, conns, 0, s.opts.duration), nil
+}
+
+// echo starts an echo server answering what the gateway answers r, and
+// points r at it. The caller closes the server.
+func (s *suite) echo(name string, r *bench.Request) (*bench.EchoServer, error) {
+	answer, err := bench.Capture(*r, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -304,9 +320,24 @@ func (s *suite) ceiling(ctx context.Context, name string, r bench.Request, conns
 	if err != nil {
 		return nil, err
 	}
-	defer echo.Close()
 	r.Addr = echo.Addr
-	return s.load(ctx, name, r, conns, 0, s.opts.duration), nil
+	return echo, nil
+}
+
+// pairs measures base and other in n interleaved pairs of closed-loop runs
+// over conns connections, each a quarter of the suite's duration, so that a
+// drift of the machine's speed during the suite falls on both sides alike,
+// and returns the runs and the pairs' ratios of ok req/s other / base, sorted.
+func (s *suite) pairs(ctx context.Context, n, conns int, baseName string, base bench.Request, otherName string, other bench.Request) (
+	runs []*bench.Result, ratios []float64) {
+	for i := range n {
+		a := s.load(ctx, fmt.Sprintf("%s (%d)", baseName, i+1), base, conns, 0, s.opts.duration/4)
+		b := s.load(ctx, fmt.Sprintf("%s (%d)", otherName, i+1), other, conns, 0, s.opts.duration/4)
+		runs = append(runs, a, b)
+		ratios = append(ratios, b.OKPerSec/a.OKPerSec)
+	}
+	slices.Sort(ratios)
+	return runs, ratios
 }
 
 // load runs one measurement, records it and says how it went on stderr.
