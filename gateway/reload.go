@@ -64,16 +64,18 @@ func (s *Server) Reload() error {
 	if s.stopping.Load() {
 		return errors.New("cannot reload: the server is shutting down")
 	}
-	reloadsTotal.Inc()
 	err := s.reloadLocked()
+	// The gauge first, so that whoever sees a counter move sees the
+	// outcome of that reload.
 	if err != nil {
-		reloadErrors.Inc()
 		reloadSuccessful.Set(0)
+		reloadErrors.Inc()
 		s.log.Error("reload refused; serving on with the previous state", "error", err)
-		return err
+	} else {
+		reloadSuccessful.Set(1)
 	}
-	reloadSuccessful.Set(1)
-	return nil
+	reloadsTotal.Inc()
+	return err
 }
 
 func (s *Server) reloadLocked() error {
