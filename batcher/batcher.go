@@ -12,7 +12,8 @@ import (
 
 // Errors Do returns before or instead of running a request. The gateway
 // answers ErrQueueFull and ErrStopped with 503, ErrDeadline with 504,
-// ErrTooLarge, ErrNoRows and ErrBadPriority with 400, and ErrRunnerPanic,
+// ErrTooLarge, ErrNoRows and ErrBadPriority with 400, ErrGone with 503
+// (its client is no longer there to read it), and ErrRunnerPanic,
 // like any error of the Runner, with 500. Do wraps the last four with
 // details; test them with errors.Is.
 var (
@@ -29,6 +30,9 @@ var (
 	ErrBadPriority = errors.New("batcher: priority out of range")
 	// ErrStopped means the batcher was closed.
 	ErrStopped = errors.New("batcher: stopped")
+	// ErrGone means the request's Gone said its caller had given up
+	// before a batch computed it.
+	ErrGone = errors.New("batcher: the caller has gone")
 	// ErrRunnerPanic means the Runner panicked while computing the
 	// request's batch. The batcher recovered, failed that batch's requests
 	// and counted the panic in infergate_batcher_runner_panics_total; it
@@ -103,6 +107,13 @@ type Request struct {
 	// Timeout bounds the time spent queued; 0 (or less) means
 	// DefaultTimeout, and a larger value is lowered to it.
 	Timeout time.Duration
+	// Gone, when set, says whether the caller has given up, such as an
+	// HTTP client that closed its connection. A worker asks it of each
+	// request of a batch that waited at least GoneCheckAfter, on its own
+	// goroutine, outside the batcher's lock, and answers a gone one
+	// ErrGone without computing it, so that abandoned requests do not
+	// hold up the queue behind them when it is long.
+	Gone func() bool
 	// Outputs is set by Do when it returns nil: Rows*OutputRowBytes[j]
 	// bytes of output j, slices of the batch's output buffers that stay
 	// valid (and hold those buffers) until ReleaseRequest. Read them, do

@@ -569,3 +569,41 @@ func TestLentRunnerPassesTheSignalOn(t *testing.T) {
 		})
 	}
 }
+
+// TestGoneCallersAreNotComputed: a request whose caller has gone is
+// answered ErrGone and left out of its batch once it waited
+// GoneCheckAfter; before that its Gone is not even asked.
+func TestGoneCallersAreNotComputed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for _, delay := range []time.Duration{GoneCheckAfter, GoneCheckAfter / 2} {
+			rec := &recorder{}
+			b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueDelay: Delay{Duration: delay}}, 1, rec)
+			ctx := context.Background()
+			asked := 0
+			gone := newRequest(1, 1, 0)
+			gone.Gone = func() bool { asked++; return true }
+			here := newRequest(2, 1, 0)
+			here.Gone = func() bool { return false }
+			p1 := startRequest(ctx, b, gone)
+			synctest.Wait()
+			p2 := startRequest(ctx, b, here)
+			time.Sleep(delay)
+			synctest.Wait()
+			p2.wantOK(t)
+			if delay < GoneCheckAfter {
+				p1.wantOK(t)
+				wantBatches(t, rec, []uint32{1, 2})
+				if asked != 0 {
+					t.Fatalf("Gone asked %d times of a request that waited %s", asked, delay)
+				}
+			} else {
+				p1.wantErr(t, ErrGone)
+				wantBatches(t, rec, []uint32{2})
+				if got := b.metrics.rejected[reasonCanceled].Get(); got != 1 {
+					t.Fatalf("canceled rejections: %d, want 1", got)
+				}
+			}
+			b.Close()
+		}
+	})
+}

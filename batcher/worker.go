@@ -7,6 +7,11 @@ import (
 	"time"
 )
 
+// GoneCheckAfter is how long a request waits in the queue before a worker
+// asks its Gone: a caller gives up after seconds, not milliseconds, and
+// the question may cost a system call.
+const GoneCheckAfter = 50 * time.Millisecond
+
 // untilSignal is a wait that ends only when a worker is signalled;
 // untilReturned one that ends when the worker's Runner is given back.
 const (
@@ -57,7 +62,8 @@ func (w *worker) loop() {
 		if !ok || !w.nextBatch() {
 			return
 		}
-		w.run(set, w.batch)
+		w.run(set, w.dropGone(w.batch))
+		clear(w.batch)
 		w.batch = w.batch[:0]
 		w.own <- struct{}{}
 	}
@@ -201,6 +207,27 @@ func (w *worker) sleep(d time.Duration) {
 	w.timer.Stop()
 }
 
+// dropGone answers ErrGone to the requests of batch that waited at least
+// GoneCheckAfter and whose caller has gone, and returns the others.
+func (w *worker) dropGone(batch []*Request) []*Request {
+	var now time.Time
+	kept := batch[:0]
+	for _, r := range batch {
+		if r.Gone != nil {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(r.enqueued) >= GoneCheckAfter && r.Gone() {
+				w.b.metrics.rejected[reasonCanceled].Inc()
+				finish(r, ErrGone)
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	return kept
+}
+
 // runAlone runs r, which was claimed with set, on the caller's goroutine
 // and returns its answer.
 func (w *worker) runAlone(set *bufferSet, r *Request) error {
@@ -215,19 +242,23 @@ func (w *worker) runAlone(set *bufferSet, r *Request) error {
 	return r.err
 }
 
-// run computes batch in set and answers its requests. The caller holds own.
+// run computes batch in set and answers its requests; an empty batch only
+// gives set back. The caller holds own.
 func (w *worker) run(set *bufferSet, batch []*Request) {
 	rows := 0
 	for _, r := range batch {
 		rows += r.Rows
 	}
-	set.size(w.b.layout, rows)
-	w.copyInputs(set, batch)
-	start := time.Now()
-	err := w.compute(rows, set)
-	w.b.observe(rows, len(batch), time.Since(start), err)
-	if err != nil {
-		err = fmt.Errorf("cannot run batch of %d rows: %w", rows, err)
+	var err error
+	if rows > 0 {
+		set.size(w.b.layout, rows)
+		w.copyInputs(set, batch)
+		start := time.Now()
+		err = w.compute(rows, set)
+		w.b.observe(rows, len(batch), time.Since(start), err)
+		if err != nil {
+			err = fmt.Errorf("cannot run batch of %d rows: %w", rows, err)
+		}
 	}
 	w.handOut(set, batch, err)
 }

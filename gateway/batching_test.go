@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +56,36 @@ func TestBatchedRequestsGetTheirOwnRows(t *testing.T) {
 		t.Fatalf("%v executions for %d concurrent requests: no batch formed", executions, requests)
 	}
 	t.Logf("%d requests in %v batches", requests, executions)
+}
+
+// TestDisconnectedClientIsNotComputed: a client that sends a request and
+// closes its connection while the request waits for a fuller batch leaves
+// the batch once it has waited batcher.GoneCheckAfter: only the request of
+// the client still there is computed.
+func TestDisconnectedClientIsNotComputed(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 8,
+		MaxQueueDelay: batcher.Delay{Duration: 2 * batcher.GoneCheckAfter}}}
+	_, url := startServer(t, cfg)
+	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /v2/models/echo_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	time.Sleep(batcher.GoneCheckAfter / 5) // let the request reach the queue
+	conn.Close()
+	if code, resp := post(&fasthttp.Client{}, url+"/v2/models/echo_fp32/infer", body); code != 200 {
+		t.Fatalf("the client still there got %d: %s", code, resp)
+	}
+	metricsText := get(t, url+"/metrics")
+	series := func(name string) float64 {
+		return metricValue(t, metricsText, name+`{model="echo_fp32",version="1"}`)
+	}
+	if rows, canceled := series("infergate_batcher_rows_total"), metricValue(t, metricsText,
+		`infergate_batcher_rejected_total{model="echo_fp32",version="1",reason="canceled"}`); rows != 1 || canceled != 1 {
+		t.Fatalf("%v rows computed and %v requests canceled; want 1 and 1", rows, canceled)
+	}
 }
 
 func TestBatchingErrors(t *testing.T) {

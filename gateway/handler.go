@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -207,9 +208,20 @@ type inferCall struct {
 	driftIn, driftOut []float64
 	// shadows are the version indices a request is mirrored to.
 	shadows []int
+	// conn is the client's connection while the call serves it, and gone
+	// the batcher's question whether that client left (call.clientGone,
+	// made once so that no request allocates it).
+	conn net.Conn
+	gone func() bool
 }
 
-var inferCalls = sync.Pool{New: func() any { return new(inferCall) }}
+var inferCalls = sync.Pool{New: func() any {
+	c := new(inferCall)
+	c.gone = c.clientGone
+	return c
+}}
+
+func (c *inferCall) clientGone() bool { return c.conn != nil && clientGone(c.conn) }
 
 // putInferCall pools call. Results of a batched run are views of the
 // batcher's buffers, which go back to the batcher with the request: they
@@ -220,6 +232,7 @@ func putInferCall(call *inferCall, batched bool) {
 			call.results[i].Data = nil
 		}
 	}
+	call.conn = nil
 	inferCalls.Put(call)
 }
 
@@ -249,6 +262,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	call := inferCalls.Get().(*inferCall)
 	defer putInferCall(call, v.batcher != nil)
+	call.conn = ctx.Conn()
 	body, code, err := s.requestBody(ctx, call)
 	if err != nil {
 		writeError(ctx, code, err.Error())
@@ -342,6 +356,9 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 
 	rows := req.Inputs[0].Shape[0]
 	breq.Rows, breq.Priority, breq.Timeout = int(rows), req.Priority, req.Timeout
+	if call.conn != nil {
+		breq.Gone = call.gone
+	}
 	breq.Inputs = breq.Inputs[:0]
 	for i, in := range req.Inputs {
 		if in.Shape[0] != rows {
@@ -364,7 +381,7 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 // batchStatus maps a batcher error to the status that answers it.
 func batchStatus(err error) int {
 	switch {
-	case errors.Is(err, batcher.ErrQueueFull), errors.Is(err, batcher.ErrStopped):
+	case errors.Is(err, batcher.ErrQueueFull), errors.Is(err, batcher.ErrStopped), errors.Is(err, batcher.ErrGone):
 		return fasthttp.StatusServiceUnavailable
 	case errors.Is(err, batcher.ErrDeadline):
 		return fasthttp.StatusGatewayTimeout

@@ -1,0 +1,33 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// clientGone reports whether the peer of conn has closed or reset the
+// connection. It peeks without waiting, so it consumes no byte of a next
+// request the client may have pipelined, and it reads the socket only
+// while the connection's own goroutine runs the handler, when nothing else
+// reads it. A connection that is no socket is never gone.
+func clientGone(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// 0 bytes and no error is the peer's FIN; EAGAIN means nothing
+		// to read yet, which is what a waiting client looks like.
+		gone = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
+		return true
+	})
+	return gone
+}
