@@ -201,18 +201,23 @@ func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model,
 		return
 	}
 	r.mu.Lock()
+	started := canary != nil && canary != r.canary
+	var steps []transition
+	if started {
+		steps = append(steps, newTransition(r.model, canary,
+			router.Transition{Kind: router.KindStarted, Weight: canary.Weight, Reason: canary.Reason}))
+	}
 	// Stored first: a change that would not survive a restart is not made.
-	if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}); err != nil {
+	if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}, steps); err != nil {
 		r.mu.Unlock()
 		writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the routing change, so it is not applied: "+err.Error())
 		return
 	}
-	started := canary != nil && canary != r.canary
 	r.base, r.admin, r.canary = base, admin, canary
 	r.installLocked(rt)
 	if started {
 		m.resetIntervals()
-		s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: canary.Weight, Reason: canary.Reason})
+		s.logTransitions(steps)
 	}
 	r.mu.Unlock()
 	s.log.Info("routing changed by the admin API", "model", r.model, "split", base.Split, "canary", canary != nil)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/outbox"
@@ -32,6 +33,10 @@ type Event struct {
 	Time    time.Time
 	// Data holds the decision's details; it marshals to JSON.
 	Data any
+
+	// stored says the event is in the outbox already, committed with the
+	// routing change that caused it.
+	stored bool
 }
 
 var (
@@ -100,7 +105,9 @@ func (s *Server) deliverDecision(d drift.Decision) {
 }
 
 func (s *Server) deliverEvent(e Event) {
-	s.toOutbox(e.Type, e.Model, e.Version, e.Data)
+	if !e.stored {
+		s.toOutbox(e.Type, e.Model, e.Version, e.Data)
+	}
 	if s.o.Events != nil {
 		select {
 		case s.o.Events <- e:
@@ -115,7 +122,7 @@ func (s *Server) toOutbox(typ, model, version string, data any) {
 	if s.outbox == nil {
 		return
 	}
-	e, err := outbox.NewEvent(eventSource, eventTypePrefix+typ, model+"/"+version, data)
+	e, err := newOutboxEvent(typ, model, version, data)
 	if err == nil {
 		err = s.outbox.Emit(e)
 	}
@@ -125,6 +132,36 @@ func (s *Server) toOutbox(typ, model, version string, data any) {
 		return
 	}
 	s.log.Info("event emitted", "type", typ, "model", model, "version", version, "id", e.ID)
+}
+
+// newOutboxEvent returns the CloudEvent of one gateway event.
+func newOutboxEvent(typ, model, version string, data any) (outbox.Event, error) {
+	return outbox.NewEvent(eventSource, eventTypePrefix+typ, model+"/"+version, data)
+}
+
+// saveRoutes stores rec as model's routing and, in the same transaction,
+// the events of steps in the outbox, so that a crash keeps both or neither;
+// those events then go only to Options.Events from the event loop.
+func (s *Server) saveRoutes(model string, rec routeRecord, steps []transition) error {
+	if s.outbox == nil || len(steps) == 0 {
+		return s.store.saveRoutes(model, rec)
+	}
+	events := make([]outbox.Event, len(steps))
+	for i, st := range steps {
+		e, err := newOutboxEvent(st.event.Type, st.event.Model, st.event.Version, st.event.Data)
+		if err != nil {
+			return err
+		}
+		events[i] = e
+	}
+	if err := s.outbox.EmitWith(func(tx *bolt.Tx) error { return putRoutes(tx, model, rec) }, events...); err != nil {
+		return err
+	}
+	for i := range steps {
+		steps[i].event.stored = true
+		s.log.Info("event emitted", "type", steps[i].event.Type, "model", model, "version", steps[i].event.Version, "id", events[i].ID)
+	}
+	return nil
 }
 
 // openOutbox opens the webhook outbox in the state store.

@@ -217,22 +217,26 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 		if p.fileOverrode {
 			s.log.Warn("the config file changed the routing of a model set by the admin API; the file wins", "model", p.m.name)
 		}
-		r.mu.Lock()
+		var steps []transition
 		if p.dropped != nil {
-			r.canary = p.dropped
 			tr, _ := p.dropped.Rollback(now, "its routing no longer applies to the versions loaded")
-			s.logTransitionLocked(r, tr)
+			steps = append(steps, newTransition(r.model, p.dropped, tr))
 		}
+		if p.started {
+			steps = append(steps, newTransition(r.model, p.canary,
+				router.Transition{Kind: router.KindStarted, Weight: p.canary.Weight, Reason: p.canary.Reason}))
+		}
+		r.mu.Lock()
 		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
 		r.installLocked(p.rt)
 		p.m.routes = r
-		if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}); err != nil {
+		if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}, steps); err != nil {
 			s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
 		}
 		if p.started {
 			p.m.resetIntervals()
-			s.logTransitionLocked(r, router.Transition{Kind: router.KindStarted, Weight: p.canary.Weight, Reason: p.canary.Reason})
 		}
+		s.logTransitions(steps)
 		r.mu.Unlock()
 	}
 	for name := range s.routes {
@@ -301,25 +305,40 @@ func (s *Server) commitCanaryLocked(r *routes, m *model, next *router.Canary, tr
 	if tr.Kind == router.KindPromoted {
 		base.Split = map[string]int{next.Config.Version: 1}
 	}
-	if err := s.store.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: next}); err != nil {
+	steps := []transition{newTransition(r.model, next, tr)}
+	if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: next}, steps); err != nil {
 		return fmt.Errorf("cannot store the canary step of model %q: %w", r.model, err)
 	}
 	r.base, r.admin, r.canary = base, admin, next
 	if err := r.rebuildLocked(m); err != nil {
 		s.log.Error("cannot route by canary step", "model", r.model, "error", err)
 	}
-	s.logTransitionLocked(r, tr)
+	s.logTransitions(steps)
 	return nil
 }
 
-// logTransitionLocked logs, counts and emits a transition of r's canary.
-// It needs r.mu.
-func (s *Server) logTransitionLocked(r *routes, tr router.Transition) {
-	c := r.canary
-	s.log.Info("canary step", "model", r.model, "version", c.Config.Version, "step", string(tr.Kind),
-		"weight", tr.Weight, "failed_checks", tr.FailedChecks, "reason", tr.Reason)
-	canaryTransitions[tr.Kind].Inc()
-	s.emit(Event{Type: canaryEventType(tr.Kind), Model: r.model, Version: c.Config.Version, Time: c.LastTransition, Data: *c})
+// transition is a step of a model's canary and the event it emits.
+type transition struct {
+	tr    router.Transition
+	event Event
+}
+
+// newTransition returns tr of model's canary c, which has just done it.
+func newTransition(model string, c *router.Canary, tr router.Transition) transition {
+	return transition{tr: tr, event: Event{Type: canaryEventType(tr.Kind), Model: model, Version: c.Config.Version,
+		Time: c.LastTransition, Data: *c}}
+}
+
+// logTransitions logs, counts and emits canary transitions once the
+// routing they changed is stored.
+func (s *Server) logTransitions(steps []transition) {
+	for _, st := range steps {
+		e := st.event
+		s.log.Info("canary step", "model", e.Model, "version", e.Version, "step", string(st.tr.Kind),
+			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
+		canaryTransitions[st.tr.Kind].Inc()
+		s.emit(e)
+	}
 }
 
 // resetIntervals starts the canary analysis's counts of m's versions

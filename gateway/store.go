@@ -93,11 +93,14 @@ func (s *store) saveRoutes(model string, rec routeRecord) error {
 	if s == nil {
 		return nil
 	}
+	return s.db.Update(func(tx *bolt.Tx) error { return putRoutes(tx, model, rec) })
+}
+
+// putRoutes writes rec as model's routing in tx.
+func putRoutes(tx *bolt.Tx, model string, rec routeRecord) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("cannot encode the routing of model %q: %w", model, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(routesBucket).Put([]byte(model), data)
-	})
+	return tx.Bucket(routesBucket).Put([]byte(model), data)
 }

@@ -55,7 +55,9 @@ models:
 // TestKillNineLosesNoEvent starts the gateway as a process whose webhook
 // receiver is down, waits until its canary.started event is stored in the
 // outbox, kills it with SIGKILL, and starts it again with the receiver up:
-// the event arrives, with the id it was stored under, signed.
+// the event arrives, with the id it was stored under, signed. Then it rolls
+// the canary back through the admin API and kills the process as soon as
+// the answer arrives: after a restart, canary.rolledback arrives too.
 func TestKillNineLosesNoEvent(t *testing.T) {
 	model, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
 	if err != nil {
@@ -118,23 +120,55 @@ func TestKillNineLosesNoEvent(t *testing.T) {
 	}
 	first.Wait()
 
-	start(receiver.URL + "/hook")
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		got := append([]outbox.Event(nil), received...)
-		mu.Unlock()
-		for _, e := range got {
-			if e.ID == id {
-				if e.Type != outbox.TypeCanaryStarted || e.Subject != "ab/2" {
-					t.Fatalf("delivered %s about %s, want canary.started about ab/2", e.Type, e.Subject)
+	// delivered waits until an event that match accepts has arrived.
+	delivered := func(what string, match func(outbox.Event) bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			got := append([]outbox.Event(nil), received...)
+			mu.Unlock()
+			for _, e := range got {
+				if match(e) {
+					return
 				}
-				return
 			}
+			if time.Now().After(deadline) {
+				var seen []string
+				for _, e := range got {
+					seen = append(seen, e.Type+" "+e.Subject)
+				}
+				t.Fatalf("%s was not delivered after the restart; got %q", what, seen)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s, stored before the SIGKILL, was not delivered after the restart; got %v", id, got)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	second, _, addr := start(receiver.URL + "/hook")
+	delivered("canary.started, stored before the SIGKILL,", func(e outbox.Event) bool {
+		if e.ID == id && (e.Type != outbox.TypeCanaryStarted || e.Subject != "ab/2") {
+			t.Fatalf("delivered %s about %s, want canary.started about ab/2", e.Type, e.Subject)
+		}
+		return e.ID == id
+	})
+
+	// A step the admin API answered is stored with its event: a SIGKILL
+	// the moment the answer arrives loses neither.
+	req, _ := http.NewRequest("POST", "http://"+addr+"/admin/models/ab/canary/rollback", nil)
+	req.Header.Set("Authorization", "Bearer t0ken")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := second.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	second.Wait()
+	if resp.StatusCode != 200 {
+		t.Fatalf("rollback: status %d", resp.StatusCode)
+	}
+	start(receiver.URL + "/hook")
+	delivered("canary.rolledback, answered before the SIGKILL,", func(e outbox.Event) bool {
+		return e.Type == outbox.TypeCanaryRolledBack && e.Subject == "ab/2"
+	})
 }

@@ -342,57 +342,84 @@ func (ob *Outbox) Close() error {
 // ErrFull when Options.MaxPending deliveries are pending, and ErrClosed
 // after Close.
 func (ob *Outbox) Emit(e Event) error {
+	return ob.EmitWith(nil, e)
+}
+
+// EmitWith stores events as Emit does and runs also, when not nil, in the
+// same bbolt transaction of the outbox's DB: the caller's own writes and
+// the events they cause are committed together or not at all, so that a
+// crash can lose neither one without the other. An error of also aborts
+// the transaction and is returned as it is.
+func (ob *Outbox) EmitWith(also func(tx *bbolt.Tx) error, events ...Event) error {
 	ob.closeMu.RLock()
 	defer ob.closeMu.RUnlock()
 	if ob.closed {
 		return ErrClosed
 	}
-	if err := e.validate(); err != nil {
-		return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
+	type staged struct {
+		e       Event
+		body    []byte
+		targets []*target
 	}
-	body, err := e.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
-	}
-	var targets []*target
-	for _, t := range ob.order {
-		if t.wants(e.Type) {
-			targets = append(targets, t)
+	var all []staged
+	want := 0
+	for _, e := range events {
+		if err := e.validate(); err != nil {
+			return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
 		}
+		body, err := e.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
+		}
+		st := staged{e: e, body: body}
+		for _, t := range ob.order {
+			if t.wants(e.Type) {
+				st.targets = append(st.targets, t)
+			}
+		}
+		want += len(st.targets)
+		all = append(all, st)
 	}
-	if len(targets) == 0 {
+	if want == 0 && also == nil {
 		return nil
 	}
 	ob.mu.Lock()
-	if ob.pending+len(targets) > ob.max {
+	if ob.pending+want > ob.max {
 		ob.mu.Unlock()
-		return fmt.Errorf("cannot emit event %q: %w", e.ID, ErrFull)
+		return fmt.Errorf("cannot emit %s: %w", describe(events), ErrFull)
 	}
-	ob.pending += len(targets) // reserved, so that concurrent Emits respect max
+	ob.pending += want // reserved, so that concurrent Emits respect max
 	ob.mu.Unlock()
 
 	now := ob.now()
 	var items []*item
-	err = ob.db.Update(func(tx *bbolt.Tx) error {
+	var alsoErr error
+	err := ob.db.Update(func(tx *bbolt.Tx) error {
 		items = items[:0]
-		events, deliveries := tx.Bucket(eventsBucket), tx.Bucket(deliveriesBucket)
-		if events.Get([]byte(e.ID)) != nil {
-			return nil
-		}
-		seq, err := events.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := events.Put([]byte(e.ID), body); err != nil {
-			return err
-		}
-		rec, _ := json.Marshal(record{Seq: seq, Type: e.Type, Subject: e.Subject, Due: now})
-		for _, t := range targets {
-			key := deliveryKey(e.ID, t.Name)
-			if err := deliveries.Put([]byte(key), rec); err != nil {
+		eventsB, deliveries := tx.Bucket(eventsBucket), tx.Bucket(deliveriesBucket)
+		for _, st := range all {
+			if len(st.targets) == 0 || eventsB.Get([]byte(st.e.ID)) != nil {
+				continue
+			}
+			seq, err := eventsB.NextSequence()
+			if err != nil {
 				return err
 			}
-			items = append(items, &item{key: key, target: t, seq: seq, due: now})
+			if err := eventsB.Put([]byte(st.e.ID), st.body); err != nil {
+				return err
+			}
+			rec, _ := json.Marshal(record{Seq: seq, Type: st.e.Type, Subject: st.e.Subject, Due: now})
+			for _, t := range st.targets {
+				key := deliveryKey(st.e.ID, t.Name)
+				if err := deliveries.Put([]byte(key), rec); err != nil {
+					return err
+				}
+				items = append(items, &item{key: key, target: t, seq: seq, due: now})
+			}
+		}
+		if also != nil {
+			alsoErr = also(tx)
+			return alsoErr
 		}
 		return nil
 	})
@@ -400,16 +427,27 @@ func (ob *Outbox) Emit(e Event) error {
 		items = nil
 	}
 	ob.mu.Lock()
-	ob.pending -= len(targets) - len(items)
+	ob.pending -= want - len(items)
 	for _, it := range items {
 		heap.Push(&ob.queue, it)
 	}
 	ob.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("cannot store event %q: %w", e.ID, err)
+	switch {
+	case alsoErr != nil:
+		return alsoErr
+	case err != nil:
+		return fmt.Errorf("cannot store %s: %w", describe(events), err)
 	}
 	ob.trigger()
 	return nil
+}
+
+// describe names events in an error: the one event's id, or how many.
+func describe(events []Event) string {
+	if len(events) == 1 {
+		return fmt.Sprintf("event %q", events[0].ID)
+	}
+	return fmt.Sprintf("%d events", len(events))
 }
 
 // trigger wakes the scheduler; triggers merge while it is busy.

@@ -508,3 +508,59 @@ func TestBackoff(t *testing.T) {
 	f("soon", 0)
 	f(now.Add(30*time.Second).UTC().Format(http.TimeFormat), 30*time.Second)
 }
+
+// TestEmitWithCommitsTogether: the caller's writes and the events of
+// EmitWith are committed together, or, when the caller's part fails,
+// neither is.
+func TestEmitWithCommitsTogether(t *testing.T) {
+	recv := newReceiver(t, always(http.StatusOK))
+	db := tempDB(t)
+	ob := open(t, Options{DB: db, Targets: []Target{fast("ci", recv.URL)}})
+	mine := []byte("mine")
+	event := func() Event {
+		e, err := NewEvent("/infergate/test", "dev.infergate.canary.promoted", "iris/2", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	refused := errors.New("refused")
+	failed := event()
+	err := ob.EmitWith(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(mine)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("k"), []byte("v1")); err != nil {
+			return err
+		}
+		return refused
+	}, failed)
+	if !errors.Is(err, refused) {
+		t.Fatalf("EmitWith returned %v, want the caller's error", err)
+	}
+	if n, _ := ob.Pending(); n != 0 {
+		t.Fatalf("%d deliveries pending after an aborted EmitWith", n)
+	}
+
+	stored := event()
+	if err := ob.EmitWith(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(mine)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v2"))
+	}, stored); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delivery", pendingIs(t, ob, 0))
+	if ids := recv.ids(t); len(ids) != 1 || ids[0] != stored.ID {
+		t.Fatalf("delivered %v, want only %s", ids, stored.ID)
+	}
+	db.View(func(tx *bbolt.Tx) error {
+		if got := string(tx.Bucket(mine).Get([]byte("k"))); got != "v2" {
+			t.Errorf("the caller's key holds %q, want v2", got)
+		}
+		return nil
+	})
+}
