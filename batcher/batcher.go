@@ -12,7 +12,7 @@ import (
 
 // Errors Do returns before or instead of running a request. The gateway
 // answers ErrQueueFull and ErrStopped with 503, ErrDeadline with 504,
-// ErrTooLarge, ErrNoRows and ErrBadPriority with 400, ErrGone with 503
+// ErrTooLarge, ErrNoRows and ErrBadPriority with 400, ErrGone with 499
 // (its client is no longer there to read it), and ErrRunnerPanic,
 // like any error of the Runner, with 500. Do wraps the last four with
 // details; test them with errors.Is.

@@ -73,7 +73,15 @@ func TestDisconnectedClientIsNotComputed(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(conn, "POST /v2/models/echo_fp32/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-	time.Sleep(batcher.GoneCheckAfter / 5) // let the request reach the queue
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		queued := metricValue(t, get(t, url+"/metrics"), `infergate_batcher_queue_length{model="echo_fp32",version="1"}`)
+		if queued == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the queue")
+		}
+	}
 	conn.Close()
 	if code, resp := post(&fasthttp.Client{}, url+"/v2/models/echo_fp32/infer", body); code != 200 {
 		t.Fatalf("the client still there got %d: %s", code, resp)

@@ -7,10 +7,12 @@ import (
 )
 
 // clientGone reports whether the peer of conn has closed or reset the
-// connection. It peeks without waiting, so it consumes no byte of a next
-// request the client may have pipelined, and it reads the socket only
-// while the connection's own goroutine runs the handler, when nothing else
-// reads it. A connection that is no socket is never gone.
+// connection (a client that only half-closed after sending counts as gone,
+// as in net/http). It peeks without waiting, so it consumes no byte of a
+// next request the client may have pipelined, and it goes through Control,
+// not Read, so that neither the read deadline fasthttp armed nor a reader
+// of the connection stands in its way. A connection that is no plain
+// socket (TLS, a wrapped listener) is never gone.
 func clientGone(conn net.Conn) bool {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
@@ -21,13 +23,12 @@ func clientGone(conn net.Conn) bool {
 		return false
 	}
 	gone := false
-	raw.Read(func(fd uintptr) bool {
+	err = raw.Control(func(fd uintptr) {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// 0 bytes and no error is the peer's FIN; EAGAIN means nothing
 		// to read yet, which is what a waiting client looks like.
 		gone = (n == 0 && err == nil) || errors.Is(err, syscall.ECONNRESET)
-		return true
 	})
-	return gone
+	return err == nil && gone
 }

@@ -378,11 +378,18 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 	return fasthttp.StatusOK, nil
 }
 
+// statusClientClosed is what a request whose client closed its connection
+// before it was computed counts as (nginx's 499): not an error of the
+// gateway, and no client is there to read it.
+const statusClientClosed = 499
+
 // batchStatus maps a batcher error to the status that answers it.
 func batchStatus(err error) int {
 	switch {
-	case errors.Is(err, batcher.ErrQueueFull), errors.Is(err, batcher.ErrStopped), errors.Is(err, batcher.ErrGone):
+	case errors.Is(err, batcher.ErrQueueFull), errors.Is(err, batcher.ErrStopped):
 		return fasthttp.StatusServiceUnavailable
+	case errors.Is(err, batcher.ErrGone):
+		return statusClientClosed
 	case errors.Is(err, batcher.ErrDeadline):
 		return fasthttp.StatusGatewayTimeout
 	case errors.Is(err, batcher.ErrTooLarge), errors.Is(err, batcher.ErrBadPriority), errors.Is(err, batcher.ErrNoRows):

@@ -15,7 +15,7 @@ var latencyBuckets = []float64{
 
 // statusCodes are the codes the infer path answers with, in the order of
 // versionMetrics.requests.
-var statusCodes = [...]int{200, 400, 404, 405, 413, 415, 500, 503, 504}
+var statusCodes = [...]int{200, 400, 404, 405, 413, 415, statusClientClosed, 500, 503, 504}
 
 func statusIndex(code int) int {
 	for i, c := range statusCodes {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -212,7 +213,7 @@ func TestBenchPayloadsAgree(t *testing.T) {
 		}
 		var r bench.Request
 		p.Into(&r)
-		var headers []string
+		headers := []string{"Content-Type", cmp.Or(r.ContentType, "application/json")}
 		for name, value := range r.Header {
 			headers = append(headers, name, value)
 		}

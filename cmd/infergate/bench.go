@@ -181,6 +181,9 @@ func benchRequest(addr, model, version, payload string, rows int, seed uint64, b
 	}
 	req := bench.Request{Addr: addr, Path: path + "/infer", Header: headers}
 	if payload != "" {
+		if binary {
+			return req, fmt.Errorf("--binary applies to generated requests; a --payload file is sent as it is")
+		}
 		body, err := os.ReadFile(payload)
 		if err != nil {
 			return req, fmt.Errorf("cannot read the payload: %w", err)

@@ -139,7 +139,7 @@ func (s *suite) run(ctx context.Context) error {
 			s.opts.duration/4, formatRatios(ratios)),
 		append([]*bench.Result{fixedLow, autoLow}, high...)...)
 	s.atMost("adaptive p99 at low load vs latency_target", autoLow.Latency.P99, heavyTarget)
-	s.median("adaptive vs fixed delay throughput at high load (rows/s, median of interleaved pairs)", ratios, 0.9)
+	s.median("adaptive vs fixed delay throughput at high load (ok req/s, median of interleaved pairs)", ratios, 0.9)
 
 	if err := ctx.Err(); err != nil {
 		return err

@@ -334,7 +334,11 @@ func (s *suite) pairs(ctx context.Context, n, conns int, baseName string, base b
 		a := s.load(ctx, fmt.Sprintf("%s (%d)", baseName, i+1), base, conns, 0, s.opts.duration/4)
 		b := s.load(ctx, fmt.Sprintf("%s (%d)", otherName, i+1), other, conns, 0, s.opts.duration/4)
 		runs = append(runs, a, b)
-		ratios = append(ratios, b.OKPerSec/a.OKPerSec)
+		r := 0.0 // a base that answered nothing is a failed pair, not a win
+		if a.OKPerSec > 0 {
+			r = b.OKPerSec / a.OKPerSec
+		}
+		ratios = append(ratios, r)
 	}
 	slices.Sort(ratios)
 	return runs, ratios
