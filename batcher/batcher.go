@@ -14,8 +14,8 @@ import (
 // answers ErrQueueFull and ErrStopped with 503, ErrDeadline with 504,
 // ErrTooLarge, ErrNoRows and ErrBadPriority with 400, ErrGone with 499
 // (its client is no longer there to read it), and ErrRunnerPanic,
-// like any error of the Runner, with 500. Do wraps the last four with
-// details; test them with errors.Is.
+// like any error of the Runner, with 500. Do wraps ErrTooLarge, ErrNoRows,
+// ErrBadPriority and ErrRunnerPanic with details; test with errors.Is.
 var (
 	// ErrQueueFull means max_queue_size requests already wait: the model is
 	// overloaded. Retry later, or raise instances or max_queue_size.
@@ -77,10 +77,10 @@ func (l Layout) validate() error {
 
 // Runner computes batches for one instance (one session). Each Runner is
 // called by one goroutine at a time: its worker's, or that of a caller
-// running its own request while the worker is idle. A panic in Run fails only that
-// batch's requests (with ErrRunnerPanic); the worker calls Run again for
-// the next batch, so a Runner that can panic halfway must still be usable
-// afterwards.
+// running its own request while the worker is idle. A panic in Run fails
+// only that batch's requests (with ErrRunnerPanic); Run is called again
+// for the next batch, so a Runner that can panic halfway must still be
+// usable afterwards.
 type Runner interface {
 	// Run computes rows rows: in[i] holds rows*InputRowBytes[i] bytes of
 	// input i; Run writes rows*OutputRowBytes[j] bytes of output j into

@@ -204,8 +204,7 @@ func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model,
 	started := canary != nil && canary != r.canary
 	var steps []transition
 	if started {
-		steps = append(steps, newTransition(r.model, canary,
-			router.Transition{Kind: router.KindStarted, Weight: canary.Weight, Reason: canary.Reason}))
+		steps = append(steps, startedTransition(r.model, canary))
 	}
 	// Stored first: a change that would not survive a restart is not made.
 	if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}, steps); err != nil {

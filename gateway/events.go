@@ -131,7 +131,12 @@ func (s *Server) toOutbox(typ, model, version string, data any) {
 		s.log.Error("cannot emit event", "type", typ, "model", model, "version", version, "error", err)
 		return
 	}
-	s.log.Info("event emitted", "type", typ, "model", model, "version", version, "id", e.ID)
+	s.logEmitted(typ, model, version, e.ID)
+}
+
+// logEmitted logs that an event is stored in the outbox for delivery.
+func (s *Server) logEmitted(typ, model, version, id string) {
+	s.log.Info("event emitted", "type", typ, "model", model, "version", version, "id", id)
 }
 
 // newOutboxEvent returns the CloudEvent of one gateway event.
@@ -158,8 +163,9 @@ func (s *Server) saveRoutes(model string, rec routeRecord, steps []transition) e
 		return err
 	}
 	for i := range steps {
-		steps[i].event.stored = true
-		s.log.Info("event emitted", "type", steps[i].event.Type, "model", model, "version", steps[i].event.Version, "id", events[i].ID)
+		e := &steps[i].event
+		e.stored = true
+		s.logEmitted(e.Type, e.Model, e.Version, events[i].ID)
 	}
 	return nil
 }

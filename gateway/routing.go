@@ -223,8 +223,7 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 			steps = append(steps, newTransition(r.model, p.dropped, tr))
 		}
 		if p.started {
-			steps = append(steps, newTransition(r.model, p.canary,
-				router.Transition{Kind: router.KindStarted, Weight: p.canary.Weight, Reason: p.canary.Reason}))
+			steps = append(steps, startedTransition(r.model, p.canary))
 		}
 		r.mu.Lock()
 		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
@@ -327,6 +326,11 @@ type transition struct {
 func newTransition(model string, c *router.Canary, tr router.Transition) transition {
 	return transition{tr: tr, event: Event{Type: canaryEventType(tr.Kind), Model: model, Version: c.Config.Version,
 		Time: c.LastTransition, Data: *c}}
+}
+
+// startedTransition returns the start of model's canary c.
+func startedTransition(model string, c *router.Canary) transition {
+	return newTransition(model, c, router.Transition{Kind: router.KindStarted, Weight: c.Weight, Reason: c.Reason})
 }
 
 // logTransitions logs, counts and emits canary transitions once the
