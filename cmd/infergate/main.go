@@ -84,12 +84,11 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	configPath := fs.String("config", "configs/demo.yaml", "config file")
 	listen := fs.String("listen", "", "listen address, overriding the config's listen")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	logs := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(*logLevel, *logJSON)
+	log, err := logs.logger()
 	if err != nil {
 		return err
 	}
@@ -129,13 +128,27 @@ func serve(args []string) error {
 	return <-served
 }
 
-func newLogger(level string, json bool) (*slog.Logger, error) {
+// logFlags are the --log-level and --log-json flags of a long-running command.
+type logFlags struct {
+	level *string
+	json  *bool
+}
+
+func addLogFlags(fs *flag.FlagSet) logFlags {
+	return logFlags{
+		level: fs.String("log-level", "info", "log level: debug, info, warn, error"),
+		json:  fs.Bool("log-json", false, "log JSON lines instead of text"),
+	}
+}
+
+// logger returns the logger the parsed flags ask for, writing to stderr.
+func (f logFlags) logger() (*slog.Logger, error) {
 	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
+	if err := lv.UnmarshalText([]byte(*f.level)); err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", *f.level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
-	if json {
+	if *f.json {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil

@@ -32,12 +32,11 @@ func retrainCmd(args []string) error {
 	configPath := fs.String("config", "configs/retrain.yaml", "config file")
 	listen := fs.String("listen", "", "listen address, overriding the config's listen")
 	grace := fs.Duration("grace", 30*time.Second, "how long SIGINT or SIGTERM lets a running run finish before interrupting it")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	logs := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := newLogger(*logLevel, *logJSON)
+	log, err := logs.logger()
 	if err != nil {
 		return err
 	}
@@ -55,7 +54,7 @@ func retrainCmd(args []string) error {
 	}
 	defer env.Close()
 	var progress io.Writer
-	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && !*logJSON {
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && !*logs.json {
 		progress = os.Stderr
 	}
 	svc, err := pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress})
