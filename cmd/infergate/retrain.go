@@ -101,7 +101,7 @@ func retrainCmd(args []string) error {
 func retrainRuns(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("retrain runs", flag.ContinueOnError)
 	configPath := fs.String("config", "configs/retrain.yaml", "config file, whose state_dir holds the runs")
-	base := fs.String("url", "", "base URL of a running retrain service to ask instead, e.g. http://127.0.0.1:9090")
+	base := fs.String("url", "", "base URL of a running retrain service to ask instead, e.g. http://127.0.0.1:8090")
 	model := fs.String("model", "", "only the runs of this model")
 	asJSON := fs.Bool("json", false, "print the runs as JSON")
 	if err := fs.Parse(args); err != nil {

@@ -29,7 +29,7 @@ const BuiltinDemo = "builtin:demo"
 // default (see WithDefaults). A Config is plain data.
 type Config struct {
 	// Listen is the address of the webhook receiver and GET /runs
-	// (default 127.0.0.1:9090).
+	// (default 127.0.0.1:8090).
 	Listen string `yaml:"listen"`
 	// StateDir is the folder of retrain.db, the bbolt file of runs, seen
 	// event ids and the outbox (default retrain-state).
@@ -207,7 +207,7 @@ func resolve(dir, path string) string {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	c.Listen = cmp.Or(c.Listen, "127.0.0.1:9090")
+	c.Listen = cmp.Or(c.Listen, "127.0.0.1:8090")
 	c.StateDir = cmp.Or(c.StateDir, "retrain-state")
 	c.MaxAge = cmp.Or(c.MaxAge, outbox.DefaultMaxAge)
 	c.Repository = cmp.Or(c.Repository, "models")
