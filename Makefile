@@ -54,7 +54,7 @@ models:
 ## fuzz: run each fuzz test for a while
 fuzz:
 	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeInferRequest -fuzztime 60s
-	$(GO) test ./gateway -run '^$$' -fuzz FuzzDecodeStrict -fuzztime 30s
+	$(GO) test ./retrain/strictyaml -run '^$$' -fuzz FuzzDecodeStrict -fuzztime 30s
 	$(GO) test ./retrain/pipeline -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s
 
 clean:

@@ -1,23 +1,19 @@
 package pipeline
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -168,22 +164,14 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig decodes data strictly (an unknown key or a value of the wrong
-// type is an error naming its key and line), makes its relative paths
+// ParseConfig decodes data strictly (see strictyaml.Decode: an unknown key,
+// a value of the wrong type, a duplicate key, a second document or an empty
+// one is an error naming its key and line), makes its relative paths
 // relative to dir, applies the defaults and validates the result.
 func ParseConfig(data []byte, dir string) (Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return Config{}, fmt.Errorf("cannot decode config: %w", err)
-	}
-	if err := checkNode(&root, reflect.TypeFor[Config](), ""); err != nil {
-		return Config{}, err
-	}
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("cannot decode config: %w", err)
+	if err := strictyaml.Decode(data, &cfg, "config"); err != nil {
+		return Config{}, err
 	}
 	cfg.Runtime.Library = resolve(dir, cfg.Runtime.Library)
 	cfg = cfg.WithDefaults()
@@ -326,85 +314,4 @@ func (m ModelConfig) validate(path string) error {
 		}
 	}
 	return nil
-}
-
-// checkNode walks the YAML node n against type t and reports the first key
-// that t has no field for, or scalar that does not decode into its field,
-// naming its path and line. Values of interface type are not looked into.
-func checkNode(n *yaml.Node, t reflect.Type, path string) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			if err := checkNode(c, t, path); err != nil {
-				return err
-			}
-		}
-		return nil
-	case yaml.AliasNode:
-		return checkNode(n.Alias, t, path)
-	case yaml.ScalarNode:
-		if t.Kind() == reflect.Interface || n.Tag == "!!null" {
-			return nil
-		}
-		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			msg := err.Error()
-			var te *yaml.TypeError
-			if errors.As(err, &te) && len(te.Errors) > 0 {
-				_, msg, _ = strings.Cut(te.Errors[0], ": ") // drop its "line N"
-			}
-			return fmt.Errorf("line %d: %s: %s", n.Line, path, msg)
-		}
-		return nil
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return nil // the decoder names the mismatch
-		}
-		fields := map[string]reflect.Type{}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if f.IsExported() && name != "-" && name != "" {
-				fields[name] = f.Type
-			}
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key := n.Content[i]
-			ft, ok := fields[key.Value]
-			if !ok {
-				return fmt.Errorf("line %d: %s: unknown key (want one of %s)", key.Line, join(path, key.Value), strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
-			}
-			if err := checkNode(n.Content[i+1], ft, join(path, key.Value)); err != nil {
-				return err
-			}
-		}
-	case reflect.Map:
-		if n.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if err := checkNode(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value)); err != nil {
-					return err
-				}
-			}
-		}
-	case reflect.Slice:
-		if n.Kind == yaml.SequenceNode {
-			for i, c := range n.Content {
-				if err := checkNode(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
 }

@@ -42,8 +42,8 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("config %q: error %v, want %q", config, err, want)
 		}
 	}
-	f(minimalConfig+"    train: {builtin: {hiden: [8]}}\n", "line 5: models.demo.train.builtin.hiden: unknown key (want one of batch_size, epochs, hidden, l2, learning_rate)")
-	f(minimalConfig+"    validate: {max_latency_p99: fast}\n", "line 5: models.demo.validate.max_latency_p99: cannot unmarshal !!str `fast` into time.Duration")
+	f(minimalConfig+"    train: {builtin: {hiden: [8]}}\n", `line 5: models.demo.train.builtin.hiden: unknown key (did you mean "hidden"?)`)
+	f(minimalConfig+"    validate: {max_latency_p99: fast}\n", `line 5: models.demo.validate.max_latency_p99: invalid duration "fast"`)
 	f("secret_env: S\nlisten: [1]\n", "cannot decode config")
 	f("secret_env: S\nwebhooks:\n  - {name: ci, url: http://x, retries: 3}\n", "line 3: webhooks[0].retries: unknown key")
 	f("models:\n  demo: {training_data: builtin:demo}\n", "secret_env: required")
@@ -54,7 +54,10 @@ func TestConfigErrors(t *testing.T) {
 	f("secret_env: S\nmodels:\n  demo: {training_data: train.parquet}\n", "models.demo.training_data: want a .csv or .jsonl file")
 	f(minimalConfig+"gateway: {url: http://127.0.0.1:8080}\n", "gateway.token_env: required")
 	f(minimalConfig+"webhooks: [{name: ci, url: ftp://x}]\n", "webhooks[0].url")
-	f("secret_env: S\nsecret_env: T\n", "already defined")
+	f("secret_env: S\nsecret_env: T\n", "line 2: secret_env: duplicate key (first given at line 1)")
+	f("secret_env: S\nmodels: {demo: {training_data: x.csv}}\n---\nsecret_env: T\n", "line 3: a second YAML document is not allowed")
+	f("", "cannot decode config: the document is empty")
+	f("# all commented out\n", "cannot decode config: the document is empty")
 }
 
 // TestShippedConfig checks configs/retrain.yaml, the demo's.

@@ -1,4 +1,4 @@
-package gateway
+package strictyaml
 
 import (
 	"bytes"
@@ -91,7 +91,7 @@ func TestDecodeStrictErrors(t *testing.T) {
 	f := func(input, want string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte(input), &cfg, "config")
+		err := Decode([]byte(input), &cfg, "config")
 		if err == nil {
 			t.Fatalf("expected an error decoding\n%s", input)
 		}
@@ -112,9 +112,16 @@ func TestDecodeStrictErrors(t *testing.T) {
 	// Wrong types.
 	f("models:\n  - name: a\n    instances: abc\n", `line 3: models[0].instances: cannot unmarshal !!str "abc" into int`)
 	f("routes:\n  canary:\n    weights: {v1: 90, v2: x}\n", `line 3: routes.canary.weights.v2: cannot unmarshal !!str "x" into int`)
-	f("server: 5\n", `line 1: server: cannot unmarshal !!int "5" into gateway.sampleServer`)
-	f("models: {name: a}\n", `line 1: models: cannot unmarshal !!map into []gateway.sampleModel`)
+	f("server: 5\n", `line 1: server: cannot unmarshal !!int "5" into strictyaml.sampleServer`)
+	f("models: {name: a}\n", `line 1: models: cannot unmarshal !!map into []strictyaml.sampleModel`)
 	f("models:\n  - version_policy: {latest: 0}\n", `line 2: models[0].version_policy: latest must be at least 1`)
+
+	// A document that holds nothing: an emptied or truncated file is not a
+	// config of defaults.
+	const empty = `the document is empty: an empty or truncated file is refused (write {} to take every default)`
+	for _, doc := range []string{"", "\n\n", "# nothing yet\n", "---\n", "~\n", "null\n", "--- # cut here\n"} {
+		f(doc, empty)
+	}
 
 	// Duplicates, merges, several documents, syntax.
 	f("server:\n  listen: a\n  listen: b\n", `line 3: server.listen: duplicate key (first given at line 2)`)
@@ -138,7 +145,7 @@ func TestDecodeStrictKeepsDefaults(t *testing.T) {
 	f := func(input string, want sampleConfig) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		if err := decodeStrict([]byte(input), &cfg, "config"); err != nil {
+		if err := Decode([]byte(input), &cfg, "config"); err != nil {
 			t.Fatalf("cannot decode\n%s\n%s", input, err)
 		}
 		if !reflect.DeepEqual(cfg, want) {
@@ -146,9 +153,9 @@ func TestDecodeStrictKeepsDefaults(t *testing.T) {
 		}
 	}
 
-	for _, empty := range []string{"", "# nothing yet\n", "---\n", "~\n", "server:\n"} {
-		f(empty, defaultSampleConfig())
-	}
+	// A key without a value keeps its default, and so does every key of {}.
+	f("server:\n", defaultSampleConfig())
+	f("{}\n", defaultSampleConfig())
 
 	want := defaultSampleConfig()
 	want.Server.Listen = ":9090"
@@ -184,7 +191,7 @@ func TestDecodeStrictDuration(t *testing.T) {
 	f := func(value string, want time.Duration, wantErr string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte("server:\n  read_timeout: "+value+"\n"), &cfg, "config")
+		err := Decode([]byte("server:\n  read_timeout: "+value+"\n"), &cfg, "config")
 		if wantErr != "" {
 			if err == nil || err.Error() != "cannot decode config: "+wantErr {
 				t.Fatalf("unexpected error for %q\ngot  %v\nwant %s", value, err, wantErr)
@@ -209,7 +216,7 @@ func TestSizeDecode(t *testing.T) {
 	f := func(value string, want Size, wantErr string) {
 		t.Helper()
 		cfg := defaultSampleConfig()
-		err := decodeStrict([]byte("server:\n  max_body: "+value+"\n"), &cfg, "config")
+		err := Decode([]byte("server:\n  max_body: "+value+"\n"), &cfg, "config")
 		if wantErr != "" {
 			if err == nil || err.Error() != "cannot decode config: line 2: server.max_body: "+wantErr {
 				t.Fatalf("unexpected error for %q\ngot  %v\nwant %s", value, err, wantErr)
@@ -295,17 +302,18 @@ func FuzzDecodeStrict(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := defaultSampleConfig()
-		err := decodeStrict(data, &cfg, "config")
+		err := Decode(data, &cfg, "config")
 		if err != nil && !strings.HasPrefix(err.Error(), "cannot decode config: ") {
 			t.Fatalf("error without the usual prefix: %s", err)
 		}
 		// The walk only adds paths to yaml.v3's own verdict, so the two agree,
-		// but for null keys, which yaml.v3 silently drops.
-		if err != nil && strings.Contains(err.Error(), "a key must not be null") {
+		// but for null keys, which yaml.v3 silently drops, and empty
+		// documents, which it takes as nothing to do.
+		if err != nil && (strings.Contains(err.Error(), "a key must not be null") || errors.Is(err, errEmpty)) {
 			return
 		}
 		if accepted := yamlStrictAccepts(data); (err == nil) != accepted {
-			t.Fatalf("decodeStrict says %v, yaml.v3 with KnownFields accepts: %v\n%q", err, accepted, data)
+			t.Fatalf("Decode says %v, yaml.v3 with KnownFields accepts: %v\n%q", err, accepted, data)
 		}
 	})
 }
