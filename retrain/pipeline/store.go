@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/infergate/infergate/retrain/statefile"
 )
 
 // StoreFile is the name of the bbolt file under state_dir.
@@ -135,15 +138,16 @@ func runKey(id string) ([]byte, error) {
 	return binary.BigEndian.AppendUint64(nil, n), nil
 }
 
-// openStore opens (creating) the bbolt file under dir and its buckets.
+// openStore opens (creating) the bbolt file under dir and its buckets. A
+// damaged file is refused (see statefile.Open).
 func openStore(dir string) (*bbolt.DB, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create state_dir: %w", err)
 	}
 	path := filepath.Join(dir, StoreFile)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, err := statefile.Open(path, bbolt.Options{Timeout: time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("cannot open run store %q (is another retrain service using it?): %w", path, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{runsBucket, seenBucket} {
@@ -259,9 +263,12 @@ func ListRuns(stateDir string) ([]Run, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return []Run{}, nil
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	db, err := statefile.Open(path, bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("cannot list runs (a running retrain service holds its store: ask it with --url): %w", err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot open run store %q (a running retrain service holds it: ask it with --url): %w", path, err)
+		return nil, err
 	}
 	defer db.Close()
 	var runs []Run
