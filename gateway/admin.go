@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -173,19 +174,47 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 	}
 }
 
-// decodeAdminBody decodes a JSON (or YAML) body strictly into dst, or
-// answers 400 naming what is wrong.
+// maxAdminValues bounds the JSON values of an admin body: a routing section
+// with a split over every version a model may have holds far fewer.
+const maxAdminValues = 1 << 14
+
+// decodeAdminBody decodes the JSON body into dst, or answers 400 naming
+// what is wrong; what names the body in errors ("the routing body").
 func decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
 	body := ctx.Request.Body()
 	if len(bytes.TrimSpace(body)) == 0 {
 		writeError(ctx, fasthttp.StatusBadRequest, "the request needs a body: the "+what+" section as JSON")
 		return false
 	}
-	if err := decodeStrict(body, dst, "the "+what+" body"); err != nil {
-		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+	if err := decodeAdminJSON(body, dst); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot decode the %s body: %s", what, err))
 		return false
 	}
 	return true
+}
+
+// decodeAdminJSON decodes body into dst (a pointer to a struct) strictly:
+// one JSON value and nothing after it, no key given twice (parsers disagree
+// on which one wins), no key that dst has no field for, every value of its
+// field's type (a number into an int must be a whole number), and not a
+// change that sets nothing (null, {}): a body is a change to make.
+func decodeAdminJSON(body []byte, dst any) error {
+	var sc jsonScanner
+	if _, err := sc.scan(body, maxAdminValues); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) && te.Field != "" {
+			return fmt.Errorf("%s: want %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return err
+	}
+	if reflect.ValueOf(dst).Elem().IsZero() {
+		return errors.New("it sets nothing (null or {}): give the settings to change")
+	}
+	return nil
 }
 
 // setRoutingLocked validates base with canary against m's versions and,
@@ -283,8 +312,8 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 			return
 		}
 		var req struct {
-			EventID string `yaml:"event_id"`
-			Target  string `yaml:"target"`
+			EventID string `json:"event_id"`
+			Target  string `json:"target"`
 		}
 		if !decodeAdminBody(ctx, &req, "redrive") {
 			return

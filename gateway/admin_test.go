@@ -80,7 +80,7 @@ func TestAdminRoutingChangesPersist(t *testing.T) {
 	}
 	f("PUT", "models/ab/routing", "", 400, "needs a body")
 	f("PUT", "models/ab/routing", `{"split": {"1": 1`, 400, "cannot decode")
-	f("PUT", "models/ab/routing", `{"splitt": {"1": 1}}`, 400, `splitt: unknown key (did you mean`)
+	f("PUT", "models/ab/routing", `{"splitt": {"1": 1}}`, 400, `unknown field \"splitt\"`)
 	f("PUT", "models/ab/routing", `{"split": {"7": 1}}`, 400, "version 7 is not loaded")
 	f("PUT", "models/ab/routing", `{"split": {"1": -1}}`, 400, "routing.split.1: weight must be in")
 	f("POST", "models/ab/canary/promote", "", 400, "has no canary")
@@ -118,6 +118,81 @@ func TestAdminRoutingChangesPersist(t *testing.T) {
 	_, url = startServer(t, edited)
 	if rep := routingOf(t, url); rep.Source != "config" || rep.Effective["3"] != 1 || len(rep.Effective) != 1 || rep.Canary != nil {
 		t.Fatalf("after a config change: %+v", rep)
+	}
+}
+
+// TestAdminBodiesAreStrict sends the admin API bodies that a lenient
+// decoder would take: each is refused with 400 naming what is wrong, and the
+// routing stays as it was.
+func TestAdminBodiesAreStrict(t *testing.T) {
+	_, url := startServer(t, abConfig(t, router.Config{Split: map[string]int{"1": 1}}))
+	f := func(path, body, want string) {
+		t.Helper()
+		method := "PUT"
+		if path != "models/ab/routing" {
+			method = "POST"
+		}
+		code, got := admin(t, method, url, path, body)
+		var answer struct {
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(got), &answer); err != nil || code != 400 || !strings.Contains(answer.Error, want) {
+			t.Fatalf("%s %s %s: %d %s, want 400 with %q", method, path, body, code, got, want)
+		}
+	}
+	const routing = "models/ab/routing"
+	// Numbers: whole, in JSON's own syntax, never truncated.
+	f(routing, `{"split": {"1": 1.9, "2": 0.5}}`, "cannot decode the routing body: split.1: a weight must be a whole number in 0..1000000, got 1.9")
+	f(routing, `{"split": {"1": 1, "3": 2.5}}`, "split.3: a weight must be a whole number")
+	f(routing, `{"split": {"1": 0x10}}`, "cannot decode the routing body")
+	f(routing, `{"split": {"1": 1_000}}`, "cannot decode the routing body")
+	f(routing, `{"split": {"1": 1}, "shadow_max_in_flight": 8.5}`, "shadow_max_in_flight: want int, got number 8.5")
+	f(routing, `{"canary": {"version": "2", "step_weights": [5, 50.5]}}`, "canary.step_weights: want int, got number 50.5")
+	// JSON, one value, each key once.
+	f(routing, "split:\n  \"1\": 1\n", "cannot decode the routing body")
+	f(routing, `{"split": {"1": 1}, "split": {"2": 1}}`, `duplicate key "split"`)
+	f(routing, `{"split": {"1": 1, "1": 0}}`, `duplicate key "1"`)
+	f(routing, `{"split": {"1": 1}} {"split": {"2": 1}}`, "cannot decode the routing body")
+	f(routing, `{"split": {"1": 1}}x`, "cannot decode the routing body")
+	// A header name is a token: no CR, LF or NUL to split a header with.
+	f(routing, `{"sticky_header": "x-user\r\nx-evil: 1"}`, `sticky_header: "x-user\r\nx-evil: 1" is not a header name`)
+	f(routing, `{"sticky_header": "x-user\n"}`, "is not a header name")
+	f(routing, `{"sticky_header": "x-user\u0000"}`, "is not a header name")
+	// A change sets something.
+	for _, empty := range []string{"null", "{}", " { } "} {
+		f(routing, empty, "cannot decode the routing body: it sets nothing")
+		f("models/ab/canary", empty, "cannot decode the canary body: it sets nothing")
+	}
+	// Durations are Go durations, as in the config file.
+	f("models/ab/canary", `{"version": "2", "interval": 60000000000}`, `interval: want a Go duration such as "30s" or "1m", got 60000000000`)
+	if rep := routingOf(t, url); rep.Source != "config" || rep.Effective["1"] != 1 || len(rep.Effective) != 1 || rep.Canary != nil {
+		t.Fatalf("after refused changes: %+v", rep)
+	}
+}
+
+// TestAdminRoutingRoundTrips puts back what GET answered: durations, say,
+// come out as they go in.
+func TestAdminRoutingRoundTrips(t *testing.T) {
+	_, url := startServer(t, abConfig(t, router.Config{Split: map[string]int{"1": 1}}))
+	put := `{"split": {"1": 9, "3": 1}, "canary": {"version": "2", "interval": "1h30m"}}`
+	if code, body := admin(t, "PUT", url, "models/ab/routing", put); code != 200 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	_, body := admin(t, "GET", url, "models/ab/routing", "")
+	var got struct {
+		Config json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got.Config), `"interval":"1h30m0s"`) {
+		t.Fatalf("GET answers the interval as %s, want a Go duration", got.Config)
+	}
+	if code, body := admin(t, "PUT", url, "models/ab/routing", string(got.Config)); code != 200 {
+		t.Fatalf("putting back what GET answered: %d %s", code, body)
+	}
+	if c := routingOf(t, url).Config.Canary; c == nil || c.Interval != 90*time.Minute {
+		t.Fatalf("after the round trip: %+v", c)
 	}
 }
 

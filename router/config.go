@@ -1,11 +1,15 @@
 package router
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,8 +20,10 @@ const maxSplitWeight = 1_000_000
 
 // Config is a model's `routing:` section: how its traffic is split across
 // versions, mirrored to shadows and shifted by a canary. A zero field takes
-// its default (see WithDefaults). The JSON names match the YAML keys, so the
-// admin API and the state store speak the config file's language.
+// its default (see WithDefaults). The JSON names and values match the YAML
+// keys and values (durations as Go duration strings such as "30s"), so the
+// admin API and the state store speak the config file's language, both
+// ways.
 type Config struct {
 	// Split maps a version to its weight; a version's share of the traffic
 	// is its weight over the sum of all weights. A zero weight keeps the
@@ -125,8 +131,8 @@ func (c *Config) Validate(path string) error {
 	if len(c.Split) > 0 && total == 0 {
 		return fmt.Errorf("%s.split: weights must sum to more than 0", path)
 	}
-	if strings.ContainsAny(c.StickyHeader, " \t:") {
-		return fmt.Errorf("%s.sticky_header: %q is not a header name", path, c.StickyHeader)
+	if c.StickyHeader != "" && !isToken(c.StickyHeader) {
+		return fmt.Errorf("%s.sticky_header: %q is not a header name: use letters, digits and !#$%%&'*+-.^_`|~", path, c.StickyHeader)
 	}
 	if c.ShadowMaxInFlight < 1 {
 		return fmt.Errorf("%s.shadow_max_in_flight: must be at least 1, got %d", path, c.ShadowMaxInFlight)
@@ -228,4 +234,105 @@ func (c *CanaryConfig) weightAt(i int) (weight int, last bool) {
 // inRange reports whether x is a number in [lo, hi]; NaN is not.
 func inRange(x, lo, hi float64) bool {
 	return x >= lo && x <= hi
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110, section 5.6.2), the
+// syntax of a header name.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// UnmarshalJSON decodes c strictly: an unknown key is an error, and a split
+// weight must be a whole number (1.9 is refused, not truncated into 1), an
+// error that names its version.
+func (c *Config) UnmarshalJSON(data []byte) error {
+	type plain Config // without methods, so that decoding it does not recurse
+	var wire struct {
+		plain
+		Split map[string]json.RawMessage `json:"split"`
+	}
+	if err := decodeJSON(data, &wire); err != nil {
+		return err
+	}
+	*c = Config(wire.plain)
+	c.Split = nil
+	if wire.Split == nil {
+		return nil
+	}
+	c.Split = make(map[string]int, len(wire.Split))
+	for _, v := range slices.Sorted(maps.Keys(wire.Split)) {
+		// The raw value is valid JSON, so Atoi takes exactly its integers.
+		w, err := strconv.Atoi(string(wire.Split[v]))
+		if err != nil {
+			return fmt.Errorf("split.%s: a weight must be a whole number in 0..%d, got %s", v, maxSplitWeight, wire.Split[v])
+		}
+		c.Split[v] = w
+	}
+	return nil
+}
+
+// MarshalJSON encodes c with its interval as a Go duration string ("1m0s"),
+// as the config file and UnmarshalJSON take it.
+func (c CanaryConfig) MarshalJSON() ([]byte, error) {
+	type plain CanaryConfig
+	wire := struct {
+		plain
+		Interval string `json:"interval,omitempty"`
+	}{plain: plain(c)}
+	if c.Interval != 0 {
+		wire.Interval = c.Interval.String()
+	}
+	return json.Marshal(wire)
+}
+
+// UnmarshalJSON decodes c strictly: an unknown key is an error, and the
+// interval is a Go duration string such as "30s" (a number of nanoseconds
+// is refused, as in the config file).
+func (c *CanaryConfig) UnmarshalJSON(data []byte) error {
+	type plain CanaryConfig
+	var wire struct {
+		plain
+		Interval json.RawMessage `json:"interval"`
+	}
+	if err := decodeJSON(data, &wire); err != nil {
+		return err
+	}
+	*c = CanaryConfig(wire.plain)
+	c.Interval = 0
+	if len(wire.Interval) == 0 || string(wire.Interval) == "null" {
+		return nil
+	}
+	var text string
+	err := json.Unmarshal(wire.Interval, &text)
+	if err == nil {
+		c.Interval, err = time.ParseDuration(text)
+	}
+	if err != nil {
+		return fmt.Errorf("interval: want a Go duration such as \"30s\" or \"1m\", got %s", wire.Interval)
+	}
+	return nil
+}
+
+// decodeJSON decodes the one JSON value data into dst, refusing keys that
+// dst has no field for. The wire structs above embed the config they
+// decode, and encoding/json names embedded structs in a type error's path;
+// decodeJSON takes those steps out, so the path reads as the keys do
+// (canary.step_weights, not plain.canary.plain.step_weights).
+func decodeJSON(data []byte, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+		te.Field = strings.Join(slices.DeleteFunc(strings.Split(te.Field, "."), func(step string) bool { return step == "plain" }), ".")
+	}
+	return err
 }

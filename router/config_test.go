@@ -1,7 +1,9 @@
 package router
 
 import (
+	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,10 @@ func TestConfigValidate(t *testing.T) {
 	f(Config{Split: map[string]int{"1": 5, "2": -1}}, "models.demo.routing.split.2: weight must be in 0..1000000, got -1")
 	f(Config{Split: map[string]int{"": 5}}, "models.demo.routing.split: a version name must not be empty")
 	f(Config{StickyHeader: "x user"}, `models.demo.routing.sticky_header: "x user" is not a header name`)
+	f(Config{StickyHeader: "X-Tenant_Id.v2"}, "")
+	for _, bad := range []string{"x-user\r\nx-evil: 1", "x-user\n", "x-user\x00", "x:user", "x\tuser", "x-usér", "x(user)", `x"user"`} {
+		f(Config{StickyHeader: bad}, "models.demo.routing.sticky_header: "+strconv.Quote(bad)+" is not a header name")
+	}
 	f(Config{ShadowMaxInFlight: -1}, "models.demo.routing.shadow_max_in_flight: must be at least 1, got -1")
 	f(Config{Shadow: []Shadow{{"", 10}}}, "models.demo.routing.shadow[0].version: must be set")
 	f(Config{Shadow: []Shadow{{"2", 0}}}, "models.demo.routing.shadow[0].percent: must be in (0, 100], got 0")
@@ -72,4 +78,51 @@ func TestConfigWithDefaults(t *testing.T) {
 	if steps.StepWeight != 0 || steps.MaxWeight != 30 {
 		t.Fatalf("with step_weights: got step_weight %d, max_weight %d; want 0 and 30", steps.StepWeight, steps.MaxWeight)
 	}
+}
+
+func TestConfigJSON(t *testing.T) {
+	// What GET answers, PUT takes back: durations as Go duration strings.
+	c := Config{Split: map[string]int{"1": 90, "2": 10}, StickyHeader: "x-user-id", Shadow: []Shadow{{"3", 12.5}},
+		Canary: &CanaryConfig{Version: "2", StepWeights: []int{5, 50}, Interval: 90 * time.Second}}.WithDefaults()
+	data, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"interval":"1m30s"`) {
+		t.Fatalf("the interval is not a duration string: %s", data)
+	}
+	var back Config
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatalf("cannot decode what was encoded: %v\n%s", err, data)
+	}
+	if !reflect.DeepEqual(back, c) {
+		t.Fatalf("round trip through %s\ngot  %+v\nwant %+v", data, back, c)
+	}
+	// So does the canary's state, whose config is a CanaryConfig.
+	state := Canary{Config: *c.Canary, Phase: PhaseProgressing}
+	if data, err = json.Marshal(state); err != nil || !strings.Contains(string(data), `"interval":"1m30s"`) {
+		t.Fatalf("canary state: %v %s", err, data)
+	}
+
+	f := func(data, want string) {
+		t.Helper()
+		var c Config
+		err := json.Unmarshal([]byte(data), &c)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("decoding %s: got error %v, want one containing %q", data, err, want)
+		}
+	}
+	f(`{"split":{"1":1.9,"2":0.5}}`, "split.1: a weight must be a whole number in 0..1000000, got 1.9")
+	f(`{"split":{"1":1,"2":0.5}}`, "split.2: a weight must be a whole number in 0..1000000, got 0.5")
+	f(`{"split":{"1":1e3}}`, "split.1: a weight must be a whole number in 0..1000000, got 1e3")
+	f(`{"split":{"1":"7"}}`, `split.1: a weight must be a whole number in 0..1000000, got "7"`)
+	f(`{"split":{"1":null}}`, "split.1: a weight must be a whole number in 0..1000000, got null")
+	f(`{"split":{"1":99999999999999999999}}`, "split.1: a weight must be a whole number")
+	f(`{"split":{"1":0x10}}`, "invalid character 'x'")
+	f(`{"split":{"1":1_000}}`, "invalid character '_'")
+	f(`{"splt":{"1":1}}`, `unknown field "splt"`)
+	f(`{"canary":{"version":"2","intervl":"1m"}}`, `unknown field "intervl"`)
+	f(`{"canary":{"version":"2","interval":60000000000}}`, `interval: want a Go duration such as "30s" or "1m", got 60000000000`)
+	f(`{"canary":{"version":"2","interval":"soon"}}`, `interval: want a Go duration such as "30s" or "1m", got "soon"`)
+	f(`{"canary":{"version":"2","step_weights":[5,50.5]}}`, "canary.step_weights")
 }
