@@ -85,10 +85,14 @@ type splits struct {
 
 // selectData loads the current version and splits the labeled captured
 // rows since the drift began, and the training-time rows, into train and
-// holdout sets.
+// holdout sets; unless an earlier run left a version published and never
+// canaried, which the run then canaries (see resume).
 func (st *runState) selectData(ctx context.Context) error {
 	cfg, model := st.s.cfg, st.run.Model
 	if err := st.readRouting(ctx); err != nil {
+		return err
+	}
+	if resumed, err := st.resume(ctx); resumed || err != nil {
 		return err
 	}
 	version, err := newestVersion(filepath.Join(cfg.Repository, model))

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -17,30 +20,32 @@ import (
 const readyPoll = 200 * time.Millisecond
 
 // startCanary asks the gateway to reload its repository, waits for the
-// candidate to be ready and starts its canary. Without gateway.url it
-// leaves the candidate published, unrouted.
+// candidate to be ready and starts its canary, all within
+// gateway.ready_timeout, so a gateway that restarts meanwhile is waited
+// for. Without gateway.url it leaves the candidate published, unrouted.
 func (st *runState) startCanary(ctx context.Context) error {
 	gw := st.s.cfg.Gateway
 	if gw.URL == "" {
 		st.logf("no gateway.url configured: version %s is published, no canary started", st.run.Candidate)
 		return nil
 	}
+	step := ctx
+	ctx, cancel := context.WithTimeout(ctx, gw.ReadyTimeout)
+	defer cancel()
 	model, version := url.PathEscape(st.run.Model), st.run.Candidate
 	if _, err := st.call(ctx, http.MethodPost, "/admin/reload", nil); err != nil {
 		return fmt.Errorf("cannot reload the gateway: %w", err)
 	}
 	st.logf("asked the gateway at %s to reload", gw.URL)
-	wait, cancel := context.WithTimeout(ctx, gw.ReadyTimeout)
-	defer cancel()
 	for {
-		_, err := st.call(wait, http.MethodGet, "/v2/models/"+model+"/versions/"+version+"/ready", nil)
+		_, err := st.call(ctx, http.MethodGet, "/v2/models/"+model+"/versions/"+version+"/ready", nil)
 		if err == nil {
 			break
 		}
 		select {
-		case <-wait.Done():
-			if ctx.Err() != nil {
-				return ctx.Err()
+		case <-ctx.Done():
+			if step.Err() != nil {
+				return step.Err()
 			}
 			return fmt.Errorf("version %s is not ready on the gateway after %s (gateway.ready_timeout): %w", version, gw.ReadyTimeout, err)
 		case <-time.After(readyPoll):
@@ -96,51 +101,126 @@ func (st *runState) readRouting(ctx context.Context) error {
 	return nil
 }
 
-// pinPrimary keeps unpinned traffic on the current version once the
-// candidate is published: without a split the gateway sends it all to the
-// newest version, which would put the candidate in service before its
-// canary. It sets the split through the admin API, keeping the rest.
-func (st *runState) pinPrimary(ctx context.Context) error {
+// pinPrimary keeps unpinned traffic on version base once the candidate is
+// published: without a split the gateway sends it all to the newest
+// version, which would put the candidate in service before its canary. It
+// sets the split through the admin API, keeping the rest.
+func (st *runState) pinPrimary(ctx context.Context, base string) error {
 	r := st.routing
 	if r == nil || r.Config["split"] != nil {
 		return nil
 	}
 	cfg := maps.Clone(r.Config)
-	cfg["split"] = map[string]int{st.base.VersionName: 1}
+	cfg["split"] = map[string]int{base: 1}
 	delete(cfg, "canary")
 	body, err := json.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("cannot encode routing: %w", err)
 	}
 	if _, err := st.call(ctx, http.MethodPut, "/admin/models/"+url.PathEscape(st.run.Model)+"/routing", body); err != nil {
-		return fmt.Errorf("cannot keep traffic on version %s while the candidate is published: %w", st.base.VersionName, err)
+		return fmt.Errorf("cannot keep traffic on version %s while the candidate is published: %w", base, err)
 	}
-	st.logf("pinned unpinned traffic to version %s until the canary starts", st.base.VersionName)
+	st.logf("pinned unpinned traffic to version %s until the canary starts", base)
 	return nil
 }
 
-// call makes one request to the gateway with the admin token and returns
-// the body of a 2xx answer; any other is an error quoting the answer.
+// Backoff between attempts of a call to the gateway: the delay before
+// attempt n+1 is drawn uniformly from [d/2, d], d = gatewayBackoff*2^(n-1)
+// up to gatewayBackoffMax, and no less than the gateway's Retry-After.
+const (
+	gatewayBackoff    = 100 * time.Millisecond
+	gatewayBackoffMax = 2 * time.Second
+)
+
+// call makes a request to the gateway with the admin token and returns
+// the body of a 2xx answer. A request that got no answer (connection
+// refused or reset, a timeout) or a 429, 502, 503 or 504 is made again,
+// with backoff, until ctx's deadline, or gateway.ready_timeout from now
+// when ctx has none: so a restart of the gateway is waited for. Any other
+// answer is an error quoting it.
 func (st *runState) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, st.s.cfg.Gateway.ReadyTimeout)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(st.s.cfg.Gateway.URL, "/")+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot make the request %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+st.s.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	deadline, _ := ctx.Deadline()
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		answer, retryAfter, err := st.callOnce(req)
+		var refused *gatewayError
+		if err == nil || errors.As(err, &refused) && !refused.retryable() {
+			return answer, err
+		}
+		delay := min(gatewayBackoff<<min(attempt-1, 10), gatewayBackoffMax)
+		delay = max(delay/2+rand.N(delay/2+1), retryAfter)
+		if ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			return nil, fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
+		}
+		if attempt == 1 {
+			st.logf("%s %s failed (%v): trying again until %s", method, path, err, deadline.UTC().Format(time.RFC3339))
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
+		case <-t.C:
+		}
+	}
+}
+
+// gatewayError is an answer of the gateway other than 2xx.
+type gatewayError struct {
+	method, path, status string
+	code                 int
+	answer               []byte
+}
+
+func (e *gatewayError) Error() string {
+	return fmt.Sprintf("%s %s: the gateway answered %s: %s", e.method, e.path, e.status, e.answer)
+}
+
+// retryable says whether the answer may change on its own: too many
+// requests, or a gateway (or a proxy in front of it) that is restarting.
+func (e *gatewayError) retryable() bool {
+	switch e.code {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// callOnce makes one attempt of req; on a failure it also returns the
+// gateway's Retry-After, if any.
+func (st *runState) callOnce(req *http.Request) ([]byte, time.Duration, error) {
+	var err error
+	if req.Body, err = req.GetBody(); err != nil {
+		return nil, 0, fmt.Errorf("cannot rewind the body of %s %s: %w", req.Method, req.URL.Path, err)
+	}
 	resp, err := st.s.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the answer to %s %s: %w", method, path, err)
+		return nil, 0, fmt.Errorf("cannot read the answer to %s %s: %w", req.Method, req.URL.Path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("%s %s: the gateway answered %s: %s", method, path, resp.Status, bytes.TrimSpace(answer))
+		var retryAfter time.Duration
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+			retryAfter = time.Duration(s) * time.Second
+		}
+		return nil, retryAfter, &gatewayError{method: req.Method, path: req.URL.Path, status: resp.Status, code: resp.StatusCode, answer: bytes.TrimSpace(answer)}
 	}
-	return answer, nil
+	return answer, 0, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -93,7 +94,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, gateway: newFakeGateway(t, repo), events: newReceiver(t)}
 	f.cfg = Config{
 		StateDir: filepath.Join(root, "retrain-state"), SecretEnv: "TEST_WEBHOOK_SECRET",
-		Gateway:    GatewayConfig{URL: f.gateway.srv.URL, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
+		Gateway:    GatewayConfig{URL: f.gateway.url, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
 		Repository: repo, CaptureDir: filepath.Join(root, "state"),
 		Models: map[string]ModelConfig{"demo": {
 			TrainingData: BuiltinDemo, TrainingShare: 0.75, MinRows: 100, LabelWait: time.Millisecond,
@@ -237,23 +238,47 @@ func waitRun(t *testing.T, s *Service, id string, done func(Run) bool) Run {
 func finished(r Run) bool { return r.Outcome == Succeeded || r.Outcome == Failed }
 
 // fakeGateway answers the admin and readiness calls of a run as the
-// gateway does, and records them.
+// gateway does, and records them. It serves real HTTP on loopback, and can
+// go away and come back on the same address, as a gateway that restarts.
 type fakeGateway struct {
-	srv      *httptest.Server
-	mu       sync.Mutex
-	calls    []string // guarded by mu: "METHOD path"
-	canary   []byte   // guarded by mu
-	routing  []byte   // guarded by mu: the last PUT routing
-	reloaded bool     // guarded by mu
+	t       *testing.T
+	url     string
+	addr    string
+	handler http.Handler
+	served  sync.WaitGroup // the Serve goroutines
+	mu      sync.Mutex
+	srv     *http.Server // guarded by mu: nil while down
+	closed  bool         // guarded by mu: the test has ended
+	// crashOn is a call ("METHOD path") at which the gateway goes down
+	// without answering, for restartAfter (for good when 0: see up).
+	crashOn      string        // guarded by mu
+	restartAfter time.Duration // guarded by mu
+	restart      *time.Timer   // guarded by mu
+	calls        []string      // guarded by mu: "METHOD path"
+	canary       []byte        // guarded by mu
+	routing      []byte        // guarded by mu: the last PUT routing
+	reloaded     bool          // guarded by mu
 }
 
 func newFakeGateway(t *testing.T, repo string) *fakeGateway {
-	g := &fakeGateway{}
-	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	g := &fakeGateway{t: t, addr: "127.0.0.1:0"}
+	g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		g.calls = append(g.calls, r.Method+" "+r.URL.Path)
+		call := r.Method + " " + r.URL.Path
+		g.calls = append(g.calls, call)
+		if call == g.crashOn {
+			g.crashOn = ""
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			g.downLocked()
+			if g.restartAfter > 0 {
+				g.restart = time.AfterFunc(g.restartAfter, g.up)
+			}
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+testToken {
 			http.Error(w, `{"error":"missing or wrong bearer token"}`, http.StatusUnauthorized)
 			return
@@ -274,9 +299,55 @@ func newFakeGateway(t *testing.T, repo string) *fakeGateway {
 		default:
 			http.Error(w, `{"error":"no such endpoint"}`, http.StatusNotFound)
 		}
-	}))
-	t.Cleanup(g.srv.Close)
+	})
+	g.up()
+	t.Cleanup(func() {
+		g.mu.Lock()
+		g.closed = true
+		if g.restart != nil {
+			g.restart.Stop()
+		}
+		g.downLocked()
+		g.mu.Unlock()
+		g.served.Wait()
+	})
 	return g
+}
+
+// up starts serving on the gateway's address, unless it serves already.
+func (g *fakeGateway) up() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || g.srv != nil {
+		return
+	}
+	ln, err := net.Listen("tcp", g.addr)
+	if err != nil {
+		g.t.Errorf("the fake gateway cannot listen again: %v", err)
+		return
+	}
+	g.addr, g.url = ln.Addr().String(), "http://"+ln.Addr().String()
+	g.srv = &http.Server{Handler: g.handler}
+	g.served.Add(1)
+	go func(srv *http.Server) {
+		defer g.served.Done()
+		srv.Serve(ln)
+	}(g.srv)
+}
+
+// downLocked closes the listener and every connection. It needs g.mu.
+func (g *fakeGateway) downLocked() {
+	if g.srv != nil {
+		g.srv.Close()
+		g.srv = nil
+	}
+}
+
+// crash makes the gateway go down at call, for restartAfter (0: until up).
+func (g *fakeGateway) crash(call string, restartAfter time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.crashOn, g.restartAfter = call, restartAfter
 }
 
 func (g *fakeGateway) snapshot() ([]string, []byte) {

@@ -32,7 +32,7 @@ func TestReceiver(t *testing.T) {
 	}
 	sign := func(body []byte) string { return outbox.Sign([]byte(testSecret), now, body) }
 	f("valid", validBody, sign(validBody), http.StatusAccepted, `"status": "queued"`)
-	f("replay", validBody, sign(validBody), http.StatusConflict, "already received")
+	f("replay", validBody, sign(validBody), http.StatusOK, `"status": "queued"`)
 	f("missing signature", validBody, "", http.StatusUnauthorized, "missing infergate-signature")
 	f("wrong secret", validBody, outbox.Sign([]byte("guess"), now, validBody), http.StatusUnauthorized, "bad signature")
 	f("malformed signature", validBody, "v1=abc", http.StatusUnauthorized, "malformed")
@@ -47,7 +47,7 @@ func TestReceiver(t *testing.T) {
 	other, _ := outbox.NewEvent("/infergate/gateway", outbox.TypeCanaryPromoted, "demo/1", nil)
 	otherBody, _ := json.Marshal(other)
 	f("other type", otherBody, sign(otherBody), http.StatusAccepted, "starts no run")
-	f("other type replayed", otherBody, sign(otherBody), http.StatusConflict, "already received")
+	f("other type replayed", otherBody, sign(otherBody), http.StatusOK, "starts no run")
 	unknown, _ := outbox.NewEvent("/infergate/gateway", outbox.TypeDriftDetected, "iris/4", nil)
 	unknownBody, _ := json.Marshal(unknown)
 	f("unknown model", unknownBody, sign(unknownBody), http.StatusAccepted, `no pipeline is configured for model \"iris\"`)
@@ -239,7 +239,7 @@ func TestRestart(t *testing.T) {
 				return err
 			}
 		}
-		return tx.Bucket(seenBucket).Put([]byte("c"), []byte(time.Now().Format(time.RFC3339Nano)))
+		return putSeen(tx, "c", seenEvent{At: time.Now(), Answer: `{"status": "queued", "run": "3"}`})
 	})
 	if err != nil || db.Close() != nil {
 		t.Fatal(err)
@@ -258,7 +258,9 @@ func TestRestart(t *testing.T) {
 	if r.Outcome != Failed || !strings.Contains(r.Reason, "not enough labeled data") {
 		t.Fatalf("run 3: %+v", r)
 	}
-	send(t, url, outbox.Event{ID: "c", Source: "/x", Type: outbox.TypeDriftDetected, Subject: "demo/1"}, http.StatusConflict)
+	if a := send(t, url, outbox.Event{ID: "c", Source: "/x", Type: outbox.TypeDriftDetected, Subject: "demo/1"}, http.StatusOK); a.Run != "3" {
+		t.Fatalf("event c again: %+v, want the first answer", a)
+	}
 	fx.events.wait(t, 2)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

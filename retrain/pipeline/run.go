@@ -17,12 +17,15 @@ import (
 var steps = []struct {
 	name string
 	do   func(*runState, context.Context) error
+	// makes says that the step makes the candidate: a run that resumes
+	// the canary of a version published before skips it.
+	makes bool
 }{
-	{"data", (*runState).selectData},
-	{"train", (*runState).train},
-	{"validate", (*runState).validate},
-	{"publish", (*runState).publish},
-	{"canary", (*runState).startCanary},
+	{"data", (*runState).selectData, false},
+	{"train", (*runState).train, true},
+	{"validate", (*runState).validate, true},
+	{"publish", (*runState).publish, true},
+	{"canary", (*runState).startCanary, false},
 }
 
 // maxStepLog bounds the log lines kept per step.
@@ -44,6 +47,7 @@ type runState struct {
 	spec      spec
 	data      splits
 	candidate string // the candidate's model.onnx
+	resumed   bool   // the candidate is a version published before and never canaried (see resume)
 	cand      *runtime.ModelVersion
 	metrics   Metrics
 }
@@ -58,6 +62,9 @@ func (s *Service) execute(w *worker, r *Run) {
 	ctx := s.runCtx
 	var err error
 	for _, step := range steps {
+		if st.resumed && step.makes {
+			continue
+		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted: the retrain service stopped before the %s step", step.name)
 			break

@@ -25,11 +25,8 @@ import (
 // Source is the CloudEvents source of the events a Service emits.
 const Source = "/infergate/retrain"
 
-// Errors of a Service.
-var (
-	ErrClosed = errors.New("pipeline: closed")
-	ErrReplay = errors.New("pipeline: event already received")
-)
+// ErrClosed is returned by a Service that Shutdown has stopped.
+var ErrClosed = errors.New("pipeline: closed")
 
 // maxWebhookBody bounds a webhook's body; drift events are a few KiB.
 const maxWebhookBody = 1 << 20
@@ -225,12 +222,26 @@ func (s *Service) recover() ([]Run, error) {
 			if s.queued[r.Model] != "" {
 				continue
 			}
-			retry := Run{Model: r.Model, Trigger: r.Trigger, RetryOf: r.ID, DriftVersion: r.DriftVersion, Since: r.Since,
-				QueuedAt: now, Outcome: Queued, Steps: []Step{}}
-			if err := newRun(tx, &retry); err != nil {
+			if err := s.queueRetry(tx, r, now); err != nil {
 				return err
 			}
-			s.queued[r.Model] = retry.ID
+		}
+		// So is one that published a version and failed to canary it: the
+		// new run canaries it (see resume).
+		for model := range s.cfg.Models {
+			if s.queued[model] != "" {
+				continue
+			}
+			r, ok, err := s.uncanaried(tx, model, "")
+			if err != nil {
+				s.log.Warn("cannot look for a version never canaried", "model", model, "error", err)
+				continue
+			}
+			if ok {
+				if err := s.queueRetry(tx, r, now); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -238,6 +249,17 @@ func (s *Service) recover() ([]Run, error) {
 		return nil, fmt.Errorf("cannot recover the runs: %w", err)
 	}
 	return unnotified, nil
+}
+
+// queueRetry queues a run that does run r again, for the same event.
+func (s *Service) queueRetry(tx *bbolt.Tx, r Run, now time.Time) error {
+	retry := Run{Model: r.Model, Trigger: r.Trigger, RetryOf: r.ID, DriftVersion: r.DriftVersion, Since: r.Since,
+		QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+	if err := newRun(tx, &retry); err != nil {
+		return err
+	}
+	s.queued[r.Model] = retry.ID
+	return nil
 }
 
 // Shutdown stops the service: no queued run starts any more (they run
@@ -386,18 +408,21 @@ func (s *Service) handleWebhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "cannot decode the CloudEvent: "+err.Error())
 		return
 	}
-	a, err := s.accept(ev)
+	answer, replay, err := s.accept(ev)
 	switch {
-	case errors.Is(err, ErrReplay):
-		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, "the retrain service is stopping")
 	case errors.Is(err, errBadEvent):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
+	case replay:
+		// A re-delivery of an accepted event is delivered too: the sender
+		// may have missed the first answer (it came late, or the sender
+		// died before it arrived).
+		writeBody(w, http.StatusOK, answer)
 	default:
-		writeJSON(w, http.StatusAccepted, a)
+		writeBody(w, http.StatusAccepted, answer)
 	}
 }
 
@@ -432,8 +457,10 @@ func (d driftData) since(lookback time.Duration) time.Time {
 
 // accept records ev's id and, for a drift.detected event of a configured
 // model, queues a run or coalesces ev into the model's queued run, in one
-// transaction.
-func (s *Service) accept(ev outbox.Event) (acceptance, error) {
+// transaction; it returns the answer's body, which is stored with the id.
+// For an id it has accepted before it changes nothing and returns that
+// first answer with replay set.
+func (s *Service) accept(ev outbox.Event) (answer []byte, replay bool, err error) {
 	var d driftData
 	json.Unmarshal(ev.Data, &d) // lenient: the subject may say it all
 	model, version, _ := strings.Cut(ev.Subject, "/")
@@ -443,7 +470,7 @@ func (s *Service) accept(ev outbox.Event) (acceptance, error) {
 	case ev.Type != outbox.TypeDriftDetected:
 		a.Reason = fmt.Sprintf("event type %s starts no run", ev.Type)
 	case model == "":
-		return a, fmt.Errorf("%w: a drift.detected event must name its model in its subject (model/version) or data.model", errBadEvent)
+		return nil, false, fmt.Errorf("%w: a drift.detected event must name its model in its subject (model/version) or data.model", errBadEvent)
 	case s.workers[model] == nil:
 		a.Reason = fmt.Sprintf("no pipeline is configured for model %q", model)
 	}
@@ -451,43 +478,51 @@ func (s *Service) accept(ev outbox.Event) (acceptance, error) {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
-		return a, ErrClosed
+		return nil, false, ErrClosed
 	}
-	s.mu.Lock()
+	s.mu.Lock() // so no other accept records ev.ID between the look and the update
 	defer s.mu.Unlock()
-	now := s.now().UTC()
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		seen := tx.Bucket(seenBucket)
-		if seen.Get([]byte(ev.ID)) != nil {
-			return fmt.Errorf("%w: %q", ErrReplay, ev.ID)
-		}
-		if err := seen.Put([]byte(ev.ID), []byte(now.Format(time.RFC3339Nano))); err != nil {
-			return err
-		}
-		if a.Reason != "" {
-			return nil
-		}
-		if id := s.queued[model]; id != "" {
-			r, err := getRun(tx, id)
-			if err != nil {
-				return err
-			}
-			r.Coalesced = append(r.Coalesced, ev.ID)
-			a = acceptance{Status: "coalesced", Run: id}
-			return putRun(tx, &r)
-		}
-		r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
-		if err := newRun(tx, &r); err != nil {
-			return err
-		}
-		a = acceptance{Status: "queued", Run: r.ID}
-		return nil
+	var first seenEvent
+	err = s.db.View(func(tx *bbolt.Tx) (err error) {
+		first, replay, err = getSeen(tx, ev.ID)
+		return err
 	})
 	if err != nil {
-		if !errors.Is(err, ErrReplay) {
-			err = fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+		return nil, false, fmt.Errorf("cannot look up event %q: %w", ev.ID, err)
+	}
+	if replay {
+		s.log.Info("webhook received again: answered as the first time", "event", ev.ID, "type", ev.Type, "first_received", first.At)
+		return []byte(first.Answer), true, nil
+	}
+	now := s.now().UTC()
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		if a.Reason == "" {
+			if id := s.queued[model]; id != "" {
+				r, err := getRun(tx, id)
+				if err != nil {
+					return err
+				}
+				r.Coalesced = append(r.Coalesced, ev.ID)
+				a = acceptance{Status: "coalesced", Run: id}
+				if err := putRun(tx, &r); err != nil {
+					return err
+				}
+			} else {
+				r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+				if err := newRun(tx, &r); err != nil {
+					return err
+				}
+				a = acceptance{Status: "queued", Run: r.ID}
+			}
 		}
-		return acceptance{}, err
+		var err error
+		if answer, err = encodeJSON(a); err != nil {
+			return err
+		}
+		return putSeen(tx, ev.ID, seenEvent{At: now, Answer: string(answer)})
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
 	}
 	switch a.Status {
 	case "queued":
@@ -502,7 +537,7 @@ func (s *Service) accept(ev outbox.Event) (acceptance, error) {
 	default:
 		s.log.Info("webhook ignored", "event", ev.ID, "type", ev.Type, "reason", a.Reason)
 	}
-	return a, nil
+	return answer, false, nil
 }
 
 // work runs w's queued runs one at a time until Shutdown begins.
@@ -615,13 +650,26 @@ func (r *Run) event() (outbox.Event, error) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := encodeJSON(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer"}`+"\n")
+	}
+	writeBody(w, code, b)
+}
+
+// encodeJSON encodes an answer's body.
+func encodeJSON(v any) ([]byte, error) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		code, b = http.StatusInternalServerError, []byte(`{"error":"cannot encode the answer"}`)
+		return nil, fmt.Errorf("cannot encode the answer: %w", err)
 	}
+	return append(b, '\n'), nil
+}
+
+func writeBody(w http.ResponseWriter, code int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(body)
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -32,8 +32,7 @@ const (
 var ErrNoRun = errors.New("pipeline: no such run")
 
 // The buckets of the store. Runs are keyed by their sequence number, big
-// endian, and hold a Run as JSON; seen event ids map to the time they
-// arrived, in RFC 3339.
+// endian, and hold a Run as JSON; seen event ids map to a seenEvent as JSON.
 var (
 	runsBucket = []byte("pipeline.runs")
 	seenBucket = []byte("pipeline.seen")
@@ -242,7 +241,7 @@ func prune(tx *bbolt.Tx, now time.Time) error {
 	seen := tx.Bucket(seenBucket)
 	old = old[:0]
 	seen.ForEach(func(k, v []byte) error {
-		if t, err := time.Parse(time.RFC3339Nano, string(v)); err != nil || now.Sub(t) > keepSeen {
+		if e, err := decodeSeen(v); err != nil || now.Sub(e.At) > keepSeen {
 			old = append(old, bytes.Clone(k))
 		}
 		return nil
@@ -285,4 +284,45 @@ func ListRuns(stateDir string) ([]Run, error) {
 		return nil, fmt.Errorf("cannot list runs: %w", err)
 	}
 	return runs, nil
+}
+
+// seenEvent is what the store keeps of an accepted event: when it arrived
+// and the body of the answer, which a re-delivery gets again.
+type seenEvent struct {
+	At     time.Time `json:"at"`
+	Answer string    `json:"answer"`
+}
+
+// legacyAnswer is the answer to a re-delivery of an event accepted before
+// the store kept answers, when the value was the arrival time alone.
+const legacyAnswer = `{"status": "accepted"}` + "\n"
+
+func decodeSeen(v []byte) (seenEvent, error) {
+	var e seenEvent
+	if json.Unmarshal(v, &e) == nil {
+		return e, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(v))
+	if err != nil {
+		return seenEvent{}, fmt.Errorf("cannot decode a seen event: %q", v)
+	}
+	return seenEvent{At: t, Answer: legacyAnswer}, nil
+}
+
+// getSeen returns what the store keeps of event id, if it was accepted.
+func getSeen(tx *bbolt.Tx, id string) (seenEvent, bool, error) {
+	v := tx.Bucket(seenBucket).Get([]byte(id))
+	if v == nil {
+		return seenEvent{}, false, nil
+	}
+	e, err := decodeSeen(v)
+	return e, err == nil, err
+}
+
+func putSeen(tx *bbolt.Tx, id string, e seenEvent) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("cannot encode seen event %q: %w", id, err)
+	}
+	return tx.Bucket(seenBucket).Put([]byte(id), b)
 }

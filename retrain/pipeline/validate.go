@@ -187,7 +187,7 @@ func (st *runState) publish(ctx context.Context) error {
 		os.RemoveAll(tmp)
 		return err
 	}
-	if err := st.pinPrimary(ctx); err != nil {
+	if err := st.pinPrimary(ctx, st.base.VersionName); err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
