@@ -57,6 +57,9 @@ func (ob *Outbox) post(t *target, eventID, eventType string, event []byte) (time
 	// can be reused.
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	// Any 2xx is a delivery made: a receiver answers a delivery of an
+	// event id it accepted before with 200 and its first answer (README,
+	// "The API"); anything else is tried again.
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return 0, nil
 	}
