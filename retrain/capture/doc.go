@@ -9,7 +9,12 @@
 // pd.read_json(path, lines=True, compression="zstd"). The segment being
 // written is named ....jsonl.zst.tmp and renamed into place when it is
 // rotated (by size or age) or closed, so a reader never sees half a segment;
-// the oldest segments are deleted beyond the retention bounds. Labels go to
+// the oldest segments are deleted beyond the retention bounds. A record
+// counts as captured once it is flushed into the file (every second, and
+// when the segment is finished); when a write fails (a full disk), the
+// records not yet flushed are counted as lost, the error is logged once
+// until a write succeeds again, and a segment that already holds records
+// stays as .tmp for the next Open to finish, like a crash's. Labels go to
 // labels-<unix nanos>.jsonl files beside them, one {"id", "time", "label"}
 // object a line, fsynced before they are acknowledged.
 //

@@ -50,12 +50,14 @@ type Labels struct {
 
 	// The fields below are owned by the run goroutine.
 	files    map[string]*labelFile // by model
+	failing  map[string]bool       // by model: an error was logged and no write has succeeded since
 	lastName int64
 }
 
 type labelFile struct {
 	f    *os.File
-	size int64
+	path string
+	size int64 // bytes written
 }
 
 type labelRequest struct {
@@ -85,7 +87,7 @@ func OpenLabels(dir string, cfg LabelsConfig, o Options) (*Labels, error) {
 			errors:  o.Metrics.NewCounter("infergate_capture_label_errors_total"),
 		},
 		reqs: make(chan *labelRequest, maxCommit), stop: make(chan struct{}), done: make(chan struct{}),
-		files: make(map[string]*labelFile),
+		files: make(map[string]*labelFile), failing: make(map[string]bool),
 	}
 	go l.run()
 	return l, nil
@@ -194,8 +196,9 @@ func (l *Labels) commit(batch []*labelRequest) {
 		}
 		lf, err := l.file(r.model)
 		if err == nil {
-			_, err = lf.f.Write(r.data)
-			lf.size += int64(len(r.data))
+			var n int
+			n, err = lf.f.Write(r.data)
+			lf.size += int64(n)
 		}
 		if err != nil {
 			failed[r.model] = err
@@ -213,6 +216,12 @@ func (l *Labels) commit(batch []*labelRequest) {
 			l.abandon(model)
 		}
 	}
+	for model, err := range failed {
+		if !l.failing[model] {
+			l.o.Log.Warn("cannot record labels", "model", model, "err", err)
+			l.failing[model] = true
+		}
+	}
 	l.m.commits.Inc()
 	for _, r := range batch {
 		if err := failed[r.model]; err != nil {
@@ -221,6 +230,7 @@ func (l *Labels) commit(batch []*labelRequest) {
 			continue
 		}
 		l.m.labels.Add(r.n)
+		delete(l.failing, r.model)
 		r.done <- nil
 	}
 	for model, lf := range l.files {
@@ -230,9 +240,6 @@ func (l *Labels) commit(batch []*labelRequest) {
 				l.o.Log.Warn("cannot close label file", "model", model, "err", err)
 			}
 		}
-	}
-	for model, err := range failed {
-		l.o.Log.Warn("cannot record labels", "model", model, "err", err)
 	}
 }
 
@@ -246,23 +253,27 @@ func (l *Labels) file(model string) (*labelFile, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create capture folder: %w", err)
 	}
-	f, _, n, err := createNamed(dir, labelPrefix, labelSuffix, max(l.o.Now().UnixNano(), l.lastName+1))
+	f, path, n, err := createNamed(dir, labelPrefix, labelSuffix, max(l.o.Now().UnixNano(), l.lastName+1))
 	if err != nil {
 		return nil, err
 	}
 	syncDir(dir) // so the file's name survives a crash like its contents
 	l.lastName = n
-	lf := &labelFile{f: f}
+	lf := &labelFile{f: f, path: path}
 	l.files[model] = lf
-	l.prune(dir, f.Name())
+	l.prune(dir, path)
 	return lf, nil
 }
 
 // abandon closes model's file after an error, so that a torn line can only
-// be the last of a file, which readers skip.
+// be the last of a file, which readers skip, and removes it when nothing
+// was written to it, so that failures (a full disk) leave no empty files.
 func (l *Labels) abandon(model string) {
 	if lf := l.files[model]; lf != nil {
 		lf.f.Close()
+		if lf.size == 0 {
+			os.Remove(lf.path)
+		}
 		delete(l.files, model)
 	}
 }

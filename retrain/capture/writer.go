@@ -44,6 +44,9 @@ var (
 	// testHookWrite, when set before Open, runs in the writer goroutine
 	// before each record.
 	testHookWrite func()
+	// testHookCreated, when set before Open or OpenLabels, gets each file
+	// that createNamed created and returns the one to write to instead.
+	testHookCreated func(*os.File) *os.File
 )
 
 // Writer captures the sampled traffic of one model. It is safe for
@@ -76,13 +79,19 @@ type segment struct {
 	f          *os.File
 	tmp, final string
 	start      time.Time
-	size       int64 // uncompressed bytes written
+	size       int64 // uncompressed bytes given to the encoder
 	dirty      bool  // written since the last flush
+	// pending and pendingBytes are the records, and their uncompressed
+	// bytes, given to the encoder since the last flush: counted as captured
+	// once a flush puts them in the file, as lost when it fails. flushed
+	// says that the file holds records.
+	pending, pendingBytes int
+	flushed               bool
 }
 
 type writerMetrics struct {
-	records, dropped, bytes, segments, deleted, errors *metrics.Counter
-	diskBytes                                          *metrics.Gauge
+	records, dropped, lost, bytes, segments, deleted, errors *metrics.Counter
+	diskBytes                                                *metrics.Gauge
 }
 
 // Open starts capturing traffic of model to <dir>/capture/<model>/, where
@@ -118,9 +127,9 @@ func Open(dir, model string, cfg Config, o Options) (*Writer, error) {
 	set := o.Metrics
 	w.m = writerMetrics{
 		records: set.NewCounter(name("records_total")), dropped: set.NewCounter(name("dropped_total")),
-		bytes: set.NewCounter(name("bytes_total")), segments: set.NewCounter(name("segments_total")),
-		deleted: set.NewCounter(name("segments_deleted_total")), errors: set.NewCounter(name("errors_total")),
-		diskBytes: set.NewGauge(name("disk_bytes"), nil),
+		lost: set.NewCounter(name("lost_total")), bytes: set.NewCounter(name("bytes_total")),
+		segments: set.NewCounter(name("segments_total")), deleted: set.NewCounter(name("segments_deleted_total")),
+		errors: set.NewCounter(name("errors_total")), diskBytes: set.NewGauge(name("disk_bytes"), nil),
 	}
 	set.NewGauge(name("buffered"), func() float64 { return float64(len(w.records)) })
 	w.prune()
@@ -232,7 +241,7 @@ func (w *Writer) write(r *Record) {
 		w.line = line // keep the buffer, unless one huge record grew it
 	}
 	if err != nil {
-		w.fail("cannot encode captured record", fmt.Errorf("record %q: %w", r.ID, err))
+		w.fail("cannot encode captured record", fmt.Errorf("record %q: %w", r.ID, err), 1)
 		return
 	}
 	if w.seg != nil && now.Sub(w.seg.start) >= w.cfg.SegmentAge {
@@ -240,19 +249,18 @@ func (w *Writer) write(r *Record) {
 	}
 	if w.seg == nil {
 		if err := w.openSegment(now); err != nil {
-			w.fail("cannot capture traffic", err)
+			w.fail("cannot capture traffic", err, 1)
 			return
 		}
 	}
+	w.seg.pending++
+	w.seg.pendingBytes += len(line)
 	if _, err := w.enc.Write(line); err != nil {
-		w.fail("cannot capture traffic", fmt.Errorf("cannot write capture segment %q: %w", w.seg.tmp, err))
-		w.abandon()
+		w.abandon(fmt.Errorf("cannot write capture segment %q: %w", w.seg.tmp, err))
 		return
 	}
 	w.seg.size += int64(len(line))
 	w.seg.dirty = true
-	w.m.records.Inc()
-	w.m.bytes.Add(len(line))
 	if w.seg.size >= int64(w.cfg.SegmentSize) {
 		w.closeSegment()
 	}
@@ -265,24 +273,38 @@ func (w *Writer) tick() {
 		w.closeSegment()
 	case w.seg != nil && w.seg.dirty:
 		if err := w.enc.Flush(); err != nil {
-			w.fail("cannot capture traffic", fmt.Errorf("cannot flush capture segment %q: %w", w.seg.tmp, err))
-			w.abandon()
+			w.abandon(fmt.Errorf("cannot flush capture segment %q: %w", w.seg.tmp, err))
 			return
 		}
 		w.seg.dirty = false
+		w.written(w.seg)
 	}
 	if now.Sub(w.lastPrune) >= pruneEvery {
 		w.prune()
 	}
 }
 
-// fail counts an error and logs it, once until something succeeds again.
-func (w *Writer) fail(msg string, err error) {
+// fail counts an error that lost n records and logs it, once until a write
+// succeeds again.
+func (w *Writer) fail(msg string, err error, n int) {
 	w.m.errors.Inc()
+	w.m.lost.Add(n)
 	if !w.failing {
 		w.o.Log.Warn(msg, "model", w.model, "err", err)
 		w.failing = true
 	}
+}
+
+// written counts s's pending records as captured, now that they are in its
+// file, and ends a failure streak.
+func (w *Writer) written(s *segment) {
+	if s.pending > 0 {
+		s.flushed = true
+	}
+	w.m.records.Add(s.pending)
+	w.m.bytes.Add(s.pendingBytes)
+	s.pending, s.pendingBytes = 0, 0
+	w.failing = false
 }
 
 func (w *Writer) openSegment(now time.Time) error {
@@ -317,26 +339,35 @@ func (w *Writer) closeSegment() error {
 	}
 	liveTmp.Delete(s.tmp)
 	if err != nil {
-		os.Remove(s.tmp)
 		err = fmt.Errorf("cannot finish capture segment %q: %w", s.final, err)
-		w.fail("cannot capture traffic", err)
+		w.drop(s, err)
 		return err
 	}
 	syncDir(w.dir)
-	w.failing = false
+	w.written(s)
 	w.m.segments.Inc()
 	w.prune()
 	return nil
 }
 
 // abandon drops the open segment after an I/O error.
-func (w *Writer) abandon() {
+func (w *Writer) abandon(err error) {
 	s := w.seg
 	w.seg = nil
 	s.f.Close() // the next openSegment resets the encoder
-
-	os.Remove(s.tmp)
 	liveTmp.Delete(s.tmp)
+	w.drop(s, err)
+}
+
+// drop counts s's pending records as lost to err, and removes its file
+// unless earlier flushes put records in it: those are kept, for the next
+// Open to recover as it does a crash's.
+func (w *Writer) drop(s *segment, err error) {
+	if !s.flushed {
+		os.Remove(s.tmp)
+	}
+	w.fail("cannot capture traffic", err, s.pending)
+	s.pending, s.pendingBytes = 0, 0
 }
 
 // prune deletes the oldest complete segments beyond Retention and those
@@ -347,7 +378,7 @@ func (w *Writer) prune() {
 	w.lastPrune = now
 	files, err := listFiles(w.dir, segmentPrefix, segmentSuffix)
 	if err != nil {
-		w.fail("cannot apply capture retention", err)
+		w.fail("cannot apply capture retention", err, 0)
 		return
 	}
 	var total int64
@@ -364,7 +395,7 @@ func (w *Writer) prune() {
 			break
 		}
 		if err := os.Remove(filepath.Join(w.dir, f.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			w.fail("cannot apply capture retention", err)
+			w.fail("cannot apply capture retention", err, 0)
 			break
 		}
 		total -= f.size
@@ -517,6 +548,9 @@ func createNamed(dir, prefix, suffix string, n int64) (*os.File, string, int64, 
 		}
 		if err != nil {
 			return nil, "", 0, fmt.Errorf("cannot create %q: %w", path, err)
+		}
+		if testHookCreated != nil {
+			f = testHookCreated(f)
 		}
 		return f, path, n, nil
 	}
