@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/infergate/infergate/retrain/statefile"
 	"github.com/infergate/infergate/router"
 )
 
@@ -35,7 +36,7 @@ type routeRecord struct {
 }
 
 // openStore opens (creating) the store under dir; an empty dir gives the
-// nil store.
+// nil store. A damaged store file is refused (see statefile.Open).
 func openStore(dir string) (*store, error) {
 	if dir == "" {
 		return nil, nil
@@ -44,9 +45,9 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("cannot create state_dir %q: %w", dir, err)
 	}
 	path := filepath.Join(dir, storeFile)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := statefile.Open(path, bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("cannot open the state store %q (is another infergate using this state_dir?): %w", path, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(routesBucket)
