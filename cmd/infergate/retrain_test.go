@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,10 +17,11 @@ import (
 	"github.com/infergate/infergate/retrain/outbox"
 )
 
-// TestRetrainServe runs `infergate retrain` on a copy of the demo
-// repository, sends it a signed drift event (its run fails: nothing was
-// captured), stops it with SIGTERM and lists the runs from the store.
-func TestRetrainServe(t *testing.T) {
+// retrainConfig writes the config of a retrain service for a copy of the
+// demo repository under a temporary folder and returns its path and the
+// address the service listens on.
+func retrainConfig(t *testing.T) (config, addr string) {
+	t.Helper()
 	dir := t.TempDir()
 	v1 := filepath.Join(dir, "models", "demo", "1")
 	os.MkdirAll(v1, 0o755)
@@ -28,44 +30,65 @@ func TestRetrainServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(v1, "model.onnx"), onnx, 0o644)
-	addr := freeAddr(t)
-	config := filepath.Join(dir, "retrain.yaml")
+	addr = freeAddr(t)
+	config = filepath.Join(dir, "retrain.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(`listen: %s
 secret_env: TEST_RETRAIN_SECRET
 models:
   demo: {training_data: builtin:demo, min_rows: 10, label_wait: 1ms}
 `, addr)), 0o644)
+	return config, addr
+}
 
+// startRetrain starts `infergate retrain --config config` as a child
+// process and waits until it serves at addr; the test kills it at the end.
+func startRetrain(t *testing.T, config, addr string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "retrain", "--config", config)
 	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1", "TEST_RETRAIN_SECRET=s3cret")
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
-	base := "http://" + addr
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get(base + "/runs"); err == nil {
+		if resp, err := http.Get("http://" + addr + "/runs"); err == nil {
 			resp.Body.Close()
-			break
+			return cmd, logs
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("not serving after 30s:\n%s", logs.String())
 		}
 	}
+}
 
-	ev, _ := outbox.NewEvent("/infergate/gateway", outbox.TypeDriftDetected, "demo/1", map[string]string{"model": "demo"})
+// postEvent posts a drift event of the demo model to the service at base,
+// signed with secret at signedAt, and returns the status and the answer.
+func postEvent(t *testing.T, base string, ev outbox.Event, secret string, signedAt time.Time) (int, string) {
+	t.Helper()
 	body, _ := json.Marshal(ev)
 	req, _ := http.NewRequest(http.MethodPost, base+"/webhook", bytes.NewReader(body))
-	req.Header.Set(outbox.SignatureHeader, outbox.Sign([]byte("s3cret"), time.Now(), body))
+	req.Header.Set(outbox.SignatureHeader, outbox.Sign([]byte(secret), signedAt, body))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("webhook: %s", resp.Status)
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(answer)
+}
+
+// TestRetrainServe runs `infergate retrain` on a copy of the demo
+// repository, sends it a signed drift event (its run fails: nothing was
+// captured), stops it with SIGTERM and lists the runs from the store.
+func TestRetrainServe(t *testing.T) {
+	config, addr := retrainConfig(t)
+	cmd, logs := startRetrain(t, config, addr)
+	base := "http://" + addr
+	ev, _ := outbox.NewEvent("/infergate/gateway", outbox.TypeDriftDetected, "demo/1", map[string]string{"model": "demo"})
+	if code, answer := postEvent(t, base, ev, "s3cret", time.Now()); code != http.StatusAccepted {
+		t.Fatalf("webhook: %d %s", code, answer)
 	}
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(runsOutput(t, "--url", base), "failed"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -88,6 +111,54 @@ models:
 	}
 	if out := runsOutput(t, "--config", config, "--model", "iris"); !strings.HasPrefix(out, "no runs in ") {
 		t.Fatalf("retrain runs --model iris:\n%s", out)
+	}
+}
+
+// TestRetrainReplayAfterKill kills `infergate retrain` with SIGKILL as soon
+// as it has answered a drift event 202, as a sender that missed the answer
+// would see it, and starts it again: the re-delivery is answered 200 with
+// the first answer's body and queues nothing; a stale or badly signed one
+// is still refused.
+func TestRetrainReplayAfterKill(t *testing.T) {
+	config, addr := retrainConfig(t)
+	cmd, _ := startRetrain(t, config, addr)
+	base := "http://" + addr
+	ev, _ := outbox.NewEvent("/infergate/gateway", outbox.TypeDriftDetected, "demo/1", map[string]string{"model": "demo"})
+	code, first := postEvent(t, base, ev, "s3cret", time.Now())
+	if code != http.StatusAccepted {
+		t.Fatalf("webhook: %d %s", code, first)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	startRetrain(t, config, addr)
+	f := func(secret string, signedAt time.Time, wantCode int, wantAnswer string) {
+		t.Helper()
+		code, answer := postEvent(t, base, ev, secret, signedAt)
+		if code != wantCode || wantAnswer != "" && answer != wantAnswer {
+			t.Fatalf("again: %d %q, want %d %q", code, answer, wantCode, wantAnswer)
+		}
+	}
+	f("s3cret", time.Now(), http.StatusOK, first)
+	f("s3cret", time.Now().Add(-time.Hour), http.StatusUnauthorized, "")
+	f("guess", time.Now(), http.StatusUnauthorized, "")
+	f("s3cret", time.Now(), http.StatusOK, first)
+	resp, err := http.Get(base + "/runs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var runs []struct {
+		Trigger string `json:"trigger"`
+		RetryOf string `json:"retry_of"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&runs); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range runs { // newest first: a retry of a run the kill interrupted, then the run
+		if r.Trigger != ev.ID || (r.RetryOf == "") != (i == len(runs)-1) {
+			t.Fatalf("runs %+v, want the one of the first delivery (and its retry, if the kill interrupted it)", runs)
+		}
 	}
 }
 
