@@ -87,6 +87,8 @@ func open(path string, o bbolt.Options) (*bbolt.DB, error) {
 		return nil, fmt.Errorf("cannot open state file %q: another process holds its lock (is another infergate using this state_dir?): %w", path, err)
 	case errors.As(err, &pathErr), errors.As(err, &errno):
 		return nil, fmt.Errorf("cannot open state file %q: %w", path, err)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, damaged(path, "neither of its two meta pages is valid: "+err.Error())
 	}
 	// What is left is about the file's contents: no valid meta page, a
 	// size that cannot hold its pages, or a panic reading them.

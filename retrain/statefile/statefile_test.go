@@ -128,6 +128,12 @@ func TestOpenRefusesDamage(t *testing.T) {
 		statefiletest.PointPastEnd(t, path, routes)
 		refused(t, path)
 	})
+	t.Run("both meta pages overwritten", func(t *testing.T) {
+		path := copyTo(t, base)
+		statefiletest.RandomizePage(t, path, 0, seed)
+		statefiletest.RandomizePage(t, path, 1, seed)
+		refused(t, path)
+	})
 	// Every page in use, one at a time.
 	for _, id := range statefiletest.UsedPages(t, base) {
 		t.Run(fmt.Sprintf("random bytes over page %d", id), func(t *testing.T) {
