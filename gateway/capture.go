@@ -87,7 +87,25 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "feedback needs state_dir, where labels are kept")
 		return
 	}
-	labels, err := parseLabels(ctx.Request.Body())
+	body := ctx.Request.Body()
+	var scanner jsonScanner
+	values, err := scanner.scan(body, maxFeedbackValues)
+	switch {
+	case errors.Is(err, errTooManyValues):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("feedback too large: more than %d JSON values; post the labels in smaller lists", maxFeedbackValues))
+		return
+	case err != nil:
+		writeError(ctx, fasthttp.StatusBadRequest, "invalid feedback: not JSON: "+err.Error())
+		return
+	}
+	cost := int64(len(body)) + int64(values)*jsonValueCost
+	if !s.memory.reserve(cost) {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "cannot accept feedback now: max_inflight_memory is in use; retry later")
+		return
+	}
+	defer s.memory.release(cost)
+	labels, err := parseLabels(body)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid feedback: "+err.Error())
 		return
@@ -104,6 +122,10 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		writeJSON(ctx, fmt.Appendf(nil, `{"recorded":%d}`, len(labels)))
 	}
 }
+
+// maxFeedbackValues bounds the JSON values of one feedback body: ten
+// thousand labels of a few values each.
+const maxFeedbackValues = 100_000
 
 // parseLabels reads one {"id", "label"} object or a list of them.
 func parseLabels(body []byte) ([]capture.Label, error) {

@@ -14,6 +14,7 @@ func TestCaptureAndFeedback(t *testing.T) {
 	cfg := testConfig(t)
 	demo := cfg.Models["demo"]
 	demo.Capture = capture.Config{Sample: 1}
+	demo.Auth.OpenFeedback = true
 	cfg.Models["demo"] = demo
 	srv, url := startServer(t, cfg)
 	for i := range 5 {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -21,10 +23,10 @@ type Config struct {
 	// Repository is the model repository folder, relative to the config file.
 	Repository string `yaml:"repository"`
 	// MaxBodySize bounds a request body, before and after decompression.
-	MaxBodySize Size `yaml:"max_body_size"`
+	MaxBodySize strictyaml.Size `yaml:"max_body_size"`
 	// CompressMinSize is the smallest response body compressed for a client
 	// that accepts gzip or zstd.
-	CompressMinSize Size `yaml:"compress_min_size"`
+	CompressMinSize strictyaml.Size `yaml:"compress_min_size"`
 	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's reads,
 	// writes and keep-alive idleness.
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
@@ -32,6 +34,18 @@ type Config struct {
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 	// ShutdownTimeout bounds how long a shutdown waits for requests in flight.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxInflightMemory bounds the bytes that inference requests in flight
+	// hold in bodies, parse trees and tensors; beyond it they get 503.
+	MaxInflightMemory strictyaml.Size `yaml:"max_inflight_memory"`
+	// MaxConnections bounds the open client connections, and
+	// MaxConnectionsPerIP those from one address; 0 derives them from the
+	// descriptor limit (see configs/README.md).
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// MaxHeaderSize bounds a request's line and headers; beyond it 431.
+	MaxHeaderSize strictyaml.Size `yaml:"max_header_size"`
+	// TLS, when its files are set, serves HTTPS.
+	TLS TLSConfig `yaml:"tls"`
 
 	// StateDir holds the embedded store of what must survive a restart
 	// (routing and canary state set at run time), relative to the config
@@ -41,6 +55,8 @@ type Config struct {
 	Watch bool `yaml:"watch"`
 	// Admin configures the admin API.
 	Admin AdminConfig `yaml:"admin"`
+	// Auth names the API keys that models' auth sections require.
+	Auth AuthConfig `yaml:"auth"`
 	// Webhooks are the targets drift and canary events are delivered to,
 	// at least once, from a durable outbox in the state store.
 	Webhooks []outbox.Target `yaml:"webhooks"`
@@ -80,6 +96,7 @@ type ModelConfig struct {
 	Drift               drift.Config   `yaml:"drift"`
 	Routing             router.Config  `yaml:"routing"`
 	Capture             capture.Config `yaml:"capture"`
+	Auth                ModelAuth      `yaml:"auth"`
 }
 
 // CacheConfig configures a model's response cache.
@@ -110,7 +127,10 @@ func DefaultConfig() Config {
 		WriteTimeout:    30 * time.Second,
 		IdleTimeout:     2 * time.Minute,
 		ShutdownTimeout: 30 * time.Second,
-		Runtime:         runtime.DefaultConfig(),
+		// Sixteen bodies of the default max_body_size, decompressing at once.
+		MaxInflightMemory: 256 << 20,
+		MaxHeaderSize:     8 << 10,
+		Runtime:           runtime.DefaultConfig(),
 	}
 }
 
@@ -132,7 +152,7 @@ func LoadConfig(path string) (Config, error) {
 // are relative to dir.
 func ParseConfig(data []byte, dir string) (Config, error) {
 	cfg := DefaultConfig()
-	if err := decodeStrict(data, &cfg, "config"); err != nil {
+	if err := strictyaml.Decode(data, &cfg, "config"); err != nil {
 		return Config{}, err
 	}
 	if !filepath.IsAbs(cfg.Repository) {
@@ -140,6 +160,17 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 	}
 	if cfg.StateDir != "" && !filepath.IsAbs(cfg.StateDir) {
 		cfg.StateDir = filepath.Join(dir, cfg.StateDir)
+	}
+	for _, path := range []*string{&cfg.TLS.CertFile, &cfg.TLS.KeyFile} {
+		if *path != "" && !filepath.IsAbs(*path) {
+			*path = filepath.Join(dir, *path)
+		}
+	}
+	for name, src := range cfg.Auth.Keys {
+		if src.File != "" && !filepath.IsAbs(src.File) {
+			src.File = filepath.Join(dir, src.File)
+			cfg.Auth.Keys[name] = src
+		}
 	}
 	if cfg.Runtime.Library != "" && !filepath.IsAbs(cfg.Runtime.Library) {
 		cfg.Runtime.Library = filepath.Join(dir, cfg.Runtime.Library)
@@ -164,6 +195,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("compress_min_size: must not be negative, got %d", c.CompressMinSize)
 	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("read_timeout, write_timeout, idle_timeout, shutdown_timeout: must be positive")
+	case c.MaxInflightMemory < c.MaxBodySize:
+		return fmt.Errorf("max_inflight_memory: must hold at least one body of max_body_size (%s), got %s", c.MaxBodySize, c.MaxInflightMemory)
+	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0:
+		return fmt.Errorf("max_connections, max_connections_per_ip: must not be negative (0 derives them from the descriptor limit)")
+	case c.MaxHeaderSize < 1<<10 || c.MaxHeaderSize > 1<<20:
+		return fmt.Errorf("max_header_size: must be within 1KiB..1MiB, got %s", c.MaxHeaderSize)
+	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Auth.validate(); err != nil {
+		return err
 	}
 	if err := outbox.ValidateTargets("webhooks", c.Webhooks); err != nil {
 		return err
@@ -193,9 +236,21 @@ func (c *Config) Validate() error {
 		if err := mc.Routing.Validate("models." + name + ".routing"); err != nil {
 			return err
 		}
+		if err := mc.Auth.validate("models."+name, c.Auth.Keys); err != nil {
+			return err
+		}
 		if mc.Cache.Entries < 0 {
 			return fmt.Errorf("models.%s.cache.entries: must not be negative, got %d", name, mc.Cache.Entries)
 		}
 	}
 	return nil
+}
+
+// connectionLimits returns the connection limits in force, total and per
+// address, deriving those left at 0 from the process's descriptor limit:
+// the total leaves room for files and outgoing connections, and one address
+// may hold half of it, so that one client cannot lock out the others.
+func (c *Config) connectionLimits(descriptors int) (total, perIP int) {
+	total = cmp.Or(c.MaxConnections, defaultMaxConnections(descriptors))
+	return total, cmp.Or(c.MaxConnectionsPerIP, max(total/2, 1))
 }

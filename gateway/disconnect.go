@@ -14,6 +14,14 @@ import (
 // of the connection stands in its way. A connection that is no plain
 // socket (TLS, a wrapped listener) is never gone.
 func clientGone(conn net.Conn) bool {
+	// Under TLS and the connection limits the TCP connection is wrapped.
+	for {
+		w, ok := conn.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		conn = w.NetConn()
+	}
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return false

@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -79,6 +80,27 @@ func allowMethod(ctx *fasthttp.RequestCtx, method string) bool {
 	}
 	ctx.Response.Header.Set(fasthttp.HeaderAllow, method)
 	writeError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; use %s", ctx.Method(), method))
+	return false
+}
+
+// jsonBody answers 415 unless the request's body may be JSON by its
+// Content-Type: application/json or application/...+json, none at all, or
+// the octet stream that the binary tensor extension and many HTTP clients
+// send by default. A body of another type (a form, text, XML) would be
+// misread, so it is refused.
+func jsonBody(ctx *fasthttp.RequestCtx) bool {
+	ct := ctx.Request.Header.ContentType()
+	mediaType, _, _ := bytes.Cut(ct, []byte(";"))
+	mediaType = bytes.TrimSpace(mediaType)
+	n := len(mediaType)
+	switch {
+	case n == 0, bytes.EqualFold(mediaType, []byte("application/json")),
+		n > 17 && bytes.EqualFold(mediaType[:12], []byte("application/")) && bytes.EqualFold(mediaType[n-5:], []byte("+json")),
+		bytes.EqualFold(mediaType, []byte("application/octet-stream")):
+		return true
+	}
+	writeError(ctx, fasthttp.StatusUnsupportedMediaType, fmt.Sprintf(
+		"unsupported Content-Type %q: send application/json (or application/octet-stream with the binary tensor extension)", ct))
 	return false
 }
 
@@ -158,8 +180,18 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			s.countUnrouted(ctx, fasthttp.StatusNotFound, "feedback is per model: POST /v2/models/{m}/feedback")
 			return
 		}
-		if allowMethod(ctx, fasthttp.MethodPost) {
+		if !allowMethod(ctx, fasthttp.MethodPost) || !jsonBody(ctx) {
+			return
+		}
+		switch {
+		case len(m.keys.feedback) > 0:
+			if allowed(ctx, m.keys.feedback, authRefusedFeedback) {
+				s.feedback(ctx, m)
+			}
+		case m.keys.openFeedback:
 			s.feedback(ctx, m)
+		default:
+			unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
 		}
 	case "infer":
 		var r route
@@ -175,7 +207,13 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		}
 		start := time.Now()
 		code := fasthttp.StatusMethodNotAllowed
-		if allowMethod(ctx, fasthttp.MethodPost) {
+		switch {
+		case !allowMethod(ctx, fasthttp.MethodPost):
+		case len(m.keys.infer) > 0 && !allowed(ctx, m.keys.infer, authRefusedInfer):
+			return // not counted against the version: it never reached it
+		case !jsonBody(ctx):
+			code = fasthttp.StatusUnsupportedMediaType
+		default:
 			code = s.infer(ctx, st, m, v, r, start)
 		}
 		took := time.Since(start)
@@ -208,6 +246,8 @@ type inferCall struct {
 	driftIn, driftOut []float64
 	// shadows are the version indices a request is mirrored to.
 	shadows []int
+	// held is what the call holds of the server's memory budget.
+	held int64
 	// conn is the client's connection while the call serves it, and gone
 	// the batcher's question whether that client left (call.clientGone,
 	// made once so that no request allocates it).
@@ -223,17 +263,34 @@ var inferCalls = sync.Pool{New: func() any {
 
 func (c *inferCall) clientGone() bool { return c.conn != nil && clientGone(c.conn) }
 
-// putInferCall pools call. Results of a batched run are views of the
-// batcher's buffers, which go back to the batcher with the request: they
-// must not be reused as the direct path's own output buffers.
-func putInferCall(call *inferCall, batched bool) {
+// putInferCall gives back the memory call held and pools it. Results of a
+// batched run are views of the batcher's buffers, which go back to the
+// batcher with the request: they must not be reused as the direct path's
+// own output buffers. A body buffer grown past maxPooledJSONBytes is
+// dropped, so that one huge request does not pin its memory in the pool.
+func (s *Server) putInferCall(call *inferCall, batched bool) {
+	s.memory.release(call.held)
+	call.held = 0
 	if batched {
 		for i := range call.results {
 			call.results[i].Data = nil
 		}
 	}
+	if cap(call.body) > maxPooledJSONBytes {
+		call.body = nil
+	}
 	call.conn = nil
 	inferCalls.Put(call)
+}
+
+// reserveMemory charges n bytes to the memory budget on call's account.
+func (s *Server) reserveMemory(call *inferCall, n int64) error {
+	if !s.memory.reserve(n) {
+		return fmt.Errorf("cannot accept request: the requests in flight hold %s of max_inflight_memory %s and this one needs %s more; retry later or raise max_inflight_memory",
+			strictyaml.Size(s.memory.used.Load()), s.cfg.MaxInflightMemory, strictyaml.Size(n))
+	}
+	call.held += n
+	return nil
 }
 
 // infer runs one V2 inference request on v and returns the status it
@@ -261,10 +318,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		}
 	}
 	call := inferCalls.Get().(*inferCall)
-	defer putInferCall(call, v.batcher != nil)
+	defer s.putInferCall(call, v.batcher != nil)
 	call.conn = ctx.Conn()
 	body, code, err := s.requestBody(ctx, call)
 	if err != nil {
+		if code == fasthttp.StatusServiceUnavailable {
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		}
 		writeError(ctx, code, err.Error())
 		return code
 	}
@@ -279,7 +339,21 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	req := acquireInferRequest()
 	defer releaseInferRequest(req)
-	if err := req.decode(body, headerLen, v.rt.Inputs(), v.rt.Outputs()); err != nil {
+	if err := req.scan(body, headerLen, v.maxJSONValues); err != nil {
+		code := fasthttp.StatusBadRequest
+		if errors.Is(err, errTooManyValues) {
+			code = fasthttp.StatusRequestEntityTooLarge
+		}
+		writeError(ctx, code, err.Error())
+		return code
+	}
+	// The parse tree and the tensors, charged before they exist.
+	if err := s.reserveMemory(call, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return fasthttp.StatusServiceUnavailable
+	}
+	if err := req.parse(v.rt.Inputs(), v.rt.Outputs()); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return fasthttp.StatusBadRequest
 	}
@@ -399,15 +473,25 @@ func batchStatus(err error) int {
 }
 
 // requestBody returns the request body, decompressed into call's buffer
-// when the client sent it compressed.
+// when the client sent it compressed, charged to the memory budget.
+// Decompressing is charged the whole body limit until its size is known.
 func (s *Server) requestBody(ctx *fasthttp.RequestCtx, call *inferCall) ([]byte, int, error) {
 	body := ctx.Request.Body()
+	if err := s.reserveMemory(call, int64(len(body))); err != nil {
+		return nil, fasthttp.StatusServiceUnavailable, err
+	}
 	enc := ctx.Request.Header.ContentEncoding()
 	if len(enc) == 0 || string(enc) == "identity" {
 		return body, 0, nil
 	}
+	limit := int64(s.cfg.MaxBodySize)
+	if err := s.reserveMemory(call, limit); err != nil {
+		return nil, fasthttp.StatusServiceUnavailable, err
+	}
 	var err error
 	call.body, err = s.codecs.decode(call.body[:0], body, enc)
+	s.memory.release(limit - int64(len(call.body)))
+	call.held -= limit - int64(len(call.body))
 	switch {
 	case errors.Is(err, errBodyTooLarge):
 		return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("request body too large once decompressed: the limit is %s (max_body_size)", s.cfg.MaxBodySize)

@@ -2,17 +2,20 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -59,9 +62,8 @@ type Server struct {
 	codecs  *codecs
 	http    *fasthttp.Server
 	serving atomic.Pointer[state]
-	// decisions and eventsIn queue drift decisions and canary events for
-	// the event loop, which writes them to outbox.
-	decisions  chan drift.Decision
+	// eventsIn queues canary events for the event loop, which writes them
+	// to outbox.
 	eventsIn   chan Event
 	outbox     *outbox.Outbox // nil without webhooks
 	webhookSet *metrics.Set
@@ -72,7 +74,12 @@ type Server struct {
 	adminToken []byte
 	store      *store
 	labels     *capture.Labels // nil without a state_dir
-	labelSet   *metrics.Set    // the label store's series
+	// memory bounds what requests in flight hold; certs is nil without TLS.
+	memory memoryBudget
+	certs  *certReloader
+	// maxConnsPerIP bounds the connections of one address (guardedListener).
+	maxConnsPerIP int
+	labelSet      *metrics.Set // the label store's series
 
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
@@ -117,6 +124,8 @@ type model struct {
 	capture *modelCapture
 	// predictions remembers captured requests' answers to score labels by.
 	predictions *lru.Cache[string, prediction]
+	// keys are the API keys the model's infer and feedback take.
+	keys modelKeys
 }
 
 // version is a loaded model version with what serves it.
@@ -137,6 +146,8 @@ type version struct {
 	// beyond admitLimit they are refused at once.
 	admitted   atomic.Int64
 	admitLimit int64
+	// maxJSONValues bounds the values of a request's JSON (requestValueLimit).
+	maxJSONValues int
 	// cache is nil unless the model's cache is on.
 	cache *responseCache
 	// drift is nil unless the version has a reference profile.
@@ -159,7 +170,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, routes: make(map[string]*routes), stop: make(chan struct{}),
 		stopEvents: make(chan struct{}), eventsDone: make(chan struct{}),
 		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet(),
-		decisions: make(chan drift.Decision, eventQueue), eventsIn: make(chan Event, eventQueue)}
+		eventsIn: make(chan Event, eventQueue)}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
 		s.closeLabels()
@@ -170,6 +181,12 @@ func New(o Options) (*Server, error) {
 	}
 	if s.adminToken, err = cfg.Admin.token(); err != nil {
 		return fail(err)
+	}
+	s.memory.limit, s.memory.drained = int64(cfg.MaxInflightMemory), make(chan struct{}, 1)
+	if cfg.TLS.enabled() {
+		if s.certs, err = newCertReloader(cfg.TLS, s.log); err != nil {
+			return fail(err)
+		}
 	}
 	if s.store, err = openStore(cfg.StateDir); err != nil {
 		return fail(err)
@@ -193,10 +210,14 @@ func New(o Options) (*Server, error) {
 		return fail(err)
 	}
 	s.serving.Store(st)
+	var maxConns int
+	maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptorLimit())
 	s.http = &fasthttp.Server{
 		Handler:                      s.handle,
 		ErrorHandler:                 s.handleTransportError,
 		Name:                         "infergate",
+		Concurrency:                  maxConns,
+		ReadBufferSize:               int(cfg.MaxHeaderSize),
 		MaxRequestBodySize:           int(cfg.MaxBodySize),
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
@@ -205,8 +226,12 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
-	s.done.Add(1)
+	s.done.Add(2)
 	go s.controlLoop()
+	go func() {
+		defer s.done.Done()
+		s.memory.returnMemory(s.stop)
+	}()
 	go s.eventLoop()
 	if cfg.Watch {
 		if err := s.startWatcher(); err != nil {
@@ -271,8 +296,12 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 		// A version depends on its section but for routing and capture,
 		// which are the model's: changing them keeps the version.
 		vc := mc
-		vc.Routing, vc.Capture = router.Config{}, capture.Config{}
+		vc.Routing, vc.Capture, vc.Auth = router.Config{}, capture.Config{}, ModelAuth{}
 		m := &model{name: name, predictions: newPredictions()}
+		if m.keys, err = readModelKeys(mc.Auth, cfg.Auth.Keys); err != nil {
+			st.unloadExcept(old, s.log)
+			return nil, fmt.Errorf("cannot configure model %q: %w", name, err)
+		}
 		if om := old.model(name); om != nil {
 			m.predictions = om.predictions
 		}
@@ -319,7 +348,7 @@ func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, 
 		return nil, err
 	}
 	v := &version{rt: rv, name: vname, cfg: mc}
-	if err := v.start(mc, dir, s.log, s.decisions); err != nil {
+	if err := v.start(mc, dir, s.log, s, int(cfg.MaxBodySize)); err != nil {
 		v.close()
 		return nil, err
 	}
@@ -329,13 +358,18 @@ func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, 
 
 // start builds what serves v from its config and folder: metrics,
 // batcher, cache, drift monitor and metadata.
-func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, decisions chan<- drift.Decision) error {
+func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, srv *Server, maxBody int) error {
 	v.metrics = newVersionMetrics(v.rt.Model, v.name)
 	v.metadata = appendModelMetadata(nil, v.rt.Model, []string{v.name}, platform, v.rt.Inputs(), v.rt.Outputs())
 	var err error
 	if v.batcher, err = startBatcher(v, mc.Batching); err != nil {
 		return err
 	}
+	maxRows := 0
+	if v.batcher != nil {
+		maxRows = mc.Batching.MaxBatchSize
+	}
+	v.maxJSONValues = requestValueLimit(v.rt.Inputs(), maxRows, maxBody)
 	v.admitLimit = int64(mc.Batching.MaxQueueSize + max(mc.Batching.MaxBatchSize, 1)*mc.Batching.Instances)
 	if v.batcher == nil {
 		v.metrics.addCompute()
@@ -349,7 +383,7 @@ func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, decisions 
 			return err
 		}
 	}
-	return v.startDrift(mc.Drift, dir, log, decisions)
+	return v.startDrift(mc.Drift, dir, log, srv)
 }
 
 // close drains v and releases all it holds: queued requests finish, then
@@ -439,7 +473,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	s.log.Info("serving", "address", ln.Addr().String(), "models", len(s.serving.Load().models))
+	s.log.Info("serving", "address", ln.Addr().String(), "models", len(s.serving.Load().models),
+		"tls", s.certs != nil, "max_connections", s.http.Concurrency, "max_connections_per_ip", s.maxConnsPerIP)
+	ln = &guardedListener{Listener: ln, log: s.log, perIP: s.maxConnsPerIP, sleep: time.Sleep, conns: make(map[netip.Addr]int)}
+	if s.certs != nil {
+		ln = tls.NewListener(ln, s.certs.tlsConfig())
+	}
 	err := s.http.Serve(ln)
 	if s.stopping.Load() {
 		return nil // the listener was closed by Shutdown
@@ -504,6 +543,11 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge,
 			fmt.Sprintf("request body too large: the limit is %s (max_body_size)", s.cfg.MaxBodySize))
+		return
+	}
+	if _, ok := errors.AsType[*fasthttp.ErrSmallBuffer](err); ok {
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge,
+			fmt.Sprintf("request headers too large: the request line and headers may take %s (max_header_size)", s.cfg.MaxHeaderSize))
 		return
 	}
 	writeError(ctx, fasthttp.StatusBadRequest, "cannot read request: "+err.Error())

@@ -22,7 +22,7 @@ func TestInferCodecAllocations(t *testing.T) {
 	decode := func(body []byte, headerLen int, inputs []runtime.TensorInfo) func() {
 		return func() {
 			r := acquireInferRequest()
-			if err := r.decode(body, headerLen, inputs, codecClassifierOutputs); err != nil {
+			if err := r.decode(body, headerLen, anyValues, inputs, codecClassifierOutputs); err != nil {
 				panic(err)
 			}
 			releaseInferRequest(r)

@@ -57,7 +57,7 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, headerLen int) {
 		for _, model := range codecFuzzModels {
 			r := acquireInferRequest()
-			if err := r.decode(body, headerLen, model, codecClassifierOutputs); err == nil {
+			if err := r.decode(body, headerLen, anyValues, model, codecClassifierOutputs); err == nil {
 				codecCheckDecoded(t, r, model)
 			}
 			releaseInferRequest(r)
@@ -108,7 +108,7 @@ func codecCheckReencoded(t *testing.T, inputs []runtime.Tensor, model []runtime.
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
 	back := acquireInferRequest()
 	defer releaseInferRequest(back)
-	if err := back.decode(req, headerLen, model, nil); err != nil {
+	if err := back.decode(req, headerLen, anyValues, model, nil); err != nil {
 		t.Fatalf("cannot decode the re-encoded %s: %s", req, err)
 	}
 	for i := range inputs {

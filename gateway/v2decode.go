@@ -41,7 +41,8 @@ type inferRequest struct {
 	// output's own binary_data parameter says otherwise.
 	BinaryOutput bool
 
-	parser fastjson.Parser
+	parser  fastjson.Parser
+	scanner jsonScanner
 
 	// id backs ID across requests, so that an "id" costs no allocation.
 	id []byte
@@ -52,6 +53,14 @@ type inferRequest struct {
 	// path is the index path of the nested "data" value being decoded, kept
 	// only to name a bad value in an error.
 	path []int
+
+	// Values is the number of JSON values scan counted.
+	Values int
+
+	// header and bin are the body's JSON and binary parts between scan and
+	// parse; binary is set when the body has the binary extension's layout.
+	header, bin []byte
+	binary      bool
 
 	// jsonLen is the length of the last JSON header parsed.
 	jsonLen int
@@ -113,37 +122,60 @@ func (r *inferRequest) reset() {
 	if r.jsonLen > maxPooledJSONBytes {
 		r.parser = fastjson.Parser{}
 	}
-	r.jsonLen = 0
+	r.jsonLen, r.Values = 0, 0
 }
 
 // decode parses body and validates it against the model's inputs and
-// outputs. headerLen is the value of the Inference-Header-Content-Length
-// header (Triton's binary tensor extension), or -1 when absent. When present,
-// body[:headerLen] is the JSON and the rest holds the binary data of the
-// inputs whose parameters carry binary_data_size, in request order.
+// outputs: scan, then parse.
+func (r *inferRequest) decode(body []byte, headerLen, maxValues int, inputs, outputs []runtime.TensorInfo) error {
+	if err := r.scan(body, headerLen, maxValues); err != nil {
+		return err
+	}
+	return r.parse(inputs, outputs)
+}
+
+// scan checks body's JSON strictly and counts its values (r.Values), so
+// that what parsing will cost is known before it runs. headerLen is the
+// value of the Inference-Header-Content-Length header (Triton's binary
+// tensor extension), or -1 when absent. When present, body[:headerLen] is
+// the JSON and the rest holds the binary data of the inputs whose
+// parameters carry binary_data_size, in request order.
 //
-// Every error describes a bad request (HTTP 400). r keeps no reference to
-// body after decode returns.
-func (r *inferRequest) decode(body []byte, headerLen int, inputs, outputs []runtime.TensorInfo) error {
+// The JSON may hold at most maxValues values (see requestValueLimit);
+// beyond that scan stops, with an error wrapping errTooManyValues (HTTP
+// 413). Every other error of scan and parse describes a bad request (HTTP
+// 400). r keeps views of body until parse returns.
+func (r *inferRequest) scan(body []byte, headerLen, maxValues int) error {
 	r.reset()
-	header, bin := body, []byte(nil)
+	r.header, r.bin = body, nil
 	if headerLen >= 0 {
 		if headerLen > len(body) {
 			return fmt.Errorf("Inference-Header-Content-Length %d exceeds the body's %d bytes", headerLen, len(body))
 		}
-		header, bin = body[:headerLen], body[headerLen:]
+		r.header, r.bin = body[:headerLen], body[headerLen:]
 	}
-	r.jsonLen = len(header)
-
-	// The parser copies header, so no Value points into body. It is lenient
-	// (it takes NaN, 01 or bad escapes), so the strict validator runs after
-	// it; not before, because only the parser bounds the nesting depth, and
-	// the validator's recursion must not meet a body of ten million '['.
-	root, err := r.parser.ParseBytes(header)
+	r.binary = headerLen >= 0
+	r.jsonLen = len(r.header)
+	values, err := r.scanner.scan(r.header, maxValues)
+	if errors.Is(err, errTooManyValues) {
+		return fmt.Errorf("request too large for the model: its JSON holds more than %d values, "+
+			"more than the model's inputs take at max_batch_size rows: %w", maxValues, errTooManyValues)
+	}
 	if err != nil {
 		return fmt.Errorf("invalid JSON: %s", err)
 	}
-	if err := fastjson.ValidateBytes(header); err != nil {
+	r.Values = values
+	return nil
+}
+
+// parse decodes the JSON that scan checked into r. It runs after scan
+// because the parser is lenient (it takes NaN, 01, bad escapes or duplicate
+// keys) and its tree costs about a hundred bytes a value.
+func (r *inferRequest) parse(inputs, outputs []runtime.TensorInfo) error {
+	defer func() { r.header, r.bin = nil, nil }()
+	// The parser copies the header, so no Value points into the body.
+	root, err := r.parser.ParseBytes(r.header)
+	if err != nil {
 		return fmt.Errorf("invalid JSON: %s", err)
 	}
 	obj, err := root.Object()
@@ -158,7 +190,7 @@ func (r *inferRequest) decode(body []byte, headerLen int, inputs, outputs []runt
 	if err := r.decodeParameters(obj.Get("parameters")); err != nil {
 		return err
 	}
-	if err := r.decodeInputs(obj.Get("inputs"), bin, headerLen >= 0, inputs); err != nil {
+	if err := r.decodeInputs(obj.Get("inputs"), r.bin, r.binary, inputs); err != nil {
 		return err
 	}
 	return r.decodeOutputs(obj.Get("outputs"), outputs)

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gatewayBinary builds infergate without the race detector, as users run
+// it, so that a child's memory is what theirs would be; once per test run.
+var gatewayBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "infergate-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "infergate")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("cannot build infergate: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// startGateway serves the demo model with extra config lines from a child
+// process run through sh with shellPrefix (such as "ulimit -n 256;") and
+// returns its address, its process and its logs.
+func startGateway(t *testing.T, shellPrefix, extra string) (string, *exec.Cmd, *syncBuffer) {
+	t.Helper()
+	bin, err := gatewayBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "models", "demo", "1"), 0o755)
+	os.WriteFile(filepath.Join(root, "models", "demo", "1", "model.onnx"), model, 0o644)
+	addr := freeAddr(t)
+	cfg := filepath.Join(root, "config.yaml")
+	os.WriteFile(cfg, []byte("listen: "+addr+"\nrepository: models\nstate_dir: \"\"\n"+
+		"models:\n  demo:\n    batching: {max_batch_size: 64}\n"+extra), 0o644)
+	lib, _ := filepath.Abs("../../.cache/onnxruntime/libonnxruntime.so.1")
+	cmd := exec.Command("sh", "-c", shellPrefix+` exec "$0" serve --config "$1"`, bin, cfg)
+	cmd.Env = append(os.Environ(), "ONNXRUNTIME_LIB="+lib)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitReady(t, "http://"+addr, logs)
+	return addr, cmd, logs
+}
+
+// rssBytes reads a process's resident set size from /proc.
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in /proc status")
+	return 0
+}
+
+// The memory bomb's bounds, as configs/README.md states them under
+// max_inflight_memory: while 50 bombs land at once the gateway's RSS stays
+// within bombPeakBound of its baseline, and 10 s after they were answered it
+// is back within bombSettleBound of it.
+const (
+	bombPeakBound   = 2*256<<20 + 64<<20
+	bombSettleBound = 64 << 20
+	bombSettleAfter = 10 * time.Second
+)
+
+// TestMemoryBombIsBounded sends 50 gzip bodies at once, each 16 KiB holding
+// nearly 16 MiB of "0," in the data of a [1,8] tensor. Each is refused
+// (413 for too many values, or 503 while the memory budget is spent), the
+// process's RSS stays bounded, and it comes back once they are answered.
+func TestMemoryBombIsBounded(t *testing.T) {
+	addr, cmd, logs := startGateway(t, "", "")
+	url := "http://" + addr + "/v2/models/demo/infer"
+	ok := []byte(`{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}`)
+	for range 20 {
+		resp, err := http.Post(url, "application/json", bytes.NewReader(ok))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	baseline := rssBytes(t, cmd.Process.Pid)
+
+	var plain bytes.Buffer
+	plain.WriteString(`{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[`)
+	for plain.Len() < 16<<20-1024 {
+		plain.WriteString("0,")
+	}
+	plain.WriteString(`0]}]}`)
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zw.Write(plain.Bytes())
+	zw.Close()
+	t.Logf("bomb: %d bytes of gzip, %d of JSON", bomb.Len(), plain.Len())
+
+	var peak int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			peak = max(peak, rssBytes(t, cmd.Process.Pid))
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	codes := make(chan int, 50)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bomb.Bytes()))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Content-Encoding", "gzip")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(stopSampling)
+	<-sampled
+	close(codes)
+	count := map[int]int{}
+	for code := range codes {
+		count[code]++
+	}
+	t.Logf("answers %v; RSS baseline %d MiB, peak %d MiB", count, baseline>>20, peak>>20)
+	if count[413]+count[503] != 50 || count[413] == 0 {
+		t.Fatalf("bombs answered %v, want each 413 or 503, some 413\n%s", count, logs)
+	}
+	if peak-baseline > bombPeakBound {
+		t.Fatalf("RSS grew by %d MiB under the bombs, more than the %d MiB bound", (peak-baseline)>>20, bombPeakBound>>20)
+	}
+
+	deadline := time.Now().Add(bombSettleAfter)
+	for {
+		rss := rssBytes(t, cmd.Process.Pid)
+		if rss-baseline <= bombSettleBound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RSS %d MiB %v after the bombs, more than %d MiB over the baseline %d MiB",
+				rss>>20, bombSettleAfter, bombSettleBound>>20, baseline>>20)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Post(url, "application/json", bytes.NewReader(ok))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the bombs: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+// TestDescriptorExhaustion runs the gateway under ulimit -n 256 and opens
+// 400 idle connections to it from 127.0.0.1. With the limits derived from
+// the descriptor limit, a client on another address is still served; with a
+// connection limit above it, accept fails for want of descriptors and the
+// gateway keeps running, serving again once the idle connections go.
+func TestDescriptorExhaustion(t *testing.T) {
+	hog := func(t *testing.T, addr string) func() {
+		t.Helper()
+		var conns []net.Conn
+		for range 400 {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				break // the backlog is full: that is exhaustion too
+			}
+			conns = append(conns, c)
+		}
+		return func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}
+	}
+	// get sends a request from local address 127.0.0.2.
+	get := func(addr string) (int, error) {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext,
+		}}
+		defer client.CloseIdleConnections()
+		resp, err := client.Get("http://" + addr + "/v2/health/ready")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	t.Run("derived limits", func(t *testing.T) {
+		addr, _, logs := startGateway(t, "ulimit -n 256;", "")
+		release := hog(t, addr)
+		defer release()
+		if code, err := get(addr); code != 200 {
+			t.Fatalf("a client on another address got %d, %v with 400 idle connections open\n%s", code, err, logs)
+		}
+		if !strings.Contains(logs.String(), "max_connections=192") {
+			t.Errorf("logs do not show the derived limit 192 of 256 descriptors:\n%s", logs)
+		}
+	})
+	t.Run("limit above the descriptors", func(t *testing.T) {
+		addr, cmd, logs := startGateway(t, "ulimit -n 256;", "max_connections: 100000\nmax_connections_per_ip: 100000\n")
+		release := hog(t, addr)
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(logs.String(), "cannot accept connection") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		release()
+		var code int
+		var err error
+		for time.Now().Before(deadline) {
+			if code, err = get(addr); code == 200 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if code != 200 {
+			t.Fatalf("after the idle connections closed: %d, %v\n%s", code, err, logs)
+		}
+		if cmd.ProcessState != nil {
+			t.Fatalf("the gateway exited\n%s", logs)
+		}
+		if !strings.Contains(logs.String(), "cannot accept connection") {
+			t.Errorf("logs do not show the accept error being survived:\n%s", logs)
+		}
+	})
+}
