@@ -27,8 +27,9 @@ import (
 // The environment variables the demo's gateway and retrain service share
 // their secrets through; the demo makes them up when they are unset.
 const (
-	demoTokenEnv  = "INFERGATE_ADMIN_TOKEN"
-	demoSecretEnv = "INFERGATE_WEBHOOK_SECRET"
+	demoTokenEnv    = "INFERGATE_ADMIN_TOKEN"
+	demoSecretEnv   = "INFERGATE_WEBHOOK_SECRET"
+	demoFeedbackEnv = "INFERGATE_FEEDBACK_KEY"
 )
 
 // demoOptions say how the demo loop runs.
@@ -89,7 +90,7 @@ func demo(args []string) error {
 func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, error) {
 	n := newNarrator(out)
 	log := slog.New(n)
-	for _, env := range []string{demoTokenEnv, demoSecretEnv} {
+	for _, env := range []string{demoTokenEnv, demoSecretEnv, demoFeedbackEnv} {
 		if os.Getenv(env) == "" {
 			os.Setenv(env, randomHex())
 		}
@@ -256,6 +257,10 @@ func demoGatewayConfig(cfg gateway.Config, o demoOptions, retrainAddr string) ga
 	mc.VersionPolicy = runtime.VersionPolicy{Latest: 2}
 	mc.Capture = capture.Config{Sample: 1, SegmentAge: time.Second}
 	mc.Cache.Entries = 0 // the demo's rows never repeat
+	// Labels decide what retraining learns: only the traffic generator,
+	// which holds the key, may post them.
+	cfg.Auth.Keys = map[string]gateway.KeySource{"labeler": {Env: demoFeedbackEnv}}
+	mc.Auth = gateway.ModelAuth{Feedback: []string{"labeler"}}
 	cfg.Models = map[string]gateway.ModelConfig{"demo": mc}
 	return cfg
 }
@@ -288,10 +293,12 @@ func printWhereToLook(out io.Writer, gwAddr, rtAddr string, o demoOptions) {
 Where to look (live with --forever):
   metrics        curl -s http://%[1]s/metrics | grep -E 'infergate_(drift|canary|webhook|shadow)_'
   drift report   curl -s http://%[1]s/v2/models/demo/drift
-  routing        curl -s -H "Authorization: Bearer $%[3]s" http://%[1]s/admin/models/demo/routing
+  routing        curl -s -H "Authorization: Bearer %[3]s" http://%[1]s/admin/models/demo/routing
+  a label        curl -s -H "Authorization: Bearer %[4]s" -H 'Content-Type: application/json' http://%[1]s/v2/models/demo/feedback -d '{"id":"42","label":1}'
   retrain runs   curl -s http://%[2]s/runs   (or: ./bin/infergate retrain runs --url http://%[2]s)
-  files          %[4]s/models (the versions), %[4]s/state (capture, labels, state), %[4]s/retrain-state (runs)
-`, gwAddr, rtAddr, demoTokenEnv, o.work)
+  files          %[5]s/models (the versions), %[5]s/state (capture, labels, state), %[5]s/retrain-state (runs)
+The admin token and the feedback key were made for this run (set %[6]s and %[7]s to choose them).
+`, gwAddr, rtAddr, os.Getenv(demoTokenEnv), os.Getenv(demoFeedbackEnv), o.work, demoTokenEnv, demoFeedbackEnv)
 }
 
 func randomHex() string {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,6 +206,7 @@ func (t *traffic) label() {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.SetRequestURI("http://" + t.addr + "/v2/models/demo/feedback")
 		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+os.Getenv(demoFeedbackEnv))
 		req.SetBodyString(b.String())
 		client.DoTimeout(req, resp, 10*time.Second)
 		fasthttp.ReleaseRequest(req)
