@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -72,6 +74,11 @@ func (c *codecs) gunzip(dst, body []byte) ([]byte, error) {
 		return dst, fmt.Errorf("cannot decompress gzip body: %w", err)
 	}
 	defer c.gzipReaders.Put(zr)
+	// The trailer's size (modulo 2^32) sizes the buffer once, rather than
+	// by doubling, within the limit.
+	if len(body) >= 4 {
+		dst = slices.Grow(dst, min(int(binary.LittleEndian.Uint32(body[len(body)-4:])), c.limit+1))
+	}
 	w := appendWriter{buf: dst}
 	n, err := io.Copy(&w, io.LimitReader(zr, int64(c.limit)+1))
 	if n > int64(c.limit) {
