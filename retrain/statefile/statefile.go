@@ -22,8 +22,8 @@ const maxProblems = 3
 
 // Open opens the bbolt file at path with o, creating it (mode 0600) when it
 // does not exist and o is not read-only. An existing file is checked first,
-// read-only: its size against its last transaction, every key and value
-// read, and bbolt's consistency check (Tx.Check). A file that fails is
+// read-only: its size against its last transaction, its freelist and every
+// key and value read, and bbolt's consistency check (Tx.Check). A file that fails is
 // refused with an error wrapping ErrDamaged; a panic or memory fault inside
 // bbolt while opening or checking it becomes such an error too. A new file
 // is created whole (written, synced, then renamed into place), so an empty
@@ -42,6 +42,12 @@ func Open(path string, o bbolt.Options) (*bbolt.DB, error) {
 	}
 	ro := o
 	ro.ReadOnly = true
+	if err := checkSize(path, ro); err != nil {
+		return nil, err
+	}
+	// The freelist is read while opening, under open's guard, rather than
+	// in Tx.Check's goroutine, where a fault would end the process.
+	ro.PreLoadFreelist = true
 	db, err := open(path, ro)
 	if err != nil {
 		return nil, err
@@ -74,14 +80,14 @@ func open(path string, o bbolt.Options) (*bbolt.DB, error) {
 		db, err = bbolt.Open(path, 0o600, &o)
 		return err
 	})
-	var pathErr *fs.PathError
-	var errno syscall.Errno
-	switch {
-	case err == nil:
+	if err == nil {
 		return db, nil
-	case f != nil:
+	}
+	if f != nil {
 		f.Close() // a second Close after bbolt's own is harmless
 	}
+	var pathErr *fs.PathError
+	var errno syscall.Errno
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("cannot open state file %q: another process holds its lock (is another infergate using this state_dir?): %w", path, err)
@@ -89,25 +95,38 @@ func open(path string, o bbolt.Options) (*bbolt.DB, error) {
 		return nil, fmt.Errorf("cannot open state file %q: %w", path, err)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, damaged(path, "neither of its two meta pages is valid: "+err.Error())
+	default:
+		// What is left is about the file's contents: a size that cannot
+		// hold its pages, or a panic reading them.
+		return nil, damaged(path, err.Error())
 	}
-	// What is left is about the file's contents: no valid meta page, a
-	// size that cannot hold its pages, or a panic reading them.
-	return nil, damaged(path, err.Error())
 }
 
-// check reads db whole in a read-only transaction and reports the first
-// damage found.
-func check(db *bbolt.DB, path string) error {
+// checkSize refuses the file at path when it is shorter than its last
+// transaction: its pages past the end would fault when read through the
+// memory map.
+func checkSize(path string, o bbolt.Options) error {
+	db, err := open(path, o)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	info, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("cannot check state file %q: %w", path, err)
 	}
 	return db.View(func(tx *bbolt.Tx) error {
-		// A page past the end of the file faults when read through the
-		// memory map, so the size comes first.
 		if tx.Size() > info.Size() {
 			return damaged(path, fmt.Sprintf("%d bytes long, but its last transaction ends at byte %d: truncated", info.Size(), tx.Size()))
 		}
+		return nil
+	})
+}
+
+// check reads db whole in a read-only transaction and reports the first
+// damage found.
+func check(db *bbolt.DB, path string) error {
+	return db.View(func(tx *bbolt.Tx) error {
 		// Reading every key and value on this goroutine turns a fault on a
 		// page that points outside the file into an error, where Tx.Check's
 		// own goroutine would crash the process.
@@ -130,7 +149,7 @@ func check(db *bbolt.DB, path string) error {
 
 // readAll reads every key and value of every bucket of tx.
 func readAll(tx *bbolt.Tx) error {
-	var sum uint32
+	var sum uint32 // only there to read every byte
 	var walk func(b *bbolt.Bucket) error
 	walk = func(b *bbolt.Bucket) error {
 		return b.ForEach(func(k, v []byte) error {
@@ -153,7 +172,10 @@ func readAll(tx *bbolt.Tx) error {
 func guard(f func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
-		if r := recover(); r != nil {
+		r := recover()
+		if fault, ok := r.(interface{ Addr() uintptr }); ok {
+			err = fmt.Errorf("a page points outside the file (a memory fault at %#x)", fault.Addr())
+		} else if r != nil {
 			err = fmt.Errorf("bbolt panicked reading it: %v", r)
 		}
 	}()

@@ -2,6 +2,7 @@ package statefile_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -132,6 +133,36 @@ func TestOpenRefusesDamage(t *testing.T) {
 		path := copyTo(t, base)
 		statefiletest.RandomizePage(t, path, 0, seed)
 		statefiletest.RandomizePage(t, path, 1, seed)
+		refused(t, path)
+	})
+	t.Run("a freelist count past the end of the file", func(t *testing.T) {
+		path := copyTo(t, base)
+		db, err := bbolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		freelist, pageSize := -1, db.Info().PageSize
+		db.View(func(tx *bbolt.Tx) error {
+			for _, id := range statefiletest.UsedPagesTx(tx) {
+				if info, _ := tx.Page(id); info.Type == "freelist" {
+					freelist = id
+				}
+			}
+			return nil
+		})
+		db.Close()
+		data, err := os.ReadFile(path)
+		if err != nil || freelist < 0 {
+			t.Fatalf("no freelist page (err %v)", err)
+		}
+		// The page header is id (8 bytes), flags (2), count (2), overflow
+		// (4); a count of 0xffff says that the first id is the count.
+		off := freelist * pageSize
+		data[off+10], data[off+11] = 0xff, 0xff
+		binary.LittleEndian.PutUint64(data[off+16:], 1<<22) // 32 MiB of ids
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		refused(t, path)
 	})
 	// Every page in use, one at a time.

@@ -64,24 +64,28 @@ func UsedPages(t testing.TB, path string) []int {
 	}
 	defer db.Close()
 	var ids []int
-	err = db.View(func(tx *bbolt.Tx) error {
-		for id := 2; ; {
-			info, err := tx.Page(id)
-			if err != nil || info == nil {
-				return err
-			}
-			if info.Type == "free" {
-				id++
-				continue
-			}
-			ids = append(ids, id)
-			id += 1 + info.OverflowCount
-		}
+	db.View(func(tx *bbolt.Tx) error {
+		ids = UsedPagesTx(tx)
+		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return ids
+}
+
+// UsedPagesTx is UsedPages of tx, which must be of a DB opened read-write.
+func UsedPagesTx(tx *bbolt.Tx) []int {
+	var ids []int
+	for id := 2; ; {
+		info, err := tx.Page(id)
+		if err != nil || info == nil {
+			return ids
+		}
+		if info.Type == "free" {
+			id++
+			continue
+		}
+		ids = append(ids, id)
+		id += 1 + info.OverflowCount
+	}
 }
 
 // RandomizePage overwrites page id with random bytes drawn with seed.
