@@ -139,7 +139,9 @@ func (s *Server) startWatcher() error {
 }
 
 // watchPaths watches the config file's folder (editors replace the file
-// by rename), the repository and each model folder in it.
+// by rename), the repository, each model folder in it and each folder in
+// those: a version copied in file by file fails to load while it is
+// half-written, and the writes that complete it must bring another reload.
 func (s *Server) watchPaths(w *fsnotify.Watcher) error {
 	s.control.Lock()
 	repo := s.current.Repository
@@ -153,12 +155,23 @@ func (s *Server) watchPaths(w *fsnotify.Watcher) error {
 		return fmt.Errorf("cannot watch the repository: %w", err)
 	}
 	for _, e := range entries {
-		if e.IsDir() {
-			paths = append(paths, filepath.Join(repo, e.Name()))
+		if !e.IsDir() {
+			continue
+		}
+		modelDir := filepath.Join(repo, e.Name())
+		paths = append(paths, modelDir)
+		versions, err := os.ReadDir(modelDir)
+		if err != nil {
+			continue // removed meanwhile: the next event says so
+		}
+		for _, v := range versions {
+			if v.IsDir() {
+				paths = append(paths, filepath.Join(modelDir, v.Name()))
+			}
 		}
 	}
 	for _, p := range paths {
-		if err := w.Add(p); err != nil {
+		if err := w.Add(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("cannot watch %q: %w", p, err)
 		}
 	}

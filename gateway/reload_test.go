@@ -147,3 +147,62 @@ func TestReloadUnderLoad(t *testing.T) {
 	t.Logf("%d requests, none failed, across %d reloads", ok, reloadsTotal.Get())
 	waitVersions(t, srv, "2")
 }
+
+// TestHalfCopiedVersionLoadsOnceComplete copies a version in as a copy
+// does, file by file and not atomically: the half-written model fails to
+// load, and the write that completes it brings the version in.
+func TestHalfCopiedVersionLoadsOnceComplete(t *testing.T) {
+	echo, err := onnxexport.Echo(runtime.FP32, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
+	configPath := filepath.Join(root, "infergate.yaml")
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 0))
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	failed := reloadVersionErrors.Get()
+	writeModel(t, filepath.Join(root, "models", "ab", "2"), echo[:len(echo)/2])
+	for deadline := time.Now().Add(30 * time.Second); reloadVersionErrors.Get() == failed; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the half-written version was not tried within 30s")
+		}
+	}
+	waitVersions(t, srv, "1")
+	if err := os.WriteFile(filepath.Join(root, "models", "ab", "2", "model.onnx"), echo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitVersions(t, srv, "1", "2")
+}
+
+// TestEmptyConfigIsRefusedOnReload: an editor that truncates the file
+// before writing it, or a crash in between, must not reset the gateway to
+// the defaults.
+func TestEmptyConfigIsRefusedOnReload(t *testing.T) {
+	echo, err := onnxexport.Echo(runtime.FP32, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
+	writeModel(t, filepath.Join(root, "models", "ab", "2"), echo)
+	configPath := filepath.Join(root, "infergate.yaml")
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 7))
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	for _, empty := range []string{"", "\n# nothing yet\n"} {
+		os.WriteFile(configPath, []byte(empty), 0o644)
+		if err := srv.Reload(); err == nil || !strings.Contains(err.Error(), "empty") {
+			t.Fatalf("reload of %q: %v, want a refusal saying the file is empty", empty, err)
+		}
+		waitVersions(t, srv, "1", "2")
+		waitCacheEntries(t, srv, 7)
+	}
+}

@@ -318,7 +318,12 @@ func (s *Server) buildState(cfg Config, old *state, strict bool) (*state, error)
 			}
 			if err != nil {
 				reloadVersionErrors.Inc()
-				s.log.Error("model version not loaded", "model", name, "version", number, "error", err)
+				if cfg.Watch {
+					s.log.Error("model version not loaded; waiting for its files to change to try again (a folder still being copied in?)",
+						"model", name, "version", number, "error", err)
+				} else {
+					s.log.Error("model version not loaded", "model", name, "version", number, "error", err)
+				}
 				continue
 			}
 			m.versions = append(m.versions, v)
