@@ -6,6 +6,9 @@ ORT_SHA256  := 92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
 ORT_DIR     := .cache/onnxruntime
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.1
 ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+# VERSION names the build in `infergate version` and /v2: the nearest tag and
+# commit, or empty outside a git checkout (the build information says then).
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 
 .PHONY: run serve test build onnxruntime models fuzz clean
 
@@ -27,7 +30,7 @@ test: onnxruntime
 
 ## build: the infergate binary in bin/
 build:
-	$(GO) build -o bin/infergate ./cmd/infergate
+	$(GO) build -ldflags "-X main.releaseVersion=$(VERSION)" -o bin/infergate ./cmd/infergate
 
 ## bench: run the benchmark suite on this machine and write bench/RESULTS.md (a few minutes)
 .PHONY: bench

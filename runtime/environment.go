@@ -85,8 +85,11 @@ func (e *Environment) chooseProvider() error {
 		if e.cfg.RequireGPU {
 			return fmt.Errorf("%w: %w", ErrNoGPU, err)
 		}
+		// Expected on every machine without a GPU or a CUDA build of the
+		// library: one plain line, the library's own words only for debugging.
 		providerFallbacks.Inc()
-		e.log.Warn("CUDA execution provider unavailable, falling back to CPU", "reason", err.Error())
+		e.log.Info("CUDA is not available with this ONNX Runtime library and machine, falling back to CPU (require_gpu: true makes this an error)")
+		e.log.Debug("CUDA execution provider load error", "error", err.Error())
 	}
 	e.provider = ProviderCPU
 	providerCPU.Set(1)

@@ -73,11 +73,40 @@ func main() {
 }
 
 // version returns the module version this binary was built from.
+// releaseVersion is stamped by the Makefile (-ldflags -X) from git describe.
+var releaseVersion string
+
+// version names this build: the stamped release, else the module version,
+// else the commit it was built from (with "+dirty" for uncommitted
+// changes), else "dev".
 func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+	if releaseVersion != "" {
+		return releaseVersion
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
-	return "dev"
+	var revision, modified string
+	for _, setting := range bi.Settings {
+		switch setting.Key {
+		case "vcs.revision":
+			revision = setting.Value
+		case "vcs.modified":
+			modified = setting.Value
+		}
+	}
+	if revision == "" {
+		return "dev"
+	}
+	version := "dev-" + revision[:min(12, len(revision))]
+	if modified == "true" {
+		version += "+dirty"
+	}
+	return version
 }
 
 func serve(args []string) error {
