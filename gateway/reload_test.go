@@ -85,23 +85,34 @@ func waitCacheEntries(t *testing.T, srv *Server, n int) {
 	}
 }
 
-// TestReloadUnderLoad keeps two clients busy while the config file is
-// rewritten ten times (and once broken) and versions are published and
-// removed twice; not one request may fail.
-func TestReloadUnderLoad(t *testing.T) {
+// startReloading serves reloadConfig with cacheEntries from a config file,
+// with versions of the echo model ab, and returns the server, its URL, the
+// folder, the config file and the model.
+func startReloading(t *testing.T, cacheEntries int, versions ...string) (*Server, string, string, string, []byte) {
+	t.Helper()
 	echo, err := onnxexport.Echo(runtime.FP32, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
+	for _, v := range versions {
+		writeModel(t, filepath.Join(root, "models", "ab", v), echo)
+	}
 	configPath := filepath.Join(root, "infergate.yaml")
-	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 0))
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, cacheEntries))
 	cfg, err := LoadConfig(configPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, url := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	return srv, url, root, configPath, echo
+}
+
+// TestReloadUnderLoad keeps two clients busy while the config file is
+// rewritten ten times (and once broken) and versions are published and
+// removed twice; not one request may fail.
+func TestReloadUnderLoad(t *testing.T) {
+	srv, url, root, configPath, echo := startReloading(t, 0, "1")
 	stop := load(t, url)
 
 	for i := 1; i <= 10; i++ {
@@ -152,19 +163,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // does, file by file and not atomically: the half-written model fails to
 // load, and the write that completes it brings the version in.
 func TestHalfCopiedVersionLoadsOnceComplete(t *testing.T) {
-	echo, err := onnxexport.Echo(runtime.FP32, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
-	configPath := filepath.Join(root, "infergate.yaml")
-	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 0))
-	cfg, err := LoadConfig(configPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	srv, _, root, _, echo := startReloading(t, 0, "1")
 	failed := reloadVersionErrors.Get()
 	writeModel(t, filepath.Join(root, "models", "ab", "2"), echo[:len(echo)/2])
 	for deadline := time.Now().Add(30 * time.Second); reloadVersionErrors.Get() == failed; time.Sleep(10 * time.Millisecond) {
@@ -183,20 +182,7 @@ func TestHalfCopiedVersionLoadsOnceComplete(t *testing.T) {
 // before writing it, or a crash in between, must not reset the gateway to
 // the defaults.
 func TestEmptyConfigIsRefusedOnReload(t *testing.T) {
-	echo, err := onnxexport.Echo(runtime.FP32, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
-	writeModel(t, filepath.Join(root, "models", "ab", "2"), echo)
-	configPath := filepath.Join(root, "infergate.yaml")
-	writeFileAtomically(t, configPath, fmt.Appendf(nil, reloadConfig, 7))
-	cfg, err := LoadConfig(configPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, _ := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	srv, _, _, configPath, _ := startReloading(t, 7, "1", "2")
 	for _, empty := range []string{"", "\n# nothing yet\n"} {
 		os.WriteFile(configPath, []byte(empty), 0o644)
 		if err := srv.Reload(); err == nil || !strings.Contains(err.Error(), "empty") {
