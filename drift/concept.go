@@ -18,34 +18,37 @@ const (
 	ConceptDrift   ConceptLevel = "drift"
 )
 
-// ddm is the Drift Detection Method of Gama et al. (2004) over the stream
+// DDM is the Drift Detection Method of Gama et al. (2004) over the stream
 // of labeled rows: after n rows with error rate p, s = sqrt(p(1-p)/n); with
 // pmin and smin taken where p+s was lowest, it warns once p+s reaches
 // pmin+2smin and signals drift at pmin+3smin, then starts over, since the
-// concept it measured against is gone.
-type ddm struct {
-	n, errors  float64
-	pmin, smin float64
+// concept it measured against is gone. Its fields are its whole state, so
+// that a monitor can carry it over a restart (see State).
+type DDM struct {
+	Rows    float64 `json:"rows"`
+	Errors  float64 `json:"errors"`
+	MinRate float64 `json:"min_rate"` // pmin
+	MinStd  float64 `json:"min_std"`  // smin
 }
 
 // add counts rows labeled rows of which errors were mispredicted and
 // returns the detector's level after them.
-func (d *ddm) add(rows, errors int) ConceptLevel {
-	d.n += float64(rows)
-	d.errors += float64(errors)
-	if d.n < ddmMinRows {
+func (d *DDM) add(rows, errors int) ConceptLevel {
+	d.Rows += float64(rows)
+	d.Errors += float64(errors)
+	if d.Rows < ddmMinRows {
 		return ConceptStable
 	}
-	p := d.errors / d.n
-	s := math.Sqrt(p * (1 - p) / d.n)
-	if d.pmin == 0 && d.smin == 0 || p+s < d.pmin+d.smin {
-		d.pmin, d.smin = p, s
+	p := d.Errors / d.Rows
+	s := math.Sqrt(p * (1 - p) / d.Rows)
+	if d.MinRate == 0 && d.MinStd == 0 || p+s < d.MinRate+d.MinStd {
+		d.MinRate, d.MinStd = p, s
 	}
 	switch {
-	case p+s >= d.pmin+3*d.smin && d.smin > 0:
-		*d = ddm{}
+	case p+s >= d.MinRate+3*d.MinStd && d.MinStd > 0:
+		*d = DDM{}
 		return ConceptDrift
-	case p+s >= d.pmin+2*d.smin && d.smin > 0:
+	case p+s >= d.MinRate+2*d.MinStd && d.MinStd > 0:
 		return ConceptWarning
 	}
 	return ConceptStable

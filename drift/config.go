@@ -2,6 +2,7 @@ package drift
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -54,6 +55,39 @@ type Config struct {
 type WindowConfig struct {
 	Rows  int           `yaml:"rows"`
 	Every time.Duration `yaml:"every"`
+}
+
+// windowJSON is WindowConfig as JSON has it: the keys of the config file,
+// the one that is set, and the period as a Go duration string.
+type windowJSON struct {
+	Rows  int    `json:"rows,omitempty"`
+	Every string `json:"every,omitempty"`
+}
+
+// MarshalJSON encodes w as {"rows":1000} or {"every":"1m0s"}.
+func (w WindowConfig) MarshalJSON() ([]byte, error) {
+	wj := windowJSON{Rows: w.Rows}
+	if w.Every != 0 {
+		wj.Every = w.Every.String()
+	}
+	return json.Marshal(wj)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (w *WindowConfig) UnmarshalJSON(b []byte) error {
+	var wj windowJSON
+	if err := json.Unmarshal(b, &wj); err != nil {
+		return fmt.Errorf("cannot decode a drift window: %w", err)
+	}
+	*w = WindowConfig{Rows: wj.Rows}
+	if wj.Every != "" {
+		every, err := time.ParseDuration(wj.Every)
+		if err != nil {
+			return fmt.Errorf("cannot decode a drift window: every: %w", err)
+		}
+		w.Every = every
+	}
+	return nil
 }
 
 // FeatureConfig overrides the decision of one feature.

@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -152,4 +153,25 @@ func TestDefaultMethod(t *testing.T) {
 	if MethodPSI.defaultThreshold() != 0.2 || MethodHellinger.defaultThreshold() != 0.15 || MethodLInfinity.defaultThreshold() != 0.1 {
 		t.Fatal("the PSI, Hellinger or L-infinity default threshold is not 0.2, 0.15, 0.1")
 	}
+}
+
+// TestWindowConfigJSON checks that the drift report's window speaks the
+// config file's keys, with the period as a duration string, and reads back.
+func TestWindowConfigJSON(t *testing.T) {
+	f := func(w WindowConfig, want string) {
+		t.Helper()
+		got, err := json.Marshal(Report{Window: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(got), `"window":`+want+`,`) {
+			t.Fatalf("report of %+v: %s, want window %s", w, got, want)
+		}
+		var back WindowConfig
+		if err := json.Unmarshal([]byte(want), &back); err != nil || back != w {
+			t.Fatalf("%s reads back as %+v (%v), want %+v", want, back, err, w)
+		}
+	}
+	f(WindowConfig{Rows: 1000}, `{"rows":1000}`)
+	f(WindowConfig{Every: 90 * time.Second}, `{"every":"1m30s"}`)
 }

@@ -11,16 +11,16 @@ import (
 // private one that nobody exports, so the code that updates them has no
 // second path.
 type monitorMetrics struct {
-	rows             *metrics.Counter
-	windowsJudged    *metrics.Counter
-	windowsSkipped   *metrics.Counter
-	overruns         *metrics.Counter
-	detected         *metrics.Counter
-	resolved         *metrics.Counter
-	decisionsDropped *metrics.Counter
-	share            *metrics.Gauge
-	drifted          *metrics.Gauge
-	features         []featureMetrics
+	rows           *metrics.Counter
+	windowsJudged  *metrics.Counter
+	windowsSkipped *metrics.Counter
+	overruns       *metrics.Counter
+	detected       *metrics.Counter
+	resolved       *metrics.Counter
+	commitErrors   *metrics.Counter
+	share          *metrics.Gauge
+	drifted        *metrics.Gauge
+	features       []featureMetrics
 }
 
 type featureMetrics struct {
@@ -44,15 +44,15 @@ func newMonitorMetrics(set *metrics.Set, labels string, judges []judge) monitorM
 		return "infergate_drift_" + series + "{" + all + "}"
 	}
 	m := monitorMetrics{
-		rows:             set.NewCounter(name("rows_total", "")),
-		windowsJudged:    set.NewCounter(name("windows_total", `result="judged"`)),
-		windowsSkipped:   set.NewCounter(name("windows_total", `result="skipped"`)),
-		overruns:         set.NewCounter(name("window_overruns_total", "")),
-		detected:         set.NewCounter(name("decisions_total", `type="detected"`)),
-		resolved:         set.NewCounter(name("decisions_total", `type="resolved"`)),
-		decisionsDropped: set.NewCounter(name("decisions_dropped_total", "")),
-		share:            set.NewGauge(name("share", ""), nil),
-		drifted:          set.NewGauge(name("drifted", ""), nil),
+		rows:           set.NewCounter(name("rows_total", "")),
+		windowsJudged:  set.NewCounter(name("windows_total", `result="judged"`)),
+		windowsSkipped: set.NewCounter(name("windows_total", `result="skipped"`)),
+		overruns:       set.NewCounter(name("window_overruns_total", "")),
+		detected:       set.NewCounter(name("decisions_total", `type="detected"`)),
+		resolved:       set.NewCounter(name("decisions_total", `type="resolved"`)),
+		commitErrors:   set.NewCounter(name("commit_errors_total", "")),
+		share:          set.NewGauge(name("share", ""), nil),
+		drifted:        set.NewGauge(name("drifted", ""), nil),
 	}
 	for _, j := range judges {
 		feature := fmt.Sprintf("feature=%q", j.profile.Name)

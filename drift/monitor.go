@@ -56,12 +56,51 @@ type Options struct {
 	// with Labels (for example `model="demo",version="1"`).
 	Metrics *metrics.Set
 	Labels  string
-	// Decisions receives every decision; when it is full the decision is
-	// logged and counted as dropped. It may be nil.
-	Decisions chan<- Decision
+	// State, when set, is where the monitor starts: the last State that
+	// Commit stored, so that a restart neither forgets a drift nor starts
+	// the error-rate detector over.
+	State *State
+	// Commit, when set, stores st durably, with decision d when d is not
+	// nil, in one write: a decision and the state it leads to are stored
+	// together or not at all. The monitor takes that state only once
+	// Commit returned nil; on an error it decides nothing else and commits
+	// the same decision again after a backoff (commitRetryMin doubling up
+	// to commitRetryMax) until one succeeds, so that no decision is lost
+	// and nothing waits in memory but it. With d nil, Commit is a
+	// checkpoint: every checkpointEvery while labels arrive, and at Close.
+	// Commit is called from the monitor's goroutine only.
+	Commit func(st State, d *Decision) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// State is the part of a monitor's judgement that outlives its process:
+// whether the version drifted, why, until when it is cooling down, and
+// the error-rate detector. It round-trips through encoding/json.
+type State struct {
+	Drifted bool `json:"drifted"`
+	// Reason is the Reason of the decision that set Drifted.
+	Reason        string    `json:"reason,omitempty"`
+	CooldownUntil time.Time `json:"cooldown_until,omitzero"`
+	Concept       DDM       `json:"concept"`
+}
+
+// apply changes st as decision d says, with cooldown after a detection.
+func (st *State) apply(d *Decision, cooldown time.Duration) {
+	if d.Type == DriftDetected {
+		st.Drifted, st.Reason, st.CooldownUntil = true, d.Reason, d.Time.Add(cooldown)
+		return
+	}
+	st.Drifted, st.Reason = false, ""
+}
+
+// The backoff of a decision that Commit could not store, and how often
+// the error-rate detector's state is checkpointed while labels arrive.
+const (
+	commitRetryMin  = 100 * time.Millisecond
+	commitRetryMax  = 30 * time.Second
+	checkpointEvery = 10 * time.Second
+)
 
 // windowPool is the number of windows a monitor owns: the open one, and
 // closed ones waiting for or under judgement.
@@ -86,18 +125,29 @@ type Monitor struct {
 	done   chan struct{}
 
 	reportMu sync.Mutex
-	// reportMu guards the judgement state below, owned by the run goroutine.
+	// reportMu guards the judgement state below, owned by the run goroutine
+	// but for state.Concept, conceptAlarm and dirty, which ObserveLabels
+	// changes too.
 	last            *WindowResult
 	judged, skipped int64
-	concept         ddm
-	conceptLevel    ConceptLevel
-	streak, clean   int // drifted and clean windows in a row
-	drifted         bool
-	// driftReason is the Reason of the decision that set drifted. Clean
-	// feature windows resolve only a drift of the features: in a concept
-	// drift the inputs look as ever.
-	driftReason   string
-	cooldownUntil time.Time
+	// state is what Commit stores. Clean feature windows resolve only a
+	// drift of the features (state.Reason): in a concept drift the inputs
+	// look as ever.
+	state         State
+	conceptLevel  ConceptLevel
+	streak, clean int // drifted and clean windows in a row
+	// conceptAlarm is the concept drift the error-rate detector signalled,
+	// for the run goroutine to decide on (alarm wakes it); dirty is set
+	// when labels arrived since the last checkpoint.
+	conceptAlarm *Decision
+	dirty        bool
+	alarm        chan struct{} // 1-buffered
+
+	// pending is the decision that Commit failed to store, retried when
+	// retry fires after retryIn; the run goroutine owns the three.
+	pending *Decision
+	retry   *time.Timer
+	retryIn time.Duration
 }
 
 // New starts monitoring with o. It returns an error when the columns do
@@ -117,10 +167,16 @@ func New(o Options) (*Monitor, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Commit == nil {
+		o.Commit = func(State, *Decision) error { return nil }
+	}
 	mon := &Monitor{
 		o: o, cfg: o.Config,
 		free: make(chan *window, windowPool), closed: make(chan *window, windowPool),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), alarm: make(chan struct{}, 1),
+	}
+	if o.State != nil {
+		mon.state = *o.State
 	}
 	for _, group := range [][]Profile{ref.Features, ref.Predictions} {
 		for i := range group {
@@ -151,6 +207,7 @@ func New(o Options) (*Monitor, error) {
 		mon.free <- newWindow(ref, o.Config.Reservoir)
 	}
 	mon.m = newMonitorMetrics(o.Metrics, o.Labels, mon.judges)
+	mon.m.setDrifted(mon.state.Drifted)
 	go mon.run()
 	return mon, nil
 }
@@ -204,8 +261,9 @@ func (mon *Monitor) rotateLocked() {
 	}
 }
 
-// Close stops the monitor's goroutine. Rows observed afterwards are kept
-// but never judged.
+// Close stops the monitor's goroutine after a last try to commit a pending
+// decision, or else a checkpoint. Rows observed afterwards are kept but
+// never judged.
 func (mon *Monitor) Close() {
 	select {
 	case <-mon.stop:
@@ -215,10 +273,15 @@ func (mon *Monitor) Close() {
 	<-mon.done
 }
 
-// run judges closed windows and, for windows by time, closes them.
+// run judges closed windows and, for windows by time, closes them; it
+// decides on concept drift, commits decisions and checkpoints.
 func (mon *Monitor) run() {
 	defer close(mon.done)
+	mon.retry = time.NewTimer(time.Hour)
+	mon.retry.Stop()
+	defer mon.retry.Stop()
 	if !mon.calibrate() {
+		mon.finish()
 		return
 	}
 	var tick <-chan time.Time
@@ -227,6 +290,8 @@ func (mon *Monitor) run() {
 		defer t.Stop()
 		tick = t.C
 	}
+	checkpoint := time.NewTicker(checkpointEvery)
+	defer checkpoint.Stop()
 	for {
 		select {
 		case w := <-mon.closed:
@@ -236,9 +301,31 @@ func (mon *Monitor) run() {
 			mon.mu.Lock()
 			mon.rotateLocked()
 			mon.mu.Unlock()
+		case <-mon.alarm:
+			mon.decideConcept()
+		case <-mon.retry.C:
+			mon.commitPending()
+		case <-checkpoint.C:
+			mon.checkpoint()
 		case <-mon.stop:
+			mon.finish()
 			return
 		}
+	}
+}
+
+// finish, as the monitor stops, tries once more to commit the pending
+// decision, or else decides on a concept alarm still waiting and
+// checkpoints. A decision still not stored is not lost for good: the
+// state last stored leads to it again.
+func (mon *Monitor) finish() {
+	if mon.pending != nil {
+		mon.commitPending()
+		return
+	}
+	mon.decideConcept()
+	if mon.pending == nil {
+		mon.checkpoint()
 	}
 }
 
@@ -279,23 +366,93 @@ func (mon *Monitor) judgeWindow(w *window) {
 		} else {
 			mon.streak, mon.clean = 0, mon.clean+1
 		}
+		st := &mon.state
 		switch {
-		case !mon.drifted && mon.streak >= mon.cfg.Consecutive && !res.End.Before(mon.cooldownUntil):
-			mon.drifted, mon.driftReason, mon.cooldownUntil = true, "features", res.End.Add(mon.cfg.Cooldown)
+		case mon.pending != nil:
+			// The next state change is the pending decision's.
+		case !st.Drifted && mon.streak >= mon.cfg.Consecutive && !res.End.Before(st.CooldownUntil):
 			decision = &Decision{Type: DriftDetected, Reason: "features"}
-		case mon.drifted && mon.driftReason == "features" && mon.clean >= mon.cfg.Consecutive:
-			mon.drifted = false
+		case st.Drifted && st.Reason == "features" && mon.clean >= mon.cfg.Consecutive:
 			decision = &Decision{Type: DriftResolved, Reason: "features"}
 		}
 	}
 	mon.last = &res
-	drifted := mon.drifted
 	mon.reportMu.Unlock()
 
-	mon.m.setDrifted(drifted)
 	if decision != nil {
 		decision.Model, decision.Version, decision.Time, decision.Window = mon.o.Model, mon.o.Version, res.End, res
-		mon.emit(decision)
+		mon.pending = decision
+		mon.commitPending()
+	}
+}
+
+// decideConcept turns the error-rate detector's alarm into a concept
+// drift decision, unless the version drifted already or is cooling down,
+// or a decision is pending (which, once stored, calls it again).
+func (mon *Monitor) decideConcept() {
+	if mon.pending != nil {
+		return
+	}
+	mon.reportMu.Lock()
+	d := mon.conceptAlarm
+	mon.conceptAlarm = nil
+	if d != nil && (mon.state.Drifted || d.Time.Before(mon.state.CooldownUntil)) {
+		d = nil
+	}
+	mon.reportMu.Unlock()
+	if d != nil {
+		mon.pending = d
+		mon.commitPending()
+	}
+}
+
+// commitPending stores the pending decision with the state it leads to
+// and then takes that state; when Commit fails, it tries again later.
+func (mon *Monitor) commitPending() {
+	d := mon.pending
+	mon.reportMu.Lock()
+	next := mon.state
+	mon.reportMu.Unlock()
+	next.apply(d, mon.cfg.Cooldown)
+	if err := mon.o.Commit(next, d); err != nil {
+		mon.retryIn = min(max(2*mon.retryIn, commitRetryMin), commitRetryMax)
+		mon.retry.Reset(mon.retryIn)
+		mon.m.commitErrors.Inc()
+		mon.o.Log.Error("cannot store drift decision; the version's drift state waits for it", "decision", d.Type, "reason", d.Reason,
+			"model", d.Model, "version", d.Version, "retry_in", mon.retryIn, "error", err)
+		return
+	}
+	mon.pending, mon.retryIn = nil, 0
+	mon.reportMu.Lock()
+	mon.state.apply(d, mon.cfg.Cooldown)
+	if d.Reason == "concept" {
+		mon.streak, mon.clean = 0, 0
+	}
+	mon.reportMu.Unlock()
+	mon.m.setDrifted(d.Type == DriftDetected)
+	mon.logDecision(d)
+	mon.decideConcept()
+}
+
+// checkpoint stores the state when labels changed it since the last
+// checkpoint, and no decision is pending (its commit stores the state).
+func (mon *Monitor) checkpoint() {
+	if mon.pending != nil {
+		return
+	}
+	mon.reportMu.Lock()
+	st, dirty := mon.state, mon.dirty
+	mon.dirty = false
+	mon.reportMu.Unlock()
+	if !dirty {
+		return
+	}
+	if err := mon.o.Commit(st, nil); err != nil {
+		mon.reportMu.Lock()
+		mon.dirty = true
+		mon.reportMu.Unlock()
+		mon.m.commitErrors.Inc()
+		mon.o.Log.Warn("cannot checkpoint drift state; the next checkpoint tries again", "model", mon.o.Model, "version", mon.o.Version, "error", err)
 	}
 }
 
@@ -342,8 +499,8 @@ func boolIndex(b bool) int {
 	return 0
 }
 
-// emit hands d to the decisions channel and logs it.
-func (mon *Monitor) emit(d *Decision) {
+// logDecision logs and counts d, which is stored.
+func (mon *Monitor) logDecision(d *Decision) {
 	var names []string
 	for _, f := range d.Window.Features {
 		if f.Drifted && !f.Prediction {
@@ -353,22 +510,14 @@ func (mon *Monitor) emit(d *Decision) {
 	mon.o.Log.Warn("drift decision", "decision", d.Type, "reason", d.Reason, "model", d.Model, "version", d.Version,
 		"window", d.Window.Seq, "rows", d.Window.Rows, "drift_share", d.Window.Share, "drifted_features", names)
 	mon.m.decision(d.Type)
-	if mon.o.Decisions == nil {
-		return
-	}
-	select {
-	case mon.o.Decisions <- *d:
-	default:
-		mon.m.decisionsDropped.Inc()
-		mon.o.Log.Error("drift decision dropped: its consumer is not keeping up", "decision", d.Type, "model", d.Model, "version", d.Version)
-	}
 }
 
 // ObserveLabels records that rows rows of a request were labeled by
 // feedback and correct of them predicted right. The labels count towards
 // the open window's accuracy and feed the error-rate detector, whose drift
 // (the concept changed: the same inputs now mean other outputs) is a
-// drift.detected decision with Reason "concept", subject to the cooldown.
+// drift.detected decision with Reason "concept", subject to the cooldown,
+// which the monitor's goroutine makes.
 func (mon *Monitor) ObserveLabels(rows, correct int) {
 	mon.mu.Lock()
 	w := mon.cur
@@ -378,19 +527,19 @@ func (mon *Monitor) ObserveLabels(rows, correct int) {
 	mon.mu.Unlock()
 
 	now := mon.o.Now()
-	var decision *Decision
 	mon.reportMu.Lock()
-	mon.conceptLevel = mon.concept.add(rows, rows-correct)
-	if mon.conceptLevel == ConceptDrift && !mon.drifted && !now.Before(mon.cooldownUntil) {
-		mon.drifted, mon.driftReason, mon.cooldownUntil = true, "concept", now.Add(mon.cfg.Cooldown)
-		mon.streak, mon.clean = 0, 0
-		decision = &Decision{Type: DriftDetected, Reason: "concept", Model: mon.o.Model, Version: mon.o.Version, Time: now, Window: open}
+	mon.conceptLevel = mon.state.Concept.add(rows, rows-correct)
+	mon.dirty = true
+	alarm := mon.conceptLevel == ConceptDrift
+	if alarm {
+		mon.conceptAlarm = &Decision{Type: DriftDetected, Reason: "concept", Model: mon.o.Model, Version: mon.o.Version, Time: now, Window: open}
 	}
-	drifted := mon.drifted
 	mon.reportMu.Unlock()
-	if decision != nil {
-		mon.m.setDrifted(drifted)
-		mon.emit(decision)
+	if alarm {
+		select {
+		case mon.alarm <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -447,7 +596,7 @@ func (mon *Monitor) Report() Report {
 	}
 	mon.mu.Unlock()
 	mon.reportMu.Lock()
-	rep.Drifted, rep.DriftedInARow = mon.drifted, mon.streak
+	rep.Drifted, rep.DriftedInARow = mon.state.Drifted, mon.streak
 	rep.WindowsJudged, rep.WindowsSkipped, rep.Last = mon.judged, mon.skipped, mon.last
 	rep.Concept = cmp.Or(mon.conceptLevel, ConceptStable)
 	mon.reportMu.Unlock()

@@ -42,7 +42,18 @@ func identityColumns(n int) []int {
 
 func newTestMonitor(t *testing.T, ref *Reference, cfg Config, decisions chan Decision) *Monitor {
 	t.Helper()
-	return startMonitor(t, Options{Config: cfg, Reference: ref, Decisions: decisions})
+	return startMonitor(t, Options{Config: cfg, Reference: ref, Commit: commitTo(decisions)})
+}
+
+// commitTo returns a Commit that stores nothing and hands each decision
+// to decisions.
+func commitTo(decisions chan<- Decision) func(State, *Decision) error {
+	return func(_ State, d *Decision) error {
+		if d != nil {
+			decisions <- *d
+		}
+		return nil
+	}
 }
 
 func newMonitor(t *testing.T, ref *Reference, cfg Config) *Monitor {
@@ -192,7 +203,7 @@ func TestMonitorTimeWindows(t *testing.T) {
 		decisions := make(chan Decision, 10)
 		mon := startMonitor(t, Options{
 			Config:    Config{Window: WindowConfig{Every: time.Minute}, Consecutive: 2},
-			Reference: ref, Metrics: set, Labels: `model="m",version="1"`, Decisions: decisions,
+			Reference: ref, Metrics: set, Labels: `model="m",version="1"`, Commit: commitTo(decisions),
 		})
 		r := rand.New(rand.NewPCG(4, 4))
 		start := time.Now()
@@ -278,7 +289,7 @@ func TestMonitorCooldown(t *testing.T) {
 		decisions := make(chan Decision, 10)
 		mon := startMonitor(t, Options{
 			Config:    Config{Window: WindowConfig{Rows: 200}, Consecutive: 1, Cooldown: 10 * time.Minute},
-			Reference: normalReference(t, 1, 4, 2000), Decisions: decisions, Now: clock.Now,
+			Reference: normalReference(t, 1, 4, 2000), Commit: commitTo(decisions), Now: clock.Now,
 		})
 		r := rand.New(rand.NewPCG(5, 5))
 		// f feeds a window that ends at t0+end, shifted by shift in every
@@ -315,34 +326,6 @@ func TestMonitorCooldown(t *testing.T) {
 		f(12*time.Minute, 3, "")            // drifted and already said so
 		if rep := mon.Report(); !rep.Drifted || rep.DriftedInARow != 4 {
 			t.Fatalf("drifted %v, %d windows in a row; want true, 4", rep.Drifted, rep.DriftedInARow)
-		}
-	})
-}
-
-func TestMonitorDecisionsDropped(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		set := metrics.NewSet()
-		decisions := make(chan Decision, 1)
-		decisions <- Decision{Type: "placeholder"} // a consumer that is not keeping up
-		mon := startMonitor(t, Options{
-			Config:    Config{Window: WindowConfig{Rows: 200}, Consecutive: 1},
-			Reference: normalReference(t, 1, 4, 2000), Decisions: decisions, Metrics: set, Labels: `model="m",version="1"`,
-		})
-		r := rand.New(rand.NewPCG(6, 6))
-		feed(mon, r, 200, shifted(4, 3))
-		synctest.Wait() // Observe never blocks on the full channel, nor does the judge
-		text := prometheus(set)
-		if got := metricValue(t, text, `infergate_drift_decisions_dropped_total{model="m",version="1"}`); got != 1 {
-			t.Fatalf("decisions_dropped_total %v, want 1", got)
-		}
-		if got := metricValue(t, text, `infergate_drift_decisions_total{model="m",version="1",type="detected"}`); got != 1 {
-			t.Fatalf("decisions_total detected %v, want 1: a dropped decision is still made", got)
-		}
-		if got := metricValue(t, text, `infergate_drift_drifted{model="m",version="1"}`); got != 1 {
-			t.Fatalf("drifted %v, want 1", got)
-		}
-		if d := <-decisions; d.Type != "placeholder" || len(decisions) != 0 || !mon.Report().Drifted {
-			t.Fatalf("the channel holds %q and %d more; want only the placeholder", d.Type, len(decisions))
 		}
 	})
 }
@@ -684,7 +667,7 @@ func TestMonitorMetrics(t *testing.T) {
 				`infergate_drift_windows_total{result="skipped"}`:  0,
 				`infergate_drift_decisions_total{type="detected"}`: 0,
 				`infergate_drift_decisions_total{type="resolved"}`: 0,
-				`infergate_drift_decisions_dropped_total`:          0,
+				`infergate_drift_commit_errors_total`:              0,
 				`infergate_drift_rows_total`:                       200,
 				`infergate_drift_window_overruns_total`:            0,
 				`infergate_drift_share`:                            last.Share,
@@ -708,7 +691,7 @@ func TestMonitorMetrics(t *testing.T) {
 }
 
 func TestDDM(t *testing.T) {
-	var d ddm
+	var d DDM
 	r := rand.New(rand.NewPCG(9, 9))
 	stream := func(rows int, errRate float64) (first ConceptLevel, at int) {
 		for i := range rows {
@@ -735,24 +718,28 @@ func TestDDM(t *testing.T) {
 }
 
 func TestMonitorConceptDrift(t *testing.T) {
-	ref := normalReference(t, 1, 2, 4000)
-	decisions := make(chan Decision, 4)
-	mon := newTestMonitor(t, ref, Config{}, decisions)
-	feed(mon, rand.New(rand.NewPCG(1, 1)), 500, []float64{0, 0})
-	for range 100 {
-		mon.ObserveLabels(10, 9) // 90% right
-	}
-	if rep := mon.Report(); rep.Concept != ConceptStable || len(decisions) != 0 {
-		t.Fatalf("steady accuracy: concept %s, %d decisions", rep.Concept, len(decisions))
-	}
-	for range 100 {
-		mon.ObserveLabels(10, 5) // 50% right
-	}
-	d := <-decisions
-	if d.Type != DriftDetected || d.Reason != "concept" || d.Window.Labeled == 0 {
-		t.Fatalf("got %+v, want drift.detected for the concept", d)
-	}
-	if rep := mon.Report(); !rep.Drifted {
-		t.Fatal("the version is not marked drifted after a concept drift")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ref := normalReference(t, 1, 2, 4000)
+		decisions := make(chan Decision, 4)
+		mon := newTestMonitor(t, ref, Config{}, decisions)
+		feed(mon, rand.New(rand.NewPCG(1, 1)), 500, []float64{0, 0})
+		for range 100 {
+			mon.ObserveLabels(10, 9) // 90% right
+		}
+		synctest.Wait()
+		if rep := mon.Report(); rep.Concept != ConceptStable || len(decisions) != 0 {
+			t.Fatalf("steady accuracy: concept %s, %d decisions", rep.Concept, len(decisions))
+		}
+		for range 100 {
+			mon.ObserveLabels(10, 5) // 50% right
+		}
+		synctest.Wait()
+		d := <-decisions
+		if d.Type != DriftDetected || d.Reason != "concept" || d.Window.Labeled == 0 {
+			t.Fatalf("got %+v, want drift.detected for the concept", d)
+		}
+		if rep := mon.Report(); !rep.Drifted {
+			t.Fatal("the version is not marked drifted after a concept drift")
+		}
+	})
 }

@@ -14,8 +14,10 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -30,8 +32,9 @@ type versionDrift struct {
 }
 
 // startDrift starts monitoring v when its folder holds a reference profile
-// and the model's drift section does not turn it off.
-func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, decisions chan<- drift.Decision) error {
+// and the model's drift section does not turn it off, from the drift
+// state srv stored for it.
+func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv *Server) error {
 	if cfg.Disabled {
 		return nil
 	}
@@ -46,10 +49,15 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, dec
 	if err != nil {
 		return fmt.Errorf("cannot monitor drift of model %q version %s: %w", v.rt.Model, v.name, err)
 	}
+	model, name := v.rt.Model, v.name
 	d.monitor, err = drift.New(drift.Options{
-		Config: cfg, Reference: ref, Model: v.rt.Model, Version: v.name,
+		Config: cfg, Reference: ref, Model: model, Version: name,
 		Columns: columns, PredictionColumns: predictions, Log: log,
-		Metrics: v.metrics.set, Labels: v.metrics.labels, Decisions: decisions,
+		Metrics: v.metrics.set, Labels: v.metrics.labels,
+		State: srv.store.loadDrift(model, name, log),
+		Commit: func(st drift.State, d *drift.Decision) error {
+			return srv.commitDrift(model, name, st, d)
+		},
 	})
 	if err != nil {
 		return err
@@ -57,6 +65,88 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, dec
 	v.drift = d
 	log.Info("drift monitoring on", "model", v.rt.Model, "version", v.name,
 		"features", len(columns), "predictions", len(predictions), "window", windowString(cfg.Window))
+	return nil
+}
+
+// driftBucket holds each monitored version's drift.State under
+// "<model>/<version>".
+var driftBucket = []byte("drift")
+
+func driftKey(model, version string) []byte { return []byte(model + "/" + version) }
+
+// loadDrift returns the drift state stored for model's version, or nil.
+// A record that cannot be read is logged and ignored: monitoring starts
+// afresh.
+func (s *store) loadDrift(model, version string, log *slog.Logger) *drift.State {
+	if s == nil {
+		return nil
+	}
+	var st *drift.State
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var data []byte
+		if b := tx.Bucket(driftBucket); b != nil {
+			data = b.Get(driftKey(model, version))
+		}
+		if data == nil {
+			return nil
+		}
+		st = new(drift.State)
+		return json.Unmarshal(data, st)
+	})
+	if err != nil {
+		log.Error("ignoring the stored drift state of a version; its monitoring starts afresh", "model", model, "version", version, "error", err)
+		return nil
+	}
+	return st
+}
+
+// putDrift writes st as the drift state of model's version in tx.
+func putDrift(tx *bolt.Tx, model, version string, st drift.State) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("cannot encode the drift state of model %q version %s: %w", model, version, err)
+	}
+	b, err := tx.CreateBucketIfNotExists(driftBucket)
+	if err != nil {
+		return err
+	}
+	return b.Put(driftKey(model, version), data)
+}
+
+// commitDrift is the Commit of model's version's drift monitor: it stores
+// st and, in the same transaction, the event of decision d (when d is not
+// nil and webhooks are configured), then hands d to Options.DriftDecisions.
+// Without a state_dir nothing is stored.
+func (s *Server) commitDrift(model, version string, st drift.State, d *drift.Decision) error {
+	put := func(tx *bolt.Tx) error { return putDrift(tx, model, version, st) }
+	var err error
+	switch {
+	case s.store == nil:
+	case d != nil && s.outbox != nil:
+		var e outbox.Event
+		if e, err = newOutboxEvent(string(d.Type), model, version, d); err == nil {
+			err = s.outbox.EmitWith(put, e)
+		}
+		if err == nil {
+			s.logEmitted(string(d.Type), model, version, e.ID)
+		}
+	default:
+		err = s.store.db.Update(put)
+	}
+	if err != nil {
+		if d != nil {
+			eventsFailed.Inc()
+			return fmt.Errorf("cannot store the %s decision of model %q version %s: %w", d.Type, model, version, err)
+		}
+		return fmt.Errorf("cannot store the drift state of model %q version %s: %w", model, version, err)
+	}
+	if d != nil && s.o.DriftDecisions != nil {
+		select {
+		case s.o.DriftDecisions <- *d:
+		default:
+			eventsDropped.Inc()
+		}
+	}
 	return nil
 }
 

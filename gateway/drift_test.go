@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/trainer"
 )
 
@@ -176,5 +178,57 @@ func TestDriftEndpoint(t *testing.T) {
 		if !strings.Contains(metrics, series) {
 			t.Errorf("/metrics lacks %s", series)
 		}
+	}
+}
+
+// TestDriftStateSurvivesRestart drifts the demo's version 1, restarts the
+// gateway on the same state_dir, and drifts it on: the drift.detected
+// event is stored (and delivered) once, with the version's drift state,
+// and the restarted gateway knows the version drifted instead of
+// detecting it anew.
+func TestDriftStateSurvivesRestart(t *testing.T) {
+	receiver := newEventReceiver(t)
+	cfg := testConfig(t)
+	cfg.Models["demo"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 128, Instances: 2}}
+	cfg.Webhooks = receiver.targets()
+	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := trainer.Synthetic(1, 8000).X[4000:]
+	shift := make([]float64, 8)
+	for j := range 4 {
+		shift[j] = 0.5 * ref.Features[j].Std
+	}
+	client := &fasthttp.Client{}
+
+	decisions := make(chan drift.Decision, 4)
+	srv, url := startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
+	sendRows(t, client, url, rows[:2000], shift)
+	waitDriftReport(t, url, 2)
+	if d := <-decisions; d.Type != drift.DriftDetected || d.Window.Seq != 1 {
+		t.Fatalf("got %s at window %d, want drift.detected at window 1", d.Type, d.Window.Seq)
+	}
+	srv.Shutdown(context.Background())
+
+	_, url = startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
+	if rep := waitDriftReport(t, url, 0); !rep.Drifted {
+		t.Fatal("after a restart the drifted version is not drifted")
+	}
+	sendRows(t, client, url, rows[2000:4000], shift)
+	waitDriftReport(t, url, 2)
+	if len(decisions) != 0 {
+		t.Fatalf("the restarted gateway decided %+v about a drift it had decided before", <-decisions)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := receiver.events()
+		if len(got) == 1 && got[0].Type == outbox.TypeDriftDetected && got[0].Subject == "demo/1" {
+			return
+		}
+		if len(got) > 1 || time.Now().After(deadline) {
+			t.Fatalf("the webhook got %+v, want one drift.detected about demo/1", got)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

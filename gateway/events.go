@@ -7,7 +7,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
@@ -24,14 +23,16 @@ const (
 const eventQueue = 256
 
 // Event is a decision of the gateway worth telling the outside: a canary
-// started, promoted or rolled back. Its Type is the CloudEvents type
-// without the "dev.infergate." prefix, such as "canary.promoted".
+// started, advanced, started holding, was promoted or rolled back. Its
+// Type is the CloudEvents type without the "dev.infergate." prefix, such
+// as "canary.promoted".
 type Event struct {
 	Type    string
 	Model   string
 	Version string
 	Time    time.Time
-	// Data holds the decision's details; it marshals to JSON.
+	// Data holds the decision's details (a canaryStep); it marshals to
+	// JSON.
 	Data any
 
 	// stored says the event is in the outbox already, committed with the
@@ -44,26 +45,82 @@ var (
 	eventsFailed  = metrics.NewCounter(`infergate_events_emit_errors_total`)
 )
 
-// canaryEventType returns the event a canary transition of kind k emits,
-// or "" when it emits none.
-func canaryEventType(k router.Kind) string {
-	switch k {
-	case router.KindStarted:
-		return "canary.started"
-	case router.KindPromoted:
-		return "canary.promoted"
-	case router.KindRolledBack:
-		return "canary.rolledback"
+// canaryEventType returns the event a canary transition emits, or "" when
+// it emits none: every step that moves the weight or ends the canary
+// emits one, and of a run of analyses that hold the weight (too little
+// traffic, or a failed check) only the first, as canary.held.
+func canaryEventType(tr router.Transition) string {
+	switch tr.Kind {
+	case router.KindStarted, router.KindAdvanced, router.KindPromoted, router.KindRolledBack:
+		return "canary." + string(tr.Kind)
+	case router.KindHeld, router.KindFailed:
+		if tr.StartedHolding {
+			return "canary.held"
+		}
 	}
 	return ""
+}
+
+// canaryStep is the data of a canary event: what the step did and why,
+// with what the analysis measured and the canary's standing after it.
+// Durations are Go duration strings ("1m30s").
+type canaryStep struct {
+	// Step is what happened: started, advanced, held, failed (a failed
+	// check that held the weight), promoted or rolledback.
+	Step         router.Kind  `json:"step"`
+	Version      string       `json:"version"`
+	Phase        router.Phase `json:"phase"`
+	WeightBefore int          `json:"weight_before"`
+	WeightAfter  int          `json:"weight_after"`
+	// Reason says why, naming each failed check with its numbers.
+	Reason       string `json:"reason"`
+	FailedChecks int    `json:"failed_checks"`
+	Threshold    int    `json:"failed_checks_threshold"`
+	// Checks is what the analysis judged, absent for a step that judged
+	// nothing (a start, an operator's promote or rollback).
+	Checks    *canaryChecks `json:"checks,omitempty"`
+	Interval  string        `json:"interval"`
+	StartedAt time.Time     `json:"started_at"`
+}
+
+// canaryChecks is one analysis interval's measurements.
+type canaryChecks struct {
+	Canary           canaryStats `json:"canary"`
+	Primary          canaryStats `json:"primary"`
+	AgreementSamples int64       `json:"agreement_samples"`
+	Agreed           int64       `json:"agreed"`
+}
+
+// canaryStats is router.Stats with its latency as a duration string.
+type canaryStats struct {
+	Requests int64  `json:"requests"`
+	Errors   int64  `json:"errors"`
+	P99      string `json:"p99"`
+	Labeled  int64  `json:"labeled"`
+	Correct  int64  `json:"correct"`
+}
+
+func newCanaryStats(s router.Stats) canaryStats {
+	return canaryStats{Requests: s.Requests, Errors: s.Errors, P99: s.P99.String(), Labeled: s.Labeled, Correct: s.Correct}
+}
+
+// newCanaryStep describes tr, which canary c has just done.
+func newCanaryStep(c *router.Canary, tr router.Transition) canaryStep {
+	st := canaryStep{
+		Step: tr.Kind, Version: c.Config.Version, Phase: c.Phase, WeightBefore: tr.From, WeightAfter: tr.Weight,
+		Reason: tr.Reason, FailedChecks: tr.FailedChecks, Threshold: c.Config.Threshold,
+		Interval: c.Config.Interval.String(), StartedAt: c.StartedAt,
+	}
+	if m := tr.Measured; m != nil {
+		st.Checks = &canaryChecks{Canary: newCanaryStats(m.Canary), Primary: newCanaryStats(m.Primary),
+			AgreementSamples: m.AgreementSamples, Agreed: m.Agreed}
+	}
+	return st
 }
 
 // emit queues e for the event loop without blocking; an event that finds
 // the queue full is logged and counted.
 func (s *Server) emit(e Event) {
-	if e.Type == "" {
-		return
-	}
 	select {
 	case s.eventsIn <- e:
 	default:
@@ -72,34 +129,22 @@ func (s *Server) emit(e Event) {
 	}
 }
 
-// eventLoop writes every drift decision and canary event to the outbox
-// (when webhooks are configured) and hands it to the Options' channels,
-// until Shutdown closes stopEvents; what is queued then is still written.
+// eventLoop writes every canary event not stored yet to the outbox (when
+// webhooks are configured) and hands it to Options.Events, until Shutdown
+// closes stopEvents; what is queued then is still written. Drift decisions
+// do not pass here: each monitor stores its own (see commitDrift).
 func (s *Server) eventLoop() {
 	defer close(s.eventsDone)
 	for {
 		select {
-		case d := <-s.decisions:
-			s.deliverDecision(d)
 		case e := <-s.eventsIn:
 			s.deliverEvent(e)
 		case <-s.stopEvents:
 			// Nothing is queued after stopEvents closes; what was still
 			// goes out first.
-			if len(s.decisions) == 0 && len(s.eventsIn) == 0 {
+			if len(s.eventsIn) == 0 {
 				return
 			}
-		}
-	}
-}
-
-func (s *Server) deliverDecision(d drift.Decision) {
-	s.toOutbox(string(d.Type), d.Model, d.Version, d)
-	if s.o.DriftDecisions != nil {
-		select {
-		case s.o.DriftDecisions <- d:
-		default:
-			eventsDropped.Inc()
 		}
 	}
 }
@@ -148,22 +193,27 @@ func newOutboxEvent(typ, model, version string, data any) (outbox.Event, error) 
 // the events of steps in the outbox, so that a crash keeps both or neither;
 // those events then go only to Options.Events from the event loop.
 func (s *Server) saveRoutes(model string, rec routeRecord, steps []transition) error {
-	if s.outbox == nil || len(steps) == 0 {
+	var emitted []*Event
+	for i := range steps {
+		if e := steps[i].event; e != nil {
+			emitted = append(emitted, e)
+		}
+	}
+	if s.outbox == nil || len(emitted) == 0 {
 		return s.store.saveRoutes(model, rec)
 	}
-	events := make([]outbox.Event, len(steps))
-	for i, st := range steps {
-		e, err := newOutboxEvent(st.event.Type, st.event.Model, st.event.Version, st.event.Data)
+	events := make([]outbox.Event, len(emitted))
+	for i, e := range emitted {
+		oe, err := newOutboxEvent(e.Type, e.Model, e.Version, e.Data)
 		if err != nil {
 			return err
 		}
-		events[i] = e
+		events[i] = oe
 	}
 	if err := s.outbox.EmitWith(func(tx *bolt.Tx) error { return putRoutes(tx, model, rec) }, events...); err != nil {
 		return err
 	}
-	for i := range steps {
-		e := &steps[i].event
+	for i, e := range emitted {
 		e.stored = true
 		s.logEmitted(e.Type, e.Model, e.Version, events[i].ID)
 	}

@@ -316,16 +316,26 @@ func (s *Server) commitCanaryLocked(r *routes, m *model, next *router.Canary, tr
 	return nil
 }
 
-// transition is a step of a model's canary and the event it emits.
+// transition is a step of a model version's canary and the event it
+// emits, nil for a step that emits none.
 type transition struct {
-	tr    router.Transition
-	event Event
+	model, version string
+	tr             router.Transition
+	event          *Event
 }
 
 // newTransition returns tr of model's canary c, which has just done it.
 func newTransition(model string, c *router.Canary, tr router.Transition) transition {
-	return transition{tr: tr, event: Event{Type: canaryEventType(tr.Kind), Model: model, Version: c.Config.Version,
-		Time: c.LastTransition, Data: *c}}
+	st := transition{model: model, version: c.Config.Version, tr: tr}
+	if typ := canaryEventType(tr); typ != "" {
+		// The call that did tr set one of the two to its time.
+		at := c.LastTransition
+		if c.LastEvaluation.After(at) {
+			at = c.LastEvaluation
+		}
+		st.event = &Event{Type: typ, Model: model, Version: st.version, Time: at, Data: newCanaryStep(c, tr)}
+	}
+	return st
 }
 
 // startedTransition returns the start of model's canary c.
@@ -337,11 +347,12 @@ func startedTransition(model string, c *router.Canary) transition {
 // routing they changed is stored.
 func (s *Server) logTransitions(steps []transition) {
 	for _, st := range steps {
-		e := st.event
-		s.log.Info("canary step", "model", e.Model, "version", e.Version, "step", string(st.tr.Kind),
+		s.log.Info("canary step", "model", st.model, "version", st.version, "step", string(st.tr.Kind),
 			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
 		canaryTransitions[st.tr.Kind].Inc()
-		s.emit(e)
+		if st.event != nil {
+			s.emit(*st.event)
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func TestCanaryPromotesHealthyVersion(t *testing.T) {
 	if failed != 0 {
 		t.Fatalf("%d requests failed during the canary, the first: %s", failed, first)
 	}
-	c := got.Data.(router.Canary)
+	c := got.Data.(canaryStep)
 	if c.Phase != router.PhasePromoted || c.FailedChecks != 0 {
 		t.Fatalf("promoted canary: %+v", c)
 	}
@@ -251,9 +251,9 @@ func TestCanaryRollsBackDisagreeingVersion(t *testing.T) {
 	start := time.Now()
 	got := waitEvent(t, events, "canary.rolledback", 20*time.Second)
 	stop()
-	c := got.Data.(router.Canary)
+	c := got.Data.(canaryStep)
 	// Threshold 2: the second failed analysis rolls back, two intervals in.
-	if c.Weight != 0 || c.FailedChecks != 2 || !strings.Contains(c.Reason, "agreement") {
+	if c.WeightAfter != 0 || c.FailedChecks != 2 || !strings.Contains(c.Reason, "agreement") {
 		t.Fatalf("rolled-back canary: %+v", c)
 	}
 	t.Logf("rolled back after %s: %s", time.Since(start).Round(time.Millisecond), c.Reason)

@@ -42,12 +42,21 @@ const (
 // for some kinds, one event).
 type Transition struct {
 	Kind Kind `json:"kind"`
-	// Weight is the canary's weight after the call, in percent.
+	// From and Weight are the canary's weight before and after the call,
+	// in percent.
+	From   int `json:"from_weight"`
 	Weight int `json:"weight"`
 	// FailedChecks counts the failed analyses so far.
 	FailedChecks int `json:"failed_checks"`
 	// Reason says why, naming the check and its numbers where one decided.
 	Reason string `json:"reason,omitempty"`
+	// StartedHolding is set on a held or failed analysis that is the first
+	// since the canary started or last advanced: the one that began
+	// holding its weight.
+	StartedHolding bool `json:"started_holding,omitempty"`
+	// Measured is the snapshot an Evaluate call judged; nil for the other
+	// calls, which judge none.
+	Measured *Snapshot `json:"measured,omitempty"`
 }
 
 // String describes t for a log line.
@@ -102,6 +111,10 @@ type Canary struct {
 	LastTransition time.Time `json:"last_transition"`
 	// Reason says why the last analysis or transition came out as it did.
 	Reason string `json:"reason,omitempty"`
+	// Holding is set while analyses keep the weight where it is (too little
+	// traffic, or failed checks), from the first such analysis until the
+	// weight moves.
+	Holding bool `json:"holding,omitempty"`
 }
 
 // Start (re)starts the analysis at the first step weight. c.Config must
@@ -109,7 +122,7 @@ type Canary struct {
 func (c *Canary) Start(now time.Time) Transition {
 	weight, _ := c.Config.weightAt(0)
 	*c = Canary{Config: c.Config, Phase: PhaseProgressing, Weight: weight, StartedAt: now, LastEvaluation: now}
-	return c.transition(now, KindStarted, fmt.Sprintf("canary %s started", c.Config.Version))
+	return c.transition(now, KindStarted, 0, fmt.Sprintf("canary %s started", c.Config.Version))
 }
 
 // Evaluate runs one analysis over s, the metrics since the last one. Before
@@ -119,31 +132,38 @@ func (c *Canary) Start(now time.Time) Transition {
 //
 // Passed checks advance the weight to the next step, or promote from the
 // last; a failed check holds the weight and counts, and Threshold failures
-// roll back; too little traffic to judge holds without counting.
+// roll back; too little traffic to judge holds without counting. Of a run
+// of held and failed analyses only the first has StartedHolding set.
 func (c *Canary) Evaluate(now time.Time, s Snapshot) Transition {
 	if c.Phase != PhaseProgressing || now.Sub(c.LastEvaluation) < c.Config.Interval {
-		return Transition{Kind: KindNone, Weight: c.Weight, FailedChecks: c.FailedChecks}
+		return Transition{Kind: KindNone, From: c.Weight, Weight: c.Weight, FailedChecks: c.FailedChecks}
 	}
 	c.LastEvaluation = now
 	verdict, reason := c.Config.analyse(s)
-	switch verdict {
-	case KindHeld:
+	_, last := c.Config.weightAt(c.Step)
+	var tr Transition
+	switch {
+	case verdict == KindHeld:
 		c.Reason = reason
-		return Transition{Kind: KindHeld, Weight: c.Weight, FailedChecks: c.FailedChecks, Reason: reason}
-	case KindFailed:
+		tr = c.hold(KindHeld, reason)
+	case verdict == KindFailed:
 		c.FailedChecks++
 		if c.FailedChecks >= c.Config.Threshold {
-			return c.rollback(now, fmt.Sprintf("%d failed checks reached threshold %d; last: %s", c.FailedChecks, c.Config.Threshold, reason))
+			tr = c.rollback(now, fmt.Sprintf("%d failed checks reached threshold %d; last: %s", c.FailedChecks, c.Config.Threshold, reason))
+			break
 		}
-		return c.transition(now, KindFailed, reason)
+		c.LastTransition, c.Reason = now, reason
+		tr = c.hold(KindFailed, reason)
+	case last:
+		tr = c.promote(now, fmt.Sprintf("checks passed at max_weight %d", c.Weight))
+	default:
+		from := c.Weight
+		c.Step++
+		c.Weight, _ = c.Config.weightAt(c.Step)
+		tr = c.transition(now, KindAdvanced, from, fmt.Sprintf("checks passed; weight %d -> %d", from, c.Weight))
 	}
-	if _, last := c.Config.weightAt(c.Step); last {
-		return c.promote(now, fmt.Sprintf("checks passed at max_weight %d", c.Weight))
-	}
-	from := c.Weight
-	c.Step++
-	c.Weight, _ = c.Config.weightAt(c.Step)
-	return c.transition(now, KindAdvanced, fmt.Sprintf("checks passed; weight %d -> %d", from, c.Weight))
+	tr.Measured = &s
+	return tr
 }
 
 // Promote makes the canary the primary at once, as the admin API asks.
@@ -248,19 +268,30 @@ func (c *CanaryConfig) analyse(s Snapshot) (Kind, string) {
 }
 
 func (c *Canary) promote(now time.Time, reason string) Transition {
+	from := c.Weight
 	c.Phase, c.Weight = PhasePromoted, 100
-	return c.transition(now, KindPromoted, reason)
+	return c.transition(now, KindPromoted, from, reason)
 }
 
 func (c *Canary) rollback(now time.Time, reason string) Transition {
+	from := c.Weight
 	c.Phase, c.Weight = PhaseRolledBack, 0
-	return c.transition(now, KindRolledBack, reason)
+	return c.transition(now, KindRolledBack, from, reason)
 }
 
-// transition records a change of c made at now and describes it.
-func (c *Canary) transition(now time.Time, kind Kind, reason string) Transition {
-	c.LastTransition, c.Reason = now, reason
-	return Transition{Kind: kind, Weight: c.Weight, FailedChecks: c.FailedChecks, Reason: reason}
+// transition records a change of c's weight or phase from weight from,
+// made at now, and describes it.
+func (c *Canary) transition(now time.Time, kind Kind, from int, reason string) Transition {
+	c.LastTransition, c.Reason, c.Holding = now, reason, false
+	return Transition{Kind: kind, From: from, Weight: c.Weight, FailedChecks: c.FailedChecks, Reason: reason}
+}
+
+// hold describes an analysis of kind that kept c's weight; the first of a
+// run of them starts holding.
+func (c *Canary) hold(kind Kind, reason string) Transition {
+	tr := Transition{Kind: kind, From: c.Weight, Weight: c.Weight, FailedChecks: c.FailedChecks, Reason: reason, StartedHolding: !c.Holding}
+	c.Holding = true
+	return tr
 }
 
 func ratio(n, d int64) float64 {

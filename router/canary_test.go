@@ -180,6 +180,48 @@ func TestCanaryHoldsWithoutEnoughTraffic(t *testing.T) {
 	}
 }
 
+// TestCanaryStartsHoldingOnce checks that of a run of held and failed
+// analyses only the first starts holding, and that holding survives the
+// JSON round trip a restart makes, so that an event per run, not per
+// interval, follows.
+func TestCanaryStartsHoldingOnce(t *testing.T) {
+	c := newCanary(t, CanaryConfig{Threshold: 10})
+	quiet, bad := healthy, healthy
+	quiet.Canary.Requests = 3
+	bad.Canary.Errors = 50
+	type step struct {
+		kind    Kind
+		from    int
+		weight  int
+		started bool
+	}
+	var got []step
+	for i, s := range []Snapshot{quiet, quiet, bad, quiet, healthy, bad, healthy, quiet} {
+		tr := c.Evaluate(t0.Add(time.Duration(i+1)*time.Minute), s)
+		if tr.Measured == nil || *tr.Measured != s {
+			t.Fatalf("analysis %d: measured %+v, want the snapshot judged", i, tr.Measured)
+		}
+		got = append(got, step{tr.Kind, tr.From, tr.Weight, tr.StartedHolding})
+		// The gateway stores the canary after every analysis and reads it
+		// back after a restart.
+		data, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*c = Canary{}
+		if err := json.Unmarshal(data, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []step{
+		{KindHeld, 10, 10, true}, {KindHeld, 10, 10, false}, {KindFailed, 10, 10, false}, {KindHeld, 10, 10, false},
+		{KindAdvanced, 10, 20, false}, {KindFailed, 20, 20, true}, {KindAdvanced, 20, 30, false}, {KindHeld, 30, 30, true},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got  %v\nwant %v", got, want)
+	}
+}
+
 func TestCanaryEvaluateWaitsForTheInterval(t *testing.T) {
 	c := newCanary(t, CanaryConfig{Interval: 30 * time.Second})
 	f := func(at time.Duration, want Kind, wantWeight int) {

@@ -18,6 +18,8 @@ const (
 	TypeDriftDetected    = "dev.infergate.drift.detected"
 	TypeDriftResolved    = "dev.infergate.drift.resolved"
 	TypeCanaryStarted    = "dev.infergate.canary.started"
+	TypeCanaryAdvanced   = "dev.infergate.canary.advanced"
+	TypeCanaryHeld       = "dev.infergate.canary.held"
 	TypeCanaryPromoted   = "dev.infergate.canary.promoted"
 	TypeCanaryRolledBack = "dev.infergate.canary.rolledback"
 	TypeRetrainSucceeded = "dev.infergate.retrain.succeeded"
@@ -28,8 +30,8 @@ const (
 const typePrefix = "dev.infergate."
 
 var knownTypes = []string{
-	TypeDriftDetected, TypeDriftResolved, TypeCanaryStarted, TypeCanaryPromoted,
-	TypeCanaryRolledBack, TypeRetrainSucceeded, TypeRetrainFailed,
+	TypeDriftDetected, TypeDriftResolved, TypeCanaryStarted, TypeCanaryAdvanced, TypeCanaryHeld,
+	TypeCanaryPromoted, TypeCanaryRolledBack, TypeRetrainSucceeded, TypeRetrainFailed,
 }
 
 // ErrInvalidEvent is returned for an event that lacks a required attribute
