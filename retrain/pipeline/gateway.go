@@ -160,10 +160,11 @@ func (st *runState) call(ctx context.Context, method, path string, body []byte) 
 		if err == nil || errors.As(err, &refused) && !refused.retryable() {
 			return answer, err
 		}
+		giveUp := fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
 		delay := min(gatewayBackoff<<min(attempt-1, 10), gatewayBackoffMax)
 		delay = max(delay/2+rand.N(delay/2+1), retryAfter)
 		if ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
-			return nil, fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
+			return nil, giveUp
 		}
 		if attempt == 1 {
 			st.logf("%s %s failed (%v): trying again until %s", method, path, err, deadline.UTC().Format(time.RFC3339))
@@ -172,7 +173,7 @@ func (st *runState) call(ctx context.Context, method, path string, body []byte) 
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
+			return nil, giveUp
 		case <-t.C:
 		}
 	}

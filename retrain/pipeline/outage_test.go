@@ -1,12 +1,16 @@
 package pipeline
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,4 +194,55 @@ func TestUncanariedVersionOnNextRun(t *testing.T) {
 	if v := fx.versions(); !slices.Equal(v, []string{"1", "2"}) {
 		t.Fatalf("repository holds %v", v)
 	}
+}
+
+// TestGatewayCallRetries calls a gateway that answers with a sequence of
+// codes: no answer, 429, 502, 503 and 504 are tried again until the
+// deadline, other answers end the call at once.
+func TestGatewayCallRetries(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		codes    []int // guarded by mu: the answers, the last one repeated
+		attempts int   // guarded by mu
+	)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		code := codes[min(attempts, len(codes)-1)]
+		attempts++
+		mu.Unlock()
+		w.WriteHeader(code)
+		w.Write([]byte(`{"answer":` + strconv.Itoa(code) + `}`))
+	}))
+	t.Cleanup(gw.Close)
+	fx := newFixture(t)
+	fx.cfg.Gateway.URL = gw.URL
+	s, _ := fx.open()
+
+	// wantAttempts 0 means more than one.
+	f := func(name string, answers []int, deadline time.Duration, wantAttempts int, wantErr string) {
+		t.Run(name, func(t *testing.T) {
+			mu.Lock()
+			codes, attempts = answers, 0
+			mu.Unlock()
+			st := &runState{s: s, run: &Run{ID: "1", Model: "demo", Steps: []Step{{Name: "canary"}}}}
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			answer, err := st.call(ctx, http.MethodGet, "/admin/models/demo/routing", nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if wantAttempts == 0 && attempts < 2 || wantAttempts > 0 && attempts != wantAttempts ||
+				wantErr == "" && (err != nil || string(answer) != `{"answer":200}`) ||
+				wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)) {
+				t.Fatalf("%d attempts, answer %s, error %v; want %d attempts, error with %q", attempts, answer, err, wantAttempts, wantErr)
+			}
+		})
+	}
+	long := 30 * time.Second
+	f("restarting", []int{503, 502, 504, 200}, long, 4, "")
+	f("too many requests", []int{429, 200}, long, 2, "")
+	f("unauthorized", []int{401, 200}, long, 1, "the gateway answered 401 Unauthorized")
+	f("not found", []int{404, 200}, long, 1, "404 Not Found")
+	f("conflict", []int{409, 200}, long, 1, "409 Conflict")
+	f("internal error", []int{500, 200}, long, 1, "500 Internal Server Error")
+	f("unavailable past the deadline", []int{503}, 500*time.Millisecond, 0, "gave up after")
 }
