@@ -8,7 +8,9 @@
 // A Monitor is safe for concurrent use: Observe may be called from any
 // number of request goroutines; it takes one short lock and allocates
 // nothing. Closed windows are judged by the Monitor's own goroutine, which
-// Close stops. Window state is plain counts, so windows of several replicas
+// Close stops; that goroutine alone makes decisions and hands them, with
+// the State they lead to, to Options.Commit, taking that State only once it
+// is stored. Window state is plain counts, so windows of several replicas
 // merge by addition. A Reference is immutable once loaded and may be shared.
 // The statistics functions are pure and safe for concurrent use.
 package drift
