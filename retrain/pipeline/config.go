@@ -64,8 +64,9 @@ type GatewayConfig struct {
 	// TokenEnv names the environment variable holding the admin API's
 	// bearer token; required with URL.
 	TokenEnv string `yaml:"token_env"`
-	// ReadyTimeout bounds the wait for a published version to be ready
-	// after the reload (default 2m).
+	// ReadyTimeout is the deadline of the canary step (reload, wait for
+	// the published version to be ready, start its canary) and of each
+	// other call to the gateway, retried until then (default 2m).
 	ReadyTimeout time.Duration `yaml:"ready_timeout"`
 }
 
