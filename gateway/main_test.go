@@ -12,6 +12,8 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/runtime"
+
+	"go.uber.org/goleak"
 )
 
 // testEnv is the process's ONNX Runtime environment for these tests.
@@ -32,7 +34,22 @@ func TestMain(m *testing.M) {
 	testEnv = env
 	code := m.Run()
 	env.Close()
+	if err := goleak.Find(fasthttpBackground...); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// fasthttpBackground are the goroutines fasthttp keeps on its own: idle
+// clients' and worker pools' cleaners, which end a few seconds after their
+// last use, and its process-wide date and DNS caches.
+var fasthttpBackground = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*Client).mCleaner"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
 }
 
 // testRepository builds a model repository in a temporary folder from the

@@ -203,11 +203,12 @@ func (s *Server) watch(w *fsnotify.Watcher) {
 			}
 			s.log.Warn("file watcher error", "error", err)
 		case <-debounce.C:
-			s.Reload()
-			// A new model folder needs a watch of its own.
+			// New folders are watched before the reload reads them, so that
+			// a write after the reload's scan brings another reload.
 			if err := s.watchPaths(w); err != nil {
-				s.log.Warn("cannot watch the repository after a reload", "error", err)
+				s.log.Warn("cannot watch the repository", "error", err)
 			}
+			s.Reload()
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // testEnv is the process's one ONNX Runtime environment for these tests,
@@ -25,6 +27,10 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	testEnv.Close()
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	os.Exit(code)
 }
 

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain lets the test binary act as infergate itself when asked, so the
@@ -23,8 +25,20 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m, fasthttpBackground...)
 }
+
+// fasthttpBackground are the goroutines fasthttp keeps on its own: idle
+// clients' and worker pools' cleaners, which end a few seconds after their
+// last use, and its process-wide date and DNS caches.
+var fasthttpBackground = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*Client).mCleaner"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+}
+
 
 // readmeCurlBody returns the JSON body of the curl request README.md shows.
 func readmeCurlBody(t *testing.T) string {

@@ -1,26 +1,18 @@
 package capture
 
 import (
-	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain fails the suite when a test leaves goroutines behind.
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 && !goroutinesBackTo(before, 10*time.Second) {
-		buf := make([]byte, 1<<20)
-		fmt.Fprintf(os.Stderr, "leaked goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// goroutinesBackTo waits up to wait for the goroutines to number n again.
 func goroutinesBackTo(n int, wait time.Duration) bool {
 	for deadline := time.Now().Add(wait); runtime.NumGoroutine() > n; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +20,17 @@ import (
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/runtime"
+	"go.uber.org/goleak"
 )
+
+// leakCheck fails a passing run whose goroutines outlive its tests.
+func leakCheck(code int) int {
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return code
+}
 
 // testEnv is the process's ONNX Runtime environment for these tests.
 var testEnv *runtime.Environment
@@ -34,21 +43,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	before := goruntime.NumGoroutine()
 	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(10 * time.Second)
-		for goruntime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := goruntime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			fmt.Fprintf(os.Stderr, "%d goroutines leaked:\n%s\n", n-before, buf[:goruntime.Stack(buf, true)])
-			code = 1
-		}
-	}
 	testEnv.Close()
-	os.Exit(code)
+	os.Exit(leakCheck(code))
 }
 
 const (

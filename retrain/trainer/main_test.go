@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/infergate/infergate/runtime"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain opens the process's ONNX Runtime environment, which the tests
@@ -19,5 +21,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	env.Close()
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	os.Exit(code)
 }
