@@ -31,7 +31,7 @@ func TestAPIKeys(t *testing.T) {
 	demo := cfg.Models["demo"]
 	demo.Auth = ModelAuth{Infer: []string{"app"}, Feedback: []string{"labeler"}}
 	cfg.Models["demo"] = demo
-	_, url := startServer(t, cfg)
+	srv, url := startServer(t, cfg)
 	f := func(path, body string, wantCode int, wantBody string, headers ...string) {
 		t.Helper()
 		code, h, b := call(t, "POST", url+path, []byte(body), headers...)
@@ -52,6 +52,20 @@ func TestAPIKeys(t *testing.T) {
 	// A model without an auth section: inference open, feedback closed.
 	f("/v2/models/versioned/feedback", label, 401, "open_feedback")
 	f("/v2/models/versioned/feedback", `text`, 415, "Content-Type", "Content-Type", "text/plain")
+
+	// Keys are read again on reload: a rotated key replaces the old one.
+	t.Setenv("INFERGATE_TEST_INFER_KEY", "rotated-key-0123456789")
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	f("/v2/models/demo/infer", demoRequest, 401, "not valid", "Authorization", "Bearer infer-key-0123456789")
+	f("/v2/models/demo/infer", demoRequest, 200, `"outputs"`, "Authorization", "Bearer rotated-key-0123456789")
+	// A key that cannot be read refuses the reload and keeps the last ones.
+	t.Setenv("INFERGATE_TEST_INFER_KEY", "")
+	if err := srv.Reload(); err == nil || !strings.Contains(err.Error(), "INFERGATE_TEST_INFER_KEY") {
+		t.Fatalf("reload with the key unset: %v, want a refusal naming the variable", err)
+	}
+	f("/v2/models/demo/infer", demoRequest, 200, `"outputs"`, "Authorization", "Bearer rotated-key-0123456789")
 }
 
 func TestAPIKeyConfigErrors(t *testing.T) {
