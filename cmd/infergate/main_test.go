@@ -39,7 +39,6 @@ var fasthttpBackground = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
 }
 
-
 // readmeCurlBody returns the JSON body of the curl request README.md shows.
 func readmeCurlBody(t *testing.T) string {
 	t.Helper()
