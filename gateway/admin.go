@@ -125,7 +125,7 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 		writeJSONValue(ctx, r.report())
 	case action == "routing" && method == fasthttp.MethodPut:
 		var cfg router.Config
-		if !decodeAdminBody(ctx, &cfg, "routing") {
+		if !s.decodeAdminBody(ctx, &cfg, "routing") {
 			return
 		}
 		cfg = cfg.WithDefaults()
@@ -139,7 +139,7 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 		s.setRoutingLocked(ctx, r, m, file, false, canary)
 	case action == "canary" && method == fasthttp.MethodPost:
 		var cc router.CanaryConfig
-		if !decodeAdminBody(ctx, &cc, "canary") {
+		if !s.decodeAdminBody(ctx, &cc, "canary") {
 			return
 		}
 		r.mu.Lock()
@@ -180,8 +180,15 @@ const maxAdminValues = 1 << 14
 
 // decodeAdminBody decodes the JSON body into dst, or answers 400 naming
 // what is wrong; what names the body in errors ("the routing body").
-func decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
-	body := ctx.Request.Body()
+func (s *Server) decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
+	var held int64
+	defer func() { s.memory.release(held) }()
+	var buf []byte
+	body, code, err := s.readBody(ctx, &buf, &held)
+	if err != nil {
+		writeError(ctx, code, err.Error())
+		return false
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		writeError(ctx, fasthttp.StatusBadRequest, "the request needs a body: the "+what+" section as JSON")
 		return false
@@ -315,7 +322,7 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 			EventID string `json:"event_id"`
 			Target  string `json:"target"`
 		}
-		if !decodeAdminBody(ctx, &req, "redrive") {
+		if !s.decodeAdminBody(ctx, &req, "redrive") {
 			return
 		}
 		switch err := s.outbox.Redrive(req.EventID, req.Target); {

@@ -87,7 +87,14 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "feedback needs state_dir, where labels are kept")
 		return
 	}
-	body := ctx.Request.Body()
+	var held int64
+	defer func() { s.memory.release(held) }()
+	var buf []byte
+	body, code, err := s.readBody(ctx, &buf, &held)
+	if err != nil {
+		writeError(ctx, code, err.Error())
+		return
+	}
 	var scanner jsonScanner
 	values, err := scanner.scan(body, maxFeedbackValues)
 	switch {
@@ -98,13 +105,11 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid feedback: not JSON: "+err.Error())
 		return
 	}
-	cost := int64(len(body)) + int64(values)*jsonValueCost
-	if !s.memory.reserve(cost) {
+	if err := s.reserveMemory(&held, int64(len(body))+int64(values)*jsonValueCost); err != nil {
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "cannot accept feedback now: max_inflight_memory is in use; retry later")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return
 	}
-	defer s.memory.release(cost)
 	labels, err := parseLabels(body)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid feedback: "+err.Error())

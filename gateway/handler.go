@@ -238,6 +238,7 @@ func (s *Server) countUnrouted(ctx *fasthttp.RequestCtx, code int, msg string) {
 
 // inferCall holds one infer request's reusable buffers.
 type inferCall struct {
+	raw     []byte // request body as read
 	body    []byte // decompressed request body
 	out     []byte // encoded response
 	zipped  []byte // compressed response
@@ -279,17 +280,20 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 	if cap(call.body) > maxPooledJSONBytes {
 		call.body = nil
 	}
+	if cap(call.raw) > maxPooledJSONBytes {
+		call.raw = nil
+	}
 	call.conn = nil
 	inferCalls.Put(call)
 }
 
-// reserveMemory charges n bytes to the memory budget on call's account.
-func (s *Server) reserveMemory(call *inferCall, n int64) error {
+// reserveMemory charges n bytes to the memory budget on held's account.
+func (s *Server) reserveMemory(held *int64, n int64) error {
 	if !s.memory.reserve(n) {
 		return fmt.Errorf("cannot accept request: the requests in flight hold %s of max_inflight_memory %s and this one needs %s more; retry later or raise max_inflight_memory",
 			strictyaml.Size(s.memory.used.Load()), s.cfg.MaxInflightMemory, strictyaml.Size(n))
 	}
-	call.held += n
+	*held += n
 	return nil
 }
 
@@ -348,7 +352,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		return code
 	}
 	// The parse tree and the tensors, charged before they exist.
-	if err := s.reserveMemory(call, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
+	if err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return fasthttp.StatusServiceUnavailable
@@ -472,23 +476,22 @@ func batchStatus(err error) int {
 	return fasthttp.StatusInternalServerError
 }
 
-// requestBody returns the request body, decompressed into call's buffer
-// when the client sent it compressed, charged to the memory budget.
-// Decompressing is charged the whole body limit until its size is known.
+// requestBody returns the request body (readBody), decompressed into
+// call's buffer when the client sent it compressed. Decompressing is
+// charged the whole body limit until its size is known.
 func (s *Server) requestBody(ctx *fasthttp.RequestCtx, call *inferCall) ([]byte, int, error) {
-	body := ctx.Request.Body()
-	if err := s.reserveMemory(call, int64(len(body))); err != nil {
-		return nil, fasthttp.StatusServiceUnavailable, err
+	body, code, err := s.readBody(ctx, &call.raw, &call.held)
+	if err != nil {
+		return nil, code, err
 	}
 	enc := ctx.Request.Header.ContentEncoding()
 	if len(enc) == 0 || string(enc) == "identity" {
 		return body, 0, nil
 	}
 	limit := int64(s.cfg.MaxBodySize)
-	if err := s.reserveMemory(call, limit); err != nil {
+	if err := s.reserveMemory(&call.held, limit); err != nil {
 		return nil, fasthttp.StatusServiceUnavailable, err
 	}
-	var err error
 	call.body, err = s.codecs.decode(call.body[:0], body, enc)
 	s.memory.release(limit - int64(len(call.body)))
 	call.held -= limit - int64(len(call.body))

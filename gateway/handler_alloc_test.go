@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -14,7 +15,8 @@ import (
 func TestInferAllocations(t *testing.T) {
 	srv, _ := startServer(t, testConfig(t))
 	var ctx fasthttp.RequestCtx
-	serve := func() { serveDemoRequest(t, srv, &ctx) }
+	var body strings.Reader
+	serve := func() { serveDemoRequest(t, srv, &ctx, &body) }
 	for range 100 {
 		serve()
 	}

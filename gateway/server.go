@@ -219,6 +219,7 @@ func New(o Options) (*Server, error) {
 		Concurrency:                  maxConns,
 		ReadBufferSize:               int(cfg.MaxHeaderSize),
 		MaxRequestBodySize:           int(cfg.MaxBodySize),
+		StreamRequestBody:            true, // the handlers read bodies (readBody)
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,

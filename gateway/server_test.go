@@ -296,14 +296,15 @@ func TestRequestErrors(t *testing.T) {
 	enc, _ := zstd.NewWriter(nil)
 	f(enc.EncodeAll(make([]byte, 4<<20), nil), 413, "once decompressed", "Content-Encoding", "zstd")
 
-	// A body over the limit is refused from its Content-Length, before it is
-	// read (sent raw: a client still writing would see its connection reset).
+	// A body over the limit is refused from its Content-Length, before more
+	// than its first 8 KiB is read (sent raw: a client still writing would
+	// see its connection reset).
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 2<<20)
+	fmt.Fprintf(conn, "POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", 2<<20, make([]byte, 8<<10))
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
