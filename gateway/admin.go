@@ -182,11 +182,9 @@ const maxAdminValues = 1 << 14
 // what is wrong; what names the body in errors ("the routing body").
 func (s *Server) decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
 	var held int64
-	defer func() { s.memory.release(held) }()
-	var buf []byte
-	body, code, err := s.readBody(ctx, &buf, &held)
-	if err != nil {
-		writeError(ctx, code, err.Error())
+	defer s.memory.releaseHeld(&held)
+	body, ok := s.readWholeBody(ctx, &held)
+	if !ok {
 		return false
 	}
 	if len(bytes.TrimSpace(body)) == 0 {

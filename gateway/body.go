@@ -86,3 +86,16 @@ func readStream(stream io.Reader, dst []byte, size, limit int) ([]byte, error) {
 func (s *Server) errBodyTooLarge() error {
 	return fmt.Errorf("request body too large: the limit is %s (max_body_size)", s.cfg.MaxBodySize)
 }
+
+// readWholeBody reads the body of a request off the hot path (feedback,
+// admin) into a buffer of its own, charged to the memory budget on held's
+// account until the caller releases it, or answers why it cannot.
+func (s *Server) readWholeBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, bool) {
+	var buf []byte
+	body, code, err := s.readBody(ctx, &buf, held)
+	if err != nil {
+		writeError(ctx, code, err.Error())
+		return nil, false
+	}
+	return body, true
+}

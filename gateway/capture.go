@@ -88,11 +88,9 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		return
 	}
 	var held int64
-	defer func() { s.memory.release(held) }()
-	var buf []byte
-	body, code, err := s.readBody(ctx, &buf, &held)
-	if err != nil {
-		writeError(ctx, code, err.Error())
+	defer s.memory.releaseHeld(&held)
+	body, ok := s.readWholeBody(ctx, &held)
+	if !ok {
 		return
 	}
 	var scanner jsonScanner
@@ -106,7 +104,6 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		return
 	}
 	if err := s.reserveMemory(&held, int64(len(body))+int64(values)*jsonValueCost); err != nil {
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return
 	}

@@ -270,8 +270,7 @@ func (c *inferCall) clientGone() bool { return c.conn != nil && clientGone(c.con
 // own output buffers. A body buffer grown past maxPooledJSONBytes is
 // dropped, so that one huge request does not pin its memory in the pool.
 func (s *Server) putInferCall(call *inferCall, batched bool) {
-	s.memory.release(call.held)
-	call.held = 0
+	s.memory.releaseHeld(&call.held)
 	if batched {
 		for i := range call.results {
 			call.results[i].Data = nil
@@ -308,7 +307,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		// behind, and requests pile up before they reach the queue.
 		if n := v.admitted.Add(1); n > v.admitLimit {
 			v.admitted.Add(-1)
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf(
 				"cannot accept request for model %q version %s: %d requests in flight, more than max_queue_size + max_batch_size x instances (%d); retry later or add instances",
 				m.name, v.name, n, v.admitLimit))
@@ -316,7 +314,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		}
 		defer v.admitted.Add(-1)
 		if err := v.batcher.CheckCapacity(); err != nil {
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot queue request for model %q version %s: %s", m.name, v.name, err))
 			return fasthttp.StatusServiceUnavailable
 		}
@@ -326,9 +323,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	call.conn = ctx.Conn()
 	body, code, err := s.requestBody(ctx, call)
 	if err != nil {
-		if code == fasthttp.StatusServiceUnavailable {
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		}
 		writeError(ctx, code, err.Error())
 		return code
 	}
@@ -353,7 +347,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	// The parse tree and the tensors, charged before they exist.
 	if err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
-		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return fasthttp.StatusServiceUnavailable
 	}
@@ -372,9 +365,6 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		breq := batcher.AcquireRequest()
 		defer batcher.ReleaseRequest(breq)
 		if code, err := computeOn(v, req, breq, call); err != nil {
-			if code == fasthttp.StatusServiceUnavailable {
-				ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-			}
 			writeError(ctx, code, fmt.Sprintf("cannot run model %q version %s: %s", m.name, v.name, err))
 			return code
 		}

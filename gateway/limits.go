@@ -82,6 +82,12 @@ func (b *memoryBudget) reserve(n int64) bool {
 	return true
 }
 
+// releaseHeld gives back what *held took and zeroes it.
+func (b *memoryBudget) releaseHeld(held *int64) {
+	b.release(*held)
+	*held = 0
+}
+
 // release gives back n bytes that reserve took.
 func (b *memoryBudget) release(n int64) {
 	if b.used.Add(-n) < b.limit/16 && b.high.Load() && b.high.CompareAndSwap(true, false) {

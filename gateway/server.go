@@ -559,10 +559,14 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 	writeError(ctx, fasthttp.StatusBadRequest, "cannot read request: "+err.Error())
 }
 
-// writeError answers with status code and {"error": msg}.
+// writeError answers with status code and {"error": msg}; a 503 says
+// when to retry (Retry-After: 1), as overload and not-ready pass soon.
 func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
 	ctx.Response.ResetBody()
 	ctx.SetStatusCode(code)
+	if code == fasthttp.StatusServiceUnavailable {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	}
 	ctx.SetContentType("application/json")
 	ctx.Response.SetBodyRaw(appendError(nil, msg))
 }
