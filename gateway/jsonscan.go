@@ -13,7 +13,7 @@ import (
 // passed through may hold more, but not thousands.
 const (
 	maxJSONDepth      = 64
-	maxJSONObjectKeys = 256
+	maxJSONObjectKeys = 64
 )
 
 // errTooManyValues is returned, wrapped, when a document holds more values
@@ -31,17 +31,26 @@ var errTooManyValues = errors.New("too many JSON values")
 type jsonScanner struct {
 	// open holds '{' or '[' for each container entered and not yet left.
 	open []byte
-	// keys are the spans of the keys of the objects in open, each object's
-	// from its entry in firstKey on.
-	keys     [][2]int
+	// keys are the keys of the objects in open, each object's from its
+	// entry in firstKey on. A key's escapes are decoded once, into decoded,
+	// so that comparing it with its siblings is a plain comparison.
+	keys     []jsonKey
 	firstKey []int
+	decoded  []byte
+}
+
+// jsonKey is where a key's text is: in the document, between its quotes,
+// or in jsonScanner.decoded when it had escapes.
+type jsonKey struct {
+	start, end int
+	decoded    bool
 }
 
 // scan checks doc and returns its number of values (containers, strings,
 // numbers and literals; keys are not values). A document with more than
 // maxValues values is refused with an error wrapping errTooManyValues.
 func (s *jsonScanner) scan(doc []byte, maxValues int) (int, error) {
-	s.open, s.keys, s.firstKey = s.open[:0], s.keys[:0], s.firstKey[:0]
+	s.open, s.keys, s.firstKey, s.decoded = s.open[:0], s.keys[:0], s.firstKey[:0], s.decoded[:0]
 	values := 0
 	i := skipSpace(doc, 0)
 	// Each turn reads one value, then what follows it up to the next value.
@@ -140,17 +149,24 @@ func (s *jsonScanner) key(doc []byte, i int) (int, error) {
 	if err != nil {
 		return i, err
 	}
-	span := [2]int{i, end}
 	siblings := s.keys[s.firstKey[len(s.firstKey)-1]:]
 	if len(siblings) == maxJSONObjectKeys {
 		return i, scanError(doc, i, fmt.Sprintf("an object with more than %d keys", maxJSONObjectKeys))
 	}
+	key := jsonKey{start: i + 1, end: end - 1}
+	if bytes.IndexByte(doc[key.start:key.end], '\\') >= 0 {
+		var text string
+		json.Unmarshal(doc[i:end], &text) // scanString has checked it
+		key = jsonKey{start: len(s.decoded), end: len(s.decoded) + len(text), decoded: true}
+		s.decoded = append(s.decoded, text...)
+	}
+	name := s.text(doc, key)
 	for _, k := range siblings {
-		if sameKey(doc[k[0]:k[1]], doc[span[0]:span[1]]) {
+		if bytes.Equal(s.text(doc, k), name) {
 			return i, scanError(doc, i, fmt.Sprintf("duplicate key %s (parsers disagree on which one wins)", doc[i:end]))
 		}
 	}
-	s.keys = append(s.keys, span)
+	s.keys = append(s.keys, key)
 	i = skipSpace(doc, end)
 	if i >= len(doc) || doc[i] != ':' {
 		return i, scanError(doc, i, "want ':' after a key")
@@ -158,14 +174,12 @@ func (s *jsonScanner) key(doc []byte, i int) (int, error) {
 	return skipSpace(doc, i+1), nil
 }
 
-// sameKey reports whether the quoted, still escaped keys a and b name the
-// same key; escapes are rare in keys, so only then are they decoded.
-func sameKey(a, b []byte) bool {
-	if bytes.IndexByte(a, '\\') < 0 && bytes.IndexByte(b, '\\') < 0 {
-		return bytes.Equal(a, b)
+// text returns the decoded text of key k of doc.
+func (s *jsonScanner) text(doc []byte, k jsonKey) []byte {
+	if k.decoded {
+		return s.decoded[k.start:k.end]
 	}
-	var ua, ub string
-	return json.Unmarshal(a, &ua) == nil && json.Unmarshal(b, &ub) == nil && ua == ub
+	return doc[k.start:k.end]
 }
 
 func skipSpace(doc []byte, i int) int {

@@ -66,7 +66,7 @@ func TestJSONScannerRefuses(t *testing.T) {
 		}
 		keys.WriteString(`"k` + strings.Repeat("x", i) + `":0`)
 	}
-	f(keys.String()+"}", "more than 256 keys")
+	f(keys.String()+"}", "more than 64 keys")
 }
 
 func TestJSONScannerStopsAtItsBound(t *testing.T) {
