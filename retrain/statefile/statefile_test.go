@@ -98,11 +98,12 @@ func refused(t *testing.T, path string) {
 	}
 }
 
+// TestOpenRefusesDamage damages copies of a healthy file in every way of
+// statefiletest, random ones drawn with its fixed Seeds; each subtest's
+// name says the seed it drew with.
 func TestOpenRefusesDamage(t *testing.T) {
 	base := healthy(t)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	for _, d := range statefiletest.Damages(seed) {
+	for _, d := range statefiletest.Damages(statefiletest.Seeds...) {
 		t.Run(d.Name, func(t *testing.T) {
 			path := copyTo(t, base)
 			d.Apply(t, path)
@@ -112,12 +113,6 @@ func TestOpenRefusesDamage(t *testing.T) {
 	t.Run("a bucket's root page past the end of the file", func(t *testing.T) {
 		path := copyTo(t, base)
 		statefiletest.PointPastEnd(t, path, routes)
-		refused(t, path)
-	})
-	t.Run("both meta pages overwritten", func(t *testing.T) {
-		path := copyTo(t, base)
-		statefiletest.RandomizePage(t, path, 0, seed)
-		statefiletest.RandomizePage(t, path, 1, seed)
 		refused(t, path)
 	})
 	t.Run("a freelist count past the end of the file", func(t *testing.T) {
@@ -150,13 +145,22 @@ func TestOpenRefusesDamage(t *testing.T) {
 		}
 		refused(t, path)
 	})
-	// Every page in use, one at a time.
-	for _, id := range statefiletest.UsedPages(t, base) {
-		t.Run(fmt.Sprintf("random bytes over page %d", id), func(t *testing.T) {
+	pages := statefiletest.UsedPages(t, base)
+	for _, seed := range statefiletest.Seeds {
+		t.Run(fmt.Sprintf("both meta pages overwritten, seed %d", seed), func(t *testing.T) {
 			path := copyTo(t, base)
-			statefiletest.RandomizePage(t, path, id, seed)
+			statefiletest.RandomizePage(t, path, 0, seed)
+			statefiletest.RandomizePage(t, path, 1, seed)
 			refused(t, path)
 		})
+		// Every page in use, one at a time.
+		for _, id := range pages {
+			t.Run(fmt.Sprintf("random bytes over page %d, seed %d", id, seed), func(t *testing.T) {
+				path := copyTo(t, base)
+				statefiletest.RandomizePage(t, path, id, seed)
+				refused(t, path)
+			})
+		}
 	}
 }
 

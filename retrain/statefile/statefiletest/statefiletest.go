@@ -6,6 +6,7 @@ package statefiletest
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"testing"
@@ -19,20 +20,28 @@ type Damage struct {
 	Apply func(t testing.TB, path string)
 }
 
+// Seeds are fixed seeds for Damages and RandomizePage: a test that draws
+// its damage with them fails the same way on every run.
+var Seeds = []uint64{1, 2, 3}
+
 // Damages returns the damages a state file must be refused for: truncated
-// to half its size, its data pages zeroed, emptied, and random bytes over
-// one of the pages in use, drawn with seed.
-func Damages(seed uint64) []Damage {
-	return []Damage{
+// to half its size, its data pages zeroed, emptied, and, for each of seeds,
+// random bytes over one of the pages in use, drawn with that seed and
+// named with it, so that a failure names the seed that reproduces it.
+func Damages(seeds ...uint64) []Damage {
+	damages := []Damage{
 		{"truncated by half", TruncateHalf},
 		{"data pages zeroed", ZeroDataPages},
 		{"0 bytes", func(t testing.TB, path string) { truncate(t, path, 0) }},
-		{"random bytes over a page in use", func(t testing.TB, path string) {
+	}
+	for _, seed := range seeds {
+		damages = append(damages, Damage{fmt.Sprintf("random bytes over a page in use, seed %d", seed), func(t testing.TB, path string) {
 			pages := UsedPages(t, path)
 			r := rand.New(rand.NewPCG(seed, 0))
 			RandomizePage(t, path, pages[r.IntN(len(pages))], seed)
-		}},
+		}})
 	}
+	return damages
 }
 
 // TruncateHalf truncates the file at path to half its size.
