@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -187,7 +188,8 @@ func TestDriftEndpoint(t *testing.T) {
 // gateway on the same state_dir, and drifts it on: the drift.detected
 // event is stored (and delivered) once, with the version's drift state,
 // and the restarted gateway knows the version drifted instead of
-// detecting it anew.
+// detecting it anew. It counts decisions once the gateway that would
+// repeat one has shut down, and deliveries once the outbox is empty.
 func TestDriftStateSurvivesRestart(t *testing.T) {
 	receiver := newEventReceiver(t)
 	cfg := testConfig(t)
@@ -204,33 +206,76 @@ func TestDriftStateSurvivesRestart(t *testing.T) {
 	}
 	client := &fasthttp.Client{}
 
+	// drifted starts a gateway on cfg's state_dir, sends it two shifted
+	// windows and shuts it down once both are judged. A monitor decides
+	// right after it judged a window and stops only after committing that
+	// decision, so every decision is stored, and in decisions, by then.
 	decisions := make(chan drift.Decision, 4)
-	srv, url := startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
-	sendRows(t, client, url, rows[:2000], shift)
-	waitDriftReport(t, url, 2)
+	drifted := func(rows [][]float32, wantDrifted bool) {
+		t.Helper()
+		srv, url := startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
+		if rep := waitDriftReport(t, url, 0); rep.Drifted != wantDrifted {
+			t.Fatalf("at start the version is drifted %v, want %v", rep.Drifted, wantDrifted)
+		}
+		sendRows(t, client, url, rows, shift)
+		waitDriftReport(t, url, 2)
+		srv.Shutdown(context.Background())
+	}
+	drifted(rows[:2000], false)
+	if len(decisions) != 1 {
+		t.Fatalf("two shifted windows raised %d decisions, want drift.detected", len(decisions))
+	}
 	if d := <-decisions; d.Type != drift.DriftDetected || d.Window.Seq != 1 {
 		t.Fatalf("got %s at window %d, want drift.detected at window 1", d.Type, d.Window.Seq)
 	}
-	srv.Shutdown(context.Background())
-
-	_, url = startServerWith(t, Options{Config: cfg, DriftDecisions: decisions})
-	if rep := waitDriftReport(t, url, 0); !rep.Drifted {
-		t.Fatal("after a restart the drifted version is not drifted")
-	}
-	sendRows(t, client, url, rows[2000:4000], shift)
-	waitDriftReport(t, url, 2)
+	drifted(rows[2000:4000], true)
 	if len(decisions) != 0 {
-		t.Fatalf("the restarted gateway decided %+v about a drift it had decided before", <-decisions)
+		d := <-decisions
+		t.Fatalf("the restarted gateway decided %s (%s) at window %d about a drift it had decided before", d.Type, d.Reason, d.Window.Seq)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+
+	// Each shutdown may have left deliveries in the outbox: a last start
+	// makes them all.
+	srv, _ := startServerWith(t, Options{Config: cfg})
+	limit := raceScaled(10 * time.Second)
+	deadline := time.Now().Add(limit)
 	for {
-		got := receiver.events()
-		if len(got) == 1 && got[0].Type == outbox.TypeDriftDetected && got[0].Subject == "demo/1" {
-			return
+		n, err := srv.outbox.Pending()
+		if err != nil {
+			t.Fatal(err)
 		}
-		if len(got) > 1 || time.Now().After(deadline) {
-			t.Fatalf("the webhook got %+v, want one drift.detected about demo/1", got)
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries still pending after %s", n, limit)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	srv.Shutdown(context.Background())
+	// Delivery is at least once: a shutdown while the receiver answered
+	// makes the next start deliver the same event again, under its id.
+	events := receiver.events()
+	var got []string
+	ids := map[string]bool{}
+	for _, e := range events {
+		got = append(got, fmt.Sprintf("%s about %s (event %s)", e.Type, e.Subject, e.ID))
+		ids[e.ID] = true
+	}
+	if len(ids) != 1 || events[0].Type != outbox.TypeDriftDetected || events[0].Subject != "demo/1" {
+		t.Fatalf("the webhook got %d events in %d deliveries, want one drift.detected about demo/1: %v", len(ids), len(got), got)
+	}
+}
+
+// raceScaled returns d, or ten times d under the race detector, which
+// slows these tests down as much.
+func raceScaled(d time.Duration) time.Duration {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" && s.Value == "true" {
+				return 10 * d
+			}
+		}
+	}
+	return d
 }
