@@ -252,9 +252,19 @@ type fakeGateway struct {
 	restartAfter time.Duration // guarded by mu
 	restart      *time.Timer   // guarded by mu
 	calls        []string      // guarded by mu: "METHOD path"
-	canary       []byte        // guarded by mu
+	canary       []byte        // guarded by mu: the last POST canary
 	routing      []byte        // guarded by mu: the last PUT routing
 	reloaded     bool          // guarded by mu
+	// running is the version of the canary the routing shows, as the
+	// gateway's: set by every POST canary, which starts it afresh (counted
+	// in canaryStarts), cleared by PUT routing.
+	running      string // guarded by mu
+	canaryStarts int    // guarded by mu
+	// refused maps a call to the status the gateway answers it with.
+	refused map[string]int // guarded by mu
+	// loseAnswerOn is a call the gateway makes and then closes the
+	// connection without answering it, once.
+	loseAnswerOn string // guarded by mu
 }
 
 func newFakeGateway(t *testing.T, repo string) *fakeGateway {
@@ -276,26 +286,45 @@ func newFakeGateway(t *testing.T, repo string) *fakeGateway {
 			}
 			return
 		}
-		if r.Header.Get("Authorization") != "Bearer "+testToken {
-			http.Error(w, `{"error":"missing or wrong bearer token"}`, http.StatusUnauthorized)
-			return
-		}
+		code, answer := http.StatusOK, ""
 		switch parts := strings.Split(r.URL.Path, "/"); {
+		case r.Header.Get("Authorization") != "Bearer "+testToken:
+			code, answer = http.StatusUnauthorized, `{"error":"missing or wrong bearer token"}`
+		case g.refused[call] != 0:
+			code, answer = g.refused[call], `{"error":"refused by the test"}`
 		case r.Method == http.MethodPost && r.URL.Path == "/admin/reload":
 			g.reloaded = true
 		case r.Method == http.MethodGet && len(parts) == 7 && parts[5] != "" && parts[6] == "ready":
 			if _, err := os.Stat(filepath.Join(repo, parts[3], parts[5], "model.onnx")); err != nil || !g.reloaded {
-				http.Error(w, `{"error":"not ready"}`, http.StatusServiceUnavailable)
+				code, answer = http.StatusNotFound, `{"error":"unknown version"}`
 			}
 		case r.Method == http.MethodPost && r.URL.Path == "/admin/models/demo/canary":
-			g.canary = body
+			var c struct {
+				Version string `json:"version"`
+			}
+			json.Unmarshal(body, &c)
+			g.canary, g.running = body, c.Version
+			g.canaryStarts++
 		case r.Method == http.MethodGet && r.URL.Path == "/admin/models/demo/routing":
-			w.Write([]byte(`{"model_name":"demo","source":"config","config":{"shadow_max_in_flight":64},"effective_split":{"1":1}}`))
+			canary := ""
+			if g.running != "" {
+				canary = `,"canary":{"phase":"progressing","config":{"version":"` + g.running + `"}}`
+			}
+			answer = `{"model_name":"demo","source":"config","config":{"shadow_max_in_flight":64},"effective_split":{"1":1}` + canary + `}`
 		case r.Method == http.MethodPut && r.URL.Path == "/admin/models/demo/routing":
-			g.routing = body
+			g.routing, g.running = body, ""
 		default:
-			http.Error(w, `{"error":"no such endpoint"}`, http.StatusNotFound)
+			code, answer = http.StatusNotFound, `{"error":"no such endpoint"}`
 		}
+		if call == g.loseAnswerOn {
+			g.loseAnswerOn = ""
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		w.WriteHeader(code)
+		w.Write([]byte(answer))
 	})
 	g.up()
 	t.Cleanup(func() {
@@ -345,6 +374,16 @@ func (g *fakeGateway) crash(call string, restartAfter time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.crashOn, g.restartAfter = call, restartAfter
+}
+
+// refuse makes the gateway answer call with code from now on.
+func (g *fakeGateway) refuse(call string, code int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.refused == nil {
+		g.refused = map[string]int{}
+	}
+	g.refused[call] = code
 }
 
 func (g *fakeGateway) snapshot() ([]string, []byte) {

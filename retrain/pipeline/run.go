@@ -66,12 +66,12 @@ func (s *Service) execute(w *worker, r *Run) {
 			continue
 		}
 		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: the retrain service stopped before the %s step", step.name)
+			err = fmt.Errorf("%w: the retrain service stopped before the %s step", errInterrupted, step.name)
 			break
 		}
 		st.begin(step.name)
 		if err = step.do(st, ctx); err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: the retrain service stopped during the %s step: %w", step.name, err)
+			err = fmt.Errorf("%w: the retrain service stopped during the %s step: %w", errInterrupted, step.name, err)
 		}
 		st.end(err)
 		if err != nil {

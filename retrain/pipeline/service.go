@@ -181,8 +181,8 @@ func (s *Service) recover() ([]Run, error) {
 				if len(r.Steps) > 0 {
 					step = r.Steps[len(r.Steps)-1].Name
 				}
-				r.finish(now, fmt.Errorf("interrupted: the retrain service stopped during the %s step", step))
-				if configured {
+				r.finish(now, fmt.Errorf("%w: the retrain service stopped during the %s step", errInterrupted, step))
+				if configured && r.CanaryStarted.IsZero() {
 					interrupted = append(interrupted, r)
 				}
 			case r.Outcome == Queued && !configured:
@@ -217,7 +217,8 @@ func (s *Service) recover() ([]Run, error) {
 			}
 		}
 		// An interrupted run is done again, unless a run of its model is
-		// queued anyway: so the loop a crash broke still closes.
+		// queued anyway or the gateway acknowledged its canary: so the loop
+		// a crash broke still closes.
 		for _, r := range interrupted {
 			if s.queued[r.Model] != "" {
 				continue
@@ -226,13 +227,13 @@ func (s *Service) recover() ([]Run, error) {
 				return err
 			}
 		}
-		// So is one that published a version and failed to canary it: the
-		// new run canaries it (see resume).
+		// So is one that published a version and failed to canary it for a
+		// reason that may pass: the new run canaries it (see resume).
 		for model := range s.cfg.Models {
 			if s.queued[model] != "" {
 				continue
 			}
-			r, ok, err := s.uncanaried(tx, model, "")
+			r, _, ok, err := s.uncanaried(tx, model, "")
 			if err != nil {
 				s.log.Warn("cannot look for a version never canaried", "model", model, "error", err)
 				continue
@@ -612,9 +613,9 @@ func (s *Service) notify(r *Run) {
 // finish ends r as succeeded (err nil) or failed with err as the reason,
 // and gives it the id of the event that tells so.
 func (r *Run) finish(now time.Time, err error) {
-	r.Finished, r.Outcome, r.Reason = now, Succeeded, ""
+	r.Finished, r.Outcome, r.Reason, r.Transient = now, Succeeded, "", false
 	if err != nil {
-		r.Outcome, r.Reason = Failed, err.Error()
+		r.Outcome, r.Reason, r.Transient = Failed, err.Error(), transient(err)
 	}
 	if r.EventID == "" {
 		ev, _ := outbox.NewEvent(Source, outbox.TypeRetrainFailed, r.Model, nil)

@@ -66,13 +66,23 @@ type Run struct {
 	Started      time.Time `json:"started,omitzero"`
 	Finished     time.Time `json:"finished,omitzero"`
 	// Outcome is Queued, Running, Succeeded or Failed; Reason says why a
-	// run failed.
-	Outcome string `json:"outcome"`
-	Reason  string `json:"reason,omitempty"`
-	// Candidate is the version the run published.
-	Candidate string   `json:"candidate_version,omitempty"`
-	Metrics   *Metrics `json:"metrics,omitempty"`
-	Steps     []Step   `json:"steps"`
+	// run failed, and Transient that the reason may pass on its own (see
+	// transient).
+	Outcome   string `json:"outcome"`
+	Reason    string `json:"reason,omitempty"`
+	Transient bool   `json:"transient,omitempty"`
+	// Candidate is the version the run published, or one published before
+	// and never canaried whose canary it starts instead: then ResumedFrom
+	// is the last run that failed to start it (see resume).
+	Candidate   string `json:"candidate_version,omitempty"`
+	ResumedFrom string `json:"resumed_from,omitempty"`
+	// CanaryStarted is when the gateway acknowledged the start of the
+	// candidate's canary: a 2xx to POST /admin/models/{m}/canary, or, its
+	// answer lost, the gateway's routing showing that canary. The canary
+	// of a candidate whose run records it is never started again.
+	CanaryStarted time.Time `json:"canary_started,omitzero"`
+	Metrics       *Metrics  `json:"metrics,omitempty"`
+	Steps         []Step    `json:"steps"`
 	// EventID is the id of the event that tells the outcome; Notified is
 	// set once that event is in the outbox.
 	EventID  string `json:"event_id,omitempty"`
