@@ -5,22 +5,32 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/infergate/infergate/retrain/strictyaml"
 )
 
 // The server streams request bodies (fasthttp's StreamRequestBody): it reads
-// at most a few KiB of a body before the handler runs, and the handler
-// charges a body to the memory budget before reading it. So the bodies in
-// flight are bounded by max_inflight_memory, not by the number of
-// connections times max_body_size.
+// at most 8 KiB of a body before the handler runs, and the handler charges
+// a body to the memory budget as it arrives, a chunk ahead of what was
+// read. So the bodies in flight are bounded by max_inflight_memory, not by
+// the number of connections times max_body_size, and a client that stalls
+// halfway holds only what it sent and one chunk.
+
+// bodyChunk is the unit a body beyond its first chunk is read in: chunks
+// come from a pool and are copied into one buffer of the body's exact size
+// at its end, so a large body leaves no trail of outgrown buffers behind.
+const bodyChunk = 64 << 10
+
+var bodyChunks = sync.Pool{New: func() any { return new([bodyChunk]byte) }}
 
 // readBody reads the request's body into *buf (reusing and keeping its
-// capacity) and returns it, charged to the memory budget on held's account: its
-// Content-Length before a byte of it is read, or max_body_size for a body
-// of unknown length until its length is known. A request built in memory,
-// whose body is at hand, is charged its length. On failure it returns the
-// status to answer with.
+// capacity for a body of up to one chunk) and returns it, charged to the
+// memory budget on held's account. A request built in memory, whose body
+// is at hand, is charged its length. On failure it returns the status to
+// answer with.
 func (s *Server) readBody(ctx *fasthttp.RequestCtx, buf *[]byte, held *int64) ([]byte, int, error) {
 	limit := int(s.cfg.MaxBodySize)
 	stream := ctx.RequestBodyStream()
@@ -29,62 +39,129 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, buf *[]byte, held *int64) ([
 		if len(body) > limit {
 			return nil, fasthttp.StatusRequestEntityTooLarge, s.errBodyTooLarge()
 		}
-		if err := s.reserveMemory(held, int64(len(body))); err != nil {
-			return nil, fasthttp.StatusServiceUnavailable, err
+		if code, err := s.reserveMemory(held, int64(len(body))); err != nil {
+			return nil, code, err
 		}
 		return body, 0, nil
 	}
-	size := ctx.Request.Header.ContentLength()
+	size := ctx.Request.Header.ContentLength() // -1 or -2 when unknown
 	if size > limit {
 		return nil, fasthttp.StatusRequestEntityTooLarge, s.errBodyTooLarge()
 	}
-	charge := limit
+	r := bodyReader{s: s, stream: stream, size: size, limit: limit, held: held}
+	defer r.release()
+	first := bodyChunk
 	if size >= 0 {
-		charge = size
+		first = min(size, bodyChunk)
 	}
-	if err := s.reserveMemory(held, int64(charge)); err != nil {
-		return nil, fasthttp.StatusServiceUnavailable, err
+	if code, err := r.charge(first); err != nil {
+		return nil, code, err
 	}
-	body, err := readStream(stream, (*buf)[:0], size, limit)
-	*buf = body
-	if unused := charge - len(body); unused > 0 {
-		s.memory.release(int64(unused))
-		*held -= int64(unused)
+	*buf = slices.Grow((*buf)[:0], first)
+	body, done, code, err := r.read((*buf)[:first])
+	if err != nil {
+		return nil, code, err
 	}
-	switch {
-	case errors.Is(err, errBodyTooLarge):
-		return nil, fasthttp.StatusRequestEntityTooLarge, s.errBodyTooLarge()
-	case err != nil:
-		return nil, fasthttp.StatusBadRequest, fmt.Errorf("cannot read request body: %w", err)
+	for !done {
+		if code, err := r.charge(bodyChunk); err != nil {
+			return nil, code, err
+		}
+		chunk := bodyChunks.Get().(*[bodyChunk]byte)
+		r.chunks = append(r.chunks, chunk)
+		var part []byte
+		if part, done, code, err = r.read(chunk[:]); err != nil {
+			return nil, code, err
+		}
+		r.inChunks += len(part)
 	}
+	if len(r.chunks) > 0 {
+		// The whole body, charged before it is put together.
+		if code, err := r.charge(len(body) + r.inChunks); err != nil {
+			return nil, code, err
+		}
+		whole := make([]byte, 0, len(body)+r.inChunks)
+		whole = append(whole, body...)
+		for _, chunk := range r.chunks {
+			whole = append(whole, chunk[:min(bodyChunk, cap(whole)-len(whole))]...)
+		}
+		body = whole
+	}
+	// The body stays charged, on the caller's account.
+	r.charged -= len(body)
+	*r.held += int64(len(body))
 	return body, 0, nil
 }
 
-// readStream appends the stream to dst up to its end, sizing dst once for a
-// known size; more than limit bytes is errBodyTooLarge.
-func readStream(stream io.Reader, dst []byte, size, limit int) ([]byte, error) {
-	if size >= 0 {
-		dst = slices.Grow(dst, size)
-	}
-	for {
-		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, min(max(cap(dst), 4<<10), limit+1-len(dst)))
+// bodyReader is one body being read: what it charged and the chunks it holds.
+type bodyReader struct {
+	s           *Server
+	stream      io.Reader
+	size, limit int
+	held        *int64
+	// charged is what the reader holds of the budget apart from held;
+	// count is the bytes read so far, inChunks those read into chunks.
+	charged, count, inChunks int
+	chunks                   []*[bodyChunk]byte
+}
+
+// charge takes n more bytes of the memory budget for the reader.
+func (r *bodyReader) charge(n int) (int, error) {
+	var held int64
+	code, err := r.s.reserveMemory(&held, int64(n))
+	r.charged += int(held)
+	return code, err
+}
+
+// read fills dst from the stream, up to its end; done says the body ended.
+func (r *bodyReader) read(dst []byte) (part []byte, done bool, code int, err error) {
+	n := 0
+	for n < len(dst) {
+		if r.size >= 0 && r.count == r.size {
+			return dst[:n], true, 0, nil
 		}
-		n, err := stream.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
+		m, err := r.stream.Read(dst[n:])
+		n += m
+		r.count += m
 		switch {
-		case len(dst) > limit:
-			return dst, errBodyTooLarge
+		case r.count > r.limit:
+			return nil, true, fasthttp.StatusRequestEntityTooLarge, r.s.errBodyTooLarge()
+		case errors.Is(err, io.EOF) && r.size >= 0 && r.count < r.size:
+			return nil, true, fasthttp.StatusBadRequest, fmt.Errorf("cannot read request body: it ended after %d of its %d bytes", r.count, r.size)
 		case errors.Is(err, io.EOF):
-			return dst, nil
+			return dst[:n], true, 0, nil
 		case err != nil:
-			return dst, err
+			return nil, true, fasthttp.StatusBadRequest, fmt.Errorf("cannot read request body: %w", err)
 		}
 	}
+	return dst[:n], r.size >= 0 && r.count == r.size, 0, nil
+}
+
+// release gives back the chunks and what the reader still holds.
+func (r *bodyReader) release() {
+	for _, chunk := range r.chunks {
+		bodyChunks.Put(chunk)
+	}
+	r.s.memory.release(int64(r.charged))
 }
 
 func (s *Server) errBodyTooLarge() error {
 	return fmt.Errorf("request body too large: the limit is %s (max_body_size)", s.cfg.MaxBodySize)
+}
+
+// reserveMemory charges n bytes to the memory budget on held's account. A
+// charge that cannot fit now is answered 503, to be retried; one larger
+// than the whole budget 413, as it never will.
+func (s *Server) reserveMemory(held *int64, n int64) (int, error) {
+	if n > s.memory.limit {
+		return fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("request too large: it needs %s more, beyond max_inflight_memory %s",
+			strictyaml.Size(n), s.cfg.MaxInflightMemory)
+	}
+	if !s.memory.reserve(n) {
+		return fasthttp.StatusServiceUnavailable, fmt.Errorf("cannot accept request: the requests in flight hold %s of max_inflight_memory %s and this one needs %s more; retry later or raise max_inflight_memory",
+			strictyaml.Size(s.memory.used.Load()), s.cfg.MaxInflightMemory, strictyaml.Size(n))
+	}
+	*held += n
+	return 0, nil
 }
 
 // readWholeBody reads the body of a request off the hot path (feedback,

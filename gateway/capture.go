@@ -103,8 +103,8 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 		writeError(ctx, fasthttp.StatusBadRequest, "invalid feedback: not JSON: "+err.Error())
 		return
 	}
-	if err := s.reserveMemory(&held, int64(len(body))+int64(values)*jsonValueCost); err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+	if code, err := s.reserveMemory(&held, int64(len(body))+int64(values)*jsonValueCost); err != nil {
+		writeError(ctx, code, err.Error())
 		return
 	}
 	labels, err := parseLabels(body)

@@ -195,8 +195,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("compress_min_size: must not be negative, got %d", c.CompressMinSize)
 	case c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return fmt.Errorf("read_timeout, write_timeout, idle_timeout, shutdown_timeout: must be positive")
-	case c.MaxInflightMemory < c.MaxBodySize:
-		return fmt.Errorf("max_inflight_memory: must hold at least one body of max_body_size (%s), got %s", c.MaxBodySize, c.MaxInflightMemory)
+	case c.MaxInflightMemory < 4*c.MaxBodySize:
+		// A compressed body holds itself and max_body_size to decompress
+		// into; the parse of what it holds takes more again.
+		return fmt.Errorf("max_inflight_memory: must hold at least four bodies of max_body_size (%s), got %s", c.MaxBodySize, c.MaxInflightMemory)
 	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0:
 		return fmt.Errorf("max_connections, max_connections_per_ip: must not be negative (0 derives them from the descriptor limit)")
 	case c.MaxHeaderSize < 1<<10 || c.MaxHeaderSize > 1<<20:

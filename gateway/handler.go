@@ -15,7 +15,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
-	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -286,16 +285,6 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 	inferCalls.Put(call)
 }
 
-// reserveMemory charges n bytes to the memory budget on held's account.
-func (s *Server) reserveMemory(held *int64, n int64) error {
-	if !s.memory.reserve(n) {
-		return fmt.Errorf("cannot accept request: the requests in flight hold %s of max_inflight_memory %s and this one needs %s more; retry later or raise max_inflight_memory",
-			strictyaml.Size(s.memory.used.Load()), s.cfg.MaxInflightMemory, strictyaml.Size(n))
-	}
-	*held += n
-	return nil
-}
-
 // infer runs one V2 inference request on v and returns the status it
 // answered; r says how an unpinned request was routed, for its shadow copies.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) int {
@@ -346,9 +335,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		return code
 	}
 	// The parse tree and the tensors, charged before they exist.
-	if err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
-		return fasthttp.StatusServiceUnavailable
+	if code, err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
+		writeError(ctx, code, err.Error())
+		return code
 	}
 	if err := req.parse(v.rt.Inputs(), v.rt.Outputs()); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -479,8 +468,8 @@ func (s *Server) requestBody(ctx *fasthttp.RequestCtx, call *inferCall) ([]byte,
 		return body, 0, nil
 	}
 	limit := int64(s.cfg.MaxBodySize)
-	if err := s.reserveMemory(&call.held, limit); err != nil {
-		return nil, fasthttp.StatusServiceUnavailable, err
+	if code, err := s.reserveMemory(&call.held, limit); err != nil {
+		return nil, code, err
 	}
 	call.body, err = s.codecs.decode(call.body[:0], body, enc)
 	s.memory.release(limit - int64(len(call.body)))

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	goruntime "runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,10 @@ func (b *memoryBudget) returnMemory(stop <-chan struct{}) {
 		case <-time.After(returnMemoryAfter):
 		}
 		if b.used.Load() < b.limit/16 {
+			// Two collections: the first leaves pooled buffers (body
+			// chunks, parsers) in sync.Pool's victim cache, the second,
+			// FreeOSMemory's, frees them and returns the pages.
+			goruntime.GC()
 			debug.FreeOSMemory()
 		}
 	}
