@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/infergate/infergate/retrain/statefile"
 	"github.com/infergate/infergate/retrain/statefile/statefiletest"
@@ -37,9 +36,7 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	for _, d := range statefiletest.Damages(seed) {
+	for _, d := range statefiletest.Damages(statefiletest.Seeds...) {
 		t.Run(d.Name, func(t *testing.T) {
 			cfg := testConfig(t)
 			path := filepath.Join(cfg.StateDir, storeFile)
