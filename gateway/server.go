@@ -8,14 +8,12 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -77,9 +75,10 @@ type Server struct {
 	// memory bounds what requests in flight hold; certs is nil without TLS.
 	memory memoryBudget
 	certs  *certReloader
-	// maxConnsPerIP bounds the connections of one address (guardedListener).
-	maxConnsPerIP int
-	labelSet      *metrics.Set // the label store's series
+	// maxConns and maxConnsPerIP bound the open connections, all and of
+	// one address (guardedListener).
+	maxConns, maxConnsPerIP int
+	labelSet                *metrics.Set // the label store's series
 
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
@@ -210,13 +209,16 @@ func New(o Options) (*Server, error) {
 		return fail(err)
 	}
 	s.serving.Store(st)
-	var maxConns int
-	maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptorLimit())
+	s.maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptorLimit())
 	s.http = &fasthttp.Server{
-		Handler:                      s.handle,
-		ErrorHandler:                 s.handleTransportError,
-		Name:                         "infergate",
-		Concurrency:                  maxConns,
+		Handler:      s.handle,
+		ErrorHandler: s.handleTransportError,
+		Name:         "infergate",
+		// guardedListener keeps the connections within max_connections;
+		// this bounds the goroutines of those it closed and that have not
+		// ended yet.
+		Concurrency:                  2 * s.maxConns,
+		ConnState:                    trackConnState,
 		ReadBufferSize:               int(cfg.MaxHeaderSize),
 		MaxRequestBodySize:           int(cfg.MaxBodySize),
 		StreamRequestBody:            true, // the handlers read bodies (readBody)
@@ -480,8 +482,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
 	s.log.Info("serving", "address", ln.Addr().String(), "models", len(s.serving.Load().models),
-		"tls", s.certs != nil, "max_connections", s.http.Concurrency, "max_connections_per_ip", s.maxConnsPerIP)
-	ln = &guardedListener{Listener: ln, log: s.log, perIP: s.maxConnsPerIP, sleep: time.Sleep, conns: make(map[netip.Addr]int)}
+		"tls", s.certs != nil, "max_connections", s.maxConns, "max_connections_per_ip", s.maxConnsPerIP)
+	ln = newGuardedListener(ln, s.log, s.maxConns, s.maxConnsPerIP, s.certs == nil)
 	if s.certs != nil {
 		ln = tls.NewListener(ln, s.certs.tlsConfig())
 	}
