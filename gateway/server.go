@@ -229,12 +229,12 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
-	s.done.Add(2)
+	s.done.Add(1)
 	go s.controlLoop()
-	go func() {
-		defer s.done.Done()
-		s.memory.returnMemory(s.stop)
-	}()
+	s.done.Go(func() { s.memory.returnMemory(s.stop) })
+	if s.certs != nil {
+		s.done.Go(func() { s.certs.watch(s.stop) })
+	}
 	go s.eventLoop()
 	if cfg.Watch {
 		if err := s.startWatcher(); err != nil {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -29,33 +29,28 @@ func (c TLSConfig) validate() error {
 	return nil
 }
 
-// certCheckEvery is how often a handshake may look whether the files changed.
+// certCheckEvery is how often the files are looked at for a change.
 const certCheckEvery = time.Second
 
 var tlsReloadErrors = metrics.NewCounter(`infergate_tls_reload_errors_total`)
 
-// certReloader hands out the certificate of its files, reading them again
-// when their modification times change; a pair that fails to load keeps the
-// previous one. It is safe for concurrent use.
+// certReloader hands out the certificate of its files, read again by
+// watch when their modification times change; a pair that fails to load
+// keeps the previous one. Handshakes only load a pointer: no file is read
+// on their path. It is safe for concurrent use.
 type certReloader struct {
-	cfg TLSConfig
-	log *slog.Logger
-
-	// mu guards the fields below.
-	mu      sync.Mutex
-	cert    *tls.Certificate
+	cfg  TLSConfig
+	log  *slog.Logger
+	cert atomic.Pointer[tls.Certificate]
+	// mtimes and lastErr are watch's own.
 	mtimes  [2]time.Time
-	checked time.Time
+	lastErr string
 }
 
 // newCertReloader loads cfg's certificate, which must load.
 func newCertReloader(cfg TLSConfig, log *slog.Logger) (*certReloader, error) {
 	r := &certReloader{cfg: cfg, log: log}
-	mtimes, err := r.fileTimes()
-	if err == nil {
-		err = r.loadLocked(mtimes)
-	}
-	if err != nil {
+	if err := r.reload(); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -63,46 +58,54 @@ func newCertReloader(cfg TLSConfig, log *slog.Logger) (*certReloader, error) {
 
 // tlsConfig returns a server configuration that uses r's certificate.
 func (r *certReloader) tlsConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.certificate}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return r.cert.Load(), nil
+	}}
 }
 
-func (r *certReloader) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checked) >= certCheckEvery {
-		r.checked = now
-		mtimes, err := r.fileTimes()
-		if err == nil && mtimes != r.mtimes {
-			err = r.loadLocked(mtimes)
-			if err == nil {
-				r.log.Info("TLS certificate reloaded", "cert_file", r.cfg.CertFile)
-			}
+// watch reloads the certificate when its files change, until stop closes.
+// A failure is logged once until it changes or passes.
+func (r *certReloader) watch(stop <-chan struct{}) {
+	t := time.NewTicker(certCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
 		}
-		if err != nil {
+		switch err := r.reload(); {
+		case err != nil && err.Error() != r.lastErr:
 			tlsReloadErrors.Inc()
 			r.log.Error("TLS certificate not reloaded; serving the previous one", "error", err)
+			r.lastErr = err.Error()
+		case err == nil && r.lastErr != "":
+			r.lastErr = ""
 		}
 	}
-	return r.cert, nil
 }
 
-func (r *certReloader) fileTimes() ([2]time.Time, error) {
-	var m [2]time.Time
+// reload loads the files when their modification times differ from those
+// last loaded.
+func (r *certReloader) reload() error {
+	var mtimes [2]time.Time
 	for i, path := range []string{r.cfg.CertFile, r.cfg.KeyFile} {
 		fi, err := os.Stat(path)
 		if err != nil {
-			return m, fmt.Errorf("cannot read TLS file: %w", err)
+			return fmt.Errorf("cannot read TLS file: %w", err)
 		}
-		m[i] = fi.ModTime()
+		mtimes[i] = fi.ModTime()
 	}
-	return m, nil
-}
-
-func (r *certReloader) loadLocked(mtimes [2]time.Time) error {
+	if mtimes == r.mtimes {
+		return nil
+	}
 	cert, err := tls.LoadX509KeyPair(r.cfg.CertFile, r.cfg.KeyFile)
 	if err != nil {
 		return fmt.Errorf("cannot load TLS certificate %q with key %q: %w", r.cfg.CertFile, r.cfg.KeyFile, err)
 	}
-	r.cert, r.mtimes = &cert, mtimes
+	if r.cert.Swap(&cert) != nil {
+		r.log.Info("TLS certificate reloaded", "cert_file", r.cfg.CertFile)
+	}
+	r.mtimes = mtimes
 	return nil
 }
