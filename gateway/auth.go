@@ -119,23 +119,35 @@ var (
 	authRefusedFeedback = metrics.NewCounter(`infergate_auth_refused_total{endpoint="feedback"}`)
 )
 
-// allowed reports whether the request's bearer key is one of keys, comparing
-// each in constant time; it answers 401 when not.
+// allowed reports whether the request's bearer key is one of keys; it
+// answers 401 when not.
 func allowed(ctx *fasthttp.RequestCtx, keys [][]byte, refused *metrics.Counter) bool {
-	got, ok := bytes.CutPrefix(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), []byte("Bearer "))
-	match := 0
-	for _, key := range keys {
-		match |= subtle.ConstantTimeCompare(got, key)
-	}
-	if ok && match == 1 {
+	present, ok := bearerIn(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), keys)
+	if ok {
 		return true
 	}
 	err := errBadKey
-	if !ok {
+	if !present {
 		err = errNoKey
 	}
 	unauthorized(ctx, err, refused)
 	return false
+}
+
+// bearerIn reports whether the Authorization header carries a bearer
+// token (the scheme in any case, as RFC 9110 has it) and whether it is one
+// of keys, comparing with each in constant time.
+func bearerIn(authorization []byte, keys [][]byte) (present, ok bool) {
+	const scheme = "bearer "
+	if len(authorization) < len(scheme) || !bytes.EqualFold(authorization[:len(scheme)], []byte(scheme)) {
+		return false, false
+	}
+	got := authorization[len(scheme):]
+	match := 0
+	for _, key := range keys {
+		match |= subtle.ConstantTimeCompare(got, key)
+	}
+	return true, match == 1
 }
 
 // unauthorized answers 401 with err.

@@ -89,18 +89,58 @@ func allowMethod(ctx *fasthttp.RequestCtx, method string) bool {
 // misread, so it is refused.
 func jsonBody(ctx *fasthttp.RequestCtx) bool {
 	ct := ctx.Request.Header.ContentType()
-	mediaType, _, _ := bytes.Cut(ct, []byte(";"))
-	mediaType = bytes.TrimSpace(mediaType)
-	n := len(mediaType)
-	switch {
-	case n == 0, bytes.EqualFold(mediaType, []byte("application/json")),
-		n > 17 && bytes.EqualFold(mediaType[:12], []byte("application/")) && bytes.EqualFold(mediaType[n-5:], []byte("+json")),
-		bytes.EqualFold(mediaType, []byte("application/octet-stream")):
+	if jsonContentType(ct) {
 		return true
 	}
 	writeError(ctx, fasthttp.StatusUnsupportedMediaType, fmt.Sprintf(
 		"unsupported Content-Type %q: send application/json (or application/octet-stream with the binary tensor extension)", ct))
 	return false
+}
+
+// jsonContentType reports whether Content-Type ct may be JSON (see jsonBody).
+func jsonContentType(ct []byte) bool {
+	mediaType, _, _ := bytes.Cut(ct, []byte(";"))
+	mediaType = bytes.TrimSpace(mediaType)
+	n := len(mediaType)
+	return n == 0 || bytes.EqualFold(mediaType, []byte("application/json")) ||
+		n > 17 && bytes.EqualFold(mediaType[:12], []byte("application/")) && bytes.EqualFold(mediaType[n-5:], []byte("+json")) ||
+		bytes.EqualFold(mediaType, []byte("application/octet-stream"))
+}
+
+// expect answers a request that asks before it sends its body (Expect:
+// 100-continue): 100 lets it send, else the status it would get anyway,
+// before the body is sent: 413 beyond max_body_size, 415 for a model's
+// POST that is not JSON, 401 without the key the model requires for it.
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if ctx.Request.Header.ContentLength() > int(s.cfg.MaxBodySize) {
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	rest, ok := bytes.CutPrefix(ctx.Path(), []byte("/v2/models/"))
+	if !ok {
+		return fasthttp.StatusContinue
+	}
+	if !jsonContentType(ctx.Request.Header.ContentType()) {
+		return fasthttp.StatusUnsupportedMediaType
+	}
+	name, _, _ := bytes.Cut(rest, []byte("/"))
+	m := s.serving.Load().models[string(name)]
+	if m == nil {
+		return fasthttp.StatusContinue // the handler answers 404 with why
+	}
+	var keys [][]byte
+	switch {
+	case bytes.HasSuffix(rest, []byte("/infer")):
+		keys = m.keys.infer
+	case bytes.HasSuffix(rest, []byte("/feedback")) && !m.keys.openFeedback:
+		keys = m.keys.feedback
+		if len(keys) == 0 {
+			return fasthttp.StatusUnauthorized
+		}
+	}
+	if _, ok := bearerIn(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), keys); len(keys) > 0 && !ok {
+		return fasthttp.StatusUnauthorized
+	}
+	return fasthttp.StatusContinue
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, body []byte) {
@@ -179,18 +219,13 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			s.countUnrouted(ctx, fasthttp.StatusNotFound, "feedback is per model: POST /v2/models/{m}/feedback")
 			return
 		}
-		if !allowMethod(ctx, fasthttp.MethodPost) || !jsonBody(ctx) {
-			return
-		}
 		switch {
-		case len(m.keys.feedback) > 0:
-			if allowed(ctx, m.keys.feedback, authRefusedFeedback) {
-				s.feedback(ctx, m)
-			}
-		case m.keys.openFeedback:
-			s.feedback(ctx, m)
-		default:
+		case !allowMethod(ctx, fasthttp.MethodPost):
+		case len(m.keys.feedback) == 0 && !m.keys.openFeedback:
 			unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
+		case len(m.keys.feedback) > 0 && !allowed(ctx, m.keys.feedback, authRefusedFeedback):
+		case jsonBody(ctx):
+			s.feedback(ctx, m)
 		}
 	case "infer":
 		var r route

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/http"
 	"os"
@@ -51,7 +52,7 @@ func TestAPIKeys(t *testing.T) {
 	f("/v2/models/demo/feedback", label, 200, `"recorded":1`, "Authorization", "Bearer label-key-0123456789")
 	// A model without an auth section: inference open, feedback closed.
 	f("/v2/models/versioned/feedback", label, 401, "open_feedback")
-	f("/v2/models/versioned/feedback", `text`, 415, "Content-Type", "Content-Type", "text/plain")
+	f("/v2/models/demo/feedback", `text`, 415, "Content-Type", "Content-Type", "text/plain", "Authorization", "Bearer label-key-0123456789")
 
 	// Keys are read again on reload: a rotated key replaces the old one.
 	t.Setenv("INFERGATE_TEST_INFER_KEY", "rotated-key-0123456789")
@@ -179,4 +180,31 @@ func TestTLSServesAndReloads(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestExpectContinue: a client that asks before sending its body (Expect:
+// 100-continue) is refused before it sends it when the body is too large,
+// not JSON or without the key the model requires; otherwise told to send.
+func TestExpectContinue(t *testing.T) {
+	t.Setenv("INFERGATE_TEST_INFER_KEY", "infer-key-0123456789")
+	cfg := testConfig(t)
+	cfg.Auth.Keys = map[string]KeySource{"app": {Env: "INFERGATE_TEST_INFER_KEY"}}
+	demo := cfg.Models["demo"]
+	demo.Auth = ModelAuth{Infer: []string{"app"}}
+	cfg.Models["demo"] = demo
+	_, url := startServer(t, cfg)
+	f := func(path string, size int, headers string, want int) {
+		t.Helper()
+		conn := rawRequest(t, url, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d%s", path, size, headers), "")
+		if code, _ := readStatus(t, conn); code != want {
+			t.Fatalf("POST %s with %q, asking first: %d, want %d", path, headers, code, want)
+		}
+	}
+	key := "\r\nAuthorization: Bearer infer-key-0123456789"
+	f("/v2/models/demo/infer", 2_000_000, key, 413)
+	f("/v2/models/demo/infer", 100, key+"\r\nContent-Type: text/plain", 415)
+	f("/v2/models/demo/infer", 100, "", 401)
+	f("/v2/models/demo/infer", 100, "\r\nAuthorization: Bearer wrong-key-0123456789", 401)
+	f("/v2/models/demo/feedback", 100, "", 401)
+	f("/v2/models/demo/infer", 100, "\r\nAuthorization: bearer infer-key-0123456789", 100)
 }

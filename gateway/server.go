@@ -217,8 +217,10 @@ func New(o Options) (*Server, error) {
 		// guardedListener keeps the connections within max_connections;
 		// this bounds the goroutines of those it closed and that have not
 		// ended yet.
-		Concurrency:                  2 * s.maxConns,
-		ConnState:                    trackConnState,
+		Concurrency: 2 * s.maxConns,
+		ConnState:   trackConnState,
+		// A client that asks first is refused before it sends its body.
+		ExpectHandler:                s.expect,
 		ReadBufferSize:               int(cfg.MaxHeaderSize),
 		MaxRequestBodySize:           int(cfg.MaxBodySize),
 		StreamRequestBody:            true, // the handlers read bodies (readBody)
