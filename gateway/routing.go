@@ -169,7 +169,10 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 		prev := s.routes[name]
 		var rec *routeRecord
 		if prev == nil && starting {
-			rec = s.store.loadRoutes(name, s.log)
+			var err error
+			if rec, err = s.store.loadRoutes(name); err != nil {
+				return err
+			}
 		}
 		switch {
 		case rec != nil && reflect.DeepEqual(rec.File, p.file):

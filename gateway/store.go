@@ -1,9 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -66,11 +66,14 @@ func (s *store) close() {
 	}
 }
 
-// loadRoutes returns model's stored routing, or nil. A record that cannot
-// be read is logged and ignored: the config file's routing applies.
-func (s *store) loadRoutes(model string, log *slog.Logger) *routeRecord {
+// loadRoutes returns model's stored routing, or nil when it has none. A
+// record written before durations were Go duration strings is read with its
+// nanoseconds converted. A record that cannot be read is an error naming
+// the file: starting without it would silently drop admin routing and a
+// running canary.
+func (s *store) loadRoutes(model string) (*routeRecord, error) {
 	if s == nil {
-		return nil
+		return nil, nil
 	}
 	var rec *routeRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -79,13 +82,56 @@ func (s *store) loadRoutes(model string, log *slog.Logger) *routeRecord {
 			return nil
 		}
 		rec = new(routeRecord)
-		return json.Unmarshal(data, rec)
+		err := json.Unmarshal(data, rec)
+		if converted, ok := nanosecondIntervals(data); err != nil && ok {
+			*rec = routeRecord{}
+			err = json.Unmarshal(converted, rec)
+		}
+		return err
 	})
 	if err != nil {
-		log.Error("ignoring the stored routing of a model", "model", model, "error", err)
-		return nil
+		return nil, fmt.Errorf("cannot read the stored routing of model %q in %s: %w; move the file aside to start from the config file's routing (losing admin changes and canaries), or restore it from a backup",
+			model, s.db.Path(), err)
 	}
-	return rec
+	return rec, nil
+}
+
+// nanosecondIntervals rewrites the "interval" values that records of
+// earlier versions hold as numbers of nanoseconds into Go duration strings;
+// it reports false when there are none.
+func nanosecondIntervals(data []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var doc any
+	if dec.Decode(&doc) != nil {
+		return nil, false
+	}
+	converted := false
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for key, x := range v {
+				if n, ok := x.(json.Number); ok && key == "interval" {
+					if ns, err := n.Int64(); err == nil {
+						v[key], converted = time.Duration(ns).String(), true
+					}
+					continue
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	if !converted {
+		return nil, false
+	}
+	out, err := json.Marshal(doc)
+	return out, err == nil
 }
 
 // saveRoutes stores rec as model's routing; bbolt syncs the file before

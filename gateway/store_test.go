@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/infergate/infergate/retrain/statefile"
 	"github.com/infergate/infergate/retrain/statefile/statefiletest"
@@ -60,7 +63,40 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 		t.Fatalf("the healthy store: %v", err)
 	}
 	defer s.close()
-	if rec := s.loadRoutes("model-059", quiet); rec == nil || !rec.Admin || rec.Base.StickyHeader != "x-user-059" {
-		t.Fatalf("the healthy store's routing of model-059: %+v", rec)
+	if rec, err := s.loadRoutes("model-059"); err != nil || rec == nil || !rec.Admin || rec.Base.StickyHeader != "x-user-059" {
+		t.Fatalf("the healthy store's routing of model-059: %+v, %v", rec, err)
+	}
+}
+
+// TestStoredRoutingOfEarlierVersions: a record whose canary interval an
+// earlier version stored in nanoseconds is read as the duration it was; a
+// record that cannot be read at all stops the start with an error naming
+// the file, rather than starting without the admin routing it held.
+func TestStoredRoutingOfEarlierVersions(t *testing.T) {
+	cfg := testConfig(t)
+	s, err := openStore(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(model, data string) {
+		t.Helper()
+		err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(routesBucket).Put([]byte(model), []byte(data)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("demo", `{"file":{},"base":{"split":{"1":1},"canary":{"version":"1","interval":90000000000}},"admin":true}`)
+	if rec, err := s.loadRoutes("demo"); err != nil || rec == nil || rec.Base.Canary == nil || rec.Base.Canary.Interval != 90*time.Second {
+		t.Fatalf("a record with the interval in nanoseconds: %+v, %v", rec, err)
+	}
+	put("demo", `{"file":{},"base":{"split":{"1":"one"}},"admin":true}`)
+	s.close()
+	srv, err := New(Options{Config: cfg, Env: testEnv, Log: quiet})
+	if err == nil {
+		srv.Shutdown(context.Background())
+		t.Fatal("the gateway started without the stored routing it could not read")
+	}
+	if !strings.Contains(err.Error(), `stored routing of model "demo"`) || !strings.Contains(err.Error(), storeFile) {
+		t.Fatalf("got %v, want an error naming the model and the file", err)
 	}
 }
