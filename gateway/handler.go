@@ -240,7 +240,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			return
 		}
 		start := time.Now()
-		code := fasthttp.StatusMethodNotAllowed
+		code, counted := fasthttp.StatusMethodNotAllowed, true
 		switch {
 		case !allowMethod(ctx, fasthttp.MethodPost):
 		case len(m.keys.infer) > 0 && !allowed(ctx, m.keys.infer, authRefusedInfer):
@@ -248,11 +248,13 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		case !jsonBody(ctx):
 			code = fasthttp.StatusUnsupportedMediaType
 		default:
-			code = s.infer(ctx, st, m, v, r, start)
+			code, counted = s.infer(ctx, st, m, v, r, start)
 		}
 		took := time.Since(start)
 		v.metrics.observe(code, took)
-		v.interval.observe(code, took)
+		if counted {
+			v.interval.observe(code, took)
+		}
 	}
 }
 
@@ -321,8 +323,10 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 }
 
 // infer runs one V2 inference request on v and returns the status it
-// answered; r says how an unpinned request was routed, for its shadow copies.
-func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) int {
+// answered, and whether it counts in the version's canary analysis (a
+// refusal for the gateway's memory budget says nothing of the version); r
+// says how an unpinned request was routed, for its shadow copies.
+func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) (code int, counted bool) {
 	if v.batcher != nil {
 		// Under overload, refuse before decompressing and decoding the
 		// body: when more requests are in the handler than the queue and
@@ -334,12 +338,12 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf(
 				"cannot accept request for model %q version %s: %d requests in flight, more than max_queue_size + max_batch_size x instances (%d); retry later or add instances",
 				m.name, v.name, n, v.admitLimit))
-			return fasthttp.StatusServiceUnavailable
+			return fasthttp.StatusServiceUnavailable, true
 		}
 		defer v.admitted.Add(-1)
 		if err := v.batcher.CheckCapacity(); err != nil {
 			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot queue request for model %q version %s: %s", m.name, v.name, err))
-			return fasthttp.StatusServiceUnavailable
+			return fasthttp.StatusServiceUnavailable, true
 		}
 	}
 	call := inferCalls.Get().(*inferCall)
@@ -348,14 +352,14 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	body, code, err := s.requestBody(ctx, call)
 	if err != nil {
 		writeError(ctx, code, err.Error())
-		return code
+		return code, code != fasthttp.StatusServiceUnavailable // the memory budget is the gateway's, not the version's
 	}
 	headerLen := -1
 	if h := ctx.Request.Header.Peek(headerInferenceLen); len(h) > 0 {
 		n, err := fasthttp.ParseUint(h)
 		if err != nil || n > len(body) {
 			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("invalid %s %q for a body of %d bytes", headerInferenceLen, h, len(body)))
-			return fasthttp.StatusBadRequest
+			return fasthttp.StatusBadRequest, true
 		}
 		headerLen = n
 	}
@@ -367,16 +371,16 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 			code = fasthttp.StatusRequestEntityTooLarge
 		}
 		writeError(ctx, code, err.Error())
-		return code
+		return code, true
 	}
 	// The parse tree and the tensors, charged before they exist.
 	if code, err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
 		writeError(ctx, code, err.Error())
-		return code
+		return code, code != fasthttp.StatusServiceUnavailable
 	}
 	if err := req.parse(v.rt.Inputs(), v.rt.Outputs()); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-		return fasthttp.StatusBadRequest
+		return fasthttp.StatusBadRequest, true
 	}
 
 	var key uint64
@@ -390,7 +394,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		defer batcher.ReleaseRequest(breq)
 		if code, err := computeOn(v, req, breq, call); err != nil {
 			writeError(ctx, code, fmt.Sprintf("cannot run model %q version %s: %s", m.name, v.name, err))
-			return code
+			return code, true
 		}
 		results = call.results
 		if v.cache != nil {
@@ -421,7 +425,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 			r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start), busy)
 		}
 	}
-	return fasthttp.StatusOK
+	return fasthttp.StatusOK, true
 }
 
 // computeOn runs req on v, through its batcher when it has one, leaving the
