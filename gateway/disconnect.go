@@ -11,10 +11,11 @@ import (
 // as in net/http). It peeks without waiting, so it consumes no byte of a
 // next request the client may have pipelined, and it goes through Control,
 // not Read, so that neither the read deadline fasthttp armed nor a reader
-// of the connection stands in its way. A connection that is no plain
-// socket (TLS, a wrapped listener) is never gone.
+// of the connection stands in its way. Under TLS and the connection limits
+// it looks at the TCP connection underneath: a TLS client that sent
+// close_notify before closing is seen once its FIN is. A connection with
+// no socket underneath is never gone.
 func clientGone(conn net.Conn) bool {
-	// Under TLS and the connection limits the TCP connection is wrapped.
 	for {
 		w, ok := conn.(interface{ NetConn() net.Conn })
 		if !ok {

@@ -87,8 +87,10 @@ func (s *Server) reloadLocked() error {
 		}
 	}
 	if cfg.Listen != s.cfg.Listen || cfg.MaxBodySize != s.cfg.MaxBodySize || cfg.StateDir != s.cfg.StateDir ||
+		cfg.MaxInflightMemory != s.cfg.MaxInflightMemory || cfg.MaxConnections != s.cfg.MaxConnections ||
+		cfg.MaxConnectionsPerIP != s.cfg.MaxConnectionsPerIP || cfg.MaxHeaderSize != s.cfg.MaxHeaderSize || cfg.TLS != s.cfg.TLS ||
 		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library || !reflect.DeepEqual(cfg.Webhooks, s.cfg.Webhooks) {
-		s.log.Warn("listen, max_body_size, state_dir, admin, webhooks and runtime take effect only after a restart")
+		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks and runtime take effect only after a restart")
 	}
 	old := s.serving.Load()
 	st, err := s.buildState(cfg, old, false)

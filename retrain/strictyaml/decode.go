@@ -19,7 +19,7 @@ import (
 const maxProblems = 10
 
 // errEmpty is the problem with a document that holds nothing.
-var errEmpty = errors.New("the document is empty: an empty or truncated file is refused (write {} to take every default)")
+var errEmpty = errors.New("the document is empty (a file being rewritten may be, for a moment): write {} to take every default")
 
 // Decode decodes the YAML document data into dst (a pointer to a struct
 // whose fields carry `yaml:"name"` tags), strictly: an unknown key, a wrong

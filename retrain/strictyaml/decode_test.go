@@ -118,7 +118,7 @@ func TestDecodeStrictErrors(t *testing.T) {
 
 	// A document that holds nothing: an emptied or truncated file is not a
 	// config of defaults.
-	const empty = `the document is empty: an empty or truncated file is refused (write {} to take every default)`
+	const empty = `the document is empty (a file being rewritten may be, for a moment): write {} to take every default`
 	for _, doc := range []string{"", "\n\n", "# nothing yet\n", "---\n", "~\n", "null\n", "--- # cut here\n"} {
 		f(doc, empty)
 	}
