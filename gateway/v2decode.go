@@ -125,15 +125,6 @@ func (r *inferRequest) reset() {
 	r.jsonLen, r.Values = 0, 0
 }
 
-// decode parses body and validates it against the model's inputs and
-// outputs: scan, then parse.
-func (r *inferRequest) decode(body []byte, headerLen, maxValues int, inputs, outputs []runtime.TensorInfo) error {
-	if err := r.scan(body, headerLen, maxValues); err != nil {
-		return err
-	}
-	return r.parse(inputs, outputs)
-}
-
 // scan checks body's JSON strictly and counts its values (r.Values), so
 // that what parsing will cost is known before it runs. headerLen is the
 // value of the Inference-Header-Content-Length header (Triton's binary
