@@ -143,15 +143,20 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 			return
 		}
 		r.mu.Lock()
-		base := r.base
+		base, running := r.base, r.canary
 		r.mu.Unlock()
+		if running != nil && running.Phase != router.PhaseProgressing {
+			running = nil
+		}
 		base.Canary = &cc
 		base = base.WithDefaults()
 		if err := base.Validate("routing"); err != nil {
 			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 			return
 		}
-		canary, _ := canaryOf(base, nil, now)
+		// The running canary asked for again (a retry whose answer was
+		// lost) carries on; another config starts a new one.
+		canary, _ := canaryOf(base, running, now)
 		base.Canary = nil
 		s.setRoutingLocked(ctx, r, m, base, true, canary)
 	case (action == "canary/promote" || action == "canary/rollback") && method == fasthttp.MethodPost:

@@ -98,6 +98,12 @@ func TestAdminRoutingChangesPersist(t *testing.T) {
 	if before.Effective["2"] == 0 || before.Config.StickyHeader != "x-user" || before.Canary.Weight != 10 {
 		t.Fatalf("after admin changes: %+v", before)
 	}
+	// The same canary asked for again, as a client whose answer was lost
+	// does, carries on rather than starting over.
+	f("POST", "models/ab/canary", `{"version": "2", "interval": "1h"}`, 200, `"phase":"progressing"`)
+	if again := routingOf(t, url); !again.Canary.StartedAt.Equal(before.Canary.StartedAt) {
+		t.Fatalf("the same canary asked for again started over at %v (first at %v)", again.Canary.StartedAt, before.Canary.StartedAt)
+	}
 
 	// A restart on the same state_dir picks the changes up.
 	srv.Shutdown(context.Background())
