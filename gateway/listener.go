@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,19 +55,20 @@ type guardedListener struct {
 	plain bool
 	// sleep waits for the backoff; tests replace it.
 	sleep func(time.Duration)
+	// idleSeq orders the moments connections fell idle.
+	idleSeq atomic.Int64
 
-	// mu guards the fields below: the open connections, by address, and
-	// the idle ones, longest idle first.
+	// mu guards the open connections and their count by address. Only
+	// accept and close take it: a request's state changes are atomic.
 	mu          sync.Mutex
-	open        int
+	conns       map[*guardedConn]struct{}
 	byIP        map[netip.Addr]int
-	idle        list.List // of *guardedConn
 	lastRefusal time.Time
 }
 
 func newGuardedListener(ln net.Listener, log *slog.Logger, total, perIP int, plain bool) *guardedListener {
 	return &guardedListener{Listener: ln, log: log, total: total, perIP: perIP, plain: plain,
-		sleep: time.Sleep, byIP: make(map[netip.Addr]int)}
+		sleep: time.Sleep, conns: make(map[*guardedConn]struct{}), byIP: make(map[netip.Addr]int)}
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -116,7 +117,7 @@ func (l *guardedListener) admit(c net.Conn) net.Conn {
 			refusedPerIP.Inc()
 		}
 	}
-	if refused == "" && l.open-len(evict) >= l.total {
+	if refused == "" && len(l.conns)-len(evict) >= l.total {
 		if victim := l.longestIdleLocked(netip.Addr{}); victim != nil {
 			evict = append(evict, victim)
 			evictedTotal.Inc()
@@ -127,10 +128,10 @@ func (l *guardedListener) admit(c net.Conn) net.Conn {
 	}
 	gc := &guardedConn{Conn: c, l: l, ip: ip}
 	if refused == "" {
-		l.open++
+		gc.idleSince.Store(l.idleSeq.Add(1)) // idle until fasthttp reads a request
+		l.conns[gc] = struct{}{}
 		l.byIP[ip]++
 		openConnections.Inc()
-		gc.idleAt = l.idle.PushBack(gc) // idle until fasthttp reads a request
 	}
 	logIt := refused != "" && time.Since(l.lastRefusal) > refusalsToLogDur
 	if logIt {
@@ -159,43 +160,45 @@ func (l *guardedListener) admit(c net.Conn) net.Conn {
 	return nil
 }
 
-// longestIdleLocked returns the connection idle longest, of address ip
-// unless ip is the zero address, taking it off the idle list; or nil.
+// longestIdleLocked claims the connection idle longest, of address ip
+// unless ip is the zero address, or returns nil. Only a listener at a limit
+// looks, so a scan of the open connections is cheap enough; one that turns
+// busy while it is claimed is passed over.
 func (l *guardedListener) longestIdleLocked(ip netip.Addr) *guardedConn {
-	for e := l.idle.Front(); e != nil; e = e.Next() {
-		gc := e.Value.(*guardedConn)
-		if !ip.IsValid() || gc.ip == ip {
-			l.idle.Remove(e)
-			gc.idleAt = nil
-			return gc
+	for {
+		var victim *guardedConn
+		var since int64
+		for gc := range l.conns {
+			s := gc.idleSince.Load()
+			if s > 0 && (victim == nil || s < since) && (!ip.IsValid() || gc.ip == ip) {
+				victim, since = gc, s
+			}
+		}
+		if victim == nil || victim.idleSince.CompareAndSwap(since, claimed) {
+			return victim
 		}
 	}
-	return nil
 }
+
+// claimed marks a connection idleSince taken for closing.
+const claimed = -1
 
 // trackConnState follows fasthttp's view of each connection (it is
 // Server.ConnState): one is idle from its accept and between requests,
-// busy while a request is read, served and answered.
+// busy while a request is read, served and answered. It takes no lock.
 func trackConnState(c net.Conn, state fasthttp.ConnState) {
 	gc, ok := unwrapConn(c).(*guardedConn)
 	if !ok {
 		return
 	}
-	l := gc.l
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if gc.closed {
-		return
-	}
 	switch state {
 	case fasthttp.StateIdle:
-		if gc.idleAt == nil {
-			gc.idleAt = l.idle.PushBack(gc)
+		if s := gc.idleSince.Load(); s != claimed {
+			gc.idleSince.CompareAndSwap(s, gc.l.idleSeq.Add(1))
 		}
 	case fasthttp.StateActive:
-		if gc.idleAt != nil {
-			l.idle.Remove(gc.idleAt)
-			gc.idleAt = nil
+		if s := gc.idleSince.Load(); s != claimed {
+			gc.idleSince.CompareAndSwap(s, 0)
 		}
 	}
 }
@@ -205,28 +208,23 @@ type guardedConn struct {
 	net.Conn
 	l  *guardedListener
 	ip netip.Addr
-	// idleAt is its place in the idle list, nil while busy; closed is set
-	// once it was counted out. The listener's mu guards both.
-	idleAt *list.Element
-	closed bool
+	// idleSince is when it fell idle in the listener's order, 0 while it
+	// is busy, claimed once the listener took it for closing.
+	idleSince atomic.Int64
+	closed    atomic.Bool
 }
 
 func (c *guardedConn) Close() error {
-	l := c.l
-	l.mu.Lock()
-	if !c.closed {
-		c.closed = true
-		if c.idleAt != nil {
-			l.idle.Remove(c.idleAt)
-			c.idleAt = nil
-		}
-		l.open--
+	if !c.closed.Swap(true) {
+		l := c.l
+		l.mu.Lock()
+		delete(l.conns, c)
 		if l.byIP[c.ip]--; l.byIP[c.ip] <= 0 {
 			delete(l.byIP, c.ip)
 		}
+		l.mu.Unlock()
 		openConnections.Dec()
 	}
-	l.mu.Unlock()
 	return c.Conn.Close()
 }
 
