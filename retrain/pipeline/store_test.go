@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -39,9 +38,7 @@ func TestDamagedStoreIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	for _, d := range statefiletest.Damages(seed) {
+	for _, d := range statefiletest.Damages(statefiletest.Seeds...) {
 		t.Run(d.Name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, StoreFile)
