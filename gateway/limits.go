@@ -90,25 +90,33 @@ func (b *memoryBudget) release(n int64) {
 	}
 }
 
-// returnMemoryAfter is how long returnMemory lets a burst settle.
-const returnMemoryAfter = time.Second
+// returnMemoryAfter is how long returnMemory lets a burst settle, and
+// returnMemoryEvery how often at most it returns memory, so that load
+// going up and down around the thresholds does not collect every second.
+const (
+	returnMemoryAfter = time.Second
+	returnMemoryEvery = 5 * time.Second
+)
 
 // returnMemory hands the heap that a burst of large requests grew back to
 // the system once the burst has passed, until stop is closed. Without it
 // the memory stays with the process until the next collection, which an
 // idle gateway may not run for minutes.
 func (b *memoryBudget) returnMemory(stop <-chan struct{}) {
+	var last time.Time
 	for {
 		select {
 		case <-stop:
 			return
 		case <-b.drained:
 		}
+		wait := max(returnMemoryAfter, returnMemoryEvery-time.Since(last))
 		select {
 		case <-stop:
 			return
-		case <-time.After(returnMemoryAfter):
+		case <-time.After(wait):
 		}
+		last = time.Now()
 		if b.used.Load() < b.limit/16 {
 			// Two collections: the first leaves pooled buffers (body
 			// chunks, parsers) in sync.Pool's victim cache, the second,
