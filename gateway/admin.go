@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"time"
@@ -183,13 +184,34 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 // with a split over every version a model may have holds far fewer.
 const maxAdminValues = 1 << 14
 
+// maxAdminBody bounds an admin request's body: a routing or canary section.
+const maxAdminBody = 1 << 20
+
+// readAdminBody reads an admin request's body. Admin bodies are an
+// authenticated operator's and small, so they are read outside the memory
+// budget: a rollback must work while requests hold all of it.
+func readAdminBody(ctx *fasthttp.RequestCtx) ([]byte, int, error) {
+	var body []byte
+	if stream := ctx.RequestBodyStream(); stream != nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(stream, maxAdminBody+1)); err != nil {
+			return nil, fasthttp.StatusBadRequest, fmt.Errorf("cannot read the request body: %w", err)
+		}
+	} else {
+		body = ctx.Request.Body()
+	}
+	if len(body) > maxAdminBody {
+		return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("admin request body too large: the limit is %d bytes", maxAdminBody)
+	}
+	return body, 0, nil
+}
+
 // decodeAdminBody decodes the JSON body into dst, or answers 400 naming
 // what is wrong; what names the body in errors ("the routing body").
 func (s *Server) decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string) bool {
-	var held int64
-	defer s.memory.releaseHeld(&held)
-	body, ok := s.readWholeBody(ctx, &held)
-	if !ok {
+	body, code, err := readAdminBody(ctx)
+	if err != nil {
+		writeError(ctx, code, err.Error())
 		return false
 	}
 	if len(bytes.TrimSpace(body)) == 0 {

@@ -164,8 +164,8 @@ func (s *Server) reserveMemory(held *int64, n int64) (int, error) {
 	return 0, nil
 }
 
-// readWholeBody reads the body of a request off the hot path (feedback,
-// admin) into a buffer of its own, charged to the memory budget on held's
+// readWholeBody reads the body of a request off the hot path (feedback)
+// into a buffer of its own, charged to the memory budget on held's
 // account until the caller releases it, or answers why it cannot.
 func (s *Server) readWholeBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, bool) {
 	var buf []byte
