@@ -231,7 +231,9 @@ func (s *Server) decodeAdminBody(ctx *fasthttp.RequestCtx, dst any, what string)
 // field's type (a number into an int must be a whole number), and not a
 // change that sets nothing (null, {}): a body is a change to make.
 func decodeAdminJSON(body []byte, dst any) error {
-	var sc jsonScanner
+	// encoding/json matches keys to fields in any case, so keys that
+	// differ in case only are duplicates too.
+	sc := jsonScanner{foldKeys: true}
 	if _, err := sc.scan(body, maxAdminValues); err != nil {
 		return err
 	}

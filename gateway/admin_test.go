@@ -158,6 +158,7 @@ func TestAdminBodiesAreStrict(t *testing.T) {
 	f(routing, "split:\n  \"1\": 1\n", "cannot decode the routing body")
 	f(routing, `{"split": {"1": 1}, "split": {"2": 1}}`, `duplicate key "split"`)
 	f(routing, `{"split": {"1": 1, "1": 0}}`, `duplicate key "1"`)
+	f(routing, `{"split": {"1": 100}, "SPLIT": {"2": 100}}`, `duplicate key "SPLIT"`) // encoding/json would merge them
 	f(routing, `{"split": {"1": 1}} {"split": {"2": 1}}`, "cannot decode the routing body")
 	f(routing, `{"split": {"1": 1}}x`, "cannot decode the routing body")
 	// A header name is a token: no CR, LF or NUL to split a header with.

@@ -12,8 +12,9 @@ import (
 	"github.com/infergate/infergate/retrain/strictyaml"
 )
 
-// The server streams request bodies (fasthttp's StreamRequestBody): it reads
-// at most 8 KiB of a body before the handler runs, and the handler charges
+// The server streams request bodies (fasthttp's StreamRequestBody): it holds
+// at most a body's first 8 KiB (and what the connection's read buffer took
+// in beside the headers) before the handler runs, and the handler charges
 // a body to the memory budget as it arrives, a chunk ahead of what was
 // read. So the bodies in flight are bounded by max_inflight_memory, not by
 // the number of connections times max_body_size, and a client that stalls
@@ -86,9 +87,10 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, buf *[]byte, held *int64) ([
 		}
 		body = whole
 	}
-	// The body stays charged, on the caller's account.
-	r.charged -= len(body)
-	*r.held += int64(len(body))
+	// The body stays charged; what was charged beyond it goes back.
+	excess := int64(r.charged - len(body))
+	r.s.memory.release(excess)
+	*r.held -= excess
 	return body, 0, nil
 }
 
@@ -97,18 +99,21 @@ type bodyReader struct {
 	s           *Server
 	stream      io.Reader
 	size, limit int
-	held        *int64
-	// charged is what the reader holds of the budget apart from held;
-	// count is the bytes read so far, inChunks those read into chunks.
+	// held is the request's account, which the reader charges; the
+	// caller releases it, also after a failure.
+	held *int64
+	// charged is what the reader added to held; count is the bytes read
+	// so far, inChunks those read into chunks.
 	charged, count, inChunks int
 	chunks                   []*[bodyChunk]byte
 }
 
-// charge takes n more bytes of the memory budget for the reader.
+// charge takes n more bytes of the memory budget on the request's account.
 func (r *bodyReader) charge(n int) (int, error) {
-	var held int64
-	code, err := r.s.reserveMemory(&held, int64(n))
-	r.charged += int(held)
+	code, err := r.s.reserveMemory(r.held, int64(n))
+	if err == nil {
+		r.charged += n
+	}
 	return code, err
 }
 
@@ -136,12 +141,11 @@ func (r *bodyReader) read(dst []byte) (part []byte, done bool, code int, err err
 	return dst[:n], r.size >= 0 && r.count == r.size, 0, nil
 }
 
-// release gives back the chunks and what the reader still holds.
+// release gives back the chunks.
 func (r *bodyReader) release() {
 	for _, chunk := range r.chunks {
 		bodyChunks.Put(chunk)
 	}
-	r.s.memory.release(int64(r.charged))
 }
 
 func (s *Server) errBodyTooLarge() error {
@@ -149,12 +153,13 @@ func (s *Server) errBodyTooLarge() error {
 }
 
 // reserveMemory charges n bytes to the memory budget on held's account. A
-// charge that cannot fit now is answered 503, to be retried; one larger
-// than the whole budget 413, as it never will.
+// charge that cannot fit now is answered 503, to be retried; one that with
+// what the request holds already is more than the whole budget 413, as it
+// never will fit.
 func (s *Server) reserveMemory(held *int64, n int64) (int, error) {
-	if n > s.memory.limit {
-		return fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("request too large: it needs %s more, beyond max_inflight_memory %s",
-			strictyaml.Size(n), s.cfg.MaxInflightMemory)
+	if *held+n > s.memory.limit {
+		return fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("request too large: it needs %s, beyond max_inflight_memory %s",
+			strictyaml.Size(*held+n), s.cfg.MaxInflightMemory)
 	}
 	if !s.memory.reserve(n) {
 		return fasthttp.StatusServiceUnavailable, fmt.Errorf("cannot accept request: the requests in flight hold %s of max_inflight_memory %s and this one needs %s more; retry later or raise max_inflight_memory",

@@ -102,6 +102,14 @@ func TestBodyReading(t *testing.T) {
 	if code != 413 || !strings.Contains(string(body), "max_inflight_memory") || h.Get("Retry-After") != "" {
 		t.Fatalf("a request beyond the whole budget: %d %s (Retry-After %q), want 413 naming max_inflight_memory", code, body, h.Get("Retry-After"))
 	}
+	// 30,000 values in 900 KB need the body twice and 2.9 MB of tree: with
+	// what the request holds already, more than the budget, so 413 too.
+	padded := `{"inputs":[{"name":"input","datatype":"FP32","shape":[30000,1],"data":[` + strings.Repeat("0,", 29999) + `0]}]}`
+	padded += strings.Repeat(" ", 900_000-len(padded))
+	code, _, body = call(t, "POST", url+"/v2/models/versioned/infer", []byte(padded))
+	if code != 413 || !strings.Contains(string(body), "max_inflight_memory") {
+		t.Fatalf("a request beyond the whole budget with what it holds: %d %s, want 413", code, body)
+	}
 	if used := srv.memory.used.Load(); used != 0 {
 		t.Fatalf("%d bytes of the budget still held after the requests", used)
 	}

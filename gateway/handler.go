@@ -108,37 +108,48 @@ func jsonContentType(ct []byte) bool {
 }
 
 // expect answers a request that asks before it sends its body (Expect:
-// 100-continue): 100 lets it send, else the status it would get anyway,
-// before the body is sent: 413 beyond max_body_size, 415 for a model's
-// POST that is not JSON, 401 without the key the model requires for it.
+// 100-continue): 100 lets it send, else the answer it would get anyway,
+// before the body is sent: 413 beyond max_body_size, and for a model's
+// infer or feedback 401 without the key it requires, then 415 for a body
+// that is not JSON. The answers are the handler's own, body and headers.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	if ctx.Request.Header.ContentLength() > int(s.cfg.MaxBodySize) {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, s.errBodyTooLarge().Error())
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	rest, ok := bytes.CutPrefix(ctx.Path(), []byte("/v2/models/"))
-	if !ok {
+	if !ok || !ctx.IsPost() {
 		return fasthttp.StatusContinue
 	}
-	if !jsonContentType(ctx.Request.Header.ContentType()) {
-		return fasthttp.StatusUnsupportedMediaType
-	}
-	name, _, _ := bytes.Cut(rest, []byte("/"))
+	name, action, _ := bytes.Cut(rest, []byte("/"))
 	m := s.serving.Load().models[string(name)]
 	if m == nil {
 		return fasthttp.StatusContinue // the handler answers 404 with why
 	}
-	var keys [][]byte
-	switch {
-	case bytes.HasSuffix(rest, []byte("/infer")):
-		keys = m.keys.infer
-	case bytes.HasSuffix(rest, []byte("/feedback")) && !m.keys.openFeedback:
-		keys = m.keys.feedback
-		if len(keys) == 0 {
-			return fasthttp.StatusUnauthorized
+	if after, ok := bytes.CutPrefix(action, []byte("versions/")); ok {
+		_, action, _ = bytes.Cut(after, []byte("/"))
+		if string(action) != "infer" {
+			return fasthttp.StatusContinue
 		}
 	}
-	if _, ok := bearerIn(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), keys); len(keys) > 0 && !ok {
-		return fasthttp.StatusUnauthorized
+	switch string(action) {
+	case "infer":
+		if len(m.keys.infer) > 0 && !allowed(ctx, m.keys.infer, authRefusedInfer) {
+			return fasthttp.StatusUnauthorized
+		}
+	case "feedback":
+		if len(m.keys.feedback) == 0 && !m.keys.openFeedback {
+			unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
+			return fasthttp.StatusUnauthorized
+		}
+		if len(m.keys.feedback) > 0 && !allowed(ctx, m.keys.feedback, authRefusedFeedback) {
+			return fasthttp.StatusUnauthorized
+		}
+	default:
+		return fasthttp.StatusContinue
+	}
+	if !jsonBody(ctx) {
+		return fasthttp.StatusUnsupportedMediaType
 	}
 	return fasthttp.StatusContinue
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"os"
@@ -193,18 +195,29 @@ func TestExpectContinue(t *testing.T) {
 	demo.Auth = ModelAuth{Infer: []string{"app"}}
 	cfg.Models["demo"] = demo
 	_, url := startServer(t, cfg)
-	f := func(path string, size int, headers string, want int) {
+	f := func(path string, size int, headers string, want int, wantBody string) {
 		t.Helper()
 		conn := rawRequest(t, url, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d%s", path, size, headers), "")
-		if code, _ := readStatus(t, conn); code != want {
-			t.Fatalf("POST %s with %q, asking first: %d, want %d", path, headers, code, want)
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || !strings.Contains(string(body), wantBody) {
+			t.Fatalf("POST %s with %q, asking first: %d %s, want %d with %q", path, headers, resp.StatusCode, body, want, wantBody)
+		}
+		if want == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+			t.Fatalf("POST %s asking first: a 401 without WWW-Authenticate", path)
 		}
 	}
 	key := "\r\nAuthorization: Bearer infer-key-0123456789"
-	f("/v2/models/demo/infer", 2_000_000, key, 413)
-	f("/v2/models/demo/infer", 100, key+"\r\nContent-Type: text/plain", 415)
-	f("/v2/models/demo/infer", 100, "", 401)
-	f("/v2/models/demo/infer", 100, "\r\nAuthorization: Bearer wrong-key-0123456789", 401)
-	f("/v2/models/demo/feedback", 100, "", 401)
-	f("/v2/models/demo/infer", 100, "\r\nAuthorization: bearer infer-key-0123456789", 100)
+	f("/v2/models/demo/infer", 2_000_000, key, 413, `"error":"request body too large`)
+	f("/v2/models/demo/infer", 100, key+"\r\nContent-Type: text/plain", 415, `"error":"unsupported Content-Type`)
+	f("/v2/models/demo/infer", 100, "\r\nContent-Type: text/plain", 401, `"error":"this endpoint needs an API key`) // the key first, as without asking
+	f("/v2/models/demo/versions/1/infer", 100, "\r\nAuthorization: Bearer wrong-key-0123456789", 401, "not valid")
+	f("/v2/models/demo/feedback", 100, "", 401, "is closed")
+	f("/v2/models/demo/versions/1/feedback", 100, "", 100, "") // the handler answers 404 once the body came
+	f("/v2/models/demo/infer", 100, "\r\nAuthorization: bearer infer-key-0123456789", 100, "")
 }

@@ -37,6 +37,9 @@ type jsonScanner struct {
 	keys     []jsonKey
 	firstKey []int
 	decoded  []byte
+	// foldKeys makes keys that differ only in case duplicates, for a
+	// reader that matches keys so (encoding/json).
+	foldKeys bool
 }
 
 // jsonKey is where a key's text is: in the document, between its quotes,
@@ -162,7 +165,7 @@ func (s *jsonScanner) key(doc []byte, i int) (int, error) {
 	}
 	name := s.text(doc, key)
 	for _, k := range siblings {
-		if bytes.Equal(s.text(doc, k), name) {
+		if other := s.text(doc, k); bytes.Equal(other, name) || s.foldKeys && bytes.EqualFold(other, name) {
 			return i, scanError(doc, i, fmt.Sprintf("duplicate key %s (parsers disagree on which one wins)", doc[i:end]))
 		}
 	}

@@ -62,16 +62,19 @@ type memoryBudget struct {
 // reserve takes n bytes of the budget, or reports false, taking nothing,
 // when they do not fit.
 func (b *memoryBudget) reserve(n int64) bool {
-	used := b.used.Add(n)
-	if used > b.limit {
-		b.used.Add(-n)
-		memoryRefused.Inc()
-		return false
+	for {
+		used := b.used.Load()
+		if used+n > b.limit {
+			memoryRefused.Inc()
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			if used+n > b.limit/4 && !b.high.Load() {
+				b.high.Store(true)
+			}
+			return true
+		}
 	}
-	if used > b.limit/4 && !b.high.Load() {
-		b.high.Store(true)
-	}
-	return true
 }
 
 // releaseHeld gives back what *held took and zeroes it.
@@ -110,20 +113,25 @@ func (b *memoryBudget) returnMemory(stop <-chan struct{}) {
 			return
 		case <-b.drained:
 		}
+		// Wait for the burst to settle and its last requests to end.
 		wait := max(returnMemoryAfter, returnMemoryEvery-time.Since(last))
-		select {
-		case <-stop:
-			return
-		case <-time.After(wait):
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(wait):
+			}
+			if b.used.Load() < b.limit/16 {
+				break
+			}
+			wait = returnMemoryAfter
 		}
 		last = time.Now()
-		if b.used.Load() < b.limit/16 {
-			// Two collections: the first leaves pooled buffers (body
-			// chunks, parsers) in sync.Pool's victim cache, the second,
-			// FreeOSMemory's, frees them and returns the pages.
-			goruntime.GC()
-			debug.FreeOSMemory()
-		}
+		// Two collections: the first leaves pooled buffers (body chunks,
+		// parsers) in sync.Pool's victim cache, the second, FreeOSMemory's,
+		// frees them and returns the pages.
+		goruntime.GC()
+		debug.FreeOSMemory()
 	}
 }
 

@@ -71,7 +71,7 @@ func TestIdleConnectionsMakeRoom(t *testing.T) {
 // request, a new one is answered 503 in JSON and closed.
 func TestBusyConnectionsRefuseNewcomers(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 2, 2
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 2, 10
 	srv, url := startServer(t, cfg)
 	for range 2 { // busy: their bodies never arrive in full
 		rawRequest(t, url, "POST /v2/models/demo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000", strings.Repeat(" ", 9<<10))
@@ -82,7 +82,7 @@ func TestBusyConnectionsRefuseNewcomers(t *testing.T) {
 		}
 	}
 	conn := rawRequest(t, url, "GET /v2/health/live HTTP/1.1\r\nHost: x", "")
-	if code, body := readStatus(t, conn); code != 503 || !strings.Contains(body, `"error"`) || !strings.Contains(body, "max_connections") {
+	if code, body := readStatus(t, conn); code != 503 || !strings.Contains(body, `"error"`) || !strings.Contains(body, "(max_connections)") {
 		t.Fatalf("a newcomer with every connection busy: %d %s, want 503 in JSON", code, body)
 	}
 }

@@ -209,7 +209,12 @@ func New(o Options) (*Server, error) {
 		return fail(err)
 	}
 	s.serving.Store(st)
-	s.maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptorLimit())
+	descriptors := descriptorLimit()
+	s.maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptors)
+	if s.maxConns >= descriptors {
+		s.log.Warn("max_connections is not below the descriptor limit: accepts will fail for want of descriptors before the limit is reached (they are retried, but idle connections are not closed to make room); raise ulimit -n or lower max_connections",
+			"max_connections", s.maxConns, "descriptors", descriptors)
+	}
 	s.http = &fasthttp.Server{
 		Handler:      s.handle,
 		ErrorHandler: s.handleTransportError,
