@@ -119,6 +119,23 @@ var (
 	authRefusedFeedback = metrics.NewCounter(`infergate_auth_refused_total{endpoint="feedback"}`)
 )
 
+// authorized reports whether the request may call m's infer, or with
+// feedback its feedback, answering 401 when not: inference is open unless
+// keys are configured for it, feedback closed unless keys are or it is
+// open in so many words.
+func (m *model) authorized(ctx *fasthttp.RequestCtx, feedback bool) bool {
+	switch {
+	case !feedback && len(m.keys.infer) == 0, feedback && len(m.keys.feedback) == 0 && m.keys.openFeedback:
+		return true
+	case !feedback:
+		return allowed(ctx, m.keys.infer, authRefusedInfer)
+	case len(m.keys.feedback) == 0:
+		unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
+		return false
+	}
+	return allowed(ctx, m.keys.feedback, authRefusedFeedback)
+}
+
 // allowed reports whether the request's bearer key is one of keys; it
 // answers 401 when not.
 func allowed(ctx *fasthttp.RequestCtx, keys [][]byte, refused *metrics.Counter) bool {

@@ -132,21 +132,11 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 			return fasthttp.StatusContinue
 		}
 	}
-	switch string(action) {
-	case "infer":
-		if len(m.keys.infer) > 0 && !allowed(ctx, m.keys.infer, authRefusedInfer) {
-			return fasthttp.StatusUnauthorized
-		}
-	case "feedback":
-		if len(m.keys.feedback) == 0 && !m.keys.openFeedback {
-			unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
-			return fasthttp.StatusUnauthorized
-		}
-		if len(m.keys.feedback) > 0 && !allowed(ctx, m.keys.feedback, authRefusedFeedback) {
-			return fasthttp.StatusUnauthorized
-		}
-	default:
+	if string(action) != "infer" && string(action) != "feedback" {
 		return fasthttp.StatusContinue
+	}
+	if !m.authorized(ctx, string(action) == "feedback") {
+		return fasthttp.StatusUnauthorized
 	}
 	if !jsonBody(ctx) {
 		return fasthttp.StatusUnsupportedMediaType
@@ -230,12 +220,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			s.countUnrouted(ctx, fasthttp.StatusNotFound, "feedback is per model: POST /v2/models/{m}/feedback")
 			return
 		}
-		switch {
-		case !allowMethod(ctx, fasthttp.MethodPost):
-		case len(m.keys.feedback) == 0 && !m.keys.openFeedback:
-			unauthorized(ctx, feedbackClosed(m.name), authRefusedFeedback)
-		case len(m.keys.feedback) > 0 && !allowed(ctx, m.keys.feedback, authRefusedFeedback):
-		case jsonBody(ctx):
+		if allowMethod(ctx, fasthttp.MethodPost) && m.authorized(ctx, true) && jsonBody(ctx) {
 			s.feedback(ctx, m)
 		}
 	case "infer":
@@ -254,7 +239,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		code, counted := fasthttp.StatusMethodNotAllowed, true
 		switch {
 		case !allowMethod(ctx, fasthttp.MethodPost):
-		case len(m.keys.infer) > 0 && !allowed(ctx, m.keys.infer, authRefusedInfer):
+		case !m.authorized(ctx, false):
 			return // not counted against the version: it never reached it
 		case !jsonBody(ctx):
 			code = fasthttp.StatusUnsupportedMediaType
@@ -384,7 +369,8 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		writeError(ctx, code, err.Error())
 		return code, true
 	}
-	// The parse tree and the tensors, charged before they exist.
+	// The parser's copy of the JSON, its tree and the tensors, charged
+	// before they exist.
 	if code, err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
 		writeError(ctx, code, err.Error())
 		return code, code != fasthttp.StatusServiceUnavailable
