@@ -6,6 +6,9 @@ ORT_SHA256  := 92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
 ORT_DIR     := .cache/onnxruntime
 ORT_LIB     := $(ORT_DIR)/libonnxruntime.so.1
 ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+# NATS_SERVER is the nats-server that retrain/engine/natscluster runs as
+# real clusters; built from the version go.mod pins (see that package).
+NATS_SERVER := .cache/bin/nats-server
 # VERSION names the build in `infergate version` and /v2: the nearest tag and
 # commit, or empty outside a git checkout (the build information says then).
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
@@ -22,7 +25,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime
+test: onnxruntime nats-server
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -48,6 +51,18 @@ $(ORT_LIB):
 	echo "$(ORT_SHA256)  $(ORT_DIR)/tmp/$(ORT_MEMBER)" | sha256sum -c --quiet -
 	mv $(ORT_DIR)/tmp/$(ORT_MEMBER) $(ORT_LIB)
 	rm -rf $(ORT_DIR)/tmp
+
+## nats-server: build the NATS server of go.mod's nats-server/v2 into $(NATS_SERVER), for
+## the fleet tests' real clusters (rebuilt when go.mod or go.sum changes)
+.PHONY: nats-server
+nats-server: $(NATS_SERVER)
+
+# go build leaves an up-to-date binary untouched; the touch makes it newer
+# than go.mod, so make does not build it again.
+$(NATS_SERVER): go.mod go.sum
+	@mkdir -p $(dir $@)
+	$(GO) build -o $@ github.com/nats-io/nats-server/v2
+	@touch $@
 
 ## models: regenerate the demo model and the test models from their seeded generators
 models:
