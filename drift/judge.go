@@ -81,11 +81,11 @@ func (j *judge) methodFor(rows int64) Method {
 	return defaultMethod(j.profile.Kind, int(rows))
 }
 
-// evaluate judges feature i of w; tests is the number of features judged by
-// a p-value in the same group, for the Bonferroni correction.
-func (j *judge) evaluate(w *window, i int, tests int) FeatureResult {
+// evaluate judges feature i of w by method; tests is the number of
+// features judged by a p-value in the same group, for the Bonferroni
+// correction.
+func (j *judge) evaluate(w *window, i int, method Method, tests int) FeatureResult {
 	f, p := &w.features[i], j.profile
-	method := j.methodFor(w.rows)
 	res := FeatureResult{
 		Name: p.Name, Kind: p.Kind, Prediction: j.prediction, Ignored: j.ignore, Method: method,
 		Count: f.count, Missing: f.missing, NonFinite: f.nonFinite,

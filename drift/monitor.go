@@ -72,6 +72,20 @@ type Options struct {
 	Commit func(st State, d *Decision) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Follower starts the monitor as a follower of a fleet's leader (see
+	// SetLeading): it counts rows and labels for TakeCounts, and closes,
+	// judges, decides and commits nothing. By default a monitor leads, as
+	// one alone does.
+	Follower bool
+	// AlignWindows makes windows by time close at wall-clock multiples of
+	// Config.Window.Every since the Unix epoch: window k covers
+	// [k*every, (k+1)*every) and is numbered k, whenever the monitor
+	// started. Every replica of a fleet, and each leader in turn, then
+	// means the same rows by "window k". It is an option of the
+	// deployment, set by whoever runs the fleet, rather than of the
+	// model's drift config: a fleet needs it whatever the config file
+	// says. Windows by rows ignore it.
+	AlignWindows bool
 }
 
 // State is the part of a monitor's judgement that outlives its process:
@@ -115,14 +129,24 @@ type Monitor struct {
 	m      monitorMetrics
 
 	mu sync.Mutex
-	// cur is the open window and seq the number of the next one; mu guards both.
-	cur *window
-	seq int64
+	// cur is the open window and seq the number of the next one (of
+	// windows not aligned); leading says whether the monitor judges
+	// windows or only counts for TakeCounts. mu guards the three; the run
+	// goroutine alone writes leading.
+	cur     *window
+	seq     int64
+	leading bool
+	// fingerprint identifies the reference in Counts.
+	fingerprint string
 
-	free   chan *window // reset windows ready to open
-	closed chan *window // closed windows waiting for judgement
+	free   chan *window     // reset windows ready to open
+	closed chan *window     // closed windows waiting for judgement
+	lead   chan leadRequest // SetLeading's, for the run goroutine
 	stop   chan struct{}
 	done   chan struct{}
+	// tick fires when the open window by time is due to close; the run
+	// goroutine owns it.
+	tick *time.Timer
 
 	reportMu sync.Mutex
 	// reportMu guards the judgement state below, owned by the run goroutine
@@ -171,8 +195,8 @@ func New(o Options) (*Monitor, error) {
 		o.Commit = func(State, *Decision) error { return nil }
 	}
 	mon := &Monitor{
-		o: o, cfg: o.Config,
-		free: make(chan *window, windowPool), closed: make(chan *window, windowPool),
+		o: o, cfg: o.Config, leading: !o.Follower, fingerprint: fingerprint(ref),
+		free: make(chan *window, windowPool), closed: make(chan *window, windowPool), lead: make(chan leadRequest),
 		stop: make(chan struct{}), done: make(chan struct{}), alarm: make(chan struct{}, 1),
 	}
 	if o.State != nil {
@@ -201,8 +225,13 @@ func New(o Options) (*Monitor, error) {
 		}
 	}
 	mon.cur = newWindow(ref, o.Config.Reservoir)
-	mon.cur.reset(0, o.Now())
-	mon.seq = 1
+	now := o.Now()
+	if k, ok := mon.slot(now); ok {
+		mon.cur.reset(k, mon.slotStart(k, now))
+	} else {
+		mon.cur.reset(0, now)
+		mon.seq = 1
+	}
 	for range windowPool - 1 {
 		mon.free <- newWindow(ref, o.Config.Reservoir)
 	}
@@ -238,27 +267,165 @@ func (mon *Monitor) Observe(in, out Rows) {
 			}
 		}
 		w.rows++
-		if limit := mon.cfg.Window.Rows; limit > 0 && w.rows >= int64(limit) {
-			mon.rotateLocked()
-		}
+		mon.closeFullLocked()
 	}
 	mon.mu.Unlock()
 }
 
-// rotateLocked closes the open window and opens the next. When every
+// closeFullLocked closes the open window when the monitor leads and the
+// window holds its rows.
+func (mon *Monitor) closeFullLocked() {
+	if limit := mon.cfg.Window.Rows; limit > 0 && mon.cur.rows >= int64(limit) && mon.leading {
+		mon.rotateLocked()
+	}
+}
+
+// rotateLocked closes the open window and opens the next; an aligned
+// window closes at the start of the one that holds now. When every
 // window is still waiting for judgement the open one stays open (and
 // grows), which is counted.
 func (mon *Monitor) rotateLocked() {
 	select {
 	case next := <-mon.free:
 		now := mon.o.Now()
-		mon.cur.end = now
+		end, seq := now, mon.seq
+		if k, ok := mon.slot(now); ok {
+			end, seq = mon.slotStart(k, now), k
+		} else {
+			mon.seq++
+		}
+		mon.cur.end = end
 		mon.closed <- mon.cur // never blocks: closed holds the whole pool
-		next.reset(mon.seq, now)
-		mon.cur, mon.seq = next, mon.seq+1
+		next.reset(seq, end)
+		mon.cur = next
 	default:
 		mon.m.overruns.Inc()
 	}
+}
+
+// slot returns the number of the aligned window that holds t, and false
+// when windows are not aligned.
+func (mon *Monitor) slot(t time.Time) (int64, bool) {
+	every := int64(mon.cfg.Window.Every)
+	if !mon.o.AlignWindows || every <= 0 {
+		return 0, false
+	}
+	n := t.UnixNano()
+	k := n / every
+	if n%every < 0 {
+		k-- // floor, before 1970
+	}
+	return k, true
+}
+
+// slotStart returns the start of aligned window k, in the location of now.
+func (mon *Monitor) slotStart(k int64, now time.Time) time.Time {
+	return time.Unix(0, k*int64(mon.cfg.Window.Every)).In(now.Location())
+}
+
+// leadRequest is a call of SetLeading, which waits for done.
+type leadRequest struct {
+	leading bool
+	state   *State
+	done    chan struct{}
+}
+
+// SetLeading makes the monitor lead (judge and decide) or follow (only
+// count, for TakeCounts). A follower closes, judges, decides and commits
+// nothing: its open window accumulates rows and labels until TakeCounts
+// takes them; windows already closed but not judged go back into it, so
+// that nothing it counted is lost to the fleet. A decision still waiting
+// to be stored is dropped, as is the error-rate detector's progress since
+// the last checkpoint: the next leader, from the state last stored,
+// reaches them again. On becoming leader the monitor takes st, when not
+// nil, as its state (the state the previous leader last committed), so
+// that the drift, its cooldown and the error-rate detector carry over,
+// before it judges anything; with st nil it keeps its own. Its open
+// window, with what it counted since the last TakeCounts, becomes the
+// leader's; an aligned window takes the current window's number and
+// start. The runs of drifted and of clean windows start over, so a
+// hand-over may delay a decision by up to Consecutive windows.
+//
+// A call that does not change whether the monitor leads changes nothing
+// (st is ignored). SetLeading is safe for concurrent use; the monitor's
+// goroutine does the work, and SetLeading returns once it is done, after
+// a Commit in progress returned: after SetLeading(false, nil) returns the
+// monitor commits nothing. It must not be called from Options.Commit.
+// After Close it does nothing.
+func (mon *Monitor) SetLeading(leading bool, st *State) {
+	req := leadRequest{leading: leading, done: make(chan struct{})}
+	if st != nil {
+		c := *st
+		req.state = &c
+	}
+	select {
+	case mon.lead <- req:
+		<-req.done
+	case <-mon.done:
+	}
+}
+
+// setLeading does what SetLeading asks, in the run goroutine.
+func (mon *Monitor) setLeading(req leadRequest) {
+	defer close(req.done)
+	if req.leading == mon.leading {
+		return
+	}
+	mon.pending, mon.retryIn = nil, 0
+	mon.retry.Stop()
+	mon.reportMu.Lock()
+	if req.leading && req.state != nil {
+		mon.state = *req.state
+	}
+	mon.streak, mon.clean = 0, 0
+	mon.conceptAlarm, mon.dirty = nil, false
+	drifted := mon.state.Drifted
+	mon.reportMu.Unlock()
+	mon.m.setDrifted(drifted)
+
+	mon.mu.Lock()
+	mon.leading = req.leading
+	if req.leading {
+		now := mon.o.Now()
+		if k, ok := mon.slot(now); ok {
+			mon.cur.seq, mon.cur.start = k, mon.slotStart(k, now)
+		}
+		mon.closeFullLocked()
+	}
+	mon.mu.Unlock()
+	mon.armTick()
+	mon.o.Log.Info("drift monitor leads or follows", "model", mon.o.Model, "version", mon.o.Version, "leading", req.leading)
+}
+
+// armTick sets tick for the end of the open window when the monitor leads
+// with windows by time: every from now, or the next multiple of every
+// when windows are aligned.
+func (mon *Monitor) armTick() {
+	every := mon.cfg.Window.Every
+	if every <= 0 || !mon.leading {
+		mon.tick.Stop()
+		return
+	}
+	now := mon.o.Now()
+	if k, ok := mon.slot(now); ok {
+		every = mon.slotStart(k+1, now).Sub(now)
+	}
+	mon.tick.Reset(every)
+}
+
+// closeByTime closes the open window when tick fired; an aligned window
+// only once the clock is past its end (the clock and the timer may
+// disagree), else tick waits for the rest.
+func (mon *Monitor) closeByTime() {
+	if !mon.leading {
+		return
+	}
+	mon.mu.Lock()
+	if k, ok := mon.slot(mon.o.Now()); !ok || k > mon.cur.seq {
+		mon.rotateLocked()
+	}
+	mon.mu.Unlock()
+	mon.armTick()
 }
 
 // Close stops the monitor's goroutine after a last try to commit a pending
@@ -280,27 +447,33 @@ func (mon *Monitor) run() {
 	mon.retry = time.NewTimer(time.Hour)
 	mon.retry.Stop()
 	defer mon.retry.Stop()
+	mon.tick = time.NewTimer(time.Hour)
+	mon.tick.Stop()
+	defer mon.tick.Stop()
 	if !mon.calibrate() {
 		mon.finish()
 		return
 	}
-	var tick <-chan time.Time
-	if every := mon.cfg.Window.Every; every > 0 {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
-	}
+	mon.armTick()
 	checkpoint := time.NewTicker(checkpointEvery)
 	defer checkpoint.Stop()
 	for {
 		select {
 		case w := <-mon.closed:
-			mon.judgeWindow(w)
+			if mon.leading {
+				mon.judgeWindow(w)
+			} else {
+				// Closed before the monitor followed: its counts go to
+				// the leader with the open window's.
+				mon.mu.Lock()
+				mon.cur.merge(w)
+				mon.mu.Unlock()
+			}
 			mon.free <- w
-		case <-tick:
-			mon.mu.Lock()
-			mon.rotateLocked()
-			mon.mu.Unlock()
+		case <-mon.tick.C:
+			mon.closeByTime()
+		case req := <-mon.lead:
+			mon.setLeading(req)
 		case <-mon.alarm:
 			mon.decideConcept()
 		case <-mon.retry.C:
@@ -340,6 +513,8 @@ func (mon *Monitor) calibrate() bool {
 		select {
 		case <-mon.stop:
 			return false
+		case req := <-mon.lead:
+			mon.setLeading(req)
 		default:
 		}
 		j.calibrate(mon.cfg.Window.Rows, mon.cfg.Reservoir, mon.cfg.FalseAlarmEvery, uint64(i))
@@ -390,7 +565,7 @@ func (mon *Monitor) judgeWindow(w *window) {
 // drift decision, unless the version drifted already or is cooling down,
 // or a decision is pending (which, once stored, calls it again).
 func (mon *Monitor) decideConcept() {
-	if mon.pending != nil {
+	if mon.pending != nil || !mon.leading {
 		return
 	}
 	mon.reportMu.Lock()
@@ -410,6 +585,9 @@ func (mon *Monitor) decideConcept() {
 // and then takes that state; when Commit fails, it tries again later.
 func (mon *Monitor) commitPending() {
 	d := mon.pending
+	if d == nil {
+		return // dropped as the monitor stopped leading
+	}
 	mon.reportMu.Lock()
 	next := mon.state
 	mon.reportMu.Unlock()
@@ -435,9 +613,10 @@ func (mon *Monitor) commitPending() {
 }
 
 // checkpoint stores the state when labels changed it since the last
-// checkpoint, and no decision is pending (its commit stores the state).
+// checkpoint, the monitor leads and no decision is pending (its commit
+// stores the state).
 func (mon *Monitor) checkpoint() {
-	if mon.pending != nil {
+	if mon.pending != nil || !mon.leading {
 		return
 	}
 	mon.reportMu.Lock()
@@ -465,18 +644,25 @@ func (mon *Monitor) evaluate(w *window) WindowResult {
 	if !res.Judged {
 		return res
 	}
+	// A window by rows is judged by the methods of its configured size,
+	// also when it grew past it (an overrun, or counts merged from a
+	// fleet's followers); one by time by those of its own size.
+	size := w.rows
+	if rows := mon.cfg.Window.Rows; rows > 0 {
+		size = int64(rows)
+	}
 	// Bonferroni: the p-value tests of one group share its false-alarm rate.
 	var tests [2]int
 	for i := range mon.judges {
 		j := &mon.judges[i]
-		if !j.ignore && j.methodFor(w.rows).isPValue() {
+		if !j.ignore && j.methodFor(size).isPValue() {
 			tests[boolIndex(j.prediction)]++
 		}
 	}
 	var judged, drifted int
 	for i := range mon.judges {
 		j := &mon.judges[i]
-		fr := j.evaluate(w, i, tests[boolIndex(j.prediction)])
+		fr := j.evaluate(w, i, j.methodFor(size), tests[boolIndex(j.prediction)])
 		if fr.Judged && !fr.Ignored && !fr.Prediction {
 			judged++
 			if fr.Drifted {
@@ -514,18 +700,32 @@ func (mon *Monitor) logDecision(d *Decision) {
 
 // ObserveLabels records that rows rows of a request were labeled by
 // feedback and correct of them predicted right. The labels count towards
-// the open window's accuracy and feed the error-rate detector, whose drift
-// (the concept changed: the same inputs now mean other outputs) is a
-// drift.detected decision with Reason "concept", subject to the cooldown,
-// which the monitor's goroutine makes.
+// the open window's accuracy and, in a leader, feed the error-rate
+// detector, whose drift (the concept changed: the same inputs now mean
+// other outputs) is a drift.detected decision with Reason "concept",
+// subject to the cooldown, which the monitor's goroutine makes. A
+// follower's labels reach the leader's detector through Counts.
 func (mon *Monitor) ObserveLabels(rows, correct int) {
 	mon.mu.Lock()
 	w := mon.cur
 	w.labeled += int64(rows)
 	w.correct += int64(correct)
-	open := WindowResult{Seq: w.seq, Start: w.start, Rows: w.rows, Labeled: w.labeled, Accuracy: float64(w.correct) / float64(max(w.labeled, 1))}
+	open, leading := openResult(w), mon.leading
 	mon.mu.Unlock()
+	if leading {
+		mon.detectConcept(rows, correct, open)
+	}
+}
 
+// openResult returns what a decision on concept drift says of the open window w.
+func openResult(w *window) WindowResult {
+	return WindowResult{Seq: w.seq, Start: w.start, Rows: w.rows, Labeled: w.labeled, Accuracy: float64(w.correct) / float64(max(w.labeled, 1))}
+}
+
+// detectConcept feeds rows labeled rows, correct of them right, to the
+// error-rate detector, and wakes the run goroutine when it signals drift;
+// open is the window they count towards.
+func (mon *Monitor) detectConcept(rows, correct int, open WindowResult) {
 	now := mon.o.Now()
 	mon.reportMu.Lock()
 	mon.conceptLevel = mon.state.Concept.add(rows, rows-correct)
@@ -547,6 +747,9 @@ func (mon *Monitor) ObserveLabels(rows, correct int) {
 type Report struct {
 	Model   string `json:"model_name"`
 	Version string `json:"model_version"`
+	// Leading is false in a follower, which only counts for the leader
+	// and whose other fields are those of when it last led.
+	Leading bool `json:"leading"`
 	// Drifted is the version-level state: set by drift.detected, cleared
 	// by drift.resolved.
 	Drifted        bool         `json:"drifted"`
@@ -587,7 +790,7 @@ func (mon *Monitor) Report() Report {
 	}
 	mon.mu.Lock()
 	w := mon.cur
-	rep.Current = OpenWindow{Seq: w.seq, Start: w.start, Rows: w.rows}
+	rep.Current, rep.Leading = OpenWindow{Seq: w.seq, Start: w.start, Rows: w.rows}, mon.leading
 	for i := range w.features {
 		f := &w.features[i]
 		rep.Current.Features = append(rep.Current.Features, FeatureCount{

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // allocRequest returns a request of 10 rows of 8 features (in a 9-column
@@ -25,20 +26,33 @@ func allocRequest() (in, out Rows) {
 // The issue: updating the state for a batch of rows is allocation-free.
 func TestObserveAllocs(t *testing.T) {
 	in, out := allocRequest()
-	f := func(cfg Config) {
+	f := func(cfg Config, follower bool) {
 		t.Helper()
 		// Window rows beyond the 1010 observed keep the judge goroutine,
-		// which allocates, idle during the measurement.
-		mon := newMonitor(t, predictionReference(t, 8), cfg)
+		// which allocates, idle during the measurement; a follower's
+		// window never closes.
+		mon := startMonitor(t, Options{Config: cfg, Reference: predictionReference(t, 8), Follower: follower})
 		if n := testing.AllocsPerRun(100, func() { mon.Observe(in, out) }); n != 0 {
-			t.Fatalf("%+v: expected 0 allocations per Observe, got %f", cfg, n)
+			t.Fatalf("%+v, follower %v: expected 0 allocations per Observe, got %f", cfg, follower, n)
 		}
 		if rows := mon.Report().Current.Rows; rows == 0 || rows > 1010 {
-			t.Fatalf("%+v: %d rows observed, want 1..1010", cfg, rows)
+			t.Fatalf("%+v, follower %v: %d rows observed, want 1..1010", cfg, follower, rows)
 		}
 	}
-	f(Config{Window: WindowConfig{Rows: 1e9}})
-	f(Config{Window: WindowConfig{Rows: 1e9}, Sample: 0.5})
+	f(Config{Window: WindowConfig{Rows: 1e9}}, false)
+	f(Config{Window: WindowConfig{Rows: 1e9}, Sample: 0.5}, false)
+	f(Config{Window: WindowConfig{Rows: 100}}, true)
+	f(Config{Window: WindowConfig{Every: time.Minute}}, true)
+}
+
+// ObserveLabels allocates nothing either, in a leader or a follower.
+func TestObserveLabelsAllocs(t *testing.T) {
+	for _, follower := range []bool{false, true} {
+		mon := startMonitor(t, Options{Reference: predictionReference(t, 8), Follower: follower})
+		if n := testing.AllocsPerRun(100, func() { mon.ObserveLabels(10, 9) }); n != 0 {
+			t.Fatalf("follower %v: expected 0 allocations per ObserveLabels, got %f", follower, n)
+		}
+	}
 }
 
 // A window that closes on the request path is handed to the judge without
