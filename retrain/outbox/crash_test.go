@@ -3,33 +3,39 @@ package outbox
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 )
 
 // crashTarget is the target of the helper process and of the parent that
-// takes over its DB: same name, so the parent owns the child's records.
+// takes over its engine: same name, so the parent's consumer is the
+// child's.
 func crashTarget(url string) Target {
-	return Target{Name: "sink", URL: url, MaxAttempts: 1_000_000, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	return Target{Name: "sink", URL: url, Timeout: time.Second, MaxAttempts: 1_000_000,
+		BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
 }
 
 // TestCrashLosesNoEvent runs TestHelperProcessEmit in a child process that
-// emits events as fast as it can to a receiver that refuses connections,
-// printing each id once Emit has returned, kills it with SIGKILL at an
-// arbitrary moment, and checks that an outbox opened on the child's DB
-// delivers every event the child acknowledged.
+// runs the embedded engine of a state_dir and emits events into it as fast
+// as it can, delivering them to a receiver that refuses connections and
+// printing each id once Emit has returned; it kills the child, engine and
+// all, with SIGKILL at an arbitrary moment, starts the engine again on the
+// same state_dir and checks that an outbox opened there delivers every
+// event the child acknowledged.
 func TestCrashLosesNoEvent(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessEmit$")
-	cmd.Env = append(os.Environ(), "OUTBOX_HELPER_DB="+path, "OUTBOX_HELPER_URL="+closedURL(t))
+	cmd.Env = append(os.Environ(), "OUTBOX_HELPER_DIR="+dir, "OUTBOX_HELPER_URL="+closedURL(t))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -63,8 +69,9 @@ func TestCrashLosesNoEvent(t *testing.T) {
 		t.Fatalf("the child acknowledged %d events, fewer than %d, before it ended:\n%s", len(acked), killAfter, stderr.Bytes())
 	}
 
+	e := enginetest.StartIn(t, dir)
 	recv := newReceiver(t, always(http.StatusOK))
-	ob := open(t, Options{DB: openDB(t, path), Targets: []Target{crashTarget(recv.URL)}})
+	ob := started(t, e, Options{Name: "crash", Targets: []Target{crashTarget(recv.URL)}})
 	waitFor(t, "every acknowledged event", func() bool {
 		seen := map[string]bool{}
 		for _, id := range recv.ids(t) {
@@ -84,20 +91,27 @@ func TestCrashLosesNoEvent(t *testing.T) {
 // TestHelperProcessEmit is the child of TestCrashLosesNoEvent; it does
 // nothing in a normal run.
 func TestHelperProcessEmit(t *testing.T) {
-	path := os.Getenv("OUTBOX_HELPER_DB")
-	if path == "" {
+	dir := os.Getenv("OUTBOX_HELPER_DIR")
+	if dir == "" {
 		t.Skip("the helper process of TestCrashLosesNoEvent")
 	}
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	db, err := bbolt.Open(path, 0o600, nil)
+	log := slog.New(slog.DiscardHandler)
+	if _, err := engine.StartEmbedded(dir, log); err != nil {
+		fail(err)
+	}
+	conn, err := engine.Connect(engine.Config{}, dir, "crash-child", log)
 	if err != nil {
 		fail(err)
 	}
-	ob, err := Open(Options{DB: db, Targets: []Target{crashTarget(os.Getenv("OUTBOX_HELPER_URL"))}})
+	ob, err := Open(Options{Conn: conn, Name: "crash", Targets: []Target{crashTarget(os.Getenv("OUTBOX_HELPER_URL"))}})
 	if err != nil {
+		fail(err)
+	}
+	if err := ob.Start(); err != nil {
 		fail(err)
 	}
 	for i := 0; ; i++ {
@@ -105,9 +119,9 @@ func TestHelperProcessEmit(t *testing.T) {
 		if err != nil {
 			fail(err)
 		}
-		if err := ob.Emit(e); err != nil {
+		if err := ob.Emit(context.Background(), e); err != nil {
 			fail(err)
 		}
-		fmt.Fprintln(os.Stdout, e.ID) // one write, after the commit
+		fmt.Fprintln(os.Stdout, e.ID) // one write, after the engine's acknowledgement
 	}
 }

@@ -1,8 +1,6 @@
 package outbox
 
 import (
-	"bytes"
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,41 +10,41 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"go.etcd.io/bbolt"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
 // Errors of an Outbox.
 var (
 	ErrClosed   = errors.New("outbox: closed")
-	ErrFull     = errors.New("outbox: too many pending deliveries; check that the webhook targets are reachable")
-	ErrNotFound = errors.New("outbox: no such delivery")
-	ErrNotDead  = errors.New("outbox: delivery is not dead-lettered")
+	ErrFull     = errors.New("outbox: too many undelivered events; check that the webhook targets are reachable")
+	ErrNotFound = errors.New("outbox: no such dead letter")
 )
 
-// The buckets of the outbox in the caller's bbolt file. Events are keyed by
-// id and hold the CloudEvent as sent; deliveries are keyed by
-// "<event id>\x00<target name>" and hold a record.
-var (
-	eventsBucket     = []byte("outbox.events")
-	deliveriesBucket = []byte("outbox.deliveries")
-)
+// dedupeWindow is how long the stream remembers an event id: an event
+// emitted again within it is not stored again.
+const dedupeWindow = 10 * time.Minute
 
-// record is the stored state of one delivery of one event to one target.
-type record struct {
-	Seq       uint64    `json:"seq"` // the event's emit order
-	Type      string    `json:"type"`
-	Subject   string    `json:"subject,omitempty"`
-	Dead      bool      `json:"dead,omitempty"`
-	Attempts  int       `json:"attempts"`
-	Due       time.Time `json:"due"`
-	LastError string    `json:"last_error,omitempty"`
-	DeadAt    time.Time `json:"dead_at,omitzero"`
-}
+// ackMargin is what a target's AckWait adds to its Timeout: the time to
+// record the outcome of an attempt after the POST has ended.
+const ackMargin = 5 * time.Second
+
+// requestTimeout bounds one request to the engine made without a caller's
+// context.
+const requestTimeout = 10 * time.Second
+
+// targetMetaKey is the metadata key of a target's consumer that holds the
+// target's name; consumers without it are not the outbox's.
+const targetMetaKey = "infergate_target"
 
 // DeadLetter is a delivery that failed its target's last attempt.
 type DeadLetter struct {
@@ -57,16 +55,33 @@ type DeadLetter struct {
 	Attempts  int       `json:"attempts"`
 	LastError string    `json:"last_error"`
 	DeadAt    time.Time `json:"dead_at"`
+	// Replica is the replica that made the last attempt.
+	Replica string `json:"replica,omitempty"`
+	// Event is the CloudEvent as it was emitted; Redrive sends it again.
+	Event json.RawMessage `json:"event"`
 }
 
-// Options are what an Outbox is opened with. Only DB is required.
+// Options are what an Outbox is opened with. Conn and Name are required.
 type Options struct {
-	// DB holds the outbox's buckets. The caller opens and closes it, after
-	// Close.
-	DB *bbolt.DB
+	// Conn is the connection to the engine; the caller closes it after
+	// Close. Its Replicas is the replication of the stream and bucket.
+	Conn *engine.Conn
+	// Name names the producer, e.g. "gateway" or "retrain": its events go
+	// to the stream infergate_outbox_<Name>, its dead letters to the bucket
+	// infergate_deadletters_<Name>. Letters, digits, '_' and '-' only. Every
+	// replica of a producer opens the same Name.
+	Name string
 	// Targets are the webhook receivers; Open validates them.
 	Targets []Target
-	// Log gets one line per dead letter and redrive (default: discarded).
+	// Replica names this process in log lines and dead letters.
+	Replica string
+	// MayDeliver, when set, is asked before every POST and before every
+	// pull; while it returns false, this Outbox posts nothing and hands
+	// the events it holds back to the engine for another deliverer. A
+	// gateway passes "I still hold the leadership lease".
+	MayDeliver func() bool
+	// Log gets one line per delivery, dead letter and redrive (default:
+	// discarded).
 	Log *slog.Logger
 	// Metrics gets the outbox's series, removed again by Close (default: a
 	// private set). Only one open Outbox may use a set.
@@ -74,121 +89,107 @@ type Options struct {
 	// Client sends the deliveries (default: a client of its own that does
 	// not follow redirects); each attempt is bounded by its target's Timeout.
 	Client *http.Client
-	// Now is the clock (default time.Now).
+	// Now is the clock of signatures and dead letters (default time.Now).
 	Now func() time.Time
 	// Rand draws the backoff jitter (default: math/rand/v2's global source).
 	Rand *rand.Rand
-	// Concurrency bounds the deliveries in flight (default 4).
+	// Concurrency bounds the deliveries in flight while started (default 4).
 	Concurrency int
-	// MaxPending bounds the undelivered, not dead-lettered deliveries; Emit
-	// returns ErrFull beyond it (default 10000).
+	// MaxPending bounds the events that some target has not yet taken or
+	// given up on; Emit returns ErrFull beyond it (default 10000). Every
+	// replica should open with the same value: the last Open sets it.
 	MaxPending int
 }
 
-// Outbox keeps events in bbolt and delivers them to their targets. It is
-// safe for concurrent use; see the package documentation. Close it before
-// its DB.
+// Outbox keeps events in a JetStream stream and, while started, delivers
+// them to their targets. It is safe for concurrent use; see the package
+// documentation.
 type Outbox struct {
-	db        *bbolt.DB
-	targets   map[string]*target // immutable after Open
-	order     []*target          // Options.Targets order
-	log       *slog.Logger
-	client    *http.Client
-	ownClient bool
-	now       func() time.Time
-	rand      *rand.Rand // guarded by mu
-	max       int
+	js         jetstream.JetStream
+	stream     jetstream.Stream
+	streamName string
+	prefix     string // of the stream's subjects: "infergate.outbox.<name>."
+	dead       jetstream.KeyValue
+	targets    map[string]*target // immutable after Open
+	order      []*target          // Options.Targets order
+	log        *slog.Logger
+	client     *http.Client
+	ownClient  bool
+	now        func() time.Time
+	mayDeliver func() bool
+	replica    string
+	slots      chan struct{} // a token per delivery in flight
 
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the scheduler and the deliveries
-	wake   chan struct{}  // 1-buffered; merged triggers of the scheduler
-	slots  chan struct{}  // a token per delivery in flight
+	randMu sync.Mutex
+	rand   *rand.Rand // guarded by randMu; nil: the global source
 
-	closeMu sync.RWMutex // held for reading by the public methods, so Close waits for them
-	closed  bool         // guarded by closeMu
+	closed atomic.Bool
 
-	mu      sync.Mutex
-	queue   schedule // guarded by mu: pending deliveries not in flight
-	pending int      // guarded by mu: pending deliveries, queued or in flight
-	dead    int      // guarded by mu: dead letters
+	lifeMu sync.Mutex // serializes Start, Stop and Close
+	run    *run       // guarded by lifeMu; nil while stopped
 
 	metricsSet   *metrics.Set
 	metricsNames []string
+	lastPending  atomic.Int64 // reported when the engine does not answer a scrape
+	lastDead     atomic.Int64
 }
 
-// target is a Target with its defaults, secrets and series.
+// target is a Target with its defaults, secrets, consumer and series.
 type target struct {
 	Target
-	secret []byte
-	token  string
+	secret   []byte
+	token    string
+	durable  string // the consumer's name
+	redrive  string // the subject of its redriven events
+	consumer jetstream.Consumer
 
 	delivered      *metrics.Counter
 	failedAttempts *metrics.Counter
 	deadLettered   *metrics.Counter
 }
 
-// item is a pending delivery in the schedule.
-type item struct {
-	key    string
-	target *target
-	seq    uint64
-	due    time.Time
-}
-
-// schedule is a min-heap of items by due time, then emit order.
-type schedule []*item
-
-func (s schedule) Len() int { return len(s) }
-func (s schedule) Less(i, j int) bool {
-	if !s[i].due.Equal(s[j].due) {
-		return s[i].due.Before(s[j].due)
-	}
-	return s[i].seq < s[j].seq
-}
-func (s schedule) Swap(i, j int) { s[i], s[j] = s[j], s[i] }
-func (s *schedule) Push(x any)   { *s = append(*s, x.(*item)) }
-func (s *schedule) Pop() any {
-	old := *s
-	it := old[len(old)-1]
-	old[len(old)-1] = nil
-	*s = old[:len(old)-1]
-	return it
-}
-
-func deliveryKey(eventID, targetName string) string { return eventID + "\x00" + targetName }
-
-// Open creates the outbox's buckets in o.DB if needed, reads the targets'
-// secrets from the environment, schedules every pending delivery in the DB
-// and starts delivering. Deliveries to a target that is no longer configured
-// are dead-lettered. Close stops it.
+// Open creates or updates the producer's stream, one durable consumer per
+// target and the dead-letter bucket, reads the targets' secrets from the
+// environment and deletes the consumers of targets no longer configured,
+// dead-lettering what they had not yet taken. It does not deliver: Start
+// does. Close releases it.
 func Open(o Options) (*Outbox, error) {
-	if o.DB == nil {
-		return nil, errors.New("cannot open outbox: no bbolt DB")
+	if o.Conn == nil {
+		return nil, errors.New("cannot open outbox: no engine connection")
+	}
+	if o.Name == "" || strings.TrimLeft(o.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "" {
+		return nil, fmt.Errorf("cannot open outbox: name %q: must be letters, digits, '_' or '-'", o.Name)
 	}
 	if err := ValidateTargets("webhooks", o.Targets); err != nil {
-		return nil, fmt.Errorf("cannot open outbox: %w", err)
+		return nil, fmt.Errorf("cannot open outbox %s: %w", o.Name, err)
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Replica != "" {
+		o.Log = o.Log.With("replica", o.Replica)
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MayDeliver == nil {
+		o.MayDeliver = func() bool { return true }
+	}
 	ob := &Outbox{
-		db: o.DB, targets: make(map[string]*target), log: o.Log, client: o.Client, now: o.Now,
-		rand: o.Rand, max: cmpOr(o.MaxPending, 10000), wake: make(chan struct{}, 1),
-		slots: make(chan struct{}, cmpOr(o.Concurrency, 4)), metricsSet: o.Metrics,
+		js: o.Conn.JS, streamName: "infergate_outbox_" + o.Name, prefix: "infergate.outbox." + o.Name + ".",
+		targets: make(map[string]*target), log: o.Log, client: o.Client, now: o.Now, mayDeliver: o.MayDeliver,
+		replica: o.Replica, rand: o.Rand, slots: make(chan struct{}, cmpOr(o.Concurrency, 4)), metricsSet: o.Metrics,
 	}
 	for _, t := range o.Targets {
-		tg := &target{Target: t.WithDefaults()}
+		tg := &target{Target: t.WithDefaults(), durable: escape(t.Name)}
+		tg.redrive = ob.prefix + "redrive." + tg.durable
 		var err error
 		if tg.secret, err = fromEnv(t.SecretEnv); err != nil {
-			return nil, fmt.Errorf("cannot open outbox: webhook target %q: secret_env: %w", t.Name, err)
+			return nil, fmt.Errorf("cannot open outbox %s: webhook target %q: secret_env: %w", o.Name, t.Name, err)
 		}
 		token, err := fromEnv(t.TokenEnv)
 		if err != nil {
-			return nil, fmt.Errorf("cannot open outbox: webhook target %q: token_env: %w", t.Name, err)
+			return nil, fmt.Errorf("cannot open outbox %s: webhook target %q: token_env: %w", o.Name, t.Name, err)
 		}
 		tg.token = string(token)
 		if tg.secret == nil {
@@ -196,6 +197,11 @@ func Open(o Options) (*Outbox, error) {
 		}
 		ob.targets[t.Name] = tg
 		ob.order = append(ob.order, tg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*requestTimeout)
+	defer cancel()
+	if err := ob.provision(ctx, o.Conn.Replicas, cmpOr(o.MaxPending, 10000)); err != nil {
+		return nil, fmt.Errorf("cannot open outbox %s: %w", o.Name, err)
 	}
 	if ob.client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -205,15 +211,164 @@ func Open(o Options) (*Outbox, error) {
 		}
 		ob.ownClient = true
 	}
-	if err := ob.load(); err != nil {
-		return nil, fmt.Errorf("cannot open outbox: %w", err)
-	}
+	pending, _ := ob.pending(ctx)
+	dead, _ := ob.countDeadLetters(ctx)
+	ob.lastPending.Store(int64(pending))
+	ob.lastDead.Store(int64(dead))
 	ob.registerMetrics()
-	ob.log.Info("webhook outbox opened", "targets", len(ob.order), "pending", ob.pending, "dead_letters", ob.dead)
-	ob.ctx, ob.cancel = context.WithCancel(context.Background())
-	ob.wg.Add(1)
-	go ob.run()
+	ob.log.Info("webhook outbox opened", "stream", ob.streamName, "targets", len(ob.order), "pending", pending, "dead_letters", dead)
 	return ob, nil
+}
+
+// provision creates or updates the stream, the bucket and the consumers,
+// and retires the consumers of targets that have gone.
+func (ob *Outbox) provision(ctx context.Context, replicas, maxPending int) error {
+	cfg := jetstream.StreamConfig{
+		Name:        ob.streamName,
+		Description: "infergate webhook outbox: events until every target has taken or given up on them",
+		Subjects:    []string{ob.prefix + ">"},
+		// A message goes once every consumer that takes it has acknowledged
+		// or terminated it.
+		Retention: jetstream.InterestPolicy,
+		// A full stream refuses new events rather than dropping old ones.
+		Discard:    jetstream.DiscardNew,
+		MaxMsgs:    int64(maxPending),
+		Storage:    jetstream.FileStorage,
+		Replicas:   max(replicas, 1),
+		Duplicates: dedupeWindow,
+	}
+	var err error
+	ob.stream, err = ob.js.CreateOrUpdateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// Another replica created it between our update and create.
+		ob.stream, err = ob.js.UpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot create or update stream %s: %w", ob.streamName, err)
+	}
+	bucket := "infergate_deadletters_" + strings.TrimPrefix(ob.streamName, "infergate_outbox_")
+	ob.dead, err = ob.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "infergate webhook dead letters, by target and event id",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+	})
+	if err != nil {
+		return fmt.Errorf("cannot create or update bucket %s: %w", bucket, err)
+	}
+	keep := map[string]bool{}
+	for _, t := range ob.order {
+		keep[t.durable] = true
+		t.consumer, err = ob.js.CreateOrUpdateConsumer(ctx, ob.streamName, jetstream.ConsumerConfig{
+			Durable:     t.durable,
+			Description: "webhook deliveries to " + t.Name,
+			// A target added later gets the events emitted after it.
+			DeliverPolicy:  jetstream.DeliverNewPolicy,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        t.Timeout + ackMargin,
+			MaxDeliver:     -1, // the outbox counts attempts and dead-letters
+			MaxAckPending:  maxPending,
+			FilterSubjects: ob.filters(t),
+			Metadata:       map[string]string{targetMetaKey: t.Name},
+		})
+		if err != nil {
+			return fmt.Errorf("cannot create or update the consumer of webhook target %q: %w", t.Name, err)
+		}
+	}
+	lister := ob.stream.ListConsumers(ctx)
+	var gone []*jetstream.ConsumerInfo
+	for info := range lister.Info() {
+		if info.Config.Metadata[targetMetaKey] != "" && !keep[info.Name] {
+			gone = append(gone, info)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return fmt.Errorf("cannot list the consumers of stream %s: %w", ob.streamName, err)
+	}
+	for _, info := range gone {
+		if err := ob.retire(ctx, info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// filters returns the subjects of t's consumer: those of the event types t
+// takes, and t's redrive subject.
+func (ob *Outbox) filters(t *target) []string {
+	if len(t.Events) == 0 {
+		return []string{ob.prefix + "event.>", t.redrive}
+	}
+	var subjects []string
+	for _, name := range t.Events {
+		if s := ob.eventSubject(fullType(name)); !slices.Contains(subjects, s) {
+			subjects = append(subjects, s)
+		}
+	}
+	return append(subjects, t.redrive)
+}
+
+func (ob *Outbox) eventSubject(typ string) string { return ob.prefix + "event." + typ }
+
+// retire dead-letters the events that the consumer of a target no longer
+// configured has not yet handed out, then deletes it. Events in flight at
+// another deliverer or waiting for their next attempt cannot be fetched
+// now: they are dropped, and counted in the log line.
+func (ob *Outbox) retire(ctx context.Context, info *jetstream.ConsumerInfo) error {
+	name := info.Config.Metadata[targetMetaKey]
+	cons, err := ob.stream.Consumer(ctx, info.Name)
+	if err != nil {
+		return fmt.Errorf("cannot retire the consumer of removed webhook target %q: %w", name, err)
+	}
+	deadLettered := 0
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return fmt.Errorf("cannot read the undelivered events of removed webhook target %q: %w", name, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			md, _ := msg.Metadata()
+			var e Event
+			if json.Unmarshal(msg.Data(), &e) == nil {
+				attempts := 0
+				if md != nil {
+					attempts = int(md.NumDelivered) - 1 // this delivery is no attempt
+				}
+				dl := DeadLetter{EventID: e.ID, EventType: e.Type, Subject: e.Subject, Target: name, Attempts: attempts,
+					LastError: fmt.Sprintf("webhook target %q is no longer configured", name), DeadAt: ob.now(),
+					Replica: ob.replica, Event: msg.Data()}
+				if err := ob.putDeadLetter(ctx, dl); err != nil {
+					msg.Nak()
+					return fmt.Errorf("cannot dead-letter the events of removed webhook target %q: %w", name, err)
+				}
+				deadLettered++
+			}
+			msg.Term()
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("cannot read the undelivered events of removed webhook target %q: %w", name, err)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	var dropped uint64
+	if info, err := cons.Info(ctx); err == nil {
+		dropped = info.NumPending + uint64(info.NumAckPending)
+	}
+	if err := ob.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("cannot delete the consumer of removed webhook target %q: %w", name, err)
+	}
+	if deadLettered > 0 || dropped > 0 {
+		ob.log.Error("webhook target removed: its undelivered events are dead-lettered, those in flight or waiting to retry dropped",
+			"target", name, "dead_lettered", deadLettered, "dropped", dropped)
+	} else {
+		ob.log.Info("webhook target removed", "target", name)
+	}
+	return nil
 }
 
 // fromEnv returns the value of the environment variable name, nil when name
@@ -236,61 +391,37 @@ func cmpOr(v, def int) int {
 	return v
 }
 
-// load creates the buckets, schedules the pending deliveries and
-// dead-letters those whose target has gone.
-func (ob *Outbox) load() error {
-	now := ob.now()
-	orphans := 0
-	err := ob.db.Update(func(tx *bbolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(eventsBucket); err != nil {
-			return err
+// escape maps s to letters, digits, '-' and '_' only, one to one: any
+// other byte, and '_' itself, becomes '_' and its two hex digits. The
+// result is a valid subject token, consumer name and bucket key.
+func escape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-':
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "_%02X", c)
 		}
-		d, err := tx.CreateBucketIfNotExists(deliveriesBucket)
-		if err != nil {
-			return err
-		}
-		updates := map[string][]byte{}
-		err = d.ForEach(func(k, v []byte) error {
-			var rec record
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("cannot decode delivery record %q: %w", k, err)
-			}
-			if rec.Dead {
-				ob.dead++
-				return nil
-			}
-			_, name, _ := strings.Cut(string(k), "\x00")
-			t := ob.targets[name]
-			if t == nil {
-				rec.Dead, rec.DeadAt, rec.LastError = true, now, fmt.Sprintf("webhook target %q is no longer configured", name)
-				b, _ := json.Marshal(rec)
-				updates[string(k)] = b
-				ob.dead++
-				orphans++
-				return nil
-			}
-			ob.queue = append(ob.queue, &item{key: string(k), target: t, seq: rec.Seq, due: rec.Due})
-			ob.pending++
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for k, v := range updates {
-			if err := d.Put([]byte(k), v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("cannot load pending deliveries: %w", err)
 	}
-	heap.Init(&ob.queue)
-	if orphans > 0 {
-		ob.log.Error("webhook deliveries dead-lettered: their target is no longer configured", "deliveries", orphans)
+	return b.String()
+}
+
+// deadLetterKey is the bucket key of the dead letter of event eventID to
+// the target called targetName.
+func deadLetterKey(targetName, eventID string) string {
+	return escape(targetName) + "." + escape(eventID)
+}
+
+// validType reports whether typ can be a part of a subject: tokens of
+// letters, digits, '_' and '-', separated by dots.
+func validType(typ string) bool {
+	for token := range strings.SplitSeq(typ, ".") {
+		if token == "" || strings.TrimLeft(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "" {
+			return false
+		}
 	}
-	return nil
+	return true
 }
 
 func (ob *Outbox) registerMetrics() {
@@ -305,27 +436,37 @@ func (ob *Outbox) registerMetrics() {
 		t.failedAttempts = set.NewCounter(name("infergate_webhook_failed_attempts_total" + label))
 		t.deadLettered = set.NewCounter(name("infergate_webhook_dead_lettered_total" + label))
 	}
-	locked := func(v *int) func() float64 {
-		return func() float64 { ob.mu.Lock(); defer ob.mu.Unlock(); return float64(*v) }
-	}
-	set.NewGauge(name("infergate_webhook_pending"), locked(&ob.pending))
-	set.NewGauge(name("infergate_webhook_dead_letters"), locked(&ob.dead))
+	// The gauges ask the engine at each scrape, so they are the fleet's;
+	// when it does not answer they repeat the last answer.
+	set.NewGauge(name("infergate_webhook_pending"), func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if n, err := ob.pending(ctx); err == nil && !ob.closed.Load() {
+			ob.lastPending.Store(int64(n))
+		}
+		return float64(ob.lastPending.Load())
+	})
+	set.NewGauge(name("infergate_webhook_dead_letters"), func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if n, err := ob.countDeadLetters(ctx); err == nil && !ob.closed.Load() {
+			ob.lastDead.Store(int64(n))
+		}
+		return float64(ob.lastDead.Load())
+	})
 }
 
-// Close stops delivering, cancels the requests in flight (their deliveries
-// stay pending, for the next Open) and waits for the outbox's goroutines.
-// It removes the outbox's series from Options.Metrics. The DB stays open.
-// Close is idempotent.
+// Close stops delivering as Stop does and removes the outbox's series from
+// Options.Metrics. The stream, its consumers and the dead letters stay in
+// the engine, for the next Open; the connection stays open. Close is
+// idempotent.
 func (ob *Outbox) Close() error {
-	ob.closeMu.Lock()
-	if ob.closed {
-		ob.closeMu.Unlock()
+	ob.lifeMu.Lock()
+	defer ob.lifeMu.Unlock()
+	if ob.closed.Swap(true) {
 		return nil
 	}
-	ob.closed = true
-	ob.closeMu.Unlock()
-	ob.cancel()
-	ob.wg.Wait()
+	ob.stopLocked()
 	if ob.ownClient {
 		ob.client.CloseIdleConnections()
 	}
@@ -335,312 +476,91 @@ func (ob *Outbox) Close() error {
 	return nil
 }
 
-// Emit stores e with one delivery per target that takes its type, in one
-// bbolt transaction: when Emit returns nil, e survives a crash and will be
-// delivered. An event that no target takes is not stored; one whose id is
-// already in the outbox is not stored again. Emit returns an error wrapping
-// ErrFull when Options.MaxPending deliveries are pending, and ErrClosed
-// after Close.
-func (ob *Outbox) Emit(e Event) error {
-	return ob.EmitWith(nil, e)
-}
-
-// EmitWith stores events as Emit does and runs also, when not nil, in the
-// same bbolt transaction of the outbox's DB: the caller's own writes and
-// the events they cause are committed together or not at all, so that a
-// crash can lose neither one without the other. An error of also aborts
-// the transaction and is returned as it is.
-func (ob *Outbox) EmitWith(also func(tx *bbolt.Tx) error, events ...Event) error {
-	ob.closeMu.RLock()
-	defer ob.closeMu.RUnlock()
-	if ob.closed {
+// Emit publishes each event that some target takes to the stream, with
+// its id as the message id, and returns once the engine has stored them
+// (on disk, on a quorum of a cluster): when Emit returns nil, the events
+// will be delivered. An event that no target takes is not published; one
+// whose id was emitted in the last ten minutes is not stored again. On an
+// error, the events before the one named are stored; emitting them again
+// is harmless. Emit returns an error wrapping ErrInvalidEvent for an event
+// that cannot be sent, ErrFull when the stream holds Options.MaxPending
+// undelivered events, and ErrClosed after Close.
+func (ob *Outbox) Emit(ctx context.Context, events ...Event) error {
+	if ob.closed.Load() {
 		return ErrClosed
 	}
 	type staged struct {
-		e       Event
-		body    []byte
-		targets []*target
+		id, subject string
+		body        []byte
 	}
 	var all []staged
-	want := 0
 	for _, e := range events {
 		if err := e.validate(); err != nil {
 			return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
+		}
+		if !slices.ContainsFunc(ob.order, func(t *target) bool { return t.wants(e.Type) }) {
+			continue
+		}
+		if !validType(e.Type) {
+			return fmt.Errorf("cannot emit event %q: %w: type %q is not dot-separated letters, digits, '_' and '-'", e.ID, ErrInvalidEvent, e.Type)
+		}
+		if strings.ContainsFunc(e.ID, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return fmt.Errorf("cannot emit event %q: %w: id contains a control character", e.ID, ErrInvalidEvent)
 		}
 		body, err := e.MarshalJSON()
 		if err != nil {
 			return fmt.Errorf("cannot emit event %q: %w", e.ID, err)
 		}
-		st := staged{e: e, body: body}
-		for _, t := range ob.order {
-			if t.wants(e.Type) {
-				st.targets = append(st.targets, t)
+		all = append(all, staged{e.ID, ob.eventSubject(e.Type), body})
+	}
+	for _, st := range all {
+		_, err := ob.js.PublishMsg(ctx, &nats.Msg{Subject: st.subject, Data: st.body},
+			jetstream.WithMsgID(st.id), jetstream.WithExpectStream(ob.streamName))
+		if err != nil {
+			if isFull(err) {
+				err = ErrFull
 			}
+			return fmt.Errorf("cannot emit event %q: %w", st.id, err)
 		}
-		want += len(st.targets)
-		all = append(all, st)
 	}
-	if want == 0 && also == nil {
-		return nil
-	}
-	ob.mu.Lock()
-	if ob.pending+want > ob.max {
-		ob.mu.Unlock()
-		return fmt.Errorf("cannot emit %s: %w", describe(events), ErrFull)
-	}
-	ob.pending += want // reserved, so that concurrent Emits respect max
-	ob.mu.Unlock()
-
-	now := ob.now()
-	var items []*item
-	var alsoErr error
-	err := ob.db.Update(func(tx *bbolt.Tx) error {
-		items = items[:0]
-		eventsB, deliveries := tx.Bucket(eventsBucket), tx.Bucket(deliveriesBucket)
-		for _, st := range all {
-			if len(st.targets) == 0 || eventsB.Get([]byte(st.e.ID)) != nil {
-				continue
-			}
-			seq, err := eventsB.NextSequence()
-			if err != nil {
-				return err
-			}
-			if err := eventsB.Put([]byte(st.e.ID), st.body); err != nil {
-				return err
-			}
-			rec, _ := json.Marshal(record{Seq: seq, Type: st.e.Type, Subject: st.e.Subject, Due: now})
-			for _, t := range st.targets {
-				key := deliveryKey(st.e.ID, t.Name)
-				if err := deliveries.Put([]byte(key), rec); err != nil {
-					return err
-				}
-				items = append(items, &item{key: key, target: t, seq: seq, due: now})
-			}
-		}
-		if also != nil {
-			alsoErr = also(tx)
-			return alsoErr
-		}
-		return nil
-	})
-	if err != nil {
-		items = nil
-	}
-	ob.mu.Lock()
-	ob.pending -= want - len(items)
-	for _, it := range items {
-		heap.Push(&ob.queue, it)
-	}
-	ob.mu.Unlock()
-	switch {
-	case alsoErr != nil:
-		return alsoErr
-	case err != nil:
-		return fmt.Errorf("cannot store %s: %w", describe(events), err)
-	}
-	ob.trigger()
 	return nil
 }
 
-// describe names events in an error: the one event's id, or how many.
-func describe(events []Event) string {
-	if len(events) == 1 {
-		return fmt.Sprintf("event %q", events[0].ID)
-	}
-	return fmt.Sprintf("%d events", len(events))
+// isFull reports whether err is the stream's refusal of a message beyond
+// its limits.
+func isFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10077 && strings.Contains(apiErr.Description, "maximum")
 }
 
-// trigger wakes the scheduler; triggers merge while it is busy.
-func (ob *Outbox) trigger() {
-	select {
-	case ob.wake <- struct{}{}:
-	default:
-	}
-}
-
-// run is the scheduler: it starts the due deliveries while slots are free
-// and sleeps until the next one is due or something changes.
-func (ob *Outbox) run() {
-	defer ob.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		timer.Stop()
-		if wait, ok := ob.dispatch(); ok {
-			timer.Reset(wait)
-		}
-		select {
-		case <-ob.ctx.Done():
-			return
-		case <-ob.wake:
-		case <-timer.C:
-		}
-	}
-}
-
-// dispatch starts the due deliveries that fit in the free slots and returns
-// how long until the next one is due; ok is false when nothing is queued or
-// every slot is taken (a finishing delivery triggers the scheduler).
-func (ob *Outbox) dispatch() (wait time.Duration, ok bool) {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	now := ob.now()
-	for len(ob.queue) > 0 && ob.ctx.Err() == nil {
-		if d := ob.queue[0].due.Sub(now); d > 0 {
-			return d, true
-		}
-		select {
-		case ob.slots <- struct{}{}:
-		default:
-			return 0, false
-		}
-		it := heap.Pop(&ob.queue).(*item)
-		ob.wg.Add(1)
-		go ob.deliver(it)
-	}
-	return 0, false
-}
-
-// deliver makes one attempt of it and records the outcome.
-func (ob *Outbox) deliver(it *item) {
-	defer func() {
-		<-ob.slots
-		ob.trigger()
-		ob.wg.Done()
-	}()
-	eventID, _, _ := strings.Cut(it.key, "\x00")
-	var body []byte
-	var rec record
-	err := ob.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket(deliveriesBucket).Get([]byte(it.key))
-		body = bytes.Clone(tx.Bucket(eventsBucket).Get([]byte(eventID)))
-		if v == nil || body == nil {
-			return ErrNotFound
-		}
-		return json.Unmarshal(v, &rec)
-	})
+// putDeadLetter stores dl; a second store of the same delivery replaces
+// the first.
+func (ob *Outbox) putDeadLetter(ctx context.Context, dl DeadLetter) error {
+	b, err := json.Marshal(dl)
 	if err != nil {
-		ob.log.Error("cannot read webhook delivery", "event_id", eventID, "target", it.target.Name, "error", err)
-		ob.mu.Lock()
-		ob.pending--
-		ob.mu.Unlock()
-		return
+		return fmt.Errorf("cannot encode the dead letter of event %q: %w", dl.EventID, err)
 	}
-	retryAfter, err := ob.post(it.target, eventID, rec.Type, body)
-	switch {
-	case err == nil:
-		ob.delivered(it, eventID)
-	case ob.ctx.Err() != nil:
-		// Closing: the attempt does not count and the record stays pending.
-	default:
-		ob.failed(it, eventID, rec, err, retryAfter)
+	if _, err := ob.dead.Put(ctx, deadLetterKey(dl.Target, dl.EventID), b); err != nil {
+		return fmt.Errorf("cannot store the dead letter of event %q to %q: %w", dl.EventID, dl.Target, err)
 	}
-}
-
-// delivered removes the delivery's record, and the event's with its last.
-func (ob *Outbox) delivered(it *item, eventID string) {
-	err := ob.db.Update(func(tx *bbolt.Tx) error {
-		deliveries := tx.Bucket(deliveriesBucket)
-		if err := deliveries.Delete([]byte(it.key)); err != nil {
-			return err
-		}
-		prefix := []byte(eventID + "\x00")
-		if k, _ := deliveries.Cursor().Seek(prefix); !bytes.HasPrefix(k, prefix) {
-			return tx.Bucket(eventsBucket).Delete([]byte(eventID))
-		}
-		return nil
-	})
-	if err != nil {
-		// The receiver has it; after a restart it gets it again.
-		ob.log.Error("cannot remove delivered webhook record", "event_id", eventID, "target", it.target.Name, "error", err)
-	}
-	it.target.delivered.Inc()
-	ob.log.Info("webhook delivered", "event_id", eventID, "target", it.target.Name)
-	ob.mu.Lock()
-	ob.pending--
-	ob.mu.Unlock()
-}
-
-// failed counts a failed attempt and schedules the next, or dead-letters the
-// delivery after its last.
-func (ob *Outbox) failed(it *item, eventID string, rec record, cause error, retryAfter time.Duration) {
-	t := it.target
-	t.failedAttempts.Inc()
-	rec.Attempts++
-	rec.LastError = cause.Error()
-	if len(rec.LastError) > 1024 {
-		rec.LastError = rec.LastError[:1024]
-	}
-	now := ob.now()
-	dead := rec.Attempts >= t.MaxAttempts
-	if dead {
-		rec.Dead, rec.DeadAt = true, now
-	} else {
-		rec.Due = now.Add(ob.backoff(t, rec.Attempts, retryAfter))
-	}
-	b, _ := json.Marshal(rec)
-	err := ob.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(deliveriesBucket).Put([]byte(it.key), b) })
-	if err != nil {
-		// Keep retrying from memory; the record on disk keeps its old state.
-		ob.log.Error("cannot update webhook delivery record", "event_id", eventID, "target", t.Name, "error", err)
-	}
-	ob.mu.Lock()
-	if dead {
-		ob.pending--
-		ob.dead++
-	} else {
-		it.due = rec.Due
-		heap.Push(&ob.queue, it)
-	}
-	ob.mu.Unlock()
-	if dead {
-		t.deadLettered.Inc()
-		ob.log.Error("webhook delivery dead-lettered", "event_id", eventID, "type", rec.Type, "subject", rec.Subject,
-			"target", t.Name, "attempts", rec.Attempts, "error", rec.LastError)
-	}
-}
-
-// backoff returns the delay after the attempts-th failed attempt: drawn
-// uniformly from [0, min(BackoffMax, BackoffBase*2^(attempts-1))], but no
-// less than the receiver's Retry-After, and never above BackoffMax.
-func (ob *Outbox) backoff(t *target, attempts int, retryAfter time.Duration) time.Duration {
-	ceiling := t.BackoffBase
-	for i := 1; i < attempts && ceiling < t.BackoffMax; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, t.BackoffMax)
-	var d time.Duration
-	if ob.rand != nil {
-		ob.mu.Lock()
-		d = time.Duration(ob.rand.Int64N(int64(ceiling) + 1))
-		ob.mu.Unlock()
-	} else {
-		d = time.Duration(rand.Int64N(int64(ceiling) + 1))
-	}
-	return min(max(d, retryAfter), t.BackoffMax)
+	return nil
 }
 
 // DeadLetters returns the dead-lettered deliveries, oldest first.
 func (ob *Outbox) DeadLetters() ([]DeadLetter, error) {
-	ob.closeMu.RLock()
-	defer ob.closeMu.RUnlock()
-	if ob.closed {
+	if ob.closed.Load() {
 		return nil, ErrClosed
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
 	var dls []DeadLetter
-	err := ob.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(deliveriesBucket).ForEach(func(k, v []byte) error {
-			var rec record
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("cannot decode delivery record %q: %w", k, err)
-			}
-			if rec.Dead {
-				id, name, _ := strings.Cut(string(k), "\x00")
-				dls = append(dls, DeadLetter{EventID: id, EventType: rec.Type, Subject: rec.Subject, Target: name,
-					Attempts: rec.Attempts, LastError: rec.LastError, DeadAt: rec.DeadAt})
-			}
-			return nil
-		})
+	err := ob.eachDeadLetter(ctx, false, func(e jetstream.KeyValueEntry) error {
+		var dl DeadLetter
+		if err := json.Unmarshal(e.Value(), &dl); err != nil {
+			return fmt.Errorf("cannot decode dead letter %q: %w", e.Key(), err)
+		}
+		dls = append(dls, dl)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot list dead letters: %w", err)
@@ -654,61 +574,109 @@ func (ob *Outbox) DeadLetters() ([]DeadLetter, error) {
 	return dls, nil
 }
 
-// Redrive puts the dead-lettered delivery of event eventID to target back
-// to pending with its attempts reset, due now. It returns an error wrapping
-// ErrNotFound when there is no such delivery or target, and ErrNotDead when
-// the delivery is still pending.
+// countDeadLetters returns the number of dead letters.
+func (ob *Outbox) countDeadLetters(ctx context.Context) (int, error) {
+	n := 0
+	err := ob.eachDeadLetter(ctx, true, func(jetstream.KeyValueEntry) error { n++; return nil })
+	return n, err
+}
+
+// eachDeadLetter calls f with every dead letter in the bucket, without its
+// value when metaOnly.
+func (ob *Outbox) eachDeadLetter(ctx context.Context, metaOnly bool, f func(jetstream.KeyValueEntry) error) error {
+	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
+	if metaOnly {
+		opts = append(opts, jetstream.MetaOnly())
+	}
+	w, err := ob.dead.WatchAll(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil { // the end of the values present at the start
+				return nil
+			}
+			if err := f(e); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Redrive sends the dead-lettered event eventID to the target called
+// targetName again, as a new message with its attempts counted from zero,
+// and then removes the dead letter. It returns an error wrapping
+// ErrNotFound when the target is not configured or the event has no dead
+// letter for it (it is pending, delivered or was never emitted), ErrFull
+// when the stream is full, and ErrClosed after Close. A crash between the
+// send and the removal leaves the dead letter; redriving it again within
+// ten minutes sends nothing more.
 func (ob *Outbox) Redrive(eventID, targetName string) error {
-	ob.closeMu.RLock()
-	defer ob.closeMu.RUnlock()
-	if ob.closed {
+	if ob.closed.Load() {
 		return ErrClosed
 	}
 	t := ob.targets[targetName]
 	if t == nil {
 		return fmt.Errorf("cannot redrive event %q to %q: %w: the target is not configured", eventID, targetName, ErrNotFound)
 	}
-	key := deliveryKey(eventID, targetName)
-	now := ob.now()
-	var rec record
-	err := ob.db.Update(func(tx *bbolt.Tx) error {
-		deliveries := tx.Bucket(deliveriesBucket)
-		v := deliveries.Get([]byte(key))
-		if v == nil {
-			return ErrNotFound
-		}
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("cannot decode delivery record: %w", err)
-		}
-		if !rec.Dead {
-			return ErrNotDead
-		}
-		rec.Dead, rec.Attempts, rec.DeadAt, rec.LastError, rec.Due = false, 0, time.Time{}, "", now
-		b, _ := json.Marshal(rec)
-		return deliveries.Put([]byte(key), b)
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	key := deadLetterKey(targetName, eventID)
+	entry, err := ob.dead.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("cannot redrive event %q to %q: %w", eventID, targetName, ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot redrive event %q to %q: %w", eventID, targetName, err)
 	}
-	ob.mu.Lock()
-	ob.dead--
-	ob.pending++
-	heap.Push(&ob.queue, &item{key: key, target: t, seq: rec.Seq, due: now})
-	ob.mu.Unlock()
-	ob.trigger()
-	ob.log.Info("webhook delivery re-driven", "event_id", eventID, "type", rec.Type, "target", targetName)
+	var dl DeadLetter
+	if err := json.Unmarshal(entry.Value(), &dl); err != nil || len(dl.Event) == 0 {
+		return fmt.Errorf("cannot redrive event %q to %q: cannot decode its dead letter: %v", eventID, targetName, err)
+	}
+	// The revision is new with every dead letter, so the message id is
+	// new for each redrive of a new failure, and the same for a retried
+	// redrive of one.
+	msgID := eventID + "/redrive/" + strconv.FormatUint(entry.Revision(), 10)
+	_, err = ob.js.PublishMsg(ctx, &nats.Msg{Subject: t.redrive, Data: dl.Event},
+		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(ob.streamName))
+	if err != nil {
+		if isFull(err) {
+			err = ErrFull
+		}
+		return fmt.Errorf("cannot redrive event %q to %q: %w", eventID, targetName, err)
+	}
+	if err := ob.dead.Delete(ctx, key, jetstream.LastRevision(entry.Revision())); err != nil {
+		ob.log.Warn("webhook delivery re-driven, but its dead letter stays", "event_id", eventID, "target", targetName, "error", err)
+	}
+	ob.log.Info("webhook delivery re-driven", "event_id", eventID, "type", dl.EventType, "target", targetName)
 	return nil
 }
 
 // Pending returns the number of deliveries not yet made and not
-// dead-lettered, including those in flight.
+// dead-lettered, including those in flight and those waiting for their
+// next attempt, over every target: the fleet's, not this process's.
 func (ob *Outbox) Pending() (int, error) {
-	ob.closeMu.RLock()
-	defer ob.closeMu.RUnlock()
-	if ob.closed {
+	if ob.closed.Load() {
 		return 0, ErrClosed
 	}
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	return ob.pending, nil
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	return ob.pending(ctx)
+}
+
+func (ob *Outbox) pending(ctx context.Context) (int, error) {
+	n := 0
+	for _, t := range ob.order {
+		info, err := t.consumer.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("cannot read the pending deliveries to %q: %w", t.Name, err)
+		}
+		n += int(info.NumPending) + info.NumAckPending
+	}
+	return n, nil
 }

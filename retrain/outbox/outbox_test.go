@@ -2,22 +2,26 @@ package outbox
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	"go.etcd.io/bbolt"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 )
 
 // receiver is a webhook receiver on loopback that records every request and
@@ -74,6 +78,18 @@ func (r *receiver) ids(t *testing.T) []string {
 	return ids
 }
 
+// count returns how often the receiver got event id.
+func (r *receiver) count(t *testing.T, id string) int {
+	t.Helper()
+	n := 0
+	for _, got := range r.ids(t) {
+		if got == id {
+			n++
+		}
+	}
+	return n
+}
+
 // closedURL returns a loopback URL that refuses connections.
 func closedURL(t *testing.T) string {
 	t.Helper()
@@ -86,20 +102,13 @@ func closedURL(t *testing.T) string {
 	return "http://" + addr + "/hook"
 }
 
-func openDB(t *testing.T, path string) *bbolt.DB {
+// open opens an outbox called "test" on e with o, closed when t ends.
+func open(t *testing.T, e *enginetest.Engine, o Options) *Outbox {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	o.Conn = e.Conn
+	if o.Name == "" {
+		o.Name = "test"
 	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func tempDB(t *testing.T) *bbolt.DB { return openDB(t, filepath.Join(t.TempDir(), "state.db")) }
-
-func open(t *testing.T, o Options) *Outbox {
-	t.Helper()
 	ob, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -108,18 +117,40 @@ func open(t *testing.T, o Options) *Outbox {
 	return ob
 }
 
-// fast is a target that retries within milliseconds.
-func fast(name, url string) Target {
-	return Target{Name: name, URL: url, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}
+// started opens an outbox as open does and starts delivering.
+func started(t *testing.T, e *enginetest.Engine, o Options) *Outbox {
+	t.Helper()
+	ob := open(t, e, o)
+	if err := ob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return ob
 }
 
-func emit(t *testing.T, ob *Outbox, typ string) Event {
+// fast is a target that retries within milliseconds.
+func fast(name, url string) Target {
+	return Target{Name: name, URL: url, Timeout: 5 * time.Second, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond}
+}
+
+// stuck is a target whose receiver refuses connections and that waits an
+// hour before its second attempt.
+func stuck(t *testing.T, name string) Target {
+	return Target{Name: name, URL: closedURL(t), BackoffBase: time.Hour, BackoffMax: time.Hour}
+}
+
+func newEvent(t *testing.T, typ string) Event {
 	t.Helper()
 	e, err := NewEvent("/infergate/test", typ, "iris/1", map[string]any{"share": 0.5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ob.Emit(e); err != nil {
+	return e
+}
+
+func emit(t *testing.T, ob *Outbox, typ string) Event {
+	t.Helper()
+	e := newEvent(t, typ)
+	if err := ob.Emit(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -146,47 +177,100 @@ func pendingIs(t *testing.T, ob *Outbox, want int) func() bool {
 	}
 }
 
+func pending(t *testing.T, ob *Outbox) int {
+	t.Helper()
+	n, err := ob.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// assertDrained checks that the stream keeps no event once every target
+// has taken or given up on it.
+func assertDrained(t *testing.T, e *enginetest.Engine, name string) {
+	t.Helper()
+	s, err := e.JS.Stream(context.Background(), "infergate_outbox_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 0 {
+		t.Fatalf("the stream keeps %d events after every delivery", n)
+	}
+}
+
+func metricsText(set *metrics.Set) string {
+	var out bytes.Buffer
+	set.WritePrometheus(&out)
+	return out.String()
+}
+
+// logBuffer collects an outbox's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+
 func TestDeliverySigned(t *testing.T) {
 	t.Setenv("OUTBOX_TEST_SECRET", "s3cret")
+	e := enginetest.Start(t)
 	recv := newReceiver(t, always(http.StatusAccepted))
 	set := metrics.NewSet()
-	ob := open(t, Options{DB: tempDB(t), Metrics: set,
+	var logs logBuffer
+	ob := started(t, e, Options{Metrics: set, Replica: "replica-1", Log: logs.logger(),
 		Targets: []Target{{Name: "ci", URL: recv.URL, SecretEnv: "OUTBOX_TEST_SECRET"}}})
-	e := emit(t, ob, TypeDriftDetected)
-	waitFor(t, "the delivery", pendingIs(t, ob, 0))
+	ev := emit(t, ob, TypeDriftDetected)
+	waitFor(t, "the delivery", func() bool { return len(recv.requests()) == 1 })
+	waitFor(t, "the acknowledgement", pendingIs(t, ob, 0))
 
-	reqs := recv.requests()
-	if len(reqs) != 1 {
-		t.Fatalf("got %d requests, want 1", len(reqs))
-	}
-	req := reqs[0]
+	req := recv.requests()[0]
 	if err := Verify(req.header.Get(SignatureHeader), []byte("s3cret"), req.body, time.Now(), time.Minute); err != nil {
 		t.Fatalf("the receiver cannot verify the delivery: %v", err)
 	}
 	if ct := req.header.Get("Content-Type"); ct != ContentType {
 		t.Fatalf("Content-Type %q, want %q", ct, ContentType)
 	}
-	if id := req.header.Get("ce-id"); id != e.ID {
-		t.Fatalf("ce-id %q, want %q", id, e.ID)
+	if id := req.header.Get("ce-id"); id != ev.ID {
+		t.Fatalf("ce-id %q, want %q", id, ev.ID)
 	}
 	var got Event
-	if err := json.Unmarshal(req.body, &got); err != nil || got.ID != e.ID || got.Type != TypeDriftDetected || string(got.Data) != `{"share":0.5}` {
+	if err := json.Unmarshal(req.body, &got); err != nil || got.ID != ev.ID || got.Type != TypeDriftDetected || string(got.Data) != `{"share":0.5}` {
 		t.Fatalf("the receiver got %s (%v)", req.body, err)
 	}
+	assertDrained(t, e, "test")
 
-	var out bytes.Buffer
-	set.WritePrometheus(&out)
-	for _, line := range []string{`infergate_webhook_deliveries_total{target="ci"} 1`, `infergate_webhook_pending 0`} {
-		if !strings.Contains(out.String(), line+"\n") {
-			t.Fatalf("metrics lack %q:\n%s", line, out.String())
+	out := metricsText(set)
+	for _, line := range []string{`infergate_webhook_deliveries_total{target="ci"} 1`, `infergate_webhook_pending 0`, `infergate_webhook_dead_letters 0`} {
+		if !strings.Contains(out, line+"\n") {
+			t.Fatalf("metrics lack %q:\n%s", line, out)
 		}
 	}
+	waitFor(t, "the delivery's log line", func() bool {
+		return strings.Contains(logs.String(), `msg="webhook delivered" replica=replica-1 event_id=`+ev.ID)
+	})
 	ob.Close()
 	if names := set.ListMetricNames(); len(names) != 0 {
 		t.Fatalf("Close left series behind: %v", names)
 	}
-	if err := ob.Emit(e); !errors.Is(err, ErrClosed) {
+	if err := ob.Emit(context.Background(), ev); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Emit after Close: got %v, want ErrClosed", err)
+	}
+	if err := ob.Start(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close: got %v, want ErrClosed", err)
 	}
 	if err := ob.Close(); err != nil {
 		t.Fatal(err)
@@ -195,11 +279,12 @@ func TestDeliverySigned(t *testing.T) {
 
 func TestGitHubDispatch(t *testing.T) {
 	t.Setenv("OUTBOX_TEST_TOKEN", "ghp_test")
+	e := enginetest.Start(t)
 	recv := newReceiver(t, always(http.StatusNoContent))
-	ob := open(t, Options{DB: tempDB(t), Targets: []Target{
+	ob := started(t, e, Options{Targets: []Target{
 		{Name: "gh", URL: recv.URL + "/repos/o/r/dispatches", Format: FormatGitHubDispatch, TokenEnv: "OUTBOX_TEST_TOKEN"}}})
-	e := emit(t, ob, TypeDriftDetected)
-	waitFor(t, "the delivery", pendingIs(t, ob, 0))
+	ev := emit(t, ob, TypeDriftDetected)
+	waitFor(t, "the delivery", func() bool { return len(recv.requests()) == 1 })
 
 	req := recv.requests()[0]
 	if h := req.header.Get("Authorization"); h != "Bearer ghp_test" {
@@ -222,12 +307,13 @@ func TestGitHubDispatch(t *testing.T) {
 	if err := json.Unmarshal(body.ClientPayload, &payload); err != nil {
 		t.Fatalf("client_payload is not a CloudEvent: %v", err)
 	}
-	if body.EventType != TypeDriftDetected || payload.ID != e.ID || payload.Subject != "iris/1" {
+	if body.EventType != TypeDriftDetected || payload.ID != ev.ID || payload.Subject != "iris/1" {
 		t.Fatalf("unexpected body %s", req.body)
 	}
 }
 
 func TestRetryUntilDelivered(t *testing.T) {
+	e := enginetest.Start(t)
 	recv := newReceiver(t, func(n int) int {
 		if n <= 3 {
 			return http.StatusServiceUnavailable
@@ -235,49 +321,89 @@ func TestRetryUntilDelivered(t *testing.T) {
 		return http.StatusOK
 	})
 	set := metrics.NewSet()
-	ob := open(t, Options{DB: tempDB(t), Metrics: set, Rand: rand.New(rand.NewPCG(1, 2)), Targets: []Target{fast("ci", recv.URL)}})
-	e := emit(t, ob, TypeCanaryPromoted)
-	waitFor(t, "the delivery", pendingIs(t, ob, 0))
-	if ids := recv.ids(t); len(ids) != 4 || ids[3] != e.ID {
+	ob := started(t, e, Options{Metrics: set, Rand: rand.New(rand.NewPCG(1, 2)), Targets: []Target{fast("ci", recv.URL)}})
+	ev := emit(t, ob, TypeCanaryPromoted)
+	waitFor(t, "the delivery", func() bool { return len(recv.requests()) == 4 })
+	waitFor(t, "the acknowledgement", pendingIs(t, ob, 0))
+	if ids := recv.ids(t); len(ids) != 4 || ids[3] != ev.ID {
 		t.Fatalf("got %d requests, want 3 failed and 1 delivered", len(ids))
 	}
 	if dls, err := ob.DeadLetters(); err != nil || len(dls) != 0 {
 		t.Fatalf("dead letters %v, %v", dls, err)
 	}
-	var out bytes.Buffer
-	set.WritePrometheus(&out)
-	if !strings.Contains(out.String(), `infergate_webhook_failed_attempts_total{target="ci"} 3`+"\n") {
-		t.Fatalf("metrics:\n%s", out.String())
+	out := metricsText(set)
+	for _, line := range []string{`infergate_webhook_failed_attempts_total{target="ci"} 3`, `infergate_webhook_deliveries_total{target="ci"} 1`} {
+		if !strings.Contains(out, line+"\n") {
+			t.Fatalf("metrics lack %q:\n%s", line, out)
+		}
+	}
+}
+
+// TestRetryAfterIsHonoured: a 429 with Retry-After: 1 delays the next
+// attempt by at least a second although the target's backoff is a
+// millisecond.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	e := enginetest.Start(t)
+	var mu sync.Mutex
+	var at []time.Time
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		at = append(at, time.Now())
+		n := len(at)
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	}))
+	defer recv.Close()
+	tg := fast("ci", recv.URL)
+	tg.BackoffMax = 2 * time.Second
+	ob := started(t, e, Options{Targets: []Target{tg}})
+	emit(t, ob, TypeDriftDetected)
+	waitFor(t, "the second attempt", func() bool { mu.Lock(); defer mu.Unlock(); return len(at) == 2 })
+	if d := at[1].Sub(at[0]); d < time.Second {
+		t.Fatalf("the second attempt came %s after a Retry-After of 1s", d)
 	}
 }
 
 func TestDeadLetterAndRedrive(t *testing.T) {
+	e := enginetest.Start(t)
 	var mu sync.Mutex
 	code := http.StatusInternalServerError
 	recv := newReceiver(t, func(int) int { mu.Lock(); defer mu.Unlock(); return code })
 	tg := fast("ci", recv.URL)
 	tg.MaxAttempts = 3
-	db := tempDB(t)
-	ob := open(t, Options{DB: db, Targets: []Target{tg}})
-	e := emit(t, ob, TypeRetrainFailed)
-	waitFor(t, "the dead letter", pendingIs(t, ob, 0))
+	set := metrics.NewSet()
+	ob := started(t, e, Options{Targets: []Target{tg}, Replica: "r1", Metrics: set})
+	ev := emit(t, ob, TypeRetrainFailed)
+	waitFor(t, "the dead letter", func() bool { dls, _ := ob.DeadLetters(); return len(dls) == 1 })
+	waitFor(t, "the termination", pendingIs(t, ob, 0))
 
 	dls, err := ob.DeadLetters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dls) != 1 {
-		t.Fatalf("got %d dead letters, want 1", len(dls))
-	}
 	dl := dls[0]
-	if dl.EventID != e.ID || dl.EventType != TypeRetrainFailed || dl.Target != "ci" || dl.Attempts != 3 ||
-		!strings.Contains(dl.LastError, "500") || dl.DeadAt.IsZero() {
+	var body Event
+	if err := json.Unmarshal(dl.Event, &body); err != nil || body.ID != ev.ID {
+		t.Fatalf("the dead letter keeps %s as its event (%v)", dl.Event, err)
+	}
+	if dl.EventID != ev.ID || dl.EventType != TypeRetrainFailed || dl.Subject != "iris/1" || dl.Target != "ci" || dl.Attempts != 3 ||
+		!strings.Contains(dl.LastError, "500") || dl.DeadAt.IsZero() || dl.Replica != "r1" {
 		t.Fatalf("unexpected dead letter %+v", dl)
 	}
 	if n := len(recv.requests()); n != 3 {
 		t.Fatalf("got %d attempts, want 3", n)
 	}
-	if err := ob.Redrive(e.ID, "nobody"); !errors.Is(err, ErrNotFound) {
+	out := metricsText(set)
+	for _, line := range []string{`infergate_webhook_dead_lettered_total{target="ci"} 1`, `infergate_webhook_dead_letters 1`, `infergate_webhook_failed_attempts_total{target="ci"} 3`} {
+		if !strings.Contains(out, line+"\n") {
+			t.Fatalf("metrics lack %q:\n%s", line, out)
+		}
+	}
+	if err := ob.Redrive(ev.ID, "nobody"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Redrive to an unknown target: got %v", err)
 	}
 	if err := ob.Redrive("no-such-event", "ci"); !errors.Is(err, ErrNotFound) {
@@ -287,54 +413,111 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	mu.Lock()
 	code = http.StatusOK
 	mu.Unlock()
-	if err := ob.Redrive(e.ID, "ci"); err != nil {
+	if err := ob.Redrive(ev.ID, "ci"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the redriven delivery", pendingIs(t, ob, 0))
-	if ids := recv.ids(t); len(ids) != 4 || ids[3] != e.ID {
-		t.Fatalf("got %d requests, want 4", len(ids))
+	waitFor(t, "the redriven delivery", func() bool { return len(recv.requests()) == 4 })
+	waitFor(t, "its acknowledgement", pendingIs(t, ob, 0))
+	if ids := recv.ids(t); ids[3] != ev.ID {
+		t.Fatalf("the redrive delivered %s, want %s", ids[3], ev.ID)
 	}
 	if dls, err := ob.DeadLetters(); err != nil || len(dls) != 0 {
 		t.Fatalf("dead letters after the redrive: %v, %v", dls, err)
 	}
-	if err := ob.Redrive(e.ID, "ci"); !errors.Is(err, ErrNotFound) {
+	if err := ob.Redrive(ev.ID, "ci"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Redrive of a delivered event: got %v", err)
 	}
-	assertEmpty(t, db)
+	assertDrained(t, e, "test")
 }
 
-// assertEmpty checks that no event or delivery record is left in db.
-func assertEmpty(t *testing.T, db *bbolt.DB) {
-	t.Helper()
-	db.View(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{eventsBucket, deliveriesBucket} {
-			if n := tx.Bucket(b).Stats().KeyN; n != 0 {
-				t.Fatalf("bucket %s holds %d keys after every delivery", b, n)
-			}
+// TestRedriveFailsAgain: a redriven delivery that fails its last attempt
+// again is a dead letter again, and a second redrive delivers it (its
+// message id is new, so the stream does not drop it as a duplicate).
+func TestRedriveFailsAgain(t *testing.T) {
+	e := enginetest.Start(t)
+	var fail atomic.Int32
+	fail.Store(4)
+	recv := newReceiver(t, func(int) int {
+		if fail.Add(-1) >= 0 {
+			return http.StatusBadGateway
 		}
-		return nil
+		return http.StatusOK
 	})
+	tg := fast("ci", recv.URL)
+	tg.MaxAttempts = 2
+	ob := started(t, e, Options{Targets: []Target{tg}})
+	ev := emit(t, ob, TypeDriftDetected)
+	for round := range 2 {
+		waitFor(t, "the dead letter", func() bool { dls, _ := ob.DeadLetters(); return len(dls) == 1 })
+		if err := ob.Redrive(ev.ID, "ci"); err != nil {
+			t.Fatalf("redrive %d: %v", round+1, err)
+		}
+	}
+	waitFor(t, "the delivery", func() bool { return recv.count(t, ev.ID) == 5 })
+	waitFor(t, "its acknowledgement", pendingIs(t, ob, 0))
+	if dls, _ := ob.DeadLetters(); len(dls) != 0 {
+		t.Fatalf("dead letters after the delivery: %+v", dls)
+	}
 }
 
-func TestRedriveOfPendingDelivery(t *testing.T) {
-	ob := open(t, Options{DB: tempDB(t), Targets: []Target{{Name: "ci", URL: closedURL(t), BackoffBase: time.Hour, BackoffMax: time.Hour}}})
-	e := emit(t, ob, TypeDriftDetected)
-	if err := ob.Redrive(e.ID, "ci"); !errors.Is(err, ErrNotDead) {
-		t.Fatalf("got %v, want ErrNotDead", err)
+// TestDeadLetterThenCrash: a deliverer that stored the dead letter and
+// ended before it terminated the message leaves it to the next, which
+// terminates it without another attempt or another dead letter.
+func TestDeadLetterThenCrash(t *testing.T) {
+	e := enginetest.Start(t)
+	recv := newReceiver(t, always(http.StatusInternalServerError))
+	tg := fast("ci", recv.URL)
+	tg.MaxAttempts = 1
+	set := metrics.NewSet()
+	ob := open(t, e, Options{Targets: []Target{tg}, Metrics: set})
+	ev := emit(t, ob, TypeDriftDetected)
+
+	// The first deliverer's last attempt: it takes the message, stores the
+	// dead letter and is gone; the engine hands the message out again.
+	batch, err := ob.targets["ci"].consumer.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := <-batch.Messages()
+	if msg == nil {
+		t.Fatalf("no message to take: %v", batch.Error())
+	}
+	if err := ob.putDeadLetter(context.Background(), DeadLetter{EventID: ev.ID, EventType: ev.Type, Target: "ci", Attempts: 1,
+		LastError: "the receiver answered 500", DeadAt: time.Now(), Event: msg.Data()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := msg.Nak(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := ob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the termination", pendingIs(t, ob, 0))
+	if n := len(recv.requests()); n != 0 {
+		t.Fatalf("%d attempts after the last", n)
+	}
+	if dls, err := ob.DeadLetters(); err != nil || len(dls) != 1 || dls[0].EventID != ev.ID {
+		t.Fatalf("dead letters %+v, %v; want the one", dls, err)
+	}
+	if out := metricsText(set); !strings.Contains(out, `infergate_webhook_dead_lettered_total{target="ci"} 0`+"\n") {
+		t.Fatalf("the dead letter was counted again:\n%s", out)
 	}
 }
 
 func TestEventFilter(t *testing.T) {
+	e := enginetest.Start(t)
 	drift, canary, all := newReceiver(t, always(200)), newReceiver(t, always(200)), newReceiver(t, always(200))
-	ob := open(t, Options{DB: tempDB(t), Targets: []Target{
-		{Name: "drift", URL: drift.URL, Events: []string{"drift.detected", "drift.resolved"}},
-		{Name: "canary", URL: canary.URL, Events: []string{TypeCanaryPromoted, "canary.rolledback"}},
+	ob := started(t, e, Options{Targets: []Target{
+		{Name: "drift", URL: drift.URL, Events: []string{"drift.detected", "drift.resolved", TypeDriftDetected}},
+		{Name: "canary.team", URL: canary.URL, Events: []string{TypeCanaryPromoted, "canary.rolledback"}},
 		{Name: "all", URL: all.URL},
 	}})
 	detected := emit(t, ob, TypeDriftDetected)
 	promoted := emit(t, ob, TypeCanaryPromoted)
 	succeeded := emit(t, ob, TypeRetrainSucceeded)
-	waitFor(t, "every delivery", pendingIs(t, ob, 0))
+	waitFor(t, "every delivery", func() bool { return len(drift.requests())+len(canary.requests())+len(all.requests()) == 5 })
+	waitFor(t, "every acknowledgement", pendingIs(t, ob, 0))
 
 	f := func(r *receiver, want ...string) {
 		t.Helper()
@@ -348,34 +531,213 @@ func TestEventFilter(t *testing.T) {
 	f(drift, detected.ID)
 	f(canary, promoted.ID)
 	f(all, detected.ID, promoted.ID, succeeded.ID)
+	assertDrained(t, e, "test")
+}
+
+// TestTargetEventsChange: a target's events filter, changed between two
+// opens, applies to the events emitted after the second.
+func TestTargetEventsChange(t *testing.T) {
+	e := enginetest.Start(t)
+	recv := newReceiver(t, always(http.StatusOK))
+	tg := fast("ci", recv.URL)
+	tg.Events = []string{"drift.detected"}
+	open(t, e, Options{Targets: []Target{tg}}).Close()
+	tg.Events = []string{"canary.promoted"}
+	ob := started(t, e, Options{Targets: []Target{tg}})
+	emit(t, ob, TypeDriftDetected)
+	promoted := emit(t, ob, TypeCanaryPromoted)
+	waitFor(t, "the delivery", func() bool { return len(recv.requests()) == 1 })
+	waitFor(t, "its acknowledgement", pendingIs(t, ob, 0))
+	if ids := recv.ids(t); !slices.Equal(ids, []string{promoted.ID}) {
+		t.Fatalf("delivered %v, want only %s", ids, promoted.ID)
+	}
 }
 
 func TestEmitIdempotentAndBounded(t *testing.T) {
-	ob := open(t, Options{DB: tempDB(t), MaxPending: 2,
-		Targets: []Target{{Name: "ci", URL: closedURL(t), BackoffBase: time.Hour, BackoffMax: time.Hour}}})
-	e := emit(t, ob, TypeDriftDetected)
-	if err := ob.Emit(e); err != nil {
+	e := enginetest.Start(t)
+	ob := open(t, e, Options{MaxPending: 2, Targets: []Target{{Name: "ci", URL: closedURL(t), Events: []string{"drift.detected"}}}})
+	ev := emit(t, ob, TypeDriftDetected)
+	if err := ob.Emit(context.Background(), ev, ev); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := ob.Pending(); n != 1 {
-		t.Fatalf("emitting an event twice made %d deliveries pending, want 1", n)
+	if n := pending(t, ob); n != 1 {
+		t.Fatalf("emitting an event three times made %d deliveries pending, want 1", n)
 	}
 	emit(t, ob, TypeDriftDetected)
-	e3, _ := NewEvent("s", TypeDriftDetected, "", nil)
-	if err := ob.Emit(e3); !errors.Is(err, ErrFull) {
+	if err := ob.Emit(context.Background(), newEvent(t, TypeDriftDetected)); !errors.Is(err, ErrFull) {
 		t.Fatalf("got %v, want ErrFull", err)
 	}
-	if err := ob.Emit(Event{ID: "x", Type: TypeDriftDetected}); !errors.Is(err, ErrInvalidEvent) {
+	// An event that no target takes is not stored, so it fits.
+	if err := ob.Emit(context.Background(), newEvent(t, TypeCanaryHeld)); err != nil {
+		t.Fatalf("an event no target takes: %v", err)
+	}
+	if err := ob.Emit(context.Background(), Event{ID: "x", Type: TypeDriftDetected}); !errors.Is(err, ErrInvalidEvent) {
 		t.Fatalf("got %v, want ErrInvalidEvent", err)
+	}
+	if err := ob.Emit(context.Background(), Event{ID: "x\r\ny", Source: "s", Type: TypeDriftDetected}); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("an id with a line break: got %v, want ErrInvalidEvent", err)
+	}
+	if n := pending(t, ob); n != 2 {
+		t.Fatalf("%d pending, want 2", n)
 	}
 }
 
+// TestUnknownTypeToCatchAll: a target without an events filter takes any
+// type that can be a subject; one that cannot is refused.
+func TestUnknownTypeToCatchAll(t *testing.T) {
+	e := enginetest.Start(t)
+	ob := open(t, e, Options{Targets: []Target{stuck(t, "all")}})
+	ev := newEvent(t, "com.example.custom")
+	if err := ob.Emit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	ev = newEvent(t, "com.example.*")
+	if err := ob.Emit(context.Background(), ev); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("a type with a wildcard: got %v, want ErrInvalidEvent", err)
+	}
+	if n := pending(t, ob); n != 1 {
+		t.Fatalf("%d pending, want 1", n)
+	}
+}
+
+// TestDuplicateDeliveredOnce: an event emitted again after its delivery,
+// within the stream's duplicate window, is not delivered again.
+func TestDuplicateDeliveredOnce(t *testing.T) {
+	e := enginetest.Start(t)
+	recv := newReceiver(t, always(http.StatusOK))
+	ob := started(t, e, Options{Concurrency: 1, Targets: []Target{fast("ci", recv.URL)}})
+	ev := emit(t, ob, TypeDriftDetected)
+	waitFor(t, "the delivery", func() bool { return recv.count(t, ev.ID) == 1 })
+	if err := ob.Emit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	// A second outbox of the same producer, as another replica.
+	other := open(t, e, Options{Targets: []Target{fast("ci", recv.URL)}})
+	if err := other.Emit(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	marker := emit(t, ob, TypeDriftDetected)
+	waitFor(t, "the next event", func() bool { return recv.count(t, marker.ID) == 1 })
+	waitFor(t, "every acknowledgement", pendingIs(t, ob, 0))
+	if n := recv.count(t, ev.ID); n != 1 {
+		t.Fatalf("the event emitted three times was delivered %d times", n)
+	}
+}
+
+// TestMayDeliver: while MayDeliver says no, a started outbox posts
+// nothing; once it says yes, it delivers.
+func TestMayDeliver(t *testing.T) {
+	e := enginetest.Start(t)
+	recv := newReceiver(t, always(http.StatusOK))
+	var may atomic.Bool
+	var asked atomic.Int64
+	ob := started(t, e, Options{Targets: []Target{fast("ci", recv.URL)},
+		MayDeliver: func() bool { asked.Add(1); return may.Load() }})
+	ev := emit(t, ob, TypeDriftDetected)
+	from := asked.Load()
+	waitFor(t, "MayDeliver to be asked again", func() bool { return asked.Load() >= from+4 })
+	if n := len(recv.requests()); n != 0 {
+		t.Fatalf("posted %d times while it may not", n)
+	}
+	if n := pending(t, ob); n != 1 {
+		t.Fatalf("%d pending, want 1", n)
+	}
+	may.Store(true)
+	waitFor(t, "the delivery", func() bool { return recv.count(t, ev.ID) == 1 })
+	waitFor(t, "its acknowledgement", pendingIs(t, ob, 0))
+}
+
+// TestFleetOnlyTheLeaderPosts: two replicas of a producer share the
+// stream. The first takes an event, then loses its lease before the POST:
+// it hands the event back and posts nothing; the second, which holds the
+// lease, delivers it, although a third replica emitted it.
+func TestFleetOnlyTheLeaderPosts(t *testing.T) {
+	e := enginetest.Start(t)
+	oldLeader, newLeader := newReceiver(t, always(http.StatusOK)), newReceiver(t, always(http.StatusOK))
+	var asked atomic.Int64
+	var logs logBuffer
+	a := open(t, e, Options{Replica: "a", Log: logs.logger(), Targets: []Target{fast("ci", oldLeader.URL)},
+		// The lease holds when the pull starts and is lost by the POST.
+		MayDeliver: func() bool { return asked.Add(1) == 1 }})
+	b := open(t, e, Options{Replica: "b", Targets: []Target{fast("ci", newLeader.URL)}})
+	c := open(t, e, Options{Replica: "c", Targets: []Target{fast("ci", closedURL(t))}})
+	ev := emit(t, c, TypeDriftDetected)
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first replica to hand the event back", func() bool {
+		return strings.Contains(logs.String(), "webhook delivery handed back")
+	})
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delivery by the leader", func() bool { return newLeader.count(t, ev.ID) == 1 })
+	waitFor(t, "its acknowledgement", pendingIs(t, b, 0))
+	if n := len(oldLeader.requests()); n != 0 {
+		t.Fatalf("the replica without the lease posted %d times", n)
+	}
+}
+
+// TestStopStart: Stop cancels a request in flight and hands its event
+// back at once; nothing is posted while stopped; Start delivers again.
+func TestStopStart(t *testing.T) {
+	e := enginetest.Start(t)
+	arrived := make(chan struct{}, 1)
+	var hang atomic.Bool
+	hang.Store(true)
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body) // the server notices a closed connection only after the body
+		if hang.Load() {
+			arrived <- struct{}{}
+			<-r.Context().Done()
+			return
+		}
+		mu.Lock()
+		got = append(got, r.Header.Get("ce-id"))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	delivered := func(id string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return slices.Contains(got, id) }
+	}
+	// An hour's Timeout: the event comes back after the Stop only because
+	// it is handed back, not because its acknowledgement wait ends.
+	ob := started(t, e, Options{Targets: []Target{{Name: "ci", URL: srv.URL, Timeout: time.Hour}}})
+	first := emit(t, ob, TypeDriftDetected)
+	<-arrived
+	begin := time.Now()
+	ob.Stop()
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("Stop took %s with a request in flight", d)
+	}
+	ob.Stop()
+	hang.Store(false)
+	second := emit(t, ob, TypeDriftDetected)
+	if n := pending(t, ob); n != 2 {
+		t.Fatalf("%d pending while stopped, want 2", n)
+	}
+	if err := ob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both deliveries after the Start", func() bool { return delivered(first.ID)() && delivered(second.ID)() })
+	waitFor(t, "their acknowledgements", pendingIs(t, ob, 0))
+}
+
+// TestRestartDeliversEverything: what one outbox emitted and could not
+// deliver, the next one opened on the engine delivers.
 func TestRestartDeliversEverything(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	db := openDB(t, path)
+	e := enginetest.Start(t)
 	down := Target{Name: "ci", URL: closedURL(t), MaxAttempts: 1000, BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
-	ob, err := Open(Options{DB: db, Targets: []Target{down}})
+	ob, err := Open(Options{Conn: e.Conn, Name: "test", Targets: []Target{down}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Start(); err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -383,77 +745,66 @@ func TestRestartDeliversEverything(t *testing.T) {
 		want = append(want, emit(t, ob, TypeDriftDetected).ID)
 	}
 	ob.Close()
-	db.Close()
 
 	recv := newReceiver(t, always(http.StatusOK))
-	db = openDB(t, path)
-	ob = open(t, Options{DB: db, Targets: []Target{fast("ci", recv.URL)}})
-	waitFor(t, "every delivery", pendingIs(t, ob, 0))
-	got := recv.ids(t)
-	for _, id := range want {
-		if !slices.Contains(got, id) {
-			t.Fatalf("event %s was never delivered", id)
-		}
-	}
-	assertEmpty(t, db)
-}
-
-func TestCloseCancelsInFlight(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body) // the server notices a closed connection only after the body
-		arrived <- struct{}{}
-		<-r.Context().Done()
-	}))
-	defer hang.Close()
-	path := filepath.Join(t.TempDir(), "state.db")
-	db := openDB(t, path)
-	ob, err := Open(Options{DB: db, Targets: []Target{{Name: "ci", URL: hang.URL, Timeout: time.Hour}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := emit(t, ob, TypeDriftDetected)
-	<-arrived
-	start := time.Now()
-	ob.Close()
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("Close took %s with a request in flight", d)
-	}
-
-	recv := newReceiver(t, always(http.StatusOK))
-	ob = open(t, Options{DB: db, Targets: []Target{{Name: "ci", URL: recv.URL, MaxAttempts: 1}}})
-	waitFor(t, "the delivery after the restart", pendingIs(t, ob, 0))
-	if ids := recv.ids(t); len(ids) != 1 || ids[0] != e.ID {
-		t.Fatalf("got %v, want %s", ids, e.ID)
-	}
+	ob = started(t, e, Options{Targets: []Target{fast("ci", recv.URL)}})
+	waitFor(t, "every delivery", func() bool {
+		got := recv.ids(t)
+		return !slices.ContainsFunc(want, func(id string) bool { return !slices.Contains(got, id) })
+	})
+	waitFor(t, "every acknowledgement", pendingIs(t, ob, 0))
+	assertDrained(t, e, "test")
 }
 
 func TestRemovedTargetDeadLetters(t *testing.T) {
-	db := tempDB(t)
-	ob, err := Open(Options{DB: db, Targets: []Target{{Name: "old", URL: closedURL(t), BackoffBase: time.Hour, BackoffMax: time.Hour}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := emit(t, ob, TypeDriftDetected)
+	e := enginetest.Start(t)
+	var logs logBuffer
+	ob := open(t, e, Options{Targets: []Target{stuck(t, "old"), stuck(t, "kept")}})
+	ev := emit(t, ob, TypeDriftDetected)
 	ob.Close()
-	ob = open(t, Options{DB: db, Targets: []Target{{Name: "new", URL: closedURL(t)}}})
+	ob = open(t, e, Options{Log: logs.logger(), Targets: []Target{stuck(t, "kept")}})
 	dls, err := ob.DeadLetters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dls) != 1 || dls[0].EventID != e.ID || dls[0].Target != "old" || !strings.Contains(dls[0].LastError, "no longer configured") {
+	if len(dls) != 1 || dls[0].EventID != ev.ID || dls[0].Target != "old" || dls[0].Attempts != 0 ||
+		!strings.Contains(dls[0].LastError, "no longer configured") || len(dls[0].Event) == 0 {
 		t.Fatalf("unexpected dead letters %+v", dls)
 	}
-	if n, _ := ob.Pending(); n != 0 {
-		t.Fatalf("%d pending, want 0", n)
+	if n := pending(t, ob); n != 1 {
+		t.Fatalf("%d pending, want the kept target's 1", n)
+	}
+	if _, err := e.JS.Consumer(context.Background(), "infergate_outbox_test", "old"); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("the removed target's consumer: %v, want it deleted", err)
+	}
+	if !strings.Contains(logs.String(), "target=old dead_lettered=1 dropped=0") {
+		t.Fatalf("no log line says what became of the removed target's events:\n%s", logs.String())
+	}
+}
+
+// TestProducersAreSeparate: two producers' outboxes on one engine keep
+// their events apart.
+func TestProducersAreSeparate(t *testing.T) {
+	e := enginetest.Start(t)
+	gw, rt := newReceiver(t, always(http.StatusOK)), newReceiver(t, always(http.StatusOK))
+	gateway := started(t, e, Options{Name: "gateway", Targets: []Target{fast("ci", gw.URL)}})
+	retrain := started(t, e, Options{Name: "retrain", Targets: []Target{fast("ci", rt.URL)}})
+	a := emit(t, gateway, TypeDriftDetected)
+	b := emit(t, retrain, TypeRetrainSucceeded)
+	waitFor(t, "both deliveries", func() bool { return len(gw.requests()) == 1 && len(rt.requests()) == 1 })
+	if gw.ids(t)[0] != a.ID || rt.ids(t)[0] != b.ID {
+		t.Fatalf("the gateway's target got %v, the retrain service's %v", gw.ids(t), rt.ids(t))
 	}
 }
 
 func TestOpenErrors(t *testing.T) {
-	db := tempDB(t)
+	e := enginetest.Start(t)
 	f := func(o Options, wantErr string) {
 		t.Helper()
-		o.DB = db
+		if o.Name == "" {
+			o.Name = "test"
+		}
+		o.Conn = e.Conn
 		ob, err := Open(o)
 		if err == nil {
 			ob.Close()
@@ -467,8 +818,25 @@ func TestOpenErrors(t *testing.T) {
 	f(Options{Targets: []Target{{Name: "ci", URL: "http://x/", Format: FormatGitHubDispatch, TokenEnv: "OUTBOX_TEST_UNSET"}}},
 		"token_env: environment variable OUTBOX_TEST_UNSET is not set")
 	f(Options{Targets: []Target{{Name: "ci"}}}, "webhooks[0].url")
-	if _, err := Open(Options{}); err == nil {
-		t.Fatal("no error without a DB")
+	f(Options{Name: "a.b"}, `name "a.b"`)
+	if _, err := Open(Options{Name: "test"}); err == nil || !strings.Contains(err.Error(), "no engine connection") {
+		t.Fatalf("without a connection: %v", err)
+	}
+}
+
+func TestEscape(t *testing.T) {
+	f := func(in, want string) {
+		t.Helper()
+		if got := escape(in); got != want {
+			t.Fatalf("escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	f("ci", "ci")
+	f("a.b", "a_2Eb")
+	f("a_2Eb", "a_5F2Eb")
+	f("9f1c-x/y=z", "9f1c-x_2Fy_3Dz")
+	if k := deadLetterKey("ci.prod", "e.1"); k != "ci_2Eprod.e_2E1" {
+		t.Fatalf("deadLetterKey = %q", k)
 	}
 }
 
@@ -507,60 +875,4 @@ func TestBackoff(t *testing.T) {
 	f("7", 7*time.Second)
 	f("soon", 0)
 	f(now.Add(30*time.Second).UTC().Format(http.TimeFormat), 30*time.Second)
-}
-
-// TestEmitWithCommitsTogether: the caller's writes and the events of
-// EmitWith are committed together, or, when the caller's part fails,
-// neither is.
-func TestEmitWithCommitsTogether(t *testing.T) {
-	recv := newReceiver(t, always(http.StatusOK))
-	db := tempDB(t)
-	ob := open(t, Options{DB: db, Targets: []Target{fast("ci", recv.URL)}})
-	mine := []byte("mine")
-	event := func() Event {
-		e, err := NewEvent("/infergate/test", "dev.infergate.canary.promoted", "iris/2", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
-	refused := errors.New("refused")
-	failed := event()
-	err := ob.EmitWith(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(mine)
-		if err != nil {
-			return err
-		}
-		if err := b.Put([]byte("k"), []byte("v1")); err != nil {
-			return err
-		}
-		return refused
-	}, failed)
-	if !errors.Is(err, refused) {
-		t.Fatalf("EmitWith returned %v, want the caller's error", err)
-	}
-	if n, _ := ob.Pending(); n != 0 {
-		t.Fatalf("%d deliveries pending after an aborted EmitWith", n)
-	}
-
-	stored := event()
-	if err := ob.EmitWith(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(mine)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte("k"), []byte("v2"))
-	}, stored); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the delivery", pendingIs(t, ob, 0))
-	if ids := recv.ids(t); len(ids) != 1 || ids[0] != stored.ID {
-		t.Fatalf("delivered %v, want only %s", ids, stored.ID)
-	}
-	db.View(func(tx *bbolt.Tx) error {
-		if got := string(tx.Bucket(mine).Get([]byte("k"))); got != "v2" {
-			t.Errorf("the caller's key holds %q, want v2", got)
-		}
-		return nil
-	})
 }

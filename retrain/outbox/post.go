@@ -17,9 +17,9 @@ type dispatchBody struct {
 	ClientPayload json.RawMessage `json:"client_payload"`
 }
 
-// post makes one delivery attempt of the stored event to t. On failure it
-// also returns the receiver's Retry-After, if any.
-func (ob *Outbox) post(t *target, eventID, eventType string, event []byte) (time.Duration, error) {
+// post makes one delivery attempt of the stored event to t, canceled with
+// ctx. On failure it also returns the receiver's Retry-After, if any.
+func (ob *Outbox) post(ctx context.Context, t *target, eventID, eventType string, event []byte) (time.Duration, error) {
 	body, contentType := event, ContentType
 	if t.Format == FormatGitHubDispatch {
 		var err error
@@ -28,7 +28,7 @@ func (ob *Outbox) post(t *target, eventID, eventType string, event []byte) (time
 		}
 		contentType = "application/json"
 	}
-	ctx, cancel := context.WithTimeout(ob.ctx, t.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, t.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.URL, bytes.NewReader(body))
 	if err != nil {

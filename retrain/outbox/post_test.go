@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 )
 
 // TestAny2xxIsDelivered holds the sender's half of the receivers'
@@ -14,12 +16,14 @@ import (
 func TestAny2xxIsDelivered(t *testing.T) {
 	f := func(code, wantRequests int, wantDead bool) {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
+			e := enginetest.Start(t)
 			recv := newReceiver(t, always(code))
 			target := fast("ci", recv.URL)
 			target.MaxAttempts = 2
-			ob := open(t, Options{DB: tempDB(t), Targets: []Target{target}})
+			ob := started(t, e, Options{Targets: []Target{target}})
 			emit(t, ob, TypeDriftDetected)
-			waitFor(t, "the delivery's end", pendingIs(t, ob, 0))
+			waitFor(t, "the delivery's end", func() bool { return len(recv.requests()) == wantRequests })
+			waitFor(t, "its outcome", pendingIs(t, ob, 0))
 			dls, err := ob.DeadLetters()
 			if err != nil {
 				t.Fatal(err)
