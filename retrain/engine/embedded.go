@@ -50,7 +50,9 @@ type Embedded struct {
 // acknowledged, listening on loopback only, with the credentials of
 // dir/nats.json (generated at the first start). It listens on the port it
 // had before when that port is free, else on a new one, and records the
-// URL in dir/nats.json.
+// URL in dir/nats.json. It refuses a damaged store with a
+// *StoreDamageError that says what is damaged and how to recover
+// (storecheck.go).
 func StartEmbedded(dir string, log *slog.Logger) (*Embedded, error) {
 	if err := os.MkdirAll(filepath.Join(dir, StoreDir), 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create the embedded engine's store in %s: %w", dir, err)
@@ -84,12 +86,21 @@ func StartEmbedded(dir string, log *slog.Logger) (*Embedded, error) {
 		return nil, fmt.Errorf("cannot configure the embedded engine in %s: %w", dir, err)
 	}
 	srv.SetLoggerV2(serverLog{log.With("component", "nats")}, false, false, false)
+	check, err := checkStoreBefore(srv, opts.StoreDir, log)
+	if err != nil {
+		return nil, err
+	}
 	srv.Start()
 	if !srv.ReadyForConnections(startTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("cannot start the embedded engine in %s: not ready within %s (is port %d taken, or the store damaged? the log above says why)",
 			dir, startTimeout, opts.Port)
+	}
+	if err := check.checkAfter(); err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, err
 	}
 	creds.URL = srv.ClientURL()
 	if err := writeCredentials(credsPath, creds); err != nil {
