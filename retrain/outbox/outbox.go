@@ -287,8 +287,9 @@ func (ob *Outbox) provision(ctx context.Context, replicas, maxPending int) error
 		return fmt.Errorf("cannot list the consumers of stream %s: %w", ob.streamName, err)
 	}
 	for _, info := range gone {
+		// Another replica may be retiring it too; this one works without.
 		if err := ob.retire(ctx, info); err != nil {
-			return err
+			ob.log.Error("cannot retire a removed webhook target; the next Open tries again", "error", err)
 		}
 	}
 	return nil
@@ -318,6 +319,9 @@ func (ob *Outbox) eventSubject(typ string) string { return ob.prefix + "event." 
 func (ob *Outbox) retire(ctx context.Context, info *jetstream.ConsumerInfo) error {
 	name := info.Config.Metadata[targetMetaKey]
 	cons, err := ob.stream.Consumer(ctx, info.Name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil // retired by another replica
+	}
 	if err != nil {
 		return fmt.Errorf("cannot retire the consumer of removed webhook target %q: %w", name, err)
 	}
