@@ -204,10 +204,12 @@ func (mon *Monitor) countsOf(w *window, end time.Time) Counts {
 // negative counts, sums or sample values that are not finite, a sample
 // larger than Config.Reservoir or than its feature's values, rows that
 // do not add up) are refused whole with an error, and change nothing.
+// Merged and refused counts are counted in infergate_drift_counts_total.
 // While the monitor follows, MergeCounts takes nothing and returns
 // ErrNotLeading. It is safe for concurrent use and may allocate.
 func (mon *Monitor) MergeCounts(c Counts) error {
 	if err := mon.checkCounts(&c); err != nil {
+		mon.m.countsRefused.Inc()
 		return fmt.Errorf("cannot merge drift counts into model %q version %s: %w", mon.o.Model, mon.o.Version, err)
 	}
 	o := window{rows: c.Rows, labeled: c.Labeled, correct: c.Correct, features: make([]featureState, len(c.Features))}
@@ -231,6 +233,7 @@ func (mon *Monitor) MergeCounts(c Counts) error {
 	open := openResult(mon.cur)
 	mon.closeFullLocked()
 	mon.mu.Unlock()
+	mon.m.countsMerged.Inc()
 	if c.Labeled > 0 {
 		mon.detectConcept(int(c.Labeled), int(c.Correct), open)
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // request observes one request of rows rows of len(shift) standard normal
@@ -417,7 +419,10 @@ func sum(xs []int64) (s int64) {
 
 func TestMergeCountsRefuses(t *testing.T) {
 	clock := newFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	leader := startMonitor(t, countsOptions(t, false, clock))
+	set := metrics.NewSet()
+	o := countsOptions(t, false, clock)
+	o.Metrics = set
+	leader := startMonitor(t, o)
 	follower := startMonitor(t, countsOptions(t, true, clock))
 	observeMixed(follower, rand.New(rand.NewPCG(26, 26)), 200, false)
 	follower.ObserveLabels(10, 8)
@@ -469,6 +474,10 @@ func TestMergeCountsRefuses(t *testing.T) {
 	}
 	if rows := leader.Report().Current.Rows; rows != 200 {
 		t.Fatalf("%d rows in the open window after merging 200", rows)
+	}
+	text := prometheus(set)
+	if merged, refused := metricValue(t, text, `infergate_drift_counts_total{result="merged"}`), metricValue(t, text, `infergate_drift_counts_total{result="refused"}`); merged != 1 || refused != 18 {
+		t.Fatalf("counts_total: %v merged, %v refused; want 1, 18", merged, refused)
 	}
 
 	// What JSON cannot decode.
@@ -627,5 +636,67 @@ func TestCountsSizeDemo(t *testing.T) {
 	t.Logf("demo counts in JSON: 100 rows %d bytes; a full reservoir of float32 values %d bytes, of float64 values %d bytes", small, full, wide)
 	if full > 64<<10 {
 		t.Fatalf("full counts of the demo model take %d bytes, want at most 64 KiB", full)
+	}
+}
+
+// Windows that a leader closed but had not judged when it stopped leading
+// go back into its open window, for the next leader: no row is lost in a
+// hand-over. Which the monitor does first, judge them or step down, is up
+// to its goroutine, so the hand-over is tried ten times.
+func TestSetLeadingKeepsClosedWindows(t *testing.T) {
+	for range 10 {
+		synctest.Test(t, func(t *testing.T) {
+			set := metrics.NewSet()
+			release := make(chan struct{})
+			mon := startMonitor(t, Options{
+				Config: Config{Window: WindowConfig{Rows: 100}, Consecutive: 1}, Reference: normalReference(t, 1, 4, 2000), Metrics: set,
+				Commit: func(State, *Decision) error {
+					<-release // the judge is busy while windows close
+					return nil
+				},
+			})
+			r := rand.New(rand.NewPCG(31, 31))
+			feed(mon, r, 100, shifted(4, 3))
+			synctest.Wait()
+			feed(mon, r, 350, shifted(4, 3)) // two windows close; the third overruns
+			stepped := make(chan struct{})
+			go func() {
+				mon.SetLeading(false, nil)
+				close(stepped)
+			}()
+			synctest.Wait()
+			close(release)
+			<-stepped
+			synctest.Wait()
+			judged := metricValue(t, prometheus(set), "infergate_drift_rows_total")
+			c, _ := mon.TakeCounts()
+			if judged+float64(c.Rows) != 450 || judged < 100 {
+				t.Fatalf("%v rows judged and %d handed on, want 450 in all", judged, c.Rows)
+			}
+		})
+	}
+}
+
+// With no empty window to swap in (all of them waiting to go back into
+// the open one), TakeCounts copies the open window and empties it in place.
+func TestTakeCountsWithoutSpareWindow(t *testing.T) {
+	clock := newFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	mon := startMonitor(t, countsOptions(t, true, clock))
+	mon.Close() // so that nothing but the test moves windows
+	var spare []*window
+	for len(mon.free) > 0 {
+		spare = append(spare, <-mon.free)
+	}
+	r := rand.New(rand.NewPCG(32, 32))
+	observeMixed(mon, r, 40, false)
+	if c, ok := mon.TakeCounts(); !ok || c.Rows != 40 || sum(c.Features[0].Bins) != 40 || len(c.Features[0].Sample) != 40 {
+		t.Fatalf("counts %+v", c)
+	}
+	observeMixed(mon, r, 5, false)
+	if c, ok := mon.TakeCounts(); !ok || c.Rows != 5 || len(c.Features[2].Sample) != 5 {
+		t.Fatalf("counts after the first were taken: %+v", c)
+	}
+	if len(spare) != windowPool-1 || len(mon.free) != 0 {
+		t.Fatalf("%d spare windows, %d free after TakeCounts; want %d, 0", len(spare), len(mon.free), windowPool-1)
 	}
 }

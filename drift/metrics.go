@@ -18,6 +18,8 @@ type monitorMetrics struct {
 	detected       *metrics.Counter
 	resolved       *metrics.Counter
 	commitErrors   *metrics.Counter
+	countsMerged   *metrics.Counter
+	countsRefused  *metrics.Counter
 	share          *metrics.Gauge
 	drifted        *metrics.Gauge
 	features       []featureMetrics
@@ -51,6 +53,8 @@ func newMonitorMetrics(set *metrics.Set, labels string, judges []judge) monitorM
 		detected:       set.NewCounter(name("decisions_total", `type="detected"`)),
 		resolved:       set.NewCounter(name("decisions_total", `type="resolved"`)),
 		commitErrors:   set.NewCounter(name("commit_errors_total", "")),
+		countsMerged:   set.NewCounter(name("counts_total", `result="merged"`)),
+		countsRefused:  set.NewCounter(name("counts_total", `result="refused"`)),
 		share:          set.NewGauge(name("share", ""), nil),
 		drifted:        set.NewGauge(name("drifted", ""), nil),
 	}

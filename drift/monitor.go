@@ -226,7 +226,7 @@ func New(o Options) (*Monitor, error) {
 	}
 	mon.cur = newWindow(ref, o.Config.Reservoir)
 	now := o.Now()
-	if k, ok := mon.slot(now); ok {
+	if k, ok := mon.slot(now); ok && mon.leading {
 		mon.cur.reset(k, mon.slotStart(k, now))
 	} else {
 		mon.cur.reset(0, now)
@@ -399,7 +399,8 @@ func (mon *Monitor) setLeading(req leadRequest) {
 
 // armTick sets tick for the end of the open window when the monitor leads
 // with windows by time: every from now, or the next multiple of every
-// when windows are aligned.
+// when windows are aligned (in a millisecond at the least, so that a
+// clock that stands still cannot make the monitor spin).
 func (mon *Monitor) armTick() {
 	every := mon.cfg.Window.Every
 	if every <= 0 || !mon.leading {
@@ -408,7 +409,7 @@ func (mon *Monitor) armTick() {
 	}
 	now := mon.o.Now()
 	if k, ok := mon.slot(now); ok {
-		every = mon.slotStart(k+1, now).Sub(now)
+		every = max(mon.slotStart(k+1, now).Sub(now), time.Millisecond)
 	}
 	mon.tick.Reset(every)
 }

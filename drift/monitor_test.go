@@ -668,6 +668,8 @@ func TestMonitorMetrics(t *testing.T) {
 				`infergate_drift_decisions_total{type="detected"}`: 0,
 				`infergate_drift_decisions_total{type="resolved"}`: 0,
 				`infergate_drift_commit_errors_total`:              0,
+				`infergate_drift_counts_total{result="merged"}`:    0,
+				`infergate_drift_counts_total{result="refused"}`:   0,
 				`infergate_drift_rows_total`:                       200,
 				`infergate_drift_window_overruns_total`:            0,
 				`infergate_drift_share`:                            last.Share,

@@ -67,3 +67,56 @@ func benchReference(b *testing.B) *Reference {
 	}
 	return ref
 }
+
+// BenchmarkMergeCounts measures a leader adding one follower's counts of
+// a second (full reservoirs of 1000 values a feature) into its open
+// window, and BenchmarkTakeCounts a follower taking them.
+func BenchmarkMergeCounts(b *testing.B) {
+	ref := benchReference(b)
+	cfg := Config{Window: WindowConfig{Rows: 1e12}}.WithDefaults()
+	o := Options{Config: cfg, Reference: ref, Columns: identityColumns(8), PredictionColumns: []int{0}}
+	leader, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(leader.Close)
+	o.Follower = true
+	follower, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(follower.Close)
+	observe := func(mon *Monitor, rows int) {
+		r := rand.New(rand.NewPCG(1, 2))
+		in, out := Rows{Values: make([]float64, 8), Width: 8}, Rows{Values: make([]float64, 1), Width: 1}
+		for range rows {
+			for k := range in.Values {
+				in.Values[k] = r.NormFloat64()
+			}
+			out.Values[0] = r.Float64()
+			mon.Observe(in, out)
+		}
+	}
+	observe(leader, 5000)
+	observe(follower, 5000)
+	c, _ := follower.TakeCounts()
+	b.Run("merge", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := leader.MergeCounts(c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("take", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			observe(follower, 1000)
+			b.StartTimer()
+			if _, ok := follower.TakeCounts(); !ok {
+				b.Fatal("nothing taken")
+			}
+		}
+	})
+}

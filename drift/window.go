@@ -2,6 +2,7 @@ package drift
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"time"
 )
@@ -80,7 +81,7 @@ func (w *window) add(i int, p *Profile, x float64) {
 	f.seen++
 	if len(f.reservoir) < cap(f.reservoir) {
 		f.reservoir = append(f.reservoir, x)
-	} else if j := w.next() % uint64(f.seen); j < uint64(cap(f.reservoir)) {
+	} else if j := w.below(uint64(f.seen)); j < uint64(cap(f.reservoir)) {
 		f.reservoir[j] = x
 	}
 }
@@ -92,6 +93,15 @@ func (w *window) next() uint64 {
 	w.rng ^= w.rng >> 7
 	w.rng ^= w.rng << 17
 	return w.rng
+}
+
+// below returns a number in [0, n) from w's generator, by a multiplication
+// rather than a division, which would cost the request path more than the
+// rest of a value's update (Lemire's method, without its rejection step:
+// the bias is below n/2^64).
+func (w *window) below(n uint64) uint64 {
+	hi, _ := bits.Mul64(w.next(), n)
+	return hi
 }
 
 // merge adds the counters of o, a window over the same reference, to w.
@@ -125,12 +135,12 @@ func (w *window) mergeReservoir(f, g *featureState) {
 	f.reservoir, f.seen = f.reservoir[:0], seenMine+seenTheirs
 	for len(f.reservoir) < cap(f.reservoir) && (len(mine) > 0 || len(theirs) > 0) {
 		fromMine := len(theirs) == 0 ||
-			len(mine) > 0 && w.next()%uint64(seenMine+seenTheirs) < uint64(seenMine)
+			len(mine) > 0 && w.below(uint64(seenMine+seenTheirs)) < uint64(seenMine)
 		src, seen := &theirs, &seenTheirs
 		if fromMine {
 			src, seen = &mine, &seenMine
 		}
-		j := int(w.next() % uint64(len(*src)))
+		j := int(w.below(uint64(len(*src))))
 		f.reservoir = append(f.reservoir, (*src)[j])
 		(*src)[j] = (*src)[len(*src)-1]
 		*src = (*src)[:len(*src)-1]
