@@ -58,7 +58,8 @@ type Options struct {
 	Labels  string
 	// State, when set, is where the monitor starts: the last State that
 	// Commit stored, so that a restart neither forgets a drift nor starts
-	// the error-rate detector over.
+	// the error-rate detector over (a follower takes it when it leads,
+	// unless SetLeading gives another).
 	State *State
 	// Commit, when set, stores st durably, with decision d when d is not
 	// nil, in one write: a decision and the state it leads to are stored
@@ -394,7 +395,11 @@ func (mon *Monitor) setLeading(req leadRequest) {
 	}
 	mon.mu.Unlock()
 	mon.armTick()
-	mon.o.Log.Info("drift monitor leads or follows", "model", mon.o.Model, "version", mon.o.Version, "leading", req.leading)
+	msg := "drift monitor follows: it counts for the leader"
+	if req.leading {
+		msg = "drift monitor leads: it judges the fleet's windows"
+	}
+	mon.o.Log.Info(msg, "model", mon.o.Model, "version", mon.o.Version)
 }
 
 // armTick sets tick for the end of the open window when the monitor leads
