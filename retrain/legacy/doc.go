@@ -9,7 +9,10 @@
 // A damaged file (truncated, a page zeroed or overwritten, a bad meta
 // checksum, a page id out of range, a page reached twice) is an error that
 // wraps ErrDamaged, names the file, says what is damaged and how to
-// recover; never a panic and never a silent partial read.
+// recover; never a panic and never a silent partial read. bbolt keeps no
+// checksum of its data pages, so a value overwritten in place, its page's
+// structure intact, reads as it now is; ReadGateway and ReadRetrain check
+// what they decode themselves (delivery records, event JSON).
 //
 // The format read is bbolt's version 2 as written on little-endian
 // machines (amd64, arm64), the ones infergate is built for; see format.go.

@@ -50,9 +50,10 @@ func (f *File) Buckets() []string { return slices.Clone(f.names) }
 
 // ForEach calls fn with each key and value of the top-level bucket named
 // bucket, in ascending key order, and stops at fn's first error, which it
-// returns. The value of a key that names a nested bucket is nil. A bucket
-// the file does not hold has no keys. k and v belong to f: fn must not
-// modify them, and may keep them only as long as it keeps f.
+// returns. The value of a key that names a nested bucket is nil, an empty
+// value is empty but not nil. A bucket the file does not hold has no keys.
+// k and v are views of f's copy of the file: fn must not modify them, and
+// whatever keeps them keeps that copy in memory.
 func (f *File) ForEach(bucket string, fn func(k, v []byte) error) error {
 	b := f.buckets[bucket]
 	if b == nil {
@@ -68,7 +69,7 @@ func (f *File) ForEach(bucket string, fn func(k, v []byte) error) error {
 
 // Get returns the value of key in the top-level bucket named bucket, or
 // nil when the bucket does not hold it or it names a nested bucket. The
-// value belongs to f and must not be modified.
+// value is a view of f's copy of the file and must not be modified.
 func (f *File) Get(bucket string, key []byte) []byte {
 	b := f.buckets[bucket]
 	if b == nil {
@@ -100,10 +101,22 @@ type reader struct {
 	pageSize uint64
 	pages    uint64 // the meta's page count, all within data
 	reached  []bool // by page id: already part of a tree
+	// elements is how many more branch and leaf elements the walk may
+	// read: each takes 16 bytes of its own in a sound file, so more
+	// than len(data)/16 in all means that values overlap, which could
+	// otherwise make the walk of nested inline buckets take forever.
+	elements uint64
 }
 
 // parse reads the bbolt file data, read from path.
 func parse(path string, data []byte) (*File, error) {
+	r := &reader{path: path, data: data}
+	return r.read()
+}
+
+// read reads r's file.
+func (r *reader) read() (*File, error) {
+	path, data := r.path, r.data
 	if len(data) == 0 {
 		return nil, damaged(path, "0 bytes long: truncated")
 	}
@@ -111,13 +124,16 @@ func parse(path string, data []byte) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{path: path, data: data, pageSize: m.pageSize}
+	r.pageSize = m.pageSize
 	which := fmt.Sprintf("meta page %d (transaction %d)", m.page, m.txid)
 	if m.pages > uint64(len(data))/m.pageSize {
 		return nil, damaged(path, fmt.Sprintf("%d bytes long, but %s says its %d pages of %d bytes end at byte %s: truncated",
 			len(data), which, m.pages, m.pageSize, mul(m.pages, m.pageSize)))
 	}
 	r.pages = m.pages
+	if m.pages < 3 {
+		return nil, damaged(path, fmt.Sprintf("%s says the file holds %d pages, fewer than its two meta pages and a root", which, m.pages))
+	}
 	if m.root < 2 || m.root >= m.pages {
 		return nil, damaged(path, fmt.Sprintf("%s names page %d as the root, outside pages 2 to %d", which, m.root, m.pages-1))
 	}
@@ -125,6 +141,7 @@ func parse(path string, data []byte) (*File, error) {
 		return nil, damaged(path, fmt.Sprintf("%s names page %d as the freelist, outside pages 2 to %d", which, m.freelist, m.pages-1))
 	}
 	r.reached = make([]bool, m.pages)
+	r.elements = uint64(len(data)) / elementSize
 
 	f := &File{path: path, txid: m.txid, buckets: map[string]*bucket{}}
 	err = r.tree("the root bucket", m.root, func(flags uint32, k, v []byte) error {
@@ -203,6 +220,10 @@ func (r *reader) bucket(where string, value []byte, depth int, visit func(flags 
 	root := binary.LittleEndian.Uint64(value[0:])
 	sequence := binary.LittleEndian.Uint64(value[8:])
 	walk := func(flags uint32, k, v []byte) error {
+		if flags&bucketFlag != 0 && root == 0 {
+			// bbolt keeps a bucket inline only while it has none nested.
+			return r.damaged("the inline page of %s holds bucket %s", where, quoteKey(k))
+		}
 		if flags&bucketFlag != 0 {
 			if _, err := r.bucket(fmt.Sprintf("%s/%s", where, quoteKey(k)), v, depth+1, nil); err != nil {
 				return err
@@ -276,6 +297,10 @@ func (r *reader) node(where string, id uint64, node []byte, lo, hi []byte, depth
 	if room := (uint64(len(node)) - pageHeaderSize) / elementSize; uint64(h.count) > room {
 		return r.damaged("%s holds %d elements, more than the %d that fit", name, h.count, room)
 	}
+	if uint64(h.count) > r.elements {
+		return r.damaged("%s holds elements that others hold too: the file's pages hold more elements than fit in it", name)
+	}
+	r.elements -= uint64(h.count)
 	// check checks key k of element i, in the page when ok, which must
 	// follow prev.
 	check := func(i int, k []byte, ok bool, prev []byte) error {
