@@ -663,7 +663,8 @@ func (ob *Outbox) Redrive(eventID, targetName string) error {
 
 // Pending returns the number of deliveries not yet made and not
 // dead-lettered, including those in flight and those waiting for their
-// next attempt, over every target: the fleet's, not this process's.
+// next attempt, over every target: the fleet's, not this process's. The
+// engine counts an event a moment after Emit returns, not at once.
 func (ob *Outbox) Pending() (int, error) {
 	if ob.closed.Load() {
 		return 0, ErrClosed
