@@ -27,8 +27,10 @@ type Config struct {
 	// Listen is the address of the webhook receiver and GET /runs
 	// (default 127.0.0.1:8090).
 	Listen string `yaml:"listen"`
-	// StateDir is the folder of retrain.db, the bbolt file of runs, seen
-	// event ids and the outbox (default retrain-state).
+	// StateDir is the state_dir of the embedded engine (see package
+	// engine) that keeps the runs, the seen event ids and the outbox, when
+	// the process uses one (default retrain-state). The Service reads
+	// nothing there: it gets the engine's connection in Options.Engine.
 	StateDir string `yaml:"state_dir"`
 	// SecretEnv names the environment variable holding the HMAC secret that
 	// incoming webhooks are signed with; required.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/runtime"
@@ -58,11 +59,12 @@ const (
 	driftEventType = outbox.TypeDriftDetected
 )
 
-// fixture is a model repository holding the demo model's version 1, a
-// capture folder, a fake gateway and a webhook receiver, and a config
-// over them.
+// fixture is an engine, a model repository holding the demo model's
+// version 1, a capture folder, a fake gateway and a webhook receiver, and a
+// config over them.
 type fixture struct {
 	t       *testing.T
+	engine  *enginetest.Engine
 	cfg     Config
 	gateway *fakeGateway
 	events  *receiver
@@ -88,7 +90,7 @@ func newFixture(t *testing.T) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{t: t, gateway: newFakeGateway(t, repo), events: newReceiver(t)}
+	f := &fixture{t: t, engine: enginetest.Start(t), gateway: newFakeGateway(t, repo), events: newReceiver(t)}
 	f.cfg = Config{
 		StateDir: filepath.Join(root, "retrain-state"), SecretEnv: "TEST_WEBHOOK_SECRET",
 		Gateway:    GatewayConfig{URL: f.gateway.url, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
@@ -110,16 +112,40 @@ func (f *fixture) model(change func(*ModelConfig)) {
 	f.cfg.Models["demo"] = mc.WithDefaults()
 }
 
-// open opens a Service on f's config and serves its API; Cleanup closes both.
+// open opens a Service on f's config and engine and serves its API;
+// Cleanup closes both.
 func (f *fixture) open() (*Service, string) {
 	f.t.Helper()
-	s, err := Open(Options{Config: f.cfg, Env: testEnv, Log: testLog(f.t)})
+	s, err := Open(Options{Config: f.cfg, Engine: f.engine.Conn, Env: testEnv, Log: testLog(f.t)})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
 	f.t.Cleanup(func() { srv.Close(); s.Close() })
 	return s, srv.URL
+}
+
+// store returns the run store of f's engine, as a Service opens it.
+func (f *fixture) store() *store {
+	f.t.Helper()
+	st, err := openStore(f.engine.Conn)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st
+}
+
+// seed stores runs as a Service that stopped (or crashed) left them, with
+// ids from 1 on; it returns them as stored.
+func (f *fixture) seed(runs ...Run) []Run {
+	f.t.Helper()
+	st := f.store()
+	for i := range runs {
+		if err := st.newRun(&runs[i]); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return runs
 }
 
 func testLog(t *testing.T) *slog.Logger {

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"go.etcd.io/bbolt"
 )
 
 // stepNames returns the names of r's steps, failing the test on a step
@@ -116,21 +114,7 @@ func TestUncanariedVersionOnRestart(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			db, err := openStore(fx.cfg.StateDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = db.Update(func(tx *bbolt.Tx) error {
-				for _, r := range runs {
-					if err := newRun(tx, &r); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil || db.Close() != nil {
-				t.Fatal(err)
-			}
+			fx.seed(slices.Clone(runs)...)
 			s, _ := fx.open()
 			stored, err := s.Runs("", 0)
 			if err != nil || len(stored) != wantRuns {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/outbox"
 )
@@ -39,6 +37,8 @@ func TestReceiver(t *testing.T) {
 	stale := driftEvent(t, time.Time{})
 	staleBody, _ := json.Marshal(stale)
 	f("stale", staleBody, outbox.Sign([]byte(testSecret), now.Add(-6*time.Minute), staleBody), http.StatusUnauthorized, "stale")
+	// Once run 1 has started, the next drift event queues another.
+	waitRun(t, s, "1", func(r Run) bool { return r.Outcome != Queued })
 	f("stale then fresh", staleBody, sign(staleBody), http.StatusAccepted, `"run": "2"`)
 	f("malformed body", []byte("{not json"), sign([]byte("{not json")), http.StatusBadRequest, "cannot decode the CloudEvent")
 	noSpec := []byte(`{"specversion":"0.3","id":"x","source":"s","type":"t"}`)
@@ -224,24 +224,13 @@ func TestRunFails(t *testing.T) {
 // runs, and every run is still there after another restart.
 func TestRestart(t *testing.T) {
 	fx := newFixture(t)
-	db, err := openStore(fx.cfg.StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	started := time.Now().Add(-time.Minute).UTC()
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, r := range []Run{
-			{Model: "demo", Trigger: "a", Outcome: Succeeded, Notified: true, Candidate: "2", Steps: []Step{}},
-			{Model: "demo", Trigger: "b", Outcome: Running, Started: started, Steps: []Step{{Name: "data"}, {Name: "train"}}},
-			{Model: "demo", Trigger: "c", Outcome: Queued, Steps: []Step{}},
-		} {
-			if err := newRun(tx, &r); err != nil {
-				return err
-			}
-		}
-		return putSeen(tx, "c", seenEvent{At: time.Now(), Answer: `{"status": "queued", "run": "3"}`})
-	})
-	if err != nil || db.Close() != nil {
+	fx.seed(
+		Run{Model: "demo", Trigger: "a", Outcome: Succeeded, Notified: true, Candidate: "2", Steps: []Step{}},
+		Run{Model: "demo", Trigger: "b", Outcome: Running, Started: started, Steps: []Step{{Name: "data"}, {Name: "train"}}},
+		Run{Model: "demo", Trigger: "c", Outcome: Queued, Steps: []Step{}},
+	)
+	if err := fx.store().putSeen("c", seenEvent{At: time.Now(), Answer: `{"status": "queued", "run": "3"}`}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -266,7 +255,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	runs, err := ListRuns(fx.cfg.StateDir)
+	runs, err := ListRuns(fx.engine.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,14 +275,15 @@ func TestRestart(t *testing.T) {
 
 // gatedCommand is a training command that waits for the file gate, then
 // offers the current version as the candidate (which validation refuses:
-// it is no better).
+// it is no better). It gives up once the gate's folder is gone, so that
+// one a killed service left behind ends with the test.
 func gatedCommand(t *testing.T, gate string) []string {
 	model, err := filepath.Abs("../../configs/models/demo/1/model.onnx")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return []string{"sh", "-c", `echo "rows: $(($(wc -l < "$INFERGATE_DATA_DIR/train.csv") - 1)) features: $INFERGATE_FEATURES"
-while [ ! -e "` + gate + `" ]; do sleep 0.02; done
+while [ ! -e "` + gate + `" ]; do [ -d "` + filepath.Dir(gate) + `" ] || exit 1; sleep 0.02; done
 cp "` + model + `" "$INFERGATE_OUTPUT_DIR/model.onnx"`}
 }
 
@@ -352,7 +342,7 @@ func TestShutdownInterrupts(t *testing.T) {
 	if took := time.Since(start); took > 4*time.Second {
 		t.Fatalf("Close took %s", took)
 	}
-	runs, err := ListRuns(fx.cfg.StateDir)
+	runs, err := ListRuns(fx.engine.Conn)
 	if err != nil || len(runs) != 1 {
 		t.Fatal(err, runs)
 	}
@@ -363,26 +353,29 @@ func TestShutdownInterrupts(t *testing.T) {
 
 // TestInterruptedRunIsDoneAgain restarts after a crash during a run, with
 // nothing else queued: the run is recorded as interrupted and a new one,
-// for the same event, runs in its place.
+// for the same event, runs in its place; also when the crash came during
+// the restart's own recovery, after it had queued the new run and before
+// it recorded the interruption: then no second one is queued.
 func TestInterruptedRunIsDoneAgain(t *testing.T) {
-	fx := newFixture(t)
-	db, err := openStore(fx.cfg.StateDir)
-	if err != nil {
-		t.Fatal(err)
+	f := func(name string, seeded ...Run) {
+		t.Run(name, func(t *testing.T) {
+			fx := newFixture(t)
+			fx.seed(seeded...)
+			s, _ := fx.open()
+			if r := waitRun(t, s, "1", finished); r.Outcome != Failed || !strings.Contains(r.Reason, "interrupted") {
+				t.Fatalf("run 1: %+v", r)
+			}
+			r := waitRun(t, s, "2", finished)
+			if r.RetryOf != "1" || r.Trigger != "x" || len(r.Steps) == 0 {
+				t.Fatalf("run 2: %+v, want a retry of run 1 for event x that ran", r)
+			}
+			fx.events.wait(t, 2)
+			if runs, err := s.Runs("", 0); err != nil || len(runs) != 2 {
+				t.Fatalf("runs %+v (%v), want the interrupted one and its retry", runs, err)
+			}
+		})
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		r := Run{Model: "demo", Trigger: "x", Outcome: Running, Started: time.Now().UTC(), Steps: []Step{{Name: "validate"}}}
-		return newRun(tx, &r)
-	})
-	if err != nil || db.Close() != nil {
-		t.Fatal(err)
-	}
-	s, _ := fx.open()
-	if r := waitRun(t, s, "1", finished); r.Outcome != Failed || !strings.Contains(r.Reason, "interrupted") {
-		t.Fatalf("run 1: %+v", r)
-	}
-	r := waitRun(t, s, "2", finished)
-	if r.RetryOf != "1" || r.Trigger != "x" || len(r.Steps) == 0 {
-		t.Fatalf("run 2: %+v, want a retry of run 1 for event x that ran", r)
-	}
+	running := Run{Model: "demo", Trigger: "x", Outcome: Running, Started: time.Now().UTC(), Steps: []Step{{Name: "validate"}}}
+	f("crash during the run", running)
+	f("crash during the recovery", running, Run{Model: "demo", Trigger: "x", RetryOf: "1", Outcome: Queued, Steps: []Step{}})
 }

@@ -2,15 +2,13 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	"go.etcd.io/bbolt"
 
 	"github.com/infergate/infergate/retrain/outbox"
 )
@@ -20,15 +18,9 @@ import (
 // with a stale timestamp or a bad signature is still refused.
 func TestReplayGetsTheFirstAnswer(t *testing.T) {
 	fx := newFixture(t)
-	// An event accepted before answers were kept: its arrival time alone.
-	db, err := openStore(fx.cfg.StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket(seenBucket).Put([]byte("old"), []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-	})
-	if err != nil || db.Close() != nil {
+	// An event accepted before answers were kept (imported from such a
+	// store): its arrival time alone.
+	if _, err := fx.store().seen.Put(context.Background(), seenKey("old"), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		t.Fatal(err)
 	}
 	s, url := fx.open()
@@ -58,7 +50,7 @@ func TestReplayGetsTheFirstAnswer(t *testing.T) {
 	}
 
 	// The answers survive a restart (a SIGKILL after the 202 keeps what
-	// the 202 was answered after: the transaction that recorded it).
+	// the 202 was answered after: the engine's acknowledgement of it).
 	waitRun(t, s, "1", finished)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -101,18 +93,16 @@ func TestSlowFirstAnswerIsDelivered(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "gateway.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ob, err := outbox.Open(outbox.Options{DB: db, Log: testLog(t), Targets: []outbox.Target{{Name: "retrain", URL: slow.URL + "/webhook",
+	ob, err := outbox.Open(outbox.Options{Conn: fx.engine.Conn, Name: "gateway", Log: testLog(t), Targets: []outbox.Target{{Name: "retrain", URL: slow.URL + "/webhook",
 		SecretEnv: "TEST_WEBHOOK_SECRET", Timeout: 300 * time.Millisecond, MaxAttempts: 3, BackoffBase: 10 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ob.Close() })
-	if err := ob.Emit(driftEvent(t, time.Time{})); err != nil {
+	if err := ob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Emit(context.Background(), driftEvent(t, time.Time{})); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {

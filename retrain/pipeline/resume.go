@@ -2,14 +2,10 @@ package pipeline
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
-
-	"go.etcd.io/bbolt"
 )
 
 // A version that a run published but never canaried is taken up again
@@ -44,30 +40,31 @@ func transient(err error) bool {
 // canaried, left by a transient failure, and taken up by fewer than
 // maxResumes runs (resumes says how many). except is a run to leave out
 // (the one asking).
-func (s *Service) uncanaried(tx *bbolt.Tx, model, except string) (last Run, resumes int, ok bool, err error) {
-	c := tx.Bucket(runsBucket).Cursor()
-	for k, v := c.Last(); k != nil; k, v = c.Prev() {
-		var r Run
-		if err := json.Unmarshal(v, &r); err != nil {
-			return Run{}, 0, false, fmt.Errorf("cannot decode run %d: %w", binary.BigEndian.Uint64(k), err)
-		}
+func (s *Service) uncanaried(model, except string) (last Run, resumes int, ok bool, err error) {
+	canaried := false
+	err = s.store.newest(func(r Run) bool {
 		if r.Model != model || r.Candidate == "" || r.ID == except {
-			continue
+			return true
 		}
 		if last.ID == "" {
 			last = r
 		} else if r.Candidate != last.Candidate {
-			break
+			return false
 		}
 		if !r.CanaryStarted.IsZero() {
-			return Run{}, 0, false, nil
+			canaried = true
+			return false
 		}
 		if r.ResumedFrom == "" {
-			break // the run that published it
+			return false // the run that published it
 		}
 		resumes++
+		return true
+	})
+	if err != nil {
+		return Run{}, 0, false, err
 	}
-	if last.ID == "" || last.Outcome != Failed || !last.Transient || resumes >= maxResumes {
+	if canaried || last.ID == "" || last.Outcome != Failed || !last.Transient || resumes >= maxResumes {
 		return Run{}, 0, false, nil
 	}
 	newest, err := newestVersion(filepath.Join(s.cfg.Repository, model))
@@ -84,13 +81,7 @@ func (s *Service) uncanaried(tx *bbolt.Tx, model, except string) (last Run, resu
 // version as its candidate before it calls the gateway, so that a crash
 // counts as one of the version's maxResumes.
 func (st *runState) resume(ctx context.Context) (bool, error) {
-	var p Run
-	var resumes int
-	var ok bool
-	err := st.s.db.View(func(tx *bbolt.Tx) (err error) {
-		p, resumes, ok, err = st.s.uncanaried(tx, st.run.Model, st.run.ID)
-		return err
-	})
+	p, resumes, ok, err := st.s.uncanaried(st.run.Model, st.run.ID)
 	if err != nil {
 		return false, fmt.Errorf("cannot look for a version never canaried: %w", err)
 	}

@@ -85,10 +85,16 @@ func (s *Service) execute(w *worker, r *Run) {
 	}
 	r.finish(s.now().UTC(), err)
 	r.Notified = s.outbox == nil
-	if err := s.save(r); err != nil {
-		s.log.Error("cannot record the outcome of a retrain run", "run", r.ID, "error", err)
-	}
+	// Tried until it is stored, or Shutdown interrupts: then the run stays
+	// recorded as running, and the next Open records it as interrupted,
+	// tells so and does it again; its outcome here is told to nobody.
+	saveErr := s.persist(func() error { return s.save(r) })
 	st.mu.Unlock()
+	if saveErr != nil {
+		s.log.Error("cannot record the outcome of a retrain run: the next start does it again", "run", r.ID, "model", r.Model,
+			"outcome", r.Outcome, "error", saveErr)
+		return
+	}
 	if err != nil {
 		s.log.Warn("retrain run failed", "run", r.ID, "model", r.Model, "reason", r.Reason, "took", r.Finished.Sub(r.Started).Round(time.Millisecond))
 	} else {

@@ -10,14 +10,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/runtime"
 )
@@ -31,10 +31,23 @@ var ErrClosed = errors.New("pipeline: closed")
 // maxWebhookBody bounds a webhook's body; drift events are a few KiB.
 const maxWebhookBody = 1 << 20
 
-// Options are what a Service is opened with. Config and Env are required.
+// OutboxName is the outbox.Options Name of the service's outbox: its
+// events are in the engine's stream infergate_outbox_retrain.
+const OutboxName = "retrain"
+
+// takeRetry is how long a worker waits before it tries again to start a
+// queued run that it could not mark as running.
+const takeRetry = time.Second
+
+// Options are what a Service is opened with. Config, Engine and Env are
+// required.
 type Options struct {
 	// Config is the service's config, as ParseConfig returns it.
 	Config Config
+	// Engine is the connection to the engine that keeps the runs, the ids
+	// of the events seen and the outbox (see RunsBucket, SeenBucket and
+	// OutboxName); the caller closes it after Shutdown.
+	Engine *engine.Conn
 	// Env is the process's ONNX Runtime environment; candidates and the
 	// current versions are loaded in it for validation.
 	Env *runtime.Environment
@@ -62,7 +75,7 @@ type Service struct {
 	now      func() time.Time
 	secret   []byte
 	token    string // the gateway's admin token
-	db       *bbolt.DB
+	store    *store
 	outbox   *outbox.Outbox // nil without webhooks
 	workers  map[string]*worker
 
@@ -78,6 +91,10 @@ type Service struct {
 
 	mu     sync.Mutex        // serializes accepting events and taking runs
 	queued map[string]string // guarded by mu: model -> its queued run's id
+	// unseen maps the id of an event whose run is stored but whose
+	// acceptance could not be, to its answer: a re-delivery records it
+	// then (recover does after a crash).
+	unseen map[string][]byte // guarded by mu
 }
 
 // worker runs one model's runs, one at a time, on its own goroutine.
@@ -87,10 +104,11 @@ type worker struct {
 	wake  chan struct{} // 1-buffered; merged signals that a run is queued
 }
 
-// Open opens the store under cfg.StateDir, marks the runs that a crash left
-// running as failed, opens the outbox, emits the outcomes not yet emitted,
-// and starts one worker per model, which runs the queued runs. Shutdown
-// stops it.
+// Open creates the run store's buckets on the engine, opens the outbox and
+// starts its delivery, marks the runs that a crash left running as failed
+// (queuing a run that does each again), emits the outcomes that may not
+// have gone out, and starts one worker per model, which runs the queued
+// runs. Shutdown stops it.
 func Open(o Options) (*Service, error) {
 	cfg := o.Config.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -99,6 +117,9 @@ func Open(o Options) (*Service, error) {
 	if o.Env == nil {
 		return nil, errors.New("cannot open retrain service: no ONNX Runtime environment")
 	}
+	if o.Engine == nil {
+		return nil, errors.New("cannot open retrain service: no engine connection to keep its runs in")
+	}
 	secret := os.Getenv(cfg.SecretEnv)
 	if secret == "" {
 		return nil, fmt.Errorf("cannot open retrain service: secret_env: environment variable %s is not set", cfg.SecretEnv)
@@ -106,6 +127,7 @@ func Open(o Options) (*Service, error) {
 	s := &Service{
 		cfg: cfg, env: o.Env, log: o.Log, client: o.Client, progress: o.Progress, now: o.Now, secret: []byte(secret),
 		workers: make(map[string]*worker), stopping: make(chan struct{}), queued: make(map[string]string),
+		unseen: make(map[string][]byte),
 	}
 	if cfg.Gateway.URL != "" {
 		if s.token = os.Getenv(cfg.Gateway.TokenEnv); s.token == "" {
@@ -123,21 +145,24 @@ func Open(o Options) (*Service, error) {
 		s.now = time.Now
 	}
 	var err error
-	if s.db, err = openStore(cfg.StateDir); err != nil {
+	if s.store, err = openStore(o.Engine); err != nil {
 		return nil, fmt.Errorf("cannot open retrain service: %w", err)
 	}
 	if len(cfg.Webhooks) > 0 {
-		if s.outbox, err = outbox.Open(outbox.Options{DB: s.db, Targets: cfg.Webhooks, Log: s.log}); err != nil {
-			s.db.Close()
+		host, _ := os.Hostname()
+		s.outbox, err = outbox.Open(outbox.Options{Conn: o.Engine, Name: OutboxName, Targets: cfg.Webhooks, Log: s.log, Replica: host})
+		if err != nil {
 			return nil, fmt.Errorf("cannot open retrain service: %w", err)
 		}
 	}
 	unnotified, err := s.recover()
+	if err == nil && s.outbox != nil {
+		err = s.outbox.Start()
+	}
 	if err != nil {
 		if s.outbox != nil {
 			s.outbox.Close()
 		}
-		s.db.Close()
 		return nil, fmt.Errorf("cannot open retrain service: %w", err)
 	}
 	s.runCtx, s.interrupt = context.WithCancel(context.Background())
@@ -148,115 +173,146 @@ func Open(o Options) (*Service, error) {
 		}
 		s.workers[name] = w
 	}
-	s.log.Info("retrain service opened", "state", cfg.StateDir, "models", len(cfg.Models), "queued", len(s.queued))
+	s.log.Info("retrain service opened", "engine", o.Engine.URL, "runs", RunsBucket, "models", len(cfg.Models), "queued", len(s.queued),
+		"outcomes_to_emit", len(unnotified))
 	for _, w := range s.workers {
 		s.wg.Add(1)
 		go s.work(w)
 	}
-	for i := range unnotified {
-		s.notify(&unnotified[i])
+	if len(unnotified) > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for i := range unnotified {
+				s.notify(&unnotified[i])
+			}
+		}()
 	}
 	return s, nil
 }
 
-// recover marks the runs left running as failed, finds the queued ones and
-// returns the finished runs whose outcome is not yet emitted.
+// recover prunes the store, records that the events of the runs queued or
+// running were seen (a crash may have come between the two writes of
+// accept), marks the runs left running as failed, finds the queued ones
+// and returns the finished runs whose outcome may not have been emitted.
+// Every write is one that a crash may interrupt: the next recover does the
+// rest.
 func (s *Service) recover() ([]Run, error) {
 	now := s.now().UTC()
-	var unnotified []Run
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		if err := prune(tx, now); err != nil {
-			return err
-		}
-		var changed, interrupted []Run
-		err := tx.Bucket(runsBucket).ForEach(func(_, v []byte) error {
-			var r Run
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("cannot decode a run: %w", err)
-			}
-			_, configured := s.cfg.Models[r.Model]
-			switch {
-			case r.Outcome == Running:
-				step := "first"
-				if len(r.Steps) > 0 {
-					step = r.Steps[len(r.Steps)-1].Name
-				}
-				r.finish(now, fmt.Errorf("%w: the retrain service stopped during the %s step", errInterrupted, step))
-				if configured && r.CanaryStarted.IsZero() {
-					interrupted = append(interrupted, r)
-				}
-			case r.Outcome == Queued && !configured:
-				r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
-			case r.Outcome == Queued && s.queued[r.Model] != "":
-				r.finish(now, fmt.Errorf("superseded by run %s, queued for the same model", s.queued[r.Model]))
-			case r.Outcome == Queued:
-				s.queued[r.Model] = r.ID
-				return nil
-			default:
-				if !r.Notified && s.outbox == nil {
-					r.Notified = true // there are no webhooks to tell
-					changed = append(changed, r)
-				} else if !r.Notified {
-					unnotified = append(unnotified, r)
-				}
-				return nil
-			}
-			r.Notified = s.outbox == nil
-			changed = append(changed, r)
-			if !r.Notified {
-				unnotified = append(unnotified, r)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for i := range changed {
-			if err := putRun(tx, &changed[i]); err != nil {
-				return err
-			}
-		}
-		// An interrupted run is done again, unless a run of its model is
-		// queued anyway or the gateway acknowledged its canary: so the loop
-		// a crash broke still closes.
-		for _, r := range interrupted {
-			if s.queued[r.Model] != "" {
-				continue
-			}
-			if err := s.queueRetry(tx, r, now); err != nil {
-				return err
-			}
-		}
-		// So is one that published a version and failed to canary it for a
-		// reason that may pass: the new run canaries it (see resume).
-		for model := range s.cfg.Models {
-			if s.queued[model] != "" {
-				continue
-			}
-			r, _, ok, err := s.uncanaried(tx, model, "")
-			if err != nil {
-				s.log.Warn("cannot look for a version never canaried", "model", model, "error", err)
-				continue
-			}
-			if ok {
-				if err := s.queueRetry(tx, r, now); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+	runs, err := s.store.all()
+	if err == nil {
+		runs, err = s.store.prune(runs, keepRuns)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot recover the runs: %w", err)
 	}
-	return unnotified, nil
+	var changed, interrupted, unnotified []*Run
+	for i := range runs {
+		r := &runs[i]
+		_, configured := s.cfg.Models[r.Model]
+		if (r.Outcome == Queued || r.Outcome == Running) && r.RetryOf == "" {
+			if err := s.repairSeen(r, now); err != nil {
+				return nil, fmt.Errorf("cannot recover the runs: %w", err)
+			}
+		}
+		switch {
+		case r.Outcome == Running:
+			interrupted = append(interrupted, r)
+		case r.Outcome == Queued && !configured:
+			r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
+			changed = append(changed, r)
+		case r.Outcome == Queued && s.queued[r.Model] != "":
+			r.finish(now, fmt.Errorf("superseded by run %s, queued for the same model", s.queued[r.Model]))
+			changed = append(changed, r)
+		case r.Outcome == Queued:
+			s.queued[r.Model] = r.ID
+		case !r.Notified && s.outbox == nil:
+			changed = append(changed, r)
+		case !r.Notified:
+			unnotified = append(unnotified, r)
+		}
+	}
+	// An interrupted run is done again, unless a run of its model is
+	// queued anyway or the gateway acknowledged its canary: so the loop a
+	// crash broke still closes. The retry is stored before the
+	// interruption, so that a crash between the two does not lose it.
+	for _, r := range interrupted {
+		_, configured := s.cfg.Models[r.Model]
+		if configured && r.CanaryStarted.IsZero() && s.queued[r.Model] == "" {
+			if err := s.queueRetry(*r, now); err != nil {
+				return nil, fmt.Errorf("cannot recover the runs: %w", err)
+			}
+		}
+		step := "first"
+		if len(r.Steps) > 0 {
+			step = r.Steps[len(r.Steps)-1].Name
+		}
+		r.finish(now, fmt.Errorf("%w: the retrain service stopped during the %s step", errInterrupted, step))
+		changed = append(changed, r)
+	}
+	for _, r := range changed {
+		if s.outbox == nil {
+			r.Notified = true // there are no webhooks to tell
+		}
+		if err := s.store.put(r); err != nil {
+			return nil, fmt.Errorf("cannot recover the runs: %w", err)
+		}
+		if !r.Notified {
+			unnotified = append(unnotified, r)
+		}
+	}
+	// So is one that published a version and failed to canary it for a
+	// reason that may pass: the new run canaries it (see resume).
+	for model := range s.cfg.Models {
+		if s.queued[model] != "" {
+			continue
+		}
+		r, _, ok, err := s.uncanaried(model, "")
+		if err != nil {
+			s.log.Warn("cannot look for a version never canaried", "model", model, "error", err)
+			continue
+		}
+		if ok {
+			if err := s.queueRetry(r, now); err != nil {
+				return nil, fmt.Errorf("cannot recover the runs: %w", err)
+			}
+		}
+	}
+	out := make([]Run, 0, len(unnotified))
+	for _, r := range unnotified {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b Run) int { return cmp.Compare(runNumber(a.ID), runNumber(b.ID)) })
+	return out, nil
+}
+
+// repairSeen records that the events of run r, queued or running, were
+// accepted, with the answers that accept gave, unless that is recorded:
+// accept stores a run before the acceptance of its event.
+func (s *Service) repairSeen(r *Run, now time.Time) error {
+	put := func(id string, a acceptance) error {
+		answer, err := encodeJSON(a)
+		if err == nil {
+			err = s.store.putSeen(id, seenEvent{At: now, Answer: string(answer)})
+		}
+		return err
+	}
+	if err := put(r.Trigger, acceptance{Status: "queued", Run: r.ID}); err != nil {
+		return err
+	}
+	for _, id := range r.Coalesced {
+		if err := put(id, acceptance{Status: "coalesced", Run: r.ID}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // queueRetry queues a run that does run r again, for the same event.
-func (s *Service) queueRetry(tx *bbolt.Tx, r Run, now time.Time) error {
+func (s *Service) queueRetry(r Run, now time.Time) error {
 	retry := Run{Model: r.Model, Trigger: r.Trigger, RetryOf: r.ID, DriftVersion: r.DriftVersion, Since: r.Since,
 		QueuedAt: now, Outcome: Queued, Steps: []Step{}}
-	if err := newRun(tx, &retry); err != nil {
+	if err := s.store.newRun(&retry); err != nil {
 		return err
 	}
 	s.queued[r.Model] = retry.ID
@@ -265,8 +321,9 @@ func (s *Service) queueRetry(tx *bbolt.Tx, r Run, now time.Time) error {
 
 // Shutdown stops the service: no queued run starts any more (they run
 // after the next Open), the running ones may finish until ctx is done and
-// are then interrupted (recorded as failed), and the outbox and the store
-// close. It returns once every goroutine of the service has stopped.
+// are then interrupted (recorded as failed), and the outbox stops
+// delivering and closes; the engine connection stays open. It returns once
+// every goroutine of the service has stopped.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.stopOnce.Do(func() { close(s.stopping) })
 	done := make(chan struct{})
@@ -287,18 +344,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
+	var err error
 	if s.outbox != nil {
-		errs = append(errs, s.outbox.Close())
-	}
-	if err := s.db.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("cannot close run store: %w", err))
+		err = s.outbox.Close()
 	}
 	if s.ownHTTP {
 		s.client.CloseIdleConnections()
 	}
 	s.log.Info("retrain service stopped")
-	return errors.Join(errs...)
+	return err
 }
 
 // Close interrupts the running runs and stops the service at once.
@@ -349,31 +403,39 @@ func (s *Service) Handler() http.Handler {
 // Runs returns the runs of model (of every model when empty), newest
 // first, at most limit of them (all when limit is not positive).
 func (s *Service) Runs(model string, limit int) ([]Run, error) {
-	var runs []Run
-	err := s.view(func(tx *bbolt.Tx) (err error) {
-		runs, err = listRuns(tx, model, limit)
-		return err
+	runs := []Run{}
+	err := s.view(func() error {
+		return s.store.newest(func(r Run) bool {
+			if model == "" || r.Model == model {
+				runs = append(runs, r)
+			}
+			return limit <= 0 || len(runs) < limit
+		})
 	})
-	return runs, err
+	if err != nil {
+		return nil, err
+	}
+	return runs, nil
 }
 
 // Run returns the run with id; the error wraps ErrNoRun when there is none.
 func (s *Service) Run(id string) (Run, error) {
 	var run Run
-	err := s.view(func(tx *bbolt.Tx) (err error) {
-		run, err = getRun(tx, id)
+	err := s.view(func() (err error) {
+		run, err = s.store.get(id)
 		return err
 	})
 	return run, err
 }
 
-func (s *Service) view(fn func(*bbolt.Tx) error) error {
+// view calls fn unless Shutdown has stopped the service.
+func (s *Service) view(fn func() error) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return s.db.View(fn)
+	return fn()
 }
 
 // acceptance is the answer to an accepted webhook.
@@ -457,10 +519,10 @@ func (d driftData) since(lookback time.Duration) time.Time {
 }
 
 // accept records ev's id and, for a drift.detected event of a configured
-// model, queues a run or coalesces ev into the model's queued run, in one
-// transaction; it returns the answer's body, which is stored with the id.
-// For an id it has accepted before it changes nothing and returns that
-// first answer with replay set.
+// model, queues a run or coalesces ev into the model's queued run (stored
+// first); it returns the answer's body, which is stored with the id. For an
+// id it has accepted before it changes nothing and returns that first
+// answer with replay set.
 func (s *Service) accept(ev outbox.Event) (answer []byte, replay bool, err error) {
 	var d driftData
 	json.Unmarshal(ev.Data, &d) // lenient: the subject may say it all
@@ -483,55 +545,66 @@ func (s *Service) accept(ev outbox.Event) (answer []byte, replay bool, err error
 	}
 	s.mu.Lock() // so no other accept records ev.ID between the look and the update
 	defer s.mu.Unlock()
-	var first seenEvent
-	err = s.db.View(func(tx *bbolt.Tx) (err error) {
-		first, replay, err = getSeen(tx, ev.ID)
-		return err
-	})
+	if answer, ok := s.unseen[ev.ID]; ok {
+		// Its run is stored, the answer never given: give it now.
+		if err := s.store.putSeen(ev.ID, seenEvent{At: s.now().UTC(), Answer: string(answer)}); err != nil {
+			return nil, false, err
+		}
+		delete(s.unseen, ev.ID)
+		return answer, false, nil
+	}
+	first, replay, err := s.store.getSeen(ev.ID)
 	if err != nil {
-		return nil, false, fmt.Errorf("cannot look up event %q: %w", ev.ID, err)
+		return nil, false, err
 	}
 	if replay {
 		s.log.Info("webhook received again: answered as the first time", "event", ev.ID, "type", ev.Type, "first_received", first.At)
 		return []byte(first.Answer), true, nil
 	}
 	now := s.now().UTC()
-	err = s.db.Update(func(tx *bbolt.Tx) error {
-		if a.Reason == "" {
-			if id := s.queued[model]; id != "" {
-				r, err := getRun(tx, id)
-				if err != nil {
-					return err
-				}
-				r.Coalesced = append(r.Coalesced, ev.ID)
-				a = acceptance{Status: "coalesced", Run: id}
-				if err := putRun(tx, &r); err != nil {
-					return err
-				}
-			} else {
-				r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
-				if err := newRun(tx, &r); err != nil {
-					return err
-				}
-				a = acceptance{Status: "queued", Run: r.ID}
+	if a.Reason == "" {
+		queued, err := Run{}, ErrNoRun
+		if id := s.queued[model]; id != "" {
+			if queued, err = s.store.get(id); errors.Is(err, ErrNoRun) {
+				s.log.Warn("a queued retrain run is gone from the store: a new one is queued", "run", id, "model", model)
+				delete(s.queued, model)
 			}
 		}
-		var err error
-		if answer, err = encodeJSON(a); err != nil {
-			return err
+		switch {
+		case err == nil:
+			queued.Coalesced = append(queued.Coalesced, ev.ID)
+			if err := s.store.put(&queued); err != nil {
+				return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+			}
+			a = acceptance{Status: "coalesced", Run: queued.ID}
+		case errors.Is(err, ErrNoRun):
+			r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+			if err := s.store.newRun(&r); err != nil {
+				return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+			}
+			a = acceptance{Status: "queued", Run: r.ID}
+			s.queued[model] = r.ID
+			select {
+			case s.workers[model].wake <- struct{}{}:
+			default:
+			}
+		default:
+			return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
 		}
-		return putSeen(tx, ev.ID, seenEvent{At: now, Answer: string(answer)})
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+	}
+	if answer, err = encodeJSON(a); err != nil {
+		return nil, false, err
+	}
+	// The run is stored before the acceptance: a crash between the two
+	// leaves a run whose event recover records as seen.
+	if err := s.store.putSeen(ev.ID, seenEvent{At: now, Answer: string(answer)}); err != nil {
+		if a.Run != "" {
+			s.unseen[ev.ID] = answer
+		}
+		return nil, false, err
 	}
 	switch a.Status {
 	case "queued":
-		s.queued[model] = a.Run
-		select {
-		case s.workers[model].wake <- struct{}{}:
-		default:
-		}
 		s.log.Info("retrain run queued", "run", a.Run, "model", model, "drifted_version", version, "event", ev.ID)
 	case "coalesced":
 		s.log.Info("drift event coalesced into the queued run", "run", a.Run, "model", model, "event", ev.ID)
@@ -550,45 +623,77 @@ func (s *Service) work(w *worker) {
 			return
 		case <-w.wake:
 		}
-		select {
-		case <-s.stopping:
-			return // the queued run stays queued, for the next Open
-		default:
-		}
-		if r, ok := s.take(w.model); ok {
-			s.execute(w, r)
+		for {
+			select {
+			case <-s.stopping:
+				return // the queued run stays queued, for the next Open
+			default:
+			}
+			r, ok, err := s.take(w.model)
+			if err == nil {
+				if ok {
+					s.execute(w, r)
+				}
+				break
+			}
+			s.log.Error("cannot start a retrain run; trying again", "model", w.model, "error", err, "in", takeRetry)
+			select {
+			case <-s.stopping:
+				return
+			case <-time.After(takeRetry):
+			}
 		}
 	}
 }
 
-// take marks model's queued run as running and returns it.
-func (s *Service) take(model string) (*Run, bool) {
+// take marks model's queued run as running and returns it; ok is false
+// when none is queued.
+func (s *Service) take(model string) (_ *Run, ok bool, _ error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := s.queued[model]
 	if id == "" {
-		return nil, false
+		return nil, false, nil
+	}
+	r, err := s.store.get(id)
+	if errors.Is(err, ErrNoRun) {
+		delete(s.queued, model)
+		s.log.Warn("a queued retrain run is gone from the store: it does not run", "run", id, "model", model)
+		return nil, false, nil
+	}
+	if err == nil {
+		r.Outcome, r.Started = Running, s.now().UTC()
+		err = s.store.put(&r)
+	}
+	if err != nil {
+		return nil, false, err
 	}
 	delete(s.queued, model)
-	var r Run
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		var err error
-		if r, err = getRun(tx, id); err != nil {
-			return err
-		}
-		r.Outcome, r.Started = Running, s.now().UTC()
-		return putRun(tx, &r)
-	})
-	if err != nil {
-		s.log.Error("cannot start a retrain run", "run", id, "model", model, "error", err)
-		return nil, false
-	}
-	return &r, true
+	return &r, true, nil
 }
 
 // save stores r as it is now.
-func (s *Service) save(r *Run) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return putRun(tx, r) })
+func (s *Service) save(r *Run) error { return s.store.put(r) }
+
+// persist calls write until it succeeds, waiting longer after each
+// failure, as long as the runs may go on (Shutdown's context ends that);
+// an error that another try cannot mend ends it too. It returns write's
+// last error.
+func (s *Service) persist(write func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := write()
+		if err == nil || errors.Is(err, errConflict) || errors.Is(err, ErrNoRun) || errors.Is(err, outbox.ErrFull) ||
+			errors.Is(err, outbox.ErrClosed) || errors.Is(err, outbox.ErrInvalidEvent) {
+			return err
+		}
+		select {
+		case <-s.runCtx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // notify emits the event of finished run r and records that it did.
@@ -598,14 +703,19 @@ func (s *Service) notify(r *Run) {
 	}
 	ev, err := r.event()
 	if err == nil {
-		err = s.outbox.Emit(ev)
+		err = s.persist(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			defer cancel()
+			return s.outbox.Emit(ctx, ev)
+		})
 	}
 	if err == nil {
 		r.Notified = true
-		err = s.save(r)
+		err = s.persist(func() error { return s.save(r) })
 	}
 	if err != nil {
-		// The next Open emits it again, with the same id.
+		// The next Open emits it again, with the same id: the engine and
+		// the receivers drop a second copy.
 		s.log.Error("cannot emit the outcome of a retrain run", "run", r.ID, "model", r.Model, "error", err)
 	}
 }

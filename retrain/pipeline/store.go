@@ -2,23 +2,44 @@ package pipeline
 
 import (
 	"bytes"
-	"encoding/binary"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
-	"go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/infergate/infergate/retrain/statefile"
+	"github.com/infergate/infergate/retrain/engine"
 )
 
-// StoreFile is the name of the bbolt file under state_dir.
-const StoreFile = "retrain.db"
+// The engine's buckets that hold the retrain service's state (its outbox
+// is the stream and bucket of outbox.Open's Name "retrain").
+const (
+	// RunsBucket holds the runs, each as JSON under its id ("1", "2", …),
+	// and under the key "sequence" the last id handed out.
+	RunsBucket = "infergate_retrain_runs"
+	// SeenBucket holds what the service keeps of each accepted event
+	// (see seenKey); an entry expires keepSeen after it was written.
+	SeenBucket = "infergate_retrain_seen"
+)
+
+// sequenceKey is the key of RunsBucket that holds the last run id handed
+// out, so that an id is never handed out twice, whatever was pruned.
+const sequenceKey = "sequence"
+
+// storeTimeout bounds one request to the engine.
+const storeTimeout = 10 * time.Second
+
+// maxUnsure bounds the writes of a run whose answers were lost that a put
+// looks for in place (see store.put).
+const maxUnsure = 8
 
 // The outcomes of a run.
 const (
@@ -28,14 +49,16 @@ const (
 	Failed    = "failed"
 )
 
-// ErrNoRun is returned for a run id the store does not hold.
-var ErrNoRun = errors.New("pipeline: no such run")
-
-// The buckets of the store. Runs are keyed by their sequence number, big
-// endian, and hold a Run as JSON; seen event ids map to a seenEvent as JSON.
 var (
-	runsBucket = []byte("pipeline.runs")
-	seenBucket = []byte("pipeline.seen")
+	// ErrNoRun is returned for a run id the store does not hold.
+	ErrNoRun = errors.New("pipeline: no such run")
+	// ErrDamaged is wrapped by the error about a record of RunsBucket or
+	// SeenBucket that cannot be decoded; the error names the bucket and
+	// the key and says how to recover.
+	ErrDamaged = errors.New("pipeline: damaged record")
+	// errConflict is wrapped by the error of a write that found the record
+	// changed by someone else since it was read.
+	errConflict = errors.New("changed by another writer since it was read")
 )
 
 // Bounds of what the store keeps.
@@ -87,6 +110,14 @@ type Run struct {
 	// set once that event is in the outbox.
 	EventID  string `json:"event_id,omitempty"`
 	Notified bool   `json:"notified"`
+
+	// rev is the revision of the record this Run was read from or last
+	// written as, 0 for a run not yet stored: the next write replaces
+	// that revision or fails (see store.put).
+	rev uint64
+	// unsure holds the records of the writes since rev whose answers were
+	// lost: the engine may hold one of them (see store.put).
+	unsure [][]byte
 }
 
 // Step is one step of a run: data, train, validate, publish or canary.
@@ -139,200 +170,421 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // String formats d as time.Duration does.
 func (d Duration) String() string { return time.Duration(d).String() }
 
-func runKey(id string) ([]byte, error) {
+// store is the run store: the buckets of runs and of seen events. Its
+// methods are safe for concurrent use; two writes of one run are
+// serialized by its owner (see Service).
+type store struct {
+	runs jetstream.KeyValue
+	seen jetstream.KeyValue
+	// maxRecord is the largest record the engine takes: its max_payload,
+	// less room for the headers.
+	maxRecord int
+}
+
+// openStore creates (or updates the replicas of) the buckets of the run
+// store on the engine: file storage, conn.Replicas copies.
+func openStore(conn *engine.Conn) (*store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	st := &store{maxRecord: maxRecord(conn)}
+	var err error
+	st.runs, err = conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RunsBucket,
+		Description: "infergate retrain runs, by id", Storage: jetstream.FileStorage, Replicas: conn.Replicas, Compression: true})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the run store's bucket %s: %w", RunsBucket, err)
+	}
+	st.seen, err = conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SeenBucket,
+		Description: "infergate retrain: the events accepted and their answers", Storage: jetstream.FileStorage,
+		Replicas: conn.Replicas, TTL: keepSeen})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the run store's bucket %s: %w", SeenBucket, err)
+	}
+	return st, nil
+}
+
+// maxRecord is the largest record that conn's servers take.
+func maxRecord(conn *engine.Conn) int {
+	return max(int(conn.NC.MaxPayload())-4<<10, 64<<10)
+}
+
+// damaged returns the error about the record key of bucket, which cannot
+// be decoded.
+func damaged(bucket, key string, err error) error {
+	return fmt.Errorf("%w: record %q of bucket %s: %v; see it with `nats kv get %s %s`, then put a repaired record back, "+
+		"or delete it with `nats kv del %s %s` to go on without it", ErrDamaged, key, bucket, err, bucket, key, bucket, key)
+}
+
+// runKey returns the key of run id, or an error wrapping ErrNoRun when id
+// is not a run id.
+func runKey(id string) (string, error) {
 	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil || n == 0 {
-		return nil, fmt.Errorf("%w: %q is not a run id", ErrNoRun, id)
+		return "", fmt.Errorf("%w: %q is not a run id", ErrNoRun, id)
 	}
-	return binary.BigEndian.AppendUint64(nil, n), nil
+	return strconv.FormatUint(n, 10), nil
 }
 
-// openStore opens (creating) the bbolt file under dir and its buckets. A
-// damaged file is refused (see statefile.Open).
-func openStore(dir string) (*bbolt.DB, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create state_dir: %w", err)
+// decodeRun decodes the record of key, which must be the run's id.
+func decodeRun(key string, value []byte, rev uint64) (Run, error) {
+	var r Run
+	if err := json.Unmarshal(value, &r); err != nil {
+		return Run{}, damaged(RunsBucket, key, err)
 	}
-	path := filepath.Join(dir, StoreFile)
-	db, err := statefile.Open(path, bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, err
+	if r.ID != key {
+		return Run{}, damaged(RunsBucket, key, fmt.Errorf("it holds run %q", r.ID))
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{runsBucket, seenBucket} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("cannot create the buckets of run store %q: %w", path, err)
-	}
-	return db, nil
+	r.rev = rev
+	return r, nil
 }
 
-func putRun(tx *bbolt.Tx, r *Run) error {
-	key, err := runKey(r.ID)
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("cannot encode run %s: %w", r.ID, err)
-	}
-	return tx.Bucket(runsBucket).Put(key, b)
-}
-
-func getRun(tx *bbolt.Tx, id string) (Run, error) {
+// get returns the run with id; the error wraps ErrNoRun when there is none.
+func (st *store) get(id string) (Run, error) {
 	key, err := runKey(id)
 	if err != nil {
 		return Run{}, err
 	}
-	b := tx.Bucket(runsBucket).Get(key)
-	if b == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	e, err := st.runs.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Run{}, fmt.Errorf("%w: %s", ErrNoRun, id)
 	}
-	var r Run
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Run{}, fmt.Errorf("cannot decode run %s: %w", id, err)
+	if err != nil {
+		return Run{}, fmt.Errorf("cannot read run %s: %w", id, err)
 	}
-	return r, nil
+	return decodeRun(key, e.Value(), e.Revision())
 }
 
-// newRun stores a queued run of model with the next id.
-func newRun(tx *bbolt.Tx, r *Run) error {
-	seq, err := tx.Bucket(runsBucket).NextSequence()
+// put stores r: a new record when r was never stored, else in place of
+// the revision r was read from or last written as, so that a write made
+// meanwhile by another writer is never overwritten. A write whose answer
+// was lost may have landed: the next put finds it in place and goes on.
+func (st *store) put(r *Run) error {
+	key, err := runKey(r.ID)
 	if err != nil {
 		return err
 	}
-	r.ID = strconv.FormatUint(seq, 10)
-	return putRun(tx, r)
-}
-
-// listRuns returns the runs of model (every model when empty), newest
-// first, at most limit of them (all when limit is not positive).
-func listRuns(tx *bbolt.Tx, model string, limit int) ([]Run, error) {
-	runs := []Run{}
-	c := tx.Bucket(runsBucket).Cursor()
-	for k, v := c.Last(); k != nil && (limit <= 0 || len(runs) < limit); k, v = c.Prev() {
-		var r Run
-		if err := json.Unmarshal(v, &r); err != nil {
-			return nil, fmt.Errorf("cannot decode run %d: %w", binary.BigEndian.Uint64(k), err)
-		}
-		if model == "" || r.Model == model {
-			runs = append(runs, r)
+	b, err := st.encode(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	rev, err := st.write(ctx, key, b, r.rev)
+	if errors.Is(err, errConflict) && len(r.unsure) > 0 {
+		// An earlier write's answer was lost: if it landed, it is the
+		// record in place, and this write replaces it.
+		e, gerr := st.runs.Get(ctx, key)
+		if gerr == nil && slices.ContainsFunc(r.unsure, func(u []byte) bool { return bytes.Equal(u, e.Value()) }) {
+			rev, err = st.write(ctx, key, b, e.Revision())
 		}
 	}
-	return runs, nil
+	switch {
+	case errors.Is(err, errConflict):
+		return fmt.Errorf("cannot record run %s: its record was %w (is a second retrain service using this engine?)", r.ID, err)
+	case err != nil:
+		if len(r.unsure) == maxUnsure {
+			r.unsure = r.unsure[1:]
+		}
+		r.unsure = append(r.unsure, b)
+		return fmt.Errorf("cannot record run %s: %w", r.ID, err)
+	}
+	r.rev, r.unsure = rev, nil
+	return nil
 }
 
-// prune deletes the oldest runs beyond keepRuns, other than queued and
-// running ones, and the event ids seen before now-keepSeen.
-func prune(tx *bbolt.Tx, now time.Time) error {
-	// Keys are collected first: a cursor's Next after its Delete may skip one.
-	var old [][]byte
-	runs := tx.Bucket(runsBucket)
-	excess := runs.Stats().KeyN - keepRuns
-	c := runs.Cursor()
-	for k, v := c.First(); k != nil && len(old) < excess; k, v = c.Next() {
-		var r Run
-		if json.Unmarshal(v, &r) == nil && (r.Outcome == Queued || r.Outcome == Running) {
+// write creates key when rev is 0, else replaces its revision rev. The
+// error wraps errConflict when the record is not (or no longer) so.
+func (st *store) write(ctx context.Context, key string, b []byte, rev uint64) (uint64, error) {
+	var err error
+	if rev == 0 {
+		rev, err = st.runs.Create(ctx, key, b)
+	} else {
+		rev, err = st.runs.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, fmt.Errorf("%w: %w", errConflict, err)
+	}
+	return rev, err
+}
+
+// encode returns r's record. A record beyond what the engine takes loses
+// the middle of its longest step logs, which a note replaces.
+func (st *store) encode(r *Run) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode run %s: %w", r.ID, err)
+	}
+	if len(b) <= st.maxRecord {
+		return b, nil
+	}
+	cut := *r
+	cut.Steps = slices.Clone(r.Steps)
+	for len(b) > st.maxRecord {
+		i := 0
+		for j := range cut.Steps {
+			if len(cut.Steps[j].Log) > len(cut.Steps[i].Log) {
+				i = j
+			}
+		}
+		lines := cut.Steps[i].Log
+		if len(lines) < 2 {
+			return nil, fmt.Errorf("cannot record run %s: its record takes %d bytes, more than the %d the engine takes", r.ID, len(b), st.maxRecord)
+		}
+		keep := len(lines) / 4
+		cut.Steps[i].Log = slices.Concat(lines[:keep],
+			[]string{fmt.Sprintf("(%d lines left out: the run's record must fit the engine's max_payload)", len(lines)-2*keep)},
+			lines[len(lines)-keep:])
+		if b, err = json.Marshal(&cut); err != nil {
+			return nil, fmt.Errorf("cannot encode run %s: %w", r.ID, err)
+		}
+	}
+	return b, nil
+}
+
+// newRun stores r, queued, under the next id.
+func (st *store) newRun(r *Run) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	var last, rev uint64
+	e, err := st.runs.Get(ctx, sequenceKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		ids, err := st.ids(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			last = ids[0]
+		}
+	case err != nil:
+		return fmt.Errorf("cannot read the last run id: %w", err)
+	default:
+		if last, err = strconv.ParseUint(string(e.Value()), 10, 64); err != nil {
+			return damaged(RunsBucket, sequenceKey, fmt.Errorf("%q is not a run id", e.Value()))
+		}
+		rev = e.Revision()
+	}
+	if _, err := st.write(ctx, sequenceKey, strconv.AppendUint(nil, last+1, 10), rev); err != nil {
+		return fmt.Errorf("cannot hand out run id %d: %w", last+1, err)
+	}
+	r.ID, r.rev, r.unsure = strconv.FormatUint(last+1, 10), 0, nil
+	return st.put(r)
+}
+
+// ids returns the ids of the stored runs, highest first.
+func (st *store) ids(ctx context.Context) ([]uint64, error) {
+	keys, err := st.runs.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the runs: %w", err)
+	}
+	ids := make([]uint64, 0, len(keys))
+	for _, k := range keys {
+		if k == sequenceKey {
 			continue
 		}
-		old = append(old, bytes.Clone(k))
+		if !isRunKey(k) {
+			return nil, damaged(RunsBucket, k, errors.New("the key is not a run id"))
+		}
+		ids = append(ids, runNumber(k))
 	}
-	for _, k := range old {
-		if err := runs.Delete(k); err != nil {
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	return ids, nil
+}
+
+// newest calls fn with the stored runs, newest first, until fn returns
+// false.
+func (st *store) newest(fn func(Run) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ids, err := st.ids(ctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		r, err := st.get(strconv.FormatUint(id, 10))
+		if errors.Is(err, ErrNoRun) {
+			continue // pruned since
+		}
+		if err != nil {
 			return err
 		}
-	}
-	seen := tx.Bucket(seenBucket)
-	old = old[:0]
-	seen.ForEach(func(k, v []byte) error {
-		if e, err := decodeSeen(v); err != nil || now.Sub(e.At) > keepSeen {
-			old = append(old, bytes.Clone(k))
-		}
-		return nil
-	})
-	for _, k := range old {
-		if err := seen.Delete(k); err != nil {
-			return err
+		if !fn(r) {
+			return nil
 		}
 	}
 	return nil
 }
 
-// ListRuns returns the runs kept in the store under stateDir, newest
-// first; none when there is no store yet. It opens the store read-only, so
-// it fails while a Service holds it: ask that one (GET /runs) instead.
-func ListRuns(stateDir string) ([]Run, error) {
-	path := filepath.Join(stateDir, StoreFile)
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return []Run{}, nil
-	}
-	db, err := statefile.Open(path, bbolt.Options{ReadOnly: true, Timeout: time.Second})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("cannot list runs (a running retrain service holds its store: ask it with --url): %w", err)
-	}
+// all returns every stored run, oldest first, read in one pass.
+func (st *store) all() ([]Run, error) {
+	return allRuns(st.runs)
+}
+
+func allRuns(kv jetstream.KeyValue) ([]Run, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot read the runs: %w", err)
 	}
-	defer db.Close()
-	var runs []Run
-	err = db.View(func(tx *bbolt.Tx) error {
-		if tx.Bucket(runsBucket) == nil {
-			runs = []Run{}
-			return nil
+	defer w.Stop()
+	runs := []Run{}
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cannot read the runs of bucket %s: %w", RunsBucket, ctx.Err())
 		}
-		var err error
-		runs, err = listRuns(tx, "", 0)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cannot list runs: %w", err)
+		if e == nil {
+			break // the runs stored when the watch began are all in
+		}
+		if e.Key() == sequenceKey {
+			continue
+		}
+		if !isRunKey(e.Key()) {
+			return nil, damaged(RunsBucket, e.Key(), errors.New("the key is not a run id"))
+		}
+		r, err := decodeRun(e.Key(), e.Value(), e.Revision())
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
 	}
+	slices.SortFunc(runs, func(a, b Run) int { return cmp.Compare(runNumber(a.ID), runNumber(b.ID)) })
 	return runs, nil
 }
 
-// seenEvent is what the store keeps of an accepted event: when it arrived
-// and the body of the answer, which a re-delivery gets again.
+// isRunKey says whether key is a run's key: a run id as runKey writes it.
+func isRunKey(key string) bool {
+	k, err := runKey(key)
+	return err == nil && k == key
+}
+
+// runNumber is the number of a stored run's id.
+func runNumber(id string) uint64 {
+	n, _ := strconv.ParseUint(id, 10, 64)
+	return n
+}
+
+// prune deletes the oldest of runs (every stored run, oldest first) beyond
+// keep (keepRuns), other than queued and running ones and those whose outcome may
+// not have been emitted, and the markers of the runs deleted by earlier
+// prunes; it returns the runs kept. Seen events expire on their own.
+func (st *store) prune(runs []Run, keep int) ([]Run, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	excess := len(runs) - keep
+	kept := runs[:0]
+	for _, r := range runs {
+		if excess <= 0 || r.Outcome == Queued || r.Outcome == Running || !r.Notified {
+			kept = append(kept, r)
+			continue
+		}
+		if err := st.runs.Delete(ctx, r.ID, jetstream.LastRevision(r.rev)); err != nil {
+			return nil, fmt.Errorf("cannot prune run %s: %w", r.ID, err)
+		}
+		excess--
+	}
+	if err := st.runs.PurgeDeletes(ctx); err != nil {
+		return nil, fmt.Errorf("cannot prune the markers of runs deleted: %w", err)
+	}
+	return kept, nil
+}
+
+// ListRuns returns the runs that the engine conn holds, newest first; none
+// when no retrain service has stored any yet. It reads while a service
+// runs, and changes nothing.
+func ListRuns(conn *engine.Conn) ([]Run, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	kv, err := conn.JS.KeyValue(ctx, RunsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return []Run{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot list runs: %w", err)
+	}
+	runs, err := allRuns(kv)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list runs: %w", err)
+	}
+	slices.Reverse(runs)
+	return runs, nil
+}
+
+// seenEvent is what the store keeps of an accepted event: its id, when it
+// arrived and the body of the answer, which a re-delivery gets again.
 type seenEvent struct {
+	ID     string    `json:"id,omitempty"`
 	At     time.Time `json:"at"`
 	Answer string    `json:"answer"`
 }
 
 // legacyAnswer is the answer to a re-delivery of an event accepted before
-// the store kept answers, when the value was the arrival time alone.
+// the store kept answers, when the value was the arrival time alone (as a
+// record imported from such a store holds).
 const legacyAnswer = `{"status": "accepted"}` + "\n"
 
-func decodeSeen(v []byte) (seenEvent, error) {
+// plainKey matches the event ids that are their own key in SeenBucket.
+var plainKey = regexp.MustCompile(`^[-_a-zA-Z0-9]{1,128}$`)
+
+// seenKey returns the key of event id in SeenBucket: the id itself when it
+// is made of letters, digits, '-' and '_' (as the UUIDs of outbox.NewEvent
+// are), else '=' and its SHA-256 in URL-safe base64.
+func seenKey(id string) string {
+	if plainKey.MatchString(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "=" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func decodeSeen(key string, v []byte) (seenEvent, error) {
 	var e seenEvent
 	if json.Unmarshal(v, &e) == nil {
 		return e, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(v))
 	if err != nil {
-		return seenEvent{}, fmt.Errorf("cannot decode a seen event: %q", v)
+		return seenEvent{}, damaged(SeenBucket, key, fmt.Errorf("%q is neither an accepted event nor a time", v))
 	}
 	return seenEvent{At: t, Answer: legacyAnswer}, nil
 }
 
 // getSeen returns what the store keeps of event id, if it was accepted.
-func getSeen(tx *bbolt.Tx, id string) (seenEvent, bool, error) {
-	v := tx.Bucket(seenBucket).Get([]byte(id))
-	if v == nil {
+func (st *store) getSeen(id string) (seenEvent, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	key := seenKey(id)
+	e, err := st.seen.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return seenEvent{}, false, nil
 	}
-	e, err := decodeSeen(v)
-	return e, err == nil, err
+	if err != nil {
+		return seenEvent{}, false, fmt.Errorf("cannot look up event %q: %w", id, err)
+	}
+	se, err := decodeSeen(key, e.Value())
+	return se, err == nil, err
 }
 
-func putSeen(tx *bbolt.Tx, id string, e seenEvent) error {
+// putSeen records that event id was accepted, unless it is recorded
+// already: the first answer stays.
+func (st *store) putSeen(id string, e seenEvent) error {
+	e.ID = id
 	b, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("cannot encode seen event %q: %w", id, err)
 	}
-	return tx.Bucket(seenBucket).Put([]byte(id), b)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if _, err := st.seen.Create(ctx, seenKey(id), b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("cannot record event %q as seen: %w", id, err)
+	}
+	return nil
 }
