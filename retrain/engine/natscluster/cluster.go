@@ -2,6 +2,7 @@ package natscluster
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/infergate/infergate/retrain/engine"
 )
@@ -82,15 +85,17 @@ type Cluster struct {
 // node is one server of the cluster: its files and ports, fixed for the
 // cluster's life so that a restart is the same server, and its process.
 type node struct {
-	name                     string
-	dir                      string // config, log and store
-	clientPort, clusterPort  int
-	httpPort                 int
-	proc                     *process // nil before the first start
-	expectExit               bool     // set by Kill: the exit is the test's doing
-	configPath, logPath      string
-	storeDir                 string
-	clusterPass, clusterUser string
+	name string
+	// configPath, logPath and storeDir are in the server's own folder.
+	configPath, logPath, storeDir string
+	clientPort, clusterPort       int
+	httpPort                      int
+	// clusterUser and clusterPass are what routes authenticate with.
+	clusterUser, clusterPass string
+	// proc is the running or last process, nil before the first start.
+	proc *process
+	// expectExit is set by Kill and Term: the exit is the test's doing.
+	expectExit bool
 }
 
 // process is a started nats-server; done is closed when it has exited,
@@ -135,7 +140,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 			name := "n" + strconv.Itoa(i)
 			dir := filepath.Join(root, fmt.Sprintf("try%d", attempt), name)
 			c.servers[i] = &node{
-				name: name, dir: dir,
+				name:       name,
 				clientPort: ports[3*i], clusterPort: ports[3*i+1], httpPort: ports[3*i+2],
 				configPath: filepath.Join(dir, "nats.conf"), logPath: filepath.Join(dir, "nats.log"),
 				storeDir:    filepath.Join(dir, "store"),
@@ -188,6 +193,7 @@ func (c *Cluster) writeConfig(i int) {
 	c.mu.Unlock()
 	conf := fmt.Sprintf(`# natscluster: server %[1]s of a test cluster
 server_name: %[1]q
+server_tags: [%[6]q]
 listen: "127.0.0.1:%[2]d"
 http: "127.0.0.1:%[3]d"
 logtime: true
@@ -200,7 +206,7 @@ jetstream {
   max_memory_store: 256MB
   max_file_store: 2GB
 }
-`, s.name, s.clientPort, s.httpPort, c.token, s.storeDir)
+`, s.name, s.clientPort, s.httpPort, c.token, s.storeDir, serverTag(s.name))
 	// One server is no cluster: JetStream refuses a cluster block
 	// without routes.
 	if len(routes) > 0 {
@@ -264,31 +270,74 @@ func (p *process) exited() bool {
 	}
 }
 
-// waitHealthy waits until each of the servers idx answers 200 on /healthz
-// (JetStream meta leader known and this server current with it, and its
-// streams and consumers current), failing early when one has exited.
+// waitHealthy waits until each of the servers idx is ready for a test:
+// it answers 200 on /healthz (JetStream meta leader known and this server
+// current with it, and its streams and consumers current), and the meta
+// leader can place a stream on it, which it cannot until the server's
+// statistics have reached it, a moment after /healthz says ok. It fails
+// early when a server has exited.
 func (c *Cluster) waitHealthy(deadline time.Time, idx []int) error {
-	pending := append([]int(nil), idx...)
-	var last error
-	for {
-		var still []int
-		for _, i := range pending {
+	for _, i := range idx {
+		for {
 			if p := c.proc(i); p == nil || p.exited() {
 				return fmt.Errorf("server %s exited while starting: %v", c.name(i), p.exitErr())
 			}
-			if last = c.healthz(i); last != nil {
-				still = append(still, i)
+			err := c.healthz(i)
+			if err == nil {
+				err = c.probePlacement(i, deadline)
 			}
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("server %s not ready within %s: %w", c.name(i), c.opts.readyTimeout, err)
+			}
+			time.Sleep(pollInterval)
 		}
-		if pending = still; len(pending) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("server %s not healthy within %s: %w", c.name(pending[0]), c.opts.readyTimeout, last)
-		}
-		time.Sleep(pollInterval)
 	}
+	return nil
 }
+
+// probePlacement creates a one-replica stream in memory placed on server i
+// by its tag, through a connection to it, and deletes it.
+func (c *Cluster) probePlacement(i int, deadline time.Time) error {
+	nc, err := nats.Connect(c.URL(i), nats.Token(c.token), nats.NoReconnect(), nats.Timeout(time.Second))
+	if err != nil {
+		return fmt.Errorf("cannot connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	name := "natscluster_ready_" + c.name(i)
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{"natscluster.ready." + c.name(i)}, Storage: jetstream.MemoryStorage,
+		Placement: &jetstream.Placement{Cluster: c.clusterName(), Tags: []string{serverTag(c.name(i))}},
+	})
+	if err != nil {
+		return fmt.Errorf("cannot place a stream on it: %w", err)
+	}
+	if err := js.DeleteStream(ctx, name); err != nil {
+		return fmt.Errorf("cannot delete the stream placed on it: %w", err)
+	}
+	return nil
+}
+
+// clusterName returns the name placement asks for: ClusterName, or none
+// for a single server, which is no cluster.
+func (c *Cluster) clusterName() string {
+	if c.N() == 1 {
+		return ""
+	}
+	return ClusterName
+}
+
+// serverTag is the tag of the server named name, which placement can
+// select it by.
+func serverTag(name string) string { return "natscluster:" + name }
 
 func (p *process) exitErr() error {
 	if p == nil {
