@@ -7,5 +7,5 @@ import (
 )
 
 // TestMain fails the run when goroutines outlive the tests: every Outbox
-// must stop its scheduler and deliveries on Close.
+// must stop its pull loops and deliveries on Stop and Close.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
