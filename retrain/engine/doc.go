@@ -9,5 +9,9 @@
 // pipeline and the outbox may all import; cmd/infergate decides which of
 // the two a process gets.
 //
+// A start of the embedded server checks its store first and refuses a
+// damaged one, saying what is damaged and how to recover (storecheck.go
+// has what NATS does with each kind of damage).
+//
 // An Embedded server and a Conn are safe for concurrent use.
 package engine

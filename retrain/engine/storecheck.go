@@ -3,51 +3,65 @@ package engine
 // The embedded server's store is checked at every start, because NATS
 // recovers damaged files quietly: it skips a stream or consumer whose files
 // it cannot read (and infergate would then create it anew, empty), and it
-// cuts a message block back to its last readable record, often without
-// counting what it cut. What NATS v2.15.3 does with each damage, found by
-// damaging the files of a real store (storecheck_test.go keeps the cases):
+// cuts a message block back to its last readable record, often without a
+// word, sometimes only when it first reads the block at run time, and then
+// gives the lost sequence numbers out again. What NATS v2.15.3 does with
+// each damage, found by damaging the files of a real store (the cases are
+// in storecheck_test.go), and what the check makes of it:
 //
-//	file (jetstream/$G/streams/S/)   damage (cut, zeroed, 4 KiB zeroed, removed)  NATS at start                                  here
-//	meta.inf, meta.sum               any                                          warns, skips stream S                          after start: S not loaded
-//	msgs/N.blk, last block           cut or zeroed                                "Stream state outdated", rebuilds, cuts the    before start: unreadable bytes, or the last
-//	                                                                              file, loses the tail (Lost not always set)     record index.db knew is gone
-//	msgs/N.blk, last block           removed                                      "could not locate msg block", Lost set         before start: index.db's last block missing
-//	msgs/N.blk, other block          cut mid-record, zeroed                       nothing; on first read cuts the block and      before start: unreadable bytes
-//	                                                                              loses the rest of it, at run time
-//	msgs/N.blk, other block          cut at a record boundary, removed            nothing, or Lost; the same as a crash after    before start, only after a clean stop:
-//	                                                                              an ordinary removal of an emptied block        index.db's live messages missing
-//	msgs/N.blk, first block          removed                                      Lost set                                       not seen: the same as expiry or purge
-//	msgs/index.db                    any                                          "Stream state ... did not match", rebuilds     harmless: start, data intact
-//	                                                                              from the blocks, loses nothing
-//	obs/C/meta.inf, removed meta.sum any                                          warns, skips consumer C                        after start: C not loaded
-//	obs/C/meta.sum                   cut or zeroed                                nothing (not verified)                         harmless
-//	obs/C/o.dat                      cut or zeroed (not empty)                    "corrupt state file", skips consumer C         after start: C not loaded
-//	obs/C/o.dat                      cut to 0 bytes, removed                      C starts over and delivers everything again    before start: o.dat empty or missing
+//	file under streams/S/   damage                      NATS at start                                   the check
+//	meta.inf, meta.sum      cut, zeroed, removed        warns, skips S (created again, S gets back its  after the start: S not loaded
+//	                                                    messages, but keeps damaged meta files)
+//	msgs/N.blk, the last    cut, zeroed, removed        "Stream state outdated" or "could not locate    before the start: unreadable records, or the
+//	                                                    msg block", rebuilds, cuts, loses the tail      last record that index.db knew of is gone
+//	msgs/N.blk, the last    a 4 KiB page zeroed         nothing; cuts it when first read, and gives     before the start: unreadable records
+//	                                                    the lost sequence numbers out again
+//	msgs/N.blk, another     cut mid-record, zeroed      nothing; cuts it when first read (Lost set)     before the start: unreadable records
+//	msgs/N.blk, another     cut at a record boundary,   nothing, or Lost set: the same as a crash       before the start, when nothing was written
+//	                        removed                     after removing a block that limits emptied      since index.db (a clean stop)
+//	msgs/index.db           cut, zeroed, removed        "Stream state ... did not match", rebuilds      harmless: starts, all data intact
+//	                                                    from the blocks, loses nothing
+//	obs/C/meta.inf          cut, zeroed, removed        warns, skips C                                  after the start: C not loaded
+//	obs/C/meta.sum          cut, zeroed                 nothing (not verified)                          harmless
+//	obs/C/meta.sum          removed                     warns, skips C                                  after the start: C not loaded
+//	obs/C/o.dat             cut, zeroed                 "corrupt state file", skips C (and refuses      after the start: C not loaded
+//	                                                    to create it again)
+//	obs/C/o.dat             emptied, removed            starts C over: it delivers everything again     before the start: o.dat empty or missing
 //
 // The server keeps no other files under jetstream/ when alone; nats.json is
 // infergate's (ReadCredentials says what is wrong with it). The server
-// never panicked on any of these. Its stream state's Lost field is no
-// signal of damage: after an ordinary crash (kill -9) it reports as lost
-// the messages of blocks that limits had emptied and removed.
+// never panicked on any of these. Its stream state's Lost field is no sign
+// of damage: after an ordinary crash (kill -9) it counts as lost the
+// messages of blocks that limits had emptied and removed.
 //
 // So the check has two halves. Before the server starts (and may cut a
 // file), it reads the store: it walks every message block record by
-// record (lengths and sequences, not checksums: those need a hash that
-// NATS keys per stream), and compares the blocks with what msgs/index.db,
-// written every two minutes and at a clean stop, says they held. A file
-// found damaged there stops the start before the server touches it, so the
-// next start says the same. After the server is ready, it checks that every
-// stream and consumer on disk was loaded, and quotes what the server said
-// about those that were not (their files stay as they were: the server
-// skipped them).
+// record (lengths and sequences, not checksums: those need a hash keyed
+// per stream that this package does not import), and compares the blocks
+// with what msgs/index.db, written every two minutes and at a clean stop,
+// says they held. Damage found there stops the start before the server
+// touches a file, so the next start says the same. After the server is
+// ready, it checks that every stream and consumer on disk was loaded, and
+// quotes what the server said about those that were not (their files stay
+// as they were: the server skipped them).
 //
-// What stays unseen: damage that keeps records well-formed (flipped bits in
-// a payload: NATS itself sees them only when it reads the message), a block
-// other than the last cut exactly at a record boundary or removed while
-// messages were written since the last index.db, and a removed first block.
+// What stays unseen: damage that keeps records well-formed (flipped bits
+// in a payload, which NATS sees when it reads the message), and a block
+// other than the last cut at a record boundary or removed after messages
+// were written since the last index.db, or the first block removed from a
+// stream with a max age: all of these look like what NATS itself does to
+// blocks as messages are deleted, expire or are purged.
 //
-// The check reads every message block once; on this machine that is about
-// 1 s per GiB from the page cache (see BenchmarkCheckStore).
+// An operator who would rather keep what is left than restore a backup
+// creates AcceptDamageFile in the store. The next start then repairs what
+// the check found so that the server keeps each stream's last sequence
+// (no number is given out twice, so no consumer skips a new message), moves
+// every file it takes out to state_dir/jetstream-damaged instead of
+// deleting it, starts, and removes AcceptDamageFile.
+//
+// The check reads every message block once: about 0.6 s per GiB from the
+// page cache on a 2-core machine (BenchmarkCheckStore), as fast as the disk
+// reads otherwise.
 
 import (
 	"bytes"
@@ -63,10 +77,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats-server/v2/server/avl"
 )
+
+// AcceptDamageFile, created in the embedded engine's store
+// (state_dir/jetstream), makes the next start keep what is left of a
+// damaged store instead of refusing it. That start removes it.
+const AcceptDamageFile = "accept-damage"
 
 // ErrStoreDamaged is what errors.Is finds in the error of a start that
 // found the embedded engine's store damaged.
@@ -83,81 +103,94 @@ type StoreDamageError struct {
 
 // StoreDamage is one damaged stream or consumer.
 type StoreDamage struct {
-	// Stream is the stream's name (a bucket "b" is stream "KV_b").
+	// Stream is the stream's name (bucket "b" is stream "KV_b").
 	Stream string
 	// Consumer is the consumer's name when the damage is a consumer's.
 	Consumer string
 	// Path is the stream's or consumer's directory.
 	Path string
-	// What says what is damaged, in the server's words when it said
-	// something.
+	// What says what is damaged and what is lost, in the server's words
+	// when it said something.
 	What string
-	// Keep lists the steps that start again with what is left of the
-	// stream or consumer instead of nothing.
-	Keep []string
 }
 
 // Error names every damaged stream and consumer and the ways to recover.
 func (e *StoreDamageError) Error() string {
 	var b strings.Builder
 	b.WriteString("cannot start the embedded engine: ")
-	var keep []string
 	for i, d := range e.Damage {
 		if i > 0 {
 			b.WriteString("; and ")
 		}
-		if d.Consumer != "" {
-			fmt.Fprintf(&b, "consumer %q of stream %q", d.Consumer, d.Stream)
-		} else {
-			fmt.Fprintf(&b, "stream %q", d.Stream)
-		}
+		b.WriteString(d.subject())
 		fmt.Fprintf(&b, " in %s is damaged (%s)", d.Path, d.What)
-		for _, k := range d.Keep {
-			if !slices.Contains(keep, k) {
-				keep = append(keep, k)
-			}
-		}
 	}
-	fmt.Fprintf(&b, "; move %s aside to start empty (losing every stream, bucket and consumer in it), or restore it from a backup", e.StoreDir)
-	if len(keep) > 0 {
-		fmt.Fprintf(&b, ", or keep what is left: %s", strings.Join(keep, ", then "))
-	}
+	fmt.Fprintf(&b, "; move %s aside to start empty (losing every stream, bucket and consumer in it), restore it from a backup, "+
+		"or create %s to start once with what is left (the files taken out go to %s)",
+		e.StoreDir, filepath.Join(e.StoreDir, AcceptDamageFile), damagedDir(e.StoreDir))
 	return b.String()
 }
 
 // Is makes errors.Is(err, ErrStoreDamaged) true.
 func (e *StoreDamageError) Is(target error) bool { return target == ErrStoreDamaged }
 
+// subject names the damaged stream, bucket or consumer.
+func (d StoreDamage) subject() string {
+	var s string
+	if d.Consumer != "" {
+		s = fmt.Sprintf("consumer %q of ", d.Consumer)
+	}
+	if bucket, ok := strings.CutPrefix(d.Stream, "KV_"); ok {
+		return s + fmt.Sprintf("bucket %q (stream %q)", bucket, d.Stream)
+	}
+	return s + fmt.Sprintf("stream %q", d.Stream)
+}
+
+// damagedDir is where an accepting start moves what it takes out of the
+// store storeDir.
+func damagedDir(storeDir string) string { return storeDir + "-damaged" }
+
 // storeCheck is the check of one start: what the store held before the
 // server started, and what the server said while it started.
 type storeCheck struct {
 	storeDir string
 	srv      *server.Server
+	log      *slog.Logger
+	// accept says AcceptDamageFile asks to keep what is left; aside is
+	// where this start moves what it takes out.
+	accept bool
+	aside  string
 	// streams maps each stream's name to its directory, as found on disk
 	// before the start; consumers maps them to their consumers'.
 	streams   map[string]string
 	consumers map[string]map[string]string
-	log       *startLog
+	startLog  *startLog
 }
 
 // checkStoreBefore checks the store of srv, whose options name storeDir,
 // before srv starts, and makes srv log through a startLog so that the
 // check after the start can quote it. It returns a *StoreDamageError when
-// the store is damaged.
+// the store is damaged, unless AcceptDamageFile asks to repair it.
 func checkStoreBefore(srv *server.Server, storeDir string, log *slog.Logger) (*storeCheck, error) {
 	c := &storeCheck{
 		storeDir:  storeDir,
 		srv:       srv,
+		log:       log,
+		aside:     filepath.Join(damagedDir(storeDir), time.Now().UTC().Format("20060102T150405Z")),
 		streams:   make(map[string]string),
 		consumers: make(map[string]map[string]string),
-		log:       &startLog{serverLog: serverLog{log.With("component", "nats")}},
+		startLog:  &startLog{serverLog: serverLog{log.With("component", "nats")}},
 	}
-	sdir := filepath.Join(storeDir, server.JetStreamStoreDir, server.DEFAULT_GLOBAL_ACCOUNT, "streams")
+	if _, err := os.Stat(filepath.Join(storeDir, AcceptDamageFile)); err == nil {
+		c.accept = true
+	}
+	sdir := c.streamsDir()
 	entries, err := os.ReadDir(sdir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("cannot check the embedded engine's store %s: %w", storeDir, err)
 	}
 	var damage []StoreDamage
+	var repairs []func() error
 	for _, ent := range entries {
 		// A name starting with a dot is a stream the server was deleting.
 		if !ent.IsDir() || strings.HasPrefix(ent.Name(), ".") {
@@ -166,25 +199,45 @@ func checkStoreBefore(srv *server.Server, storeDir string, log *slog.Logger) (*s
 		name, dir := ent.Name(), filepath.Join(sdir, ent.Name())
 		c.streams[name] = dir
 		c.consumers[name] = make(map[string]string)
-		d, err := checkStream(name, dir, c.consumers[name])
+		d, repair, err := c.checkStream(name, dir, c.consumers[name])
 		if err != nil {
 			return nil, fmt.Errorf("cannot check the embedded engine's store %s: %w", storeDir, err)
 		}
 		damage = append(damage, d...)
+		repairs = append(repairs, repair...)
 	}
 	if len(damage) > 0 {
-		return nil, &StoreDamageError{StoreDir: storeDir, Damage: damage}
+		if !c.accept {
+			return nil, &StoreDamageError{StoreDir: storeDir, Damage: damage}
+		}
+		for _, d := range damage {
+			log.Warn("starting with what is left of a damaged "+d.subject()+", as "+AcceptDamageFile+" asks", "path", d.Path, "damage", d.What)
+		}
+		for _, repair := range repairs {
+			if err := repair(); err != nil {
+				return nil, fmt.Errorf("cannot repair the embedded engine's store %s: %w", storeDir, err)
+			}
+		}
 	}
-	srv.SetLoggerV2(c.log, false, false, false)
+	srv.SetLoggerV2(c.startLog, false, false, false)
 	return c, nil
+}
+
+// streamsDir is where the server keeps the streams of the one account of
+// an embedded server.
+func (c *storeCheck) streamsDir() string {
+	return filepath.Join(c.storeDir, server.JetStreamStoreDir, server.DEFAULT_GLOBAL_ACCOUNT, "streams")
 }
 
 // checkAfter checks, once the server is ready, that it loaded every stream
 // and consumer found on disk before the start. It returns a
 // *StoreDamageError naming those it did not load, with what the server
-// said about them.
+// said about them, unless AcceptDamageFile asks to keep what is left: then
+// it moves out the files of each stream the server could not read, so that
+// the stream's messages and consumers come back when infergate creates it
+// again, and each consumer, so that infergate can create it anew.
 func (c *storeCheck) checkAfter() error {
-	lines := c.log.stop()
+	lines := c.startLog.stop()
 	jsz, err := c.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true, DirectConsumer: true})
 	if err != nil {
 		return fmt.Errorf("cannot check the embedded engine's store %s: %w", c.storeDir, err)
@@ -203,6 +256,7 @@ func (c *storeCheck) checkAfter() error {
 		}
 	}
 	var damage []StoreDamage
+	var repairs []func() error
 	for _, name := range sortedKeys(c.streams) {
 		dir := c.streams[name]
 		cons, ok := loaded[name]
@@ -210,8 +264,10 @@ func (c *storeCheck) checkAfter() error {
 			damage = append(damage, StoreDamage{
 				Stream: name, Path: dir,
 				What: said(lines, "the server did not load it", dir+string(filepath.Separator), fmt.Sprintf("> %s'", name), fmt.Sprintf("%q", name)),
-				Keep: []string{fmt.Sprintf("move %s aside to start stream %q empty", dir, name)},
 			})
+			for _, f := range []string{server.JetStreamMetaFile, server.JetStreamMetaFileSum} {
+				repairs = append(repairs, c.moveOut(filepath.Join(dir, f), false))
+			}
 			continue
 		}
 		for _, cname := range sortedKeys(c.consumers[name]) {
@@ -224,17 +280,86 @@ func (c *storeCheck) checkAfter() error {
 			if _, err := os.Stat(cdir); errors.Is(err, os.ErrNotExist) {
 				continue
 			}
-			damage = append(damage, StoreDamage{
-				Stream: name, Consumer: cname, Path: cdir,
-				What: said(lines, "the server did not load it", cdir+string(filepath.Separator), fmt.Sprintf("> %s > %s'", name, cname)),
-				Keep: []string{moveConsumerAside(cdir)},
-			})
+			what := said(lines, "the server did not load it", cdir+string(filepath.Separator), fmt.Sprintf("> %s > %s'", name, cname))
+			if strings.Contains(what, "corrupt state file") {
+				what += " (its state is " + consumerState + ")"
+			}
+			damage = append(damage, StoreDamage{Stream: name, Consumer: cname, Path: cdir, What: what})
+			repairs = append(repairs, c.moveOut(cdir, true))
 		}
 	}
 	if len(damage) > 0 {
-		return &StoreDamageError{StoreDir: c.storeDir, Damage: damage}
+		if !c.accept {
+			return &StoreDamageError{StoreDir: c.storeDir, Damage: damage}
+		}
+		for _, d := range damage {
+			c.log.Warn("starting without the damaged "+d.subject()+", as "+AcceptDamageFile+" asks: infergate creates it again", "path", d.Path, "damage", d.What)
+		}
+		for _, repair := range repairs {
+			if err := repair(); err != nil {
+				return fmt.Errorf("cannot repair the embedded engine's store %s: %w", c.storeDir, err)
+			}
+		}
+	}
+	if c.accept {
+		if err := os.Remove(filepath.Join(c.storeDir, AcceptDamageFile)); err != nil {
+			return fmt.Errorf("cannot remove %s after a start that accepted the damage: %w", filepath.Join(c.storeDir, AcceptDamageFile), err)
+		}
 	}
 	return nil
+}
+
+// moveOut returns a repair that moves path, a file or a directory under
+// the store's streams, to the same place under c.aside; when mustExist is
+// false, a path that is not there is no error.
+func (c *storeCheck) moveOut(path string, mustExist bool) func() error {
+	return func() error {
+		rel, err := filepath.Rel(c.streamsDir(), path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(c.aside, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+			return err
+		}
+		err = os.Rename(path, to)
+		if errors.Is(err, os.ErrNotExist) && !mustExist {
+			return nil
+		}
+		if err == nil {
+			c.log.Warn("moved a damaged file out of the embedded engine's store", "from", path, "to", to)
+		}
+		return err
+	}
+}
+
+// cutOut returns a repair that copies the file at path to the same place
+// under c.aside and cuts it to size bytes, as the server itself would, but
+// before the server reads the stream's index: the server then finds the
+// last block shorter than its index says, and rebuilds the stream keeping
+// its last sequence.
+func (c *storeCheck) cutOut(path string, size int64) func() error {
+	return func() error {
+		rel, err := filepath.Rel(c.streamsDir(), path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(c.aside, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err == nil {
+			err = os.WriteFile(to, data, 0o600)
+		}
+		if err == nil {
+			err = os.Truncate(path, size)
+		}
+		if err == nil {
+			c.log.Warn("cut a damaged message block back to its last readable message", "path", path, "bytes", size, "copy", to)
+		}
+		return err
+	}
 }
 
 // said returns the server's lines that contain one of marks, joined, or
@@ -253,10 +378,6 @@ func said(lines []string, otherwise string, marks ...string) string {
 		return otherwise
 	}
 	return "the server said: " + strings.Join(quoted, "; ")
-}
-
-func moveConsumerAside(dir string) string {
-	return fmt.Sprintf("move %s aside (the consumer is then created anew and delivers again from its start)", dir)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -334,16 +455,20 @@ const (
 )
 
 // checkStream checks the files of stream name in dir and records its
-// consumers' directories in consumers.
-func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, error) {
+// consumers' directories in consumers. With what is damaged it returns
+// the repairs that keep what is left: those that make the server rebuild
+// the stream from its blocks, cutting each at its first unreadable record,
+// while it keeps the stream's last sequence.
+func (c *storeCheck) checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, []func() error, error) {
 	var damage []StoreDamage
-	add := func(consumer, path, what string, keep ...string) {
-		damage = append(damage, StoreDamage{Stream: name, Consumer: consumer, Path: path, What: what, Keep: keep})
+	var repairs []func() error
+	add := func(consumer, path, what string) {
+		damage = append(damage, StoreDamage{Stream: name, Consumer: consumer, Path: path, What: what})
 	}
 	odir := filepath.Join(dir, consumersDir)
 	cents, err := os.ReadDir(odir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, ent := range cents {
 		if !ent.IsDir() {
@@ -358,25 +483,29 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 		}
 		// The server writes o.dat when it creates the consumer, and
 		// replaces it by a rename: an empty or missing one is damage, and
-		// the server would start the consumer over without a word.
+		// the server would start the consumer over without a word. To
+		// accept it is to take the consumer out, for infergate to create
+		// anew.
 		switch info, err := os.Stat(filepath.Join(cdir, consumerState)); {
 		case errors.Is(err, os.ErrNotExist):
-			add(ent.Name(), cdir, "its state "+consumerState+" is missing", moveConsumerAside(cdir))
+			add(ent.Name(), cdir, "its state "+consumerState+" is missing: it would deliver everything again")
+			repairs = append(repairs, c.moveOut(cdir, true))
 		case err != nil:
-			return nil, err
+			return nil, nil, err
 		case info.Size() == 0:
-			add(ent.Name(), cdir, "its state "+consumerState+" is empty", moveConsumerAside(cdir))
+			add(ent.Name(), cdir, "its state "+consumerState+" is empty: it would deliver everything again")
+			repairs = append(repairs, c.moveOut(cdir, true))
 		}
 	}
 
 	// An encrypted store is not infergate's; its blocks cannot be read here.
 	if _, err := os.Stat(filepath.Join(dir, server.JetStreamMetaFileKey)); err == nil {
-		return damage, nil
+		return damage, repairs, nil
 	}
 	mdir := filepath.Join(dir, msgsDir)
 	ments, err := os.ReadDir(mdir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
 	var blocks []uint32
 	for _, ent := range ments {
@@ -390,14 +519,19 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 	}
 	slices.Sort(blocks)
 	idxPath := filepath.Join(mdir, indexFile)
-	dropIndex := "delete " + idxPath
 	var idx *streamIndex
 	if buf, err := os.ReadFile(idxPath); err == nil {
 		idx = parseStreamIndex(buf)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return nil, nil, err
 	}
 
+	// The repairs of blocks: the server keeps a stream's last sequence when
+	// it rebuilds the stream because its last block does not end as
+	// index.db says; when the last block is intact, the stream's last
+	// sequence is in it, and taking index.db out makes the server rebuild
+	// from the blocks.
+	lastDamaged, othersDamaged := false, false
 	scans := make(map[uint32]*blockScan, len(blocks))
 	var buf []byte
 	for i, b := range blocks {
@@ -409,28 +543,32 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 		path := filepath.Join(mdir, blockName(b))
 		s, nbuf, err := scanBlock(path, want, buf)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		buf = nbuf
 		scans[b] = s
 		rel := filepath.Join(msgsDir, blockName(b))
 		span, known := idx.block(b)
+		before := len(damage)
 		switch {
 		case s.undecodable != nil:
-			add("", dir, fmt.Sprintf("%s cannot be decompressed: %v", rel, s.undecodable),
-				fmt.Sprintf("move %s aside", path), dropIndex)
+			add("", dir, fmt.Sprintf("%s cannot be decompressed (%v): its messages are lost", rel, s.undecodable))
+			repairs = append(repairs, c.moveOut(path, true))
 		case s.brk >= 0 && !(last && s.tornTail):
-			what := fmt.Sprintf("%s is unreadable from byte %d of %d (zeroed or overwritten)", rel, s.brk, s.size)
+			what := fmt.Sprintf("%s is zeroed or overwritten from byte %d of %d", rel, s.brk, s.size)
 			if known && span.last > s.lastSeq {
 				what += fmt.Sprintf(": messages %s in it are lost", seqRange(max(s.lastSeq+1, span.first), span.last))
 			}
-			add("", dir, what, cutTo(path, s, dropIndex)...)
+			add("", dir, what)
+			if last {
+				repairs = append(repairs, c.cutOut(path, s.brk))
+			}
 		case s.size == 0 && !last:
 			what := rel + " is empty"
 			if known && span.last >= span.first {
 				what += fmt.Sprintf(": messages %s are lost", seqRange(span.first, span.last))
 			}
-			add("", dir, what, "delete "+path, dropIndex)
+			add("", dir, what)
 		case want != nil && !s.foundHash:
 			// The last record index.db knew of is gone from the last block,
 			// which NATS only ever appends to.
@@ -443,17 +581,28 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 			if s.brk >= 0 {
 				what += fmt.Sprintf(", unreadable from byte %d of %d", s.brk, s.size)
 			}
-			add("", dir, what, cutTo(path, s, dropIndex)...)
+			add("", dir, what)
+		}
+		if len(damage) > before {
+			lastDamaged = lastDamaged || last
+			othersDamaged = othersDamaged || !last
 		}
 	}
+	done := func() ([]StoreDamage, []func() error, error) {
+		if othersDamaged && !lastDamaged {
+			repairs = append(repairs, c.moveOut(idxPath, false))
+		}
+		return damage, repairs, nil
+	}
 	if idx == nil {
-		return damage, nil
+		return done()
 	}
 	// The last block index.db knew of may only be gone if a later one was
 	// made: NATS makes a new block before it removes an emptied last one.
 	if _, ok := scans[idx.lastBlock]; !ok && (len(blocks) == 0 || blocks[len(blocks)-1] < idx.lastBlock) {
 		if span, _ := idx.block(idx.lastBlock); span.live > 0 {
-			add("", dir, fmt.Sprintf("%s is missing: %s lists it with messages %s", filepath.Join(msgsDir, blockName(idx.lastBlock)), indexFile, seqRange(span.first, span.last)), dropIndex)
+			add("", dir, fmt.Sprintf("%s is missing: %s lists it with messages %s", filepath.Join(msgsDir, blockName(idx.lastBlock)), indexFile, seqRange(span.first, span.last)))
+			lastDamaged = true
 		}
 	}
 	// When nothing was written to the stream since index.db (a clean stop),
@@ -462,11 +611,11 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 	// stream whose messages carry their own TTL may lose any of them, one
 	// with a max age its oldest.
 	if len(blocks) == 0 || blocks[len(blocks)-1] != idx.lastBlock || !scans[idx.lastBlock].cleanTail(idx.lastHash) {
-		return damage, nil
+		return done()
 	}
 	cfg, ok := readStreamConfig(dir)
 	if !ok || cfg.AllowMsgTTL {
-		return damage, nil
+		return done()
 	}
 	for _, span := range idx.blocks {
 		if span.index == idx.lastBlock || span.live == 0 {
@@ -476,7 +625,8 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 		s, ok := scans[span.index]
 		if !ok {
 			if cfg.MaxAge == 0 || blocks[0] < span.index {
-				add("", dir, fmt.Sprintf("%s is missing: %s lists it with messages %s", rel, indexFile, seqRange(span.first, span.last)), dropIndex)
+				add("", dir, fmt.Sprintf("%s is missing: %s lists it with messages %s", rel, indexFile, seqRange(span.first, span.last)))
+				othersDamaged = true
 			}
 			continue
 		}
@@ -484,10 +634,11 @@ func checkStream(name, dir string, consumers map[string]string) ([]StoreDamage, 
 			continue // reported above
 		}
 		if lost := span.liveAfter(s.lastSeq); lost > 0 {
-			add("", dir, fmt.Sprintf("%s was cut short: %s lists messages up to %d in it, it now ends at message %d (%d messages lost)", rel, indexFile, span.last, s.lastSeq, lost), dropIndex)
+			add("", dir, fmt.Sprintf("%s was cut short: %s lists messages up to %d in it, it now ends at message %d (%d messages lost)", rel, indexFile, span.last, s.lastSeq, lost))
+			othersDamaged = true
 		}
 	}
-	return damage, nil
+	return done()
 }
 
 // streamConfig is what the check needs of a stream's configuration.
@@ -506,18 +657,6 @@ func readStreamConfig(dir string) (streamConfig, bool) {
 		return cfg, false
 	}
 	return cfg, true
-}
-
-// cutTo returns the steps that keep the readable part of the block that s
-// scanned at path.
-func cutTo(path string, s *blockScan, dropIndex string) []string {
-	switch {
-	case s.brk < 0:
-		return []string{dropIndex}
-	case s.compressed:
-		return []string{fmt.Sprintf("move %s aside", path), dropIndex}
-	}
-	return []string{fmt.Sprintf("truncate -s %d %s", s.brk, path), dropIndex}
 }
 
 func blockName(index uint32) string { return strconv.FormatUint(uint64(index), 10) + blockSuffix }
@@ -566,6 +705,8 @@ func scanBlock(path string, want *[recordHashSize]byte, buf []byte) (*blockScan,
 		return nil, buf, err
 	}
 	buf = data
+	// Capped, so that no record reads past the file into the buffer's rest.
+	data = data[:len(data):len(data)]
 	s := &blockScan{size: int64(len(data)), brk: -1}
 	var meta server.CompressionInfo
 	if n, err := meta.UnmarshalMetadata(data); err != nil {
