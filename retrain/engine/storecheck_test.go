@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -428,6 +429,20 @@ func TestStartAcceptsACrash(t *testing.T) {
 		}
 		if err := wq.Purge(ctx, jetstream.WithPurgeSubject("work.none")); err != nil {
 			t.Fatal(err)
+		}
+		// The stream removes acknowledged messages after it answers the
+		// acknowledgement: wait until it has.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			info, err := wq.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.State.Msgs == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("WORK still holds %d messages after 400 of 600 were acknowledged", info.State.Msgs)
+			}
 		}
 		image = copyStore(t, dir)
 	})
