@@ -27,6 +27,7 @@ import (
 //	POST   models/{m}/canary/promote   promote the canary now
 //	POST   models/{m}/canary/rollback  roll the canary back now
 //	GET    models/{m}/shadow           shadow comparison per shadow version
+//	GET    cluster                     the fleet: replicas, leader, heartbeats, routing revisions
 //	GET    webhooks                    events waiting for delivery, and the dead letters
 //	POST   webhooks/redrive            deliver a dead letter again: {"event_id", "target"}
 //	POST   reload                      reload the config file and the repository
@@ -53,6 +54,13 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 			}
 			writeJSON(ctx, []byte(`{"reloaded":true}`))
 		}
+	case len(parts) == 1 && parts[0] == "cluster":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.cp.mu.Lock()
+			rep := s.cp.clusterReportLocked()
+			s.cp.mu.Unlock()
+			writeJSONValue(ctx, rep)
+		}
 	case parts[0] == "webhooks" && len(parts) <= 2:
 		s.adminWebhooks(ctx, strings.Join(parts[1:], "/"))
 	case len(parts) == 1 && parts[0] == "models":
@@ -77,8 +85,8 @@ type versionState struct {
 }
 
 func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
-	s.control.Lock()
-	defer s.control.Unlock()
+	s.cp.mu.Lock()
+	defer s.cp.mu.Unlock()
 	st := s.serving.Load()
 	type modelState struct {
 		Model    string         `json:"model_name"`
@@ -108,8 +116,8 @@ func (s *Server) adminModels(ctx *fasthttp.RequestCtx) {
 // adminModel serves the admin endpoints of model name; action is the path
 // after "models/{m}/".
 func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action string) {
-	s.control.Lock()
-	defer s.control.Unlock()
+	s.cp.mu.Lock()
+	defer s.cp.mu.Unlock()
 	if s.stopping.Load() {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "shutting down")
 		return
@@ -120,7 +128,7 @@ func (s *Server) adminModel(ctx *fasthttp.RequestCtx, method, name, action strin
 		return
 	}
 	r := m.routes
-	now := time.Now()
+	now := s.cp.now()
 	switch {
 	case action == "routing" && method == fasthttp.MethodGet:
 		writeJSONValue(ctx, r.report())
@@ -267,19 +275,20 @@ func (s *Server) setRoutingLocked(ctx *fasthttp.RequestCtx, r *routes, m *model,
 	started := canary != nil && canary != r.canary
 	var steps []transition
 	if started {
-		steps = append(steps, startedTransition(r.model, canary))
+		steps = append(steps, s.cp.startedTransition(r.model, canary))
 	}
-	// Stored first: a change that would not survive a restart is not made.
-	if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}, steps); err != nil {
+	// Stored first: a change that would not survive a restart, or reach
+	// the other replicas, is not made.
+	if err := s.cp.saveRoutesLocked(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: canary}, steps, false); err != nil {
 		r.mu.Unlock()
-		writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the routing change, so it is not applied: "+err.Error())
+		writeStoreError(ctx, "the routing change", err)
 		return
 	}
 	r.base, r.admin, r.canary = base, admin, canary
 	r.installLocked(rt)
 	if started {
 		m.resetIntervals()
-		s.logTransitions(steps)
+		s.cp.logTransitions(steps)
 	}
 	r.mu.Unlock()
 	s.log.Info("routing changed by the admin API", "model", r.model, "split", base.Split, "canary", canary != nil)
@@ -307,9 +316,9 @@ func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, 
 		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot end the canary of model %q: %s", r.model, err))
 		return
 	}
-	if err := s.commitCanaryLocked(r, m, &next, tr, true); err != nil {
+	if err := s.cp.commitCanaryLocked(r, m, &next, tr, true, false); err != nil {
 		r.mu.Unlock()
-		writeError(ctx, fasthttp.StatusInternalServerError, err.Error()+"; it is not applied")
+		writeStoreError(ctx, "the canary's end", err)
 		return
 	}
 	r.mu.Unlock()
@@ -318,7 +327,8 @@ func (s *Server) endCanaryLocked(ctx *fasthttp.RequestCtx, r *routes, m *model, 
 
 // adminWebhooks serves GET /admin/webhooks and POST /admin/webhooks/redrive.
 func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
-	if s.outbox == nil {
+	ob := s.cp.outbox
+	if ob == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "no webhooks are configured")
 		return
 	}
@@ -327,12 +337,12 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 		if !allowMethod(ctx, fasthttp.MethodGet) {
 			return
 		}
-		pending, err := s.outbox.Pending()
+		pending, err := ob.Pending()
 		if err != nil {
 			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
 			return
 		}
-		dead, err := s.outbox.DeadLetters()
+		dead, err := ob.DeadLetters()
 		if err != nil {
 			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
 			return
@@ -352,11 +362,9 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 		if !s.decodeAdminBody(ctx, &req, "redrive") {
 			return
 		}
-		switch err := s.outbox.Redrive(req.EventID, req.Target); {
+		switch err := ob.Redrive(req.EventID, req.Target); {
 		case errors.Is(err, outbox.ErrNotFound):
 			writeError(ctx, fasthttp.StatusNotFound, err.Error())
-		case errors.Is(err, outbox.ErrNotDead):
-			writeError(ctx, fasthttp.StatusConflict, err.Error())
 		case err != nil:
 			writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
 		default:
@@ -365,6 +373,16 @@ func (s *Server) adminWebhooks(ctx *fasthttp.RequestCtx, action string) {
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
 	}
+}
+
+// writeStoreError answers a change that could not be stored, so was not
+// made: 409 when another replica changed the routing first, else 503.
+func writeStoreError(ctx *fasthttp.RequestCtx, what string, err error) {
+	if errors.Is(err, errConflict) {
+		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("cannot store %s, so it is not applied: %v", what, err))
+		return
+	}
+	writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot store %s, so it is not applied: %v", what, err))
 }
 
 func writeJSONValue(ctx *fasthttp.RequestCtx, v any) {

@@ -62,6 +62,9 @@ type Config struct {
 	Webhooks []outbox.Target `yaml:"webhooks"`
 	// Feedback configures the label files of POST .../feedback under state_dir.
 	Feedback capture.LabelsConfig `yaml:"feedback"`
+	// Cluster says where the state lives: the embedded engine of state_dir,
+	// or a fleet's NATS cluster.
+	Cluster ClusterConfig `yaml:"cluster"`
 
 	Runtime runtime.Config         `yaml:"runtime"`
 	Models  map[string]ModelConfig `yaml:"models"`
@@ -205,6 +208,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max_header_size: must be within 1KiB..1MiB, got %s", c.MaxHeaderSize)
 	}
 	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Cluster.validate(); err != nil {
 		return err
 	}
 	if err := c.Auth.validate(); err != nil {

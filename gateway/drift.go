@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/outbox"
@@ -54,9 +53,9 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv
 		Config: cfg, Reference: ref, Model: model, Version: name,
 		Columns: columns, PredictionColumns: predictions, Log: log,
 		Metrics: v.metrics.set, Labels: v.metrics.labels,
-		State: srv.store.loadDrift(model, name, log),
+		State: srv.cp.driftStateLocked(model, name),
 		Commit: func(st drift.State, d *drift.Decision) error {
-			return srv.commitDrift(model, name, st, d)
+			return srv.cp.commitDrift(model, name, st, d)
 		},
 	})
 	if err != nil {
@@ -68,83 +67,63 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv
 	return nil
 }
 
-// driftBucket holds each monitored version's drift.State under
-// "<model>/<version>".
-var driftBucket = []byte("drift")
-
-func driftKey(model, version string) []byte { return []byte(model + "/" + version) }
-
-// loadDrift returns the drift state stored for model's version, or nil.
-// A record that cannot be read is logged and ignored: monitoring starts
-// afresh.
-func (s *store) loadDrift(model, version string, log *slog.Logger) *drift.State {
-	if s == nil {
-		return nil
-	}
-	var st *drift.State
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var data []byte
-		if b := tx.Bucket(driftBucket); b != nil {
-			data = b.Get(driftKey(model, version))
-		}
-		if data == nil {
-			return nil
-		}
-		st = new(drift.State)
-		return json.Unmarshal(data, st)
-	})
-	if err != nil {
-		log.Error("ignoring the stored drift state of a version; its monitoring starts afresh", "model", model, "version", version, "error", err)
-		return nil
-	}
-	return st
+// driftRecord is a version's stored drift state, with the event of the
+// decision that led to it, for whoever leads next to emit again should the
+// writer have died before it did.
+type driftRecord struct {
+	State   drift.State    `json:"state"`
+	Events  []outbox.Event `json:"events,omitempty"`
+	Replica string         `json:"replica,omitempty"`
+	Leader  string         `json:"leader,omitempty"`
 }
 
-// putDrift writes st as the drift state of model's version in tx.
-func putDrift(tx *bolt.Tx, model, version string, st drift.State) error {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("cannot encode the drift state of model %q version %s: %w", model, version, err)
+// driftStateLocked returns the drift state stored for model's version, or
+// nil. It needs the lock.
+func (cp *controlPlane) driftStateLocked(model, version string) *drift.State {
+	if rec := cp.drifts[driftStateKey(model, version)]; rec != nil {
+		st := rec.State
+		return &st
 	}
-	b, err := tx.CreateBucketIfNotExists(driftBucket)
-	if err != nil {
-		return err
-	}
-	return b.Put(driftKey(model, version), data)
+	return nil
 }
 
 // commitDrift is the Commit of model's version's drift monitor: it stores
-// st and, in the same transaction, the event of decision d (when d is not
-// nil and webhooks are configured), then hands d to Options.DriftDecisions.
-// Without a state_dir nothing is stored.
-func (s *Server) commitDrift(model, version string, st drift.State, d *drift.Decision) error {
-	put := func(tx *bolt.Tx) error { return putDrift(tx, model, version, st) }
-	var err error
-	switch {
-	case s.store == nil:
-	case d != nil && s.outbox != nil:
-		var e outbox.Event
-		if e, err = newOutboxEvent(string(d.Type), model, version, d); err == nil {
-			err = s.outbox.EmitWith(put, e)
+// st with the event of decision d (when d is not nil) in one write, fenced
+// by the lease, then emits the event and hands d to
+// Options.DriftDecisions. Without an engine nothing is stored.
+func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *drift.Decision) error {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	rec := driftRecord{State: st, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
+	if d != nil {
+		e, err := newOutboxEvent(string(d.Type), model, version, d)
+		if err != nil {
+			return err
 		}
+		rec.Events = []outbox.Event{e}
+	}
+	if cp.store != nil {
+		data, err := json.Marshal(rec)
 		if err == nil {
-			s.logEmitted(string(d.Type), model, version, e.ID)
+			_, err = cp.store.putFenced(driftStateKey(model, version), data, cp.lastSeq)
 		}
-	default:
-		err = s.store.db.Update(put)
-	}
-	if err != nil {
-		if d != nil {
-			eventsFailed.Inc()
-			return fmt.Errorf("cannot store the %s decision of model %q version %s: %w", d.Type, model, version, err)
+		if err != nil {
+			if d != nil {
+				eventsFailed.Inc()
+				return fmt.Errorf("cannot store the %s decision of model %q version %s: %w", d.Type, model, version, err)
+			}
+			return fmt.Errorf("cannot store the drift state of model %q version %s: %w", model, version, err)
 		}
-		return fmt.Errorf("cannot store the drift state of model %q version %s: %w", model, version, err)
+		cp.drifts[driftStateKey(model, version)] = &rec
 	}
-	if d != nil && s.o.DriftDecisions != nil {
-		select {
-		case s.o.DriftDecisions <- *d:
-		default:
-			eventsDropped.Inc()
+	if d != nil {
+		cp.emitLocked(Event{cloud: &rec.Events[0], fenced: true})
+		if cp.driftDecisions != nil {
+			select {
+			case cp.driftDecisions <- *d:
+			default:
+				eventsDropped.Inc()
+			}
 		}
 	}
 	return nil

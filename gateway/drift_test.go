@@ -240,7 +240,7 @@ func TestDriftStateSurvivesRestart(t *testing.T) {
 	limit := raceScaled(10 * time.Second)
 	deadline := time.Now().Add(limit)
 	for {
-		n, err := srv.outbox.Pending()
+		n, err := srv.cp.outbox.Pending()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-	bolt "go.etcd.io/bbolt"
 
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
@@ -35,9 +37,13 @@ type Event struct {
 	// JSON.
 	Data any
 
-	// stored says the event is in the outbox already, committed with the
-	// routing change that caused it.
-	stored bool
+	// cloud is the CloudEvent the outbox gets, stored with the routing
+	// change that caused it. fenced says the leader made the change: its
+	// event goes out only while this replica still holds the lease (the
+	// next leader emits it otherwise). repair marks an event emitted again
+	// by a new leader, for the outbox only.
+	cloud          *outbox.Event
+	fenced, repair bool
 }
 
 var (
@@ -81,6 +87,13 @@ type canaryStep struct {
 	Checks    *canaryChecks `json:"checks,omitempty"`
 	Interval  string        `json:"interval"`
 	StartedAt time.Time     `json:"started_at"`
+	// Replica made the step while Leader led; Reporting are the replicas
+	// whose counts the analysis merged, and Missing those that had not
+	// reported within the grace period (absent for a gateway alone).
+	Replica   string   `json:"replica"`
+	Leader    string   `json:"leader"`
+	Reporting []string `json:"replicas_reporting,omitempty"`
+	Missing   []string `json:"replicas_missing,omitempty"`
 }
 
 // canaryChecks is one analysis interval's measurements.
@@ -118,70 +131,62 @@ func newCanaryStep(c *router.Canary, tr router.Transition) canaryStep {
 	return st
 }
 
-// emit queues e for the event loop without blocking; an event that finds
-// the queue full is logged and counted.
-func (s *Server) emit(e Event) {
+// emitLocked queues e for the event loop without blocking; an event that
+// finds the queue full is logged and counted (its change is stored: the
+// next leader emits it again).
+func (cp *controlPlane) emitLocked(e Event) {
 	select {
-	case s.eventsIn <- e:
+	case cp.eventsIn <- e:
 	default:
 		eventsDropped.Inc()
-		s.log.Error("event dropped: the event loop is not keeping up", "type", e.Type, "model", e.Model, "version", e.Version)
+		cp.log.Error("event dropped: the event loop is not keeping up", "type", e.Type, "model", e.Model, "version", e.Version)
 	}
 }
 
-// eventLoop writes every canary event not stored yet to the outbox (when
-// webhooks are configured) and hands it to Options.Events, until Shutdown
-// closes stopEvents; what is queued then is still written. Drift decisions
-// do not pass here: each monitor stores its own (see commitDrift).
-func (s *Server) eventLoop() {
-	defer close(s.eventsDone)
+// eventLoop hands every event to the outbox (when webhooks are configured)
+// and to Options.Events, until closeEvents closes stopEvents; what is
+// queued then still goes out.
+func (cp *controlPlane) eventLoop() {
+	defer close(cp.eventsDone)
 	for {
 		select {
-		case e := <-s.eventsIn:
-			s.deliverEvent(e)
-		case <-s.stopEvents:
+		case e := <-cp.eventsIn:
+			cp.deliverEvent(e)
+		case <-cp.stopEvents:
 			// Nothing is queued after stopEvents closes; what was still
 			// goes out first.
-			if len(s.eventsIn) == 0 {
+			if len(cp.eventsIn) == 0 {
 				return
 			}
 		}
 	}
 }
 
-func (s *Server) deliverEvent(e Event) {
-	if !e.stored {
-		s.toOutbox(e.Type, e.Model, e.Version, e.Data)
+func (cp *controlPlane) deliverEvent(e Event) {
+	if e.fenced && !cp.lease.holds(cp.now()) {
+		cp.log.Warn("event not emitted: this replica lost the lease since its change; the next leader emits it",
+			"type", e.cloud.Type, "id", e.cloud.ID)
+		return
 	}
-	if s.o.Events != nil {
+	if cp.outbox != nil && e.cloud != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := cp.outbox.Emit(ctx, *e.cloud)
+		cancel()
+		if err != nil {
+			eventsFailed.Inc()
+			cp.log.Error("cannot emit event; the next leader emits it again", "type", e.cloud.Type, "id", e.cloud.ID, "error", err)
+		} else if !e.repair {
+			model, version, _ := strings.Cut(e.cloud.Subject, "/")
+			cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
+		}
+	}
+	if cp.events != nil && !e.repair && e.Type != "" {
 		select {
-		case s.o.Events <- e:
+		case cp.events <- e:
 		default:
 			eventsDropped.Inc()
 		}
 	}
-}
-
-// toOutbox stores one event in the outbox, durably, for its webhooks.
-func (s *Server) toOutbox(typ, model, version string, data any) {
-	if s.outbox == nil {
-		return
-	}
-	e, err := newOutboxEvent(typ, model, version, data)
-	if err == nil {
-		err = s.outbox.Emit(e)
-	}
-	if err != nil {
-		eventsFailed.Inc()
-		s.log.Error("cannot emit event", "type", typ, "model", model, "version", version, "error", err)
-		return
-	}
-	s.logEmitted(typ, model, version, e.ID)
-}
-
-// logEmitted logs that an event is stored in the outbox for delivery.
-func (s *Server) logEmitted(typ, model, version, id string) {
-	s.log.Info("event emitted", "type", typ, "model", model, "version", version, "id", id)
 }
 
 // newOutboxEvent returns the CloudEvent of one gateway event.
@@ -189,46 +194,23 @@ func newOutboxEvent(typ, model, version string, data any) (outbox.Event, error) 
 	return outbox.NewEvent(eventSource, eventTypePrefix+typ, model+"/"+version, data)
 }
 
-// saveRoutes stores rec as model's routing and, in the same transaction,
-// the events of steps in the outbox, so that a crash keeps both or neither;
-// those events then go only to Options.Events from the event loop.
-func (s *Server) saveRoutes(model string, rec routeRecord, steps []transition) error {
-	var emitted []*Event
-	for i := range steps {
-		if e := steps[i].event; e != nil {
-			emitted = append(emitted, e)
-		}
-	}
-	if s.outbox == nil || len(emitted) == 0 {
-		return s.store.saveRoutes(model, rec)
-	}
-	events := make([]outbox.Event, len(emitted))
-	for i, e := range emitted {
-		oe, err := newOutboxEvent(e.Type, e.Model, e.Version, e.Data)
-		if err != nil {
-			return err
-		}
-		events[i] = oe
-	}
-	if err := s.outbox.EmitWith(func(tx *bolt.Tx) error { return putRoutes(tx, model, rec) }, events...); err != nil {
-		return err
-	}
-	for i, e := range emitted {
-		e.stored = true
-		s.logEmitted(e.Type, e.Model, e.Version, events[i].ID)
-	}
-	return nil
-}
-
-// openOutbox opens the webhook outbox in the state store.
-func (s *Server) openOutbox(cfg Config) error {
+// openOutbox opens the webhook outbox on the engine; it delivers only while
+// this replica leads.
+func (cp *controlPlane) openOutbox(cfg Config, conn *engine.Conn, set *metrics.Set) error {
 	if len(cfg.Webhooks) == 0 {
 		return nil
 	}
-	if s.store == nil {
-		return fmt.Errorf("webhooks: need state_dir, where the outbox keeps events until they are delivered")
+	if conn == nil {
+		return fmt.Errorf("webhooks: need state_dir or cluster.nats_url, where the outbox keeps events until they are delivered")
 	}
 	var err error
-	s.outbox, err = outbox.Open(outbox.Options{DB: s.store.db, Targets: cfg.Webhooks, Log: s.log.With("component", "outbox"), Metrics: s.webhookSet})
-	return err
+	cp.outbox, err = outbox.Open(outbox.Options{
+		Conn: conn, Name: "gateway", Targets: cfg.Webhooks, Replica: cp.cluster.Replica,
+		Log: cp.log.With("component", "outbox"), Metrics: set,
+		MayDeliver: func() bool { return cp.lease.holds(cp.now()) },
+	})
+	if err != nil {
+		return fmt.Errorf("cannot open the webhook outbox: %w", err)
+	}
+	return nil
 }

@@ -122,7 +122,7 @@ func TestCanaryHeldEmitsOnce(t *testing.T) {
 	for {
 		// An event is stored before its step is counted, so once the
 		// outbox is empty after five holds every event is delivered.
-		pending, err := srv.outbox.Pending()
+		pending, err := srv.cp.outbox.Pending()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 	"github.com/infergate/infergate/runtime"
 
 	"go.uber.org/goleak"
@@ -78,6 +80,33 @@ func testRepository(t testing.TB) string {
 	return root
 }
 
+// testEngines are the embedded engines of the state_dirs of the test
+// running: a server restarted on the same state_dir finds its engine, as
+// it would on the same machine.
+var testEngines = struct {
+	sync.Mutex
+	byDir map[string]*enginetest.Engine
+}{byDir: map[string]*enginetest.Engine{}}
+
+// testEngine returns the embedded engine of state_dir dir, started for t
+// when it is the first to ask.
+func testEngine(t testing.TB, dir string) *enginetest.Engine {
+	t.Helper()
+	testEngines.Lock()
+	defer testEngines.Unlock()
+	if e := testEngines.byDir[dir]; e != nil {
+		return e
+	}
+	e := enginetest.StartIn(t, dir)
+	testEngines.byDir[dir] = e
+	t.Cleanup(func() {
+		testEngines.Lock()
+		delete(testEngines.byDir, dir)
+		testEngines.Unlock()
+	})
+	return e
+}
+
 // testConfig is the configuration the gateway tests serve with.
 func testConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
@@ -104,6 +133,9 @@ func startServer(t testing.TB, cfg Config) (*Server, string) {
 func startServerWith(t testing.TB, o Options) (*Server, string) {
 	t.Helper()
 	o.Env, o.Log, o.Version = testEnv, quiet, "test"
+	if o.Engine == nil && o.Config.StateDir != "" {
+		o.Engine = testEngine(t, o.Config.StateDir).Conn
+	}
 	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)

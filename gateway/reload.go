@@ -12,10 +12,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// controlTick is how often canaries are checked for a due analysis; it
-// bounds how late after its interval one runs.
-const controlTick = 100 * time.Millisecond
-
 // reloadDebounce is how long the watcher waits for changes to settle, so
 // that an editor's write-by-rename or a burst of copies reloads once.
 const reloadDebounce = 300 * time.Millisecond
@@ -29,28 +25,6 @@ var (
 
 func init() { reloadSuccessful.Set(1) }
 
-// controlLoop runs the canary analyses until Shutdown.
-func (s *Server) controlLoop() {
-	defer s.done.Done()
-	t := time.NewTicker(controlTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case now := <-t.C:
-			s.control.Lock()
-			st := s.serving.Load()
-			for name, r := range s.routes {
-				if m := st.models[name]; m != nil {
-					s.canaryStepLocked(r, m, now)
-				}
-			}
-			s.control.Unlock()
-		}
-	}
-}
-
 // Reload reads the config file again (when the server has one) and
 // rescans the model repository, then builds the new serving state: new
 // versions are loaded and warmed up before anything routes to them, and
@@ -59,8 +33,8 @@ func (s *Server) controlLoop() {
 // cannot be applied, changes nothing; a single version that fails to load
 // is logged and left out. Reload is safe for concurrent use.
 func (s *Server) Reload() error {
-	s.control.Lock()
-	defer s.control.Unlock()
+	s.cp.mu.Lock()
+	defer s.cp.mu.Unlock()
 	if s.stopping.Load() {
 		return errors.New("cannot reload: the server is shutting down")
 	}
@@ -79,7 +53,7 @@ func (s *Server) Reload() error {
 }
 
 func (s *Server) reloadLocked() error {
-	cfg := s.current
+	cfg := s.cp.current
 	if s.o.ConfigPath != "" {
 		var err error
 		if cfg, err = LoadConfig(s.o.ConfigPath); err != nil {
@@ -89,20 +63,21 @@ func (s *Server) reloadLocked() error {
 	if cfg.Listen != s.cfg.Listen || cfg.MaxBodySize != s.cfg.MaxBodySize || cfg.StateDir != s.cfg.StateDir ||
 		cfg.MaxInflightMemory != s.cfg.MaxInflightMemory || cfg.MaxConnections != s.cfg.MaxConnections ||
 		cfg.MaxConnectionsPerIP != s.cfg.MaxConnectionsPerIP || cfg.MaxHeaderSize != s.cfg.MaxHeaderSize || cfg.TLS != s.cfg.TLS ||
-		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library || !reflect.DeepEqual(cfg.Webhooks, s.cfg.Webhooks) {
-		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks and runtime take effect only after a restart")
+		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library || !reflect.DeepEqual(cfg.Webhooks, s.cfg.Webhooks) ||
+		cfg.Cluster != s.cfg.Cluster {
+		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks, cluster and runtime take effect only after a restart")
 	}
 	old := s.serving.Load()
 	st, err := s.buildState(cfg, old, false)
 	if err != nil {
 		return err
 	}
-	if err := s.routeLocked(cfg, st, false); err != nil {
+	if err := s.cp.routeLocked(cfg, st, false); err != nil {
 		st.unloadExcept(old, s.log)
 		return err
 	}
 	s.serving.Store(st)
-	s.current = cfg
+	s.cp.current = cfg
 	s.log.Info("reload applied", "models", len(st.models))
 	// Requests already on the old state may still use what it alone holds.
 	if !waitIdle(old, s.cfg.ShutdownTimeout) {
@@ -145,9 +120,9 @@ func (s *Server) startWatcher() error {
 // those: a version copied in file by file fails to load while it is
 // half-written, and the writes that complete it must bring another reload.
 func (s *Server) watchPaths(w *fsnotify.Watcher) error {
-	s.control.Lock()
-	repo := s.current.Repository
-	s.control.Unlock()
+	s.cp.mu.Lock()
+	repo := s.cp.current.Repository
+	s.cp.mu.Unlock()
 	paths := []string{repo}
 	if s.o.ConfigPath != "" {
 		paths = append(paths, filepath.Dir(s.o.ConfigPath))

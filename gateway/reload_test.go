@@ -72,9 +72,9 @@ func waitCacheEntries(t *testing.T, srv *Server, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		srv.control.Lock()
-		got := srv.current.Models["ab"].Cache.Entries
-		srv.control.Unlock()
+		srv.cp.mu.Lock()
+		got := srv.cp.current.Models["ab"].Cache.Entries
+		srv.cp.mu.Unlock()
 		if got == n {
 			return
 		}

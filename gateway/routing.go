@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -157,25 +158,24 @@ type routePlan struct {
 }
 
 // routeLocked points every model of st at its routes, carrying them over
-// from before (or, when starting, from the store), with their tables
-// built. Either every model's routing is valid and all of it is applied,
-// or none is. It needs the control lock.
-func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
-	now := time.Now()
+// from before (or, when starting, from the control bucket), with their
+// tables built. Either every model's routing is valid and all of it is
+// applied, or none is. It needs the lock.
+func (cp *controlPlane) routeLocked(cfg Config, st *state, starting bool) error {
+	now := cp.now()
 	var plans []routePlan
 	for _, name := range st.sortedNames() {
 		m := st.models[name]
 		p := routePlan{m: m, file: cfg.Models[name].withDefaults().Routing}
-		prev := s.routes[name]
+		prev := cp.routes[name]
 		var rec *routeRecord
 		if prev == nil && starting {
-			var err error
-			if rec, err = s.store.loadRoutes(name); err != nil {
-				return err
-			}
+			rec = cp.records[name]
 		}
 		switch {
-		case rec != nil && reflect.DeepEqual(rec.File, p.file):
+		case rec != nil && (reflect.DeepEqual(rec.File, p.file) || rec.Replica != cp.cluster.Replica):
+			// What the fleet stored wins over this replica's file, unless
+			// this replica wrote it under another file (it was edited).
 			p.base, p.admin, p.canary = rec.Base, rec.Admin, rec.Canary
 		case prev != nil && reflect.DeepEqual(prev.file, p.file):
 			prev.mu.Lock()
@@ -197,7 +197,7 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 			// Routing carried over from the admin API, a canary or the
 			// store may name a version the repository no longer holds:
 			// the file's routing applies instead.
-			s.log.Warn("the routing in effect cannot apply to the versions now loaded; the config file's routing applies",
+			cp.log.Warn("the routing in effect cannot apply to the versions now loaded; the config file's routing applies",
 				"model", name, "error", err)
 			if p.canary != nil && p.canary.Phase == router.PhaseProgressing {
 				p.dropped = p.canary
@@ -212,41 +212,71 @@ func (s *Server) routeLocked(cfg Config, st *state, starting bool) error {
 		plans = append(plans, p)
 	}
 	for _, p := range plans {
-		r := s.routes[p.m.name]
+		r := cp.routes[p.m.name]
 		if r == nil {
 			r = newRoutes(p.m.name, p.file)
-			s.routes[p.m.name] = r
+			cp.routes[p.m.name] = r
 		}
 		if p.fileOverrode {
-			s.log.Warn("the config file changed the routing of a model set by the admin API; the file wins", "model", p.m.name)
+			cp.log.Warn("the config file changed the routing of a model set by the admin API; the file wins", "model", p.m.name)
 		}
 		var steps []transition
 		if p.dropped != nil {
 			tr, _ := p.dropped.Rollback(now, "its routing no longer applies to the versions loaded")
-			steps = append(steps, newTransition(r.model, p.dropped, tr))
+			steps = append(steps, cp.newTransition(r.model, p.dropped, tr))
 		}
 		if p.started {
-			steps = append(steps, startedTransition(r.model, p.canary))
+			steps = append(steps, cp.startedTransition(r.model, p.canary))
 		}
 		r.mu.Lock()
 		r.file, r.base, r.admin, r.canary = p.file, p.base, p.admin, p.canary
 		r.installLocked(p.rt)
 		p.m.routes = r
-		if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}, steps); err != nil {
-			s.log.Error("cannot persist routing; it will not survive a restart", "model", r.model, "error", err)
+		rec := routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}
+		if stored := cp.records[r.model]; stored == nil || !stored.sameRouting(&rec) || len(steps) > 0 {
+			if err := cp.saveRoutesLocked(r.model, rec, steps, false); err != nil {
+				cp.log.Error("cannot store routing; it will not survive a restart, nor reach the other replicas", "model", r.model, "error", err)
+			}
 		}
 		if p.started {
 			p.m.resetIntervals()
 		}
-		s.logTransitions(steps)
+		cp.logTransitions(steps)
 		r.mu.Unlock()
 	}
-	for name := range s.routes {
+	for name := range cp.routes {
 		if st.models[name] == nil {
-			delete(s.routes, name)
+			delete(cp.routes, name)
 		}
 	}
 	return nil
+}
+
+// applyRecordLocked routes model by rec, which another replica stored at
+// revision rev. A record naming versions this replica has not loaded is
+// logged and left: the next reload routes by it. It needs the lock.
+func (cp *controlPlane) applyRecordLocked(model string, rec *routeRecord, rev uint64) {
+	r, m := cp.routes[model], cp.serving.Load().model(model)
+	if r == nil || m == nil {
+		return
+	}
+	rt, err := buildTable(m, rec.Base, rec.Canary)
+	if err != nil {
+		cp.log.Warn("the fleet's routing cannot apply to the versions loaded here; serving on with the previous routing",
+			"model", model, "revision", rev, "written_by", rec.Replica, "error", err)
+		return
+	}
+	r.mu.Lock()
+	started := rec.Canary != nil && (r.canary == nil || r.canary.Config.Version != rec.Canary.Config.Version ||
+		!r.canary.StartedAt.Equal(rec.Canary.StartedAt))
+	r.base, r.admin, r.canary = rec.Base, rec.Admin, rec.Canary
+	r.installLocked(rt)
+	r.mu.Unlock()
+	if started {
+		m.resetIntervals()
+		cp.fleet.forgetModel(model)
+	}
+	cp.log.Info("routing changed by the fleet", "model", model, "revision", rev, "written_by", rec.Replica, "leader", rec.Leader)
 }
 
 // canaryOf returns the canary the routing section file asks for: was,
@@ -266,9 +296,10 @@ func canaryOf(file router.Config, was *router.Canary, now time.Time) (c *router.
 }
 
 // canaryStepLocked runs one analysis of r's canary once its interval has
-// passed, over the traffic since the last one, and applies the outcome.
-// It needs the control lock.
-func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
+// passed, over the traffic since the last one, this replica's and what the
+// others reported, and applies the outcome. It needs the lock and the
+// lease.
+func (cp *controlPlane) canaryStepLocked(r *routes, m *model, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c, rt := r.canary, r.table.Load()
@@ -279,12 +310,16 @@ func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
 	var primary intervalSnapshot
 	for i, v := range rt.versions {
 		st := v.interval.take()
+		remote := cp.fleet.take(r.model, v.name)
+		st.add(&remote.intervalSnapshot)
 		switch {
 		case v.name == c.Config.Version:
 			snap.Canary = st.stats()
 			if sh := v.shadow.Load(); sh != nil {
 				snap.AgreementSamples, snap.Agreed = sh.takeAgreement()
 			}
+			snap.AgreementSamples += remote.agreementSamples
+			snap.Agreed += remote.agreed
 		case rt.t.Weight(i) > 0:
 			primary.add(&st)
 		}
@@ -292,30 +327,76 @@ func (s *Server) canaryStepLocked(r *routes, m *model, now time.Time) {
 	snap.Primary = primary.stats()
 	next := *c
 	if tr := next.Evaluate(now, snap); tr.Kind != router.KindNone {
-		if err := s.commitCanaryLocked(r, m, &next, tr, r.admin); err != nil {
-			s.log.Error("canary step not applied; the next analysis tries again", "error", err)
+		if err := cp.commitCanaryLocked(r, m, &next, tr, r.admin, true); err != nil {
+			cp.log.Error("canary step not applied; the next analysis tries again", "model", r.model, "error", err)
 		}
 	}
 }
 
 // commitCanaryLocked makes next, which has just done tr, r's canary, and
 // routes by it; on promotion the canary becomes the split's only version,
-// so that a later canary is compared with it. The change is stored first:
-// when it cannot be, nothing changes. It needs r.mu and the control lock.
-func (s *Server) commitCanaryLocked(r *routes, m *model, next *router.Canary, tr router.Transition, admin bool) error {
+// so that a later canary is compared with it. The change is stored first
+// (fenced by the lease when the leader's analysis made it): when it cannot
+// be, nothing changes. It needs r.mu and the lock.
+func (cp *controlPlane) commitCanaryLocked(r *routes, m *model, next *router.Canary, tr router.Transition, admin, fenced bool) error {
 	base := r.base
 	if tr.Kind == router.KindPromoted {
 		base.Split = map[string]int{next.Config.Version: 1}
 	}
-	steps := []transition{newTransition(r.model, next, tr)}
-	if err := s.saveRoutes(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: next}, steps); err != nil {
+	steps := []transition{cp.newTransition(r.model, next, tr)}
+	if err := cp.saveRoutesLocked(r.model, routeRecord{File: r.file, Base: base, Admin: admin, Canary: next}, steps, fenced); err != nil {
 		return fmt.Errorf("cannot store the canary step of model %q: %w", r.model, err)
 	}
 	r.base, r.admin, r.canary = base, admin, next
 	if err := r.rebuildLocked(m); err != nil {
-		s.log.Error("cannot route by canary step", "model", r.model, "error", err)
+		cp.log.Error("cannot route by canary step", "model", r.model, "error", err)
 	}
-	s.logTransitions(steps)
+	cp.logTransitions(steps)
+	return nil
+}
+
+// saveRoutesLocked stores rec as model's routing with the events of steps,
+// which it then queues for the event loop: a crash between the two leaves
+// the events in the record, for the next leader to emit. A fenced write is
+// refused once anything changed since this replica last saw the control
+// state, its lease included; an unfenced one (an admin change, a reload)
+// once the model's routing changed. Without a store the events just go.
+// It needs the lock.
+func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []transition, fenced bool) error {
+	var queued []Event
+	for i := range steps {
+		e := steps[i].event
+		if e == nil {
+			continue
+		}
+		ce, err := newOutboxEvent(e.Type, e.Model, e.Version, e.Data)
+		if err != nil {
+			return err
+		}
+		rec.Events = append(rec.Events, ce)
+		queued = append(queued, *e)
+	}
+	if cp.store != nil {
+		rec.Replica, rec.Leader = cp.cluster.Replica, cp.leaderName()
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("cannot encode the routing of model %q: %w", model, err)
+		}
+		var rev uint64
+		if fenced {
+			rev, err = cp.store.putFenced(routingKey(model), data, cp.lastSeq)
+		} else {
+			rev, err = cp.store.put(routingKey(model), data, cp.revs[model])
+		}
+		if err != nil {
+			return err
+		}
+		cp.revs[model], cp.records[model] = rev, &rec
+	}
+	for i := range queued {
+		queued[i].cloud, queued[i].fenced = &rec.Events[i], fenced
+		cp.emitLocked(queued[i])
+	}
 	return nil
 }
 
@@ -328,7 +409,7 @@ type transition struct {
 }
 
 // newTransition returns tr of model's canary c, which has just done it.
-func newTransition(model string, c *router.Canary, tr router.Transition) transition {
+func (cp *controlPlane) newTransition(model string, c *router.Canary, tr router.Transition) transition {
 	st := transition{model: model, version: c.Config.Version, tr: tr}
 	if typ := canaryEventType(tr); typ != "" {
 		// The call that did tr set one of the two to its time.
@@ -336,26 +417,28 @@ func newTransition(model string, c *router.Canary, tr router.Transition) transit
 		if c.LastEvaluation.After(at) {
 			at = c.LastEvaluation
 		}
-		st.event = &Event{Type: typ, Model: model, Version: st.version, Time: at, Data: newCanaryStep(c, tr)}
+		step := newCanaryStep(c, tr)
+		step.Replica, step.Leader = cp.cluster.Replica, cp.leaderName()
+		if tr.Measured != nil {
+			step.Reporting, step.Missing = cp.fleet.presence(cp.now())
+		}
+		st.event = &Event{Type: typ, Model: model, Version: st.version, Time: at, Data: step}
 	}
 	return st
 }
 
 // startedTransition returns the start of model's canary c.
-func startedTransition(model string, c *router.Canary) transition {
-	return newTransition(model, c, router.Transition{Kind: router.KindStarted, Weight: c.Weight, Reason: c.Reason})
+func (cp *controlPlane) startedTransition(model string, c *router.Canary) transition {
+	return cp.newTransition(model, c, router.Transition{Kind: router.KindStarted, Weight: c.Weight, Reason: c.Reason})
 }
 
-// logTransitions logs, counts and emits canary transitions once the
-// routing they changed is stored.
-func (s *Server) logTransitions(steps []transition) {
+// logTransitions logs and counts canary transitions once the routing they
+// changed is stored.
+func (cp *controlPlane) logTransitions(steps []transition) {
 	for _, st := range steps {
-		s.log.Info("canary step", "model", st.model, "version", st.version, "step", string(st.tr.Kind),
-			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
+		cp.log.Info("canary step", "model", st.model, "version", st.version, "step", string(st.tr.Kind),
+			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason, "leader", cp.leaderName())
 		canaryTransitions[st.tr.Kind].Inc()
-		if st.event != nil {
-			s.emit(*st.event)
-		}
 	}
 }
 

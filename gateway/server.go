@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -22,7 +23,7 @@ import (
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/capture"
-	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -51,6 +52,12 @@ type Options struct {
 	// Events, when set, receives canary events; one that finds it full is
 	// logged and dropped.
 	Events chan<- Event
+	// Engine is where the state lives: the embedded engine of state_dir or
+	// a fleet's cluster (see retrain/engine). Without it nothing outlives
+	// the process and the gateway is alone.
+	Engine *engine.Conn
+	// Now is the control plane's clock (default time.Now).
+	Now func() time.Time
 }
 
 // Server is the V2 gateway. It is safe for concurrent use.
@@ -60,17 +67,15 @@ type Server struct {
 	codecs  *codecs
 	http    *fasthttp.Server
 	serving atomic.Pointer[state]
-	// eventsIn queues canary events for the event loop, which writes them
-	// to outbox.
-	eventsIn   chan Event
-	outbox     *outbox.Outbox // nil without webhooks
+	// cp owns routing, admin changes, canary analysis, leadership and
+	// their events.
+	cp         *controlPlane
 	webhookSet *metrics.Set
 	// metadata is the pre-encoded server metadata answer.
 	metadata []byte
 	stopping atomic.Bool
 	// adminToken is the admin API's bearer token; empty turns the API off.
 	adminToken []byte
-	store      *store
 	labels     *capture.Labels // nil without a state_dir
 	// memory bounds what requests in flight hold; certs is nil without TLS.
 	memory memoryBudget
@@ -84,24 +89,15 @@ type Server struct {
 	// change (listen, limits, timeouts) is read from it.
 	cfg Config
 
-	// control serialises what changes the serving state: reloads, admin
-	// changes and canary steps. It guards current and routes.
-	control sync.Mutex
-	current Config
-	routes  map[string]*routes
-
 	mu sync.Mutex
 	// listeners are those Serve was given; mu guards them and, with
 	// stopping, makes a Serve that races Shutdown return at once.
 	listeners []net.Listener
 
-	// stop, closed by Shutdown, stops the control loop and the watcher
-	// (done waits for them); stopEvents then stops the event loop, once
-	// nothing is left to emit events (eventsDone is closed when it ended).
-	stop       chan struct{}
-	done       sync.WaitGroup
-	stopEvents chan struct{}
-	eventsDone chan struct{}
+	// stop, closed by Shutdown, stops the file watcher and the memory
+	// and certificate loops (done waits for them).
+	stop chan struct{}
+	done sync.WaitGroup
 }
 
 // state is everything a request needs, built whole and swapped in at once.
@@ -166,15 +162,21 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, cfg: cfg, current: cfg, log: o.Log, codecs: cdc, routes: make(map[string]*routes), stop: make(chan struct{}),
-		stopEvents: make(chan struct{}), eventsDone: make(chan struct{}),
-		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet(),
-		eventsIn: make(chan Event, eventQueue)}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Engine != nil {
+		o.Log = o.Log.With("replica", cfg.Cluster.withDefaults().Replica)
+	}
+	s := &Server{o: o, cfg: cfg, log: o.Log, codecs: cdc, stop: make(chan struct{}),
+		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet()}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
 		s.closeLabels()
-		s.closeOutbox()
-		s.store.close()
+		if s.cp != nil {
+			s.cp.shutdown()
+			s.cp.closeEvents()
+		}
 		cdc.close()
 		return nil, err
 	}
@@ -187,10 +189,10 @@ func New(o Options) (*Server, error) {
 			return fail(err)
 		}
 	}
-	if s.store, err = openStore(cfg.StateDir); err != nil {
+	if s.cp, err = newControlPlane(o, &s.serving); err != nil {
 		return fail(err)
 	}
-	if err := s.openOutbox(cfg); err != nil {
+	if err := s.cp.openOutbox(cfg, o.Engine, s.webhookSet); err != nil {
 		return fail(err)
 	}
 	metrics.RegisterSet(s.webhookSet)
@@ -204,7 +206,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := s.routeLocked(cfg, st, true); err != nil {
+	if err := s.cp.routeLocked(cfg, st, true); err != nil {
 		st.unload(s.log)
 		return fail(err)
 	}
@@ -236,13 +238,11 @@ func New(o Options) (*Server, error) {
 		NoDefaultContentType:         true,
 		Logger:                       fasthttpLogger{o.Log},
 	}
-	s.done.Add(1)
-	go s.controlLoop()
+	s.cp.start()
 	s.done.Go(func() { s.memory.returnMemory(s.stop) })
 	if s.certs != nil {
 		s.done.Go(func() { s.certs.watch(s.stop) })
 	}
-	go s.eventLoop()
 	if cfg.Watch {
 		if err := s.startWatcher(); err != nil {
 			s.Shutdown(context.Background())
@@ -258,15 +258,6 @@ func (s *Server) closeLabels() {
 		s.labels.Close()
 	}
 	metrics.UnregisterSet(s.labelSet, true)
-}
-
-// closeOutbox stops webhook deliveries (pending ones stay in the store for
-// the next start) and drops their series.
-func (s *Server) closeOutbox() {
-	if s.outbox != nil {
-		s.outbox.Close()
-	}
-	metrics.UnregisterSet(s.webhookSet, true)
 }
 
 // acquireState returns the serving state, counted in flight until release.
@@ -535,21 +526,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	close(s.stop)
 	s.done.Wait()
+	s.cp.shutdown()
 	// No reload or admin change runs from here on (they check stopping
 	// under the control lock).
-	s.control.Lock()
+	s.cp.mu.Lock()
 	st := s.serving.Load()
-	s.control.Unlock()
+	s.cp.mu.Unlock()
 	if !waitIdle(st, s.cfg.ShutdownTimeout) {
 		s.log.Warn("shutdown timed out with shadow copies in flight; unloading models after they finish")
 	}
 	st.unload(s.log) // drift monitors judge their last windows, which may decide
-	close(s.stopEvents)
-	<-s.eventsDone
+	s.cp.closeEvents()
 	s.closeLabels()
-	s.closeOutbox()
 	s.codecs.close()
-	s.store.close()
 	return err
 }
 

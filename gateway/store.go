@@ -1,153 +1,169 @@
 package gateway
 
 import (
-	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/infergate/infergate/retrain/statefile"
+	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
 
-// storeFile is the embedded store's file under state_dir.
-const storeFile = "infergate.db"
+// controlBucket is the engine's KV bucket of the control plane: the
+// leadership lease, each model's routing and each version's drift state.
+const controlBucket = "infergate_control"
 
-var routesBucket = []byte("routes")
+// The keys of controlBucket: leaderKey, routingPrefix+<model key> and
+// driftPrefix+<model key>.<version>.
+const (
+	leaderKey     = "leader"
+	routingPrefix = "routing."
+	driftPrefix   = "drift."
+)
 
-// store keeps what must survive a restart in a bbolt file: each model's
-// routing as the admin API or a canary left it. A nil store keeps nothing.
-// It is safe for concurrent use.
+// storeTimeout bounds one write or read of the engine.
+const storeTimeout = 5 * time.Second
+
+// errFenced is returned for a fenced write that the engine refused: the
+// control state changed since this replica last saw it, or another
+// replica leads now.
+var errFenced = errors.New("the control state changed meanwhile (another replica wrote, or leads now)")
+
+// errConflict is returned for a write by revision that lost to another.
+var errConflict = errors.New("the routing was changed meanwhile by another replica; read it again and retry")
+
+// store keeps the control plane's state in the engine's KV bucket. A nil
+// store keeps nothing: a gateway without state_dir or cluster is
+// stateless. It is safe for concurrent use.
 type store struct {
-	db *bolt.DB
+	js jetstream.JetStream
+	kv jetstream.KeyValue
 }
 
 // routeRecord is a model's stored routing, with the config file's section
-// as it was then, so that a later change of the file can win over it.
+// as it was then, so that a later change of the file can win over it, and
+// the events of the change that wrote it, so that whoever leads next can
+// emit them again should the writer have died before it did (receivers
+// deduplicate by event id).
 type routeRecord struct {
 	File   router.Config  `json:"file"`
 	Base   router.Config  `json:"base"`
 	Admin  bool           `json:"admin"`
 	Canary *router.Canary `json:"canary,omitempty"`
+	Events []outbox.Event `json:"events,omitempty"`
+	// Replica wrote the record, while Leader led.
+	Replica string `json:"replica,omitempty"`
+	Leader  string `json:"leader,omitempty"`
 }
 
-// openStore opens (creating) the store under dir; an empty dir gives the
-// nil store. A damaged store file is refused (see statefile.Open).
-func openStore(dir string) (*store, error) {
-	if dir == "" {
+// sameRouting reports whether r and o route alike, whoever wrote them.
+func (r *routeRecord) sameRouting(o *routeRecord) bool {
+	a, _ := json.Marshal(routeRecord{File: r.File, Base: r.Base, Admin: r.Admin, Canary: r.Canary})
+	b, _ := json.Marshal(routeRecord{File: o.File, Base: o.Base, Admin: o.Admin, Canary: o.Canary})
+	return string(a) == string(b)
+}
+
+// openStore creates (or opens) the control bucket on conn; a nil conn
+// gives the nil store.
+func openStore(conn *engine.Conn) (*store, error) {
+	if conn == nil {
 		return nil, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create state_dir %q: %w", dir, err)
-	}
-	path := filepath.Join(dir, storeFile)
-	db, err := statefile.Open(path, bolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(routesBucket)
-		return err
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      controlBucket,
+		Description: "infergate's control plane: leadership, routing, drift state",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    conn.Replicas,
+		// Keys with a TTL (the lease) leave a marker when they expire, so
+		// that every replica's watch sees the leader go.
+		LimitMarkerTTL: time.Minute,
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("cannot prepare the state store %q: %w", path, err)
+		return nil, fmt.Errorf("cannot open the control bucket %s at %s: %w", controlBucket, conn.URL, err)
 	}
-	return &store{db: db}, nil
+	return &store{js: conn.JS, kv: kv}, nil
 }
 
-func (s *store) close() {
-	if s != nil {
-		s.db.Close()
+// modelKey is model's name as one key token: itself when it is letters,
+// digits, '-' and '_', else "=" and its base64url encoding.
+func modelKey(model string) string {
+	if validKeyToken(model) {
+		return model
 	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(model))
 }
 
-// loadRoutes returns model's stored routing, or nil when it has none. A
-// record written before durations were Go duration strings is read with its
-// nanoseconds converted. A record that cannot be read is an error naming
-// the file: starting without it would silently drop admin routing and a
-// running canary.
-func (s *store) loadRoutes(model string) (*routeRecord, error) {
-	if s == nil {
-		return nil, nil
+// modelOfKey inverts modelKey.
+func modelOfKey(key string) (string, bool) {
+	enc, ok := strings.CutPrefix(key, "=")
+	if !ok {
+		return key, validKeyToken(key)
 	}
-	var rec *routeRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		data := tx.Bucket(routesBucket).Get([]byte(model))
-		if data == nil {
-			return nil
-		}
-		rec = new(routeRecord)
-		err := json.Unmarshal(data, rec)
-		if converted, ok := nanosecondIntervals(data); err != nil && ok {
-			*rec = routeRecord{}
-			err = json.Unmarshal(converted, rec)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the stored routing of model %q in %s: %w; move the file aside to start from the config file's routing (losing admin changes and canaries), or restore it from a backup",
-			model, s.db.Path(), err)
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	return string(b), err == nil
+}
+
+func routingKey(model string) string { return routingPrefix + modelKey(model) }
+
+func driftStateKey(model, version string) string {
+	return driftPrefix + modelKey(model) + "." + version
+}
+
+// decodeRoutes decodes the stored routing of model held at key; an error
+// names the key and what to do.
+func decodeRoutes(model string, data []byte) (*routeRecord, error) {
+	rec := new(routeRecord)
+	if err := json.Unmarshal(data, rec); err != nil {
+		return nil, fmt.Errorf("cannot read the stored routing of model %q (key %s of bucket %s): %w; delete the key to start from the config file's routing (losing admin changes and canaries)",
+			model, routingKey(model), controlBucket, err)
 	}
 	return rec, nil
 }
 
-// nanosecondIntervals rewrites the "interval" values that records of
-// earlier versions hold as numbers of nanoseconds into Go duration strings;
-// it reports false when there are none.
-func nanosecondIntervals(data []byte) ([]byte, bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var doc any
-	if dec.Decode(&doc) != nil {
-		return nil, false
+// put writes value at key by revision: created when rev is 0, else only
+// while the key is still at rev (errConflict otherwise). It returns the
+// new revision.
+func (s *store) put(key string, value []byte, rev uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	var err error
+	var next uint64
+	if rev == 0 {
+		next, err = s.kv.Create(ctx, key, value)
+	} else {
+		next, err = s.kv.Update(ctx, key, value, rev)
 	}
-	converted := false
-	var walk func(v any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			for key, x := range v {
-				if n, ok := x.(json.Number); ok && key == "interval" {
-					if ns, err := n.Int64(); err == nil {
-						v[key], converted = time.Duration(ns).String(), true
-					}
-					continue
-				}
-				walk(x)
-			}
-		case []any:
-			for _, x := range v {
-				walk(x)
-			}
-		}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return 0, errConflict
 	}
-	walk(doc)
-	if !converted {
-		return nil, false
-	}
-	out, err := json.Marshal(doc)
-	return out, err == nil
+	return next, err
 }
 
-// saveRoutes stores rec as model's routing; bbolt syncs the file before
-// the commit returns.
-func (s *store) saveRoutes(model string, rec routeRecord) error {
-	if s == nil {
-		return nil
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return putRoutes(tx, model, rec) })
-}
-
-// putRoutes writes rec as model's routing in tx.
-func putRoutes(tx *bolt.Tx, model string, rec routeRecord) error {
-	data, err := json.Marshal(rec)
+// putFenced writes value at key only while the bucket's newest revision
+// is still last: nothing was written since this replica saw it, its lease
+// included, so that a leader that lost its lease (paused past it, say)
+// writes nothing. It returns the new revision.
+func (s *store) putFenced(key string, value []byte, last uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	msg := &nats.Msg{Subject: "$KV." + controlBucket + "." + key, Data: value}
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last))
 	if err != nil {
-		return fmt.Errorf("cannot encode the routing of model %q: %w", model, err)
+		if isWrongSequence(err) {
+			return 0, errFenced
+		}
+		return 0, err
 	}
-	return tx.Bucket(routesBucket).Put([]byte(model), data)
+	return ack.Sequence, nil
 }

@@ -123,8 +123,14 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 
 	events := make(chan gateway.Event, 64)
 	decisions := make(chan drift.Decision, 64)
-	srv, err := gateway.New(gateway.Options{Config: demoGatewayConfig(gwCfg, o, rtAddr), Env: env, Log: log,
-		Version: version(), Events: events, DriftDecisions: decisions})
+	demoCfg := demoGatewayConfig(gwCfg, o, rtAddr)
+	eng, err := openEngine(demoCfg.Cluster.Config, demoCfg.StateDir, "infergate demo", log)
+	if err != nil {
+		return demoResult{}, err
+	}
+	defer eng.close()
+	srv, err := gateway.New(gateway.Options{Config: demoCfg, Env: env, Log: log,
+		Version: version(), Events: events, DriftDecisions: decisions, Engine: eng.connection()})
 	if err != nil {
 		return demoResult{}, err
 	}
@@ -139,7 +145,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	if err != nil {
 		return demoResult{}, err
 	}
-	svc, err := pipeline.Open(pipeline.Options{Config: demoRetrainConfig(rtCfg, o, gwAddr), Env: env, Log: log, Progress: o.progress})
+	svc, err := pipeline.Open(pipeline.Options{Config: demoRetrainConfig(rtCfg, o, gwAddr), Env: env, Log: log, Progress: o.progress, Engine: eng.connection()})
 	if err != nil {
 		return demoResult{}, err
 	}

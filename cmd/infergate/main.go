@@ -134,7 +134,12 @@ func serve(args []string) error {
 		return err
 	}
 	defer env.Close()
-	srv, err := gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version()})
+	eng, err := openEngine(cfg.Cluster.Config, cfg.StateDir, "infergate serve", log)
+	if err != nil {
+		return err
+	}
+	defer eng.close()
+	srv, err := gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version(), Engine: eng.connection()})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -57,7 +58,12 @@ func retrainCmd(args []string) error {
 	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && !*logs.json {
 		progress = os.Stderr
 	}
-	svc, err := pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress})
+	eng, err := openEngine(cfg.Cluster, cfg.StateDir, "infergate retrain", log)
+	if err != nil {
+		return err
+	}
+	defer eng.close()
+	svc, err := pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress, Engine: eng.connection()})
 	if err != nil {
 		return err
 	}
@@ -127,10 +133,17 @@ func retrainRuns(args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if runs, err = pipeline.ListRuns(cfg.StateDir); err != nil {
+		quiet := slog.New(slog.DiscardHandler)
+		eng, err := openEngine(cfg.Cluster, cfg.StateDir, "infergate retrain runs", quiet)
+		if err != nil {
 			return err
 		}
-		where = cfg.StateDir
+		runs, err = pipeline.ListRuns(eng.connection())
+		where = eng.connection().URL
+		eng.close()
+		if err != nil {
+			return err
+		}
 		kept := runs[:0]
 		for _, r := range runs {
 			if *model == "" || r.Model == *model {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/runtime"
@@ -32,6 +33,10 @@ type Config struct {
 	// the process uses one (default retrain-state). The Service reads
 	// nothing there: it gets the engine's connection in Options.Engine.
 	StateDir string `yaml:"state_dir"`
+	// Cluster points the service at a fleet's NATS cluster; without
+	// nats_url it joins the embedded engine of state_dir (see
+	// retrain/engine), started there when none runs.
+	Cluster engine.Config `yaml:"cluster"`
 	// SecretEnv names the environment variable holding the HMAC secret that
 	// incoming webhooks are signed with; required.
 	SecretEnv string `yaml:"secret_env"`
@@ -241,6 +246,9 @@ func (m ModelConfig) WithDefaults() ModelConfig {
 // Validate reports the first invalid setting of c, after defaults, naming
 // its key. It does not look at the environment: Open does.
 func (c *Config) Validate() error {
+	if err := c.Cluster.Validate("cluster"); err != nil {
+		return err
+	}
 	switch {
 	case c.SecretEnv == "":
 		return errors.New("secret_env: required: the environment variable holding the webhooks' HMAC secret")

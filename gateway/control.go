@@ -1,0 +1,326 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/outbox"
+)
+
+// controlTick is how often the control loop runs: the lease, due canary
+// analyses and reports. It bounds how late after its interval an analysis
+// runs.
+const controlTick = 100 * time.Millisecond
+
+var (
+	clusterLeader   = metrics.NewGauge(`infergate_cluster_leader`, nil)
+	clusterReplicas = metrics.NewGauge(`infergate_cluster_replicas`, nil)
+)
+
+// controlPlane owns what changes the serving state: every model's routing
+// (reloads, admin changes, canary analysis), the fleet's leadership, the
+// reports replicas exchange, and the events all of them produce. One lock
+// guards it all; the request path reads only the routing tables it swaps
+// in atomically. Its clock is injected (Options.Now).
+//
+// The routing lives in the engine's control bucket, one key per model: a
+// change by the admin API of any replica is written by revision, a canary
+// step of the leader is fenced by the bucket's newest revision (store.
+// putFenced), and every replica's watch applies what the others wrote.
+type controlPlane struct {
+	mu  sync.Mutex
+	now func() time.Time
+	log *slog.Logger
+	// cluster is the cluster section with its defaults.
+	cluster ClusterConfig
+	serving *atomic.Pointer[state]
+
+	current Config
+	routes  map[string]*routes
+
+	// store is nil for a stateless gateway, and lease then too: it leads
+	// itself.
+	store *store
+	lease *lease
+	// leading is what the last tick found; leaderSince when it began.
+	leading     bool
+	leaderSince time.Time
+	// revs are the routing revisions applied per model, records the
+	// records they hold; lastSeq is the bucket's newest revision as the
+	// watch delivered it, which fenced writes expect.
+	revs    map[string]uint64
+	records map[string]*routeRecord
+	lastSeq uint64
+	// drifts are the drift records by key, as stored.
+	drifts  map[string]*driftRecord
+	watcher jetstream.KeyWatcher
+	fleet   *fleet // nil without an engine
+
+	// outbox is nil without webhooks. eventsIn queues the events the
+	// event loop hands to the outbox and to Options.Events.
+	outbox         *outbox.Outbox
+	eventsIn       chan Event
+	events         chan<- Event
+	driftDecisions chan<- drift.Decision
+
+	stop       chan struct{}
+	done       sync.WaitGroup
+	stopEvents chan struct{}
+	eventsDone chan struct{}
+}
+
+// newControlPlane returns the control plane of a server started with o,
+// on o.Engine when set: it opens the control bucket, starts watching it
+// and reads what it holds, so that routing can start from it.
+func newControlPlane(o Options, serving *atomic.Pointer[state]) (*controlPlane, error) {
+	cp := &controlPlane{
+		now: o.Now, log: o.Log, cluster: o.Config.Cluster.withDefaults(), serving: serving,
+		current: o.Config, routes: make(map[string]*routes),
+		revs: make(map[string]uint64), records: make(map[string]*routeRecord), drifts: make(map[string]*driftRecord),
+		eventsIn: make(chan Event, eventQueue), events: o.Events, driftDecisions: o.DriftDecisions,
+		stop: make(chan struct{}), stopEvents: make(chan struct{}), eventsDone: make(chan struct{}),
+		leading: o.Engine == nil,
+	}
+	if cp.now == nil {
+		cp.now = time.Now
+	}
+	go cp.eventLoop()
+	if o.Engine == nil {
+		clusterLeader.Set(1)
+		return cp, nil
+	}
+	var err error
+	if cp.store, err = openStore(o.Engine); err == nil {
+		cp.lease = &lease{store: cp.store, replica: cp.cluster.Replica, ttl: cp.cluster.LeaseTTL}
+		err = cp.watch()
+	}
+	if err != nil {
+		cp.closeEvents()
+		return nil, err
+	}
+	cp.fleet = newFleet(o.Engine, cp)
+	return cp, nil
+}
+
+// watch starts watching the control bucket and applies what it holds now
+// before returning: the initial values end with a nil entry.
+func (cp *controlPlane) watch() error {
+	w, err := cp.store.kv.WatchAll(context.Background())
+	if err != nil {
+		return fmt.Errorf("cannot watch the control bucket %s: %w", controlBucket, err)
+	}
+	timeout := time.NewTimer(storeTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				cp.watcher = w
+				return nil
+			}
+			if err := cp.applyLocked(e, true); err != nil {
+				w.Stop()
+				return err
+			}
+		case <-timeout.C:
+			w.Stop()
+			return fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, storeTimeout)
+		}
+	}
+}
+
+// start starts the control loop and the watch's updates (the event loop
+// runs from the start, which closeEvents ends).
+func (cp *controlPlane) start() {
+	cp.done.Go(cp.loop)
+	if cp.watcher != nil {
+		cp.done.Go(cp.follow)
+	}
+}
+
+// loop runs the lease, due canary analyses and reports until stop.
+func (cp *controlPlane) loop() {
+	t := time.NewTicker(controlTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-cp.stop:
+			return
+		case <-t.C:
+			cp.tick(cp.now())
+		}
+	}
+}
+
+// tick does what is due at now: renewing or taking the lease, the leader's
+// canary analyses, and this replica's report.
+func (cp *controlPlane) tick(now time.Time) {
+	cp.mu.Lock()
+	if cp.lease != nil {
+		if leading := cp.lease.tick(now, cp.leaderSince); leading != cp.leading {
+			cp.setLeadingLocked(leading, now)
+		}
+	}
+	if cp.leading {
+		st := cp.serving.Load()
+		for name, r := range cp.routes {
+			if m := st.models[name]; m != nil {
+				cp.canaryStepLocked(r, m, now)
+			}
+		}
+	}
+	var report []byte
+	if cp.fleet != nil {
+		report = cp.fleet.reportLocked(now)
+	}
+	cp.mu.Unlock()
+	if report != nil {
+		cp.fleet.publish(report)
+	}
+}
+
+// follow applies the watch's updates until stop.
+func (cp *controlPlane) follow() {
+	for {
+		select {
+		case <-cp.stop:
+			return
+		case e, ok := <-cp.watcher.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				continue
+			}
+			cp.mu.Lock()
+			if err := cp.applyLocked(e, false); err != nil {
+				cp.log.Error("cannot apply a change of the control state; serving on with the previous one", "key", e.Key(), "error", err)
+			}
+			cp.mu.Unlock()
+		}
+	}
+}
+
+// applyLocked takes in one entry of the control bucket: the leader key,
+// or a model's routing, which it applies unless this replica wrote it
+// itself. While starting it only records what the bucket holds (routing
+// starts from it), and a record that cannot be read is an error. It needs
+// the lock.
+func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) error {
+	cp.lastSeq = max(cp.lastSeq, e.Revision())
+	key := e.Key()
+	switch {
+	case key == leaderKey:
+		cp.lease.watched(e)
+	case strings.HasPrefix(key, routingPrefix):
+		model, ok := modelOfKey(key[len(routingPrefix):])
+		if !ok || e.Revision() <= cp.revs[model] {
+			return nil
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(cp.revs, model) // deleted by an operator: the next write creates it
+			delete(cp.records, model)
+			return nil
+		}
+		rec, err := decodeRoutes(model, e.Value())
+		if err != nil {
+			return err
+		}
+		cp.revs[model], cp.records[model] = e.Revision(), rec
+		if !starting {
+			cp.applyRecordLocked(model, rec, e.Revision())
+		}
+	case strings.HasPrefix(key, driftPrefix):
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(cp.drifts, key)
+			return nil
+		}
+		rec := new(driftRecord)
+		if err := json.Unmarshal(e.Value(), rec); err != nil {
+			// A monitor starts afresh rather than the gateway not at all.
+			cp.log.Error("ignoring a stored drift state that cannot be read; that version's monitoring starts afresh", "key", key, "error", err)
+			return nil
+		}
+		cp.drifts[key] = rec
+	}
+	return nil
+}
+
+// shutdown stops the control loop and the watch; stopEvents then stops
+// the event loop once nothing is left to emit.
+func (cp *controlPlane) shutdown() {
+	close(cp.stop)
+	if cp.watcher != nil {
+		cp.watcher.Stop()
+	}
+	cp.done.Wait()
+	cp.mu.Lock()
+	if cp.fleet != nil {
+		cp.fleet.close()
+	}
+	cp.mu.Unlock()
+}
+
+// closeEvents stops the event loop, once what is queued went out, and the
+// outbox.
+func (cp *controlPlane) closeEvents() {
+	close(cp.stopEvents)
+	<-cp.eventsDone
+	if cp.outbox != nil {
+		cp.outbox.Close()
+	}
+}
+
+// setLeadingLocked makes this replica the leader, or a follower. A new
+// leader emits again the events of every model's last change (a writer
+// may have died before it did; receivers deduplicate by id) and starts
+// delivering webhooks; a replica that lost the lease stops delivering at
+// once. It needs the lock.
+func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) {
+	cp.leading = leading
+	if leading {
+		cp.leaderSince = now
+		clusterLeader.Set(1)
+		cp.log.Info("this replica leads the fleet", "replica", cp.cluster.Replica)
+		for _, rec := range cp.records {
+			for i := range rec.Events {
+				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true})
+			}
+		}
+		for _, rec := range cp.drifts {
+			for i := range rec.Events {
+				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true})
+			}
+		}
+		if cp.outbox != nil {
+			if err := cp.outbox.Start(); err != nil {
+				cp.log.Error("cannot deliver webhooks", "error", err)
+			}
+		}
+		cp.fleet.forget()
+		return
+	}
+	clusterLeader.Set(0)
+	cp.log.Warn("this replica no longer leads the fleet", "replica", cp.cluster.Replica, "leader", cp.lease.leader)
+	if cp.outbox != nil {
+		cp.outbox.Stop()
+	}
+}
+
+// leaderName is who leads, as this replica knows it.
+func (cp *controlPlane) leaderName() string {
+	if cp.lease == nil {
+		return cp.cluster.Replica
+	}
+	return cp.lease.leader
+}

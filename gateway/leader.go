@@ -1,0 +1,132 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// lease is a replica's side of the fleet's leadership: a key of the control
+// bucket that expires unless its holder renews it. Only the holder runs
+// canary analysis, judges fleet drift and delivers webhooks, and each of
+// its writes is fenced (store.putFenced). The control plane's lock guards
+// everything but until, which the outbox reads from its own goroutines.
+type lease struct {
+	store   *store
+	replica string
+	ttl     time.Duration
+
+	// rev is the revision of the leader key this replica wrote last, 0
+	// while it does not lead.
+	rev uint64
+	// until is when the lease runs out by this process's clock (a
+	// monotonic reading, so that a process paused past it knows).
+	until atomic.Pointer[time.Time]
+	// leader is who leads as the watch last said ("" for nobody), since
+	// when, and at which revision of the leader key.
+	leader    string
+	leaderRev uint64
+	// renewed is when this replica last wrote the key.
+	renewed time.Time
+}
+
+// leaseRecord is the leader key's value.
+type leaseRecord struct {
+	Replica string    `json:"replica"`
+	Since   time.Time `json:"since"`
+}
+
+// holds reports whether this replica holds the lease at now.
+func (l *lease) holds(now time.Time) bool {
+	if l == nil {
+		return true // a gateway alone and stateless leads itself
+	}
+	until := l.until.Load()
+	return until != nil && now.Before(*until)
+}
+
+// tick acquires or renews the lease as due at now and reports whether this
+// replica leads after it. A renewal is due after a third of the TTL; an
+// acquisition is tried while nobody, or this replica's former life, holds
+// the key.
+func (l *lease) tick(now, since time.Time) bool {
+	leading := l.holds(now)
+	switch {
+	case leading && now.Sub(l.renewed) < l.ttl/3:
+	case leading:
+		l.write(now, since, l.rev)
+	case l.leader == l.replica && l.leaderRev != 0:
+		// The key says this replica leads: a restart within the TTL takes
+		// its lease back at once.
+		l.write(now, since, l.leaderRev)
+	case l.leader == "":
+		l.write(now, since, 0)
+	}
+	return l.holds(now)
+}
+
+// write writes the leader key with the TTL: created when rev is 0 (the key
+// is absent or expired), else only while the key is at rev. It sets the
+// lease's end on success and drops the lease when another replica's write
+// came first.
+func (l *lease) write(now, since time.Time, rev uint64) {
+	data, _ := json.Marshal(leaseRecord{Replica: l.replica, Since: since})
+	ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, l.ttl/2))
+	defer cancel()
+	var seq uint64
+	var err error
+	if rev == 0 {
+		seq, err = l.store.kv.Create(ctx, leaderKey, data, jetstream.KeyTTL(l.ttl))
+	} else {
+		msg := &nats.Msg{Subject: "$KV." + controlBucket + "." + leaderKey, Data: data}
+		var ack *jetstream.PubAck
+		if ack, err = l.store.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(l.ttl)); err == nil {
+			seq = ack.Sequence
+		}
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			l.drop()
+		}
+		return // a lease not renewed runs out on its own
+	}
+	until := now.Add(l.ttl)
+	l.rev, l.renewed = seq, now
+	l.until.Store(&until)
+}
+
+// isWrongSequence reports whether err is the engine refusing a write whose
+// expected revision or sequence is not the current one.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// drop gives the lease up at once.
+func (l *lease) drop() {
+	l.rev = 0
+	l.until.Store(nil)
+}
+
+// watched records what the watch says of the leader key: its holder and
+// revision, or "" when the key is gone.
+func (l *lease) watched(entry jetstream.KeyValueEntry) {
+	if entry.Operation() != jetstream.KeyValuePut {
+		l.leader, l.leaderRev = "", entry.Revision()
+		return
+	}
+	var rec leaseRecord
+	if json.Unmarshal(entry.Value(), &rec) != nil {
+		rec.Replica = "?"
+	}
+	l.leader, l.leaderRev = rec.Replica, entry.Revision()
+	if rec.Replica != l.replica && l.rev != 0 {
+		l.drop() // another replica wrote the key: it leads
+	}
+}
