@@ -291,7 +291,7 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) {
 	if leading {
 		cp.leaderSince = now
 		clusterLeader.Set(1)
-		cp.log.Info("this replica leads the fleet", "replica", cp.cluster.Replica)
+		cp.log.Info("this replica leads the fleet")
 		for _, rec := range cp.records {
 			for i := range rec.Events {
 				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true})
@@ -311,7 +311,7 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) {
 		return
 	}
 	clusterLeader.Set(0)
-	cp.log.Warn("this replica no longer leads the fleet", "replica", cp.cluster.Replica, "leader", cp.lease.leader)
+	cp.log.Warn("this replica no longer leads the fleet", "leader", cp.lease.leader)
 	if cp.outbox != nil {
 		cp.outbox.Stop()
 	}

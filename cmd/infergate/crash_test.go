@@ -104,7 +104,7 @@ func TestKillNineLosesNoEvent(t *testing.T) {
 	// A port nothing listens on: every delivery fails and is retried.
 	down := "http://" + freeAddr(t) + "/hook"
 	first, logs, _ := start(down)
-	emitted := regexp.MustCompile(`msg="event emitted" type=canary.started model=ab version=2 id=(\S+)`)
+	emitted := regexp.MustCompile(`msg="event emitted" (?:replica=\S+ )?type=canary.started model=ab version=2 id=(\S+)`)
 	var id string
 	deadline := time.Now().Add(30 * time.Second)
 	for id == "" {

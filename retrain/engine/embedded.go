@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // The embedded server's files under state_dir: its JetStream store, and
@@ -68,12 +69,18 @@ func StartEmbedded(dir string, log *slog.Logger) (*Embedded, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w; delete it to generate new credentials", err)
 	}
+	// The server keeps a hash: the password itself is random, so the
+	// cheapest cost will do.
+	hash, err := bcrypt.GenerateFromPassword([]byte(creds.Password), bcrypt.MinCost)
+	if err != nil {
+		return nil, fmt.Errorf("cannot hash the embedded engine's password: %w", err)
+	}
 	opts := &server.Options{
 		ServerName:   "infergate-embedded",
 		Host:         "127.0.0.1",
 		Port:         previousPort(creds.URL),
 		Username:     creds.User,
-		Password:     creds.Password,
+		Password:     string(hash),
 		JetStream:    true,
 		StoreDir:     filepath.Join(dir, StoreDir),
 		SyncAlways:   true,

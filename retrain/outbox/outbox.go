@@ -73,7 +73,8 @@ type Options struct {
 	Name string
 	// Targets are the webhook receivers; Open validates them.
 	Targets []Target
-	// Replica names this process in log lines and dead letters.
+	// Replica names this process in dead letters; Log says which replica
+	// writes when the caller wants it to.
 	Replica string
 	// MayDeliver, when set, is asked before every POST and before every
 	// pull; while it returns false, this Outbox posts nothing and hands
@@ -165,9 +166,6 @@ func Open(o Options) (*Outbox, error) {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.Replica != "" {
-		o.Log = o.Log.With("replica", o.Replica)
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -268,7 +268,7 @@ func TestDeliverySigned(t *testing.T) {
 		}
 	}
 	waitFor(t, "the delivery's log line", func() bool {
-		return strings.Contains(logs.String(), `msg="webhook delivered" replica=replica-1 event_id=`+ev.ID)
+		return strings.Contains(logs.String(), `msg="webhook delivered" event_id=`+ev.ID)
 	})
 	ob.Close()
 	if names := set.ListMetricNames(); len(names) != 0 {
