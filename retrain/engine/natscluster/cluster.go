@@ -37,8 +37,10 @@ const TokenEnv = "INFERGATE_TEST_NATS_TOKEN"
 const ClusterName = "infergate-test"
 
 // defaultReadyTimeout bounds how long Start and Restart wait for servers to
-// be healthy: a first meta leader takes one raft election (4 to 9 s in
-// nats-server), a restarted server its catch-up.
+// be ready: a new cluster is ready in well under a second and a restarted
+// server in about 3 s here, but a loaded machine is slower, and a restart
+// that finds no meta leader waits for a raft election (4 to 9 s in
+// nats-server).
 const defaultReadyTimeout = 30 * time.Second
 
 // pollInterval is how often readiness is polled.
@@ -62,7 +64,7 @@ func ExtraConfig(text string) Option {
 }
 
 // ReadyTimeout bounds how long Start and Restart wait for servers to be
-// healthy (default 30 s).
+// ready (default 30 s).
 func ReadyTimeout(d time.Duration) Option {
 	return func(o *options) { o.readyTimeout = d }
 }
@@ -106,10 +108,11 @@ type process struct {
 	err  error
 }
 
-// Start starts n clustered servers and waits until every one is healthy
-// (routed, in contact with a JetStream meta leader and current with it);
-// on a failure it fails t with the servers' log tails. The servers are
-// killed when t ends, and a failed test shows their log tails.
+// Start starts n clustered servers and waits until every one is ready
+// (in contact with a JetStream meta leader, current with it, and a place
+// for streams); on a failure it fails t with the servers' log tails. The
+// servers are killed when t ends, and a failed test shows their log tails.
+// A server is named "n<i>" and tagged "natscluster:n<i>" for placement.
 func Start(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
 	if n < 1 {
@@ -170,6 +173,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 }
 
+// allOf returns the indexes of n servers.
 func allOf(n int) []int {
 	all := make([]int, n)
 	for i := range all {
@@ -538,8 +542,8 @@ func (c *Cluster) Restart(i int) {
 	}
 }
 
-// WaitHealthy waits until server i answers 200 on /healthz, as Restart
-// does; for a server that was stopped (Stop) and continued.
+// WaitHealthy waits until server i is ready, as Restart does; for a
+// server that was stopped (Stop) and continued.
 func (c *Cluster) WaitHealthy(i int) {
 	c.t.Helper()
 	if err := c.waitHealthy(time.Now().Add(c.opts.readyTimeout), []int{i}); err != nil {

@@ -145,14 +145,18 @@ func testWritesSurvive(t *testing.T, lose func(*natscluster.Cluster, int), leads
 	}
 	defer conn.Close()
 	ctx := context.Background()
-	kv, err := conn.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: conn.Replicas, History: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}, Replicas: conn.Replicas, Duplicates: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Creating is idempotent, and tried again: once in a few dozen new
+	// clusters here, the answer to a create got lost although the bucket
+	// had its leader at once.
+	var kv jetstream.KeyValue
+	eventually(t, "creating the bucket", func() (err error) {
+		kv, err = conn.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: conn.Replicas, History: 1})
+		return err
+	})
+	eventually(t, "creating the stream", func() error {
+		_, err := conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}, Replicas: conn.Replicas, Duplicates: time.Minute})
+		return err
+	})
 	victim := c.Index(conn.NC.ConnectedServerName())
 	if victim < 0 {
 		t.Fatalf("connected to %q, not a server of the cluster", conn.NC.ConnectedServerName())
