@@ -166,9 +166,10 @@ func (cp *controlPlane) loop() {
 // canary analyses, and this replica's report.
 func (cp *controlPlane) tick(now time.Time) {
 	cp.mu.Lock()
+	var handOver []driftHandOver
 	if cp.lease != nil {
 		if leading := cp.lease.tick(now, cp.leaderSince); leading != cp.leading {
-			cp.setLeadingLocked(leading, now)
+			handOver = cp.setLeadingLocked(leading, now)
 		}
 	}
 	if cp.leading {
@@ -183,10 +184,27 @@ func (cp *controlPlane) tick(now time.Time) {
 	if cp.fleet != nil {
 		report = cp.fleet.reportLocked(now)
 	}
-	cp.mu.Unlock()
-	if report != nil {
-		cp.fleet.publish(report)
+	var counts []drift.Counts
+	if cp.fleet != nil && report != nil && !cp.leading {
+		counts = cp.fleet.driftCounts()
 	}
+	cp.mu.Unlock()
+	// Outside the lock: a monitor that changes roles waits for its
+	// Commit, which takes the lock.
+	for _, h := range handOver {
+		h.monitor.SetLeading(h.leading, h.state)
+	}
+	if report != nil {
+		cp.fleet.publish(report, counts)
+	}
+}
+
+// driftHandOver is a drift monitor's change of role, with the state the
+// last leader stored for a monitor that becomes leader.
+type driftHandOver struct {
+	monitor *drift.Monitor
+	leading bool
+	state   *drift.State
 }
 
 // follow applies the watch's updates until stop.
@@ -268,6 +286,7 @@ func (cp *controlPlane) shutdown() {
 	if cp.fleet != nil {
 		cp.fleet.close()
 	}
+	cp.lease.release(cp.now())
 	cp.mu.Unlock()
 }
 
@@ -285,9 +304,22 @@ func (cp *controlPlane) closeEvents() {
 // leader emits again the events of every model's last change (a writer
 // may have died before it did; receivers deduplicate by id) and starts
 // delivering webhooks; a replica that lost the lease stops delivering at
-// once. It needs the lock.
-func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) {
+// once. It returns the drift monitors' changes of role, for the caller to
+// make once it released the lock. It needs the lock.
+func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHandOver {
 	cp.leading = leading
+	var handOver []driftHandOver
+	for _, m := range cp.serving.Load().models {
+		for _, v := range m.versions {
+			if v.drift != nil {
+				h := driftHandOver{monitor: v.drift.monitor, leading: leading}
+				if leading {
+					h.state = cp.driftStateLocked(m.name, v.name)
+				}
+				handOver = append(handOver, h)
+			}
+		}
+	}
 	if leading {
 		cp.leaderSince = now
 		clusterLeader.Set(1)
@@ -308,13 +340,14 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) {
 			}
 		}
 		cp.fleet.forget()
-		return
+		return handOver
 	}
 	clusterLeader.Set(0)
 	cp.log.Warn("this replica no longer leads the fleet", "leader", cp.lease.leader)
 	if cp.outbox != nil {
 		cp.outbox.Stop()
 	}
+	return handOver
 }
 
 // leaderName is who leads, as this replica knows it.

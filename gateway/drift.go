@@ -54,6 +54,9 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv
 		Columns: columns, PredictionColumns: predictions, Log: log,
 		Metrics: v.metrics.set, Labels: v.metrics.labels,
 		State: srv.cp.driftStateLocked(model, name),
+		// In a fleet only the leader judges, on everyone's counts, over
+		// windows whose bounds every replica agrees on.
+		Follower: !srv.cp.leading, AlignWindows: srv.cp.cluster.NATSURL != "",
 		Commit: func(st drift.State, d *drift.Decision) error {
 			return srv.cp.commitDrift(model, name, st, d)
 		},

@@ -2,20 +2,27 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/nats-io/nats.go"
 
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/router"
 )
 
 // reportSubject is where each replica reports, once per report interval,
-// under reportSubject.<replica>.
-const reportSubject = "infergate.fleet.report"
+// under reportSubject.<replica>; a follower sends its drift counts to
+// driftSubject.<replica>, one message per version.
+const (
+	reportSubject = "infergate.fleet.report"
+	driftSubject  = "infergate.fleet.drift"
+)
 
 // maxReport bounds a report this replica takes in: its canary counts are a
 // few hundred bytes per version.
@@ -29,7 +36,7 @@ const maxReport = 1 << 20
 type fleet struct {
 	cp      *controlPlane
 	nc      *nats.Conn
-	sub     *nats.Subscription
+	subs    []*nats.Subscription
 	members map[string]*member
 	// remote holds, per model and version, the counters the leader took in
 	// since its last analysis.
@@ -82,18 +89,21 @@ type remoteCounts struct {
 // newFleet subscribes to the fleet's reports.
 func newFleet(conn *engine.Conn, cp *controlPlane) *fleet {
 	f := &fleet{cp: cp, nc: conn.NC, members: make(map[string]*member), remote: make(map[string]map[string]*remoteCounts)}
-	var err error
-	f.sub, err = conn.NC.Subscribe(reportSubject+".*", f.receive)
-	if err != nil {
-		cp.log.Error("cannot subscribe to the fleet's reports; this replica sees no other", "error", err)
+	for subject, handle := range map[string]nats.MsgHandler{reportSubject + ".*": f.receive, driftSubject + ".*": f.receiveDrift} {
+		sub, err := conn.NC.Subscribe(subject, handle)
+		if err != nil {
+			cp.log.Error("cannot subscribe to the fleet's reports; this replica sees no other", "subject", subject, "error", err)
+			continue
+		}
+		f.subs = append(f.subs, sub)
 	}
 	return f
 }
 
-// close ends the subscription.
+// close ends the subscriptions.
 func (f *fleet) close() {
-	if f.sub != nil {
-		f.sub.Unsubscribe()
+	for _, sub := range f.subs {
+		sub.Unsubscribe()
 	}
 }
 
@@ -186,10 +196,62 @@ func (f *fleet) reportLocked(now time.Time) []byte {
 	return data
 }
 
-// publish sends a report; one lost is counted as missing by the leader.
-func (f *fleet) publish(data []byte) {
-	if err := f.nc.Publish(reportSubject+"."+f.cp.cluster.Replica, data); err != nil && f.nc.IsConnected() {
+// publish sends a report and a follower's drift counts; what is lost is
+// counted as missing by the leader.
+func (f *fleet) publish(data []byte, counts []drift.Counts) {
+	err := f.nc.Publish(reportSubject+"."+f.cp.cluster.Replica, data)
+	for i := range counts {
+		if err != nil {
+			break
+		}
+		var c []byte
+		if c, err = json.Marshal(&counts[i]); err == nil {
+			err = f.nc.Publish(driftSubject+"."+f.cp.cluster.Replica, c)
+		}
+	}
+	if err != nil && f.nc.IsConnected() {
 		f.cp.log.Warn("cannot send this replica's report", "error", err)
+	}
+}
+
+// driftCounts takes what every drift monitor of this follower counted
+// since the last report. It needs the lock (for the serving state's
+// stability against a reload).
+func (f *fleet) driftCounts() []drift.Counts {
+	var out []drift.Counts
+	for _, m := range f.cp.serving.Load().models {
+		for _, v := range m.versions {
+			if v.drift == nil {
+				continue
+			}
+			if c, ok := v.drift.monitor.TakeCounts(); ok {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// receiveDrift merges a follower's drift counts into the leader's monitor
+// of that version; a follower ignores them, and counts of a version not
+// loaded here are dropped.
+func (f *fleet) receiveDrift(msg *nats.Msg) {
+	var c drift.Counts
+	if err := json.Unmarshal(msg.Data, &c); err != nil {
+		f.cp.log.Warn("ignoring malformed drift counts", "subject", msg.Subject, "error", err)
+		return
+	}
+	m := f.cp.serving.Load().model(c.Model)
+	if m == nil {
+		return
+	}
+	v := m.version([]byte(c.Version))
+	if v == nil || v.drift == nil {
+		return
+	}
+	if err := v.drift.monitor.MergeCounts(c); err != nil && !errors.Is(err, drift.ErrNotLeading) {
+		f.cp.log.Warn("drift counts refused", "from", strings.TrimPrefix(msg.Subject, driftSubject+"."),
+			"model", c.Model, "version", c.Version, "error", err)
 	}
 }
 

@@ -130,3 +130,15 @@ func (l *lease) watched(entry jetstream.KeyValueEntry) {
 		l.drop() // another replica wrote the key: it leads
 	}
 }
+
+// release gives the lease back at a clean shutdown, so that another
+// replica leads at once rather than after the TTL.
+func (l *lease) release(now time.Time) {
+	if l == nil || !l.holds(now) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, l.ttl/2))
+	defer cancel()
+	l.store.kv.Delete(ctx, leaderKey, jetstream.LastRevision(l.rev))
+	l.drop()
+}
