@@ -23,9 +23,10 @@
 // and only then terminates the message: a crash between the two is
 // repaired by the next deliverer, which finds the dead letter and
 // terminates the message without another attempt. DeadLetters lists them;
-// Redrive sends one again as a new message. The consumer of a target no
-// longer configured is deleted by the next Open, after its undelivered
-// events are dead-lettered.
+// Redrive sends one again as a new message; ImportDeadLetter adds one kept
+// elsewhere before (the state file of an earlier version). The consumer of
+// a target no longer configured is deleted by the next Open, after its
+// undelivered events are dead-lettered.
 //
 // At least once: a deliverer that ends between a receiver's answer and the
 // acknowledgement, or a Stop during a POST, delivers that event again, and
@@ -44,9 +45,10 @@
 // sends an event.
 //
 // An Outbox is safe for concurrent use: Emit, Start, Stop, Redrive,
-// DeadLetters and Pending may be called from any goroutine. While started
-// it owns one pull goroutine per target and at most Options.Concurrency
-// delivery goroutines, which Stop and Close cancel and wait for. Event,
+// DeadLetters, ImportDeadLetter and Pending may be called from any
+// goroutine. While started it owns one pull goroutine per target and at
+// most Options.Concurrency delivery goroutines, which Stop and Close
+// cancel and wait for. Event,
 // Target and the signature functions Sign and Verify hold no shared state
 // and are safe for concurrent use; the retrain receiver verifies with the
 // same Verify.
