@@ -48,8 +48,7 @@
 // DeadLetters, ImportDeadLetter and Pending may be called from any
 // goroutine. While started it owns one pull goroutine per target and at
 // most Options.Concurrency delivery goroutines, which Stop and Close
-// cancel and wait for. Event,
-// Target and the signature functions Sign and Verify hold no shared state
-// and are safe for concurrent use; the retrain receiver verifies with the
-// same Verify.
+// cancel and wait for. Event, Target and the signature functions Sign and
+// Verify hold no shared state and are safe for concurrent use; the retrain
+// receiver verifies with the same Verify.
 package outbox
