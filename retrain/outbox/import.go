@@ -26,6 +26,9 @@ func (ob *Outbox) ImportDeadLetter(dl DeadLetter) error {
 	}
 	var e Event
 	if err := json.Unmarshal(dl.Event, &e); err != nil {
+		if !errors.Is(err, ErrInvalidEvent) {
+			err = fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+		}
 		return fmt.Errorf("cannot import the dead letter of event %q to %q: %w", dl.EventID, dl.Target, err)
 	}
 	if e.ID != dl.EventID {

@@ -57,6 +57,8 @@ func TestImportDeadLetter(t *testing.T) {
 	f(DeadLetter{Target: "ci", Event: body})
 	f(DeadLetter{EventID: "another", Target: "ci", Event: body})
 	f(DeadLetter{EventID: ev.ID, Target: "ci", Event: json.RawMessage(`{"specversion":"1.0","id":"x"}`)})
+	f(DeadLetter{EventID: ev.ID, Target: "ci", Event: json.RawMessage(`["not", "an", "event"]`)})
+	f(DeadLetter{EventID: ev.ID, Target: "ci"})
 
 	if err := ob.Redrive(ev.ID, "ci"); err != nil {
 		t.Fatal(err)
