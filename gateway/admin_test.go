@@ -229,9 +229,11 @@ func TestCanaryRoutingOutlivesItsVersion(t *testing.T) {
 
 // TestCanaryJudgesOnlyItsOwnTraffic sends pinned requests to a version
 // before its canary starts: they must not count for the canary's first
-// analysis, which with no traffic since holds.
+// analysis, which with no traffic since holds. The control plane runs on
+// the test's clock: an analysis is due only when the test says.
 func TestCanaryJudgesOnlyItsOwnTraffic(t *testing.T) {
-	_, url := startServer(t, abConfig(t, router.Config{Split: map[string]int{"1": 1}}))
+	clock := newTestClock()
+	_, url := startServerWith(t, Options{Config: abConfig(t, router.Config{Split: map[string]int{"1": 1}}), Now: clock.Now})
 	for range 30 {
 		if code, _, body := call(t, "POST", url+"/v2/models/ab/versions/3/infer", []byte(abRequest)); code != 200 {
 			t.Fatalf("pinned request: %d %s", code, body)
@@ -240,8 +242,17 @@ func TestCanaryJudgesOnlyItsOwnTraffic(t *testing.T) {
 	if code, body := admin(t, "POST", url, "models/ab/canary", `{"version": "3", "interval": "200ms", "min_requests": 20}`); code != 200 {
 		t.Fatalf("start canary: %d %s", code, body)
 	}
-	time.Sleep(700 * time.Millisecond)
-	if c := routingOf(t, url).Canary; c.Weight != 10 || c.Phase != router.PhaseProgressing {
-		t.Fatalf("with no traffic since it started the canary went to %+v; want it held at 10", c)
+	for range 3 {
+		at := clock.Advance(200 * time.Millisecond)
+		deadline := time.Now().Add(10 * time.Second)
+		for !routingOf(t, url).Canary.LastEvaluation.Equal(at) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no analysis at %s: %+v", at, routingOf(t, url).Canary)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if c := routingOf(t, url).Canary; c.Weight != 10 || c.Phase != router.PhaseProgressing {
+			t.Fatalf("with no traffic since it started the canary went to %+v; want it held at 10", c)
+		}
 	}
 }

@@ -185,7 +185,7 @@ func (cp *controlPlane) tick(now time.Time) {
 		report = cp.fleet.reportLocked(now)
 	}
 	var counts []drift.Counts
-	if cp.fleet != nil && report != nil && !cp.leading {
+	if report != nil && cp.fleet.shipping() {
 		counts = cp.fleet.driftCounts()
 	}
 	cp.mu.Unlock()
@@ -309,7 +309,11 @@ func (cp *controlPlane) closeEvents() {
 func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHandOver {
 	cp.leading = leading
 	var handOver []driftHandOver
-	for _, m := range cp.serving.Load().models {
+	var models map[string]*model
+	if st := cp.serving.Load(); st != nil {
+		models = st.models
+	}
+	for _, m := range models {
 		for _, v := range m.versions {
 			if v.drift != nil {
 				h := driftHandOver{monitor: v.drift.monitor, leading: leading}

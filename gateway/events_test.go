@@ -73,9 +73,15 @@ func TestCanaryEventsReachWebhooks(t *testing.T) {
 	receiver := newEventReceiver(t)
 	cfg := abConfig(t, router.Config{Split: map[string]int{"1": 1}, Canary: canaryConfig("3")})
 	cfg.Webhooks = receiver.targets()
-	_, url := startServer(t, cfg)
+	clock := newTestClock()
+	srv, url := startServerWith(t, Options{Config: cfg, Now: clock.Now})
 	stop := load(t, url)
 	defer stop()
+	driveCanary(t, srv, clock, 300*time.Millisecond, func() bool {
+		srv.cp.mu.Lock()
+		defer srv.cp.mu.Unlock()
+		return srv.cp.routes["ab"].canary.Phase == router.PhasePromoted
+	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		byType := map[string]outbox.Event{}
@@ -115,9 +121,11 @@ func TestCanaryHeldEmitsOnce(t *testing.T) {
 	canary := &router.CanaryConfig{Version: "3", StepWeights: []int{20, 40}, Interval: 20 * time.Millisecond, MinRequests: 1_000_000}
 	cfg := abConfig(t, router.Config{Split: map[string]int{"1": 1}, Canary: canary})
 	cfg.Webhooks = receiver.targets()
-	srv, _ := startServer(t, cfg)
+	clock := newTestClock()
+	srv, _ := startServerWith(t, Options{Config: cfg, Now: clock.Now})
 	held := canaryTransitions[router.KindHeld]
 	base := held.Get()
+	driveCanary(t, srv, clock, 20*time.Millisecond, func() bool { return held.Get() >= base+5 })
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// An event is stored before its step is counted, so once the

@@ -165,7 +165,7 @@ func (f *fleet) reportLocked(now time.Time) []byte {
 	}
 	f.lastReport = now
 	rep := report{Replica: cp.cluster.Replica, Leader: cp.leaderName(), Sent: now, Revision: cp.lastSeq}
-	if !cp.leading {
+	if f.shipping() {
 		for name, r := range cp.routes {
 			r.mu.Lock()
 			running := r.canary != nil && r.canary.Phase == router.PhaseProgressing
@@ -196,6 +196,14 @@ func (f *fleet) reportLocked(now time.Time) []byte {
 	return data
 }
 
+// shipping reports whether this replica sends its counts: while another
+// replica leads. With no leader known (or this replica about to lead
+// again) they stay where they are, for whoever leads to judge.
+func (f *fleet) shipping() bool {
+	cp := f.cp
+	return !cp.leading && cp.lease.leader != "" && cp.lease.leader != cp.cluster.Replica
+}
+
 // publish sends a report and a follower's drift counts; what is lost is
 // counted as missing by the leader.
 func (f *fleet) publish(data []byte, counts []drift.Counts) {
@@ -219,7 +227,11 @@ func (f *fleet) publish(data []byte, counts []drift.Counts) {
 // stability against a reload).
 func (f *fleet) driftCounts() []drift.Counts {
 	var out []drift.Counts
-	for _, m := range f.cp.serving.Load().models {
+	st := f.cp.serving.Load()
+	if st == nil {
+		return nil // starting
+	}
+	for _, m := range st.models {
 		for _, v := range m.versions {
 			if v.drift == nil {
 				continue

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/retrain/engine/enginetest"
+	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 
 	"go.uber.org/goleak"
@@ -21,7 +23,14 @@ import (
 // testEnv is the process's ONNX Runtime environment for these tests.
 var testEnv *runtime.Environment
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.NewTextHandler(testLogSink(), nil))
+
+func testLogSink() io.Writer {
+	if os.Getenv("INFERGATE_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
 
 // testTokenEnv holds testToken for every test.
 const testTokenEnv = "INFERGATE_TEST_ADMIN_TOKEN"
@@ -153,4 +162,56 @@ func startServerWith(t testing.TB, o Options) (*Server, string) {
 		}
 	})
 	return srv, "http://" + ln.Addr().String()
+}
+
+// testClock is a control plane's clock that moves only when a test says.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock() *testClock {
+	return &testClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// Now returns the clock's time.
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock on by d and returns the new time.
+func (c *testClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
+}
+
+// driveCanary runs model ab's canary on srv's test clock: until done
+// reports true, it advances the clock by interval and waits for the
+// analysis due then (or for the canary's end), at most 50 times.
+func driveCanary(t *testing.T, srv *Server, clock *testClock, interval time.Duration, done func() bool) {
+	t.Helper()
+	for range 50 {
+		if done() {
+			return
+		}
+		at := clock.Advance(interval)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			srv.cp.mu.Lock()
+			c := srv.cp.routes["ab"].report().Canary
+			srv.cp.mu.Unlock()
+			if c == nil || c.Phase != router.PhaseProgressing || !c.LastEvaluation.Before(at) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no canary analysis at %s: %+v", at, c)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	t.Fatal("the canary did not get there in 50 analyses")
 }

@@ -221,10 +221,12 @@ func canaryConfig(version string) *router.CanaryConfig {
 
 func TestCanaryPromotesHealthyVersion(t *testing.T) {
 	events := make(chan Event, 16)
-	_, url := startServerWith(t, Options{Events: events, Config: abConfig(t, router.Config{
+	clock := newTestClock()
+	srv, url := startServerWith(t, Options{Events: events, Now: clock.Now, Config: abConfig(t, router.Config{
 		Split: map[string]int{"1": 1}, Canary: canaryConfig("3"),
 	})})
 	stop := load(t, url)
+	driveCanary(t, srv, clock, 300*time.Millisecond, func() bool { return canaryEnded(srv) })
 	got := waitEvent(t, events, "canary.promoted", 20*time.Second)
 	_, failed, first := stop()
 	if failed != 0 {
@@ -244,11 +246,13 @@ func TestCanaryPromotesHealthyVersion(t *testing.T) {
 
 func TestCanaryRollsBackDisagreeingVersion(t *testing.T) {
 	events := make(chan Event, 16)
-	_, url := startServerWith(t, Options{Events: events, Config: abConfig(t, router.Config{
+	clock := newTestClock()
+	srv, url := startServerWith(t, Options{Events: events, Now: clock.Now, Config: abConfig(t, router.Config{
 		Split: map[string]int{"1": 1}, Canary: canaryConfig("2"),
 	})})
 	stop := load(t, url)
 	start := time.Now()
+	driveCanary(t, srv, clock, 300*time.Millisecond, func() bool { return canaryEnded(srv) })
 	got := waitEvent(t, events, "canary.rolledback", 20*time.Second)
 	stop()
 	c := got.Data.(canaryStep)
@@ -263,6 +267,14 @@ func TestCanaryRollsBackDisagreeingVersion(t *testing.T) {
 			t.Fatalf("after rollback version %s answered, want 1", v)
 		}
 	}
+}
+
+// canaryEnded reports whether model ab's canary was promoted or rolled back.
+func canaryEnded(srv *Server) bool {
+	srv.cp.mu.Lock()
+	defer srv.cp.mu.Unlock()
+	c := srv.cp.routes["ab"].canary
+	return c != nil && c.Phase != router.PhaseProgressing
 }
 
 // waitEvent returns the first event of type typ, failing on a canary

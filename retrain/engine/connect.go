@@ -121,7 +121,7 @@ func Connect(cfg Config, stateDir, name string, log *slog.Logger) (*Conn, error)
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.PingInterval(5 * time.Second),
+		nats.PingInterval(time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.ReconnectBufSize(64 << 20),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
