@@ -103,6 +103,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 		if err != nil {
 			return err
 		}
+		e.Replica, e.Leader = rec.Replica, rec.Leader
 		rec.Events = []outbox.Event{e}
 	}
 	if cp.store != nil {

@@ -100,6 +100,9 @@ func TestCanaryEventsReachWebhooks(t *testing.T) {
 			if err := json.Unmarshal(advanced.Data, &step); err != nil {
 				t.Fatal(err)
 			}
+			if me := srv.cp.cluster.Replica; advanced.Replica != me || advanced.Leader != me || step.Replica != me || step.Leader != me {
+				t.Fatalf("canary.advanced says replica %q leader %q (data: %q, %q), want %q for all", advanced.Replica, advanced.Leader, step.Replica, step.Leader, me)
+			}
 			if step.Step != router.KindAdvanced || step.WeightBefore != 20 || step.WeightAfter != 40 || step.Interval != "300ms" ||
 				step.Checks == nil || step.Checks.Canary.Requests == 0 || !strings.HasSuffix(step.Checks.Canary.P99, "s") {
 				t.Fatalf("canary.advanced data: %s", advanced.Data)

@@ -373,6 +373,7 @@ func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []
 		if err != nil {
 			return err
 		}
+		ce.Replica, ce.Leader = cp.cluster.Replica, cp.leaderName()
 		rec.Events = append(rec.Events, ce)
 		queued = append(queued, *e)
 	}

@@ -56,6 +56,10 @@ type Event struct {
 	Time time.Time
 	// Data holds the decision's details as JSON.
 	Data json.RawMessage
+	// Replica is the gateway replica that made the decision, and Leader
+	// the fleet's leader then: the CloudEvents extension attributes
+	// infergatereplica and infergateleader (absent when empty).
+	Replica, Leader string
 }
 
 // wireEvent is an Event in structured JSON mode.
@@ -68,6 +72,8 @@ type wireEvent struct {
 	Time            string          `json:"time,omitempty"`
 	DataContentType string          `json:"datacontenttype,omitempty"`
 	Data            json.RawMessage `json:"data,omitempty"`
+	Replica         string          `json:"infergatereplica,omitempty"`
+	Leader          string          `json:"infergateleader,omitempty"`
 }
 
 // NewEvent returns an event of type typ about subject from source, with a
@@ -106,7 +112,8 @@ func (e Event) validate() error {
 
 // MarshalJSON encodes e in CloudEvents structured JSON mode.
 func (e Event) MarshalJSON() ([]byte, error) {
-	w := wireEvent{SpecVersion: "1.0", ID: e.ID, Source: e.Source, Type: e.Type, Subject: e.Subject, Data: e.Data}
+	w := wireEvent{SpecVersion: "1.0", ID: e.ID, Source: e.Source, Type: e.Type, Subject: e.Subject, Data: e.Data,
+		Replica: e.Replica, Leader: e.Leader}
 	if !e.Time.IsZero() {
 		w.Time = e.Time.UTC().Format(time.RFC3339Nano)
 	}
@@ -126,7 +133,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if w.SpecVersion != "1.0" {
 		return fmt.Errorf("%w: specversion %q, want 1.0", ErrInvalidEvent, w.SpecVersion)
 	}
-	ev := Event{ID: w.ID, Source: w.Source, Type: w.Type, Subject: w.Subject, Data: w.Data}
+	ev := Event{ID: w.ID, Source: w.Source, Type: w.Type, Subject: w.Subject, Data: w.Data, Replica: w.Replica, Leader: w.Leader}
 	if w.Time != "" {
 		t, err := time.Parse(time.RFC3339Nano, w.Time)
 		if err != nil {
