@@ -195,6 +195,9 @@ func New(o Options) (*Server, error) {
 	if err := s.cp.openOutbox(cfg, o.Engine, s.webhookSet); err != nil {
 		return fail(err)
 	}
+	if err := s.cp.importLegacy(cfg.StateDir); err != nil {
+		return fail(err)
+	}
 	// A replica that can lead at once (the first of a fleet, or one
 	// restarted within its lease) does, before its drift monitors start.
 	s.cp.tick(s.cp.now())
