@@ -263,7 +263,7 @@ func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) er
 			delete(cp.drifts, key)
 			return nil
 		}
-		rec := new(driftRecord)
+		rec := &driftRecord{rev: e.Revision()}
 		if err := json.Unmarshal(e.Value(), rec); err != nil {
 			// A monitor starts afresh rather than the gateway not at all.
 			cp.log.Error("ignoring a stored drift state that cannot be read; that version's monitoring starts afresh", "key", key, "error", err)
@@ -328,14 +328,16 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHan
 		cp.leaderSince = now
 		clusterLeader.Set(1)
 		cp.log.Info("this replica leads the fleet")
-		for _, rec := range cp.records {
+		for model, rec := range cp.records {
 			for i := range rec.Events {
-				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true})
+				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true,
+					key: routingKey(model), rev: cp.revs[model], last: i == len(rec.Events)-1})
 			}
 		}
-		for _, rec := range cp.drifts {
+		for key, rec := range cp.drifts {
 			for i := range rec.Events {
-				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true})
+				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true,
+					key: key, rev: rec.rev, last: i == len(rec.Events)-1})
 			}
 		}
 		if cp.outbox != nil {

@@ -78,6 +78,8 @@ type driftRecord struct {
 	Events  []outbox.Event `json:"events,omitempty"`
 	Replica string         `json:"replica,omitempty"`
 	Leader  string         `json:"leader,omitempty"`
+	// rev is the record's revision in the control bucket.
+	rev uint64
 }
 
 // driftStateLocked returns the drift state stored for model's version, or
@@ -109,7 +111,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 	if cp.store != nil {
 		data, err := json.Marshal(rec)
 		if err == nil {
-			_, err = cp.store.putFenced(driftStateKey(model, version), data, cp.lastSeq)
+			rec.rev, err = cp.store.putFenced(driftStateKey(model, version), data, cp.lastSeq)
 		}
 		if err != nil {
 			if d != nil {
@@ -121,7 +123,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 		cp.drifts[driftStateKey(model, version)] = &rec
 	}
 	if d != nil {
-		cp.emitLocked(Event{cloud: &rec.Events[0], fenced: true})
+		cp.emitLocked(Event{cloud: &rec.Events[0], fenced: true, key: driftStateKey(model, version), rev: rec.rev, last: cp.store != nil})
 		if cp.driftDecisions != nil {
 			select {
 			case cp.driftDecisions <- *d:

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -44,6 +45,12 @@ type Event struct {
 	// by a new leader, for the outbox only.
 	cloud          *outbox.Event
 	fenced, repair bool
+	// key and rev are the control bucket's record that holds the event,
+	// as written; last marks its last event, after whose emission the
+	// record is written again without them (see forgetEvents).
+	key  string
+	rev  uint64
+	last bool
 }
 
 var (
@@ -175,9 +182,14 @@ func (cp *controlPlane) deliverEvent(e Event) {
 		if err != nil {
 			eventsFailed.Inc()
 			cp.log.Error("cannot emit event; the next leader emits it again", "type", e.cloud.Type, "id", e.cloud.ID, "error", err)
-		} else if !e.repair {
-			model, version, _ := strings.Cut(e.cloud.Subject, "/")
-			cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
+		} else {
+			if !e.repair {
+				model, version, _ := strings.Cut(e.cloud.Subject, "/")
+				cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
+			}
+			if e.last {
+				cp.forgetEvents(e.key, e.rev)
+			}
 		}
 	}
 	if cp.events != nil && !e.repair && e.Type != "" {
@@ -186,6 +198,49 @@ func (cp *controlPlane) deliverEvent(e Event) {
 		default:
 			eventsDropped.Inc()
 		}
+	}
+}
+
+// forgetEvents writes the record at key again without its events, once
+// they are all in the outbox, so that the next leader does not emit them
+// again; only while the record is still at rev (a newer one carries its
+// own events) and this replica still writes as it did.
+func (cp *controlPlane) forgetEvents(key string, rev uint64) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.store == nil || key == "" {
+		return
+	}
+	var data []byte
+	switch {
+	case strings.HasPrefix(key, routingPrefix):
+		model, _ := modelOfKey(key[len(routingPrefix):])
+		rec := cp.records[model]
+		if rec == nil || cp.revs[model] != rev || len(rec.Events) == 0 {
+			return
+		}
+		done := *rec
+		done.Events = nil
+		data, _ = json.Marshal(done)
+		next, err := cp.store.put(key, data, rev)
+		if err != nil {
+			return // the next leader emits them again; receivers deduplicate
+		}
+		cp.revs[model], cp.records[model] = next, &done
+	case strings.HasPrefix(key, driftPrefix):
+		rec := cp.drifts[key]
+		if rec == nil || rec.rev != rev || len(rec.Events) == 0 {
+			return
+		}
+		done := *rec
+		done.Events = nil
+		data, _ = json.Marshal(done)
+		next, err := cp.store.put(key, data, rev)
+		if err != nil {
+			return
+		}
+		done.rev = next
+		cp.drifts[key] = &done
 	}
 }
 

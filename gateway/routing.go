@@ -396,6 +396,7 @@ func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []
 	}
 	for i := range queued {
 		queued[i].cloud, queued[i].fenced = &rec.Events[i], fenced
+		queued[i].key, queued[i].rev, queued[i].last = routingKey(model), cp.revs[model], i == len(queued)-1
 		cp.emitLocked(queued[i])
 	}
 	return nil
