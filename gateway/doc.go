@@ -8,7 +8,18 @@
 // make room under (listener.go), and API keys and TLS guard it (auth.go,
 // tls.go).
 //
+// Its control plane (control.go) owns what changes the serving state:
+// every model's routing (reloads, admin changes, canary analysis), the
+// fleet's leadership (leader.go), the replicas' reports (fleet.go) and the
+// events all of them produce (events.go). It keeps that state in the
+// engine's control bucket (store.go), one key per model, written by
+// revision and watched by every replica, so that N replicas behind a load
+// balancer serve as one gateway; the leader's writes are fenced by the
+// bucket's revision, so a leader that lost its lease writes nothing.
+//
 // A Server is safe for concurrent use; its handler keeps nothing of a
-// fasthttp.RequestCtx after it returns. Config values are plain data and are
-// not safe for concurrent mutation.
+// fasthttp.RequestCtx after it returns, and reads routing only from tables
+// the control plane swaps in atomically. One lock guards the control
+// plane; the request path never takes it. Config values are plain data and
+// are not safe for concurrent mutation.
 package gateway
