@@ -55,6 +55,16 @@ type Embedded struct {
 // *StoreDamageError that says what is damaged and how to recover
 // (storecheck.go).
 func StartEmbedded(dir string, log *slog.Logger) (*Embedded, error) {
+	return StartEmbeddedWith(dir, EmbeddedOptions{Log: log})
+}
+
+// StartEmbeddedWith is StartEmbedded with the settings of o.
+func StartEmbeddedWith(dir string, o EmbeddedOptions) (*Embedded, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	syncAlways, syncInterval := o.syncSettings()
 	if err := os.MkdirAll(filepath.Join(dir, StoreDir), 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create the embedded engine's store in %s: %w", dir, err)
 	}
@@ -83,8 +93,8 @@ func StartEmbedded(dir string, log *slog.Logger) (*Embedded, error) {
 		Password:     string(hash),
 		JetStream:    true,
 		StoreDir:     filepath.Join(dir, StoreDir),
-		SyncAlways:   true,
-		SyncInterval: 2 * time.Minute,
+		SyncAlways:   syncAlways,
+		SyncInterval: syncInterval,
 		NoSigs:       true,
 		MaxPayload:   8 << 20,
 	}
