@@ -207,6 +207,9 @@ func (f *fleet) shipping() bool {
 // publish sends a report and a follower's drift counts; what is lost is
 // counted as missing by the leader.
 func (f *fleet) publish(data []byte, counts []drift.Counts) {
+	if !f.nc.IsConnected() {
+		return // not buffered for later: a late report is a wrong one
+	}
 	err := f.nc.Publish(reportSubject+"."+f.cp.cluster.Replica, data)
 	for i := range counts {
 		if err != nil {

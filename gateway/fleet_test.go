@@ -11,6 +11,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/router"
 )
@@ -221,5 +222,48 @@ func TestLeaderJudgesTheFleetsDrift(t *testing.T) {
 	}
 	if len(decisions[follower]) != 0 {
 		t.Fatalf("the follower decided: %+v", <-decisions[follower])
+	}
+}
+
+// TestEngineLossKeepsServing stops the engine under a serving gateway:
+// requests are answered on the last routing, an admin change is refused
+// at once (503, naming the engine), and once the engine is back the
+// gateway reconnects and takes changes again.
+func TestEngineLossKeepsServing(t *testing.T) {
+	cfg := abConfig(t, router.Config{Split: map[string]int{"1": 1}})
+	e := testEngine(t, cfg.StateDir)
+	_, url := startServerWith(t, Options{Config: cfg, Engine: e.Conn})
+	e.Embedded.Shutdown()
+	waitUntil(t, "the connection lost", 10*time.Second, func() bool { return !e.NC.IsConnected() })
+
+	client := &fasthttp.Client{}
+	for range 50 {
+		if v := inferAB(t, client, url); v != "1" {
+			t.Fatalf("version %s answered without the engine, want 1", v)
+		}
+	}
+	start := time.Now()
+	code, body := admin(t, "PUT", url, "models/ab/routing", `{"split":{"3":1}}`)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "engine is unreachable") {
+		t.Fatalf("an admin change without the engine: %d %s, want 503 naming the engine", code, body)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the refusal took %s, want it at once", took)
+	}
+
+	emb, err := engine.StartEmbedded(cfg.StateDir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Embedded = emb // the test's cleanup stops this one
+	took := waitUntil(t, "an admin change after the engine is back", 30*time.Second, func() bool {
+		code, _ := admin(t, "PUT", url, "models/ab/routing", `{"split":{"3":1}}`)
+		return code == http.StatusOK
+	})
+	t.Logf("changes taken again %s after the engine restarted", took)
+	for range 20 {
+		if v := inferAB(t, client, url); v != "3" {
+			t.Fatalf("after the change version %s answered, want 3", v)
+		}
 	}
 }

@@ -135,6 +135,9 @@ func decodeRoutes(model string, data []byte) (*routeRecord, error) {
 // while the key is still at rev (errConflict otherwise). It returns the
 // new revision.
 func (s *store) put(key string, value []byte, rev uint64) (uint64, error) {
+	if err := s.reachable(); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	var err error
@@ -155,6 +158,9 @@ func (s *store) put(key string, value []byte, rev uint64) (uint64, error) {
 // included, so that a leader that lost its lease (paused past it, say)
 // writes nothing. It returns the new revision.
 func (s *store) putFenced(key string, value []byte, last uint64) (uint64, error) {
+	if err := s.reachable(); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: "$KV." + controlBucket + "." + key, Data: value}
@@ -166,4 +172,16 @@ func (s *store) putFenced(key string, value []byte, last uint64) (uint64, error)
 		return 0, err
 	}
 	return ack.Sequence, nil
+}
+
+// errUnreachable is returned for a write while the connection to the
+// engine is down: it fails at once rather than when its timeout runs out.
+var errUnreachable = errors.New("the engine is unreachable (reconnecting)")
+
+// reachable returns errUnreachable while the connection is down.
+func (s *store) reachable() error {
+	if !s.js.Conn().IsConnected() {
+		return errUnreachable
+	}
+	return nil
 }
