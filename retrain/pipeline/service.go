@@ -155,6 +155,12 @@ func Open(o Options) (*Service, error) {
 			return nil, fmt.Errorf("cannot open retrain service: %w", err)
 		}
 	}
+	if err := s.importLegacy(); err != nil {
+		if s.outbox != nil {
+			s.outbox.Close()
+		}
+		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+	}
 	unnotified, err := s.recover()
 	if err == nil && s.outbox != nil {
 		err = s.outbox.Start()
