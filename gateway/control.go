@@ -274,8 +274,9 @@ func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) er
 	return nil
 }
 
-// shutdown stops the control loop and the watch; stopEvents then stops
-// the event loop once nothing is left to emit.
+// shutdown stops the control loop, the watch and the reports. The lease
+// is kept until closeEvents: the drift monitors, closing after it, may
+// still store a last decision.
 func (cp *controlPlane) shutdown() {
 	close(cp.stop)
 	if cp.watcher != nil {
@@ -286,18 +287,21 @@ func (cp *controlPlane) shutdown() {
 	if cp.fleet != nil {
 		cp.fleet.close()
 	}
-	cp.lease.release(cp.now())
 	cp.mu.Unlock()
 }
 
 // closeEvents stops the event loop, once what is queued went out, and the
-// outbox.
+// outbox, then gives the lease back, so that another replica leads at
+// once rather than after the TTL.
 func (cp *controlPlane) closeEvents() {
 	close(cp.stopEvents)
 	<-cp.eventsDone
 	if cp.outbox != nil {
 		cp.outbox.Close()
 	}
+	cp.mu.Lock()
+	cp.lease.release(cp.now())
+	cp.mu.Unlock()
 }
 
 // setLeadingLocked makes this replica the leader, or a follower. A new

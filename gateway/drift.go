@@ -121,6 +121,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 			return fmt.Errorf("cannot store the drift state of model %q version %s: %w", model, version, err)
 		}
 		cp.drifts[driftStateKey(model, version)] = &rec
+		cp.lastSeq = rec.rev // a fenced write: nothing came between
 	}
 	if d != nil {
 		cp.emitLocked(Event{cloud: &rec.Events[0], fenced: true, key: driftStateKey(model, version), rev: rec.rev, last: cp.store != nil})

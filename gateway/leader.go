@@ -132,7 +132,8 @@ func (l *lease) watched(entry jetstream.KeyValueEntry) {
 }
 
 // release gives the lease back at a clean shutdown, so that another
-// replica leads at once rather than after the TTL.
+// replica leads at once rather than after the TTL. It needs the control
+// plane's lock.
 func (l *lease) release(now time.Time) {
 	if l == nil || !l.holds(now) {
 		return

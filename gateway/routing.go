@@ -393,6 +393,11 @@ func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []
 			return err
 		}
 		cp.revs[model], cp.records[model] = rev, &rec
+		if fenced {
+			// The engine took it as the write after lastSeq: nothing came
+			// between, so this replica has seen all up to it.
+			cp.lastSeq = rev
+		}
 	}
 	for i := range queued {
 		queued[i].cloud, queued[i].fenced = &rec.Events[i], fenced

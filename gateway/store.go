@@ -90,7 +90,7 @@ func openStore(conn *engine.Conn) (*store, error) {
 		LimitMarkerTTL: time.Minute,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot open the control bucket %s at %s: %w", controlBucket, conn.URL, err)
+		return nil, fmt.Errorf("cannot open the control bucket %s at %s (the lease needs nats-server 2.11 or newer): %w", controlBucket, conn.URL, err)
 	}
 	return &store{js: conn.JS, kv: kv}, nil
 }
