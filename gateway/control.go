@@ -81,8 +81,9 @@ type controlPlane struct {
 
 // newControlPlane returns the control plane of a server started with o,
 // on o.Engine when set: it opens the control bucket, starts watching it
-// and reads what it holds, so that routing can start from it.
-func newControlPlane(o Options, serving *atomic.Pointer[state]) (*controlPlane, error) {
+// and reads what it holds, so that routing can start from it. seen, when
+// set, is told who leads (for the log).
+func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen) (*controlPlane, error) {
 	cp := &controlPlane{
 		now: o.Now, log: o.Log, cluster: o.Config.Cluster.withDefaults(), serving: serving,
 		current: o.Config, routes: make(map[string]*routes),
@@ -101,7 +102,7 @@ func newControlPlane(o Options, serving *atomic.Pointer[state]) (*controlPlane, 
 	}
 	var err error
 	if cp.store, err = openStore(o.Engine); err == nil {
-		cp.lease = &lease{store: cp.store, replica: cp.cluster.Replica, ttl: cp.cluster.LeaseTTL}
+		cp.lease = &lease{store: cp.store, replica: cp.cluster.Replica, ttl: cp.cluster.LeaseTTL, seen: seen}
 		err = cp.watch()
 	}
 	if err != nil {
@@ -353,7 +354,7 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHan
 		return handOver
 	}
 	clusterLeader.Set(0)
-	cp.log.Warn("this replica no longer leads the fleet", "leader", cp.lease.leader)
+	cp.log.Warn("this replica no longer leads the fleet")
 	if cp.outbox != nil {
 		cp.outbox.Stop()
 	}

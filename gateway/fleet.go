@@ -128,7 +128,7 @@ func (f *fleet) receive(msg *nats.Msg) {
 			revision: metrics.GetOrCreateGauge(fmt.Sprintf(`infergate_cluster_routing_revision{replica=%q}`, rep.Replica), nil)}
 		f.members[rep.Replica] = m
 		if rep.Replica != cp.cluster.Replica {
-			cp.log.Info("a replica joined the fleet", "replica", rep.Replica, "leader", rep.Leader)
+			cp.log.Info("a replica joined the fleet", "joined", rep.Replica, "it_sees_leading", rep.Leader)
 		}
 	}
 	m.Leader, m.LastSeen, m.Revision = rep.Leader, now, rep.Revision

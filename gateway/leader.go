@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,8 @@ type lease struct {
 	leaderRev uint64
 	// renewed is when this replica last wrote the key.
 	renewed time.Time
+	// seen tells the log who leads.
+	seen *leaderSeen
 }
 
 // leaseRecord is the leader key's value.
@@ -119,6 +122,7 @@ func (l *lease) drop() {
 func (l *lease) watched(entry jetstream.KeyValueEntry) {
 	if entry.Operation() != jetstream.KeyValuePut {
 		l.leader, l.leaderRev = "", entry.Revision()
+		l.seen.set("")
 		return
 	}
 	var rec leaseRecord
@@ -126,6 +130,7 @@ func (l *lease) watched(entry jetstream.KeyValueEntry) {
 		rec.Replica = "?"
 	}
 	l.leader, l.leaderRev = rec.Replica, entry.Revision()
+	l.seen.set(rec.Replica)
 	if rec.Replica != l.replica && l.rev != 0 {
 		l.drop() // another replica wrote the key: it leads
 	}
@@ -142,4 +147,42 @@ func (l *lease) release(now time.Time) {
 	defer cancel()
 	l.store.kv.Delete(ctx, leaderKey, jetstream.LastRevision(l.rev))
 	l.drop()
+}
+
+// leaderSeen is who leads as this replica last saw it, for every log line:
+// a handler that adds it as the attribute leader ("" while nobody leads).
+// It is safe for concurrent use.
+type leaderSeen struct {
+	slog.Handler
+	name *atomic.Pointer[string]
+}
+
+// newLeaderSeen wraps h.
+func newLeaderSeen(h slog.Handler) *leaderSeen {
+	return &leaderSeen{Handler: h, name: new(atomic.Pointer[string])}
+}
+
+func (l *leaderSeen) set(name string) {
+	if l != nil {
+		l.name.Store(&name)
+	}
+}
+
+// Handle adds the leader to r.
+func (l *leaderSeen) Handle(ctx context.Context, r slog.Record) error {
+	name := ""
+	if p := l.name.Load(); p != nil {
+		name = *p
+	}
+	r.AddAttrs(slog.String("leader", name))
+	return l.Handler.Handle(ctx, r)
+}
+
+// WithAttrs and WithGroup keep adding the leader.
+func (l *leaderSeen) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &leaderSeen{Handler: l.Handler.WithAttrs(attrs), name: l.name}
+}
+
+func (l *leaderSeen) WithGroup(name string) slog.Handler {
+	return &leaderSeen{Handler: l.Handler.WithGroup(name), name: l.name}
 }

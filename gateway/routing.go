@@ -276,7 +276,7 @@ func (cp *controlPlane) applyRecordLocked(model string, rec *routeRecord, rev ui
 		m.resetIntervals()
 		cp.fleet.forgetModel(model)
 	}
-	cp.log.Info("routing changed by the fleet", "model", model, "revision", rev, "written_by", rec.Replica, "leader", rec.Leader)
+	cp.log.Info("routing changed by the fleet", "model", model, "revision", rev, "written_by", rec.Replica, "written_under", rec.Leader)
 }
 
 // canaryOf returns the canary the routing section file asks for: was,
@@ -444,7 +444,7 @@ func (cp *controlPlane) startedTransition(model string, c *router.Canary) transi
 func (cp *controlPlane) logTransitions(steps []transition) {
 	for _, st := range steps {
 		cp.log.Info("canary step", "model", st.model, "version", st.version, "step", string(st.tr.Kind),
-			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason, "leader", cp.leaderName())
+			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
 		canaryTransitions[st.tr.Kind].Inc()
 	}
 }

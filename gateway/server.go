@@ -165,8 +165,11 @@ func New(o Options) (*Server, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	var seen *leaderSeen
 	if o.Engine != nil {
-		o.Log = o.Log.With("replica", cfg.Cluster.withDefaults().Replica)
+		// Every line says which replica wrote it, and who led then.
+		seen = newLeaderSeen(o.Log.Handler())
+		o.Log = slog.New(seen).With("replica", cfg.Cluster.withDefaults().Replica)
 	}
 	s := &Server{o: o, cfg: cfg, log: o.Log, codecs: cdc, stop: make(chan struct{}),
 		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet()}
@@ -189,7 +192,7 @@ func New(o Options) (*Server, error) {
 			return fail(err)
 		}
 	}
-	if s.cp, err = newControlPlane(o, &s.serving); err != nil {
+	if s.cp, err = newControlPlane(o, &s.serving, seen); err != nil {
 		return fail(err)
 	}
 	if err := s.cp.openOutbox(cfg, o.Engine, s.webhookSet); err != nil {
