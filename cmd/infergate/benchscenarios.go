@@ -74,6 +74,22 @@ func (s *suite) run(ctx context.Context) error {
 		return err
 	}
 
+	// 1d. A fleet's follower against the single gateway, a canary running.
+	if err := s.fleetOverhead(ctx, at(demo, "demo_canary")); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// 1e. What a state write costs, synced and not.
+	if err := s.stateWrites(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
 	// 2. The heavy model's compute ceiling.
 	compute, err := s.compute(ctx, filepath.Join(s.repo, "heavy_off", "1"))
 	if err != nil {

@@ -83,7 +83,8 @@ type suite struct {
 	srv    *gateway.Server
 	served chan error
 	addr   string
-	// demo is the demo model's section as served.
+	// cfg is the gateway's config; demo is the demo model's section in it.
+	cfg  gateway.Config
 	demo gateway.ModelConfig
 	rep  bench.Report
 	md   strings.Builder
@@ -141,7 +142,7 @@ func startSuite(o suiteOptions) (s *suite, err error) {
 		return nil, err
 	}
 	cfg := suiteConfig(s.repo, rtCfg, demoCfg.Models["demo"])
-	s.demo = cfg.Models["demo"]
+	s.cfg, s.demo = cfg, cfg.Models["demo"]
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("BUG: the suite's gateway config is invalid: %w", err)
 	}
@@ -179,9 +180,10 @@ func (s *suite) stop() error {
 	return err
 }
 
-// writeSuiteRepository writes the demo model, also as demo_unbatched and as
+// writeSuiteRepository writes the demo model, also as demo_unbatched, as
 // demo_drift (with its reference profile, so drift monitoring is on), and
-// the heavy model under the three names its batching modes are served as.
+// as versions 1 and 2 of demo_shadowed and demo_canary, and the heavy model
+// under the three names its batching modes are served as.
 func writeSuiteRepository(repo string) error {
 	demo, err := os.ReadFile(filepath.Join("configs", "models", "demo", "1", "model.onnx"))
 	if err != nil {
@@ -199,6 +201,7 @@ func writeSuiteRepository(repo string) error {
 		"demo/1/model.onnx": demo, "demo_unbatched/1/model.onnx": demo,
 		"demo_drift/1/model.onnx": demo, "demo_drift/1/" + drift.ReferenceFile: reference,
 		"demo_shadowed/1/model.onnx": demo, "demo_shadowed/2/model.onnx": demo,
+		"demo_canary/1/model.onnx": demo, "demo_canary/2/model.onnx": demo,
 		"heavy_off/1/model.onnx": heavy, "heavy_fixed/1/model.onnx": heavy, "heavy_auto/1/model.onnx": heavy,
 	}
 	for name, data := range files {
@@ -237,8 +240,9 @@ func heavyModel(seed uint64) ([]byte, error) {
 
 // suiteConfig serves repo with the demo model as the demo config serves it,
 // but for its response cache (the benchmark repeats one request, which a
-// cache would answer without compute), and the heavy model with batching
-// off, with a fixed delay, and adaptive.
+// cache would answer without compute), also with a shadow and with a
+// canary, and the heavy model with batching off, with a fixed delay, and
+// adaptive.
 func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gateway.Config {
 	cfg := gateway.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -256,6 +260,7 @@ func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gatew
 		"demo":           demo,
 		"demo_drift":     demo,
 		"demo_shadowed":  shadowedDemo(demo),
+		"demo_canary":    canaryDemo(demo),
 		"demo_unbatched": model(batcher.Config{Instances: demo.Batching.Instances}),
 		"heavy_off":      model(batcher.Config{MaxQueueSize: heavyQueueSize}),
 		"heavy_fixed": model(batcher.Config{MaxBatchSize: heavyMaxBatch, MaxQueueSize: heavyQueueSize,
