@@ -26,7 +26,7 @@ const legacyFile = "infergate.db"
 type legacyImport struct {
 	// routes and drifts were created in the control bucket; the kept ones
 	// were not, since the bucket held that model's routing or that
-	// version's drift state already; badDrifts could not be decoded.
+	// version's drift state already; badDrift could not be decoded.
 	routes, routesKept           int
 	drifts, driftsKept, badDrift int
 	// emitted are the events emitted again for their pending deliveries,
@@ -44,9 +44,9 @@ type legacyImport struct {
 // the webhook outbox (see importLegacyOutbox). A damaged file stops the
 // start with an error that names it and how to recover; nothing is
 // renamed then, nor after any other error: importing again is harmless.
-// It runs while New starts, before routing does, and reads the bucket
-// again afterwards, so that routing starts from what it wrote. It needs
-// no lock: nothing else runs yet.
+// It runs while New starts, before routing and the control loop do, and
+// reads the bucket again afterwards (under the lock, see rewatch), so that
+// routing starts from what it wrote.
 func (cp *controlPlane) importLegacy(stateDir string) error {
 	if cp.store == nil || stateDir == "" {
 		return nil
