@@ -70,6 +70,8 @@ type suiteFleet struct {
 	token            string
 	watch            *engine.Conn
 	sub              *nats.Subscription
+	// listening is when the suite began to count the follower's reports.
+	listening time.Time
 	// reports and reported count the follower's reports and the requests
 	// of demo_canary they carried counts of, by version.
 	reports  atomic.Int64
@@ -139,6 +141,7 @@ func startSuiteFleet(cfg gateway.Config, env *runtime.Environment, log *slog.Log
 	if err := f.waitReady(); err != nil {
 		return nil, err
 	}
+	f.listening = time.Now()
 	if f.sub, err = f.watch.NC.Subscribe(suiteReportSubject+"."+f.follower.name, f.countReport); err != nil {
 		return nil, fmt.Errorf("cannot listen to the follower's reports: %w", err)
 	}
@@ -309,6 +312,7 @@ func (s *suite) fleetOverhead(ctx context.Context, single bench.Request) (err er
 	}
 	runs, ratios := s.pairs(ctx, suiteFleetPairs, demoConnections, "demo_canary: single gateway", single,
 		"demo_canary: fleet follower", follower)
+	listened := time.Since(f.listening).Round(time.Second)
 	var measured int64
 	for i := 1; i < len(runs); i += 2 {
 		measured += runs[i].OK
@@ -317,19 +321,19 @@ func (s *suite) fleetOverhead(ctx context.Context, single bench.Request) (err er
 	s.section("Fleet of two replicas vs a single gateway",
 		fmt.Sprintf("Closed loop, %d connections, one row per request, to model demo_canary: the demo model as versions 1 "+
 			"and 2 (otherwise served as above), split {\"1\": 1} with a canary of version 2 at its first step "+
-			"(interval %s, so it never moves during the suite and every replica counts each version's answers for it): "+
+			"(interval %.0fh, so it never moves during the suite and every replica counts each version's answers for it): "+
 			"effective split %s. The fleet: replicas a and b, two in-process gateways in this process, each with its own "+
 			"connection to one embedded JetStream engine (sync always, state_dir in a temporary folder; lease_ttl %s, "+
 			"report_interval %s). %s holds the lease in bucket infergate_control and leads; %s follows: it applied the "+
 			"routing and the canary from its watch of that bucket, and every %s it publishes a report (heartbeat and, "+
 			"while the canary runs, each version's counters) on %s.%s, which the leader merges for the canary's analysis. "+
-			"All the load goes to the follower; the leader serves nothing. Over the fleet's runs (warm-ups included) the "+
-			"follower sent %d reports carrying the counts of %d requests to version 1 and %d to version 2 (the measured "+
-			"part of its runs answered %d). The single gateway is the suite's own, stateless: it serves the same model "+
+			"All the load goes to the follower; the leader serves nothing. In the %s the suite listened in, the follower "+
+			"sent %d reports, carrying the counts of %d requests to version 1 and %d to version 2 (its runs answered %d "+
+			"after their warm-ups). The single gateway is the suite's own, stateless: it serves the same model "+
 			"and canary alone, leads itself, and nothing leaves the process. %d interleaved pairs of %s runs; the check "+
 			"takes the median of the pairs' ratios (fleet / single): %s.",
-			demoConnections, suiteCanaryInterval, split, suiteFleetLeaseTTL, suiteFleetReportInterval, f.leader.name,
-			f.follower.name, suiteFleetReportInterval, suiteReportSubject, f.follower.name, f.reports.Load(),
+			demoConnections, suiteCanaryInterval.Hours(), split, suiteFleetLeaseTTL, suiteFleetReportInterval, f.leader.name,
+			f.follower.name, suiteFleetReportInterval, suiteReportSubject, f.follower.name, listened, f.reports.Load(),
 			f.reported[0].Load(), f.reported[1].Load(), measured, suiteFleetPairs, s.opts.duration/4, formatRatios(ratios)),
 		runs...)
 	s.median("fleet follower vs single gateway, demo with a canary (ok req/s, median of interleaved pairs)", ratios, 0.97)
