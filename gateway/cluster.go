@@ -17,7 +17,7 @@ type ClusterConfig struct {
 	// name); every event, log line and metric of the fleet says which.
 	Replica string `yaml:"replica"`
 	// LeaseTTL is how long leadership lasts without a renewal: the time a
-	// fleet goes without a leader after the leader dies (default 3s).
+	// fleet goes without a leader after the leader dies (default 5s).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// ReportInterval is how often each replica reports its heartbeat, its
 	// canary counters and its drift counts (default 1s).
@@ -36,7 +36,7 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 		}
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 3 * time.Second
+		c.LeaseTTL = 5 * time.Second
 	}
 	if c.ReportInterval == 0 {
 		c.ReportInterval = time.Second

@@ -208,6 +208,27 @@ type driftHandOver struct {
 	state   *drift.State
 }
 
+// settleLease runs the control loop's first ticks before the server
+// starts, until this replica leads or knows another does, for at most a
+// lease: drift monitors then start in the role they keep, rather than
+// counting as followers for a moment (a slow engine may need a second try).
+func (cp *controlPlane) settleLease() {
+	deadline := time.Now().Add(cp.cluster.LeaseTTL)
+	for {
+		cp.tick(cp.now())
+		if cp.lease == nil || time.Now().After(deadline) {
+			return
+		}
+		cp.mu.Lock()
+		settled := cp.leading || cp.lease.leader != "" && cp.lease.leader != cp.cluster.Replica
+		cp.mu.Unlock()
+		if settled {
+			return
+		}
+		time.Sleep(controlTick)
+	}
+}
+
 // follow applies the watch's updates until stop.
 func (cp *controlPlane) follow() {
 	for {

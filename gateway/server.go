@@ -203,7 +203,7 @@ func New(o Options) (*Server, error) {
 	}
 	// A replica that can lead at once (the first of a fleet, or one
 	// restarted within its lease) does, before its drift monitors start.
-	s.cp.tick(s.cp.now())
+	s.cp.settleLease()
 	metrics.RegisterSet(s.webhookSet)
 	metrics.RegisterSet(s.labelSet)
 	if cfg.StateDir != "" {
