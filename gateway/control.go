@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -61,6 +59,12 @@ type controlPlane struct {
 	revs    map[string]uint64
 	records map[string]*routeRecord
 	lastSeq uint64
+	// fleetRevision is the newest revision a replica reported, and
+	// fencedRefusals counts the fenced writes refused since the watch last
+	// moved: either says the watch may be behind (since behindSince).
+	fleetRevision  uint64
+	fencedRefusals int
+	behindSince    time.Time
 	// drifts are the drift records by key, as stored.
 	drifts  map[string]*driftRecord
 	watcher jetstream.KeyWatcher
@@ -114,30 +118,21 @@ func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen
 }
 
 // watch starts watching the control bucket and applies what it holds now
-// before returning: the initial values end with a nil entry.
+// (as starting applyLocked does) before returning; it is the watch the
+// control plane follows.
 func (cp *controlPlane) watch() error {
-	w, err := cp.store.kv.WatchAll(context.Background())
+	w, entries, err := cp.store.watch()
 	if err != nil {
-		return fmt.Errorf("cannot watch the control bucket %s: %w", controlBucket, err)
+		return err
 	}
-	timeout := time.NewTimer(storeTimeout)
-	defer timeout.Stop()
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				cp.watcher = w
-				return nil
-			}
-			if err := cp.applyLocked(e, true); err != nil {
-				w.Stop()
-				return err
-			}
-		case <-timeout.C:
+	for _, e := range entries {
+		if err := cp.applyLocked(e, true); err != nil {
 			w.Stop()
-			return fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, storeTimeout)
+			return err
 		}
 	}
+	cp.watcher = w
+	return nil
 }
 
 // start starts the control loop and the watch's updates (the event loop
@@ -229,15 +224,25 @@ func (cp *controlPlane) settleLease() {
 	}
 }
 
-// follow applies the watch's updates until stop.
+// follow applies the watch's updates until stop. A watch that falls
+// behind (the engine's server that carried it died: nats.go notices only
+// after its heartbeats are missed, some 10 s) is replaced: when the fleet
+// reports revisions newer than this replica has seen, or the leader's
+// fenced writes keep being refused, for watchPatience.
 func (cp *controlPlane) follow() {
+	check := time.NewTicker(cp.cluster.ReportInterval)
+	defer check.Stop()
+	cp.mu.Lock()
+	w := cp.watcher
+	cp.mu.Unlock()
 	for {
 		select {
 		case <-cp.stop:
 			return
-		case e, ok := <-cp.watcher.Updates():
+		case e, ok := <-w.Updates():
 			if !ok {
-				return
+				w = cp.rewatchRunning(w)
+				continue
 			}
 			if e == nil {
 				continue
@@ -247,8 +252,52 @@ func (cp *controlPlane) follow() {
 				cp.log.Error("cannot apply a change of the control state; serving on with the previous one", "key", e.Key(), "error", err)
 			}
 			cp.mu.Unlock()
+		case <-check.C:
+			if cp.watchBehind(cp.now()) {
+				w = cp.rewatchRunning(w)
+			}
 		}
 	}
+}
+
+// watchPatience is how long a watch may seem behind before it is replaced.
+const watchPatience = time.Second
+
+// watchBehind reports whether the watch has seemed behind for longer than
+// watchPatience at now.
+func (cp *controlPlane) watchBehind(now time.Time) bool {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.fleetRevision <= cp.lastSeq && cp.fencedRefusals < 10 {
+		cp.behindSince = time.Time{}
+		return false
+	}
+	if cp.behindSince.IsZero() {
+		cp.behindSince = now
+	}
+	return now.Sub(cp.behindSince) >= watchPatience
+}
+
+// rewatchRunning replaces the watch w of a running replica with a new one
+// and applies what changed meanwhile; it returns the watch to follow (w
+// still, when no new one could be made: the next check tries again).
+func (cp *controlPlane) rewatchRunning(w jetstream.KeyWatcher) jetstream.KeyWatcher {
+	next, entries, err := cp.store.watch()
+	if err != nil {
+		cp.log.Warn("the watch of the control state is behind and cannot be renewed yet", "error", err)
+		return w
+	}
+	w.Stop()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	for _, e := range entries {
+		if err := cp.applyLocked(e, false); err != nil {
+			cp.log.Error("cannot apply a change of the control state; serving on with the previous one", "key", e.Key(), "error", err)
+		}
+	}
+	cp.watcher, cp.behindSince, cp.fencedRefusals = next, time.Time{}, 0
+	cp.log.Info("the watch of the control state was behind and is renewed", "revision", cp.lastSeq)
+	return next
 }
 
 // applyLocked takes in one entry of the control bucket: the leader key,
@@ -257,7 +306,9 @@ func (cp *controlPlane) follow() {
 // starts from it), and a record that cannot be read is an error. It needs
 // the lock.
 func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) error {
-	cp.lastSeq = max(cp.lastSeq, e.Revision())
+	if e.Revision() > cp.lastSeq {
+		cp.lastSeq, cp.fencedRefusals = e.Revision(), 0
+	}
 	key := e.Key()
 	switch {
 	case key == leaderKey:
@@ -301,11 +352,11 @@ func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) er
 // still store a last decision.
 func (cp *controlPlane) shutdown() {
 	close(cp.stop)
+	cp.done.Wait()
+	cp.mu.Lock()
 	if cp.watcher != nil {
 		cp.watcher.Stop()
 	}
-	cp.done.Wait()
-	cp.mu.Lock()
 	if cp.fleet != nil {
 		cp.fleet.close()
 	}

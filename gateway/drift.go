@@ -111,7 +111,9 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 	if cp.store != nil {
 		data, err := json.Marshal(rec)
 		if err == nil {
-			rec.rev, err = cp.store.putFenced(driftStateKey(model, version), data, cp.lastSeq)
+			if rec.rev, err = cp.store.putFenced(driftStateKey(model, version), data, cp.lastSeq); errors.Is(err, errFenced) {
+				cp.fencedRefusals++
+			}
 		}
 		if err != nil {
 			if d != nil {

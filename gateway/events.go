@@ -188,7 +188,7 @@ func (cp *controlPlane) deliverEvent(e Event) {
 				cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
 			}
 			if e.last {
-				cp.forgetEvents(e.key, e.rev)
+				cp.forgetEvents(e.key, e.rev, e.fenced)
 			}
 		}
 	}
@@ -204,14 +204,28 @@ func (cp *controlPlane) deliverEvent(e Event) {
 // forgetEvents writes the record at key again without its events, once
 // they are all in the outbox, so that the next leader does not emit them
 // again; only while the record is still at rev (a newer one carries its
-// own events) and this replica still writes as it did.
-func (cp *controlPlane) forgetEvents(key string, rev uint64) {
+// own events). The write says who made it, and is fenced like the change
+// was: a leader that lost its lease since writes nothing.
+func (cp *controlPlane) forgetEvents(key string, rev uint64, fenced bool) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	if cp.store == nil || key == "" {
 		return
 	}
-	var data []byte
+	write := func(data []byte) (uint64, error) {
+		if fenced {
+			if !cp.lease.holds(cp.now()) {
+				return 0, errFenced
+			}
+			next, err := cp.store.putFenced(key, data, cp.lastSeq)
+			if err == nil {
+				cp.lastSeq = next
+			}
+			return next, err
+		}
+		return cp.store.put(key, data, rev)
+	}
+	replica, leader := cp.cluster.Replica, cp.leaderName()
 	switch {
 	case strings.HasPrefix(key, routingPrefix):
 		model, _ := modelOfKey(key[len(routingPrefix):])
@@ -220,28 +234,26 @@ func (cp *controlPlane) forgetEvents(key string, rev uint64) {
 			return
 		}
 		done := *rec
-		done.Events = nil
-		data, _ = json.Marshal(done)
-		next, err := cp.store.put(key, data, rev)
-		if err != nil {
-			return // the next leader emits them again; receivers deduplicate
+		done.Events, done.Replica, done.Leader = nil, replica, leader
+		data, _ := json.Marshal(done)
+		if next, err := write(data); err == nil {
+			cp.revs[model], cp.records[model] = next, &done
 		}
-		cp.revs[model], cp.records[model] = next, &done
 	case strings.HasPrefix(key, driftPrefix):
 		rec := cp.drifts[key]
 		if rec == nil || rec.rev != rev || len(rec.Events) == 0 {
 			return
 		}
 		done := *rec
-		done.Events = nil
-		data, _ = json.Marshal(done)
-		next, err := cp.store.put(key, data, rev)
-		if err != nil {
-			return
+		done.Events, done.Replica, done.Leader = nil, replica, leader
+		data, _ := json.Marshal(done)
+		if next, err := write(data); err == nil {
+			done.rev = next
+			cp.drifts[key] = &done
 		}
-		done.rev = next
-		cp.drifts[key] = &done
 	}
+	// On an error the events stay in the record: the next leader emits
+	// them again, and receivers deduplicate by id.
 }
 
 // newOutboxEvent returns the CloudEvent of one gateway event.

@@ -132,6 +132,7 @@ func (f *fleet) receive(msg *nats.Msg) {
 		}
 	}
 	m.Leader, m.LastSeen, m.Revision = rep.Leader, now, rep.Revision
+	cp.fleetRevision = max(cp.fleetRevision, rep.Revision)
 	m.revision.Set(float64(rep.Revision))
 	if !cp.leading || rep.Replica == cp.cluster.Replica {
 		return

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -385,7 +386,9 @@ func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []
 		}
 		var rev uint64
 		if fenced {
-			rev, err = cp.store.putFenced(routingKey(model), data, cp.lastSeq)
+			if rev, err = cp.store.putFenced(routingKey(model), data, cp.lastSeq); errors.Is(err, errFenced) {
+				cp.fencedRefusals++
+			}
 		} else {
 			rev, err = cp.store.put(routingKey(model), data, cp.revs[model])
 		}

@@ -185,3 +185,28 @@ func (s *store) reachable() error {
 	}
 	return nil
 }
+
+// watch starts a watch of the whole bucket and returns it with the
+// bucket's current entries, read until the watch says it has sent them
+// all.
+func (s *store) watch() (jetstream.KeyWatcher, []jetstream.KeyValueEntry, error) {
+	w, err := s.kv.WatchAll(context.Background())
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot watch the control bucket %s: %w", controlBucket, err)
+	}
+	timeout := time.NewTimer(storeTimeout)
+	defer timeout.Stop()
+	var entries []jetstream.KeyValueEntry
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return w, entries, nil
+			}
+			entries = append(entries, e)
+		case <-timeout.C:
+			w.Stop()
+			return nil, nil, fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, storeTimeout)
+		}
+	}
+}
