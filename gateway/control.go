@@ -72,8 +72,12 @@ type controlPlane struct {
 
 	// outbox is nil without webhooks. eventsIn queues the events the
 	// event loop hands to the outbox and to Options.Events.
-	outbox         *outbox.Outbox
-	eventsIn       chan Event
+	outbox   *outbox.Outbox
+	eventsIn chan Event
+	// emitted holds, by record key, the ids of the events the event loop
+	// emitted since it last wrote that record without them; the event
+	// loop owns it.
+	emitted        map[string][]string
 	events         chan<- Event
 	driftDecisions chan<- drift.Decision
 
@@ -92,7 +96,7 @@ func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen
 		now: o.Now, log: o.Log, cluster: o.Config.Cluster.withDefaults(), serving: serving,
 		current: o.Config, routes: make(map[string]*routes),
 		revs: make(map[string]uint64), records: make(map[string]*routeRecord), drifts: make(map[string]*driftRecord),
-		eventsIn: make(chan Event, eventQueue), events: o.Events, driftDecisions: o.DriftDecisions,
+		eventsIn: make(chan Event, eventQueue), emitted: make(map[string][]string), events: o.Events, driftDecisions: o.DriftDecisions,
 		stop: make(chan struct{}), stopEvents: make(chan struct{}), eventsDone: make(chan struct{}),
 		leading: o.Engine == nil,
 	}
@@ -121,7 +125,7 @@ func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen
 // (as starting applyLocked does) before returning; it is the watch the
 // control plane follows.
 func (cp *controlPlane) watch() error {
-	w, entries, err := cp.store.watch()
+	w, entries, err := cp.store.watch(storeTimeout)
 	if err != nil {
 		return err
 	}
@@ -260,8 +264,14 @@ func (cp *controlPlane) follow() {
 	}
 }
 
-// watchPatience is how long a watch may seem behind before it is replaced.
-const watchPatience = time.Second
+// watchPatience is how long at least a watch may seem behind before it is
+// replaced (two report intervals, when longer); rewatchTimeout bounds one
+// try, so that tries follow each other while the engine elects a new
+// leader for the bucket.
+const (
+	watchPatience  = 500 * time.Millisecond
+	rewatchTimeout = 2 * time.Second
+)
 
 // watchBehind reports whether the watch has seemed behind for longer than
 // watchPatience at now.
@@ -274,20 +284,24 @@ func (cp *controlPlane) watchBehind(now time.Time) bool {
 	}
 	if cp.behindSince.IsZero() {
 		cp.behindSince = now
+		cp.log.Debug("the watch of the control state may be behind", "seen", cp.lastSeq, "reported", cp.fleetRevision, "refusals", cp.fencedRefusals)
 	}
-	return now.Sub(cp.behindSince) >= watchPatience
+	return now.Sub(cp.behindSince) >= max(watchPatience, 2*cp.cluster.ReportInterval)
 }
 
 // rewatchRunning replaces the watch w of a running replica with a new one
 // and applies what changed meanwhile; it returns the watch to follow (w
 // still, when no new one could be made: the next check tries again).
 func (cp *controlPlane) rewatchRunning(w jetstream.KeyWatcher) jetstream.KeyWatcher {
-	next, entries, err := cp.store.watch()
+	next, entries, err := cp.store.watch(rewatchTimeout)
 	if err != nil {
 		cp.log.Warn("the watch of the control state is behind and cannot be renewed yet", "error", err)
 		return w
 	}
-	w.Stop()
+	// The old watch's consumer may sit on the server that died: its Stop
+	// waits for an answer that may take the engine's 5 s timeout, which
+	// the new watch need not wait for.
+	go w.Stop()
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	for _, e := range entries {
@@ -408,13 +422,13 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHan
 		for model, rec := range cp.records {
 			for i := range rec.Events {
 				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true,
-					key: routingKey(model), rev: cp.revs[model], last: i == len(rec.Events)-1})
+					key: routingKey(model), last: i == len(rec.Events)-1})
 			}
 		}
 		for key, rec := range cp.drifts {
 			for i := range rec.Events {
 				cp.emitLocked(Event{cloud: &rec.Events[i], fenced: true, repair: true,
-					key: key, rev: rec.rev, last: i == len(rec.Events)-1})
+					key: key, last: i == len(rec.Events)-1})
 			}
 		}
 		if cp.outbox != nil {

@@ -100,13 +100,19 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	rec := driftRecord{State: st, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
+	key := driftStateKey(model, version)
+	if stored := cp.drifts[key]; stored != nil {
+		// Events of earlier decisions not yet in the outbox stay in the
+		// record until they are (see forgetEvents).
+		rec.Events = slices.Clone(stored.Events)
+	}
 	if d != nil {
 		e, err := newOutboxEvent(string(d.Type), model, version, d)
 		if err != nil {
 			return err
 		}
 		e.Replica, e.Leader = rec.Replica, rec.Leader
-		rec.Events = []outbox.Event{e}
+		rec.Events = append(rec.Events, e)
 	}
 	if cp.store != nil {
 		data, err := json.Marshal(rec)
@@ -126,7 +132,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 		cp.lastSeq = rec.rev // a fenced write: nothing came between
 	}
 	if d != nil {
-		cp.emitLocked(Event{cloud: &rec.Events[0], fenced: true, key: driftStateKey(model, version), rev: rec.rev, last: cp.store != nil})
+		cp.emitLocked(Event{cloud: &rec.Events[len(rec.Events)-1], fenced: true, key: key, last: cp.store != nil})
 		if cp.driftDecisions != nil {
 			select {
 			case cp.driftDecisions <- *d:

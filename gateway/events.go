@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,11 +47,10 @@ type Event struct {
 	// by a new leader, for the outbox only.
 	cloud          *outbox.Event
 	fenced, repair bool
-	// key and rev are the control bucket's record that holds the event,
-	// as written; last marks its last event, after whose emission the
-	// record is written again without them (see forgetEvents).
+	// key is the control bucket's record that holds the event; last
+	// marks the last event of a write, after whose emission the record is
+	// written again without the events emitted (see forgetEvents).
 	key  string
-	rev  uint64
 	last bool
 }
 
@@ -170,26 +171,11 @@ func (cp *controlPlane) eventLoop() {
 }
 
 func (cp *controlPlane) deliverEvent(e Event) {
-	if e.fenced && !cp.lease.holds(cp.now()) {
-		cp.log.Warn("event not emitted: this replica lost the lease since its change; the next leader emits it",
-			"type", e.cloud.Type, "id", e.cloud.ID)
-		return
-	}
-	if cp.outbox != nil && e.cloud != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		err := cp.outbox.Emit(ctx, *e.cloud)
-		cancel()
-		if err != nil {
-			eventsFailed.Inc()
-			cp.log.Error("cannot emit event; the next leader emits it again", "type", e.cloud.Type, "id", e.cloud.ID, "error", err)
-		} else {
-			if !e.repair {
-				model, version, _ := strings.Cut(e.cloud.Subject, "/")
-				cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
-			}
-			if e.last {
-				cp.forgetEvents(e.key, e.rev, e.fenced)
-			}
+	if cp.outbox != nil && e.cloud != nil && cp.emitEvent(e) && e.key != "" {
+		cp.emitted[e.key] = append(cp.emitted[e.key], e.cloud.ID)
+		if e.last {
+			cp.forgetEvents(e.key, cp.emitted[e.key], e.fenced)
+			delete(cp.emitted, e.key)
 		}
 	}
 	if cp.events != nil && !e.repair && e.Type != "" {
@@ -201,18 +187,67 @@ func (cp *controlPlane) deliverEvent(e Event) {
 	}
 }
 
-// forgetEvents writes the record at key again without its events, once
-// they are all in the outbox, so that the next leader does not emit them
-// again; only while the record is still at rev (a newer one carries its
-// own events). The write says who made it, and is fenced like the change
-// was: a leader that lost its lease since writes nothing.
-func (cp *controlPlane) forgetEvents(key string, rev uint64, fenced bool) {
+// The backoff of an event the outbox did not take.
+const (
+	emitRetryMin = 100 * time.Millisecond
+	emitRetryMax = 5 * time.Second
+)
+
+// emitEvent puts e in the outbox, trying again with backoff until the
+// engine takes it (the events queued after it wait: they keep their
+// order). It gives up, reporting false, when the change was the leader's
+// and this replica lost the lease, or at shutdown: the record of the
+// change keeps the event until it is emitted, for whoever leads next.
+func (cp *controlPlane) emitEvent(e Event) bool {
+	wait := emitRetryMin
+	for attempt := 1; ; attempt++ {
+		if e.fenced && !cp.lease.holds(cp.now()) {
+			cp.log.Warn("event not emitted: this replica lost the lease since its change; the next leader emits it",
+				"type", e.cloud.Type, "id", e.cloud.ID)
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := cp.outbox.Emit(ctx, *e.cloud)
+		cancel()
+		if err == nil {
+			if !e.repair {
+				model, version, _ := strings.Cut(e.cloud.Subject, "/")
+				cp.log.Info("event emitted", "type", strings.TrimPrefix(e.cloud.Type, eventTypePrefix), "model", model, "version", version, "id", e.cloud.ID)
+			}
+			return true
+		}
+		eventsFailed.Inc()
+		if attempt == 1 || errors.Is(err, outbox.ErrClosed) {
+			cp.log.Error("cannot emit event; trying again", "type", e.cloud.Type, "id", e.cloud.ID, "error", err)
+		}
+		if errors.Is(err, outbox.ErrClosed) {
+			return false
+		}
+		select {
+		case <-cp.stopEvents:
+			cp.log.Warn("event not emitted before shutdown; it stays stored with its change, for the next leader", "type", e.cloud.Type, "id", e.cloud.ID)
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, emitRetryMax)
+	}
+}
+
+// forgetEvents writes the record at key again without the events ids,
+// once they are in the outbox, so that the next leader does not emit them
+// again. The write is by revision (a record changed meanwhile is left: it
+// keeps them, and receivers deduplicate), says who made it, and is fenced
+// like the change was: a leader that lost its lease since writes nothing.
+func (cp *controlPlane) forgetEvents(key string, ids []string, fenced bool) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.store == nil || key == "" {
+	if cp.store == nil {
 		return
 	}
-	write := func(data []byte) (uint64, error) {
+	keep := func(events []outbox.Event) []outbox.Event {
+		return slices.DeleteFunc(slices.Clone(events), func(e outbox.Event) bool { return slices.Contains(ids, e.ID) })
+	}
+	write := func(data []byte, rev uint64) (uint64, error) {
 		if fenced {
 			if !cp.lease.holds(cp.now()) {
 				return 0, errFenced
@@ -230,30 +265,28 @@ func (cp *controlPlane) forgetEvents(key string, rev uint64, fenced bool) {
 	case strings.HasPrefix(key, routingPrefix):
 		model, _ := modelOfKey(key[len(routingPrefix):])
 		rec := cp.records[model]
-		if rec == nil || cp.revs[model] != rev || len(rec.Events) == 0 {
+		if rec == nil || len(keep(rec.Events)) == len(rec.Events) {
 			return
 		}
 		done := *rec
-		done.Events, done.Replica, done.Leader = nil, replica, leader
+		done.Events, done.Replica, done.Leader = keep(rec.Events), replica, leader
 		data, _ := json.Marshal(done)
-		if next, err := write(data); err == nil {
+		if next, err := write(data, cp.revs[model]); err == nil {
 			cp.revs[model], cp.records[model] = next, &done
 		}
 	case strings.HasPrefix(key, driftPrefix):
 		rec := cp.drifts[key]
-		if rec == nil || rec.rev != rev || len(rec.Events) == 0 {
+		if rec == nil || len(keep(rec.Events)) == len(rec.Events) {
 			return
 		}
 		done := *rec
-		done.Events, done.Replica, done.Leader = nil, replica, leader
+		done.Events, done.Replica, done.Leader = keep(rec.Events), replica, leader
 		data, _ := json.Marshal(done)
-		if next, err := write(data); err == nil {
+		if next, err := write(data, rec.rev); err == nil {
 			done.rev = next
 			cp.drifts[key] = &done
 		}
 	}
-	// On an error the events stay in the record: the next leader emits
-	// them again, and receivers deduplicate by id.
 }
 
 // newOutboxEvent returns the CloudEvent of one gateway event.

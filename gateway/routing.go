@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -364,6 +365,13 @@ func (cp *controlPlane) commitCanaryLocked(r *routes, m *model, next *router.Can
 // once the model's routing changed. Without a store the events just go.
 // It needs the lock.
 func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []transition, fenced bool) error {
+	// Events of earlier changes not yet in the outbox stay in the record
+	// until they are (see forgetEvents).
+	var carried int
+	if stored := cp.records[model]; stored != nil {
+		rec.Events = slices.Clone(stored.Events)
+		carried = len(rec.Events)
+	}
 	var queued []Event
 	for i := range steps {
 		e := steps[i].event
@@ -403,8 +411,8 @@ func (cp *controlPlane) saveRoutesLocked(model string, rec routeRecord, steps []
 		}
 	}
 	for i := range queued {
-		queued[i].cloud, queued[i].fenced = &rec.Events[i], fenced
-		queued[i].key, queued[i].rev, queued[i].last = routingKey(model), cp.revs[model], i == len(queued)-1
+		queued[i].cloud, queued[i].fenced = &rec.Events[carried+i], fenced
+		queued[i].key, queued[i].last = routingKey(model), i == len(queued)-1
 		cp.emitLocked(queued[i])
 	}
 	return nil

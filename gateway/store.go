@@ -188,14 +188,35 @@ func (s *store) reachable() error {
 
 // watch starts a watch of the whole bucket and returns it with the
 // bucket's current entries, read until the watch says it has sent them
-// all.
-func (s *store) watch() (jetstream.KeyWatcher, []jetstream.KeyValueEntry, error) {
-	w, err := s.kv.WatchAll(context.Background())
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot watch the control bucket %s: %w", controlBucket, err)
+// all, within timeout. A watch made after the timeout (nats.go may take its
+// own 5 s to give up) is stopped as soon as it exists.
+func (s *store) watch(timeout time.Duration) (jetstream.KeyWatcher, []jetstream.KeyValueEntry, error) {
+	type made struct {
+		w   jetstream.KeyWatcher
+		err error
 	}
-	timeout := time.NewTimer(storeTimeout)
-	defer timeout.Stop()
+	ch := make(chan made, 1)
+	go func() {
+		w, err := s.kv.WatchAll(context.Background())
+		ch <- made{w, err}
+	}()
+	expired := time.NewTimer(timeout)
+	defer expired.Stop()
+	var w jetstream.KeyWatcher
+	select {
+	case m := <-ch:
+		if m.err != nil {
+			return nil, nil, fmt.Errorf("cannot watch the control bucket %s: %w", controlBucket, m.err)
+		}
+		w = m.w
+	case <-expired.C:
+		go func() {
+			if m := <-ch; m.w != nil {
+				m.w.Stop()
+			}
+		}()
+		return nil, nil, fmt.Errorf("cannot watch the control bucket %s: no answer within %s", controlBucket, timeout)
+	}
 	var entries []jetstream.KeyValueEntry
 	for {
 		select {
@@ -204,9 +225,9 @@ func (s *store) watch() (jetstream.KeyWatcher, []jetstream.KeyValueEntry, error)
 				return w, entries, nil
 			}
 			entries = append(entries, e)
-		case <-timeout.C:
+		case <-expired.C:
 			w.Stop()
-			return nil, nil, fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, storeTimeout)
+			return nil, nil, fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, timeout)
 		}
 	}
 }
