@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,9 +26,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/engine/natscluster"
 	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/router"
 )
 
@@ -49,12 +52,19 @@ const (
 	fleetRate = 300
 )
 
+// fleetDriftEvery is the drift window of model demo: by time, so that in
+// a fleet windows are aligned to the clock and window k covers the same
+// span of traffic on the leader as on the baseline replica of sub-test f.
+const fleetDriftEvery = 2 * time.Second
+
 // fleetConfig is a replica's config: model ab (versions 1, 2 and 3, all
-// loaded) split to version 1, the fleet's engine, and a signed webhook.
+// loaded) split to version 1, model demo whose version 1 is monitored for
+// drift over windows of fleetDriftEvery, the engine (its streams kept on
+// the number of servers given), and a signed webhook.
 const fleetConfig = `listen: %s
 repository: models
 admin: {token_env: %s}
-cluster: {nats_url: %q, token_env: %s, replica: %s, lease_ttl: %s, report_interval: %s}
+cluster: {nats_url: %q, token_env: %s, stream_replicas: %d, replica: %s, lease_ttl: %s, report_interval: %s}
 webhooks:
   - {name: hook, url: %q, secret_env: %s, timeout: 1s, backoff_base: 50ms, backoff_max: 200ms, max_attempts: 1000}
 models:
@@ -62,6 +72,8 @@ models:
     version_policy: {all: true}
     routing:
       split: {"1": 1}
+  demo:
+    drift: {window: {every: %s}}
 `
 
 // fleetBound returns d, a time bound that holds without the race detector,
@@ -95,6 +107,7 @@ func TestFleet(t *testing.T) {
 		{"c_paused_leader_writes_nothing", testFleetPausedLeader},
 		{"d_leader_killed_mid_canary", testFleetLeaderKilled},
 		{"e_nats_server_killed_under_load", testFleetNATSKilled},
+		{"f_drift_spread_over_the_fleet", testFleetDrift},
 	}
 	for _, st := range subtests {
 		start := time.Now()
@@ -533,6 +546,537 @@ func testFleetNATSKilled(t *testing.T, f *fleet) {
 			elected.Round(time.Millisecond), stepped.Sub(killAt).Round(time.Millisecond), strings.Join(reached, ", "), first.name, answered.Sub(sent).Round(time.Millisecond), spread, len(missing)))
 }
 
+// The drift traffic of sub-test f: a request of fleetDriftBatch rows every
+// fleetDriftTick to the fleet (and the same rows to the baseline), first
+// fleetDriftNormal whole windows of it unshifted.
+const (
+	fleetDriftBatch = 100
+	fleetDriftTick  = 100 * time.Millisecond
+	// fleetDriftNormal is the number of whole windows of traffic from the
+	// training distribution before the shift; none may raise a decision.
+	fleetDriftNormal = 2
+	// fleetDriftPoll is how often the drift reports are polled.
+	fleetDriftPoll = 20 * time.Millisecond
+	// fleetBaseTokenEnv hands the baseline its own NATS server's token.
+	fleetBaseTokenEnv = "INFERGATE_TEST_FLEET_BASE_TOKEN"
+)
+
+// testFleetDrift (f): a drift shift whose traffic is spread over the three
+// replicas is detected on the merged windows within one window of when a
+// single replica seeing all of it would. The baseline is that replica: a
+// fourth `infergate serve` of the same config on a NATS server of its
+// own, so a fleet of one, whose windows are aligned to the same clock.
+// Both get the same rows at the same time, the fleet's round robin over
+// its replicas, in requests of 100: fleetDriftNormal whole windows from
+// the training distribution, then, from a window's start on, rows shifted
+// by half a standard deviation in four of the eight features. The fleet's
+// windows must hold as many rows as the baseline's (the followers' counts
+// reached the leader: judged on the leader's own third, the shift would
+// be detected as soon), no window before the shift may drift, and the
+// fleet's drift.detected must come from the leader, at a window at most
+// one away from the baseline's, and not before two shifted windows.
+func testFleetDrift(t *testing.T, f *fleet) {
+	if live := f.live(); len(live) != len(f.replicas) {
+		t.Fatalf("%d of %d replicas live: the drift traffic goes to all three", len(live), len(f.replicas))
+	}
+	began := time.Now()
+	base, hook := f.startBaseline(t)
+	f.numbers.add("f: baseline started (1 NATS server, 1 replica)", time.Since(began).Round(time.Millisecond).String())
+	leader := f.leader(t)
+	w := f.watchDrift(base)
+	defer w.stop()
+	fleetPoll(t, fleetBound(5*time.Second), "drift monitors of demo/1 leading on "+leader.name+" and the baseline, following on the other replicas", func() bool {
+		return w.roles(leader, base)
+	})
+
+	ref, err := drift.LoadReference("../../configs/models/demo/1/" + drift.ReferenceFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rows beyond the 4000 the demo model was trained on: fresh draws from
+	// the training distribution, used in turn.
+	rows := trainer.Synthetic(1, 4000+40000).X[4000:]
+	shift := make([]float64, 8)
+	for j := range 4 {
+		shift[j] = 0.5 * ref.Features[j].Std
+	}
+	first := fleetDriftSlot(time.Now()) + 1 // the first whole window of the traffic
+	s := first + fleetDriftNormal           // the first shifted window
+	shiftAt := fleetDriftSlotStart(s)
+	traffic := f.sendDrift(base, rows, shift, shiftAt)
+	defer traffic.stop()
+
+	// Both decisions, each as first seen here.
+	var fleetDetected, baseDetected *fleetEvent
+	var fleetSeen, baseSeen time.Time
+	deadline := shiftAt.Add(fleetBound(6 * fleetDriftEvery))
+	for fleetDetected == nil || baseDetected == nil {
+		if fleetDetected == nil {
+			if fleetDetected = driftDetected(f.hook); fleetDetected != nil {
+				fleetSeen = time.Now()
+			}
+		}
+		if baseDetected == nil {
+			if baseDetected = driftDetected(hook); baseDetected != nil {
+				baseSeen = time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(fleetPollEvery)
+	}
+	traffic.stop()
+	sent := traffic.summary()
+	f.numbers.add("f: drift traffic", sent.String())
+	if sent.failed > 0 {
+		t.Errorf("%d drift requests failed:\n%s", sent.failed, strings.Join(sent.errors, "\n"))
+	}
+	last := s + 5
+	if fleetDetected == nil || baseDetected == nil {
+		var missing []string
+		if fleetDetected == nil {
+			missing = append(missing, "the fleet's")
+		}
+		if baseDetected == nil {
+			missing = append(missing, "the baseline's")
+		}
+		t.Fatalf("no drift.detected of demo/1 from %s %s after the shift began at window %d (%s); %s\nthe windows judged (fleet | baseline):\n%s",
+			strings.Join(missing, " nor "), time.Since(shiftAt).Round(time.Millisecond), s, shiftAt.Format(time.StampMilli), sent, w.table(first-1, last))
+	}
+	fleetDecision, err := decodeDecision(fleetDetected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseDecision, err := decodeDecision(baseDetected)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw, bw := fleetDecision.Window, baseDecision.Window
+	last = max(fw.Seq, bw.Seq)
+	// The windows closed by the time the later decision was taken.
+	fleetPoll(t, fleetBound(2*time.Second), fmt.Sprintf("report of windows %d to %d from the fleet's leader and the baseline", first, last), func() bool {
+		return w.complete(first, last)
+	})
+	table := w.table(first-1, last)
+
+	switch {
+	case fleetDetected.Replica != fleetDetected.Leader || !slices.ContainsFunc(f.replicas, func(r *fleetReplica) bool { return r.name == fleetDetected.Replica }):
+		t.Errorf("drift.detected of demo/1 made by %q under leader %q: want the fleet's leader to decide", fleetDetected.Replica, fleetDetected.Leader)
+	case !w.led(fleetDetected.Replica, fw.Seq):
+		t.Errorf("drift.detected of demo/1 made by %s, whose monitor did not report leading when window %d closed", fleetDetected.Replica, fw.Seq)
+	}
+	// Two drifted windows in a row decide: the earliest that can be
+	// decided on shifted traffic is the second shifted window.
+	for _, d := range []struct {
+		who string
+		w   drift.WindowResult
+	}{{"the fleet", fw}, {"the baseline", bw}} {
+		if d.w.Seq < s+1 {
+			t.Errorf("%s detected drift at window %d (start %s), before the second window of the shift, which began at window %d (%s): a decision on traffic before the shift\n%s",
+				d.who, d.w.Seq, d.w.Start.Format(time.StampMilli), s, shiftAt.Format(time.StampMilli), table)
+		}
+		var shifted []string
+		for _, fr := range d.w.Features[:min(len(d.w.Features), 4)] {
+			if !fr.Drifted {
+				shifted = append(shifted, fr.Name)
+			}
+		}
+		if !d.w.Drifted || len(shifted) > 0 || len(d.w.Features) < 4 {
+			t.Errorf("%s decided on window %d: drifted %t, share %.2f; shifted features not drifted: %q", d.who, d.w.Seq, d.w.Drifted, d.w.Share, shifted)
+		}
+	}
+	if diff := fw.Seq - bw.Seq; diff < -1 || diff > 1 {
+		t.Errorf("the fleet detected drift at window %d (start %s), the baseline at window %d (start %s): %d windows apart, want at most 1\n%s",
+			fw.Seq, fw.Start.Format(time.StampMilli), bw.Seq, bw.Start.Format(time.StampMilli), diff, table)
+	}
+	if p := w.normalProblems(first, s); len(p) > 0 {
+		t.Errorf("the windows of traffic from the training distribution were not all judged clean: %s\n%s", strings.Join(p, "; "), table)
+	}
+	// The fleet's windows are the merged ones when they hold the rows the
+	// baseline's hold; a follower's counts arriving after a window closed
+	// go into the next, so only the sum over consecutive windows is close.
+	fleetRows, baseRows := w.rows(first, last)
+	ratio := float64(fleetRows) / float64(max(baseRows, 1))
+	if ratio < 0.85 || ratio > 1.15 {
+		t.Errorf("the fleet's leader judged %d rows in windows %d to %d, the baseline %d (ratio %.2f, want 0.85 to 1.15): the followers' counts did not all reach the leader\n%s",
+			fleetRows, first, last, baseRows, ratio, table)
+	}
+	if n := countDriftEvents(f.hook); n != 1 {
+		t.Errorf("the fleet's receiver got %d drift events of demo/1, want one drift.detected", n)
+	}
+
+	f.numbers.add(fmt.Sprintf("f: drift shift from window %d (%s)", s, shiftAt.Format(time.StampMilli)),
+		fmt.Sprintf("fleet detected at window %d by leader %s (%d rows, share %.2f), a window that ended %s and an event received %s after the shift began; baseline at window %d (%d rows, share %.2f), ended %s and received %s after; fleet - baseline: %d windows",
+			fw.Seq, fleetDetected.Replica, fw.Rows, fw.Share, fleetDecision.Time.Sub(shiftAt).Round(time.Millisecond), fleetSeen.Sub(shiftAt).Round(time.Millisecond),
+			bw.Seq, bw.Rows, bw.Share, baseDecision.Time.Sub(shiftAt).Round(time.Millisecond), baseSeen.Sub(shiftAt).Round(time.Millisecond), fw.Seq-bw.Seq))
+	f.numbers.add("f: rows judged per window, fleet/baseline", fmt.Sprintf("%s; in all %d/%d (ratio %.3f)", w.rowsByWindow(first, last), fleetRows, baseRows, ratio))
+}
+
+// startBaseline starts the baseline of sub-test f: a replica of the
+// fleet's config on a NATS server of its own (a fleet of one, whose drift
+// windows are aligned to the clock as the fleet's are), sending its
+// events to a receiver of its own. Both end with t.
+func (f *fleet) startBaseline(t *testing.T) (*fleetReplica, *fleetHook) {
+	t.Helper()
+	nats := natscluster.Start(t, 1)
+	t.Setenv(fleetBaseTokenEnv, nats.Token())
+	hook := &fleetHook{byID: map[string]*fleetEvent{}}
+	receiver := httptest.NewServer(hook)
+	t.Cleanup(receiver.Close)
+	base := f.newReplica(t, "base", nats.URLs(), fleetBaseTokenEnv, 1, receiver.URL+"/hook")
+	f.launch(t, base)
+	t.Cleanup(func() {
+		base.proc.kill() // before its NATS server and its receiver
+		if t.Failed() {
+			t.Logf("log tail of the baseline:\n%s", lastLines(base.logs.String(), 40))
+		}
+	})
+	f.waitUp(t, base)
+	return base, hook
+}
+
+// fleetDriftSlot returns the number of the drift window that holds at:
+// aligned windows are numbered by their start over fleetDriftEvery.
+func fleetDriftSlot(at time.Time) int64 { return at.UnixNano() / int64(fleetDriftEvery) }
+
+// fleetDriftSlotStart returns when drift window k starts.
+func fleetDriftSlotStart(k int64) time.Time { return time.Unix(0, k*int64(fleetDriftEvery)) }
+
+// driftDetected returns the first drift.detected of demo/1 that h received, or nil.
+func driftDetected(h *fleetHook) *fleetEvent {
+	for _, e := range h.all() {
+		if e.Type == outbox.TypeDriftDetected && e.Subject == "demo/1" {
+			return e
+		}
+	}
+	return nil
+}
+
+// countDriftEvents returns how many drift events of demo/1 h received.
+func countDriftEvents(h *fleetHook) int {
+	n := 0
+	for _, e := range h.all() {
+		if (e.Type == outbox.TypeDriftDetected || e.Type == outbox.TypeDriftResolved) && e.Subject == "demo/1" {
+			n++
+		}
+	}
+	return n
+}
+
+// decodeDecision returns the drift decision that event e carries.
+func decodeDecision(e *fleetEvent) (drift.Decision, error) {
+	var d drift.Decision
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return d, fmt.Errorf("cannot decode the decision of event %s from %s: %w", e.ID, e.Replica, err)
+	}
+	return d, nil
+}
+
+// driftTraffic sends the demo model a request of fleetDriftBatch rows every
+// fleetDriftTick, to the fleet's replicas round robin and the same rows
+// to the baseline; the rows sent from the shift on are shifted. mu guards
+// sent.
+type driftTraffic struct {
+	client *http.Client
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	sent   driftSent
+}
+
+// driftSent is what driftTraffic sent: requests of rows from the training
+// distribution and shifted ones (each to a replica of the fleet and to the
+// baseline), when the shift was due and when its first request went, and
+// the requests that failed, the first 20 of them described.
+type driftSent struct {
+	normal, shifted       int
+	shiftAt, firstShifted time.Time
+	failed                int
+	errors                []string
+}
+
+func (s driftSent) String() string {
+	return fmt.Sprintf("%d requests of %d rows from the training distribution, then %d shifted ones (the first %s after its window began), each to r1, r2, r3 in turn and to the baseline, one every %s; %d failed",
+		s.normal, fleetDriftBatch, s.shifted, s.firstShifted.Sub(s.shiftAt).Round(time.Millisecond), fleetDriftTick, s.failed)
+}
+
+// sendDrift starts sending rows, in turn, shifted by shift from shiftAt on;
+// it sends until stop.
+func (f *fleet) sendDrift(base *fleetReplica, rows [][]float32, shift []float64, shiftAt time.Time) *driftTraffic {
+	d := &driftTraffic{
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}},
+		done:   make(chan struct{}), sent: driftSent{shiftAt: shiftAt},
+	}
+	none := make([]float64, len(shift))
+	batches := len(rows) / fleetDriftBatch
+	d.wg.Go(func() {
+		tick := time.NewTicker(fleetDriftTick)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-d.done:
+				return
+			case <-tick.C:
+			}
+			at := time.Now()
+			shifted := !at.Before(shiftAt)
+			by := none
+			if shifted {
+				by = shift
+			}
+			from := i % batches * fleetDriftBatch
+			body := fleetDriftBody(rows[from:from+fleetDriftBatch], by)
+			var errs []string
+			for _, r := range []*fleetReplica{f.replicas[i%len(f.replicas)], base} {
+				if err := d.post(r, body); err != nil {
+					errs = append(errs, fmt.Sprintf("%s sent %s: %v", r.name, at.Format(time.StampMilli), err))
+				}
+			}
+			d.mu.Lock()
+			if shifted {
+				if d.sent.shifted == 0 {
+					d.sent.firstShifted = at
+				}
+				d.sent.shifted++
+			} else {
+				d.sent.normal++
+			}
+			d.sent.failed += len(errs)
+			for _, e := range errs {
+				if len(d.sent.errors) < 20 {
+					d.sent.errors = append(d.sent.errors, e)
+				}
+			}
+			d.mu.Unlock()
+		}
+	})
+	return d
+}
+
+// post sends body to the demo model on r.
+func (d *driftTraffic) post(r *fleetReplica, body []byte) error {
+	resp, err := d.client.Post("http://"+r.addr+"/v2/models/demo/infer", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	msg, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %d: %.200s", resp.StatusCode, msg)
+	}
+	return err
+}
+
+// summary returns what was sent so far.
+func (d *driftTraffic) summary() driftSent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sent
+	s.errors = slices.Clone(s.errors)
+	return s
+}
+
+// stop stops sending and waits for the requests in flight.
+func (d *driftTraffic) stop() {
+	d.once.Do(func() {
+		close(d.done)
+		d.wg.Wait()
+		d.client.CloseIdleConnections()
+	})
+}
+
+// fleetDriftBody returns an infer request of the demo model for rows, with
+// shift[j] added to feature j.
+func fleetDriftBody(rows [][]float32, shift []float64) []byte {
+	b := fmt.Appendf(nil, `{"inputs":[{"name":"input","datatype":"FP32","shape":[%d,%d],"data":[`, len(rows), len(shift))
+	for i, row := range rows {
+		for j, x := range row {
+			if i+j > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendFloat(b, float64(x)+shift[j], 'g', -1, 32)
+		}
+	}
+	return append(b, "]}]}"...)
+}
+
+// driftWatch polls the drift report of demo/1 on the fleet's replicas and
+// on the baseline every fleetDriftPoll, and keeps the last closed window
+// each leading monitor reported, by window number. mu guards the rest.
+type driftWatch struct {
+	f    *fleet
+	base *fleetReplica
+	done chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	// leading says whether each process's monitor led at its last answer,
+	// failed is its last error.
+	leading map[string]bool
+	failed  map[string]error
+	// fleet holds the windows judged by the fleet's leader, judgedBy who
+	// that was; baseline holds the baseline's.
+	fleet, baseline map[int64]drift.WindowResult
+	judgedBy        map[int64]string
+}
+
+// watchDrift starts polling the fleet's replicas and base.
+func (f *fleet) watchDrift(base *fleetReplica) *driftWatch {
+	w := &driftWatch{
+		f: f, base: base, done: make(chan struct{}), leading: map[string]bool{}, failed: map[string]error{},
+		fleet: map[int64]drift.WindowResult{}, baseline: map[int64]drift.WindowResult{}, judgedBy: map[int64]string{},
+	}
+	for _, r := range append(slices.Clone(f.replicas), base) {
+		w.wg.Go(func() { w.run(r) })
+	}
+	return w
+}
+
+func (w *driftWatch) run(r *fleetReplica) {
+	tick := time.NewTicker(fleetDriftPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-tick.C:
+		}
+		var rep drift.Report
+		resp, err := w.f.admin.Get("http://" + r.addr + "/v2/models/demo/versions/1/drift")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&rep)
+			resp.Body.Close()
+		}
+		w.mu.Lock()
+		w.failed[r.name] = err
+		if err == nil {
+			w.leading[r.name] = rep.Leading
+			if rep.Leading && rep.Last != nil {
+				if r == w.base {
+					w.baseline[rep.Last.Seq] = *rep.Last
+				} else {
+					w.fleet[rep.Last.Seq], w.judgedBy[rep.Last.Seq] = *rep.Last, r.name
+				}
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *driftWatch) stop() {
+	close(w.done)
+	w.wg.Wait()
+}
+
+// roles reports whether the monitors of leader and base lead and those of
+// the fleet's other replicas follow.
+func (w *driftWatch) roles(leader, base *fleetReplica) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range append(slices.Clone(w.f.replicas), base) {
+		leading, answered := w.leading[r.name]
+		if !answered || leading != (r == leader || r == base) {
+			return false
+		}
+	}
+	return true
+}
+
+// complete reports whether windows first to last of the fleet and of the
+// baseline were all seen judged.
+func (w *driftWatch) complete(first, last int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := first; k <= last; k++ {
+		if _, ok := w.fleet[k]; !ok {
+			return false
+		}
+		if _, ok := w.baseline[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// led reports whether replica name judged the fleet's window k.
+func (w *driftWatch) led(name string, k int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.judgedBy[k] == name
+}
+
+// normalProblems describes the windows first to before-1, of traffic from
+// the training distribution, that either judged drifted or did not judge.
+func (w *driftWatch) normalProblems(first, before int64) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for k := first; k < before; k++ {
+		for _, side := range []struct {
+			who string
+			m   map[int64]drift.WindowResult
+		}{{"the fleet", w.fleet}, {"the baseline", w.baseline}} {
+			switch r, ok := side.m[k]; {
+			case !ok:
+				out = append(out, fmt.Sprintf("window %d of %s never seen judged", k, side.who))
+			case !r.Judged:
+				out = append(out, fmt.Sprintf("window %d of %s not judged (%d rows)", k, side.who, r.Rows))
+			case r.Drifted:
+				out = append(out, fmt.Sprintf("window %d of %s drifted (share %.2f)", k, side.who, r.Share))
+			}
+		}
+	}
+	return out
+}
+
+// rows returns the rows of windows first to last, the fleet's and the
+// baseline's.
+func (w *driftWatch) rows(first, last int64) (fleet, baseline int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := first; k <= last; k++ {
+		fleet += w.fleet[k].Rows
+		baseline += w.baseline[k].Rows
+	}
+	return fleet, baseline
+}
+
+// rowsByWindow writes the rows of windows first to last as
+// "k: fleet/baseline".
+func (w *driftWatch) rowsByWindow(first, last int64) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var parts []string
+	for k := first; k <= last; k++ {
+		parts = append(parts, fmt.Sprintf("%d: %d/%d", k, w.fleet[k].Rows, w.baseline[k].Rows))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// table describes windows from to to of the fleet and of the baseline,
+// and each monitor's role as last polled.
+func (w *driftWatch) table(from, to int64) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cell := func(m map[int64]drift.WindowResult, k int64) string {
+		r, ok := m[k]
+		if !ok {
+			return "not seen"
+		}
+		return fmt.Sprintf("%d rows, judged %t, share %.2f, drifted %t", r.Rows, r.Judged, r.Share, r.Drifted)
+	}
+	var b strings.Builder
+	for k := from; k <= to; k++ {
+		fmt.Fprintf(&b, "  window %d (from %s): fleet (leader %s) %s | baseline %s\n",
+			k, fleetDriftSlotStart(k).Format(time.StampMilli), w.judgedBy[k], cell(w.fleet, k), cell(w.baseline, k))
+	}
+	for _, name := range slices.Sorted(maps.Keys(w.failed)) {
+		fmt.Fprintf(&b, "  %s: leading %t, last poll error %v\n", name, w.leading[name], w.failed[name])
+	}
+	return b.String()
+}
+
 // previousWrite returns the last put of key among writes.
 func previousWrite(writes []controlWrite, key string) (controlWrite, bool) {
 	for i := len(writes) - 1; i >= 0; i-- {
@@ -600,6 +1144,9 @@ type fleet struct {
 	// cleanup is the whole test's: a replica started by a sub-test
 	// outlives it.
 	cleanup func(func())
+	// model and reference are the files of the demo model's version 1:
+	// every version of ab but the failing one is that model too.
+	model, reference []byte
 }
 
 // fleetReplica is one `infergate serve` process. Its name, files and
@@ -633,39 +1180,24 @@ func (p *fleetProcess) kill() {
 // (which leads, alone) and then r2 and r3, and waits until every replica
 // sees the three.
 func startFleet(t *testing.T) *fleet {
-	model, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := &fleet{
 		nats:    natscluster.Start(t, 3),
 		hook:    &fleetHook{byID: map[string]*fleetEvent{}},
 		admin:   &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}},
 		cleanup: t.Cleanup,
 	}
+	var err error
+	if f.model, err = os.ReadFile("../../configs/models/demo/1/model.onnx"); err != nil {
+		t.Fatal(err)
+	}
+	if f.reference, err = os.ReadFile("../../configs/models/demo/1/" + drift.ReferenceFile); err != nil {
+		t.Fatal(err)
+	}
 	engineCfg := f.nats.EngineConfig(t) // sets natscluster.TokenEnv for the replicas too
 	receiver := httptest.NewServer(f.hook)
 	t.Cleanup(receiver.Close) // after the replicas are gone: cleanups run last first
 	for i := range 3 {
-		r := &fleetReplica{name: fmt.Sprintf("r%d", i+1), root: t.TempDir(), addr: freeAddr(t), logs: new(syncBuffer)}
-		for _, v := range []string{"1", "2", "3"} {
-			data := model
-			if v == "3" && r.name == fleetFailing {
-				data = failingModel()
-			}
-			dir := filepath.Join(r.root, "models", "ab", v)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "model.onnx"), data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cfg := fmt.Sprintf(fleetConfig, r.addr, fleetTokenEnv, engineCfg.NATSURL, natscluster.TokenEnv, r.name,
-			fleetLeaseTTL, fleetReportInterval, receiver.URL+"/hook", fleetSecretEnv)
-		if err := os.WriteFile(filepath.Join(r.root, "infergate.yaml"), []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		r := f.newReplica(t, fmt.Sprintf("r%d", i+1), engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, receiver.URL+"/hook")
 		f.replicas = append(f.replicas, r)
 	}
 	r1 := f.replicas[0]
@@ -694,6 +1226,38 @@ func startFleet(t *testing.T) *fleet {
 		return true
 	})
 	return f
+}
+
+// newReplica writes the repository and the config of a replica called
+// name, of the fleet whose NATS servers natsURL lists (their token in the
+// environment variable tokenEnv, streams kept on streamReplicas of them),
+// sending its events to hookURL, and returns it, not started. Version 3
+// of model ab is the failing model on fleetFailing.
+func (f *fleet) newReplica(t *testing.T, name, natsURL, tokenEnv string, streamReplicas int, hookURL string) *fleetReplica {
+	t.Helper()
+	r := &fleetReplica{name: name, root: t.TempDir(), addr: freeAddr(t), logs: new(syncBuffer)}
+	files := map[string][]byte{
+		"ab/1/model.onnx": f.model, "ab/2/model.onnx": f.model, "ab/3/model.onnx": f.model,
+		"demo/1/model.onnx": f.model, "demo/1/" + drift.ReferenceFile: f.reference,
+	}
+	if name == fleetFailing {
+		files["ab/3/model.onnx"] = failingModel()
+	}
+	for path, data := range files {
+		path = filepath.Join(r.root, "models", filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf(fleetConfig, r.addr, fleetTokenEnv, natsURL, tokenEnv, streamReplicas, r.name,
+		fleetLeaseTTL, fleetReportInterval, hookURL, fleetSecretEnv, fleetDriftEvery)
+	if err := os.WriteFile(filepath.Join(r.root, "infergate.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 // start starts replica r and waits until it is ready.
