@@ -124,7 +124,10 @@ func Connect(cfg Config, stateDir, name string, log *slog.Logger) (*Conn, error)
 		nats.PingInterval(time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.ReconnectBufSize(64 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed on purpose
+			}
 			if c.connected.Swap(false) {
 				log.Warn("lost the connection to the engine; serving on with the last state, reconnecting", "url", c.URL, "error", err)
 			}
