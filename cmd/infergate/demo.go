@@ -274,7 +274,7 @@ func demoGatewayConfig(cfg gateway.Config, o demoOptions, retrainAddr string) ga
 // demoRetrainConfig is configs/retrain.yaml pointed at the demo's folder and
 // gateway, with the canary's analysis at the demo's pace.
 func demoRetrainConfig(cfg pipeline.Config, o demoOptions, gatewayAddr string) pipeline.Config {
-	cfg.StateDir = filepath.Join(o.work, "retrain-state")
+	cfg.StateDir = filepath.Join(o.work, "state") // the engine the demo's gateway runs
 	cfg.Repository = filepath.Join(o.work, "models")
 	cfg.CaptureDir = filepath.Join(o.work, "state")
 	cfg.Gateway.URL = "http://" + gatewayAddr
@@ -302,7 +302,7 @@ Where to look (live with --forever):
   routing        curl -s -H "Authorization: Bearer %[3]s" http://%[1]s/admin/models/demo/routing
   a label        curl -s -H "Authorization: Bearer %[4]s" -H 'Content-Type: application/json' http://%[1]s/v2/models/demo/feedback -d '{"id":"42","label":1}'
   retrain runs   curl -s http://%[2]s/runs   (or: ./bin/infergate retrain runs --url http://%[2]s)
-  files          %[5]s/models (the versions), %[5]s/state (capture, labels, state), %[5]s/retrain-state (runs)
+  files          %[5]s/models (the versions), %[5]s/state (capture, labels, and the embedded engine: routing, drift state, outboxes, retrain runs)
 The admin token and the feedback key were made for this run (set %[6]s and %[7]s to choose them).
 `, gwAddr, rtAddr, os.Getenv(demoTokenEnv), os.Getenv(demoFeedbackEnv), o.work, demoTokenEnv, demoFeedbackEnv)
 }
