@@ -29,10 +29,8 @@ type legacyImport struct {
 	// version's drift state already; badDrift could not be decoded.
 	routes, routesKept           int
 	drifts, driftsKept, badDrift int
-	// emitted are the events emitted again for their pending deliveries,
-	// deadLetters the dead letters stored, unimportable the deliveries
-	// left out (no webhooks are configured, or the event is not one).
-	emitted, deadLetters, unimportable int
+	// webhooks counts the outbox's deliveries (see outbox.ImportLegacy).
+	webhooks outbox.LegacyCounts
 }
 
 // importLegacy imports the state file that a gateway before the engine
@@ -41,7 +39,7 @@ type legacyImport struct {
 // leaves it alone. What the control bucket holds wins over the file: a
 // model's routing and a version's drift state are only created, never
 // replaced, so a fleet's newer state stays. The outbox's deliveries go to
-// the webhook outbox (see importLegacyOutbox). A damaged file stops the
+// the webhook outbox (see outbox.ImportLegacy). A damaged file stops the
 // start with an error that names it and how to recover; nothing is
 // renamed then, nor after any other error: importing again is harmless.
 // It runs while New starts, before routing and the control loop do, and
@@ -72,24 +70,24 @@ func (cp *controlPlane) importLegacy(stateDir string) error {
 			return err
 		}
 	}
-	if err := cp.importLegacyOutbox(old.Outbox, &n); err != nil {
+	if n.webhooks, err = cp.outbox.ImportLegacy(context.Background(), old.Outbox, cp.now()); err != nil {
 		return fmt.Errorf("cannot import the webhook outbox of %s: %w", path, err)
 	}
 	if err := cp.rewatch(); err != nil {
 		return err
 	}
-	moved := path + ".imported-" + cp.now().UTC().Format("20060102T150405.000000000Z")
-	if err := renameDurably(path, moved); err != nil {
-		return fmt.Errorf("cannot rename the imported state file %s: %w; the next start imports it again, which is harmless", path, err)
+	moved, err := legacy.Retire(path, cp.now())
+	if err != nil {
+		return err
 	}
 	log := cp.log.Info
-	if n.unimportable > 0 || n.badDrift > 0 {
+	if n.webhooks.Unimportable > 0 || n.badDrift > 0 {
 		log = cp.log.Warn
 	}
 	log("imported the state file of the gateway from before the engine; it was renamed and is no longer read",
 		"file", path, "renamed_to", moved, "routes", n.routes, "routes_kept", n.routesKept,
 		"drift_states", n.drifts, "drift_states_kept", n.driftsKept, "drift_states_unreadable", n.badDrift,
-		"events_emitted", n.emitted, "dead_letters", n.deadLetters, "deliveries_not_importable", n.unimportable)
+		"events_emitted", n.webhooks.Emitted, "dead_letters", n.webhooks.DeadLetters, "deliveries_not_importable", n.webhooks.Unimportable)
 	return nil
 }
 
@@ -201,72 +199,6 @@ func (cp *controlPlane) importLegacyDrift(path string, d legacy.DriftState, n *l
 	return nil
 }
 
-// importLegacyOutbox hands the deliveries that old kept to the webhook
-// outbox. The event of a pending delivery to a configured target is
-// emitted again with its own id, so that an import done twice within the
-// outbox's ten minutes stores it once (every target that takes its type
-// gets it, so one that had it already gets it again: receivers
-// deduplicate by id; its attempts count from one again, at once). A dead
-// delivery, and a pending one to a target no longer configured, become
-// dead letters, listed and redriven as the outbox's own. Without webhooks
-// nothing can be imported, which is counted, not an error.
-func (cp *controlPlane) importLegacyOutbox(old legacy.Outbox, n *legacyImport) error {
-	if cp.outbox == nil {
-		n.unimportable += len(old.Deliveries)
-		return nil
-	}
-	configured := make(map[string]bool)
-	for _, t := range cp.current.Webhooks {
-		configured[t.Name] = true
-	}
-	emitted := make(map[string]bool)
-	for _, d := range old.Deliveries {
-		raw := old.Events[d.EventID]
-		dl := outbox.DeadLetter{EventID: d.EventID, EventType: d.Type, Subject: d.Subject, Target: d.Target,
-			Attempts: d.Attempts, LastError: d.LastError, DeadAt: d.DeadAt, Replica: cp.cluster.Replica, Event: raw}
-		switch {
-		case d.Dead:
-		case !configured[d.Target]:
-			dl.LastError = fmt.Sprintf("webhook target %q is no longer configured (the last attempt before: %s)", d.Target, d.LastError)
-			dl.DeadAt = cp.now()
-		case emitted[d.EventID]:
-			continue
-		default:
-			var e outbox.Event
-			err := json.Unmarshal(raw, &e)
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-				err = cp.outbox.Emit(ctx, e)
-				cancel()
-			} else {
-				err = fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
-			}
-			if errors.Is(err, outbox.ErrInvalidEvent) {
-				n.unimportable++
-				cp.log.Error("not importing a webhook delivery whose event cannot be sent", "event_id", d.EventID, "target", d.Target, "error", err)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			emitted[d.EventID] = true
-			n.emitted++
-			continue
-		}
-		err := cp.outbox.ImportDeadLetter(dl)
-		if errors.Is(err, outbox.ErrInvalidEvent) {
-			n.unimportable++
-			cp.log.Error("not importing a dead letter whose event cannot be read", "event_id", d.EventID, "target", d.Target, "error", err)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		n.deadLetters++
-	}
-	return nil
-}
-
 // rewatch reads the control bucket again, through a new watch in place
 // of the one newControlPlane started, so that what importLegacy wrote is
 // in cp's records, revisions and drift states before routing starts. It
@@ -277,18 +209,4 @@ func (cp *controlPlane) rewatch() error {
 	cp.watcher.Stop()
 	cp.watcher = nil
 	return cp.watch()
-}
-
-// renameDurably renames from to to and syncs their folder, so that the
-// rename outlives a crash.
-func renameDurably(from, to string) error {
-	if err := os.Rename(from, to); err != nil {
-		return err
-	}
-	dir, err := os.Open(filepath.Dir(to))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
 }

@@ -4,7 +4,8 @@
 // reads a file whole, read-only and without bbolt, checks every page it
 // walks, and hands back the buckets' keys and values, or, through
 // ReadGateway and ReadRetrain, the routing, drift states, runs and outbox
-// deliveries that they held, as plain data.
+// deliveries that they held, as plain data; Retire renames an imported
+// file out of the way.
 //
 // A damaged file (truncated, a page zeroed or overwritten, a bad meta
 // checksum, a page id out of range, a page reached twice) is an error that

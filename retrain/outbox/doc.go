@@ -24,7 +24,8 @@
 // repaired by the next deliverer, which finds the dead letter and
 // terminates the message without another attempt. DeadLetters lists them;
 // Redrive sends one again as a new message; ImportDeadLetter adds one kept
-// elsewhere before (the state file of an earlier version). The consumer of
+// elsewhere before (the state file of an earlier version), and ImportLegacy
+// takes over all that such a file's outbox kept. The consumer of
 // a target no longer configured is deleted by the next Open, after its
 // undelivered events are dead-lettered.
 //
@@ -45,10 +46,10 @@
 // sends an event.
 //
 // An Outbox is safe for concurrent use: Emit, Start, Stop, Redrive,
-// DeadLetters, ImportDeadLetter and Pending may be called from any
-// goroutine. While started it owns one pull goroutine per target and at
-// most Options.Concurrency delivery goroutines, which Stop and Close
-// cancel and wait for. Event, Target and the signature functions Sign and
+// DeadLetters, ImportDeadLetter, ImportLegacy and Pending may be called
+// from any goroutine. While started it owns one pull goroutine per target
+// and at most Options.Concurrency delivery goroutines, which Stop and
+// Close cancel and wait for. Event, Target and the signature functions Sign and
 // Verify hold no shared state and are safe for concurrent use; the retrain
 // receiver verifies with the same Verify.
 package outbox

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,10 +32,8 @@ type legacyImport struct {
 	// expired are those older than keepSeen, left out; badSeen could not
 	// be read.
 	seen, expired, badSeen int
-	// emitted are the events emitted again for their pending deliveries,
-	// deadLetters the dead letters stored, unimportable the deliveries
-	// left out (no webhooks are configured, or the event is not one).
-	emitted, deadLetters, unimportable int
+	// webhooks counts the outbox's deliveries (see outbox.ImportLegacy).
+	webhooks outbox.LegacyCounts
 }
 
 // importLegacy imports the state file that the retrain service before the
@@ -45,7 +42,7 @@ type legacyImport struct {
 // What the engine holds wins over the file: a run is only created, never
 // replaced, and the last run id handed out only raised, to the file's
 // when it is higher, so that no id is handed out twice. The outbox's
-// deliveries go to the webhook outbox (see importLegacyOutbox). A damaged
+// deliveries go to the webhook outbox (see outbox.ImportLegacy). A damaged
 // file, or a run in it that cannot be read, stops Open with an error that
 // names the file and how to recover; nothing is renamed then, nor after
 // any other error: importing again is harmless. It runs in Open before
@@ -89,21 +86,21 @@ func (s *Service) importLegacy() error {
 			n.seen++
 		}
 	}
-	if err := s.importLegacyOutbox(old.Outbox, &n); err != nil {
+	if n.webhooks, err = s.outbox.ImportLegacy(context.Background(), old.Outbox, now); err != nil {
 		return fmt.Errorf("cannot import the webhook outbox of %s: %w", path, err)
 	}
-	moved := path + ".imported-" + now.Format("20060102T150405.000000000Z")
-	if err := renameDurably(path, moved); err != nil {
-		return fmt.Errorf("cannot rename the imported state file %s: %w; the next start imports it again, which is harmless", path, err)
+	moved, err := legacy.Retire(path, now)
+	if err != nil {
+		return err
 	}
 	level := slog.LevelInfo
-	if n.unimportable > 0 || n.badSeen > 0 {
+	if n.webhooks.Unimportable > 0 || n.badSeen > 0 {
 		level = slog.LevelWarn
 	}
 	s.log.Log(context.Background(), level, "imported the state file of the retrain service from before the engine; it was renamed and is no longer read",
 		"file", path, "renamed_to", moved, "runs", n.runs, "runs_kept", n.runsKept, "run_sequence", old.RunSequence,
 		"seen_events", n.seen, "seen_events_expired", n.expired, "seen_events_unreadable", n.badSeen,
-		"events_emitted", n.emitted, "dead_letters", n.deadLetters, "deliveries_not_importable", n.unimportable)
+		"events_emitted", n.webhooks.Emitted, "dead_letters", n.webhooks.DeadLetters, "deliveries_not_importable", n.webhooks.Unimportable)
 	return nil
 }
 
@@ -168,85 +165,4 @@ func (st *store) raiseSequence(last uint64) error {
 			return err
 		}
 	}
-}
-
-// importLegacyOutbox hands the deliveries that old kept to the webhook
-// outbox. The event of a pending delivery to a configured target is
-// emitted again with its own id, so that an import done twice within the
-// outbox's ten minutes stores it once (every target that takes its type
-// gets it, so one that had it already gets it again: receivers
-// deduplicate by id; its attempts count from one again, at once). A dead
-// delivery, and a pending one to a target no longer configured, become
-// dead letters. Without webhooks nothing can be imported, which is
-// counted, not an error.
-func (s *Service) importLegacyOutbox(old legacy.Outbox, n *legacyImport) error {
-	if s.outbox == nil {
-		n.unimportable += len(old.Deliveries)
-		return nil
-	}
-	configured := make(map[string]bool)
-	for _, t := range s.cfg.Webhooks {
-		configured[t.Name] = true
-	}
-	replica, _ := os.Hostname()
-	emitted := make(map[string]bool)
-	for _, d := range old.Deliveries {
-		raw := old.Events[d.EventID]
-		dl := outbox.DeadLetter{EventID: d.EventID, EventType: d.Type, Subject: d.Subject, Target: d.Target,
-			Attempts: d.Attempts, LastError: d.LastError, DeadAt: d.DeadAt, Replica: replica, Event: raw}
-		switch {
-		case d.Dead:
-		case !configured[d.Target]:
-			dl.LastError = fmt.Sprintf("webhook target %q is no longer configured (the last attempt before: %s)", d.Target, d.LastError)
-			dl.DeadAt = s.now().UTC()
-		case emitted[d.EventID]:
-			continue
-		default:
-			var e outbox.Event
-			err := json.Unmarshal(raw, &e)
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-				err = s.outbox.Emit(ctx, e)
-				cancel()
-			} else {
-				err = fmt.Errorf("%w: %w", outbox.ErrInvalidEvent, err)
-			}
-			if errors.Is(err, outbox.ErrInvalidEvent) {
-				n.unimportable++
-				s.log.Error("not importing a webhook delivery whose event cannot be sent", "event_id", d.EventID, "target", d.Target, "error", err)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			emitted[d.EventID] = true
-			n.emitted++
-			continue
-		}
-		err := s.outbox.ImportDeadLetter(dl)
-		if errors.Is(err, outbox.ErrInvalidEvent) {
-			n.unimportable++
-			s.log.Error("not importing a dead letter whose event cannot be read", "event_id", d.EventID, "target", d.Target, "error", err)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		n.deadLetters++
-	}
-	return nil
-}
-
-// renameDurably renames from to to and syncs their folder, so that the
-// rename outlives a crash.
-func renameDurably(from, to string) error {
-	if err := os.Rename(from, to); err != nil {
-		return err
-	}
-	dir, err := os.Open(filepath.Dir(to))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
 }
