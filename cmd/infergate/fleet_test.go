@@ -179,10 +179,8 @@ func testFleetPropagation(t *testing.T, f *fleet) {
 	// the steps the leader's.
 	leader := f.leader(t)
 	starter := f.follower(leader)
-	rv, _ := f.change(t, starter, http.MethodPost, "models/ab/canary", router.CanaryConfig{
+	_, ours := f.startCanary(t, starter, router.CanaryConfig{
 		Version: "2", StepWeight: 10, MaxWeight: 50, Interval: 250 * time.Millisecond, MinRequests: 1, MaxLatencyRatio: 1000})
-	start := rv.Canary.StartedAt
-	ours := func(s servedState) bool { return s.started.Equal(start) }
 	w.waitAll(t, "the canary promoted", f.live(), func(s servedState) bool { return ours(s) && s.phase == router.PhasePromoted })
 	steps := w.sequence(leader.name, ours)
 	if len(steps) != 6 {
@@ -241,10 +239,8 @@ func testFleetCanaryRollback(t *testing.T, f *fleet) {
 	}
 	f.setSplit(t, w, leader, map[string]int{"1": 1})
 	began := time.Now()
-	rv, _ := f.change(t, leader, http.MethodPost, "models/ab/canary", router.CanaryConfig{
+	start, ours := f.startCanary(t, leader, router.CanaryConfig{
 		Version: "3", StepWeight: 30, MaxWeight: 60, Interval: 400 * time.Millisecond, Threshold: 2, MinRequests: 3, MaxLatencyRatio: 1000})
-	start := rv.Canary.StartedAt
-	ours := func(s servedState) bool { return s.started.Equal(start) }
 	w.waitAll(t, "the canary rolled back", f.live(), func(s servedState) bool { return ours(s) && s.phase == router.PhaseRolledBack })
 	rolledBack := time.Since(began)
 	e := f.hook.wait(t, "canary.rolledback of version 3", func(e *fleetEvent) bool {
@@ -272,10 +268,8 @@ func testFleetPausedLeader(t *testing.T, f *fleet) {
 	defer w.stop()
 	old := f.leader(t)
 	f.setSplit(t, w, old, map[string]int{"1": 1})
-	rv, _ := f.change(t, f.follower(old), http.MethodPost, "models/ab/canary", router.CanaryConfig{
+	start, ours := f.startCanary(t, f.follower(old), router.CanaryConfig{
 		Version: "2", StepWeight: 5, MaxWeight: 95, Interval: 300 * time.Millisecond, MinRequests: 1, MaxLatencyRatio: 1000})
-	start := rv.Canary.StartedAt
-	ours := func(s servedState) bool { return s.started.Equal(start) }
 	w.waitAll(t, "a step of the leader", []*fleetReplica{old}, func(s servedState) bool { return ours(s) && s.weight >= 10 })
 
 	old.down.Store(true)
@@ -373,10 +367,8 @@ func testFleetLeaderKilled(t *testing.T, f *fleet) {
 	defer w.stop()
 	old := f.leader(t)
 	f.setSplit(t, w, old, map[string]int{"1": 1})
-	rv, _ := f.change(t, f.follower(old), http.MethodPost, "models/ab/canary", router.CanaryConfig{
+	start, ours := f.startCanary(t, f.follower(old), router.CanaryConfig{
 		Version: "2", StepWeight: 20, MaxWeight: 80, Interval: time.Second, MinRequests: 1, MaxLatencyRatio: 1000})
-	start := rv.Canary.StartedAt
-	ours := func(s servedState) bool { return s.started.Equal(start) }
 	w.waitAll(t, "weight 40", []*fleetReplica{old}, func(s servedState) bool { return ours(s) && s.weight >= 40 })
 	atKill := w.latest(old.name).weight
 
@@ -445,10 +437,8 @@ func testFleetNATSKilled(t *testing.T, f *fleet) {
 	leader := f.leader(t)
 	server := f.streamLeader(t, "KV_infergate_control")
 	f.setSplit(t, w, leader, map[string]int{"1": 1})
-	rv, _ := f.change(t, leader, http.MethodPost, "models/ab/canary", router.CanaryConfig{
+	start, ours := f.startCanary(t, leader, router.CanaryConfig{
 		Version: "2", StepWeight: 10, MaxWeight: 50, Interval: 400 * time.Millisecond, MinRequests: 1, MaxLatencyRatio: 1000})
-	start := rv.Canary.StartedAt
-	ours := func(s servedState) bool { return s.started.Equal(start) }
 	promoted := func(s servedState) bool { return ours(s) && s.phase == router.PhasePromoted }
 	w.waitAll(t, "weight 20", []*fleetReplica{leader}, func(s servedState) bool { return ours(s) && s.weight >= 20 })
 	atKill := w.latest(leader.name).weight
@@ -906,10 +896,9 @@ func fleetDriftBody(rows [][]float32, shift []float64) []byte {
 // on the baseline every fleetDriftPoll, and keeps the last closed window
 // each leading monitor reported, by window number. mu guards the rest.
 type driftWatch struct {
+	fleetPoller
 	f    *fleet
 	base *fleetReplica
-	done chan struct{}
-	wg   sync.WaitGroup
 	mu   sync.Mutex
 	// leading says whether each process's monitor led at its last answer,
 	// failed is its last error.
@@ -924,49 +913,34 @@ type driftWatch struct {
 // watchDrift starts polling the fleet's replicas and base.
 func (f *fleet) watchDrift(base *fleetReplica) *driftWatch {
 	w := &driftWatch{
-		f: f, base: base, done: make(chan struct{}), leading: map[string]bool{}, failed: map[string]error{},
+		f: f, base: base, leading: map[string]bool{}, failed: map[string]error{},
 		fleet: map[int64]drift.WindowResult{}, baseline: map[int64]drift.WindowResult{}, judgedBy: map[int64]string{},
 	}
-	for _, r := range append(slices.Clone(f.replicas), base) {
-		w.wg.Go(func() { w.run(r) })
-	}
+	w.start(append(slices.Clone(f.replicas), base), fleetDriftPoll, w.poll)
 	return w
 }
 
-func (w *driftWatch) run(r *fleetReplica) {
-	tick := time.NewTicker(fleetDriftPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-w.done:
-			return
-		case <-tick.C:
-		}
-		var rep drift.Report
-		resp, err := w.f.admin.Get("http://" + r.addr + "/v2/models/demo/versions/1/drift")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&rep)
-			resp.Body.Close()
-		}
-		w.mu.Lock()
-		w.failed[r.name] = err
-		if err == nil {
-			w.leading[r.name] = rep.Leading
-			if rep.Leading && rep.Last != nil {
-				if r == w.base {
-					w.baseline[rep.Last.Seq] = *rep.Last
-				} else {
-					w.fleet[rep.Last.Seq], w.judgedBy[rep.Last.Seq] = *rep.Last, r.name
-				}
+// poll reads r's drift report once.
+func (w *driftWatch) poll(r *fleetReplica) {
+	var rep drift.Report
+	resp, err := w.f.admin.Get("http://" + r.addr + "/v2/models/demo/versions/1/drift")
+	if err == nil {
+		err = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed[r.name] = err
+	if err == nil {
+		w.leading[r.name] = rep.Leading
+		if rep.Leading && rep.Last != nil {
+			if r == w.base {
+				w.baseline[rep.Last.Seq] = *rep.Last
+			} else {
+				w.fleet[rep.Last.Seq], w.judgedBy[rep.Last.Seq] = *rep.Last, r.name
 			}
 		}
-		w.mu.Unlock()
 	}
-}
-
-func (w *driftWatch) stop() {
-	close(w.done)
-	w.wg.Wait()
 }
 
 // roles reports whether the monitors of leader and base lead and those of
@@ -1390,6 +1364,15 @@ func (f *fleet) change(t *testing.T, r *fleetReplica, method, path string, body 
 	}
 }
 
+// startCanary starts a canary with cfg on r and returns when it started
+// and what matches the states of this canary.
+func (f *fleet) startCanary(t *testing.T, r *fleetReplica, cfg router.CanaryConfig) (start time.Time, ours func(servedState) bool) {
+	t.Helper()
+	rv, _ := f.change(t, r, http.MethodPost, "models/ab/canary", cfg)
+	start = rv.Canary.StartedAt
+	return start, func(s servedState) bool { return s.started.Equal(start) }
+}
+
 // setSplit sets the split on writer and waits until every live replica
 // serves it.
 func (f *fleet) setSplit(t *testing.T, w *routingWatch, writer *fleetReplica, split map[string]int) {
@@ -1407,15 +1390,20 @@ type fleetRouting struct {
 
 // routing returns what replica r serves.
 func (f *fleet) routing(r *fleetReplica) (fleetRouting, error) {
-	var rv fleetRouting
-	code, out, err := f.adminCall(r, http.MethodGet, "models/ab/routing", nil)
+	return adminGet[fleetRouting](f, r, "models/ab/routing")
+}
+
+// adminGet returns what GET /admin/<path> answers on r, decoded.
+func adminGet[T any](f *fleet, r *fleetReplica, path string) (T, error) {
+	var v T
+	code, out, err := f.adminCall(r, http.MethodGet, path, nil)
 	if err == nil && code != http.StatusOK {
 		err = fmt.Errorf("status %d: %s", code, out)
 	}
 	if err == nil {
-		err = json.Unmarshal(out, &rv)
+		err = json.Unmarshal(out, &v)
 	}
-	return rv, err
+	return v, err
 }
 
 // fleetClusterView is what GET /admin/cluster answers, in part.
@@ -1432,15 +1420,7 @@ type fleetClusterView struct {
 
 // cluster returns the fleet as replica r sees it.
 func (f *fleet) cluster(r *fleetReplica) (fleetClusterView, error) {
-	var c fleetClusterView
-	code, out, err := f.adminCall(r, http.MethodGet, "cluster", nil)
-	if err == nil && code != http.StatusOK {
-		err = fmt.Errorf("status %d: %s", code, out)
-	}
-	if err == nil {
-		err = json.Unmarshal(out, &c)
-	}
-	return c, err
+	return adminGet[fleetClusterView](f, r, "cluster")
 }
 
 // leader returns the live replica that leads, once exactly one says so
@@ -1539,9 +1519,8 @@ func splitKey(split map[string]int) string {
 // routingWatch polls every replica's routing every fleetPollEvery and keeps
 // each change it sees. mu guards seen.
 type routingWatch struct {
+	fleetPoller
 	f    *fleet
-	done chan struct{}
-	wg   sync.WaitGroup
 	mu   sync.Mutex
 	seen map[string][]servedState
 	// polled is when each replica last answered, failed its last error.
@@ -1551,48 +1530,63 @@ type routingWatch struct {
 
 // watchRouting starts polling every replica that is not killed.
 func (f *fleet) watchRouting() *routingWatch {
-	w := &routingWatch{f: f, done: make(chan struct{}), seen: map[string][]servedState{}, polled: map[string]time.Time{}, failed: map[string]error{}}
-	for _, r := range f.replicas {
-		w.wg.Go(func() { w.run(r) })
-	}
+	w := &routingWatch{f: f, seen: map[string][]servedState{}, polled: map[string]time.Time{}, failed: map[string]error{}}
+	w.start(f.replicas, fleetPollEvery, w.poll)
 	return w
 }
 
-func (w *routingWatch) run(r *fleetReplica) {
-	tick := time.NewTicker(fleetPollEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-w.done:
-			return
-		case <-tick.C:
-		}
-		if r.killed.Load() {
-			continue
-		}
-		rv, err := w.f.routing(r)
-		if err != nil {
-			w.mu.Lock()
-			w.failed[r.name] = err
-			w.mu.Unlock()
-			continue
-		}
-		s := servedState{at: time.Now(), split: splitKey(rv.Effective)}
-		if c := rv.Canary; c != nil {
-			s.phase, s.weight, s.started = c.Phase, c.Weight, c.StartedAt
-		}
-		w.mu.Lock()
-		w.polled[r.name], w.failed[r.name] = s.at, nil
-		if seen := w.seen[r.name]; len(seen) == 0 || seen[len(seen)-1].key() != s.key() || !seen[len(seen)-1].started.Equal(s.started) {
-			w.seen[r.name] = append(seen, s)
-		}
-		w.mu.Unlock()
+// poll reads r's routing once, unless r is killed.
+func (w *routingWatch) poll(r *fleetReplica) {
+	if r.killed.Load() {
+		return
+	}
+	rv, err := w.f.routing(r)
+	s := servedState{at: time.Now(), split: splitKey(rv.Effective)}
+	if c := rv.Canary; c != nil {
+		s.phase, s.weight, s.started = c.Phase, c.Weight, c.StartedAt
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.failed[r.name] = err
+		return
+	}
+	w.polled[r.name], w.failed[r.name] = s.at, nil
+	if seen := w.seen[r.name]; len(seen) == 0 || seen[len(seen)-1].key() != s.key() || !seen[len(seen)-1].started.Equal(s.started) {
+		w.seen[r.name] = append(seen, s)
 	}
 }
 
-func (w *routingWatch) stop() {
-	close(w.done)
-	w.wg.Wait()
+// fleetPoller calls a poll function for each of some replicas on a ticker
+// of its own, in a goroutine per replica, until stop.
+type fleetPoller struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+// start starts polling each of rs every interval.
+func (p *fleetPoller) start(rs []*fleetReplica, every time.Duration, poll func(r *fleetReplica)) {
+	p.done = make(chan struct{})
+	for _, r := range rs {
+		p.wg.Go(func() {
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-p.done:
+					return
+				case <-tick.C:
+				}
+				poll(r)
+			}
+		})
+	}
+}
+
+// stop stops polling and waits for the polls in flight.
+func (p *fleetPoller) stop() {
+	close(p.done)
+	p.wg.Wait()
 }
 
 // states returns what replica name served, change by change.
