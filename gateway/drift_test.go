@@ -72,6 +72,21 @@ func waitDriftReport(t *testing.T, url string, n int64) drift.Report {
 	}
 }
 
+// demoShift returns a shift of half a standard deviation, by the demo
+// model's reference, in each of features (indexes) and none in the rest.
+func demoShift(t *testing.T, features ...int) []float64 {
+	t.Helper()
+	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shift := make([]float64, len(ref.Features))
+	for _, j := range features {
+		shift[j] = 0.5 * ref.Features[j].Std
+	}
+	return shift
+}
+
 // TestDemoDrift runs the demo model's drift monitoring, at the defaults,
 // over HTTP: traffic from the training distribution raises no alarm in 100
 // windows; a shift of half a standard deviation in four of the eight
@@ -81,10 +96,6 @@ func waitDriftReport(t *testing.T, url string, n int64) drift.Report {
 func TestDemoDrift(t *testing.T) {
 	url, decisions := startDriftServer(t)
 	client := &fasthttp.Client{}
-	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Rows beyond the 4000 the demo model was trained on: fresh draws
 	// from the training distribution.
 	rows := trainer.Synthetic(1, 110000).X[4000:]
@@ -100,10 +111,7 @@ func TestDemoDrift(t *testing.T) {
 	}
 
 	// Windows 100 and 101 are shifted in age, income, tenure_months, balance.
-	shift := make([]float64, 8)
-	for j := range 4 {
-		shift[j] = 0.5 * ref.Features[j].Std
-	}
+	shift := demoShift(t, 0, 1, 2, 3)
 	sendRows(t, client, url, rows[100000:102000], shift)
 	rep = waitDriftReport(t, url, 102)
 	select {
@@ -128,8 +136,7 @@ func TestDemoDrift(t *testing.T) {
 	if d := <-decisions; d.Type != drift.DriftResolved {
 		t.Fatalf("got %s after two clean windows, want drift.resolved", d.Type)
 	}
-	one := make([]float64, 8)
-	one[1] = 0.5 * ref.Features[1].Std
+	one := demoShift(t, 1)
 	sendRows(t, client, url, rows[104000:106000], one)
 	rep = waitDriftReport(t, url, 106)
 	if len(decisions) != 0 {
@@ -195,15 +202,8 @@ func TestDriftStateSurvivesRestart(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Models["demo"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 128, Instances: 2}}
 	cfg.Webhooks = receiver.targets()
-	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := trainer.Synthetic(1, 8000).X[4000:]
-	shift := make([]float64, 8)
-	for j := range 4 {
-		shift[j] = 0.5 * ref.Features[j].Std
-	}
+	shift := demoShift(t, 0, 1, 2, 3)
 	client := &fasthttp.Client{}
 
 	// drifted starts a gateway on cfg's state_dir, sends it two shifted

@@ -39,6 +39,24 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	return time.Since(start)
 }
 
+// waitLeader waits until one of servers, by name, leads and returns its
+// name.
+func waitLeader(t *testing.T, servers map[string]*Server) string {
+	t.Helper()
+	var leader string
+	waitUntil(t, "one leader", 5*time.Second, func() bool {
+		for name, s := range servers {
+			s.cp.mu.Lock()
+			if s.cp.leading {
+				leader = name
+			}
+			s.cp.mu.Unlock()
+		}
+		return leader != ""
+	})
+	return leader
+}
+
 // TestReplicasShareRoutingAndLeadership: two replicas on one engine agree
 // on one leader, an admin change made on either is what both serve, and a
 // replica that leaves hands the leadership over.
@@ -132,18 +150,8 @@ func TestLeaderJudgesTheFollowersTraffic(t *testing.T) {
 		c.Cluster.Replica, c.Cluster.LeaseTTL, c.Cluster.ReportInterval = name, time.Second, 100*time.Millisecond
 		servers[name], urls[name] = startServerWith(t, Options{Config: c, Engine: testEngine(t, dir).Conn, Events: events[name]})
 	}
-	var leader, follower string
-	waitUntil(t, "one leader", 5*time.Second, func() bool {
-		for name, s := range servers {
-			s.cp.mu.Lock()
-			if s.cp.leading {
-				leader = name
-			}
-			s.cp.mu.Unlock()
-		}
-		return leader != ""
-	})
-	follower = map[string]string{"a": "b", "b": "a"}[leader]
+	leader := waitLeader(t, servers)
+	follower := map[string]string{"a": "b", "b": "a"}[leader]
 	stop := load(t, urls[follower])
 	got := waitEvent(t, events[leader], "canary.rolledback", 20*time.Second)
 	stop()
@@ -174,27 +182,10 @@ func TestLeaderJudgesTheFleetsDrift(t *testing.T) {
 		c.Cluster.Replica, c.Cluster.LeaseTTL, c.Cluster.ReportInterval = name, time.Second, 100*time.Millisecond
 		servers[name], urls[name] = startServerWith(t, Options{Config: c, Engine: testEngine(t, dir).Conn, DriftDecisions: decisions[name]})
 	}
-	var leader string
-	waitUntil(t, "one leader", 5*time.Second, func() bool {
-		for name, s := range servers {
-			s.cp.mu.Lock()
-			if s.cp.leading {
-				leader = name
-			}
-			s.cp.mu.Unlock()
-		}
-		return leader != ""
-	})
+	leader := waitLeader(t, servers)
 	follower := map[string]string{"a": "b", "b": "a"}[leader]
-	ref, err := drift.LoadReference("../configs/models/demo/1/reference.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	rows := trainer.Synthetic(1, 20000).X[4000:]
-	shift := make([]float64, 8)
-	for j := range 4 {
-		shift[j] = 0.5 * ref.Features[j].Std
-	}
+	shift := demoShift(t, 0, 1, 2, 3)
 	// Alternate blocks of 500 rows between the replicas, as a load balancer
 	// would: 6000 rows from the training distribution, then 4000 shifted.
 	client := &fasthttp.Client{}
