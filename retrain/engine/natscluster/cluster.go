@@ -490,18 +490,9 @@ func (c *Cluster) StreamState(i int, stream string) (state server.StreamState, o
 // sync_interval always, nothing acknowledged).
 func (c *Cluster) Kill(i int) {
 	c.t.Helper()
-	s := c.node(i)
-	c.mu.Lock()
-	p := s.proc
-	s.expectExit = true
-	c.mu.Unlock()
-	if p == nil || p.exited() {
-		return
+	if p := c.signalExit(i, os.Kill, "kill"); p != nil {
+		<-p.done
 	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		c.t.Fatalf("natscluster: cannot kill server %s: %v", s.name, err)
-	}
-	<-p.done
 }
 
 // Term sends server i SIGTERM and waits until it has exited: a graceful
@@ -509,23 +500,35 @@ func (c *Cluster) Kill(i int) {
 // what it leads first.
 func (c *Cluster) Term(i int) {
 	c.t.Helper()
+	p := c.signalExit(i, syscall.SIGTERM, "stop")
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+	case <-time.After(c.opts.readyTimeout):
+		c.Kill(i)
+		c.t.Fatalf("natscluster: server %s did not exit within %s of SIGTERM; killed\n%s", c.name(i), c.opts.readyTimeout, c.logTails())
+	}
+}
+
+// signalExit marks server i's exit as expected and sends sig to its
+// process, if it runs; it returns the process it signalled, nil when none
+// ran. what names what sig does, for the failure.
+func (c *Cluster) signalExit(i int, sig os.Signal, what string) *process {
+	c.t.Helper()
 	s := c.node(i)
 	c.mu.Lock()
 	p := s.proc
 	s.expectExit = true
 	c.mu.Unlock()
 	if p == nil || p.exited() {
-		return
+		return nil
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		c.t.Fatalf("natscluster: cannot stop server %s: %v", s.name, err)
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		c.t.Fatalf("natscluster: cannot %s server %s: %v", what, s.name, err)
 	}
-	select {
-	case <-p.done:
-	case <-time.After(c.opts.readyTimeout):
-		c.Kill(i)
-		c.t.Fatalf("natscluster: server %s did not exit within %s of SIGTERM; killed\n%s", s.name, c.opts.readyTimeout, c.logTails())
-	}
+	return p
 }
 
 // Restart kills server i if it runs, starts it again with the same
