@@ -309,17 +309,27 @@ func (c *storeCheck) checkAfter() error {
 	return nil
 }
 
+// asideOf returns the place under c.aside of path, a file or a directory
+// under the store's streams, and creates the directory it goes in.
+func (c *storeCheck) asideOf(path string) (string, error) {
+	rel, err := filepath.Rel(c.streamsDir(), path)
+	if err != nil {
+		return "", err
+	}
+	to := filepath.Join(c.aside, rel)
+	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return "", err
+	}
+	return to, nil
+}
+
 // moveOut returns a repair that moves path, a file or a directory under
 // the store's streams, to the same place under c.aside; when mustExist is
 // false, a path that is not there is no error.
 func (c *storeCheck) moveOut(path string, mustExist bool) func() error {
 	return func() error {
-		rel, err := filepath.Rel(c.streamsDir(), path)
+		to, err := c.asideOf(path)
 		if err != nil {
-			return err
-		}
-		to := filepath.Join(c.aside, rel)
-		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
 			return err
 		}
 		err = os.Rename(path, to)
@@ -340,12 +350,8 @@ func (c *storeCheck) moveOut(path string, mustExist bool) func() error {
 // its last sequence.
 func (c *storeCheck) cutOut(path string, size int64) func() error {
 	return func() error {
-		rel, err := filepath.Rel(c.streamsDir(), path)
+		to, err := c.asideOf(path)
 		if err != nil {
-			return err
-		}
-		to := filepath.Join(c.aside, rel)
-		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
 			return err
 		}
 		data, err := os.ReadFile(path)
