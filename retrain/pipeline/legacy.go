@@ -12,8 +12,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/infergate/infergate/retrain/legacy"
 	"github.com/infergate/infergate/retrain/outbox"
 )
@@ -135,32 +133,16 @@ func (st *store) raiseSequence(last uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	for {
-		var have, rev uint64
-		e, err := st.runs.Get(ctx, sequenceKey)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			ids, err := st.ids(ctx)
-			if err != nil {
-				return err
-			}
-			if len(ids) > 0 {
-				last = max(last, ids[0])
-			}
-			if last == 0 {
-				return nil
-			}
-		case err != nil:
-			return fmt.Errorf("cannot read the last run id: %w", err)
-		default:
-			if have, err = strconv.ParseUint(string(e.Value()), 10, 64); err != nil {
-				return damaged(RunsBucket, sequenceKey, fmt.Errorf("%q is not a run id", e.Value()))
-			}
-			if have >= last {
-				return nil
-			}
-			rev = e.Revision()
+		have, rev, err := st.lastID(ctx)
+		if err != nil {
+			return err
 		}
-		_, err = st.write(ctx, sequenceKey, strconv.AppendUint(nil, last, 10), rev)
+		// Where the key was never written, have is the highest stored id:
+		// written down even when it is last or above.
+		if have >= last && (rev != 0 || have == 0) {
+			return nil
+		}
+		_, err = st.write(ctx, sequenceKey, strconv.AppendUint(nil, max(have, last), 10), rev)
 		if !errors.Is(err, errConflict) {
 			return err
 		}

@@ -346,30 +346,35 @@ func (st *store) encode(r *Run) ([]byte, error) {
 func (st *store) newRun(r *Run) error {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	var last, rev uint64
-	e, err := st.runs.Get(ctx, sequenceKey)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		ids, err := st.ids(ctx)
-		if err != nil {
-			return err
-		}
-		if len(ids) > 0 {
-			last = ids[0]
-		}
-	case err != nil:
-		return fmt.Errorf("cannot read the last run id: %w", err)
-	default:
-		if last, err = strconv.ParseUint(string(e.Value()), 10, 64); err != nil {
-			return damaged(RunsBucket, sequenceKey, fmt.Errorf("%q is not a run id", e.Value()))
-		}
-		rev = e.Revision()
+	last, rev, err := st.lastID(ctx)
+	if err != nil {
+		return err
 	}
 	if _, err := st.write(ctx, sequenceKey, strconv.AppendUint(nil, last+1, 10), rev); err != nil {
 		return fmt.Errorf("cannot hand out run id %d: %w", last+1, err)
 	}
 	r.ID, r.rev, r.unsure = strconv.FormatUint(last+1, 10), 0, nil
 	return st.put(r)
+}
+
+// lastID returns the last run id handed out and the revision of its key;
+// where the key was never written (rev 0), the highest stored id, or 0.
+func (st *store) lastID(ctx context.Context) (last, rev uint64, err error) {
+	e, err := st.runs.Get(ctx, sequenceKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		ids, err := st.ids(ctx)
+		if err != nil || len(ids) == 0 {
+			return 0, 0, err
+		}
+		return ids[0], 0, nil
+	case err != nil:
+		return 0, 0, fmt.Errorf("cannot read the last run id: %w", err)
+	}
+	if last, err = strconv.ParseUint(string(e.Value()), 10, 64); err != nil {
+		return 0, 0, damaged(RunsBucket, sequenceKey, fmt.Errorf("%q is not a run id", e.Value()))
+	}
+	return last, e.Revision(), nil
 }
 
 // ids returns the ids of the stored runs, highest first.
