@@ -16,13 +16,21 @@ import (
 	"github.com/infergate/infergate/router"
 )
 
-// startReplica serves cfg as replica name of a fleet whose engine is e's.
+// startReplica serves cfg as replica name of a fleet whose engine is the
+// one kept in dir.
 func startReplica(t *testing.T, cfg Config, name string, dir string) (*Server, string) {
 	t.Helper()
-	cfg.Cluster.Replica = name
-	cfg.Cluster.LeaseTTL = time.Second
-	cfg.Cluster.ReportInterval = 100 * time.Millisecond
-	return startServerWith(t, Options{Config: cfg, Engine: testEngine(t, dir).Conn})
+	return startReplicaWith(t, Options{Config: cfg}, name, dir)
+}
+
+// startReplicaWith serves o as startReplica serves its config.
+func startReplicaWith(t *testing.T, o Options, name string, dir string) (*Server, string) {
+	t.Helper()
+	o.Config.Cluster.Replica = name
+	o.Config.Cluster.LeaseTTL = time.Second
+	o.Config.Cluster.ReportInterval = 100 * time.Millisecond
+	o.Engine = testEngine(t, dir).Conn
+	return startServerWith(t, o)
 }
 
 // waitUntil polls cond every 5 ms until it holds or timeout passes, and
@@ -39,11 +47,10 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 	return time.Since(start)
 }
 
-// waitLeader waits until one of servers, by name, leads and returns its
-// name.
-func waitLeader(t *testing.T, servers map[string]*Server) string {
+// waitLeader waits until one of the two servers, by name, leads and
+// returns its name and the other's.
+func waitLeader(t *testing.T, servers map[string]*Server) (leader, follower string) {
 	t.Helper()
-	var leader string
 	waitUntil(t, "one leader", 5*time.Second, func() bool {
 		for name, s := range servers {
 			s.cp.mu.Lock()
@@ -54,7 +61,12 @@ func waitLeader(t *testing.T, servers map[string]*Server) string {
 		}
 		return leader != ""
 	})
-	return leader
+	for name := range servers {
+		if name != leader {
+			follower = name
+		}
+	}
+	return leader, follower
 }
 
 // TestReplicasShareRoutingAndLeadership: two replicas on one engine agree
@@ -143,15 +155,11 @@ func TestLeaderJudgesTheFollowersTraffic(t *testing.T) {
 	cfg := abConfig(t, router.Config{Split: map[string]int{"1": 1}, Canary: canaryConfig("2")})
 	dir := cfg.StateDir
 	events := map[string]chan Event{"a": make(chan Event, 64), "b": make(chan Event, 64)}
-	servers := map[string]*Server{}
-	urls := map[string]string{}
+	servers, urls := map[string]*Server{}, map[string]string{}
 	for _, name := range []string{"a", "b"} {
-		c := cfg
-		c.Cluster.Replica, c.Cluster.LeaseTTL, c.Cluster.ReportInterval = name, time.Second, 100*time.Millisecond
-		servers[name], urls[name] = startServerWith(t, Options{Config: c, Engine: testEngine(t, dir).Conn, Events: events[name]})
+		servers[name], urls[name] = startReplicaWith(t, Options{Config: cfg, Events: events[name]}, name, dir)
 	}
-	leader := waitLeader(t, servers)
-	follower := map[string]string{"a": "b", "b": "a"}[leader]
+	leader, follower := waitLeader(t, servers)
 	stop := load(t, urls[follower])
 	got := waitEvent(t, events[leader], "canary.rolledback", 20*time.Second)
 	stop()
@@ -178,12 +186,9 @@ func TestLeaderJudgesTheFleetsDrift(t *testing.T) {
 	decisions := map[string]chan drift.Decision{"a": make(chan drift.Decision, 16), "b": make(chan drift.Decision, 16)}
 	servers, urls := map[string]*Server{}, map[string]string{}
 	for _, name := range []string{"a", "b"} {
-		c := cfg
-		c.Cluster.Replica, c.Cluster.LeaseTTL, c.Cluster.ReportInterval = name, time.Second, 100*time.Millisecond
-		servers[name], urls[name] = startServerWith(t, Options{Config: c, Engine: testEngine(t, dir).Conn, DriftDecisions: decisions[name]})
+		servers[name], urls[name] = startReplicaWith(t, Options{Config: cfg, DriftDecisions: decisions[name]}, name, dir)
 	}
-	leader := waitLeader(t, servers)
-	follower := map[string]string{"a": "b", "b": "a"}[leader]
+	leader, follower := waitLeader(t, servers)
 	rows := trainer.Synthetic(1, 20000).X[4000:]
 	shift := demoShift(t, 0, 1, 2, 3)
 	// Alternate blocks of 500 rows between the replicas, as a load balancer
