@@ -438,23 +438,22 @@ func (ob *Outbox) registerMetrics() {
 		t.failedAttempts = set.NewCounter(name("infergate_webhook_failed_attempts_total" + label))
 		t.deadLettered = set.NewCounter(name("infergate_webhook_dead_lettered_total" + label))
 	}
-	// The gauges ask the engine at each scrape, so they are the fleet's;
-	// when it does not answer they repeat the last answer.
-	set.NewGauge(name("infergate_webhook_pending"), func() float64 {
+	// The gauges ask the engine at each scrape, so they are the fleet's.
+	ob.engineGauge(set, name("infergate_webhook_pending"), &ob.lastPending, ob.pending)
+	ob.engineGauge(set, name("infergate_webhook_dead_letters"), &ob.lastDead, ob.countDeadLetters)
+}
+
+// engineGauge registers the gauge name in set, whose value count asks the
+// engine for at each scrape and keeps in last; when the engine does not
+// answer, or after Close, the gauge repeats the last answer.
+func (ob *Outbox) engineGauge(set *metrics.Set, name string, last *atomic.Int64, count func(context.Context) (int, error)) {
+	set.NewGauge(name, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if n, err := ob.pending(ctx); err == nil && !ob.closed.Load() {
-			ob.lastPending.Store(int64(n))
+		if n, err := count(ctx); err == nil && !ob.closed.Load() {
+			last.Store(int64(n))
 		}
-		return float64(ob.lastPending.Load())
-	})
-	set.NewGauge(name("infergate_webhook_dead_letters"), func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if n, err := ob.countDeadLetters(ctx); err == nil && !ob.closed.Load() {
-			ob.lastDead.Store(int64(n))
-		}
-		return float64(ob.lastDead.Load())
+		return float64(last.Load())
 	})
 }
 
