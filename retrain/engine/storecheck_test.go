@@ -42,24 +42,8 @@ func storeFixture(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for seq := uint64(1); seq <= outboxMsgs; seq++ {
-			if _, err := js.Publish(ctx, fmt.Sprintf("outbox.%d", seq%5), []byte(payload(seq))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "hook", AckPolicy: jetstream.AckExplicitPolicy})
-		if err != nil {
-			t.Fatal(err)
-		}
-		batch, err := cons.Fetch(outboxAcked)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			if err := m.DoubleAck(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishOutbox(t, js, 1, outboxMsgs)
+		ackFirst(t, s, "hook", outboxAcked)
 		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "routes"})
 		if err != nil {
 			t.Fatal(err)
@@ -71,6 +55,37 @@ func storeFixture(t *testing.T) string {
 		}
 	})
 	return dir
+}
+
+// publishOutbox publishes the payloads of sequence numbers from to to,
+// both included, to the subjects of stream OUTBOX.
+func publishOutbox(t *testing.T, js jetstream.JetStream, from, to uint64) {
+	t.Helper()
+	for seq := from; seq <= to; seq++ {
+		if _, err := js.Publish(context.Background(), fmt.Sprintf("outbox.%d", seq%5), []byte(payload(seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ackFirst acknowledges the first n messages of s through a new durable
+// consumer called durable.
+func ackFirst(t *testing.T, s jetstream.Stream, durable string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // withEngine starts the embedded engine of dir, runs f with a connection
@@ -388,11 +403,7 @@ func TestStartAcceptsACrash(t *testing.T) {
 	var image string
 	withEngine(t, dir, func(js jetstream.JetStream) {
 		ctx := context.Background()
-		for seq := uint64(outboxMsgs + 1); seq <= outboxMsgs+300; seq++ {
-			if _, err := js.Publish(ctx, fmt.Sprintf("outbox.%d", seq%5), []byte(payload(seq))); err != nil {
-				t.Fatal(err)
-			}
-		}
+		publishOutbox(t, js, outboxMsgs+1, outboxMsgs+300)
 		wq, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "WORK", Subjects: []string{"work.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: 120_000})
 		if err != nil {
 			t.Fatal(err)
@@ -402,19 +413,7 @@ func TestStartAcceptsACrash(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		cons, err := wq.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy})
-		if err != nil {
-			t.Fatal(err)
-		}
-		batch, err := cons.Fetch(400)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			if err := m.DoubleAck(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		ackFirst(t, wq, "worker", 400)
 		kv, err := js.KeyValue(ctx, "routes")
 		if err != nil {
 			t.Fatal(err)
