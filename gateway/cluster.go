@@ -56,8 +56,8 @@ func (c ClusterConfig) validate() error {
 	switch {
 	case !validKeyToken(c.Replica):
 		return fmt.Errorf("cluster.replica: %q may hold only letters, digits, '-' and '_'", c.Replica)
-	case c.LeaseTTL < time.Second:
-		return fmt.Errorf("cluster.lease_ttl: must be at least 1s (the engine expires keys by the second), got %s", c.LeaseTTL)
+	case c.LeaseTTL < time.Second || c.LeaseTTL%time.Second != 0:
+		return fmt.Errorf("cluster.lease_ttl: must be whole seconds, at least 1s (the engine expires keys by the second), got %s", c.LeaseTTL)
 	case c.ReportInterval <= 0 || c.ReportInterval > c.LeaseTTL:
 		return fmt.Errorf("cluster.report_interval: must be positive and at most lease_ttl (%s), got %s", c.LeaseTTL, c.ReportInterval)
 	case c.Grace < c.ReportInterval:

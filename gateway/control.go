@@ -13,6 +13,7 @@ import (
 
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/router"
 )
 
 // controlTick is how often the control loop runs: the lease, due canary
@@ -59,10 +60,9 @@ type controlPlane struct {
 	revs    map[string]uint64
 	records map[string]*routeRecord
 	lastSeq uint64
-	// fleetRevision is the newest revision a replica reported, and
-	// fencedRefusals counts the fenced writes refused since the watch last
-	// moved: either says the watch may be behind (since behindSince).
-	fleetRevision  uint64
+	// fencedRefusals counts the fenced writes refused since the watch
+	// last moved: that, or a newer revision reported by the fleet, says
+	// the watch may be behind (since behindSince).
 	fencedRefusals int
 	behindSince    time.Time
 	// drifts are the drift records by key, as stored.
@@ -168,7 +168,7 @@ func (cp *controlPlane) tick(now time.Time) {
 	cp.mu.Lock()
 	var handOver []driftHandOver
 	if cp.lease != nil {
-		if leading := cp.lease.tick(now, cp.leaderSince); leading != cp.leading {
+		if leading := cp.lease.tick(now, cp.leaderSince, &cp.lastSeq); leading != cp.leading {
 			handOver = cp.setLeadingLocked(leading, now)
 		}
 	}
@@ -278,13 +278,13 @@ const (
 func (cp *controlPlane) watchBehind(now time.Time) bool {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	if cp.fleetRevision <= cp.lastSeq && cp.fencedRefusals < 10 {
+	if cp.fleet.newestRevision(now) <= cp.lastSeq && cp.fencedRefusals < 10 {
 		cp.behindSince = time.Time{}
 		return false
 	}
 	if cp.behindSince.IsZero() {
 		cp.behindSince = now
-		cp.log.Debug("the watch of the control state may be behind", "seen", cp.lastSeq, "reported", cp.fleetRevision, "refusals", cp.fencedRefusals)
+		cp.log.Debug("the watch of the control state may be behind", "seen", cp.lastSeq, "reported", cp.fleet.newestRevision(now), "refusals", cp.fencedRefusals)
 	}
 	return now.Sub(cp.behindSince) >= max(watchPatience, 2*cp.cluster.ReportInterval)
 }
@@ -349,6 +349,9 @@ func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) er
 		if e.Operation() != jetstream.KeyValuePut {
 			delete(cp.drifts, key)
 			return nil
+		}
+		if stored := cp.drifts[key]; stored != nil && stored.rev >= e.Revision() {
+			return nil // this replica's own write, seen already
 		}
 		rec := &driftRecord{rev: e.Revision()}
 		if err := json.Unmarshal(e.Value(), rec); err != nil {
@@ -437,6 +440,20 @@ func (cp *controlPlane) setLeadingLocked(leading bool, now time.Time) []driftHan
 			}
 		}
 		cp.fleet.forget()
+		// The last leader's counts since its last analysis went with it:
+		// a running canary's next analysis judges a whole interval from now.
+		for name, r := range cp.routes {
+			r.mu.Lock()
+			if c := r.canary; c != nil && c.Phase == router.PhaseProgressing {
+				next := *c
+				next.LastEvaluation = now
+				r.canary = &next
+				if m := cp.serving.Load().model(name); m != nil {
+					m.resetIntervals()
+				}
+			}
+			r.mu.Unlock()
+		}
 		return handOver
 	}
 	clusterLeader.Set(0)

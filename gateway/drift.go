@@ -99,6 +99,11 @@ func (cp *controlPlane) driftStateLocked(model, version string) *drift.State {
 func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *drift.Decision) error {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	if !cp.leading || !cp.lease.holds(cp.now()) {
+		// Only the leader decides: a monitor still leading here while
+		// this replica lost the lease waits to be told it follows.
+		return errFenced
+	}
 	rec := driftRecord{State: st, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
 	key := driftStateKey(model, version)
 	if stored := cp.drifts[key]; stored != nil {

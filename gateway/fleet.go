@@ -132,12 +132,14 @@ func (f *fleet) receive(msg *nats.Msg) {
 		}
 	}
 	m.Leader, m.LastSeen, m.Revision = rep.Leader, now, rep.Revision
-	cp.fleetRevision = max(cp.fleetRevision, rep.Revision)
 	m.revision.Set(float64(rep.Revision))
 	if !cp.leading || rep.Replica == cp.cluster.Replica {
 		return
 	}
 	for _, c := range rep.Canary {
+		if r := cp.routes[c.Model]; r == nil || r.canary == nil || r.canary.Phase != router.PhaseProgressing {
+			continue // no canary here to judge them by (yet, or any more)
+		}
 		byVersion := f.remote[c.Model]
 		if byVersion == nil {
 			byVersion = make(map[string]*remoteCounts)
@@ -187,9 +189,15 @@ func (f *fleet) reportLocked(now time.Time) []byte {
 		}
 	}
 	present := 0
-	for _, m := range f.members {
+	for name, m := range f.members {
 		if m.Present = now.Sub(m.LastSeen) <= cp.cluster.Grace; m.Present {
 			present++
+		}
+		if now.Sub(m.LastSeen) > forgetAfter*cp.cluster.Grace {
+			// Gone for good (a pod replaced, say): no longer listed,
+			// reported missing, or a series of its own.
+			delete(f.members, name)
+			metrics.UnregisterMetric(fmt.Sprintf(`infergate_cluster_routing_revision{replica=%q}`, name))
 		}
 	}
 	clusterReplicas.Set(float64(present))
@@ -269,6 +277,21 @@ func (f *fleet) receiveDrift(msg *nats.Msg) {
 		f.cp.log.Warn("drift counts refused", "from", strings.TrimPrefix(msg.Subject, driftSubject+"."),
 			"model", c.Model, "version", c.Version, "error", err)
 	}
+}
+
+// forgetAfter is how many grace periods a silent replica stays listed.
+const forgetAfter = 20
+
+// newestRevision returns the newest control revision a present replica
+// reported at now.
+func (f *fleet) newestRevision(now time.Time) uint64 {
+	var newest uint64
+	for _, m := range f.members {
+		if now.Sub(m.LastSeen) <= f.cp.cluster.Grace {
+			newest = max(newest, m.Revision)
+		}
+	}
+	return newest
 }
 
 // take returns and forgets the counters merged for model's version.

@@ -57,18 +57,18 @@ func (l *lease) holds(now time.Time) bool {
 // replica leads after it. A renewal is due after a third of the TTL; an
 // acquisition is tried while nobody, or this replica's former life, holds
 // the key.
-func (l *lease) tick(now, since time.Time) bool {
+func (l *lease) tick(now, since time.Time, lastSeq *uint64) bool {
 	leading := l.holds(now)
 	switch {
 	case leading && now.Sub(l.renewed) < l.ttl/3:
 	case leading:
-		l.write(now, since, l.rev)
+		l.write(now, since, l.rev, lastSeq)
 	case l.leader == l.replica && l.leaderRev != 0:
 		// The key says this replica leads: a restart within the TTL takes
 		// its lease back at once.
-		l.write(now, since, l.leaderRev)
+		l.write(now, since, l.leaderRev, lastSeq)
 	case l.leader == "":
-		l.write(now, since, 0)
+		l.write(now, since, 0, lastSeq)
 	}
 	return l.holds(now)
 }
@@ -76,8 +76,9 @@ func (l *lease) tick(now, since time.Time) bool {
 // write writes the leader key with the TTL: created when rev is 0 (the key
 // is absent or expired), else only while the key is at rev. It sets the
 // lease's end on success and drops the lease when another replica's write
-// came first.
-func (l *lease) write(now, since time.Time, rev uint64) {
+// came first. A write the engine stored right after *lastSeq advances it:
+// nothing came between, so the replica has seen all up to it.
+func (l *lease) write(now, since time.Time, rev uint64, lastSeq *uint64) {
 	data, _ := json.Marshal(leaseRecord{Replica: l.replica, Since: since})
 	ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, l.ttl/2))
 	defer cancel()
@@ -97,6 +98,9 @@ func (l *lease) write(now, since time.Time, rev uint64) {
 			l.drop()
 		}
 		return // a lease not renewed runs out on its own
+	}
+	if seq == *lastSeq+1 {
+		*lastSeq = seq
 	}
 	until := now.Add(l.ttl)
 	l.rev, l.renewed = seq, now

@@ -33,12 +33,29 @@ func init() { reloadSuccessful.Set(1) }
 // cannot be applied, changes nothing; a single version that fails to load
 // is logged and left out. Reload is safe for concurrent use.
 func (s *Server) Reload() error {
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
 	s.cp.mu.Lock()
-	defer s.cp.mu.Unlock()
 	if s.stopping.Load() {
+		s.cp.mu.Unlock()
 		return errors.New("cannot reload: the server is shutting down")
 	}
-	err := s.reloadLocked()
+	old, st, err := s.reloadLocked()
+	s.cp.mu.Unlock()
+	// Versions are closed outside the control lock: a drift monitor
+	// closing stores its last state, which takes the lock.
+	if err != nil {
+		if st != nil {
+			st.unloadExcept(old, s.log)
+		}
+	} else {
+		// Requests already on the old state may still use what it alone
+		// holds.
+		if !waitIdle(old, s.cfg.ShutdownTimeout) {
+			s.log.Warn("requests still use versions a reload removed; closing them anyway", "after", s.cfg.ShutdownTimeout)
+		}
+		old.unloadExcept(st, s.log)
+	}
 	// The gauge first, so that whoever sees a counter move sees the
 	// outcome of that reload.
 	if err != nil {
@@ -52,12 +69,14 @@ func (s *Server) Reload() error {
 	return err
 }
 
-func (s *Server) reloadLocked() error {
+// reloadLocked builds the new state and routes it; it returns the state
+// before and the one built (nil when none was), for the caller to close
+// what the one it keeps does not hold. It needs the control lock.
+func (s *Server) reloadLocked() (old, st *state, err error) {
 	cfg := s.cp.current
 	if s.o.ConfigPath != "" {
-		var err error
 		if cfg, err = LoadConfig(s.o.ConfigPath); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	if cfg.Listen != s.cfg.Listen || cfg.MaxBodySize != s.cfg.MaxBodySize || cfg.StateDir != s.cfg.StateDir ||
@@ -67,24 +86,17 @@ func (s *Server) reloadLocked() error {
 		cfg.Cluster != s.cfg.Cluster {
 		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks, cluster and runtime take effect only after a restart")
 	}
-	old := s.serving.Load()
-	st, err := s.buildState(cfg, old, false)
-	if err != nil {
-		return err
+	old = s.serving.Load()
+	if st, err = s.buildState(cfg, old, false); err != nil {
+		return old, nil, err
 	}
 	if err := s.cp.routeLocked(cfg, st, false); err != nil {
-		st.unloadExcept(old, s.log)
-		return err
+		return old, st, err
 	}
 	s.serving.Store(st)
 	s.cp.current = cfg
 	s.log.Info("reload applied", "models", len(st.models))
-	// Requests already on the old state may still use what it alone holds.
-	if !waitIdle(old, s.cfg.ShutdownTimeout) {
-		s.log.Warn("requests still use versions a reload removed; closing them anyway", "after", s.cfg.ShutdownTimeout)
-	}
-	old.unloadExcept(st, s.log)
-	return nil
+	return old, st, nil
 }
 
 // waitIdle waits up to timeout for st to have nothing in flight.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/retrain/onnxexport"
 	"github.com/infergate/infergate/runtime"
 )
@@ -190,5 +191,47 @@ func TestEmptyConfigIsRefusedOnReload(t *testing.T) {
 		}
 		waitVersions(t, srv, "1", "2")
 		waitCacheEntries(t, srv, 7)
+	}
+}
+
+// TestReloadClosesMonitorsOutsideTheLock: a reload that replaces a
+// version whose drift monitor has labels to store closes it outside the
+// control lock, which storing takes.
+func TestReloadClosesMonitorsOutsideTheLock(t *testing.T) {
+	cfg := testConfig(t)
+	demo := cfg.Models["demo"]
+	demo.Capture = capture.Config{Sample: 1}
+	demo.Auth.OpenFeedback = true
+	cfg.Models["demo"] = demo
+	srv, url := startServer(t, cfg)
+	for i := range 5 {
+		body := strings.Replace(demoRequest, `"req-1"`, fmt.Sprintf(`"req-%d"`, i), 1)
+		if code, _, b := call(t, "POST", url+"/v2/models/demo/infer", []byte(body)); code != 200 {
+			t.Fatalf("infer: %d %s", code, b)
+		}
+	}
+	if code, _, b := call(t, "POST", url+"/v2/models/demo/feedback", []byte(`{"id": "req-0", "label": [1, 0]}`)); code != 200 {
+		t.Fatalf("feedback %d %s", code, b)
+	}
+	srv.cp.mu.Lock()
+	c := srv.cp.current
+	c.Models = map[string]ModelConfig{}
+	for k, v := range srv.cp.current.Models {
+		c.Models[k] = v
+	}
+	d := c.Models["demo"]
+	d.Drift.Consecutive = 5
+	c.Models["demo"] = d
+	srv.cp.current = c
+	srv.cp.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- srv.Reload() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Reload deadlocked: still running after 15s")
 	}
 }

@@ -32,6 +32,9 @@ type routes struct {
 	// admin is set while base came from the admin API.
 	admin  bool
 	canary *router.Canary // nil without a canary
+	// rev is the revision of the stored record this routing was last
+	// routed by, or written as.
+	rev uint64
 
 	weight *metrics.Gauge // the canary's weight, in percent
 }
@@ -174,6 +177,11 @@ func (cp *controlPlane) routeLocked(cfg Config, st *state, starting bool) error 
 		if prev == nil && starting {
 			rec = cp.records[name]
 		}
+		if prev != nil && cp.revs[name] > prev.rev {
+			// The fleet's newer routing could not apply before (it named a
+			// version this replica had not loaded yet): it applies now.
+			rec = cp.records[name]
+		}
 		switch {
 		case rec != nil && (reflect.DeepEqual(rec.File, p.file) || rec.Replica != cp.cluster.Replica):
 			// What the fleet stored wins over this replica's file, unless
@@ -240,6 +248,7 @@ func (cp *controlPlane) routeLocked(cfg Config, st *state, starting bool) error 
 				cp.log.Error("cannot store routing; it will not survive a restart, nor reach the other replicas", "model", r.model, "error", err)
 			}
 		}
+		r.rev = cp.revs[r.model]
 		if p.started {
 			p.m.resetIntervals()
 		}
@@ -271,7 +280,7 @@ func (cp *controlPlane) applyRecordLocked(model string, rec *routeRecord, rev ui
 	r.mu.Lock()
 	started := rec.Canary != nil && (r.canary == nil || r.canary.Config.Version != rec.Canary.Config.Version ||
 		!r.canary.StartedAt.Equal(rec.Canary.StartedAt))
-	r.base, r.admin, r.canary = rec.Base, rec.Admin, rec.Canary
+	r.base, r.admin, r.canary, r.rev = rec.Base, rec.Admin, rec.Canary, rev
 	r.installLocked(rt)
 	r.mu.Unlock()
 	if started {

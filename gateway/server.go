@@ -89,6 +89,10 @@ type Server struct {
 	// change (listen, limits, timeouts) is read from it.
 	cfg Config
 
+	// reloading serialises reloads, whose closing of what they replaced
+	// runs outside the control lock.
+	reloading sync.Mutex
+
 	mu sync.Mutex
 	// listeners are those Serve was given; mu guards them and, with
 	// stopping, makes a Serve that races Shutdown return at once.
@@ -211,15 +215,21 @@ func New(o Options) (*Server, error) {
 			return fail(err)
 		}
 	}
+	// The control lock orders this against the event loop and the
+	// fleet's reports, which run already.
+	s.cp.mu.Lock()
 	st, err := s.buildState(cfg, nil, true)
 	if err != nil {
+		s.cp.mu.Unlock()
 		return fail(err)
 	}
 	if err := s.cp.routeLocked(cfg, st, true); err != nil {
+		s.cp.mu.Unlock()
 		st.unload(s.log)
 		return fail(err)
 	}
 	s.serving.Store(st)
+	s.cp.mu.Unlock()
 	descriptors := descriptorLimit()
 	s.maxConns, s.maxConnsPerIP = cfg.connectionLimits(descriptors)
 	if s.maxConns >= descriptors {
