@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/infergate/infergate/retrain/engine"
@@ -30,7 +31,14 @@ type ClusterConfig struct {
 // withDefaults fills the zero settings of c.
 func (c ClusterConfig) withDefaults() ClusterConfig {
 	if c.Replica == "" {
-		c.Replica, _ = os.Hostname()
+		host, _ := os.Hostname()
+		// A host name may hold dots (a domain): each becomes '-'.
+		c.Replica = strings.Map(func(r rune) rune {
+			if validKeyToken(string(r)) {
+				return r
+			}
+			return '-'
+		}, host)
 		if c.Replica == "" {
 			c.Replica = "gateway"
 		}

@@ -50,3 +50,17 @@ func TestParseConfig(t *testing.T) {
 	f("models:\n  demo:\n    version_policy: {latest: 2, all: true}\n", `models.demo.version_policy: set only one of`)
 	f("listen: ''\n", "listen: must be set")
 }
+
+// TestReplicaNameFromHostName: the default replica name is the host name
+// made one key token, so a host name with dots is valid too.
+func TestReplicaNameFromHostName(t *testing.T) {
+	c := ClusterConfig{}.withDefaults()
+	if err := (ClusterConfig{}).validate(); err != nil || !validKeyToken(c.Replica) {
+		t.Fatalf("default replica %q: %v", c.Replica, err)
+	}
+	for _, bad := range []ClusterConfig{{Replica: "a.b"}, {LeaseTTL: 1500 * time.Millisecond}, {ReportInterval: time.Hour}} {
+		if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "cluster.") {
+			t.Errorf("%+v: error %v, want one naming its cluster key", bad, err)
+		}
+	}
+}
