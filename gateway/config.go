@@ -213,6 +213,9 @@ func (c *Config) Validate() error {
 	if err := c.Cluster.validate(); err != nil {
 		return err
 	}
+	if c.StateDir == "" && c.Cluster.NATSURL == "" && c.Cluster != (ClusterConfig{}) {
+		return fmt.Errorf("cluster: needs state_dir or cluster.nats_url: without either the gateway keeps nothing and is alone")
+	}
 	if err := c.Auth.validate(); err != nil {
 		return err
 	}

@@ -58,6 +58,11 @@ func TestReplicaNameFromHostName(t *testing.T) {
 	if err := (ClusterConfig{}).validate(); err != nil || !validKeyToken(c.Replica) {
 		t.Fatalf("default replica %q: %v", c.Replica, err)
 	}
+	stateless := DefaultConfig()
+	stateless.StateDir, stateless.Cluster.Replica = "", "r1"
+	if err := stateless.Validate(); err == nil || !strings.Contains(err.Error(), "needs state_dir or cluster.nats_url") {
+		t.Errorf("a cluster section with nothing to keep state in: %v", err)
+	}
 	for _, bad := range []ClusterConfig{{Replica: "a.b"}, {LeaseTTL: 1500 * time.Millisecond}, {ReportInterval: time.Hour}} {
 		if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "cluster.") {
 			t.Errorf("%+v: error %v, want one naming its cluster key", bad, err)
