@@ -10,7 +10,10 @@ import (
 	"github.com/infergate/infergate/retrain/capture"
 )
 
-func TestCaptureAndFeedback(t *testing.T) {
+// startCapturedDemo serves the demo model with every request captured and
+// feedback open, and sends it five requests, "req-0" to "req-4".
+func startCapturedDemo(t *testing.T) (*Server, string, Config) {
+	t.Helper()
 	cfg := testConfig(t)
 	demo := cfg.Models["demo"]
 	demo.Capture = capture.Config{Sample: 1}
@@ -23,6 +26,11 @@ func TestCaptureAndFeedback(t *testing.T) {
 			t.Fatalf("infer: %d %s", code, b)
 		}
 	}
+	return srv, url, cfg
+}
+
+func TestCaptureAndFeedback(t *testing.T) {
+	srv, url, cfg := startCapturedDemo(t)
 	f := func(body string, wantCode int, wantBody string) {
 		t.Helper()
 		code, _, b := call(t, "POST", url+"/v2/models/demo/feedback", []byte(body))

@@ -16,7 +16,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/drift"
-	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -74,10 +73,8 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv
 // decision that led to it, for whoever leads next to emit again should the
 // writer have died before it did.
 type driftRecord struct {
-	State   drift.State    `json:"state"`
-	Events  []outbox.Event `json:"events,omitempty"`
-	Replica string         `json:"replica,omitempty"`
-	Leader  string         `json:"leader,omitempty"`
+	State drift.State `json:"state"`
+	written
 	// rev is the record's revision in the control bucket.
 	rev uint64
 }
@@ -104,7 +101,7 @@ func (cp *controlPlane) commitDrift(model, version string, st drift.State, d *dr
 		// this replica lost the lease waits to be told it follows.
 		return errFenced
 	}
-	rec := driftRecord{State: st, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
+	rec := driftRecord{State: st, written: written{Replica: cp.cluster.Replica, Leader: cp.leaderName()}}
 	key := driftStateKey(model, version)
 	if stored := cp.drifts[key]; stored != nil {
 		// Events of earlier decisions not yet in the outbox stay in the

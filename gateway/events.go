@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -244,45 +243,45 @@ func (cp *controlPlane) forgetEvents(key string, ids []string, fenced bool) {
 	if cp.store == nil {
 		return
 	}
-	keep := func(events []outbox.Event) []outbox.Event {
-		return slices.DeleteFunc(slices.Clone(events), func(e outbox.Event) bool { return slices.Contains(ids, e.ID) })
-	}
-	write := func(data []byte, rev uint64) (uint64, error) {
-		if fenced {
-			if !cp.lease.holds(cp.now()) {
-				return 0, errFenced
-			}
-			next, err := cp.store.putFenced(key, data, cp.lastSeq)
-			if err == nil {
-				cp.lastSeq = next
-			}
-			return next, err
+	write := func(rec any, rev uint64) (uint64, error) {
+		data, err := json.Marshal(rec)
+		switch {
+		case err != nil:
+			return 0, err
+		case !fenced:
+			return cp.store.put(key, data, rev)
+		case !cp.lease.holds(cp.now()):
+			return 0, errFenced
 		}
-		return cp.store.put(key, data, rev)
+		next, err := cp.store.putFenced(key, data, cp.lastSeq)
+		if err == nil {
+			cp.lastSeq = next
+		}
+		return next, err
 	}
 	replica, leader := cp.cluster.Replica, cp.leaderName()
 	switch {
 	case strings.HasPrefix(key, routingPrefix):
 		model, _ := modelOfKey(key[len(routingPrefix):])
-		rec := cp.records[model]
-		if rec == nil || len(keep(rec.Events)) == len(rec.Events) {
+		if cp.records[model] == nil {
 			return
 		}
-		done := *rec
-		done.Events, done.Replica, done.Leader = keep(rec.Events), replica, leader
-		data, _ := json.Marshal(done)
-		if next, err := write(data, cp.revs[model]); err == nil {
+		done := *cp.records[model]
+		if !done.forget(ids, replica, leader) {
+			return
+		}
+		if next, err := write(done, cp.revs[model]); err == nil {
 			cp.revs[model], cp.records[model] = next, &done
 		}
 	case strings.HasPrefix(key, driftPrefix):
-		rec := cp.drifts[key]
-		if rec == nil || len(keep(rec.Events)) == len(rec.Events) {
+		if cp.drifts[key] == nil {
 			return
 		}
-		done := *rec
-		done.Events, done.Replica, done.Leader = keep(rec.Events), replica, leader
-		data, _ := json.Marshal(done)
-		if next, err := write(data, rec.rev); err == nil {
+		done := *cp.drifts[key]
+		if !done.forget(ids, replica, leader) {
+			return
+		}
+		if next, err := write(done, done.rev); err == nil {
 			done.rev = next
 			cp.drifts[key] = &done
 		}

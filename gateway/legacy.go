@@ -177,7 +177,7 @@ func nanosecondIntervals(data []byte) ([]byte, bool) {
 // out: that version's monitoring starts afresh, as it does for a stored
 // state that cannot be read.
 func (cp *controlPlane) importLegacyDrift(path string, d legacy.DriftState, n *legacyImport) error {
-	rec := driftRecord{Replica: cp.cluster.Replica, Leader: cp.cluster.Replica}
+	rec := driftRecord{written: written{Replica: cp.cluster.Replica, Leader: cp.cluster.Replica}}
 	if err := json.Unmarshal(d.State, &rec.State); err != nil {
 		n.badDrift++
 		cp.log.Error("not importing a drift state that cannot be read; that version's monitoring starts afresh",

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/retrain/onnxexport"
 	"github.com/infergate/infergate/runtime"
 )
@@ -198,18 +197,7 @@ func TestEmptyConfigIsRefusedOnReload(t *testing.T) {
 // version whose drift monitor has labels to store closes it outside the
 // control lock, which storing takes.
 func TestReloadClosesMonitorsOutsideTheLock(t *testing.T) {
-	cfg := testConfig(t)
-	demo := cfg.Models["demo"]
-	demo.Capture = capture.Config{Sample: 1}
-	demo.Auth.OpenFeedback = true
-	cfg.Models["demo"] = demo
-	srv, url := startServer(t, cfg)
-	for i := range 5 {
-		body := strings.Replace(demoRequest, `"req-1"`, fmt.Sprintf(`"req-%d"`, i), 1)
-		if code, _, b := call(t, "POST", url+"/v2/models/demo/infer", []byte(body)); code != 200 {
-			t.Fatalf("infer: %d %s", code, b)
-		}
-	}
+	srv, url, _ := startCapturedDemo(t)
 	if code, _, b := call(t, "POST", url+"/v2/models/demo/feedback", []byte(`{"id": "req-0", "label": [1, 0]}`)); code != 200 {
 		t.Fatalf("feedback %d %s", code, b)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,10 +59,27 @@ type routeRecord struct {
 	Base   router.Config  `json:"base"`
 	Admin  bool           `json:"admin"`
 	Canary *router.Canary `json:"canary,omitempty"`
-	Events []outbox.Event `json:"events,omitempty"`
-	// Replica wrote the record, while Leader led.
-	Replica string `json:"replica,omitempty"`
-	Leader  string `json:"leader,omitempty"`
+	written
+}
+
+// written is what every record of the control bucket says of the write
+// that made it: the events of its change not yet in the outbox, the
+// replica that wrote it and the leader then.
+type written struct {
+	Events  []outbox.Event `json:"events,omitempty"`
+	Replica string         `json:"replica,omitempty"`
+	Leader  string         `json:"leader,omitempty"`
+}
+
+// forget drops the events ids from w and says who writes it now; it
+// reports false when w holds none of them.
+func (w *written) forget(ids []string, replica, leader string) bool {
+	kept := slices.DeleteFunc(slices.Clone(w.Events), func(e outbox.Event) bool { return slices.Contains(ids, e.ID) })
+	if len(kept) == len(w.Events) {
+		return false
+	}
+	w.Events, w.Replica, w.Leader = kept, replica, leader
+	return true
 }
 
 // sameRouting reports whether r and o route alike, whoever wrote them.
