@@ -201,7 +201,13 @@ func TestLeaderJudgesTheFleetsDrift(t *testing.T) {
 		}
 	}
 	send(rows[:6000], make([]float64, 8))
-	judged := waitDriftReport(t, urls[leader], 4).WindowsJudged
+	// Merged counts may make a window of more than its 1000 rows, so wait
+	// for what the follower counted to have gone to the leader, and for a
+	// judged window, rather than for a number of them.
+	waitUntil(t, "the follower's counts shipped", raceScaled(10*time.Second), func() bool {
+		return waitDriftReport(t, urls[follower], 0).Current.Rows == 0
+	})
+	judged := waitDriftReport(t, urls[leader], 1).WindowsJudged
 	if len(decisions[leader]) != 0 {
 		t.Fatalf("traffic from the training distribution raised %+v", <-decisions[leader])
 	}
