@@ -34,7 +34,7 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 		host, _ := os.Hostname()
 		// A host name may hold dots (a domain): each becomes '-'.
 		c.Replica = strings.Map(func(r rune) rune {
-			if validKeyToken(string(r)) {
+			if engine.ValidToken(string(r)) {
 				return r
 			}
 			return '-'
@@ -62,7 +62,7 @@ func (c ClusterConfig) validate() error {
 	}
 	c = c.withDefaults()
 	switch {
-	case !validKeyToken(c.Replica):
+	case !engine.ValidToken(c.Replica):
 		return fmt.Errorf("cluster.replica: %q may hold only letters, digits, '-' and '_'", c.Replica)
 	case c.LeaseTTL < time.Second || c.LeaseTTL%time.Second != 0:
 		return fmt.Errorf("cluster.lease_ttl: must be whole seconds, at least 1s (the engine expires keys by the second), got %s", c.LeaseTTL)
@@ -72,18 +72,4 @@ func (c ClusterConfig) validate() error {
 		return fmt.Errorf("cluster.grace: must be at least report_interval (%s), got %s", c.ReportInterval, c.Grace)
 	}
 	return nil
-}
-
-// validKeyToken reports whether s may be one token of a subject or a key:
-// letters, digits, '-' and '_'.
-func validKeyToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

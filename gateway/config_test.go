@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
 func TestLoadDemoConfig(t *testing.T) {
@@ -55,7 +57,7 @@ func TestParseConfig(t *testing.T) {
 // made one key token, so a host name with dots is valid too.
 func TestReplicaNameFromHostName(t *testing.T) {
 	c := ClusterConfig{}.withDefaults()
-	if err := (ClusterConfig{}).validate(); err != nil || !validKeyToken(c.Replica) {
+	if err := (ClusterConfig{}).validate(); err != nil || !engine.ValidToken(c.Replica) {
 		t.Fatalf("default replica %q: %v", c.Replica, err)
 	}
 	stateless := DefaultConfig()

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
@@ -328,7 +329,7 @@ func (cp *controlPlane) applyLocked(e jetstream.KeyValueEntry, starting bool) er
 	case key == leaderKey:
 		cp.lease.watched(e)
 	case strings.HasPrefix(key, routingPrefix):
-		model, ok := modelOfKey(key[len(routingPrefix):])
+		model, ok := engine.ParseToken(key[len(routingPrefix):])
 		if !ok || e.Revision() <= cp.revs[model] {
 			return nil
 		}

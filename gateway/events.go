@@ -262,7 +262,7 @@ func (cp *controlPlane) forgetEvents(key string, ids []string, fenced bool) {
 	replica, leader := cp.cluster.Replica, cp.leaderName()
 	switch {
 	case strings.HasPrefix(key, routingPrefix):
-		model, _ := modelOfKey(key[len(routingPrefix):])
+		model, _ := engine.ParseToken(key[len(routingPrefix):])
 		if cp.records[model] == nil {
 			return
 		}

@@ -114,7 +114,7 @@ func (f *fleet) receive(msg *nats.Msg) {
 		return
 	}
 	var rep report
-	if err := json.Unmarshal(msg.Data, &rep); err != nil || !validKeyToken(rep.Replica) {
+	if err := json.Unmarshal(msg.Data, &rep); err != nil || !engine.ValidToken(rep.Replica) {
 		f.cp.log.Warn("ignoring a malformed fleet report", "subject", msg.Subject, "error", err)
 		return
 	}

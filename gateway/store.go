@@ -2,12 +2,10 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,29 +111,10 @@ func openStore(conn *engine.Conn) (*store, error) {
 	return &store{js: conn.JS, kv: kv}, nil
 }
 
-// modelKey is model's name as one key token: itself when it is letters,
-// digits, '-' and '_', else "=" and its base64url encoding.
-func modelKey(model string) string {
-	if validKeyToken(model) {
-		return model
-	}
-	return "=" + base64.RawURLEncoding.EncodeToString([]byte(model))
-}
-
-// modelOfKey inverts modelKey.
-func modelOfKey(key string) (string, bool) {
-	enc, ok := strings.CutPrefix(key, "=")
-	if !ok {
-		return key, validKeyToken(key)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(enc)
-	return string(b), err == nil
-}
-
-func routingKey(model string) string { return routingPrefix + modelKey(model) }
+func routingKey(model string) string { return routingPrefix + engine.Token(model) }
 
 func driftStateKey(model, version string) string {
-	return driftPrefix + modelKey(model) + "." + version
+	return driftPrefix + engine.Token(model) + "." + version
 }
 
 // decodeRoutes decodes the stored routing of model held at key; an error

@@ -31,15 +31,3 @@ func TestUnreadableRoutingStopsTheStart(t *testing.T) {
 	}
 }
 
-// TestModelKeysRoundTrip: any model name makes one key token and back.
-func TestModelKeysRoundTrip(t *testing.T) {
-	for _, name := range []string{"demo", "a-b_c", "with.dot", "spaced name", "ünï", "="} {
-		key := modelKey(name)
-		if rest, encoded := strings.CutPrefix(key, "="); !validKeyToken(rest) || encoded == validKeyToken(name) {
-			t.Errorf("modelKey(%q) = %q is not one token", name, key)
-		}
-		if got, ok := modelOfKey(key); !ok || got != name {
-			t.Errorf("modelOfKey(modelKey(%q)) = %q, %v", name, got, ok)
-		}
-	}
-}
