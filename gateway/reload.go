@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -203,13 +204,33 @@ func (s *Server) watch(w *fsnotify.Watcher) {
 }
 
 // relevant reports whether ev may change what is served: anything in the
-// repository, or the config file itself.
+// repository, or in the config file's folder the config file itself or the
+// link its path goes through. Kubernetes mounts a ConfigMap's file as
+// config.yaml -> ..data/config.yaml and updates it by renaming a new
+// ..data link over the old one, so no event of an update names the file.
 func (s *Server) relevant(ev fsnotify.Event) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false
 	}
-	if s.o.ConfigPath != "" && filepath.Dir(ev.Name) == filepath.Dir(s.o.ConfigPath) {
-		return filepath.Base(ev.Name) == filepath.Base(s.o.ConfigPath)
+	if s.o.ConfigPath == "" || filepath.Dir(ev.Name) != filepath.Dir(s.o.ConfigPath) {
+		return true
 	}
-	return true
+	name := filepath.Base(ev.Name)
+	return name == filepath.Base(s.o.ConfigPath) || name == linkHead(s.o.ConfigPath)
+}
+
+// linkHead returns the first element of the target of the symbolic link
+// at path when the target is relative and stays in path's folder (..data
+// for a ConfigMap's config.yaml -> ..data/config.yaml), else "". It is read
+// at every event, since the link may be created or changed while watched.
+func linkHead(path string) string {
+	target, err := os.Readlink(path)
+	if err != nil || filepath.IsAbs(target) {
+		return ""
+	}
+	head, _, _ := strings.Cut(filepath.ToSlash(filepath.Clean(target)), "/")
+	if head == "." || head == ".." {
+		return ""
+	}
+	return head
 }
