@@ -1,0 +1,643 @@
+package modelstore
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
+)
+
+// Bucket is the engine's object store of model versions.
+const Bucket = "infergate_models"
+
+// ManifestFile is the name of a version's manifest, its last object; a
+// fetched version folder holds it too.
+const ManifestFile = "manifest.json"
+
+// ModelFile is the one file every version has.
+const ModelFile = "model.onnx"
+
+// Files are the files a version may hold, ModelFile first.
+var Files = []string{ModelFile, "reference.json", "metrics.json", "labels.txt"}
+
+var (
+	// ErrExists is returned (wrapped) by Publish for a version that is
+	// published already, and by Fetch for a destination that exists.
+	ErrExists = errors.New("modelstore: version exists")
+	// ErrNotFound is returned (wrapped) for a version that is not published.
+	ErrNotFound = errors.New("modelstore: no such version")
+	// ErrDamaged is returned (wrapped) by Fetch for a version whose files
+	// do not match its manifest.
+	ErrDamaged = errors.New("modelstore: version does not match its manifest")
+)
+
+// timeout bounds the calls that move no file (file transfers take the
+// caller's context only).
+const timeout = 10 * time.Second
+
+// File is one file of a version as its manifest lists it.
+type File struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+	// SHA256 is the hex SHA-256 of the file.
+	SHA256 string `json:"sha256"`
+}
+
+// Manifest lists a version's files. A Manifest is plain data.
+type Manifest struct {
+	Model     string    `json:"model"`
+	Version   int64     `json:"version"`
+	Files     []File    `json:"files"`
+	Published time.Time `json:"published"`
+	// ID identifies this publication of the version: the manifest
+	// object's NUID, new with every Publish.
+	ID string `json:"-"`
+}
+
+// File returns the manifest's entry of name, or false.
+func (m *Manifest) File(name string) (File, bool) {
+	for _, f := range m.Files {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return File{}, false
+}
+
+// SameFiles reports whether m and o list the same files with the same
+// sizes and digests.
+func (m *Manifest) SameFiles(o *Manifest) bool {
+	return slices.Equal(m.Files, o.Files)
+}
+
+// Digests returns "name sha256" of each file, for logs and errors.
+func (m *Manifest) Digests() string {
+	var b strings.Builder
+	for i, f := range m.Files {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %s", f.Name, f.SHA256)
+	}
+	return b.String()
+}
+
+// Entry is a version's manifest as List and Watch report it: published,
+// or Deleted.
+type Entry struct {
+	Model   string
+	Version int64
+	Deleted bool
+	// ID is the manifest's NUID (see Manifest.ID); a delete marker has
+	// its own.
+	ID string
+}
+
+// Store is the object store of model versions on one engine connection.
+// It is safe for concurrent use.
+type Store struct {
+	js     jetstream.JetStream
+	obs    jetstream.ObjectStore
+	stream jetstream.Stream
+}
+
+// Open creates (or opens, updating its replicas) the bucket on conn: file
+// storage, conn.Replicas copies.
+func Open(ctx context.Context, conn *engine.Conn) (*Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	obs, err := conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      Bucket,
+		Description: "infergate model versions: <model>/<version>/<file>, each version's manifest.json last",
+		Storage:     jetstream.FileStorage,
+		Replicas:    conn.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the model store %s at %s: %w", Bucket, conn.URL, err)
+	}
+	stream, err := conn.JS.Stream(ctx, "OBJ_"+Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the model store's stream OBJ_%s at %s: %w", Bucket, conn.URL, err)
+	}
+	return &Store{js: conn.JS, obs: obs, stream: stream}, nil
+}
+
+// ValidModel reports why model cannot name a model of the store, or nil:
+// it must be one plain path element.
+func ValidModel(model string) error {
+	if model == "" || model[0] == '.' || strings.ContainsAny(model, "/\\\x00") {
+		return fmt.Errorf("model name %q is not one plain path element", model)
+	}
+	return nil
+}
+
+func objectName(model string, version int64, file string) string {
+	return model + "/" + strconv.FormatInt(version, 10) + "/" + file
+}
+
+// metaSubject is the subject of the object store's record of name.
+func metaSubject(name string) string {
+	return "$O." + Bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+}
+
+func check(model string, version int64) error {
+	if err := ValidModel(model); err != nil {
+		return err
+	}
+	if version <= 0 {
+		return fmt.Errorf("version %d of model %q is not a positive number", version, model)
+	}
+	return nil
+}
+
+// Publish publishes the files of dir (ModelFile, required, and those of
+// Files it holds; anything else in dir is ignored) as version of model,
+// then its manifest, and returns the manifest. A version published
+// already, or by another publisher meanwhile, is not written: the error
+// wraps ErrExists and the manifest returned is the one published.
+func (s *Store) Publish(ctx context.Context, model string, version int64, dir string) (*Manifest, error) {
+	if err := check(model, version); err != nil {
+		return nil, fmt.Errorf("cannot publish: %w", err)
+	}
+	if m, err := s.Manifest(ctx, model, version); err == nil {
+		return m, fmt.Errorf("cannot publish version %d of model %q: %w", version, model, ErrExists)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	m := &Manifest{Model: model, Version: version}
+	for _, name := range Files {
+		path := filepath.Join(dir, name)
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) && name != ModelFile {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot publish version %d of model %q: %w", version, model, err)
+		}
+		file, err := s.putFile(ctx, objectName(model, version, name), f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("cannot publish %s of version %d of model %q: %w", name, version, model, err)
+		}
+		file.Name = name
+		m.Files = append(m.Files, file)
+	}
+	m.Published = time.Now().UTC()
+	if err := s.putManifest(ctx, m); err != nil {
+		if errors.Is(err, ErrExists) {
+			won, rerr := s.Manifest(ctx, model, version)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w (and cannot read the manifest that won: %v)", err, rerr)
+			}
+			return won, err
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// putFile puts r as object name and returns its size and digest.
+func (s *Store) putFile(ctx context.Context, name string, r io.Reader) (File, error) {
+	h := sha256.New()
+	cr := &countingReader{r: io.TeeReader(r, h)}
+	info, err := s.obs.Put(ctx, jetstream.ObjectMeta{Name: name}, cr)
+	if err != nil {
+		return File{}, err
+	}
+	f := File{Size: cr.n, SHA256: hex.EncodeToString(h.Sum(nil))}
+	if int64(info.Size) != f.Size || info.Digest != objectDigest(h) {
+		return File{}, fmt.Errorf("the store holds %d bytes of digest %s, %d were sent", info.Size, info.Digest, f.Size)
+	}
+	return f, nil
+}
+
+// objectDigest is the object store's form of a digest.
+func objectDigest(h hash.Hash) string {
+	return "SHA-256=" + base64.URLEncoding.EncodeToString(h.Sum(nil))
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// putManifest writes m's manifest object unless a live one exists: its
+// record is published expecting the last sequence of its subject to be
+// the one seen (none, or a delete marker), so of two writers one wins;
+// the other gets ErrExists. The object is in the object store's own
+// format, so that its reads (Get, List, Watch) see it as any other.
+func (s *Store) putManifest(ctx context.Context, m *Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot encode the manifest: %w", err)
+	}
+	data = append(data, '\n')
+	name := objectName(m.Model, m.Version, ManifestFile)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last uint64
+	switch msg, err := s.stream.GetLastMsgForSubject(ctx, metaSubject(name)); {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("cannot read the manifest of version %d of model %q: %w", m.Version, m.Model, err)
+	default:
+		var info jetstream.ObjectInfo
+		if err := json.Unmarshal(msg.Data, &info); err != nil || !info.Deleted {
+			return fmt.Errorf("cannot publish version %d of model %q: %w", m.Version, m.Model, ErrExists)
+		}
+		last = msg.Sequence
+	}
+	id := rand.Text()
+	chunks := "$O." + Bucket + ".C." + id
+	if _, err := s.js.Publish(ctx, chunks, data); err != nil {
+		return fmt.Errorf("cannot write the manifest of version %d of model %q: %w", m.Version, m.Model, err)
+	}
+	h := sha256.New()
+	h.Write(data)
+	info, _ := json.Marshal(jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(max(len(data), 1))}},
+		Bucket:     Bucket, NUID: id, Size: uint64(len(data)), Chunks: 1, Digest: objectDigest(h),
+	})
+	meta := nats.NewMsg(metaSubject(name))
+	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	meta.Data = info
+	if _, err := s.js.PublishMsg(ctx, meta, jetstream.WithExpectLastSequencePerSubject(last)); err != nil {
+		s.stream.Purge(ctx, jetstream.WithPurgeSubject(chunks))
+		if isWrongSequence(err) {
+			return fmt.Errorf("cannot publish version %d of model %q: another publisher did meanwhile: %w", m.Version, m.Model, ErrExists)
+		}
+		return fmt.Errorf("cannot write the manifest of version %d of model %q: %w", m.Version, m.Model, err)
+	}
+	m.ID = id
+	return nil
+}
+
+// isWrongSequence reports whether err is the engine refusing a write whose
+// expected sequence is not the current one.
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Manifest returns the manifest of version of model; ErrNotFound (wrapped)
+// when it is not published, or was deleted.
+func (s *Store) Manifest(ctx context.Context, model string, version int64) (*Manifest, error) {
+	if err := check(model, version); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := s.obs.Get(ctx, objectName(model, version, ManifestFile))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, fmt.Errorf("version %d of model %q: %w", version, model, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the manifest of version %d of model %q: %w", version, model, err)
+	}
+	defer res.Close()
+	data, err := io.ReadAll(io.LimitReader(res, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the manifest of version %d of model %q: %w", version, model, err)
+	}
+	m, err := decodeManifest(data, model, version)
+	if err != nil {
+		return nil, err
+	}
+	if info, err := res.Info(); err == nil {
+		m.ID = info.NUID
+	}
+	return m, nil
+}
+
+func decodeManifest(data []byte, model string, version int64) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: cannot decode the manifest of version %d of model %q: %v", ErrDamaged, version, model, err)
+	}
+	if m.Model != model || m.Version != version {
+		return nil, fmt.Errorf("%w: the manifest of version %d of model %q names version %d of %q", ErrDamaged, version, model, m.Version, m.Model)
+	}
+	if _, ok := m.File(ModelFile); !ok {
+		return nil, fmt.Errorf("%w: the manifest of version %d of model %q lists no %s", ErrDamaged, version, model, ModelFile)
+	}
+	for _, f := range m.Files {
+		if !slices.Contains(Files, f.Name) || f.Size < 0 || len(f.SHA256) != 64 {
+			return nil, fmt.Errorf("%w: the manifest of version %d of model %q lists %q (%d bytes, sha256 %q)", ErrDamaged, version, model, f.Name, f.Size, f.SHA256)
+		}
+	}
+	return &m, nil
+}
+
+// ReadManifest reads the manifest file that Fetch leaves in a version
+// folder dir; ErrNotFound (wrapped) when there is none.
+func ReadManifest(dir, model string, version int64) (*Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeManifest(data, model, version)
+}
+
+// Describe returns the manifest that the files of dir would have as
+// version of model (as Publish would write it, less its time): the sizes
+// and digests of ModelFile and those of Files it holds.
+func Describe(dir, model string, version int64) (*Manifest, error) {
+	m := &Manifest{Model: model, Version: version}
+	for _, name := range Files {
+		f, err := os.Open(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) && name != ModelFile {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", filepath.Join(dir, name), err)
+		}
+		m.Files = append(m.Files, File{Name: name, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))})
+	}
+	return m, nil
+}
+
+// List returns every version's manifest entry, published or deleted,
+// sorted by model and version.
+func (s *Store) List(ctx context.Context) ([]Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	infos, err := s.obs.List(ctx, jetstream.ListObjectsShowDeleted())
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the model store %s: %w", Bucket, err)
+	}
+	var out []Entry
+	for _, info := range infos {
+		if e, ok := entryOf(info); ok {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		return cmp.Or(strings.Compare(a.Model, b.Model), cmp.Compare(a.Version, b.Version))
+	})
+	return out, nil
+}
+
+// entryOf returns the entry of a manifest's record; ok is false for any
+// other object.
+func entryOf(info *jetstream.ObjectInfo) (Entry, bool) {
+	rest, ok := strings.CutSuffix(info.Name, "/"+ManifestFile)
+	if !ok {
+		return Entry{}, false
+	}
+	model, v, ok := strings.Cut(rest, "/")
+	version, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil || version <= 0 || ValidModel(model) != nil {
+		return Entry{}, false
+	}
+	return Entry{Model: model, Version: version, Deleted: info.Deleted, ID: info.NUID}, true
+}
+
+// Versions returns the published versions of model, ascending.
+func (s *Store) Versions(ctx context.Context, model string) ([]int64, error) {
+	entries, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for _, e := range entries {
+		if e.Model == model && !e.Deleted {
+			out = append(out, e.Version)
+		}
+	}
+	return out, nil
+}
+
+// NextVersion returns the number the next version of model takes: one
+// above the highest ever published, deleted ones too, so that a number
+// never names two different versions.
+func (s *Store) NextVersion(ctx context.Context, model string) (int64, error) {
+	entries, err := s.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var highest int64
+	for _, e := range entries {
+		if e.Model == model {
+			highest = max(highest, e.Version)
+		}
+	}
+	return highest + 1, nil
+}
+
+// Fetch downloads version of model into the folder dir, which must not
+// exist: into a temporary folder beside it (its name begins with a dot,
+// which repository scans skip), checking each file's size and digest
+// against the manifest, syncing each, then renamed to dir. The folder
+// holds the manifest too (ManifestFile). It returns the manifest.
+func (s *Store) Fetch(ctx context.Context, model string, version int64, dir string) (*Manifest, error) {
+	m, err := s.Manifest(ctx, model, version)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, fmt.Errorf("cannot fetch version %d of model %q into %s: %w", version, model, dir, ErrExists)
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot fetch version %d of model %q: %w", version, model, err)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".fetch-")
+	if err != nil {
+		return nil, fmt.Errorf("cannot fetch version %d of model %q: %w", version, model, err)
+	}
+	if err := s.fetchInto(ctx, m, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("cannot fetch version %d of model %q: %w", version, model, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		if _, serr := os.Lstat(dir); serr == nil {
+			return nil, fmt.Errorf("cannot fetch version %d of model %q into %s: %w", version, model, dir, ErrExists)
+		}
+		return nil, fmt.Errorf("cannot fetch version %d of model %q: %w", version, model, err)
+	}
+	syncDir(parent)
+	return m, nil
+}
+
+// fetchInto writes m's files and m into the folder tmp, each synced.
+func (s *Store) fetchInto(ctx context.Context, m *Manifest, tmp string) error {
+	for _, f := range m.Files {
+		if err := s.fetchFile(ctx, m, f, filepath.Join(tmp, f.Name)); err != nil {
+			return err
+		}
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeSynced(filepath.Join(tmp, ManifestFile), append(data, '\n')); err != nil {
+		return err
+	}
+	syncDir(tmp)
+	return nil
+}
+
+func (s *Store) fetchFile(ctx context.Context, m *Manifest, f File, path string) error {
+	what := fmt.Sprintf("%s of version %d of model %q", f.Name, m.Version, m.Model)
+	res, err := s.obs.Get(ctx, objectName(m.Model, m.Version, f.Name))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("%w: %s is missing", ErrDamaged, what)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot fetch %s: %w", what, err)
+	}
+	defer res.Close()
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("cannot fetch %s: %w", what, err)
+	}
+	h := sha256.New()
+	// One byte more than the manifest says tells a longer object.
+	n, err := io.Copy(io.MultiWriter(out, h), io.LimitReader(res, f.Size+1))
+	if errors.Is(err, jetstream.ErrDigestMismatch) {
+		err = fmt.Errorf("%w: %s does not match the object store's digest", ErrDamaged, what)
+	}
+	if err = errors.Join(err, out.Sync(), out.Close()); err != nil {
+		return fmt.Errorf("cannot fetch %s: %w", what, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != f.Size || got != f.SHA256 {
+		return fmt.Errorf("%w: %s has %d bytes of sha256 %s, the manifest says %d bytes of %s", ErrDamaged, what, n, got, f.Size, f.SHA256)
+	}
+	return nil
+}
+
+// Delete deletes version of model: its manifest first, so that it is
+// gone for every reader at once, then its files. ErrNotFound (wrapped)
+// when it is not published.
+func (s *Store) Delete(ctx context.Context, model string, version int64) error {
+	m, err := s.Manifest(ctx, model, version)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := s.obs.Delete(ctx, objectName(model, version, ManifestFile)); err != nil {
+		return fmt.Errorf("cannot delete version %d of model %q: %w", version, model, err)
+	}
+	var errs []error
+	for _, f := range m.Files {
+		if err := s.obs.Delete(ctx, objectName(model, version, f.Name)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("deleted version %d of model %q, but not all of its files (they take room, nothing reads them): %w", version, model, err)
+	}
+	return nil
+}
+
+// Watch reports the manifests published and deleted from now on, until
+// ctx ends; then the channel is closed. It is closed too when the watch
+// breaks (the connection closed): watch again, and List what was missed.
+func (s *Store) Watch(ctx context.Context) (<-chan Entry, error) {
+	w, err := s.obs.Watch(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, fmt.Errorf("cannot watch the model store %s: %w", Bucket, err)
+	}
+	out := make(chan Entry)
+	go func() {
+		defer close(out)
+		defer func() {
+			w.Stop()
+			// The subscription's handler may wait to hand over one more
+			// update; it closes Updates once it ended.
+			for range w.Updates() {
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case info, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if info == nil {
+					continue
+				}
+				e, ok := entryOf(info)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- e:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncDir fsyncs a folder, so that names created or renamed in it survive
+// a crash; errors are ignored, as some file systems refuse.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
