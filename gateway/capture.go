@@ -34,17 +34,22 @@ func (s *Server) openCapture(name string, mc ModelConfig, old *state) (*modelCap
 			return om.capture, nil
 		}
 	}
-	// state_dir takes effect at start only, as the labels' folder does.
-	if s.cfg.StateDir == "" {
-		return nil, fmt.Errorf("models.%s.capture: needs state_dir, where captured traffic is written", name)
+	if s.o.Engine == nil {
+		return nil, fmt.Errorf("models.%s.capture: needs the engine (state_dir or cluster), whose streams keep captured traffic", name)
 	}
 	c := &modelCapture{cfg: mc.Capture, set: metrics.NewSet()}
 	var err error
-	if c.w, err = capture.Open(s.cfg.StateDir, name, mc.Capture, capture.Options{Log: s.log, Metrics: c.set}); err != nil {
+	if c.w, err = capture.Open(s.o.Engine, name, mc.Capture, s.captureOptions(c.set)); err != nil {
 		return nil, err
 	}
 	metrics.RegisterSet(c.set)
 	return c, nil
+}
+
+// captureOptions are the options of a capture Writer or Labels store
+// whose series go to set.
+func (s *Server) captureOptions(set *metrics.Set) capture.Options {
+	return capture.Options{Log: s.log, Metrics: set, Replica: s.cp.cluster.Replica}
 }
 
 // close flushes and closes the capture, then drops its series.
@@ -84,7 +89,7 @@ func captureTensor(t runtime.Tensor) capture.Tensor {
 // durably before the answer.
 func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 	if s.labels == nil {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "feedback needs state_dir, where labels are kept")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "feedback needs the engine (state_dir or cluster), whose streams keep labels")
 		return
 	}
 	var held int64
@@ -115,10 +120,10 @@ func (s *Server) feedback(ctx *fasthttp.RequestCtx, m *model) {
 	switch err := s.labels.RecordLabels(m.name, labels); {
 	case errors.Is(err, capture.ErrInvalidLabel):
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-	case errors.Is(err, capture.ErrClosed):
+	case errors.Is(err, capture.ErrClosed), errors.Is(err, capture.ErrUnavailable):
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
-	case err != nil:
-		writeError(ctx, fasthttp.StatusInternalServerError, err.Error())
+	case err != nil: // the engine did not acknowledge in time: try again
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 	default:
 		m.score(labels)
 		writeJSON(ctx, fmt.Appendf(nil, `{"recorded":%d}`, len(labels)))

@@ -65,7 +65,7 @@ func TestCaptureAndFeedback(t *testing.T) {
 	}
 
 	srv.Shutdown(context.Background()) // flushes the capture
-	examples, err := capture.ReadLabeled(cfg.StateDir, "demo", time.Time{})
+	examples, err := capture.ReadLabeled(context.Background(), testEngine(t, cfg.StateDir).Conn, "demo", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +73,9 @@ func TestCaptureAndFeedback(t *testing.T) {
 	for _, e := range examples {
 		if got := len(e.Inputs["input"]); got != 8 {
 			t.Fatalf("example %s row %d has %d input values, want 8", e.ID, e.Row, got)
+		}
+		if e.Replica != srv.cp.cluster.Replica {
+			t.Fatalf("example %s came from replica %q, want %q", e.ID, e.Replica, srv.cp.cluster.Replica)
 		}
 		labels[fmt.Sprintf("%s/%d", e.ID, e.Row)] = string(e.Label)
 	}

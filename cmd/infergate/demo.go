@@ -261,7 +261,7 @@ func demoGatewayConfig(cfg gateway.Config, o demoOptions, retrainAddr string) ga
 		Events: []string{"drift.detected"}, SecretEnv: demoSecretEnv, BackoffBase: 200 * time.Millisecond}}
 	mc := cfg.Models["demo"]
 	mc.VersionPolicy = runtime.VersionPolicy{Latest: 2}
-	mc.Capture = capture.Config{Sample: 1, SegmentAge: time.Second}
+	mc.Capture = capture.Config{Sample: 1}
 	mc.Cache.Entries = 0 // the demo's rows never repeat
 	// Labels decide what retraining learns: only the traffic generator,
 	// which holds the key, may post them.
@@ -276,7 +276,6 @@ func demoGatewayConfig(cfg gateway.Config, o demoOptions, retrainAddr string) ga
 func demoRetrainConfig(cfg pipeline.Config, o demoOptions, gatewayAddr string) pipeline.Config {
 	cfg.StateDir = filepath.Join(o.work, "state") // the engine the demo's gateway runs
 	cfg.Repository = filepath.Join(o.work, "models")
-	cfg.CaptureDir = filepath.Join(o.work, "state")
 	cfg.Gateway.URL = "http://" + gatewayAddr
 	cfg.Gateway.TokenEnv = demoTokenEnv
 	cfg.SecretEnv = demoSecretEnv

@@ -14,31 +14,25 @@ import (
 
 // Config configures the capture of one model. It is the model's `capture:`
 // section of the config file; a zero field takes its default (see
-// WithDefaults), and a zero Sample leaves capture off.
+// WithDefaults), and a zero Sample leaves capture off. Retention applies to
+// the model's capture stream, which every replica shares: the bounds of the
+// replica that opened it last are the stream's.
 type Config struct {
 	// Sample is the share of requests captured, in [0, 1]; 0 is off.
 	Sample float64 `yaml:"sample"`
-	// SegmentSize is the uncompressed JSON a segment holds before it is
-	// rotated; default 16MiB.
-	SegmentSize Size `yaml:"segment_size"`
-	// SegmentAge is the longest a segment stays open; default 10m.
-	SegmentAge time.Duration `yaml:"segment_age"`
-	// Retention bounds the bytes of complete segments kept for the model;
-	// the oldest are deleted beyond it; default 1GiB.
+	// Retention bounds the compressed bytes kept for the model; the oldest
+	// blocks are deleted beyond it; default 1GiB.
 	Retention Size `yaml:"retention"`
-	// MaxAge is how long a segment is kept after its last record; default
-	// 7 days (168h).
+	// MaxAge is how long a block is kept; default 7 days (168h).
 	MaxAge time.Duration `yaml:"max_age"`
 	// BufferSize is the number of records buffered between the request path
-	// and the writer; beyond it records are dropped; default 4096.
+	// and the shipper; beyond it records are dropped; default 4096.
 	BufferSize int `yaml:"buffer_size"`
 }
 
 // WithDefaults returns c with its zero fields, other than Sample, set to
 // the defaults.
 func (c Config) WithDefaults() Config {
-	c.SegmentSize = cmp.Or(c.SegmentSize, 16<<20)
-	c.SegmentAge = cmp.Or(c.SegmentAge, 10*time.Minute)
 	c.Retention = cmp.Or(c.Retention, 1<<30)
 	c.MaxAge = cmp.Or(c.MaxAge, 7*24*time.Hour)
 	c.BufferSize = cmp.Or(c.BufferSize, 4096)
@@ -51,33 +45,29 @@ func (c Config) Validate(path string) error {
 	switch {
 	case !(c.Sample >= 0 && c.Sample <= 1):
 		return fmt.Errorf("%s.sample: must be in [0, 1] (0 turns capture off), got %g", path, c.Sample)
-	case c.SegmentSize <= 0:
-		return fmt.Errorf("%s.segment_size: must be positive, got %d", path, c.SegmentSize)
-	case c.SegmentAge <= 0:
-		return fmt.Errorf("%s.segment_age: must be positive, got %s", path, c.SegmentAge)
-	case c.Retention < c.SegmentSize:
-		return fmt.Errorf("%s.retention: %s is less than segment_size (%s), so no segment would be kept", path, c.Retention, c.SegmentSize)
-	case c.MaxAge < c.SegmentAge:
-		return fmt.Errorf("%s.max_age: %s is less than segment_age (%s), so segments would be deleted as soon as they are written", path, c.MaxAge, c.SegmentAge)
+	case c.Retention < 4*maxBlock:
+		return fmt.Errorf("%s.retention: must be at least %s, four blocks, got %s", path, Size(4*maxBlock), c.Retention)
+	case c.MaxAge < time.Minute:
+		return fmt.Errorf("%s.max_age: must be at least 1m, got %s", path, c.MaxAge)
 	case c.BufferSize < 1:
 		return fmt.Errorf("%s.buffer_size: must be at least 1, got %d", path, c.BufferSize)
 	}
 	return nil
 }
 
-// LabelsConfig configures a Labels store; a zero field takes its default.
+// LabelsConfig configures the label streams (the config's `feedback:`
+// section); a zero field takes its default.
 type LabelsConfig struct {
-	// FileSize is the size at which a model's label file is closed and a
-	// new one begun; default 16MiB.
-	FileSize Size `yaml:"file_size"`
-	// MaxAge is how long a closed label file is kept after its last label;
-	// default 30 days (720h). A model's newest label file is always kept.
+	// Retention bounds the bytes of a model's labels kept; the oldest are
+	// deleted beyond it; default 1GiB.
+	Retention Size `yaml:"retention"`
+	// MaxAge is how long a label is kept; default 30 days (720h).
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // WithDefaults returns c with its zero fields set to the defaults.
 func (c LabelsConfig) WithDefaults() LabelsConfig {
-	c.FileSize = cmp.Or(c.FileSize, 16<<20)
+	c.Retention = cmp.Or(c.Retention, 1<<30)
 	c.MaxAge = cmp.Or(c.MaxAge, 30*24*time.Hour)
 	return c
 }
@@ -86,10 +76,10 @@ func (c LabelsConfig) WithDefaults() LabelsConfig {
 // names the section in errors.
 func (c LabelsConfig) Validate(path string) error {
 	switch {
-	case c.FileSize <= 0:
-		return fmt.Errorf("%s.file_size: must be positive, got %d", path, c.FileSize)
-	case c.MaxAge <= 0:
-		return fmt.Errorf("%s.max_age: must be positive, got %s", path, c.MaxAge)
+	case c.Retention < 4*maxBlock:
+		return fmt.Errorf("%s.retention: must be at least %s, got %s", path, Size(4*maxBlock), c.Retention)
+	case c.MaxAge < time.Minute:
+		return fmt.Errorf("%s.max_age: must be at least 1m, got %s", path, c.MaxAge)
 	}
 	return nil
 }
@@ -106,6 +96,9 @@ type Options struct {
 	Metrics *metrics.Set
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Replica names the gateway replica that captures, in each record and
+	// in the subjects it publishes on; default "local".
+	Replica string
 }
 
 func (o Options) withDefaults() Options {
@@ -118,6 +111,7 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.Replica = cmp.Or(o.Replica, "local")
 	return o
 }
 

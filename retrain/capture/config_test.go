@@ -8,7 +8,7 @@ import (
 
 func TestConfigDefaults(t *testing.T) {
 	c := Config{Sample: 0.1}.WithDefaults()
-	if c.SegmentSize != 16<<20 || c.SegmentAge != 10*time.Minute || c.Retention != 1<<30 || c.MaxAge != 168*time.Hour || c.BufferSize != 4096 || c.Sample != 0.1 {
+	if c.Retention != 1<<30 || c.MaxAge != 168*time.Hour || c.BufferSize != 4096 || c.Sample != 0.1 {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}
 	if err := c.Validate("models.demo.capture"); err != nil {
@@ -34,10 +34,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	f(func(c *Config) { c.Sample = 1.5 }, "sample")
 	f(func(c *Config) { c.Sample = -0.1 }, "sample")
-	f(func(c *Config) { c.SegmentSize = -1 }, "segment_size")
-	f(func(c *Config) { c.SegmentAge = -time.Second }, "segment_age")
-	f(func(c *Config) { c.Retention = c.SegmentSize - 1 }, "retention")
-	f(func(c *Config) { c.MaxAge = time.Minute }, "max_age")
+	f(func(c *Config) { c.Retention = 1 << 19 }, "retention")
+	f(func(c *Config) { c.MaxAge = time.Second }, "max_age")
 	f(func(c *Config) { c.BufferSize = -1 }, "buffer_size")
 }
 

@@ -1,20 +1,23 @@
 package capture
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 )
 
-func mustOpenLabels(t *testing.T, dir string, cfg LabelsConfig, o Options) *Labels {
+func mustOpenLabels(t *testing.T, conn *engine.Conn, o Options) *Labels {
 	t.Helper()
-	l, err := OpenLabels(dir, cfg, o)
+	l, err := OpenLabels(conn, LabelsConfig{}, o)
 	if err != nil {
 		t.Fatalf("cannot open labels: %s", err)
 	}
@@ -25,21 +28,21 @@ func mustOpenLabels(t *testing.T, dir string, cfg LabelsConfig, o Options) *Labe
 func mustLabel(t *testing.T, l *Labels, id, label string) {
 	t.Helper()
 	if err := l.RecordLabel("demo", id, json.RawMessage(label), time.Time{}); err != nil {
-		t.Fatalf("cannot record label of %s: %s", id, err)
+		t.Fatal(err)
 	}
 }
 
 func TestLabelsJoin(t *testing.T) {
-	dir := t.TempDir()
+	e := enginetest.Start(t)
 	clk := newClock()
-	w := mustOpen(t, dir, Config{Sample: 1}, Options{Now: clk.Now})
+	w := mustOpen(t, e.Conn, Config{Sample: 1}, Options{Now: clk.Now})
 	for _, r := range []Record{testRecord("one", 1), testRecord("three", 3), testRecord("two", 2), testRecord("unlabeled", 1), testRecord("vector", 1)} {
 		mustWrite(t, w, r)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l := mustOpenLabels(t, dir, LabelsConfig{}, Options{Now: clk.Now})
+	l := mustOpenLabels(t, e.Conn, Options{Now: clk.Now, Replica: "b"})
 	mustLabel(t, l, "one", "0")
 	mustLabel(t, l, "one", "1") // the same time: the later recorded wins
 	if err := l.RecordLabels("demo", []Label{
@@ -55,7 +58,7 @@ func TestLabelsJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	examples, err := ReadLabeled(dir, "demo", time.Time{})
+	examples, err := ReadLabeled(context.Background(), e.Conn, "demo", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,119 +94,108 @@ func TestLabelsJoin(t *testing.T) {
 		}
 	}
 
+	// Unlabeled rows come too when asked for, with no label.
+	var unlabeled []string
+	for ex, err := range Examples(context.Background(), e.Conn, Query{Model: "demo", Unlabeled: true}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Label == nil {
+			unlabeled = append(unlabeled, ex.ID)
+		}
+	}
+	if !slices.Equal(unlabeled, []string{"unlabeled"}) {
+		t.Fatalf("unlabeled rows: %v", unlabeled)
+	}
+
 	// since leaves out records taken before it.
-	examples, err = ReadLabeled(dir, "demo", clk.Now().Add(time.Nanosecond))
+	examples, err = ReadLabeled(context.Background(), e.Conn, "demo", clk.Now().Add(time.Nanosecond))
 	if err != nil || len(examples) != 0 {
 		t.Fatalf("since after every record: %d examples, %v", len(examples), err)
 	}
 }
 
+// TestLabelsDurable: a label acknowledged is in the stream, read by a
+// store opened on a restarted engine.
 func TestLabelsDurable(t *testing.T) {
 	dir := t.TempDir()
-	l := mustOpenLabels(t, dir, LabelsConfig{}, Options{})
+	e := enginetest.StartIn(t, dir)
+	l := mustOpenLabels(t, e.Conn, Options{})
 	mustLabel(t, l, "a", "1")
-	mustLabel(t, l, "b", `{"class": 2}`)
-	// Acknowledged labels are in the file before Close.
-	files, _ := filepath.Glob(filepath.Join(dir, "capture", "demo", "labels-*.jsonl"))
-	if len(files) != 1 || len(scanLines(t, files[0])) != 2 {
-		t.Fatalf("want one file of two lines, got %v", files)
-	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// A crash in the middle of a write leaves a torn last line, never acknowledged.
-	f, err := os.OpenFile(files[0], os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(`{"id":"torn","label":`)
-	f.Close()
-
-	l2 := mustOpenLabels(t, dir, LabelsConfig{}, Options{})
-	mustLabel(t, l2, "a", "3")
-	if err := l2.Close(); err != nil {
-		t.Fatal(err)
-	}
-	labels, err := readLabels(dir, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(labels) != 2 || string(labels["a"].Label) != "3" || string(labels["b"].Label) != `{"class":2}` {
-		t.Fatalf("got %v", labels)
+	e.Stop()
+	e = enginetest.StartIn(t, dir)
+	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	if err != nil || string(labels["a"].Label) != "1" {
+		t.Fatalf("after a restart: %v, %v", labels, err)
 	}
 }
 
+// TestLabelsLargeBatch: a batch larger than one message is split, every
+// label recorded.
+func TestLabelsLargeBatch(t *testing.T) {
+	e := enginetest.Start(t)
+	l := mustOpenLabels(t, e.Conn, Options{})
+	batch := make([]Label, 20000)
+	for i := range batch {
+		batch[i] = Label{ID: fmt.Sprintf("request-%06d", i), Label: json.RawMessage(`{"class": "a long enough label"}`)}
+	}
+	if err := l.RecordLabels("demo", batch); err != nil {
+		t.Fatal(err)
+	}
+	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	if err != nil || len(labels) != len(batch) {
+		t.Fatalf("read %d of %d labels: %v", len(labels), len(batch), err)
+	}
+	if l.m.messages.Get() < 2 {
+		t.Fatalf("%d messages for %d labels", l.m.messages.Get(), len(batch))
+	}
+}
+
+// TestLabelsConcurrent: many goroutines record at once; all are read.
 func TestLabelsConcurrent(t *testing.T) {
-	dir := t.TempDir()
-	l := mustOpenLabels(t, dir, LabelsConfig{}, Options{})
+	e := enginetest.Start(t)
+	l := mustOpenLabels(t, e.Conn, Options{})
 	var wg sync.WaitGroup
-	errs := make(chan error, 50)
-	for i := range 50 {
+	for g := range 8 {
 		wg.Go(func() {
-			errs <- l.RecordLabel("demo", fmt.Sprint(i), json.RawMessage(fmt.Sprint(i%2)), time.Time{})
+			for i := range 50 {
+				mustLabel(t, l, fmt.Sprintf("%d-%d", g, i), "1")
+			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	labels, err := readLabels(dir, "demo")
-	if err != nil || len(labels) != 50 {
-		t.Fatalf("read %d labels, %v", len(labels), err)
-	}
-	if l.m.labels.Get() != 50 || l.m.commits.Get() > 50 {
-		t.Fatalf("labels %d, commits %d", l.m.labels.Get(), l.m.commits.Get())
+	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	if err != nil || len(labels) != 400 {
+		t.Fatalf("read %d of 400 labels: %v", len(labels), err)
 	}
 }
 
-func TestLabelsRotationAndRetention(t *testing.T) {
-	dir := t.TempDir()
-	clk := newClock()
-	cfg := LabelsConfig{FileSize: 100, MaxAge: 24 * time.Hour}
-	l := mustOpenLabels(t, dir, cfg, Options{Now: clk.Now})
-	for _, id := range []string{"1", "2", "3"} {
-		mustLabel(t, l, id, "0") // a line is about 60 bytes: two a file
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "capture", "demo", "labels-*.jsonl"))
-	if len(files) != 2 {
-		t.Fatalf("want 2 label files, got %v", files)
-	}
-	clk.Add(48 * time.Hour)
-	// The first file's successor began before the cutoff: it goes when the
-	// next file is begun, after "4" fills the second.
-	mustLabel(t, l, "4", "0")
-	mustLabel(t, l, "5", "0")
-	labels, err := readLabels(dir, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for id := range labels {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	if !slices.Equal(ids, []string{"3", "4", "5"}) {
-		t.Fatalf("kept labels %v", ids)
-	}
-}
-
+// TestLabelsInvalid: a bad label records nothing; a closed store refuses;
+// the engine down fails the call instead of answering it.
 func TestLabelsInvalid(t *testing.T) {
-	l := mustOpenLabels(t, t.TempDir(), LabelsConfig{}, Options{})
-	f := func(model, id, label string) {
-		t.Helper()
-		if err := l.RecordLabel(model, id, json.RawMessage(label), time.Time{}); !errors.Is(err, ErrInvalidLabel) {
-			t.Fatalf("%q %q %q: want ErrInvalidLabel, got %v", model, id, label, err)
+	e := enginetest.Start(t)
+	l := mustOpenLabels(t, e.Conn, Options{})
+	for _, bad := range [][]Label{{{ID: "", Label: json.RawMessage("1")}}, {{ID: "ok", Label: json.RawMessage("1")}, {ID: "x", Label: json.RawMessage("{")}}} {
+		if err := l.RecordLabels("demo", bad); !errors.Is(err, ErrInvalidLabel) {
+			t.Fatalf("%v: got %v, want ErrInvalidLabel", bad, err)
 		}
 	}
-	f("demo", "", "1")
-	f("demo", "a", "")
-	f("demo", "a", "{not json")
-	f("../etc", "a", "1")
-	f("a/b", "a", "1")
-	if l.m.labels.Get() != 0 {
-		t.Fatalf("recorded %d invalid labels", l.m.labels.Get())
+	if labels, _ := readLabels(context.Background(), e.Conn, "demo"); len(labels) != 0 {
+		t.Fatalf("an invalid batch recorded %v", labels)
+	}
+	if _, err := OpenLabels(nil, LabelsConfig{}, Options{}); err == nil || !strings.Contains(err.Error(), "engine") {
+		t.Fatalf("no engine: %v", err)
+	}
+	mustLabel(t, l, "ok", "1")
+	e.Embedded.Shutdown()
+	for e.Connected() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := l.RecordLabel("demo", "down", json.RawMessage("1"), time.Time{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("engine down: %v", err)
+	}
+	l.Close()
+	if err := l.RecordLabel("demo", "late", json.RawMessage("1"), time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed: %v", err)
 	}
 }

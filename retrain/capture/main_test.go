@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -11,16 +10,6 @@ import (
 
 // TestMain fails the suite when a test leaves goroutines behind.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// goroutinesBackTo waits up to wait for the goroutines to number n again.
-func goroutinesBackTo(n int, wait time.Duration) bool {
-	for deadline := time.Now().Add(wait); runtime.NumGoroutine() > n; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
-}
 
 // clock is a settable clock for Options.Now.
 type clock struct {
@@ -40,15 +29,4 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
-}
-
-func goroutineCount() int { return runtime.NumGoroutine() }
-
-func errorsJoin(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -3,92 +3,85 @@ package capture
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"iter"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
-// Example is one labeled row of captured traffic: the row's values of each
-// input and output tensor, flat, and its label.
+// Example is one row of captured traffic: the row's values of each input
+// and output tensor, flat, and its label.
 type Example struct {
 	ID string
 	// Row is the row's index in its request of Rows rows.
 	Row, Rows int
 	Time      time.Time
 	Version   string
-	Inputs    map[string][]float64
-	Outputs   map[string][]float64
+	// Replica is the gateway replica that answered.
+	Replica string
+	Inputs  map[string][]float64
+	Outputs map[string][]float64
 	// Label is the row's label and LabelTime when the request's label was
-	// recorded.
+	// recorded; Label is nil for an unlabeled row.
 	Label     json.RawMessage
 	LabelTime time.Time
 }
 
-// Records returns the captured records of model under dir (the state_dir)
-// whose Time is not before since, oldest first, reading complete segments
-// only (never a .tmp). Tensor data comes back as []float64. The sequence
-// stops after yielding an error.
-func Records(dir, model string, since time.Time) iter.Seq2[Record, error] {
+// clockSlack is how far before a record's time the block holding it may be
+// stamped by the engine, whose clock is not the replica's.
+const clockSlack = time.Minute
+
+// Records returns the captured records of model whose Time is not before
+// since, oldest block first, from every replica, as the stream holds them
+// when the call begins (records shipped later are left for the next read).
+// Tensor data comes back as []float64. The sequence stops after yielding an
+// error.
+func Records(ctx context.Context, conn *engine.Conn, model string, since time.Time) iter.Seq2[Record, error] {
 	return func(yield func(Record, error) bool) {
-		if err := checkModel(model); err != nil {
-			yield(Record{}, fmt.Errorf("cannot read captured traffic of model %q: %w", model, err))
-			return
-		}
-		mdir := filepath.Join(dir, "capture", model)
-		files, err := listFiles(mdir, segmentPrefix, segmentSuffix)
+		s := captureOf(model, "")
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			yield(Record{}, err)
 			return
 		}
-		for i, f := range files {
-			// A segment's records were all taken before the next segment began.
-			if i+1 < len(files) && files[i+1].start.Before(since) {
-				continue
+		defer dec.Close()
+		var plain []byte
+		for msg, err := range readStream(ctx, conn, s.name, since.Add(-clockSlack)) {
+			if err != nil {
+				yield(Record{}, fmt.Errorf("cannot read captured traffic of model %q: %w", model, err))
+				return
 			}
-			if !readSegment(filepath.Join(mdir, f.name), since, yield) {
+			if plain, err = dec.DecodeAll(msg.Data(), plain[:0]); err != nil {
+				yield(Record{}, fmt.Errorf("cannot read captured traffic of model %q: block on %s: %w", model, msg.Subject(), err))
+				return
+			}
+			if !readBlock(plain, since, yield) {
 				return
 			}
 		}
 	}
 }
 
-func readSegment(path string, since time.Time, yield func(Record, error) bool) bool {
-	fail := func(err error) bool {
-		yield(Record{}, fmt.Errorf("cannot read capture segment %q: %w", path, err))
-		return false
-	}
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return true // deleted by retention meanwhile
-	}
-	if err != nil {
-		return fail(err)
-	}
-	defer f.Close()
-	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
-	if err != nil {
-		return fail(err)
-	}
-	defer dec.Close()
-	br := bufio.NewReaderSize(dec, 1<<16)
+// readBlock yields the records of one block's JSON lines not before since.
+func readBlock(data []byte, since time.Time, yield func(Record, error) bool) bool {
+	br := bufio.NewReader(bytes.NewReader(data))
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if err == io.EOF && len(line) == 0 {
 			return true
 		}
-		if err != nil {
-			return fail(err)
-		}
 		var r Record
 		if err := json.Unmarshal(line, &r); err != nil {
-			return fail(fmt.Errorf("line %d: %w", n, err))
+			yield(Record{}, fmt.Errorf("cannot read captured record: line %d of its block: %w", n, err))
+			return false
 		}
 		if !r.Time.Before(since) && !yield(r, nil) {
 			return false
@@ -96,10 +89,92 @@ func readSegment(path string, since time.Time, yield func(Record, error) bool) b
 	}
 }
 
-// Examples returns the labeled rows of model's captured traffic under dir
-// whose time is not before since, oldest first. Labels are joined by request
-// id; of several labels for one id the latest recorded wins (by Time, then
-// by order of recording). Unlabeled requests are left out.
+// readStream yields the messages of stream name stamped at or after start,
+// up to the last one it held when the call began; none when the stream
+// does not exist.
+func readStream(ctx context.Context, conn *engine.Conn, name string, start time.Time) iter.Seq2[jetstream.Msg, error] {
+	return func(yield func(jetstream.Msg, error) bool) {
+		if conn == nil {
+			yield(nil, errNoEngine)
+			return
+		}
+		st, err := conn.JS.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return
+		}
+		if err != nil {
+			yield(nil, fmt.Errorf("cannot open stream %s: %w", name, err))
+			return
+		}
+		last := st.CachedInfo().State.LastSeq
+		if st.CachedInfo().State.Msgs == 0 {
+			return
+		}
+		cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+		if !start.IsZero() {
+			cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start}
+		}
+		cons, err := st.OrderedConsumer(ctx, cfg)
+		if err != nil {
+			yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
+			return
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
+			return
+		}
+		if info.NumPending == 0 {
+			return
+		}
+		for {
+			batch, err := cons.Fetch(256, jetstream.FetchMaxWait(opTimeout))
+			if err != nil {
+				yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
+				return
+			}
+			got := 0
+			for msg := range batch.Messages() {
+				got++
+				meta, err := msg.Metadata()
+				if err != nil {
+					yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
+					return
+				}
+				if !yield(msg, nil) {
+					return
+				}
+				if meta.Sequence.Stream >= last || meta.NumPending == 0 {
+					return
+				}
+			}
+			if err := batch.Error(); err != nil {
+				yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
+				return
+			}
+			if got == 0 {
+				if ctx.Err() != nil {
+					yield(nil, ctx.Err())
+				}
+				return // the rest was deleted by retention meanwhile
+			}
+		}
+	}
+}
+
+// Query chooses the rows Examples yields.
+type Query struct {
+	Model string
+	// Since leaves out rows captured before it.
+	Since time.Time
+	// Unlabeled keeps the rows no label has arrived for, with a nil Label.
+	Unlabeled bool
+}
+
+// Examples returns the rows of q.Model's captured traffic, oldest first,
+// with labels joined by request id; of several labels for one id the
+// latest recorded wins (by Time, then by order of recording). Unlabeled
+// requests are left out unless q.Unlabeled.
 //
 // A request's rows are the first dimension of its inputs, when every input
 // has the same one; otherwise the request is one row holding the whole
@@ -107,29 +182,30 @@ func readSegment(path string, since time.Time, yield func(Record, error) bool) b
 // labels the rows one by one (so a one-row request's label [3] is 3); any
 // other label is the label of every row, as it is. To give the rows of an
 // N-row request one array each, send an array of N arrays.
-func Examples(dir, model string, since time.Time) iter.Seq2[Example, error] {
+func Examples(ctx context.Context, conn *engine.Conn, q Query) iter.Seq2[Example, error] {
 	return func(yield func(Example, error) bool) {
-		labels, err := readLabels(dir, model)
+		labels, err := readLabels(ctx, conn, q.Model)
 		if err != nil {
 			yield(Example{}, err)
 			return
 		}
-		for r, err := range Records(dir, model, since) {
+		for r, err := range Records(ctx, conn, q.Model, q.Since) {
 			if err != nil {
 				yield(Example{}, err)
 				return
 			}
-			if lb, ok := labels[r.ID]; ok && r.ID != "" && !yieldRows(&r, lb, yield) {
+			lb, ok := labels[r.ID]
+			if (ok && r.ID != "" || q.Unlabeled) && !yieldRows(&r, lb, yield) {
 				return
 			}
 		}
 	}
 }
 
-// ReadLabeled returns every example that Examples yields.
-func ReadLabeled(dir, model string, since time.Time) ([]Example, error) {
+// ReadLabeled returns the labeled rows of model captured since since.
+func ReadLabeled(ctx context.Context, conn *engine.Conn, model string, since time.Time) ([]Example, error) {
 	var out []Example
-	for ex, err := range Examples(dir, model, since) {
+	for ex, err := range Examples(ctx, conn, Query{Model: model, Since: since}) {
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +224,7 @@ func yieldRows(r *Record, lb Label, yield func(Example, error) bool) bool {
 	}
 	for i := range rows {
 		ex := Example{
-			ID: r.ID, Row: i, Rows: rows, Time: r.Time, Version: r.Version,
+			ID: r.ID, Row: i, Rows: rows, Time: r.Time, Version: r.Version, Replica: r.Replica,
 			Inputs: rowValues(r.Inputs, i, rows), Outputs: rowValues(r.Outputs, i, rows),
 			Label: lb.Label, LabelTime: lb.Time,
 		}
@@ -189,36 +265,20 @@ func rowValues(ts map[string]Tensor, i, rows int) map[string][]float64 {
 	return out
 }
 
-// readLabels returns model's latest label by request id. A last line
-// without its newline is a write that a crash cut short (and that was never
-// acknowledged), so it is skipped.
-func readLabels(dir, model string) (map[string]Label, error) {
-	if err := checkModel(model); err != nil {
-		return nil, fmt.Errorf("cannot read labels of model %q: %w", model, err)
-	}
-	mdir := filepath.Join(dir, "capture", model)
-	files, err := listFiles(mdir, labelPrefix, labelSuffix)
-	if err != nil {
-		return nil, err
-	}
+// readLabels returns model's latest label by request id, from every
+// replica.
+func readLabels(ctx context.Context, conn *engine.Conn, model string) (map[string]Label, error) {
 	labels := make(map[string]Label)
-	for _, f := range files {
-		path := filepath.Join(mdir, f.name)
-		data, err := os.ReadFile(path)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
+	for msg, err := range readStream(ctx, conn, labelsOf(model, "").name, time.Time{}) {
 		if err != nil {
-			return nil, fmt.Errorf("cannot read label file: %w", err)
+			return nil, fmt.Errorf("cannot read labels of model %q: %w", model, err)
 		}
-		if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
-			data = data[:i+1]
-		}
+		data := msg.Data()
 		for n, line := 1, []byte(nil); len(data) > 0; n++ {
 			line, data, _ = bytes.Cut(data, []byte{'\n'})
 			var lb Label
 			if err := json.Unmarshal(line, &lb); err != nil {
-				return nil, fmt.Errorf("cannot read label file %q: line %d: %w", path, n, err)
+				return nil, fmt.Errorf("cannot read labels of model %q: line %d of a message on %s: %w", model, n, msg.Subject(), err)
 			}
 			if old, ok := labels[lb.ID]; !ok || !lb.Time.Before(old.Time) {
 				labels[lb.ID] = lb

@@ -11,18 +11,20 @@ import (
 	"time"
 )
 
-// Record is one captured request and its response: a line of a segment,
-// {"id", "time", "model", "version", "inputs", "outputs"}.
+// Record is one captured request and its response: a line of a block,
+// {"id", "time", "model", "version", "replica", "inputs", "outputs"}.
 //
 // A Record handed to Writer.Write belongs to the Writer from then on: the
 // caller copies tensor data out of its pooled buffers into fresh slices
 // (a copy, cheaper on the request path than encoding JSON there) and does
 // not touch them again. The Writer's goroutine encodes it.
 type Record struct {
-	ID      string            `json:"id"`
-	Time    time.Time         `json:"time"`
-	Model   string            `json:"model"`
-	Version string            `json:"version"`
+	ID      string    `json:"id"`
+	Time    time.Time `json:"time"`
+	Model   string    `json:"model"`
+	Version string    `json:"version"`
+	// Replica is the gateway replica that answered.
+	Replica string            `json:"replica,omitempty"`
 	Inputs  map[string]Tensor `json:"inputs"`
 	Outputs map[string]Tensor `json:"outputs"`
 }
@@ -102,6 +104,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = appendString(b, r.Model)
 	b = append(b, `,"version":`...)
 	b = appendString(b, r.Version)
+	if r.Replica != "" {
+		b = appendString(append(b, `,"replica":`...), r.Replica)
+	}
 	var err error
 	if b, err = appendTensors(append(b, `,"inputs":`...), r.Inputs); err != nil {
 		return b, err

@@ -1,21 +1,17 @@
 package capture
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	"math"
-	"os"
-	"path/filepath"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 )
 
 // testRecord is a request of rows rows of two features, and one output.
@@ -32,9 +28,9 @@ func testRecord(id string, rows int) Record {
 	}
 }
 
-func mustOpen(t *testing.T, dir string, cfg Config, o Options) *Writer {
+func mustOpen(t *testing.T, conn *engine.Conn, cfg Config, o Options) *Writer {
 	t.Helper()
-	w, err := Open(dir, "demo", cfg, o)
+	w, err := Open(conn, "demo", cfg, o)
 	if err != nil {
 		t.Fatalf("cannot open writer: %s", err)
 	}
@@ -49,420 +45,250 @@ func mustWrite(t *testing.T, w *Writer, r Record) {
 	}
 }
 
-// waitWritten waits until w's goroutine has written n records.
-func waitWritten(t *testing.T, w *Writer, n uint64) {
+func mustFlush(t *testing.T, w *Writer) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); w.m.records.Get() < n; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d records written, want %d", w.m.records.Get(), n)
-		}
+	if err := w.Flush(); err != nil {
+		t.Fatalf("cannot flush: %s", err)
 	}
 }
 
-func readIDs(t *testing.T, dir string) []string {
+// readIDs reads the ids of model demo's captured records, in order.
+func readIDs(t *testing.T, conn *engine.Conn, since time.Time) []string {
 	t.Helper()
 	var ids []string
-	for r, err := range Records(dir, "demo", time.Time{}) {
+	for r, err := range Records(context.Background(), conn, "demo", since) {
 		if err != nil {
-			t.Fatalf("cannot read records: %s", err)
+			t.Fatal(err)
 		}
 		ids = append(ids, r.ID)
 	}
 	return ids
 }
 
-// segmentFiles lists the files of the demo model's folder matching suffix.
-func segmentFiles(t *testing.T, dir, suffix string) []string {
-	t.Helper()
-	names, err := filepath.Glob(filepath.Join(dir, "capture", "demo", "segment-*"+suffix))
-	if err != nil {
-		t.Fatal(err)
+// TestShipAndRead: records of two replicas ship in blocks to one stream
+// and read back in order, with their values, replicas and times.
+func TestShipAndRead(t *testing.T) {
+	e := enginetest.Start(t)
+	if ids := readIDs(t, e.Conn, time.Time{}); len(ids) != 0 {
+		t.Fatalf("a model with no stream read %v", ids)
 	}
-	return names
-}
-
-func TestWriteCloseRead(t *testing.T) {
-	dir := t.TempDir()
-	clk := newClock()
-	w := mustOpen(t, dir, Config{Sample: 1}, Options{Now: clk.Now})
-	if !w.Sampled() {
-		t.Fatalf("sample 1 must sample every request")
+	a := mustOpen(t, e.Conn, Config{Sample: 1}, Options{Replica: "a"})
+	b := mustOpen(t, e.Conn, Config{Sample: 1}, Options{Replica: "b"})
+	if !a.Sampled() || (*Writer)(nil).Sampled() || (*Writer)(nil).Write(Record{}) {
+		t.Fatal("sampling at 1 or of a nil writer is wrong")
 	}
-	r := testRecord("a\"b\\c\n\x01é\xff", 2)
-	r.Time = clk.Now().Add(-time.Second)
-	r.Inputs["x"].Data.([]float32)[1] = float32(math.NaN())
-	mustWrite(t, w, r)
-	mustWrite(t, w, Record{ID: "raw", Inputs: map[string]Tensor{
-		"n": {Datatype: "INT64", Shape: []int64{2, 2}, Data: json.RawMessage(" [[1, 2], [3, 4]] ")},
-		"b": {Datatype: "BOOL", Shape: []int64{2}, Data: []bool{true, false}},
-		"i": {Datatype: "INT64", Shape: []int64{1}, Data: []int64{-7}},
-	}})
-	mustWrite(t, w, Record{ID: "bad", Inputs: map[string]Tensor{"s": {Data: []string{"x"}}}})
-	if err := w.Close(); err != nil {
-		t.Fatalf("cannot close: %s", err)
-	}
-	if tmp := segmentFiles(t, dir, ".tmp"); len(tmp) != 0 {
-		t.Fatalf("Close left %v", tmp)
-	}
-	segs := segmentFiles(t, dir, ".jsonl.zst")
-	if len(segs) != 1 {
-		t.Fatalf("want one segment, got %v", segs)
-	}
-	if w.m.records.Get() != 2 || w.m.errors.Get() != 1 || w.m.segments.Get() != 1 {
-		t.Fatalf("records %d, errors %d, segments %d; want 2, 1, 1", w.m.records.Get(), w.m.errors.Get(), w.m.segments.Get())
-	}
-
-	// The segment is one plain zstd frame of JSON lines.
-	compressed, err := os.ReadFile(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec, _ := zstd.NewReader(nil)
-	defer dec.Close()
-	plain, err := dec.DecodeAll(compressed, nil)
-	if err != nil {
-		t.Fatalf("segment is not a valid zstd frame: %s", err)
-	}
-	lines := strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n")
-	if len(lines) != 2 {
-		t.Fatalf("want 2 lines, got %d:\n%s", len(lines), plain)
-	}
-	var first struct {
-		ID     string `json:"id"`
-		Time   string `json:"time"`
-		Model  string `json:"model"`
-		Inputs map[string]struct {
-			Datatype string     `json:"datatype"`
-			Shape    []int64    `json:"shape"`
-			Data     []*float64 `json:"data"`
-		} `json:"inputs"`
-	}
-	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
-		t.Fatalf("line is not JSON: %s\n%s", err, lines[0])
-	}
-	x := first.Inputs["x"]
-	if first.ID != "a\"b\\c\n\x01é\uFFFD" || first.Model != "demo" || first.Time != r.Time.Format(time.RFC3339Nano) ||
-		x.Datatype != "FP32" || !slices.Equal(x.Shape, []int64{2, 2}) || len(x.Data) != 4 || x.Data[1] != nil {
-		t.Fatalf("unexpected line: %s", lines[0])
-	}
-
-	var got []Record
-	for rec, err := range Records(dir, "demo", time.Time{}) {
-		if err != nil {
-			t.Fatalf("cannot read records: %s", err)
-		}
-		got = append(got, rec)
-	}
-	if len(got) != 2 {
-		t.Fatalf("want 2 records, got %d", len(got))
-	}
-	xs := got[0].Inputs["x"].Data.([]float64)
-	if !math.IsNaN(xs[1]) || xs[2] != 1 || xs[3] != 1.5 || got[0].Version != "1" || !got[0].Time.Equal(r.Time) {
-		t.Fatalf("unexpected record: %+v", got[0])
-	}
-	raw := got[1]
-	if !slices.Equal(raw.Inputs["n"].Data.([]float64), []float64{1, 2, 3, 4}) ||
-		!slices.Equal(raw.Inputs["b"].Data.([]float64), []float64{1, 0}) ||
-		!slices.Equal(raw.Inputs["i"].Data.([]float64), []float64{-7}) || !raw.Time.Equal(clk.Now()) {
-		t.Fatalf("unexpected record: %+v", raw)
-	}
-	if ids := readIDs(t, dir); len(ids) != 2 {
-		t.Fatalf("got %v", ids)
-	}
-	// since filters by record time.
-	n := 0
-	for _, err := range Records(dir, "demo", clk.Now()) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if n != 1 {
-		t.Fatalf("since: want 1 record, got %d", n)
-	}
-}
-
-func TestRotateBySize(t *testing.T) {
-	dir := t.TempDir()
-	w := mustOpen(t, dir, Config{Sample: 1, SegmentSize: 300}, Options{})
 	var want []string
-	for i := range 10 {
-		id := fmt.Sprintf("r%d", i)
-		want = append(want, id)
-		mustWrite(t, w, testRecord(id, 1))
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if segs := segmentFiles(t, dir, ".jsonl.zst"); len(segs) < 3 {
-		t.Fatalf("want several segments, got %v", segs)
-	}
-	if got := readIDs(t, dir); !slices.Equal(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-}
-
-func TestRotateByAge(t *testing.T) {
-	dir := t.TempDir()
-	clk := newClock()
-	w := mustOpen(t, dir, Config{Sample: 1}, Options{Now: clk.Now})
-	mustWrite(t, w, testRecord("a", 1))
-	waitWritten(t, w, 1)
-	clk.Add(11 * time.Minute)
-	mustWrite(t, w, testRecord("b", 1)) // finds the open segment too old
-	if err := w.Rotate(); err != nil {
-		t.Fatal(err)
-	}
-	if segs := segmentFiles(t, dir, ".jsonl.zst"); len(segs) != 2 {
-		t.Fatalf("want 2 segments, got %v", segs)
-	}
-
-	// An idle segment is rotated by the writer's own ticker.
-	mustWrite(t, w, testRecord("c", 1))
-	waitWritten(t, w, 3)
-	clk.Add(11 * time.Minute)
-	for deadline := time.Now().Add(10 * time.Second); len(segmentFiles(t, dir, ".jsonl.zst")) != 3; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("an idle segment past its age was not rotated")
+	for i := range 50 {
+		w := a
+		if i%2 == 1 {
+			w = b
 		}
+		id := fmt.Sprintf("r%02d", i)
+		mustWrite(t, w, testRecord(id, 1+i%3))
+		mustFlush(t, w)
+		want = append(want, id)
 	}
-	if got := readIDs(t, dir); !slices.Equal(got, []string{"a", "b", "c"}) {
-		t.Fatalf("got %v", got)
+	if got := readIDs(t, e.Conn, time.Time{}); !slices.Equal(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
 	}
-}
-
-func TestRetentionBytes(t *testing.T) {
-	dir := t.TempDir()
-	w := mustOpen(t, dir, Config{Sample: 1, SegmentSize: 300, Retention: 1000}, Options{})
-	for i := range 60 {
-		mustWrite(t, w, testRecord(fmt.Sprintf("r%02d", i), 1))
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, name := range segmentFiles(t, dir, ".jsonl.zst") {
-		info, err := os.Stat(name)
+	replicas := map[string]int{}
+	for r, err := range Records(context.Background(), e.Conn, "demo", time.Time{}) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		total += info.Size()
-	}
-	ids := readIDs(t, dir)
-	if total > 1000 || w.m.deleted.Get() == 0 || len(ids) == 0 || ids[0] == "r00" || ids[len(ids)-1] != "r59" {
-		t.Fatalf("retention kept %d bytes, deleted %d segments, left %v", total, w.m.deleted.Get(), ids)
-	}
-	if !slices.IsSorted(ids) {
-		t.Fatalf("the newest segments must be kept: %v", ids)
-	}
-}
-
-func TestRetentionAge(t *testing.T) {
-	dir := t.TempDir()
-	clk := newClock()
-	w := mustOpen(t, dir, Config{Sample: 1, SegmentAge: time.Hour, MaxAge: 24 * time.Hour}, Options{Now: clk.Now})
-	for day := range 5 {
-		if day > 0 {
-			clk.Add(24 * time.Hour)
-		}
-		mustWrite(t, w, testRecord(fmt.Sprintf("day%d", day), 1))
-		if err := w.Rotate(); err != nil {
-			t.Fatal(err)
+		replicas[r.Replica]++
+		x := r.Inputs["x"].Data.([]float64)
+		if r.Model != "demo" || r.Time.IsZero() || len(x) != 2*int(r.Inputs["x"].Shape[0]) || x[1] != 0.5 {
+			t.Fatalf("record %s came back as %+v", r.ID, r)
 		}
 	}
-	// The segments of days 0 and 1 ended (where the next began) before the
-	// cutoff, a day before day 4.
-	if got := readIDs(t, dir); !slices.Equal(got, []string{"day2", "day3", "day4"}) {
-		t.Fatalf("got %v", got)
+	if replicas["a"] != 25 || replicas["b"] != 25 {
+		t.Fatalf("records by replica: %v", replicas)
+	}
+	if a.m.records.Get() != 25 || a.m.blocks.Get() != 25 || a.m.bytes.Get() == 0 {
+		t.Fatalf("metrics: %d records in %d blocks", a.m.records.Get(), a.m.blocks.Get())
 	}
 }
 
-func TestTmpNeverRead(t *testing.T) {
-	dir := t.TempDir()
-	w := mustOpen(t, dir, Config{Sample: 1}, Options{})
-	mustWrite(t, w, testRecord("open", 1))
-	waitWritten(t, w, 1)
-	if tmp := segmentFiles(t, dir, ".tmp"); len(tmp) != 1 {
-		t.Fatalf("want the open segment as .tmp, got %v", tmp)
+// TestBlocksBounded: a burst ships in blocks of at most maxBlock
+// uncompressed bytes, each well within the engine's payload limit.
+func TestBlocksBounded(t *testing.T) {
+	e := enginetest.Start(t)
+	w := mustOpen(t, e.Conn, Config{Sample: 1, BufferSize: 10000}, Options{})
+	for i := range 3000 {
+		mustWrite(t, w, testRecord(fmt.Sprint(i), 8))
 	}
-	if got := readIDs(t, dir); len(got) != 0 {
-		t.Fatalf("read the open segment: %v", got)
+	mustFlush(t, w)
+	if n := len(readIDs(t, e.Conn, time.Time{})); n != 3000 {
+		t.Fatalf("read %d records, want 3000", n)
 	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
+	if blocks := w.m.blocks.Get(); blocks < 3 {
+		t.Fatalf("3000 records of ~%d bytes shipped in %d blocks", maxBlock*3/3000, blocks)
 	}
-	if got := readIDs(t, dir); !slices.Equal(got, []string{"open"}) {
-		t.Fatalf("got %v", got)
-	}
-}
-
-// TestRecoverUnfinishedSegment writes what a crashed writer leaves: flushed
-// zstd blocks, then a torn tail, under a .tmp name.
-func TestRecoverUnfinishedSegment(t *testing.T) {
-	dir := t.TempDir()
-	mdir := filepath.Join(dir, "capture", "demo")
-	if err := os.MkdirAll(mdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(mdir, fmt.Sprintf("segment-%020d.jsonl.zst.tmp", time.Now().UnixNano()))
-	f, err := os.Create(tmp)
+	st, err := e.JS.Stream(context.Background(), "infergate_capture_demo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := zstd.NewWriter(f, zstd.WithEncoderConcurrency(1))
-	for _, id := range []string{"a", "b", "c"} {
-		r := testRecord(id, 1)
-		r.Time = time.Now()
-		line, err := appendRecord(nil, &r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc.Write(line)
-	}
-	enc.Flush()
-	enc.Write([]byte(`{"id":"torn","time":`))
-	f.Write([]byte{0x28, 0xb5, 0x2f}) // a crash in the middle of a block
-	f.Close()
-	if got := readIDs(t, dir); len(got) != 0 {
-		t.Fatalf("read a .tmp segment: %v", got)
-	}
-
-	w := mustOpen(t, dir, Config{Sample: 1}, Options{})
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
-		t.Fatalf("the unfinished segment is still there: %v", err)
-	}
-	if got := readIDs(t, dir); !slices.Equal(got, []string{"a", "b", "c"}) {
-		t.Fatalf("recovered %v", got)
+	cfg := st.CachedInfo().Config
+	if cfg.MaxBytes != 1<<30 || cfg.MaxAge != 7*24*time.Hour || cfg.Subjects[0] != "infergate.capture.demo.*" {
+		t.Fatalf("stream config %+v", cfg)
 	}
 }
 
+// TestSince: reading since a time leaves out the records before it.
+func TestSince(t *testing.T) {
+	e := enginetest.Start(t)
+	clk := newClock()
+	clk.t = time.Now()
+	w := mustOpen(t, e.Conn, Config{Sample: 1}, Options{Now: clk.Now})
+	for i := range 10 {
+		mustWrite(t, w, testRecord(fmt.Sprint(i), 1))
+		mustFlush(t, w)
+		clk.Add(time.Second)
+	}
+	got := readIDs(t, e.Conn, clk.Now().Add(-4*time.Second))
+	if !slices.Equal(got, []string{"6", "7", "8", "9"}) {
+		t.Fatalf("since: read %v", got)
+	}
+}
+
+// TestFullBufferDropsWithoutBlocking: with the shipper stalled, Write
+// drops beyond the buffer and counts it, and never blocks.
 func TestFullBufferDropsWithoutBlocking(t *testing.T) {
-	entered, release := make(chan struct{}, 1), make(chan struct{})
-	testHookWrite = func() {
-		select {
-		case entered <- struct{}{}:
-			<-release
-		default:
-		}
-	}
-	t.Cleanup(func() { testHookWrite = nil })
-	dir := t.TempDir()
-	w := mustOpen(t, dir, Config{Sample: 1, BufferSize: 1}, Options{})
-	mustWrite(t, w, testRecord("first", 1))
-	<-entered // the writer goroutine holds "first" and is stuck
-	mustWrite(t, w, testRecord("second", 1))
+	e := enginetest.Start(t)
+	w := mustOpen(t, e.Conn, Config{Sample: 1, BufferSize: 4}, Options{})
+	e.Embedded.Shutdown() // the shipper waits on the engine now
+	dropped := 0
 	start := time.Now()
-	for i := range 1000 {
-		if w.Write(testRecord(fmt.Sprint(i), 1)) {
-			t.Fatalf("write %d into a full buffer was queued", i)
+	for i := range 50000 {
+		if !w.Write(testRecord(fmt.Sprint(i), 1)) {
+			dropped++
 		}
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("1000 dropped writes took %s", d)
-	}
-	if n := w.m.dropped.Get(); n != 1000 {
-		t.Fatalf("dropped %d, want 1000", n)
-	}
-	close(release)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := readIDs(t, dir); !slices.Equal(got, []string{"first", "second"}) {
-		t.Fatalf("got %v", got)
+	// What the shipper holds is bounded: the buffer, one block being
+	// gathered and maxUnsent sealed blocks.
+	if time.Since(start) > 5*time.Second || dropped < 10000 || w.m.dropped.Get() != uint64(dropped) {
+		t.Fatalf("%d of 50000 dropped (counted %d) in %s", dropped, w.m.dropped.Get(), time.Since(start))
 	}
 }
 
-func TestConcurrentWrite(t *testing.T) {
+// TestOutageKeepsBlocks: blocks the engine does not take while it is down
+// are kept and shipped once it is back; nothing is lost or doubled.
+func TestOutageKeepsBlocks(t *testing.T) {
 	dir := t.TempDir()
-	w := mustOpen(t, dir, Config{Sample: 1, SegmentSize: 4 << 10}, Options{})
+	e := enginetest.StartIn(t, dir)
+	w := mustOpen(t, e.Conn, Config{Sample: 1}, Options{})
+	mustWrite(t, w, testRecord("before", 1))
+	mustFlush(t, w)
+	e.Embedded.Shutdown()
+	for i := range 5 {
+		mustWrite(t, w, testRecord(fmt.Sprint("during", i), 1))
+	}
+	if err := w.Flush(); err == nil {
+		t.Fatal("a flush with the engine down succeeded")
+	}
+	emb, err := engine.StartEmbedded(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	for deadline := time.Now().Add(20 * time.Second); w.Flush() != nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocks never shipped after the engine came back")
+		}
+	}
+	got := readIDs(t, e.Conn, time.Time{})
+	if want := []string{"before", "during0", "during1", "during2", "during3", "during4"}; !slices.Equal(got, want) {
+		t.Fatalf("read %v, want %v", got, want)
+	}
+	if w.m.lost.Get() != 0 {
+		t.Fatalf("%d records counted lost", w.m.lost.Get())
+	}
+}
+
+// TestCloseShipsAndRefuses: Close ships what is buffered; a closed Writer
+// drops and Flush answers ErrClosed.
+func TestCloseShipsAndRefuses(t *testing.T) {
+	e := enginetest.Start(t)
+	w, err := Open(e.Conn, "demo", Config{Sample: 1}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		mustWrite(t, w, testRecord(fmt.Sprint(i), 1))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(readIDs(t, e.Conn, time.Time{})); n != 100 {
+		t.Fatalf("read %d of 100 records after Close", n)
+	}
+	if w.Write(testRecord("late", 1)) || w.Flush() != ErrClosed || w.Close() != nil {
+		t.Fatal("a closed writer took a record or a flush")
+	}
+}
+
+// TestConcurrentWrite: many goroutines write at once; every record that
+// Write took is read back once.
+func TestConcurrentWrite(t *testing.T) {
+	e := enginetest.Start(t)
+	w := mustOpen(t, e.Conn, Config{Sample: 1, BufferSize: 100000}, Options{})
 	var wg sync.WaitGroup
-	var queued atomic.Int64
-	for g := range 16 {
+	for g := range 8 {
 		wg.Go(func() {
-			for i := range 100 {
-				if w.Sampled() && w.Write(testRecord(fmt.Sprintf("g%d-%d", g, i), 2)) {
-					queued.Add(1)
-				}
+			for i := range 500 {
+				mustWrite(t, w, testRecord(fmt.Sprintf("%d-%d", g, i), 1))
 			}
 		})
 	}
 	wg.Wait()
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	ids := readIDs(t, dir)
-	slices.Sort(ids)
-	if int64(len(ids)) != queued.Load() || queued.Load() != 1600 || len(slices.Compact(ids)) != 1600 {
-		t.Fatalf("queued %d, read %d", queued.Load(), len(ids))
-	}
-}
-
-func TestCloseStopsAndRefuses(t *testing.T) {
-	before := goroutineCount()
-	dir := t.TempDir()
-	w, err := Open(dir, "demo", Config{Sample: 1}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := OpenLabels(dir, LabelsConfig{}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustWrite(t, w, testRecord("a", 1))
-	if err := l.RecordLabel("demo", "a", json.RawMessage("1"), time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := errorsJoin(w.Close(), l.Close(), w.Close(), l.Close()); err != nil {
-		t.Fatal(err)
-	}
-	if !goroutinesBackTo(before, 10*time.Second) {
-		t.Fatalf("goroutines left running after Close: %d, before %d", goroutineCount(), before)
-	}
-	if w.Write(testRecord("late", 1)) || w.Rotate() != ErrClosed {
-		t.Fatal("a closed writer took a record")
-	}
-	if err := l.RecordLabel("demo", "a", json.RawMessage("1"), time.Time{}); err != ErrClosed {
-		t.Fatalf("want ErrClosed, got %v", err)
-	}
-	var nilWriter *Writer
-	if nilWriter.Sampled() || nilWriter.Write(Record{}) || nilWriter.Close() != nil {
-		t.Fatal("a nil writer must do nothing")
-	}
-	if _, err := Open(dir, "../x", Config{}, Options{}); err == nil {
-		t.Fatal("opened a writer outside the capture folder")
-	}
-}
-
-func TestSampled(t *testing.T) {
-	w := mustOpen(t, t.TempDir(), Config{Sample: 0.25}, Options{})
-	n := 0
-	for range 10000 {
-		if w.Sampled() {
-			n++
+	mustFlush(t, w)
+	seen := map[string]bool{}
+	for _, id := range readIDs(t, e.Conn, time.Time{}) {
+		if seen[id] {
+			t.Fatalf("record %s read twice", id)
 		}
+		seen[id] = true
 	}
-	if n < 2000 || n > 3000 {
-		t.Fatalf("sampled %d of 10000 at 0.25", n)
-	}
-	off := mustOpen(t, t.TempDir(), Config{}, Options{})
-	if off.Sampled() {
-		t.Fatal("sample 0 sampled a request")
+	if len(seen) != 4000 {
+		t.Fatalf("read %d of 4000 records", len(seen))
 	}
 }
 
-// scanLines returns the lines of a plain file.
-func scanLines(t *testing.T, path string) []string {
-	t.Helper()
-	data, err := os.ReadFile(path)
+// TestOpenErrors: a bad section or no engine is refused, naming it.
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(nil, "demo", Config{Sample: 1}, Options{}); err == nil || !strings.Contains(err.Error(), "no connection to the engine") {
+		t.Fatalf("no engine: %v", err)
+	}
+	if _, err := Open(nil, "demo", Config{Sample: 2}, Options{}); err == nil || !strings.Contains(err.Error(), "capture.sample") {
+		t.Fatalf("bad sample: %v", err)
+	}
+	e := enginetest.Start(t)
+	w := mustOpen(t, e.Conn, Config{Sample: 1}, Options{})
+	mustWrite(t, w, testRecord("x", 1))
+	mustFlush(t, w)
+	// A model name that is no subject token gets a stream of its own.
+	odd, err := Open(e.Conn, "a.b c", Config{Sample: 1}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lines []string
-	for sc := bufio.NewScanner(bytes.NewReader(data)); sc.Scan(); {
-		lines = append(lines, sc.Text())
+	defer odd.Close()
+	odd.Write(testRecord("y", 1))
+	if err := odd.Flush(); err != nil {
+		t.Fatal(err)
 	}
-	return lines
+	var ids []string
+	for r, err := range Records(context.Background(), e.Conn, "a.b c", time.Time{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, []string{"y"}) {
+		t.Fatalf("model %q read %v", "a.b c", ids)
+	}
+	if _, err := e.JS.Stream(context.Background(), captureOf("a.b c", "").name); err != nil {
+		t.Fatal(err)
+	}
+
 }

@@ -49,9 +49,6 @@ type Config struct {
 	// Repository is the gateway's model repository, published into
 	// (default models).
 	Repository string `yaml:"repository"`
-	// CaptureDir is the gateway's state_dir, whose capture/<model>/ holds
-	// the captured traffic and labels (default state).
-	CaptureDir string `yaml:"capture_dir"`
 	// Runtime configures ONNX Runtime, which validation runs candidates on.
 	Runtime runtime.Config `yaml:"runtime"`
 	// Models are the models that drift events start runs for, by name.
@@ -184,7 +181,7 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 	cfg.Runtime.Library = resolve(dir, cfg.Runtime.Library)
 	cfg = cfg.WithDefaults()
 	cfg.baseDir = dir
-	cfg.StateDir, cfg.Repository, cfg.CaptureDir = resolve(dir, cfg.StateDir), resolve(dir, cfg.Repository), resolve(dir, cfg.CaptureDir)
+	cfg.StateDir, cfg.Repository = resolve(dir, cfg.StateDir), resolve(dir, cfg.Repository)
 	for name, mc := range cfg.Models {
 		if mc.TrainingData != BuiltinDemo {
 			mc.TrainingData = resolve(dir, mc.TrainingData)
@@ -207,7 +204,6 @@ func (c Config) WithDefaults() Config {
 	c.StateDir = cmp.Or(c.StateDir, "retrain-state")
 	c.MaxAge = cmp.Or(c.MaxAge, outbox.DefaultMaxAge)
 	c.Repository = cmp.Or(c.Repository, "models")
-	c.CaptureDir = cmp.Or(c.CaptureDir, "state")
 	c.Gateway.ReadyTimeout = cmp.Or(c.Gateway.ReadyTimeout, 2*time.Minute)
 	if len(c.Runtime.Providers) == 0 {
 		c.Runtime.Providers = runtime.DefaultConfig().Providers

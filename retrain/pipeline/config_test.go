@@ -19,7 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 	switch {
 	case cfg.Listen != "127.0.0.1:8090" || cfg.MaxAge != 5*time.Minute || cfg.StateDir != "/etc/infergate/retrain-state":
 		t.Fatalf("top level: %+v", cfg)
-	case cfg.Repository != "/etc/infergate/models" || cfg.CaptureDir != "/etc/infergate/state" || m.TrainingData != "/etc/infergate/data/train.csv":
+	case cfg.Repository != "/etc/infergate/models" || m.TrainingData != "/etc/infergate/data/train.csv":
 		t.Fatalf("paths: %+v", cfg)
 	case m.Label != "label" || m.HoldoutShare != 0.2 || m.TrainingShare != 0.5 || m.MinRows != 100 || m.Train.Timeout != 10*time.Minute:
 		t.Fatalf("model: %+v", m)
@@ -68,7 +68,7 @@ func TestShippedConfig(t *testing.T) {
 	}
 	m, dir := cfg.Models["demo"], filepath.Join("..", "..", "configs")
 	if m.TrainingData != BuiltinDemo || m.Train.Builtin == nil || cfg.Gateway.URL != "http://127.0.0.1:8080" ||
-		cfg.Repository != filepath.Join(dir, "models") || cfg.CaptureDir != filepath.Join(dir, "state") {
+		cfg.Repository != filepath.Join(dir, "models") {
 		t.Fatalf("%+v", cfg)
 	}
 }

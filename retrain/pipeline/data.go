@@ -161,7 +161,7 @@ func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText s
 	deadline := time.Now().Add(st.cfg.LabelWait)
 	var logged time.Time
 	for {
-		examples, err := capture.ReadLabeled(st.s.cfg.CaptureDir, st.run.Model, since)
+		examples, err := capture.ReadLabeled(ctx, st.s.conn, st.run.Model, since)
 		if err != nil {
 			return table{}, err
 		}

@@ -94,7 +94,7 @@ func newFixture(t *testing.T) *fixture {
 	f.cfg = Config{
 		StateDir: filepath.Join(root, "retrain-state"), SecretEnv: "TEST_WEBHOOK_SECRET",
 		Gateway:    GatewayConfig{URL: f.gateway.url, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
-		Repository: repo, CaptureDir: filepath.Join(root, "state"),
+		Repository: repo,
 		Models: map[string]ModelConfig{"demo": {
 			TrainingData: BuiltinDemo, TrainingShare: 0.75, MinRows: 100, LabelWait: time.Millisecond,
 			Validate: ValidateConfig{MaxRegression: 0.03, MaxLatencyP99: time.Second, BenchmarkRuns: 50},
@@ -161,7 +161,7 @@ func testLog(t *testing.T) *slog.Logger {
 // The demo model calls nearly all of them defaults.
 func (f *fixture) captureShifted(seed uint64, n int, t0 time.Time) {
 	f.t.Helper()
-	w, err := capture.Open(f.cfg.CaptureDir, "demo", capture.Config{Sample: 1}, capture.Options{})
+	w, err := capture.Open(f.engine.Conn, "demo", capture.Config{Sample: 1, BufferSize: 100000}, capture.Options{Replica: "gateway-a"})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -176,16 +176,11 @@ func (f *fixture) captureShifted(seed uint64, n int, t0 time.Time) {
 		w.Write(capture.Record{ID: id, Time: t0.Add(time.Duration(i) * time.Millisecond), Version: "1",
 			Inputs: map[string]capture.Tensor{"input": {Datatype: "FP32", Shape: []int64{1, 8}, Data: x}}})
 		labels = append(labels, capture.Label{ID: id, Label: json.RawMessage(fmt.Sprint(label))})
-		if i%1000 == 999 { // a full buffer drops records
-			if err := w.Rotate(); err != nil {
-				f.t.Fatal(err)
-			}
-		}
 	}
 	if err := w.Close(); err != nil {
 		f.t.Fatal(err)
 	}
-	l, err := capture.OpenLabels(f.cfg.CaptureDir, capture.LabelsConfig{}, capture.Options{})
+	l, err := capture.OpenLabels(f.engine.Conn, capture.LabelsConfig{}, capture.Options{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
