@@ -51,6 +51,11 @@ RUN apt-get update \
 	&& chown 65532:65532 /var/lib/infergate
 COPY --from=build /src/bin/infergate /usr/local/bin/infergate
 COPY --from=build /src/.cache/onnxruntime/libonnxruntime.so.1 /usr/local/lib/onnxruntime/libonnxruntime.so.1
+# The demo model, which the gateway's Deployment copies into each replica's
+# repository before it starts: a replica publishes the versions of its
+# repository that the model store never held, so the demo reaches the
+# fleet's store once (configs/kubernetes/gateway.yaml).
+COPY configs/models /usr/share/infergate/models
 # runtime.library unset: the gateway and the retrain service load this one.
 ENV ONNXRUNTIME_LIB=/usr/local/lib/onnxruntime/libonnxruntime.so.1
 WORKDIR /var/lib/infergate
