@@ -30,4 +30,3 @@ func TestUnreadableRoutingStopsTheStart(t *testing.T) {
 		}
 	}
 }
-

@@ -13,13 +13,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
-	"github.com/infergate/infergate/retrain/capture"
-	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/pipeline"
 	"github.com/infergate/infergate/runtime"
 )
@@ -48,6 +47,7 @@ type demoOptions struct {
 	gatewayConfig string
 	retrainConfig string
 	model         string // the demo model's folder, whose version 1 is copied
+	replicas      int    // gateway replicas: 1 runs in this process, more as processes
 }
 
 // demoResult is what a closed loop measured.
@@ -72,8 +72,12 @@ func demo(args []string) error {
 	fs.DurationVar(&o.canaryEvery, "canary-interval", 3*time.Second, "the canary's analysis interval")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up when the loop has not closed by then")
 	fs.BoolVar(&o.forever, "forever", false, "keep the gateway and the retrain service running after the loop closed")
+	fs.IntVar(&o.replicas, "replicas", 1, "gateway replicas sharing the demo's engine, on consecutive ports from --listen's; with more than one, the leader is killed with SIGKILL in the middle of the canary")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.replicas < 1 {
+		return fmt.Errorf("invalid --replicas %d: want at least 1", o.replicas)
 	}
 	o.labelDelay = time.Second
 	if st, err := os.Stdout.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
@@ -95,57 +99,58 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 			os.Setenv(env, randomHex())
 		}
 	}
-	if err := prepareDemoRepository(o.model, o.work); err != nil {
-		return demoResult{}, err
+	if err := os.RemoveAll(o.work); err != nil {
+		return demoResult{}, fmt.Errorf("cannot empty the demo's folder: %w", err)
 	}
-
-	gwCfg, err := gateway.LoadConfig(o.gatewayConfig)
+	rtLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return demoResult{}, fmt.Errorf("cannot listen for the retrain service: %w", err)
+	}
+	defer rtLn.Close()
+	rtAddr := rtLn.Addr().String()
+	data, err := demoGatewayYAML(o, o.listen, "", rtAddr, "")
 	if err != nil {
 		return demoResult{}, err
+	}
+	gwCfg, err := gateway.ParseConfig(data, o.work)
+	if err != nil {
+		return demoResult{}, fmt.Errorf("cannot load the demo's gateway config: %w", err)
 	}
 	env, err := runtime.NewEnvironment(gwCfg.Runtime, log)
 	if err != nil {
 		return demoResult{}, err
 	}
 	defer env.Close()
-
-	gwLn, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return demoResult{}, fmt.Errorf("cannot listen on %s (another infergate running? use --listen): %w", o.listen, err)
-	}
-	defer gwLn.Close()
-	rtLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return demoResult{}, fmt.Errorf("cannot listen for the retrain service: %w", err)
-	}
-	defer rtLn.Close()
-	gwAddr, rtAddr := gwLn.Addr().String(), rtLn.Addr().String()
-
-	events := make(chan gateway.Event, 64)
-	decisions := make(chan drift.Decision, 64)
-	demoCfg := demoGatewayConfig(gwCfg, o, rtAddr)
-	eng, err := openEngine(demoCfg.Cluster.Config, demoCfg.StateDir, "infergate demo", log)
+	eng, err := openEngine(gwCfg.Cluster.Config, gwCfg.StateDir, "infergate demo", log)
 	if err != nil {
 		return demoResult{}, err
 	}
 	defer eng.close()
-	srv, err := gateway.New(gateway.Options{Config: demoCfg, Env: env, Log: log,
-		Version: version(), Events: events, DriftDecisions: decisions, Engine: eng.connection()})
-	if err != nil {
-		return demoResult{}, err
+
+	events := make(chan gateway.Event, 64)
+	decisions := make(chan drift.Decision, 64)
+	var addrs []string
+	var fleet *demoFleet
+	if o.replicas > 1 {
+		if fleet, err = startDemoGateways(o, n, rtAddr, events, decisions); err != nil {
+			return demoResult{}, err
+		}
+		defer fleet.stop()
+		addrs = fleet.addrs()
+	} else {
+		stop, addr, err := startDemoGateway(o, gwCfg, env, log, eng, events, decisions)
+		if err != nil {
+			return demoResult{}, err
+		}
+		defer stop()
+		addrs = []string{addr}
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(gwLn) }()
-	defer func() {
-		srv.Shutdown(context.Background())
-		<-served
-	}()
 
 	rtCfg, err := pipeline.LoadConfig(o.retrainConfig)
 	if err != nil {
 		return demoResult{}, err
 	}
-	svc, err := pipeline.Open(pipeline.Options{Config: demoRetrainConfig(rtCfg, o, gwAddr), Env: env, Log: log, Progress: o.progress, Engine: eng.connection()})
+	svc, err := pipeline.Open(pipeline.Options{Config: demoRetrainConfig(rtCfg, o, addrs[0]), Env: env, Log: log, Progress: o.progress, Engine: eng.connection()})
 	if err != nil {
 		return demoResult{}, err
 	}
@@ -157,13 +162,18 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 		svc.Close()
 	}()
 
-	n.say("demo", "gateway on http://%s (demo model v1), retrain service on http://%s; %.0f requests/s, labels %s later",
-		gwAddr, rtAddr, o.rate, o.labelDelay)
+	if fleet != nil {
+		n.say("demo", "%d gateway replicas on %s share one engine (demo model v1), %s leads; retrain service on http://%s; %.0f requests/s spread over them, labels %s later",
+			len(addrs), strings.Join(addrs, ", "), fleet.leader(), rtAddr, o.rate, o.labelDelay)
+	} else {
+		n.say("demo", "gateway on http://%s (demo model v1), retrain service on http://%s; %.0f requests/s, labels %s later",
+			addrs[0], rtAddr, o.rate, o.labelDelay)
+	}
 	n.say("demo", "the world shifts after %s: older customers, lower credit scores, higher utilization, and a new default rule", o.shiftAfter)
 
-	traffic := startTraffic(gwAddr, o)
+	traffic := startTraffic(addrs, o)
 	defer traffic.stop()
-	res, err := followLoop(ctx, o, n, traffic, events, decisions)
+	res, err := followLoop(ctx, o, n, traffic, fleet, events, decisions)
 	if err != nil {
 		return res, err
 	}
@@ -172,7 +182,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	n.say("demo", "shift at %s, drift detected %s later, canary started %s later, promoted %s later",
 		res.shiftAt.Round(time.Second), (res.detectedAt - res.shiftAt).Round(100*time.Millisecond),
 		(res.startedAt - res.detectedAt).Round(100*time.Millisecond), (res.promotedAt - res.startedAt).Round(100*time.Millisecond))
-	printWhereToLook(out, gwAddr, rtAddr, o)
+	printWhereToLook(out, addrs[0], rtAddr, o)
 	if o.forever {
 		n.say("demo", "serving on (--forever); Ctrl-C stops")
 		<-ctx.Done()
@@ -181,8 +191,9 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 }
 
 // followLoop narrates traffic until the loop closes, the context ends or
-// the timeout passes.
-func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffic, events <-chan gateway.Event, decisions <-chan drift.Decision) (demoResult, error) {
+// the timeout passes. With a fleet it kills the leader in the middle of the
+// canary, and says which replica leads in each status line.
+func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffic, fleet *demoFleet, events <-chan gateway.Event, decisions <-chan drift.Decision) (demoResult, error) {
 	var res demoResult
 	start := time.Now()
 	deadline := time.After(o.timeout)
@@ -210,6 +221,9 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 			case e.Type == "canary.started" && res.startedAt == 0 && res.detectedAt > 0:
 				res.startedAt = time.Since(start)
 				res.shifted = traffic.accuracy(phaseShifted)
+				if fleet != nil {
+					fleet.killLeaderLater(o.canaryEvery * 3 / 2)
+				}
 			case e.Type == "canary.promoted" && res.startedAt > 0:
 				res.promotedAt, res.promoted = time.Since(start), e.Version
 				traffic.setPhase(phasePromoted)
@@ -218,7 +232,11 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 				return res, fmt.Errorf("the canary of version %s was rolled back", e.Version)
 			}
 		case <-status.C:
-			n.say("traffic", "%s", traffic.status())
+			if fleet != nil {
+				n.say("traffic", "%s  leader %s", traffic.status(), fleet.leader())
+			} else {
+				n.say("traffic", "%s", traffic.status())
+			}
 		case <-recovered:
 			res.after = traffic.accuracy(phasePromoted)
 			return res, nil
@@ -226,13 +244,53 @@ func followLoop(ctx context.Context, o demoOptions, n *narrator, traffic *traffi
 	}
 }
 
-// prepareDemoRepository empties work and copies version 1 of the demo
-// model in folder model into work/models, so the demo never touches it.
-func prepareDemoRepository(model, work string) error {
-	if err := os.RemoveAll(work); err != nil {
-		return fmt.Errorf("cannot empty the demo's folder: %w", err)
+// startDemoGateway serves the demo's gateway in this process on o.listen
+// and returns how to stop it and its address.
+func startDemoGateway(o demoOptions, cfg gateway.Config, env *runtime.Environment, log *slog.Logger, eng *stateEngine,
+	events chan<- gateway.Event, decisions chan<- drift.Decision) (stop func(), addr string, err error) {
+	if err := copyDemoModel(o.model, cfg.Repository); err != nil {
+		return nil, "", err
 	}
-	dst := filepath.Join(work, "models", "demo", "1")
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot listen on %s (another infergate running? use --listen): %w", o.listen, err)
+	}
+	srv, err := gateway.New(gateway.Options{Config: cfg, Env: env, Log: log,
+		Version: version(), Events: events, DriftDecisions: decisions, Engine: eng.connection()})
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	return func() {
+		srv.Shutdown(context.Background())
+		<-served
+	}, ln.Addr().String(), nil
+}
+
+// startDemoGateways starts o.replicas gateway processes and the receiver
+// of their events, and returns them as a fleet whose stop stops both.
+func startDemoGateways(o demoOptions, n *narrator, rtAddr string, events chan<- gateway.Event, decisions chan<- drift.Decision) (*demoFleet, error) {
+	hookLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen for the fleet's events: %w", err)
+	}
+	hook := &http.Server{Handler: &demoHook{events: events, decisions: decisions, seen: map[string]bool{}}, ReadHeaderTimeout: 10 * time.Second}
+	go hook.Serve(hookLn)
+	fleet, err := startDemoFleet(o, n, o.replicas, rtAddr, hookLn.Addr().String())
+	if err != nil {
+		hook.Close()
+		return nil, err
+	}
+	fleet.hook = hook
+	return fleet, nil
+}
+
+// copyDemoModel copies version 1 of the demo model in folder model into
+// the repository repo, so the demo never touches the original.
+func copyDemoModel(model, repo string) error {
+	dst := filepath.Join(repo, "demo", "1")
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("cannot create the demo's repository: %w", err)
 	}
@@ -248,34 +306,10 @@ func prepareDemoRepository(model, work string) error {
 	return nil
 }
 
-// demoGatewayConfig is the demo config, serving the demo's repository with
-// what the loop needs: capture of every request, the admin API, a webhook
-// to the retrain service, and room for two versions during the canary.
-func demoGatewayConfig(cfg gateway.Config, o demoOptions, retrainAddr string) gateway.Config {
-	cfg.Listen = o.listen
-	cfg.Repository = filepath.Join(o.work, "models")
-	cfg.StateDir = filepath.Join(o.work, "state")
-	cfg.Watch = true
-	cfg.Admin.TokenEnv = demoTokenEnv
-	cfg.Webhooks = []outbox.Target{{Name: "retrain", URL: "http://" + retrainAddr + "/webhook",
-		Events: []string{"drift.detected"}, SecretEnv: demoSecretEnv, BackoffBase: 200 * time.Millisecond}}
-	mc := cfg.Models["demo"]
-	mc.VersionPolicy = runtime.VersionPolicy{Latest: 2}
-	mc.Capture = capture.Config{Sample: 1}
-	mc.Cache.Entries = 0 // the demo's rows never repeat
-	// Labels decide what retraining learns: only the traffic generator,
-	// which holds the key, may post them.
-	cfg.Auth.Keys = map[string]gateway.KeySource{"labeler": {Env: demoFeedbackEnv}}
-	mc.Auth = gateway.ModelAuth{Feedback: []string{"labeler"}}
-	cfg.Models = map[string]gateway.ModelConfig{"demo": mc}
-	return cfg
-}
-
 // demoRetrainConfig is configs/retrain.yaml pointed at the demo's folder and
 // gateway, with the canary's analysis at the demo's pace.
 func demoRetrainConfig(cfg pipeline.Config, o demoOptions, gatewayAddr string) pipeline.Config {
-	cfg.StateDir = filepath.Join(o.work, "state") // the engine the demo's gateway runs
-	cfg.Repository = filepath.Join(o.work, "models")
+	cfg.StateDir = filepath.Join(o.work, "state") // the engine the demo's gateway runs, and its model store
 	cfg.Gateway.URL = "http://" + gatewayAddr
 	cfg.Gateway.TokenEnv = demoTokenEnv
 	cfg.SecretEnv = demoSecretEnv

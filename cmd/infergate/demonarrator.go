@@ -18,14 +18,27 @@ type narrator struct {
 	out   io.Writer
 	start time.Time
 	attrs []slog.Attr
+	// replica names the gateway replica whose log this copy tells; its
+	// lines say so.
+	replica string
 }
 
 func newNarrator(out io.Writer) *narrator {
 	return &narrator{mu: new(sync.Mutex), out: out, start: time.Now()}
 }
 
+// from returns a narrator of the log of the named replica.
+func (n *narrator) from(replica string) *narrator {
+	c := *n
+	c.replica = replica
+	return &c
+}
+
 // say prints one line from who.
 func (n *narrator) say(who, format string, args ...any) {
+	if n.replica != "" {
+		who = n.replica + " " + who
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fmt.Fprintf(n.out, "%6.1fs  %-8s %s\n", time.Since(n.start).Seconds(), who, fmt.Sprintf(format, args...))
@@ -56,6 +69,8 @@ func (n *narrator) Handle(_ context.Context, r slog.Record) error {
 			a["reason"], a["window"], a["rows"], a["drifted_features"])
 	case msg == "event emitted":
 		n.say("outbox", "%s about %s/%s stored, to be delivered (event %s)", a["type"], a["model"], a["version"], short(a["id"]))
+	case msg == "webhook delivered" && a["target"] == "narrator":
+		// the demo's own receiver, which narrates the event itself
 	case msg == "webhook delivered":
 		n.say("webhook", "event %s delivered to %s", short(a["event_id"]), a["target"])
 	case msg == "retrain run queued":

@@ -32,8 +32,12 @@ const trafficWorkers = 8
 // traffic sends the demo's requests at a fixed rate, each one row with an
 // id, and posts each row's true label a little later, as a real labeling
 // process would; it keeps the accuracy of the answers it got per phase.
+// With several gateway replicas it spreads requests and labels over them
+// in turn, as a load balancer would, and sends a request that a replica
+// failed to the next one.
 type traffic struct {
-	addr  string
+	addrs []string
+	turn  atomic.Uint64
 	o     demoOptions
 	phase atomic.Int32
 
@@ -50,6 +54,9 @@ type traffic struct {
 	windowVersions             map[string]int
 	windowStart                time.Time
 	failed                     int
+	// failovers counts requests and label posts that a replica failed and
+	// another answered, since the last status line.
+	failovers int
 }
 
 type job struct {
@@ -64,8 +71,8 @@ type label struct {
 	class int
 }
 
-func startTraffic(addr string, o demoOptions) *traffic {
-	t := &traffic{addr: addr, o: o, jobs: make(chan job, trafficWorkers*4), labels: make(chan label, 1<<16),
+func startTraffic(addrs []string, o demoOptions) *traffic {
+	t := &traffic{addrs: addrs, o: o, jobs: make(chan job, trafficWorkers*4), labels: make(chan label, 1<<16),
 		stopCh: make(chan struct{}), windowVersions: map[string]int{}, windowStart: time.Now()}
 	t.wg.Add(2 + trafficWorkers)
 	go t.schedule()
@@ -131,11 +138,7 @@ func (t *traffic) work() {
 	var p fastjson.Parser
 	for j := range t.jobs {
 		phase := int(t.phase.Load())
-		req.Reset()
-		req.SetRequestURI("http://" + t.addr + "/v2/models/demo/infer")
-		req.Header.SetMethod(fasthttp.MethodPost)
-		req.SetBodyString(inferBody(j))
-		err := client.DoTimeout(req, resp, 10*time.Second)
+		err := t.do(client, "/v2/models/demo/infer", nil, inferBody(j), req, resp)
 		predicted := -1
 		if err == nil && resp.StatusCode() == fasthttp.StatusOK {
 			if v, perr := p.ParseBytes(resp.Body()); perr == nil {
@@ -153,6 +156,36 @@ func (t *traffic) work() {
 		default:
 		}
 	}
+}
+
+// do posts body to path on the replicas in turn, from the next one on,
+// until one answers other than with a failure of its own (no connection,
+// 502, 503, 504); header sets one header, when given as name and value.
+func (t *traffic) do(client *fasthttp.Client, path string, header []string, body string, req *fasthttp.Request, resp *fasthttp.Response) error {
+	first := t.turn.Add(1)
+	var err error
+	for i := range uint64(len(t.addrs)) {
+		req.Reset()
+		req.SetRequestURI("http://" + t.addrs[(first+i)%uint64(len(t.addrs))] + path)
+		req.Header.SetMethod(fasthttp.MethodPost)
+		if len(header) == 2 {
+			req.Header.Set(header[0], header[1])
+		}
+		req.SetBodyString(body)
+		err = client.DoTimeout(req, resp, 10*time.Second)
+		if code := resp.StatusCode(); err == nil && code != fasthttp.StatusBadGateway && code != fasthttp.StatusServiceUnavailable && code != fasthttp.StatusGatewayTimeout {
+			if i > 0 {
+				t.mu.Lock()
+				t.failovers++
+				t.mu.Unlock()
+			}
+			return nil
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("every replica answered %d", resp.StatusCode())
+	}
+	return err
 }
 
 func inferBody(j job) string {
@@ -204,11 +237,7 @@ func (t *traffic) label() {
 		}
 		b.WriteByte(']')
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		req.SetRequestURI("http://" + t.addr + "/v2/models/demo/feedback")
-		req.Header.SetMethod(fasthttp.MethodPost)
-		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+os.Getenv(demoFeedbackEnv))
-		req.SetBodyString(b.String())
-		client.DoTimeout(req, resp, 10*time.Second)
+		t.do(client, "/v2/models/demo/feedback", []string{fasthttp.HeaderAuthorization, "Bearer " + os.Getenv(demoFeedbackEnv)}, b.String(), req, resp)
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 		batch = batch[:0]
@@ -259,7 +288,10 @@ func (t *traffic) status() string {
 	if t.failed > 0 {
 		line += fmt.Sprintf("  (%d failed)", t.failed)
 	}
-	t.windowTotal, t.windowCorrect, t.failed, t.windowStart = 0, 0, 0, time.Now()
+	if t.failovers > 0 {
+		line += fmt.Sprintf("  (%d sent to another replica)", t.failovers)
+	}
+	t.windowTotal, t.windowCorrect, t.failed, t.failovers, t.windowStart = 0, 0, 0, 0, time.Now()
 	clear(t.windowVersions)
 	return line
 }
