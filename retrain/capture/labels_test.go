@@ -124,7 +124,7 @@ func TestLabelsDurable(t *testing.T) {
 	mustLabel(t, l, "a", "1")
 	e.Stop()
 	e = enginetest.StartIn(t, dir)
-	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
 	if err != nil || string(labels["a"].Label) != "1" {
 		t.Fatalf("after a restart: %v, %v", labels, err)
 	}
@@ -142,7 +142,7 @@ func TestLabelsLargeBatch(t *testing.T) {
 	if err := l.RecordLabels("demo", batch); err != nil {
 		t.Fatal(err)
 	}
-	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
 	if err != nil || len(labels) != len(batch) {
 		t.Fatalf("read %d of %d labels: %v", len(labels), len(batch), err)
 	}
@@ -164,7 +164,7 @@ func TestLabelsConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	labels, err := readLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
 	if err != nil || len(labels) != 400 {
 		t.Fatalf("read %d of 400 labels: %v", len(labels), err)
 	}
@@ -180,7 +180,7 @@ func TestLabelsInvalid(t *testing.T) {
 			t.Fatalf("%v: got %v, want ErrInvalidLabel", bad, err)
 		}
 	}
-	if labels, _ := readLabels(context.Background(), e.Conn, "demo"); len(labels) != 0 {
+	if labels, _ := ReadLabels(context.Background(), e.Conn, "demo"); len(labels) != 0 {
 		t.Fatalf("an invalid batch recorded %v", labels)
 	}
 	if _, err := OpenLabels(nil, LabelsConfig{}, Options{}); err == nil || !strings.Contains(err.Error(), "engine") {

@@ -184,7 +184,7 @@ type Query struct {
 // N-row request one array each, send an array of N arrays.
 func Examples(ctx context.Context, conn *engine.Conn, q Query) iter.Seq2[Example, error] {
 	return func(yield func(Example, error) bool) {
-		labels, err := readLabels(ctx, conn, q.Model)
+		labels, err := ReadLabels(ctx, conn, q.Model)
 		if err != nil {
 			yield(Example{}, err)
 			return
@@ -265,9 +265,9 @@ func rowValues(ts map[string]Tensor, i, rows int) map[string][]float64 {
 	return out
 }
 
-// readLabels returns model's latest label by request id, from every
+// ReadLabels returns model's latest label by request id, from every
 // replica.
-func readLabels(ctx context.Context, conn *engine.Conn, model string) (map[string]Label, error) {
+func ReadLabels(ctx context.Context, conn *engine.Conn, model string) (map[string]Label, error) {
 	labels := make(map[string]Label)
 	for msg, err := range readStream(ctx, conn, labelsOf(model, "").name, time.Time{}) {
 		if err != nil {
