@@ -1,20 +1,34 @@
 package gateway
 
 import (
+	"archive/tar"
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/outbox"
+	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/router"
+	"github.com/infergate/infergate/runtime"
 )
 
 // handleAdmin serves the admin API; rest is the path after "/admin/".
@@ -27,6 +41,9 @@ import (
 //	POST   models/{m}/canary/promote   promote the canary now
 //	POST   models/{m}/canary/rollback  roll the canary back now
 //	GET    models/{m}/shadow           shadow comparison per shadow version
+//	GET    models/{m}/versions         the versions in the model store (adminVersions)
+//	PUT    models/{m}/versions/{v}     upload a version to the model store
+//	DELETE models/{m}/versions/{v}     delete a version from the model store
 //	GET    cluster                     the fleet: replicas, leader, heartbeats, routing revisions
 //	GET    webhooks                    events waiting for delivery, and the dead letters
 //	POST   webhooks/redrive            deliver a dead letter again: {"event_id", "target"}
@@ -67,6 +84,8 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 		if allowMethod(ctx, fasthttp.MethodGet) {
 			s.adminModels(ctx)
 		}
+	case len(parts) >= 3 && parts[0] == "models" && parts[2] == "versions":
+		s.adminVersions(ctx, method, parts[1], parts[3:])
 	case len(parts) >= 3 && parts[0] == "models":
 		s.adminModel(ctx, method, parts[1], strings.Join(parts[2:], "/"))
 	default:
@@ -392,4 +411,400 @@ func writeJSONValue(ctx *fasthttp.RequestCtx, v any) {
 		return
 	}
 	writeJSON(ctx, data)
+}
+
+// adminVersions serves the versions of model in the engine's model store;
+// rest is the path after "models/{m}/versions".
+//
+//	GET    models/{m}/versions        the versions the store holds, with their files
+//	PUT    models/{m}/versions/{v}    upload version v (a tar or multipart body), checked, then published
+//	DELETE models/{m}/versions/{v}    delete version v from the store (409 while routing references it)
+//
+// Every replica loads or unloads the version through its sync.
+func (s *Server) adminVersions(ctx *fasthttp.RequestCtx, method, model string, rest []string) {
+	if s.versions == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "no model store: the gateway runs without an engine (set state_dir or cluster.nats_url)")
+		return
+	}
+	if err := modelstore.ValidModel(model); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	switch len(rest) {
+	case 0:
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.listVersions(ctx, model)
+		}
+		return
+	case 1:
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
+		return
+	}
+	version, err := strconv.ParseInt(rest[0], 10, 64)
+	if err != nil || version <= 0 || strconv.FormatInt(version, 10) != rest[0] {
+		writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("version %q is not a positive integer such as 3", rest[0]))
+		return
+	}
+	switch method {
+	case fasthttp.MethodPut:
+		s.uploadVersion(ctx, model, version)
+	case fasthttp.MethodDelete:
+		s.deleteVersion(ctx, model, version)
+	default:
+		ctx.Response.Header.Set(fasthttp.HeaderAllow, "PUT, DELETE")
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s; use PUT or DELETE", method, ctx.Path()))
+	}
+}
+
+// storedVersion is a version as GET /admin/models/{m}/versions lists it,
+// and as an upload answers.
+type storedVersion struct {
+	Model     string            `json:"model_name"`
+	Version   string            `json:"version"`
+	Files     []modelstore.File `json:"files"`
+	Published time.Time         `json:"published"`
+}
+
+func storedVersionOf(m *modelstore.Manifest) storedVersion {
+	return storedVersion{Model: m.Model, Version: strconv.FormatInt(m.Version, 10), Files: m.Files, Published: m.Published}
+}
+
+// versionsTimeout bounds the admin API's calls to the model store that
+// move no model: a listing, a delete.
+const versionsTimeout = 30 * time.Second
+
+func (s *Server) listVersions(ctx *fasthttp.RequestCtx, model string) {
+	c, cancel := context.WithTimeout(context.Background(), versionsTimeout)
+	defer cancel()
+	entries, err := s.versions.store.List(c)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return
+	}
+	out := []storedVersion{}
+	for _, e := range entries {
+		if e.Model != model || e.Deleted {
+			continue
+		}
+		m, err := s.versions.store.Manifest(c, model, e.Version)
+		if errors.Is(err, modelstore.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out = append(out, storedVersionOf(m))
+	}
+	writeJSONValue(ctx, struct {
+		Model    string          `json:"model_name"`
+		Versions []storedVersion `json:"versions"`
+	}{model, out})
+}
+
+func (s *Server) deleteVersion(ctx *fasthttp.RequestCtx, model string, version int64) {
+	name := strconv.FormatInt(version, 10)
+	s.cp.mu.Lock()
+	referenced := s.cp.referencedVersionsLocked(model)[name]
+	s.cp.mu.Unlock()
+	if referenced {
+		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf(
+			"version %s of model %q is referenced by its routing (split, shadow, canary, or the primary): route away from it first", name, model))
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), versionsTimeout)
+	defer cancel()
+	switch err := s.versions.store.Delete(c, model, version); {
+	case errors.Is(err, modelstore.ErrNotFound):
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("version %s of model %q is not in the model store", name, model))
+		return
+	case err != nil:
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return
+	}
+	s.versions.poke()
+	s.log.Info("model version deleted from the model store by the admin API", "model", model, "version", version)
+	writeJSONValue(ctx, struct {
+		Model   string `json:"model_name"`
+		Version string `json:"version"`
+		Deleted bool   `json:"deleted"`
+	}{model, name, true})
+}
+
+// publishTimeout bounds the publication of an upload that passed its
+// checks.
+const publishTimeout = 5 * time.Minute
+
+// uploadVersion serves PUT /admin/models/{m}/versions/{v}: the body's
+// files are written to a temporary folder, checked (checkUpload) and
+// published to the model store; 201 names the version and its digests.
+func (s *Server) uploadVersion(ctx *fasthttp.RequestCtx, model string, version int64) {
+	s.cp.mu.Lock()
+	limit := int64(cmp.Or(s.cp.current.ModelStore.MaxUploadSize, DefaultConfig().ModelStore.MaxUploadSize))
+	s.cp.mu.Unlock()
+	if s.serving.Load().model(model) == nil {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q: versions are uploaded to a model the gateway serves", model))
+		return
+	}
+	if n := ctx.Request.Header.ContentLength(); n > 0 && int64(n) > limit {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("upload too large: the limit is %s (model_store.max_upload_size)", strictyaml.Size(limit)))
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	switch _, err := s.versions.store.Manifest(c, model, version); {
+	case err == nil:
+		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %d of model %q is published already; a version's files never change (upload a new version)", version, model))
+		return
+	case !errors.Is(err, modelstore.ErrNotFound):
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return
+	}
+	dir, err := os.MkdirTemp("", "infergate-upload-")
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the upload: "+err.Error())
+		return
+	}
+	defer os.RemoveAll(dir)
+	names, code, err := readUpload(ctx, dir, limit)
+	if err == nil {
+		code, err = s.checkUpload(model, version, dir, names)
+	}
+	if err != nil {
+		writeError(ctx, code, err.Error())
+		return
+	}
+	m, err := s.versions.store.Publish(c, model, version, dir)
+	if errors.Is(err, modelstore.ErrExists) {
+		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %d of model %q was published meanwhile by another writer", version, model))
+		return
+	}
+	if err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		return
+	}
+	s.versions.poke()
+	s.log.Info("model version uploaded to the model store by the admin API", "model", model, "version", version, "files", m.Digests())
+	ctx.SetStatusCode(fasthttp.StatusCreated)
+	writeJSONValue(ctx, storedVersionOf(m))
+}
+
+// errUploadTooLarge is returned by a boundedReader past its limit.
+var errUploadTooLarge = errors.New("upload too large")
+
+// boundedReader reads at most left bytes of r; reading more fails with
+// errUploadTooLarge, so that no more than the limit is ever stored.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.r.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, errUploadTooLarge
+	}
+	return n, err
+}
+
+// readUpload writes the files of the request's body, a tar archive
+// (application/x-tar) or a multipart/form-data form, into dir, reading at
+// most limit bytes; it returns the names written, or the status and error
+// to answer. Only the files of modelstore.Files are taken, each once.
+func readUpload(ctx *fasthttp.RequestCtx, dir string, limit int64) (map[string]bool, int, error) {
+	var body io.Reader = bytes.NewReader(ctx.Request.Body())
+	if stream := ctx.RequestBodyStream(); stream != nil {
+		body = stream
+	}
+	br := &boundedReader{r: body, left: limit}
+	names := make(map[string]bool)
+	fail := func(err error) (map[string]bool, int, error) {
+		if errors.Is(err, errUploadTooLarge) {
+			return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("upload too large: the limit is %s (model_store.max_upload_size)", strictyaml.Size(limit))
+		}
+		return nil, fasthttp.StatusBadRequest, err
+	}
+	save := func(name string, r io.Reader) error {
+		if !slices.Contains(modelstore.Files, name) {
+			return fmt.Errorf("unexpected file %q in the upload: a version holds %s", name, strings.Join(modelstore.Files, ", "))
+		}
+		if names[name] {
+			return fmt.Errorf("the upload holds %s twice", name)
+		}
+		names[name] = true
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, r)
+		if err = errors.Join(err, f.Close()); err != nil {
+			return fmt.Errorf("cannot read %s of the upload: %w", name, err)
+		}
+		return nil
+	}
+	mediaType, params, _ := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	switch mediaType {
+	case "application/x-tar", "application/tar":
+		tr := tar.NewReader(br)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fail(fmt.Errorf("cannot read the tar archive: %w", err))
+			}
+			name := strings.TrimPrefix(h.Name, "./")
+			if h.Typeflag == tar.TypeDir && (name == "" || name == ".") {
+				continue
+			}
+			if h.Typeflag != tar.TypeReg && slices.Contains(modelstore.Files, name) {
+				return fail(fmt.Errorf("%s in the tar archive is not a regular file", name))
+			}
+			if err := save(name, tr); err != nil {
+				return fail(err)
+			}
+		}
+	case "multipart/form-data":
+		mr := multipart.NewReader(br, params["boundary"])
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fail(fmt.Errorf("cannot read the multipart form: %w", err))
+			}
+			// -F model.onnx=@file names the part; -F file=@model.onnx
+			// names the file.
+			name := p.FormName()
+			if !slices.Contains(modelstore.Files, name) && slices.Contains(modelstore.Files, p.FileName()) {
+				name = p.FileName()
+			}
+			err = save(name, p)
+			p.Close()
+			if err != nil {
+				return fail(err)
+			}
+		}
+	default:
+		return nil, fasthttp.StatusUnsupportedMediaType, fmt.Errorf(
+			"unsupported Content-Type %q: send the version's files as application/x-tar or multipart/form-data", ctx.Request.Header.ContentType())
+	}
+	// Whatever follows the archive is read too, so that a body beyond
+	// the limit is refused whatever it holds.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return fail(err)
+	}
+	if !names[modelstore.ModelFile] {
+		return nil, fasthttp.StatusBadRequest, fmt.Errorf("the upload has no %s", modelstore.ModelFile)
+	}
+	return names, 0, nil
+}
+
+// checkUpload checks the files of an upload in dir before they are
+// published: model.onnx loads in ONNX Runtime under the model's config,
+// with the inputs and outputs of the version served now; reference.json
+// (required while that version is monitored for drift) is a reference
+// profile the new version can be monitored by; metrics.json is JSON;
+// labels.txt has one non-empty line per class. It returns the status and
+// error to answer.
+func (s *Server) checkUpload(model string, number int64, dir string, names map[string]bool) (int, error) {
+	s.cp.mu.Lock()
+	mc := s.cp.current.Models[model].withDefaults()
+	s.cp.mu.Unlock()
+	var current *version
+	if m := s.serving.Load().model(model); m != nil {
+		current = m.latest()
+	}
+	if names["metrics.json"] {
+		if data, err := os.ReadFile(filepath.Join(dir, "metrics.json")); err != nil || !json.Valid(data) {
+			return fasthttp.StatusBadRequest, errors.New("metrics.json is not JSON")
+		}
+	}
+	if !names[drift.ReferenceFile] && !mc.Drift.Disabled && current != nil && current.drift != nil {
+		return fasthttp.StatusBadRequest, fmt.Errorf("the upload needs %s: model %q is monitored for drift (its version %s has a reference profile)",
+			drift.ReferenceFile, model, current.name)
+	}
+	rc := mc.ModelConfig
+	rc.Instances = 1
+	rv, err := s.o.Env.LoadModelVersion(dir, model, number, rc)
+	if err != nil {
+		return fasthttp.StatusUnprocessableEntity, fmt.Errorf("model.onnx does not load in ONNX Runtime under model %q's config: %w", model, err)
+	}
+	defer rv.Close()
+	if current != nil {
+		if err := sameTensorInfos("input", current.name, current.rt.Inputs(), rv.Inputs()); err != nil {
+			return fasthttp.StatusUnprocessableEntity, err
+		}
+		if err := sameTensorInfos("output", current.name, current.rt.Outputs(), rv.Outputs()); err != nil {
+			return fasthttp.StatusUnprocessableEntity, err
+		}
+	}
+	if names[drift.ReferenceFile] {
+		ref, err := drift.LoadReference(filepath.Join(dir, drift.ReferenceFile))
+		if err != nil {
+			return fasthttp.StatusUnprocessableEntity, err
+		}
+		if !mc.Drift.Disabled {
+			if _, _, _, err := driftLayout(rv, mc.Drift.Input, ref); err != nil {
+				return fasthttp.StatusUnprocessableEntity, fmt.Errorf("%s does not fit the model: %w", drift.ReferenceFile, err)
+			}
+		}
+	}
+	if names["labels.txt"] {
+		if err := checkLabels(filepath.Join(dir, "labels.txt"), rv.Outputs()); err != nil {
+			return fasthttp.StatusUnprocessableEntity, err
+		}
+	}
+	return 0, nil
+}
+
+// sameTensorInfos reports the first difference of an upload's inputs or
+// outputs (kind says which) from those of the version served now, named
+// current, naming the tensor.
+func sameTensorInfos(kind, current string, want, got []runtime.TensorInfo) error {
+	for _, w := range want {
+		i := slices.IndexFunc(got, func(g runtime.TensorInfo) bool { return g.Name == w.Name })
+		if i < 0 {
+			return fmt.Errorf("the upload has no %s %q, which version %s has (%s)", kind, w.Name, current, w)
+		}
+		if g := got[i]; g.DataType != w.DataType || !slices.Equal(g.Shape, w.Shape) {
+			return fmt.Errorf("the upload's %s %q is %s, version %s's is %s", kind, w.Name, g, current, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.ContainsFunc(want, func(w runtime.TensorInfo) bool { return w.Name == g.Name }) {
+			return fmt.Errorf("the upload has an %s %q that version %s lacks (%s)", kind, g.Name, current, g)
+		}
+	}
+	return nil
+}
+
+// checkLabels checks labels.txt: UTF-8, one non-empty line per class of
+// the first output, when its last dimension is fixed.
+func checkLabels(path string, outputs []runtime.TensorInfo) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !utf8.Valid(data) {
+		return errors.New("labels.txt is not UTF-8 text")
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	for i, line := range lines {
+		if strings.TrimSpace(line) == "" {
+			return fmt.Errorf("labels.txt: line %d is empty: it holds one label a line", i+1)
+		}
+	}
+	if len(outputs) > 0 {
+		if shape := outputs[0].Shape; len(shape) > 0 && shape[len(shape)-1] > 0 && int64(len(lines)) != shape[len(shape)-1] {
+			return fmt.Errorf("labels.txt has %d labels, the output %q has %d classes", len(lines), outputs[0].Name, shape[len(shape)-1])
+		}
+	}
+	return nil
 }

@@ -65,6 +65,9 @@ type Config struct {
 	// Cluster says where the state lives: the embedded engine of state_dir,
 	// or a fleet's NATS cluster.
 	Cluster ClusterConfig `yaml:"cluster"`
+	// ModelStore configures the engine's object store of model versions,
+	// which every replica syncs its repository from (see versions.go).
+	ModelStore ModelStoreConfig `yaml:"model_store"`
 
 	Runtime runtime.Config         `yaml:"runtime"`
 	Models  map[string]ModelConfig `yaml:"models"`
@@ -89,6 +92,34 @@ func (a AdminConfig) token() ([]byte, error) {
 		return nil, fmt.Errorf("admin.token_env: the environment variable %s is unset or empty", a.TokenEnv)
 	}
 	return []byte(t), nil
+}
+
+// ModelStoreConfig is the `model_store:` section: how the versions in the
+// engine's object store are kept, uploaded and synced.
+type ModelStoreConfig struct {
+	// KeepVersions is how many published versions of each model the
+	// leader keeps (default 5): it deletes the oldest beyond it, never one
+	// that routing references or version_policy selects; 0 keeps all.
+	KeepVersions int `yaml:"keep_versions"`
+	// MaxUploadSize bounds the body of an upload, PUT
+	// /admin/models/{m}/versions/{v} (default 256MiB); beyond it 413.
+	MaxUploadSize strictyaml.Size `yaml:"max_upload_size"`
+	// ResyncInterval is how often a replica lists the store besides
+	// watching it, to catch up on what a broken watch missed (default 30s).
+	ResyncInterval time.Duration `yaml:"resync_interval"`
+}
+
+// validate reports the first invalid setting of c.
+func (c ModelStoreConfig) validate() error {
+	switch {
+	case c.KeepVersions < 0:
+		return fmt.Errorf("model_store.keep_versions: must not be negative (0 keeps all), got %d", c.KeepVersions)
+	case c.MaxUploadSize <= 0:
+		return fmt.Errorf("model_store.max_upload_size: must be positive, got %d", c.MaxUploadSize)
+	case c.ResyncInterval <= 0:
+		return fmt.Errorf("model_store.resync_interval: must be positive, got %s", c.ResyncInterval)
+	}
+	return nil
 }
 
 // ModelConfig is one model's section: how its versions load, batch and cache.
@@ -133,6 +164,7 @@ func DefaultConfig() Config {
 		// Sixteen bodies of the default max_body_size, decompressing at once.
 		MaxInflightMemory: 256 << 20,
 		MaxHeaderSize:     8 << 10,
+		ModelStore:        ModelStoreConfig{KeepVersions: 5, MaxUploadSize: 256 << 20, ResyncInterval: 30 * time.Second},
 		Runtime:           runtime.DefaultConfig(),
 	}
 }
@@ -217,6 +249,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("cluster: needs state_dir or cluster.nats_url: without either the gateway keeps nothing and is alone")
 	}
 	if err := c.Auth.validate(); err != nil {
+		return err
+	}
+	if err := c.ModelStore.validate(); err != nil {
 		return err
 	}
 	if err := outbox.ValidateTargets("webhooks", c.Webhooks); err != nil {

@@ -84,6 +84,9 @@ type Server struct {
 	// one address (guardedListener).
 	maxConns, maxConnsPerIP int
 	labelSet                *metrics.Set // the label store's series
+	// versions syncs the repository with the engine's model store; nil
+	// without an engine.
+	versions *versionSync
 
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
@@ -179,6 +182,7 @@ func New(o Options) (*Server, error) {
 		labelSet: metrics.NewSet(), webhookSet: metrics.NewSet()}
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
+		s.versions.close()
 		s.closeLabels()
 		if s.cp != nil {
 			s.cp.shutdown()
@@ -212,6 +216,12 @@ func New(o Options) (*Server, error) {
 	metrics.RegisterSet(s.labelSet)
 	if cfg.StateDir != "" {
 		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log, Metrics: s.labelSet}); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Engine != nil {
+		// The store's versions are in the repository before it is loaded.
+		if s.versions, err = openVersionSync(s, o.Engine, cfg); err != nil {
 			return fail(err)
 		}
 	}
@@ -258,6 +268,9 @@ func New(o Options) (*Server, error) {
 		Logger:                       fasthttpLogger{o.Log},
 	}
 	s.cp.start()
+	if s.versions != nil {
+		s.versions.start()
+	}
 	s.done.Go(func() { s.memory.returnMemory(s.stop) })
 	if s.certs != nil {
 		s.done.Go(func() { s.certs.watch(s.stop) })
@@ -543,6 +556,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("shutdown timed out with requests in flight; unloading models after they finish")
 	}
+	s.versions.close() // before the control plane, whose leadership its retention asks
 	close(s.stop)
 	s.done.Wait()
 	s.cp.shutdown()
