@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -35,9 +36,14 @@ const maxWebhookBody = 1 << 20
 // events are in the engine's stream infergate_outbox_retrain.
 const OutboxName = "retrain"
 
-// takeRetry is how long a worker waits before it tries again to start a
-// queued run that it could not mark as running.
-const takeRetry = time.Second
+// maxAttempts bounds the tries of a change to a model's queue that finds
+// it changed by another writer since it was read.
+const maxAttempts = 16
+
+// orphanAge is how old a queued run that the model's queue does not name
+// must be for a recovery to take it up: younger, it may be one that an
+// accept is about to name there (see recoverModel).
+const orphanAge = time.Minute
 
 // Options are what a Service is opened with. Config, Engine and Env are
 // required.
@@ -61,12 +67,18 @@ type Options struct {
 	Progress io.Writer
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// LeaseTTL is how long this process's lease on a model lasts without a
+	// renewal (default DefaultLeaseTTL; whole seconds, at least 1s): the
+	// longest a run that a dead process left waits before another process
+	// on the engine takes it up. Renewals come every third of it.
+	LeaseTTL time.Duration
 }
 
 // Service receives drift webhooks and runs the pipeline of each configured
 // model. It is safe for concurrent use; see the package documentation.
 type Service struct {
 	cfg      Config
+	conn     *engine.Conn // the engine: runs, captured traffic, model versions
 	env      *runtime.Environment
 	log      *slog.Logger
 	client   *http.Client
@@ -78,6 +90,9 @@ type Service struct {
 	store    *store
 	outbox   *outbox.Outbox // nil without webhooks
 	workers  map[string]*worker
+	holder   string        // this process as a lease holder
+	leaseTTL time.Duration //
+	poll     time.Duration // how often an idle worker looks at its model's queue and lease
 
 	stopping  chan struct{}      // closed when Shutdown begins: no run starts after it
 	stopOnce  sync.Once          //
@@ -89,19 +104,36 @@ type Service struct {
 	closeMu sync.RWMutex // held for reading by the public methods, so Shutdown waits for them
 	closed  bool         // guarded by closeMu
 
-	mu     sync.Mutex        // serializes accepting events and taking runs
-	queued map[string]string // guarded by mu: model -> its queued run's id
+	mu sync.Mutex // serializes this process's accepting of events
 	// unseen maps the id of an event whose run is stored but whose
 	// acceptance could not be, to its answer: a re-delivery records it
 	// then (recover does after a crash).
 	unseen map[string][]byte // guarded by mu
 }
 
-// worker runs one model's runs, one at a time, on its own goroutine.
+// worker runs one model's runs, one at a time, on its own goroutine,
+// while this process holds the model's lease.
 type worker struct {
 	model string
 	cfg   ModelConfig
 	wake  chan struct{} // 1-buffered; merged signals that a run is queued
+	lease *lease
+	// current is the id of the run the worker runs, nil between runs: its
+	// writes need the lease (see Service.save).
+	current atomic.Pointer[string]
+}
+
+// runContext returns the context of the worker's run: cancelled when
+// Shutdown interrupts the runs, or when this process loses the model's
+// lease (then with errLeaseLost as its cause), so that a run stops before
+// any further step, publishing and canarying included, once another
+// process may have taken it up. It needs the lease held.
+func (w *worker) runContext() context.Context { return w.lease.context() }
+
+// runs reports whether the worker runs the run with id.
+func (w *worker) runs(id string) bool {
+	p := w.current.Load()
+	return p != nil && *p == id
 }
 
 // Open creates the run store's buckets on the engine, opens the outbox and
@@ -124,10 +156,17 @@ func Open(o Options) (*Service, error) {
 	if secret == "" {
 		return nil, fmt.Errorf("cannot open retrain service: secret_env: environment variable %s is not set", cfg.SecretEnv)
 	}
+	ttl := o.LeaseTTL
+	if ttl == 0 {
+		ttl = DefaultLeaseTTL
+	}
+	if ttl < time.Second || ttl%time.Second != 0 {
+		return nil, fmt.Errorf("cannot open retrain service: the lease TTL must be whole seconds, at least 1s (the engine expires keys by the second), got %s", ttl)
+	}
 	s := &Service{
-		cfg: cfg, env: o.Env, log: o.Log, client: o.Client, progress: o.Progress, now: o.Now, secret: []byte(secret),
-		workers: make(map[string]*worker), stopping: make(chan struct{}), queued: make(map[string]string),
-		unseen: make(map[string][]byte),
+		cfg: cfg, conn: o.Engine, env: o.Env, log: o.Log, client: o.Client, progress: o.Progress, now: o.Now, secret: []byte(secret),
+		workers: make(map[string]*worker), stopping: make(chan struct{}), unseen: make(map[string][]byte),
+		holder: holderID(), leaseTTL: ttl, poll: ttl / 4,
 	}
 	if cfg.Gateway.URL != "" {
 		if s.token = os.Getenv(cfg.Gateway.TokenEnv); s.token == "" {
@@ -137,6 +176,7 @@ func Open(o Options) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.log = s.log.With("holder", s.holder)
 	if s.client == nil {
 		s.client = &http.Client{Timeout: 30 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 		s.ownHTTP = true
@@ -148,39 +188,44 @@ func Open(o Options) (*Service, error) {
 	if s.store, err = openStore(o.Engine); err != nil {
 		return nil, fmt.Errorf("cannot open retrain service: %w", err)
 	}
-	if len(cfg.Webhooks) > 0 {
-		host, _ := os.Hostname()
-		s.outbox, err = outbox.Open(outbox.Options{Conn: o.Engine, Name: OutboxName, Targets: cfg.Webhooks, Log: s.log, Replica: host})
-		if err != nil {
-			return nil, fmt.Errorf("cannot open retrain service: %w", err)
-		}
+	s.runCtx, s.interrupt = context.WithCancel(context.Background())
+	for name, mc := range cfg.Models {
+		s.workers[name] = &worker{model: name, cfg: mc, wake: make(chan struct{}, 1), lease: s.newLease(name)}
 	}
-	if err := s.importLegacy(); err != nil {
+	fail := func(err error) (*Service, error) {
+		for _, w := range s.workers {
+			w.lease.release()
+		}
+		s.interrupt()
 		if s.outbox != nil {
 			s.outbox.Close()
 		}
 		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+	}
+	if len(cfg.Webhooks) > 0 {
+		s.outbox, err = outbox.Open(outbox.Options{Conn: o.Engine, Name: OutboxName, Targets: cfg.Webhooks, Log: s.log, Replica: s.holder})
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if err := s.importLegacy(); err != nil {
+		return fail(err)
 	}
 	unnotified, err := s.recover()
 	if err == nil && s.outbox != nil {
 		err = s.outbox.Start()
 	}
 	if err != nil {
-		if s.outbox != nil {
-			s.outbox.Close()
-		}
-		return nil, fmt.Errorf("cannot open retrain service: %w", err)
+		return fail(err)
 	}
-	s.runCtx, s.interrupt = context.WithCancel(context.Background())
-	for name, mc := range cfg.Models {
-		w := &worker{model: name, cfg: mc, wake: make(chan struct{}, 1)}
-		if s.queued[name] != "" {
-			w.wake <- struct{}{}
+	held := 0
+	for _, w := range s.workers {
+		if w.lease.holds() {
+			held++
 		}
-		s.workers[name] = w
 	}
-	s.log.Info("retrain service opened", "engine", o.Engine.URL, "runs", RunsBucket, "models", len(cfg.Models), "queued", len(s.queued),
-		"outcomes_to_emit", len(unnotified))
+	s.log.Info("retrain service opened", "engine", o.Engine.URL, "runs", RunsBucket, "models", len(cfg.Models),
+		"models_with_runs_to_do", held, "lease_ttl", ttl, "outcomes_to_emit", len(unnotified))
 	for _, w := range s.workers {
 		s.wg.Add(1)
 		go s.work(w)
@@ -197,14 +242,20 @@ func Open(o Options) (*Service, error) {
 	return s, nil
 }
 
-// recover prunes the store, records that the events of the runs queued or
-// running were seen (a crash may have come between the two writes of
-// accept), marks the runs left running as failed, finds the queued ones
+// newLease returns this process's lease on model, not held.
+func (s *Service) newLease(model string) *lease {
+	return newLease(s.store.queues, s.conn.JS, model, s.holder, s.leaseTTL, s.log.With("model", model))
+}
+
+// recover prunes the store and, for each model that this process may
+// run or whose runs are queued or running, takes the model's lease if no
+// other process holds it and puts its runs in order (recoverModel); it
+// keeps the lease of a configured model with a run to do, for its worker,
 // and returns the finished runs whose outcome may not have been emitted.
-// Every write is one that a crash may interrupt: the next recover does the
-// rest.
+// A model whose lease another process holds is that process's to put in
+// order. Every write is one that a crash may interrupt: the next recovery
+// does the rest.
 func (s *Service) recover() ([]Run, error) {
-	now := s.now().UTC()
 	runs, err := s.store.all()
 	if err == nil {
 		runs, err = s.store.prune(runs, keepRuns)
@@ -212,41 +263,149 @@ func (s *Service) recover() ([]Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot recover the runs: %w", err)
 	}
-	var changed, interrupted, unnotified []*Run
+	models := map[string]bool{}
+	for model := range s.cfg.Models {
+		models[model] = true
+	}
+	var unnotified []Run
 	for i := range runs {
-		r := &runs[i]
-		_, configured := s.cfg.Models[r.Model]
-		if (r.Outcome == Queued || r.Outcome == Running) && r.RetryOf == "" {
-			if err := s.repairSeen(r, now); err != nil {
+		switch r := &runs[i]; {
+		case r.Outcome == Queued || r.Outcome == Running:
+			models[r.Model] = true
+		case r.Notified:
+		case s.outbox == nil:
+			r.Notified = true // there are no webhooks to tell
+			if err := s.store.put(r); err != nil && !errors.Is(err, errConflict) {
 				return nil, fmt.Errorf("cannot recover the runs: %w", err)
 			}
-		}
-		switch {
-		case r.Outcome == Running:
-			interrupted = append(interrupted, r)
-		case r.Outcome == Queued && !configured:
-			r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
-			changed = append(changed, r)
-		case r.Outcome == Queued && s.queued[r.Model] != "":
-			r.finish(now, fmt.Errorf("superseded by run %s, queued for the same model", s.queued[r.Model]))
-			changed = append(changed, r)
-		case r.Outcome == Queued:
-			s.queued[r.Model] = r.ID
-		case !r.Notified && s.outbox == nil:
-			changed = append(changed, r)
-		case !r.Notified:
-			unnotified = append(unnotified, r)
+		default:
+			unnotified = append(unnotified, *r)
 		}
 	}
-	// An interrupted run is done again, unless a run of its model is
-	// queued anyway or the gateway acknowledged its canary: so the loop a
-	// crash broke still closes. The retry is stored before the
-	// interruption, so that a crash between the two does not lose it.
-	for _, r := range interrupted {
-		_, configured := s.cfg.Models[r.Model]
-		if configured && r.CanaryStarted.IsZero() && s.queued[r.Model] == "" {
-			if err := s.queueRetry(*r, now); err != nil {
-				return nil, fmt.Errorf("cannot recover the runs: %w", err)
+	for _, model := range slices.Sorted(maps.Keys(models)) {
+		l := s.newLease(model)
+		if w := s.workers[model]; w != nil {
+			l = w.lease
+		}
+		ok, err := l.acquire(s.runCtx)
+		if err != nil {
+			return nil, fmt.Errorf("cannot recover the runs: %w", err)
+		}
+		if !ok {
+			s.log.Info("another process holds the lease of a model: it runs its runs", "model", model)
+			continue
+		}
+		told, q, err := s.recoverModel(model, true)
+		if err != nil || s.workers[model] == nil || q.Queued == "" {
+			l.release()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot recover the runs: %w", err)
+		}
+		unnotified = append(unnotified, told...)
+	}
+	slices.SortFunc(unnotified, func(a, b Run) int { return cmp.Compare(runNumber(a.ID), runNumber(b.ID)) })
+	return unnotified, nil
+}
+
+// recoverModel puts model's runs in order after the process that ran them
+// stopped, and returns the runs it finished, whose outcome is to be told,
+// and the model's queue after it. It needs the model's lease, which no
+// other process holds then: so no run of the model is running, whatever
+// the store says.
+//
+// It records that the events of the runs queued or running were seen (a
+// crash may have come between the two writes of an accept); names a
+// queued run that the queue does not name as the queued one, or
+// coalesces its events into it and ends it as superseded, once it is
+// older than orphanAge (at the process's start, at once: a crash may
+// have come between the run's write and the queue's); ends the queued
+// runs of a model no longer configured; marks the runs left running as
+// failed, queuing a run that does each again unless a run of the model
+// is queued anyway or the gateway acknowledged its canary; and queues
+// a run that takes up a version published and never canaried (see
+// resume). The retry is stored before the interruption, so that a crash
+// between the two does not lose it.
+func (s *Service) recoverModel(model string, atStart bool) (told []Run, q queue, err error) {
+	now := s.now().UTC()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("model %q: %w", model, err)
+		}
+	}()
+	runs, err := s.store.all()
+	if err != nil {
+		return nil, q, err
+	}
+	if q, err = s.store.getQueue(model); err != nil {
+		return nil, q, err
+	}
+	before := q
+	_, configured := s.cfg.Models[model]
+	var queued *Run
+	var running, orphans []*Run
+	for i := range runs {
+		r := &runs[i]
+		switch {
+		case r.Model != model:
+			continue
+		case r.Outcome == Running:
+			running = append(running, r)
+		case r.Outcome == Queued && (r.ID == q.Queued || r.ID == q.Running && q.Queued == ""):
+			queued, q.Queued = r, r.ID // one whose start failed stays queued
+		case r.Outcome == Queued:
+			if configured && !atStart && now.Sub(r.QueuedAt) < orphanAge {
+				continue // an accept may be about to name it in the queue
+			}
+			orphans = append(orphans, r)
+		default:
+			continue
+		}
+		if r.RetryOf == "" {
+			s.recordSeen(r)
+		}
+	}
+	var changed []*Run
+	if queued == nil {
+		q.Queued = ""
+	}
+	q.Running = "" // a run left running is recovered below
+	merged := false
+	for _, r := range orphans {
+		switch {
+		case !configured:
+			r.finish(now, fmt.Errorf("model %q is no longer configured", r.Model))
+		case queued == nil:
+			queued, q.Queued = r, r.ID
+			continue
+		default:
+			for _, id := range slices.Concat([]string{r.Trigger}, r.Coalesced) {
+				if id != queued.Trigger && !slices.Contains(queued.Coalesced, id) {
+					queued.Coalesced, merged = append(queued.Coalesced, id), true
+				}
+			}
+			r.finish(now, fmt.Errorf("superseded by run %s, queued for the same model", queued.ID))
+		}
+		changed = append(changed, r)
+	}
+	if queued != nil && !configured {
+		queued.finish(now, fmt.Errorf("model %q is no longer configured", queued.Model))
+		changed, q.Queued, merged = append(changed, queued), "", false
+	}
+	if merged {
+		if err := s.store.put(queued); err != nil {
+			return nil, q, err // an accept coalesced into it meanwhile: the next recovery merges again
+		}
+	}
+	if q.Queued != before.Queued || q.Running != before.Running || q.rev == 0 {
+		if err := s.store.putQueue(model, &q); err != nil {
+			return nil, q, err
+		}
+	}
+	for _, r := range running {
+		if configured && r.CanaryStarted.IsZero() && q.Queued == "" {
+			if err := s.queueRetry(*r, now, &q); err != nil {
+				return nil, q, err
 			}
 		}
 		step := "first"
@@ -261,35 +420,25 @@ func (s *Service) recover() ([]Run, error) {
 			r.Notified = true // there are no webhooks to tell
 		}
 		if err := s.store.put(r); err != nil {
-			return nil, fmt.Errorf("cannot recover the runs: %w", err)
+			return nil, q, err
 		}
 		if !r.Notified {
-			unnotified = append(unnotified, r)
+			told = append(told, *r)
 		}
 	}
 	// So is one that published a version and failed to canary it for a
 	// reason that may pass: the new run canaries it (see resume).
-	for model := range s.cfg.Models {
-		if s.queued[model] != "" {
-			continue
-		}
+	if configured && q.Queued == "" {
 		r, _, ok, err := s.uncanaried(model, "")
 		if err != nil {
 			s.log.Warn("cannot look for a version never canaried", "model", model, "error", err)
-			continue
-		}
-		if ok {
-			if err := s.queueRetry(r, now); err != nil {
-				return nil, fmt.Errorf("cannot recover the runs: %w", err)
+		} else if ok {
+			if err := s.queueRetry(r, now, &q); err != nil {
+				return nil, q, err
 			}
 		}
 	}
-	out := make([]Run, 0, len(unnotified))
-	for _, r := range unnotified {
-		out = append(out, *r)
-	}
-	slices.SortFunc(out, func(a, b Run) int { return cmp.Compare(runNumber(a.ID), runNumber(b.ID)) })
-	return out, nil
+	return told, q, nil
 }
 
 // repairSeen records that the events of run r, queued or running, were
@@ -314,15 +463,30 @@ func (s *Service) repairSeen(r *Run, now time.Time) error {
 	return nil
 }
 
-// queueRetry queues a run that does run r again, for the same event.
-func (s *Service) queueRetry(r Run, now time.Time) error {
+// queueRetry queues a run that does run r again, for the same event, and
+// names it in q, the model's queue, unless an accept queued a run of the
+// model meanwhile: that one does the model's run then.
+func (s *Service) queueRetry(r Run, now time.Time, q *queue) error {
 	retry := Run{Model: r.Model, Trigger: r.Trigger, RetryOf: r.ID, DriftVersion: r.DriftVersion, Since: r.Since,
 		QueuedAt: now, Outcome: Queued, Steps: []Step{}}
 	if err := s.store.newRun(&retry); err != nil {
 		return err
 	}
-	s.queued[r.Model] = retry.ID
-	return nil
+	q.Queued = retry.ID
+	err := s.store.putQueue(r.Model, q)
+	if errors.Is(err, errConflict) {
+		if *q, err = s.store.getQueue(r.Model); err == nil && q.Queued != "" {
+			s.log.Info("a run was queued while a retry was: the retry is dropped", "run", q.Queued, "retry_of", r.ID, "model", r.Model)
+			if err := s.store.remove(&retry); err != nil {
+				s.log.Warn("cannot delete a retry not queued: a later recovery ends it", "run", retry.ID, "error", err)
+			}
+			return nil
+		}
+		if err == nil {
+			err = errConflict
+		}
+	}
+	return err
 }
 
 // Shutdown stops the service: no queued run starts any more (they run
@@ -569,33 +733,22 @@ func (s *Service) accept(ev outbox.Event) (answer []byte, replay bool, err error
 	}
 	now := s.now().UTC()
 	if a.Reason == "" {
-		queued, err := Run{}, ErrNoRun
-		if id := s.queued[model]; id != "" {
-			if queued, err = s.store.get(id); errors.Is(err, ErrNoRun) {
-				s.log.Warn("a queued retrain run is gone from the store: a new one is queued", "run", id, "model", model)
-				delete(s.queued, model)
-			}
-		}
-		switch {
-		case err == nil:
-			queued.Coalesced = append(queued.Coalesced, ev.ID)
-			if err := s.store.put(&queued); err != nil {
-				return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
-			}
-			a = acceptance{Status: "coalesced", Run: queued.ID}
-		case errors.Is(err, ErrNoRun):
-			r := Run{Model: model, Trigger: ev.ID, DriftVersion: version, Since: d.since(s.workers[model].cfg.Lookback), QueuedAt: now, Outcome: Queued, Steps: []Step{}}
-			if err := s.store.newRun(&r); err != nil {
-				return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
-			}
-			a = acceptance{Status: "queued", Run: r.ID}
-			s.queued[model] = r.ID
-			select {
-			case s.workers[model].wake <- struct{}{}:
-			default:
-			}
-		default:
+		var again bool
+		a, again, err = s.enqueue(ev.ID, model, version, d.since(s.workers[model].cfg.Lookback), now)
+		if err != nil {
 			return nil, false, fmt.Errorf("cannot record event %q: %w", ev.ID, err)
+		}
+		if again {
+			// A re-delivery of an event whose run is stored and whose
+			// acceptance is not: recorded now, answered as the first time.
+			if answer, err = encodeJSON(a); err == nil {
+				err = s.store.putSeen(ev.ID, seenEvent{At: now, Answer: string(answer)})
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			s.log.Info("webhook received again: answered as the first time", "event", ev.ID, "type", ev.Type, "run", a.Run)
+			return answer, true, nil
 		}
 	}
 	if answer, err = encodeJSON(a); err != nil {
@@ -620,66 +773,280 @@ func (s *Service) accept(ev outbox.Event) (answer []byte, replay bool, err error
 	return answer, false, nil
 }
 
-// work runs w's queued runs one at a time until Shutdown begins.
+// enqueue queues a run of model for event id, or coalesces id into the
+// model's queued run, whichever process queued it, and returns the answer.
+// again is set, with the first answer, when the queued or the running run
+// of the model holds id already: a re-delivery whose first acceptance was
+// not recorded, or an event delivered to two processes at once. Every
+// write is in place of the revision read, and one that finds a change
+// made meanwhile (another accept, the lease holder taking the queued run)
+// reads again: so the events delivered to several processes at once end
+// up in one queued run, each once.
+func (s *Service) enqueue(id, model, version string, since, now time.Time) (a acceptance, again bool, err error) {
+	holds := func(r *Run) (acceptance, bool) {
+		switch {
+		case r.Trigger == id:
+			return acceptance{Status: "queued", Run: r.ID}, true
+		case slices.Contains(r.Coalesced, id):
+			return acceptance{Status: "coalesced", Run: r.ID}, true
+		}
+		return acceptance{}, false
+	}
+	for range maxAttempts {
+		q, err := s.store.getQueue(model)
+		if err != nil {
+			return a, false, err
+		}
+		if q.Queued != "" {
+			r, err := s.store.get(q.Queued)
+			switch {
+			case errors.Is(err, ErrNoRun) || err == nil && r.Outcome != Queued:
+				s.log.Warn("the queued retrain run of a model is gone from the store, or no longer queued: a new one is queued",
+					"run", q.Queued, "model", model)
+				q.Queued = ""
+				if err := s.store.putQueue(model, &q); err != nil && !errors.Is(err, errConflict) {
+					return a, false, err
+				}
+				continue
+			case err != nil:
+				return a, false, err
+			}
+			if a, ok := holds(&r); ok {
+				return a, true, nil
+			}
+			r.Coalesced = append(r.Coalesced, id)
+			if err := s.store.put(&r); errors.Is(err, errConflict) {
+				continue
+			} else if err != nil {
+				return a, false, err
+			}
+			return acceptance{Status: "coalesced", Run: r.ID}, false, nil
+		}
+		if q.Running != "" {
+			if r, err := s.store.get(q.Running); err == nil {
+				if a, ok := holds(&r); ok {
+					return a, true, nil
+				}
+			} else if !errors.Is(err, ErrNoRun) {
+				return a, false, err
+			}
+		}
+		r := Run{Model: model, Trigger: id, DriftVersion: version, Since: since, QueuedAt: now, Outcome: Queued, Steps: []Step{}}
+		if err := s.store.newRun(&r); err != nil {
+			return a, false, err
+		}
+		q.Queued = r.ID
+		err = s.store.putQueue(model, &q)
+		if err == nil {
+			if w := s.workers[model]; w != nil {
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
+			}
+			return acceptance{Status: "queued", Run: r.ID}, false, nil
+		}
+		if errors.Is(err, errConflict) {
+			// Another accept queued a run meanwhile, or the lease holder
+			// took one, or a recovery named this one in the queue.
+			if now, err := s.store.getQueue(model); err == nil && (now.Queued == r.ID || now.Running == r.ID) {
+				return acceptance{Status: "queued", Run: r.ID}, false, nil
+			}
+		}
+		// A run no queue names runs nowhere: it goes, unless it changed,
+		// which only a recovery that names it or supersedes it does.
+		if rerr := s.store.remove(&r); rerr != nil {
+			s.log.Warn("cannot delete a run the model's queue does not name: a later recovery of the model takes it up", "run", r.ID,
+				"model", model, "error", rerr)
+		}
+		if !errors.Is(err, errConflict) {
+			return a, false, err
+		}
+	}
+	return a, false, fmt.Errorf("the queue of model %q changed %d times while the event was being queued", model, maxAttempts)
+}
+
+// work runs w's model's runs while this process holds, or can take, the
+// model's lease, until Shutdown begins. It looks at the model's queue when
+// an accept of this process queues a run, and every poll interval: so a
+// run that another process queued while this one held the lease, or one
+// that a process which died left queued or running, is taken up within
+// the lease's TTL and a poll interval.
 func (s *Service) work(w *worker) {
 	defer s.wg.Done()
+	defer w.lease.release()
+	poll := time.NewTicker(s.poll)
+	defer poll.Stop()
 	for {
+		s.serve(w)
 		select {
 		case <-s.stopping:
 			return
 		case <-w.wake:
+		case <-poll.C:
 		}
-		for {
-			select {
-			case <-s.stopping:
-				return // the queued run stays queued, for the next Open
-			default:
-			}
-			r, ok, err := s.take(w.model)
-			if err == nil {
-				if ok {
-					s.execute(w, r)
-				}
-				break
-			}
-			s.log.Error("cannot start a retrain run; trying again", "model", w.model, "error", err, "in", takeRetry)
-			select {
-			case <-s.stopping:
+	}
+}
+
+// serve takes w's model's lease when its queue has a run to do or names a
+// run running and no process holds the lease, puts the model's runs in
+// order (recoverModel) and runs its queued runs one after another; it
+// gives the lease back once none is queued, or when Shutdown begins.
+func (s *Service) serve(w *worker) {
+	for {
+		select {
+		case <-s.stopping:
+			return // a queued run stays queued, for the next holder
+		default:
+		}
+		if !w.lease.holds() {
+			w.lease.release() // one lost: its keeper stops
+			q, err := s.store.getQueue(w.model)
+			if err != nil {
+				s.log.Warn("cannot read the queue of a model; trying again", "model", w.model, "error", err, "in", s.poll)
 				return
-			case <-time.After(takeRetry):
 			}
+			if q.Queued == "" && q.Running == "" {
+				return
+			}
+			if ok, err := w.lease.acquire(s.runCtx); err != nil || !ok {
+				if err != nil {
+					s.log.Warn("cannot take the lease of a model; trying again", "model", w.model, "error", err, "in", s.poll)
+				}
+				return // its holder runs the queued run after its own
+			}
+			told, _, err := s.recoverModel(w.model, false)
+			for i := range told {
+				s.notify(&told[i])
+			}
+			if err != nil {
+				s.log.Error("cannot put the runs of a model in order; trying again", "model", w.model, "error", err, "in", s.poll)
+				w.lease.release()
+				return
+			}
+		}
+		r, ok, err := s.take(w)
+		if err != nil {
+			s.log.Error("cannot start a retrain run; trying again", "model", w.model, "error", err, "in", s.poll)
+			w.lease.release()
+			return
+		}
+		if !ok {
+			w.lease.release()
+			// An accept of another process may have queued a run after
+			// take looked, while this one held the lease: look again.
+			if q, err := s.store.getQueue(w.model); err != nil || q.Queued == "" {
+				return
+			}
+			continue
+		}
+		s.execute(w, r)
+		s.ended(w, r)
+	}
+}
+
+// take marks the queued run of w's model as running, in the model's queue
+// and then in its record, and returns it; ok is false when none is
+// queued. It needs the model's lease. Before the run leaves the queue, the
+// events it holds are recorded as seen, so that a re-delivery to any
+// process is answered as the first time rather than queued again.
+func (s *Service) take(w *worker) (_ *Run, ok bool, _ error) {
+	for range maxAttempts {
+		q, err := s.store.getQueue(w.model)
+		if err != nil || q.Queued == "" {
+			return nil, false, err
+		}
+		r, err := s.store.get(q.Queued)
+		if errors.Is(err, ErrNoRun) || err == nil && r.Outcome != Queued {
+			s.log.Warn("the queued retrain run of a model is gone from the store, or no longer queued: it does not run", "run", q.Queued, "model", w.model)
+			q.Queued = ""
+			if err := s.store.putQueue(w.model, &q); err != nil && !errors.Is(err, errConflict) {
+				return nil, false, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		s.recordSeen(&r)
+		q.Queued, q.Running = "", r.ID
+		if err := s.store.putQueue(w.model, &q); errors.Is(err, errConflict) {
+			continue // an accept coalesced into it meanwhile
+		} else if err != nil {
+			return nil, false, err
+		}
+		// An accept that read the queue before may still coalesce into the
+		// run until its record says running: then it is read again.
+		for range maxAttempts {
+			r.Outcome, r.Started = Running, s.now().UTC()
+			err := s.store.put(&r)
+			if !errors.Is(err, errConflict) {
+				if err != nil {
+					return nil, false, err // the next recovery of the model queues it again
+				}
+				id := r.ID
+				w.current.Store(&id)
+				return &r, true, nil
+			}
+			if r, err = s.store.get(r.ID); err != nil {
+				return nil, false, err
+			}
+			s.recordSeen(&r)
+		}
+		return nil, false, fmt.Errorf("run %s changed %d times while it was being started", r.ID, maxAttempts)
+	}
+	return nil, false, fmt.Errorf("the queue of model %q changed %d times while its queued run was being started", w.model, maxAttempts)
+}
+
+// recordSeen records that the events of run r were accepted, as
+// repairSeen does; a failure is logged: the acceptances wait for a
+// re-delivery then, answered from the run's record by this process.
+func (s *Service) recordSeen(r *Run) {
+	if err := s.repairSeen(r, s.now().UTC()); err != nil {
+		s.log.Warn("cannot record the events of a retrain run as seen", "run", r.ID, "model", r.Model, "error", err)
+	}
+}
+
+// ended clears the running run r from its model's queue once it is over,
+// unless the queue names another since (a recovery of another process,
+// after this one lost the lease).
+func (s *Service) ended(w *worker, r *Run) {
+	defer w.current.Store(nil)
+	if !w.lease.holds() {
+		return // a run not recorded as over: the next holder recovers it
+	}
+	for range maxAttempts {
+		q, err := s.store.getQueue(w.model)
+		if err == nil && q.Running != r.ID {
+			return
+		}
+		if err == nil {
+			q.Running = ""
+			if err = s.store.putQueue(w.model, &q); err == nil || !errors.Is(err, errConflict) {
+				if err != nil {
+					s.log.Warn("cannot clear the running run of a model's queue: the next holder of its lease does", "run", r.ID, "model", w.model, "error", err)
+				}
+				return
+			}
+		}
+		if err != nil && !errors.Is(err, errConflict) {
+			s.log.Warn("cannot clear the running run of a model's queue: the next holder of its lease does", "run", r.ID, "model", w.model, "error", err)
+			return
 		}
 	}
 }
 
-// take marks model's queued run as running and returns it; ok is false
-// when none is queued.
-func (s *Service) take(model string) (_ *Run, ok bool, _ error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id := s.queued[model]
-	if id == "" {
-		return nil, false, nil
+// save stores r as it is now. The run that a worker runs is stored only
+// while this process holds its model's lease: once it is lost, another
+// process may have taken the run up, and this one's record must not
+// overwrite that one's (a write after the other's is refused anyway: it
+// is in place of the revision this process wrote last).
+func (s *Service) save(r *Run) error {
+	if w := s.workers[r.Model]; w != nil && w.runs(r.ID) && !w.lease.holds() {
+		return fmt.Errorf("cannot record run %s: %w", r.ID, errLeaseLost)
 	}
-	r, err := s.store.get(id)
-	if errors.Is(err, ErrNoRun) {
-		delete(s.queued, model)
-		s.log.Warn("a queued retrain run is gone from the store: it does not run", "run", id, "model", model)
-		return nil, false, nil
-	}
-	if err == nil {
-		r.Outcome, r.Started = Running, s.now().UTC()
-		err = s.store.put(&r)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	delete(s.queued, model)
-	return &r, true, nil
+	return s.store.put(r)
 }
-
-// save stores r as it is now.
-func (s *Service) save(r *Run) error { return s.store.put(r) }
 
 // persist calls write until it succeeds, waiting longer after each
 // failure, as long as the runs may go on (Shutdown's context ends that);
@@ -689,7 +1056,7 @@ func (s *Service) persist(write func() error) error {
 	wait := 100 * time.Millisecond
 	for {
 		err := write()
-		if err == nil || errors.Is(err, errConflict) || errors.Is(err, ErrNoRun) || errors.Is(err, outbox.ErrFull) ||
+		if err == nil || errors.Is(err, errConflict) || errors.Is(err, ErrNoRun) || errors.Is(err, errLeaseLost) || errors.Is(err, outbox.ErrFull) ||
 			errors.Is(err, outbox.ErrClosed) || errors.Is(err, outbox.ErrInvalidEvent) {
 			return err
 		}
@@ -718,6 +1085,13 @@ func (s *Service) notify(r *Run) {
 	if err == nil {
 		r.Notified = true
 		err = s.persist(func() error { return s.save(r) })
+		if errors.Is(err, errConflict) {
+			// Another process found it untold and told it too: the engine
+			// and the receivers dropped the second copy.
+			if stored, gerr := s.store.get(r.ID); gerr == nil && stored.Notified {
+				err = nil
+			}
+		}
 	}
 	if err != nil {
 		// The next Open emits it again, with the same id: the engine and

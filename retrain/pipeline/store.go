@@ -176,6 +176,8 @@ func (d Duration) String() string { return time.Duration(d).String() }
 type store struct {
 	runs jetstream.KeyValue
 	seen jetstream.KeyValue
+	// queues is LeaseBucket, which holds the models' queues (and leases).
+	queues jetstream.KeyValue
 	// maxRecord is the largest record the engine takes: its max_payload,
 	// less room for the headers.
 	maxRecord int
@@ -198,6 +200,9 @@ func openStore(conn *engine.Conn) (*store, error) {
 		Replicas: conn.Replicas, TTL: keepSeen})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the run store's bucket %s: %w", SeenBucket, err)
+	}
+	if st.queues, err = openLeases(conn.JS, conn.Replicas); err != nil {
+		return nil, fmt.Errorf("cannot create the run store's buckets: %w", err)
 	}
 	return st, nil
 }
@@ -281,7 +286,7 @@ func (st *store) put(r *Run) error {
 	}
 	switch {
 	case errors.Is(err, errConflict):
-		return fmt.Errorf("cannot record run %s: its record was %w (is a second retrain service using this engine?)", r.ID, err)
+		return fmt.Errorf("cannot record run %s: its record was %w", r.ID, err)
 	case err != nil:
 		if len(r.unsure) == maxUnsure {
 			r.unsure = r.unsure[1:]
@@ -342,19 +347,98 @@ func (st *store) encode(r *Run) ([]byte, error) {
 	return b, nil
 }
 
-// newRun stores r, queued, under the next id.
+// newRun stores r, queued, under the next id. Processes sharing the
+// engine hand out ids by revision: one that finds the last id changed
+// meanwhile reads it again.
 func (st *store) newRun(r *Run) error {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	last, rev, err := st.lastID(ctx)
+	for {
+		last, rev, err := st.lastID(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = st.write(ctx, sequenceKey, strconv.AppendUint(nil, last+1, 10), rev)
+		if errors.Is(err, errConflict) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cannot hand out run id %d: %w", last+1, err)
+		}
+		r.ID, r.rev, r.unsure = strconv.FormatUint(last+1, 10), 0, nil
+		return st.put(r)
+	}
+}
+
+// remove deletes run r, unless it changed since it was read or written as
+// r. It is for a queued run that nobody but its writer knows of yet.
+func (st *store) remove(r *Run) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := st.runs.Delete(ctx, r.ID, jetstream.LastRevision(r.rev)); err != nil {
+		return fmt.Errorf("cannot delete run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// queue is a model's queue, as the key "<model>.queue" of LeaseBucket
+// holds it: the run queued, which further events are coalesced into, and
+// the run running, which the holder of the model's lease runs. Either is
+// "" for none. Every change is made in place of the revision read, so that
+// the services of several processes change it in turn.
+type queue struct {
+	Queued  string `json:"queued,omitempty"`
+	Running string `json:"running,omitempty"`
+
+	rev uint64 // the revision read, 0 when the key was never written
+}
+
+// queueKey returns the key of model's queue.
+func queueKey(model string) string { return modelKey(model) + ".queue" }
+
+// getQueue returns model's queue.
+func (st *store) getQueue(model string) (queue, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	key := queueKey(model)
+	e, err := st.queues.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return queue{}, nil
+	}
 	if err != nil {
-		return err
+		return queue{}, fmt.Errorf("cannot read the queue of model %q: %w", model, err)
 	}
-	if _, err := st.write(ctx, sequenceKey, strconv.AppendUint(nil, last+1, 10), rev); err != nil {
-		return fmt.Errorf("cannot hand out run id %d: %w", last+1, err)
+	var q queue
+	if err := json.Unmarshal(e.Value(), &q); err != nil {
+		return queue{}, damaged(LeaseBucket, key, err)
 	}
-	r.ID, r.rev, r.unsure = strconv.FormatUint(last+1, 10), 0, nil
-	return st.put(r)
+	q.rev = e.Revision()
+	return q, nil
+}
+
+// putQueue writes model's queue in place of the revision q was read at.
+// The error wraps errConflict when another writer changed it meanwhile.
+func (st *store) putQueue(model string, q *queue) error {
+	b, err := json.Marshal(q)
+	if err != nil {
+		return fmt.Errorf("cannot encode the queue of model %q: %w", model, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	var rev uint64
+	if q.rev == 0 {
+		rev, err = st.queues.Create(ctx, queueKey(model), b)
+	} else {
+		rev, err = st.queues.Update(ctx, queueKey(model), b, q.rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("cannot write the queue of model %q: %w: %w", model, errConflict, err)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write the queue of model %q: %w", model, err)
+	}
+	q.rev = rev
+	return nil
 }
 
 // lastID returns the last run id handed out and the revision of its key;
@@ -491,7 +575,8 @@ func (st *store) prune(runs []Run, keep int) ([]Run, error) {
 			kept = append(kept, r)
 			continue
 		}
-		if err := st.runs.Delete(ctx, r.ID, jetstream.LastRevision(r.rev)); err != nil {
+		err := st.runs.Delete(ctx, r.ID, jetstream.LastRevision(r.rev))
+		if err != nil && !isWrongSequence(err) { // else another process pruned it, or changed it
 			return nil, fmt.Errorf("cannot prune run %s: %w", r.ID, err)
 		}
 		excess--
