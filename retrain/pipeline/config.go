@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/strictyaml"
 	"github.com/infergate/infergate/runtime"
@@ -46,9 +49,6 @@ type Config struct {
 	// Gateway is where candidates are canaried; without a URL runs end
 	// after publishing.
 	Gateway GatewayConfig `yaml:"gateway"`
-	// Repository is the gateway's model repository, published into
-	// (default models).
-	Repository string `yaml:"repository"`
 	// Runtime configures ONNX Runtime, which validation runs candidates on.
 	Runtime runtime.Config `yaml:"runtime"`
 	// Models are the models that drift events start runs for, by name.
@@ -99,8 +99,8 @@ type ModelConfig struct {
 	// 100).
 	MinRows int `yaml:"min_rows"`
 	// LabelWait is how long a run waits for MinRows labeled rows, since
-	// labels arrive after the traffic and the gateway's capture segments
-	// are read once complete; then it fails (default 5m).
+	// labels arrive after the traffic (and captured blocks reach the
+	// engine within a second); then it fails (default 5m).
 	LabelWait time.Duration `yaml:"label_wait"`
 	// Lookback moves the start of the captured rows read back from the
 	// start of the event's window, which is the last of the consecutive
@@ -176,12 +176,12 @@ func LoadConfig(path string) (Config, error) {
 func ParseConfig(data []byte, dir string) (Config, error) {
 	var cfg Config
 	if err := strictyaml.Decode(data, &cfg, "config"); err != nil {
-		return Config{}, err
+		return Config{}, removedKeys(data, err)
 	}
 	cfg.Runtime.Library = resolve(dir, cfg.Runtime.Library)
 	cfg = cfg.WithDefaults()
 	cfg.baseDir = dir
-	cfg.StateDir, cfg.Repository = resolve(dir, cfg.StateDir), resolve(dir, cfg.Repository)
+	cfg.StateDir = resolve(dir, cfg.StateDir)
 	for name, mc := range cfg.Models {
 		if mc.TrainingData != BuiltinDemo {
 			mc.TrainingData = resolve(dir, mc.TrainingData)
@@ -189,6 +189,21 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 		cfg.Models[name] = mc
 	}
 	return cfg, cfg.Validate()
+}
+
+// removedKeys returns err, the strict decode's error, said better when the
+// document names a key that an earlier version took: repository, whose
+// versions live in the engine's model store now.
+func removedKeys(data []byte, err error) error {
+	var old struct {
+		Repository yaml.Node `yaml:"repository"`
+	}
+	if yaml.Unmarshal(data, &old) != nil || old.Repository.Kind == 0 {
+		return err
+	}
+	return fmt.Errorf("cannot decode config: line %d: repository: no longer taken: model versions live in the engine's object store %s, "+
+		"which the service publishes candidates to and every gateway replica syncs its repository from; delete the key "+
+		"(a gateway publishes the versions of its repository folder to the store when it starts)", old.Repository.Line, modelstore.Bucket)
 }
 
 func resolve(dir, path string) string {
@@ -203,7 +218,6 @@ func (c Config) WithDefaults() Config {
 	c.Listen = cmp.Or(c.Listen, "127.0.0.1:8090")
 	c.StateDir = cmp.Or(c.StateDir, "retrain-state")
 	c.MaxAge = cmp.Or(c.MaxAge, outbox.DefaultMaxAge)
-	c.Repository = cmp.Or(c.Repository, "models")
 	c.Gateway.ReadyTimeout = cmp.Or(c.Gateway.ReadyTimeout, 2*time.Minute)
 	if len(c.Runtime.Providers) == 0 {
 		c.Runtime.Providers = runtime.DefaultConfig().Providers

@@ -19,7 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 	switch {
 	case cfg.Listen != "127.0.0.1:8090" || cfg.MaxAge != 5*time.Minute || cfg.StateDir != "/etc/infergate/retrain-state":
 		t.Fatalf("top level: %+v", cfg)
-	case cfg.Repository != "/etc/infergate/models" || m.TrainingData != "/etc/infergate/data/train.csv":
+	case m.TrainingData != "/etc/infergate/data/train.csv":
 		t.Fatalf("paths: %+v", cfg)
 	case m.Label != "label" || m.HoldoutShare != 0.2 || m.TrainingShare != 0.5 || m.MinRows != 100 || m.Train.Timeout != 10*time.Minute:
 		t.Fatalf("model: %+v", m)
@@ -58,6 +58,8 @@ func TestConfigErrors(t *testing.T) {
 	f("secret_env: S\nmodels: {demo: {training_data: x.csv}}\n---\nsecret_env: T\n", "line 3: a second YAML document is not allowed")
 	f("", "cannot decode config: the document is empty")
 	f("# all commented out\n", "cannot decode config: the document is empty")
+	// A key an earlier version took says where its job went.
+	f(minimalConfig+"repository: models\n", "line 5: repository: no longer taken: model versions live in the engine's object store infergate_models")
 }
 
 // TestShippedConfig checks configs/retrain.yaml, the demo's.
@@ -68,7 +70,7 @@ func TestShippedConfig(t *testing.T) {
 	}
 	m, dir := cfg.Models["demo"], filepath.Join("..", "..", "configs")
 	if m.TrainingData != BuiltinDemo || m.Train.Builtin == nil || cfg.Gateway.URL != "http://127.0.0.1:8080" ||
-		cfg.Repository != filepath.Join(dir, "models") {
+		cfg.StateDir != filepath.Join(dir, "state") {
 		t.Fatalf("%+v", cfg)
 	}
 }

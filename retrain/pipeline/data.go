@@ -17,6 +17,7 @@ import (
 
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/runtime"
 )
@@ -88,21 +89,31 @@ type splits struct {
 // holdout sets; unless an earlier run left a version published and never
 // canaried, which the run then canaries (see resume).
 func (st *runState) selectData(ctx context.Context) error {
-	cfg, model := st.s.cfg, st.run.Model
+	model := st.run.Model
 	if err := st.readRouting(ctx); err != nil {
 		return err
 	}
 	if resumed, err := st.resume(ctx); resumed || err != nil {
 		return err
 	}
-	version, err := newestVersion(filepath.Join(cfg.Repository, model))
+	models, err := st.s.modelStore(ctx)
+	if err != nil {
+		return err
+	}
+	version, err := newestVersion(ctx, models, model)
 	if err != nil {
 		return err
 	}
 	if version == 0 {
-		return fmt.Errorf("cannot find a version of model %q in %s", model, cfg.Repository)
+		return fmt.Errorf("cannot find a version of model %q in the model store %s (a gateway publishes the versions of its repository there when it starts)", model, modelstore.Bucket)
 	}
-	dir := filepath.Join(cfg.Repository, model, strconv.FormatInt(version, 10))
+	if st.fetched, err = os.MkdirTemp("", "infergate-retrain-base-"+model+"-"); err != nil {
+		return fmt.Errorf("cannot fetch the current version: %w", err)
+	}
+	dir := filepath.Join(st.fetched, strconv.FormatInt(version, 10))
+	if _, err := models.Fetch(ctx, model, version, dir); err != nil {
+		return fmt.Errorf("cannot fetch the current version: %w", err)
+	}
 	if st.base, err = st.s.env.LoadModelVersion(dir, model, version, runtime.ModelConfig{Instances: 1}); err != nil {
 		return fmt.Errorf("cannot load the current version: %w", err)
 	}
@@ -189,22 +200,6 @@ func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText s
 		case <-time.After(min(labelPoll, time.Until(deadline))):
 		}
 	}
-}
-
-// newestVersion returns the largest numeric version folder under dir, 0
-// when there is none.
-func newestVersion(dir string) (int64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("cannot read model folder: %w", err)
-	}
-	var newest int64
-	for _, e := range entries {
-		if v, err := strconv.ParseInt(e.Name(), 10, 64); err == nil && e.IsDir() && v > newest {
-			newest = v
-		}
-	}
-	return newest, nil
 }
 
 // row converts a captured input row and its label; ok is false when the

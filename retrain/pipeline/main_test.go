@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/retrain/engine/enginetest"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/retrain/trainer"
 	"github.com/infergate/infergate/runtime"
@@ -65,6 +68,7 @@ const (
 type fixture struct {
 	t       *testing.T
 	engine  *enginetest.Engine
+	models  *modelstore.Store // the engine's model store
 	cfg     Config
 	gateway *fakeGateway
 	events  *receiver
@@ -76,25 +80,21 @@ func newFixture(t *testing.T) *fixture {
 	t.Setenv("TEST_ADMIN_TOKEN", testToken)
 	t.Setenv("TEST_OUT_SECRET", testOutSecret)
 	root := t.TempDir()
-	repo := filepath.Join(root, "models")
-	v1 := filepath.Join(repo, "demo", "1")
-	if err := os.MkdirAll(v1, 0o755); err != nil {
+	f := &fixture{t: t, engine: enginetest.Start(t), events: newReceiver(t)}
+	var err error
+	if f.models, err = modelstore.Open(context.Background(), f.engine.Conn); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"model.onnx", "reference.json"} {
-		b, err := os.ReadFile(filepath.Join("../../configs/models/demo/1", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(v1, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f := &fixture{t: t, engine: enginetest.Start(t), gateway: newFakeGateway(t, repo), events: newReceiver(t)}
+	// Version 1 is the demo model, as a gateway that started on the
+	// demo's repository published it.
+	f.publish(1, demoVersion)
+	f.gateway = newFakeGateway(t, func(model string, version int64) bool {
+		_, err := f.models.Manifest(context.Background(), model, version)
+		return err == nil
+	})
 	f.cfg = Config{
 		StateDir: filepath.Join(root, "retrain-state"), SecretEnv: "TEST_WEBHOOK_SECRET",
-		Gateway:    GatewayConfig{URL: f.gateway.url, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
-		Repository: repo,
+		Gateway: GatewayConfig{URL: f.gateway.url, TokenEnv: "TEST_ADMIN_TOKEN", ReadyTimeout: 10 * time.Second},
 		Models: map[string]ModelConfig{"demo": {
 			TrainingData: BuiltinDemo, TrainingShare: 0.75, MinRows: 100, LabelWait: time.Millisecond,
 			Validate: ValidateConfig{MaxRegression: 0.03, MaxLatencyP99: time.Second, BenchmarkRuns: 50},
@@ -288,7 +288,31 @@ type fakeGateway struct {
 	loseAnswerOn string // guarded by mu
 }
 
-func newFakeGateway(t *testing.T, repo string) *fakeGateway {
+// demoVersion is the folder of the demo model's version 1.
+const demoVersion = "../../configs/models/demo/1"
+
+// publish publishes the files of dir as version of the demo model.
+func (f *fixture) publish(version int64, dir string) {
+	f.t.Helper()
+	if _, err := f.models.Publish(context.Background(), "demo", version, dir); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// fetch fetches version of the demo model from the store into a
+// temporary folder and returns the folder.
+func (f *fixture) fetch(version int64) string {
+	f.t.Helper()
+	dir := filepath.Join(f.t.TempDir(), strconv.FormatInt(version, 10))
+	if _, err := f.models.Fetch(context.Background(), "demo", version, dir); err != nil {
+		f.t.Fatal(err)
+	}
+	return dir
+}
+
+// newFakeGateway returns a gateway that serves the versions that
+// published says are, once reloaded.
+func newFakeGateway(t *testing.T, published func(model string, version int64) bool) *fakeGateway {
 	g := &fakeGateway{t: t, addr: "127.0.0.1:0"}
 	g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -316,7 +340,8 @@ func newFakeGateway(t *testing.T, repo string) *fakeGateway {
 		case r.Method == http.MethodPost && r.URL.Path == "/admin/reload":
 			g.reloaded = true
 		case r.Method == http.MethodGet && len(parts) == 7 && parts[5] != "" && parts[6] == "ready":
-			if _, err := os.Stat(filepath.Join(repo, parts[3], parts[5], "model.onnx")); err != nil || !g.reloaded {
+			v, _ := strconv.ParseInt(parts[5], 10, 64)
+			if !published(parts[3], v) || !g.reloaded {
 				code, answer = http.StatusNotFound, `{"error":"unknown version"}`
 			}
 		case r.Method == http.MethodPost && r.URL.Path == "/admin/models/demo/canary":

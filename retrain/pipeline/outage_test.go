@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,16 +43,16 @@ func (g *fakeGateway) canaryVersion(t *testing.T) string {
 	return body.Version
 }
 
-// versions returns the version folders of the demo model.
+// versions returns the versions of the demo model in the model store.
 func (fx *fixture) versions() []string {
 	fx.t.Helper()
-	entries, err := os.ReadDir(filepath.Join(fx.cfg.Repository, "demo"))
+	versions, err := fx.models.Versions(context.Background(), "demo")
 	if err != nil {
 		fx.t.Fatal(err)
 	}
 	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	for _, v := range versions {
+		names = append(names, strconv.FormatInt(v, 10))
 	}
 	return names
 }
@@ -96,23 +94,14 @@ func TestGatewayRestartDuringRun(t *testing.T) {
 // with no other step than data, and trains nothing; unless the run failed
 // for good, or recorded that the gateway acknowledged the canary (which
 // the gateway's routing no longer shows), or runs took the version up
-// maxResumes times already, or a newer version is in the repository.
+// maxResumes times already, or a newer version is in the model store.
 func TestUncanariedVersionOnRestart(t *testing.T) {
 	f := func(name string, runs []Run, versions []string, wantRuns int) {
 		t.Run(name, func(t *testing.T) {
 			fx := newFixture(t)
 			for _, v := range versions {
-				dir := filepath.Join(fx.cfg.Repository, "demo", v)
-				b, err := os.ReadFile(filepath.Join(fx.cfg.Repository, "demo", "1", "model.onnx"))
-				if err == nil {
-					err = os.Mkdir(dir, 0o755)
-				}
-				if err == nil {
-					err = os.WriteFile(filepath.Join(dir, "model.onnx"), b, 0o644)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+				n, _ := strconv.ParseInt(v, 10, 64)
+				fx.publish(n, demoVersion)
 			}
 			fx.seed(slices.Clone(runs)...)
 			s, _ := fx.open()

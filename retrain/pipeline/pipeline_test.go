@@ -127,7 +127,7 @@ func TestRunSucceeds(t *testing.T) {
 		t.Fatalf("metrics %+v", *m)
 	}
 
-	dir := filepath.Join(fx.cfg.Repository, "demo", "2")
+	dir := fx.fetch(2)
 	ref, err := drift.LoadReference(filepath.Join(dir, drift.ReferenceFile))
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestRunSucceeds(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "model.onnx")); err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := filepath.Glob(filepath.Join(fx.cfg.Repository, "demo", ".tmp-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "infergate-publish-demo-*")); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
 	}
 
@@ -199,9 +199,8 @@ func TestRunFails(t *testing.T) {
 			if last := r.Steps[len(r.Steps)-1]; last.Error == "" {
 				t.Fatalf("the last step %+v has no error", last)
 			}
-			entries, _ := os.ReadDir(filepath.Join(fx.cfg.Repository, "demo"))
-			if len(entries) != 1 || entries[0].Name() != "1" {
-				t.Fatalf("repository holds %v", entries)
+			if versions := fx.versions(); !slices.Equal(versions, []string{"1"}) {
+				t.Fatalf("the model store holds versions %v", versions)
 			}
 			if calls, _ := fx.gateway.snapshot(); len(calls) > 1 || len(calls) == 1 && calls[0] != "GET /admin/models/demo/routing" {
 				t.Fatalf("the gateway was asked more than the routing: %v", calls)

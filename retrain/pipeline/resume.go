@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 )
 
@@ -67,7 +66,11 @@ func (s *Service) uncanaried(model, except string) (last Run, resumes int, ok bo
 	if canaried || last.ID == "" || last.Outcome != Failed || !last.Transient || resumes >= maxResumes {
 		return Run{}, 0, false, nil
 	}
-	newest, err := newestVersion(filepath.Join(s.cfg.Repository, model))
+	models, err := s.modelStore(context.Background())
+	if err != nil {
+		return Run{}, 0, false, err
+	}
+	newest, err := newestVersion(context.Background(), models, model)
 	if err != nil {
 		return Run{}, 0, false, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -37,6 +38,9 @@ type runState struct {
 	s    *Service
 	cfg  ModelConfig
 	work string // a temporary folder for the data and the candidate
+	// fetched is a temporary folder holding the current version, fetched
+	// from the model store.
+	fetched string
 
 	mu      sync.Mutex
 	run     *Run // guarded by mu
@@ -110,9 +114,27 @@ func (st *runState) cleanup() {
 	if st.base != nil {
 		st.base.Close()
 	}
-	if st.work != "" {
-		os.RemoveAll(st.work)
+	for _, dir := range []string{st.work, st.fetched} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
+}
+
+// modelStore opens the engine's model store, where versions are read
+// from and published to.
+func (s *Service) modelStore(ctx context.Context) (*modelstore.Store, error) {
+	return modelstore.Open(ctx, s.conn)
+}
+
+// newestVersion returns the newest version of model published in the
+// model store, 0 when there is none.
+func newestVersion(ctx context.Context, store *modelstore.Store, model string) (int64, error) {
+	versions, err := store.Versions(ctx, model)
+	if err != nil || len(versions) == 0 {
+		return 0, err
+	}
+	return versions[len(versions)-1], nil
 }
 
 // step returns the current step. It needs st.mu.

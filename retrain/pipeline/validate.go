@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -169,42 +170,54 @@ func bytesFloat32(b []byte) []float32 {
 	return x
 }
 
-// publish writes the candidate as the model's next version: model.onnx,
-// reference.json and metrics.json into <repository>/<model>/.tmp-<v>, then
-// renamed to <v>, so the gateway never sees half a version.
+// publishTries bounds the numbers a publish tries: another publisher (an
+// upload) may take the next number between reading it and publishing.
+const publishTries = 3
+
+// publish publishes the candidate as the model's next version to the
+// engine's model store: model.onnx, reference.json and metrics.json, then
+// the manifest, so that no gateway sees half a version; every gateway
+// replica fetches it into its repository and loads it.
 func (st *runState) publish(ctx context.Context) error {
-	dir := filepath.Join(st.s.cfg.Repository, st.run.Model)
-	newest, err := newestVersion(dir)
+	models, err := st.s.modelStore(ctx)
 	if err != nil {
 		return err
 	}
-	version := strconv.FormatInt(newest+1, 10)
-	tmp, final := filepath.Join(dir, ".tmp-"+version), filepath.Join(dir, version)
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("cannot remove a leftover %s: %w", tmp, err)
-	}
-	if err := st.writeVersion(ctx, tmp, version); err != nil {
-		os.RemoveAll(tmp)
-		return err
-	}
 	if err := st.pinPrimary(ctx, st.base.VersionName); err != nil {
-		os.RemoveAll(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("cannot publish version %s: %w", version, err)
+	tmp, err := os.MkdirTemp("", "infergate-publish-"+st.run.Model+"-")
+	if err != nil {
+		return fmt.Errorf("cannot write the candidate's files: %w", err)
 	}
-	syncDir(dir)
-	st.mu.Lock()
-	st.run.Candidate = version
-	st.mu.Unlock()
-	st.logf("published version %s at %s", version, final)
-	return nil
+	defer os.RemoveAll(tmp)
+	for try := 1; ; try++ {
+		next, err := models.NextVersion(ctx, st.run.Model)
+		if err != nil {
+			return err
+		}
+		version := strconv.FormatInt(next, 10)
+		dir := filepath.Join(tmp, version)
+		if err := st.writeVersion(ctx, dir, version); err != nil {
+			return err
+		}
+		m, err := models.Publish(ctx, st.run.Model, next, dir)
+		if errors.Is(err, modelstore.ErrExists) && try < publishTries {
+			st.logf("version %s was published meanwhile by another publisher; taking the next number", version)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cannot publish version %s: %w", version, err)
+		}
+		st.mu.Lock()
+		st.run.Candidate = version
+		st.mu.Unlock()
+		st.logf("published version %s to the model store %s (%s)", version, modelstore.Bucket, m.Digests())
+		return nil
+	}
 }
 
-// writeVersion writes the files of the candidate's version folder, each
-// fsynced.
+// writeVersion writes the files of the candidate's version folder tmp.
 func (st *runState) writeVersion(ctx context.Context, tmp, version string) error {
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return fmt.Errorf("cannot create %s: %w", tmp, err)
@@ -232,11 +245,10 @@ func (st *runState) writeVersion(ctx context.Context, tmp, version string) error
 		return fmt.Errorf("cannot encode metrics.json: %w", err)
 	}
 	for name, data := range map[string][]byte{"model.onnx": onnx, "metrics.json": append(metrics, '\n')} {
-		if err := writeSynced(filepath.Join(tmp, name), data); err != nil {
-			return err
+		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o644); err != nil {
+			return fmt.Errorf("cannot write the candidate's %s: %w", name, err)
 		}
 	}
-	syncDir(tmp)
 	return nil
 }
 
@@ -282,25 +294,4 @@ func (st *runState) reference(ctx context.Context) (*drift.Reference, error) {
 		return nil, fmt.Errorf("cannot build the reference profile: %w", err)
 	}
 	return ref, nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("cannot create %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir fsyncs a folder, so that names created or renamed in it survive
-// a crash; errors are ignored, as some file systems refuse.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }
