@@ -54,7 +54,9 @@ func demoRow(i int) capture.Example {
 }
 
 func TestNewLayout(t *testing.T) {
-	tensor := func(dt string, width int) capture.Tensor { return capture.Tensor{Datatype: dt, Shape: []int64{1, int64(width)}} }
+	tensor := func(dt string, width int) capture.Tensor {
+		return capture.Tensor{Datatype: dt, Shape: []int64{1, int64(width)}}
+	}
 	f := func(in, out map[string]capture.Tensor, features []string, want []string, kinds ...Kind) {
 		t.Helper()
 		rec := &capture.Record{Inputs: in, Outputs: out}

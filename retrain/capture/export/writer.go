@@ -100,6 +100,9 @@ func NewWriter(w io.Writer, f Format, l Layout, o Options) (*Writer, error) {
 	return ew, nil
 }
 
+// Layout returns the layout of the rows the writer writes.
+func (w *Writer) Layout() Layout { return w.layout }
+
 // Rows returns the rows written so far.
 func (w *Writer) Rows() int64 { return w.rows }
 
