@@ -9,6 +9,11 @@ ORT_MEMBER  := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
 # NATS_SERVER is the nats-server that retrain/engine/natscluster runs as
 # real clusters; built from the version go.mod pins (see that package).
 NATS_SERVER := .cache/bin/nats-server
+# DUCKDB stamps the install of DuckDB for Node.js, which the capture export
+# test reads Parquet with (a reader that is not the one that wrote it).
+DUCKDB_VERSION := 1.5.6-r.1
+DUCKDB_DIR     := .cache/duckdb
+DUCKDB         := $(DUCKDB_DIR)/installed-$(DUCKDB_VERSION)
 # VERSION names the build in `infergate version` and /v2: the nearest tag and
 # commit, or empty outside a git checkout (the build information says then).
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
@@ -25,7 +30,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server
+test: onnxruntime nats-server duckdb
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -62,6 +67,17 @@ nats-server: $(NATS_SERVER)
 $(NATS_SERVER): go.mod go.sum
 	@mkdir -p $(dir $@)
 	$(GO) build -o $@ github.com/nats-io/nats-server/v2
+	@touch $@
+
+## duckdb: install DuckDB for Node.js ($(DUCKDB_VERSION), with its native binding) into
+## $(DUCKDB_DIR), for the capture export test (needs npm once; offline afterwards)
+.PHONY: duckdb
+duckdb: $(DUCKDB)
+
+$(DUCKDB):
+	@command -v npm >/dev/null || { echo "npm is needed to install @duckdb/node-api"; exit 1; }
+	mkdir -p $(DUCKDB_DIR)
+	npm install --prefix $(DUCKDB_DIR) --save-exact --no-audit --no-fund --silent @duckdb/node-api@$(DUCKDB_VERSION)
 	@touch $@
 
 ## models: regenerate the demo model and the test models from their seeded generators

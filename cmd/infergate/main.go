@@ -33,6 +33,8 @@ Usage:
                     [--bins N] [--sample N] [--predictions=false] [--quiet]
   infergate retrain [--config configs/retrain.yaml] [--listen ADDR] [--grace D] [--log-level L] [--log-json]
   infergate retrain runs [--config F | --url U] [--model M] [--json]
+  infergate capture export --model M --out F [--format parquet|jsonl] [--version V] [--since T|D]
+                           [--config configs/demo.yaml] [--quiet]
   infergate train --demo [--out DIR]
   infergate version
 `
@@ -54,6 +56,8 @@ func main() {
 		err = profile(args)
 	case "retrain":
 		err = retrainCmd(args)
+	case "capture":
+		err = captureCmd(args)
 	case "train":
 		err = train(args)
 	case "version":
