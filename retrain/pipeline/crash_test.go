@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/retrain/engine"
-	"github.com/infergate/infergate/retrain/engine/enginetest"
 	"github.com/infergate/infergate/retrain/outbox"
 )
 
@@ -219,14 +218,14 @@ func TestLongRecordIsCut(t *testing.T) {
 }
 
 // TestCrashLosesNoAcceptedEvent runs the service in a child process
-// (TestHelperProcessRetrain) on the embedded engine of a state_dir, has it
-// accept a drift event and train for it, and kills it with SIGKILL during
-// the training, after more drift events acknowledged one by one until the
-// kill. A service opened again on the same state_dir records the run as
-// interrupted and tells so; does it again when no other run is queued;
-// runs the queued run holding every acknowledged event; answers each
-// acknowledged event's re-delivery with its first answer; and delivers
-// the outcome of every run, at least once.
+// (TestHelperProcessRetrain) on the test's engine, has it accept a drift
+// event and train for it, and kills it with SIGKILL during the training,
+// after more drift events acknowledged one by one until the kill. A
+// service opened again on the engine, once the child's lease on the model
+// has run out, records the run as interrupted and tells so; does it again
+// when no other run is queued; runs the queued run holding every
+// acknowledged event; answers each acknowledged event's re-delivery with
+// its first answer; and delivers the outcome of every run, at least once.
 func TestCrashLosesNoAcceptedEvent(t *testing.T) {
 	f := func(name string, more int) {
 		t.Run(name, func(t *testing.T) {
@@ -235,35 +234,7 @@ func TestCrashLosesNoAcceptedEvent(t *testing.T) {
 			fx.model(func(m *ModelConfig) { m.Train = TrainConfig{Command: gatedCommand(t, gate)} })
 			since := time.Now().Add(-time.Hour)
 			fx.captureShifted(31, 200, since)
-			dir := t.TempDir()
-			cfg, err := json.Marshal(fx.cfg)
-			if err == nil {
-				err = os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessRetrain$")
-			cmd.Env = append(os.Environ(), "PIPELINE_HELPER_DIR="+dir)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			stdout, err := cmd.StdoutPipe()
-			if err == nil {
-				err = cmd.Start()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			watchdog := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
-			defer watchdog.Stop()
-			sc := bufio.NewScanner(stdout)
-			if !sc.Scan() || !strings.HasPrefix(sc.Text(), "http://") {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("the child did not start: %q\n%s", sc.Text(), stderr.Bytes())
-			}
-			child := sc.Text()
-			go io.Copy(io.Discard, stdout)
+			cmd, child := fx.startChild(time.Second)
 
 			first := driftEvent(t, since)
 			answers := map[string]string{} // acknowledged event id -> answer
@@ -326,8 +297,7 @@ func TestCrashLosesNoAcceptedEvent(t *testing.T) {
 			senders.Wait()
 			t.Logf("killed the child after %d acknowledged events", len(acked))
 
-			fx.engine = enginetest.StartIn(t, filepath.Join(dir, "engine"))
-			s, url := fx.open()
+			s, url := fx.openWithTTL(time.Second)
 			if err := os.WriteFile(gate, nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -373,6 +343,55 @@ func TestCrashLosesNoAcceptedEvent(t *testing.T) {
 	f("events acknowledged until the kill", 3+rand.IntN(10))
 }
 
+// TestKilledHoldersRunFinishedByAnother runs two services on one engine,
+// one in a child process, which takes a drift event's run, and one in the
+// test's, which gets the same event again while the child trains for it
+// (and answers it as the child did, queuing nothing). The child is killed
+// with SIGKILL: once its lease on the model runs out, the other service
+// records the child's run as interrupted and does it again to the end. At
+// no moment do two runs of the model run.
+func TestKilledHoldersRunFinishedByAnother(t *testing.T) {
+	fx := newFixture(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	fx.model(func(m *ModelConfig) { m.Train = TrainConfig{Command: gatedCommand(t, gate)} })
+	since := time.Now().Add(-time.Hour)
+	fx.captureShifted(37, 200, since)
+	cmd, child := fx.startChild(testTTL)
+	stop := runningMonitor(t, fx.engine.Conn)
+	defer stop()
+
+	ev := driftEvent(t, since)
+	if a := send(t, child, ev, http.StatusAccepted); a.Status != "queued" || a.Run != "1" {
+		t.Fatalf("event: %+v", a)
+	}
+	waitRunAt(t, child, "1", func(r Run) bool { return len(r.Steps) == 2 && r.Steps[1].Name == "train" })
+	s, url := fx.openWithTTL(testTTL)
+	redeliver(t, url, ev, answerOf(t, "queued", "1"))
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	cmd.Wait()
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := waitRun(t, s, "1", finished)
+	if r.Outcome != Failed || r.Reason != "interrupted: the retrain service stopped during the train step" {
+		t.Fatalf("run 1: %+v, want it interrupted in its train step", r)
+	}
+	t.Logf("the killed child's run was taken up %s after the kill", time.Since(killed).Round(time.Millisecond))
+	r = waitRun(t, s, "2", finished)
+	if r.RetryOf != "1" || r.Trigger != ev.ID || len(r.Steps) < 3 || r.Steps[1].Error != "" {
+		t.Fatalf("run 2: %+v, want run 1 done again past its training", r)
+	}
+	if runs, err := s.Runs("", 0); err != nil || len(runs) != 2 {
+		t.Fatalf("runs %+v (%v), want 1 and its retry", runs, err)
+	}
+	for _, id := range []string{"1", "2"} {
+		waitRun(t, s, id, func(r Run) bool { return r.Notified })
+	}
+}
+
 // waitRunAt waits until run id of the service at url satisfies done.
 func waitRunAt(t *testing.T, url, id string, done func(Run) bool) {
 	t.Helper()
@@ -394,14 +413,56 @@ func waitRunAt(t *testing.T, url, id string, done func(Run) bool) {
 	}
 }
 
-// TestHelperProcessRetrain is the child of TestCrashLosesNoAcceptedEvent:
+// startChild starts TestHelperProcessRetrain in a child process: a
+// service on f's config and engine whose leases last ttl. It returns the
+// child and the URL of its API; the child is killed when the test ends.
+func (f *fixture) startChild(ttl time.Duration) (*exec.Cmd, string) {
+	t := f.t
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := json.Marshal(f.cfg)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessRetrain$")
+	cmd.Env = append(os.Environ(), "PIPELINE_HELPER_DIR="+dir, "PIPELINE_HELPER_ENGINE="+f.engine.Dir, "PIPELINE_HELPER_LEASE_TTL="+ttl.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchdog := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
+	t.Cleanup(func() {
+		watchdog.Stop()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), "http://") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the child did not start: %q\n%s", sc.Text(), stderr.Bytes())
+	}
+	go io.Copy(io.Discard, stdout)
+	return cmd, sc.Text()
+}
+
+// TestHelperProcessRetrain is the child of the tests that kill a service:
 // it serves the service of the config in $PIPELINE_HELPER_DIR/config.json
-// on the embedded engine of $PIPELINE_HELPER_DIR/engine, prints its URL
-// and serves until killed. It does nothing in a normal run.
+// on the embedded engine started in $PIPELINE_HELPER_ENGINE, with leases
+// of $PIPELINE_HELPER_LEASE_TTL, prints its URL and serves until killed.
+// It does nothing in a normal run.
 func TestHelperProcessRetrain(t *testing.T) {
 	dir := os.Getenv("PIPELINE_HELPER_DIR")
 	if dir == "" {
-		t.Skip("the helper process of TestCrashLosesNoAcceptedEvent")
+		t.Skip("the helper process of the tests that kill a service")
 	}
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, err)
@@ -415,16 +476,16 @@ func TestHelperProcessRetrain(t *testing.T) {
 	if err != nil {
 		fail(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	stateDir := filepath.Join(dir, "engine")
-	if _, err := engine.StartEmbedded(stateDir, log); err != nil {
-		fail(err)
-	}
-	conn, err := engine.Connect(engine.Config{}, stateDir, "crash-child", log)
+	ttl, err := time.ParseDuration(os.Getenv("PIPELINE_HELPER_LEASE_TTL"))
 	if err != nil {
 		fail(err)
 	}
-	s, err := Open(Options{Config: cfg, Engine: conn, Env: testEnv, Log: log})
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	conn, err := engine.Connect(engine.Config{}, os.Getenv("PIPELINE_HELPER_ENGINE"), "crash-child", log)
+	if err != nil {
+		fail(err)
+	}
+	s, err := Open(Options{Config: cfg, Engine: conn, Env: testEnv, Log: log, LeaseTTL: ttl})
 	if err != nil {
 		fail(err)
 	}
