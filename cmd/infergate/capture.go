@@ -31,10 +31,6 @@ import (
 	"github.com/infergate/infergate/retrain/modelstore"
 )
 
-// captureStreamPrefix begins the name of a model's capture stream (see
-// retrain/capture's streams.go); the rest is the model's engine.Token.
-const captureStreamPrefix = "infergate_capture_"
-
 // captureCmd runs `infergate capture export` until it is done or SIGINT
 // or SIGTERM stops it (which leaves no file).
 func captureCmd(args []string) error {
@@ -233,7 +229,7 @@ func (x *exporter) sinceText() string {
 // datatypes of its tensors type the columns. It fails, naming what is
 // missing, when the model has no capture stream or no rows to export.
 func (x *exporter) firstRecord(ctx context.Context) (capture.Record, error) {
-	name := captureStreamPrefix + engine.Token(x.model)
+	name := capture.StreamName(x.model)
 	if _, err := x.conn.JS.Stream(ctx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
 		return capture.Record{}, fmt.Errorf("no captured traffic of model %q: the engine at %s has no stream %s (is models.%s.capture.sample above 0 in the gateway's config?)",
 			x.model, x.conn.URL, name, x.model)

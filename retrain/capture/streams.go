@@ -43,6 +43,9 @@ type stream struct {
 	name, subject string
 }
 
+// StreamName is the name of model's capture stream.
+func StreamName(model string) string { return captureOf(model, "").name }
+
 func captureOf(model, replica string) stream {
 	m := engine.Token(model)
 	return stream{captureStream + m, captureSubject + m + "." + engine.Token(replica)}
