@@ -130,6 +130,16 @@ type worker struct {
 // process may have taken it up. It needs the lease held.
 func (w *worker) runContext() context.Context { return w.lease.context() }
 
+// stopped says why ctx, a run's context, ended: for the reason of a run
+// interrupted ("interrupted: the retrain service stopped during the train
+// step").
+func stopped(ctx context.Context) string {
+	if errors.Is(context.Cause(ctx), errLeaseLost) {
+		return "the retrain service lost the model's lease"
+	}
+	return "the retrain service stopped"
+}
+
 // runs reports whether the worker runs the run with id.
 func (w *worker) runs(id string) bool {
 	p := w.current.Load()
