@@ -115,13 +115,12 @@ func newLease(kv jetstream.KeyValue, js jetstream.JetStream, model, holder strin
 // acquire takes the lease unless another process holds it, and keeps it
 // (renewed every third of the TTL) until release or until it is lost. ok
 // is false when another holds it; the lease's context derives from parent.
+// A lease this process holds already is kept as it is.
 func (l *lease) acquire(parent context.Context) (ok bool, err error) {
-	l.mu.Lock()
-	held := l.rev != 0
-	l.mu.Unlock()
-	if held {
+	if l.holds() {
 		return true, nil
 	}
+	l.release() // one lost, or running out: its keeper stops
 	start := time.Now()
 	data, _ := json.Marshal(leaseRecord{Holder: l.holder, Since: start.UTC()})
 	ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, l.ttl/2))

@@ -322,7 +322,23 @@ func (s *Service) recover() ([]Run, error) {
 // stopped, and returns the runs it finished, whose outcome is to be told,
 // and the model's queue after it. It needs the model's lease, which no
 // other process holds then: so no run of the model is running, whatever
-// the store says.
+// the store says. An accept may change the queue, or the run it names,
+// meanwhile: it reads them again then (see recoverModelOnce).
+func (s *Service) recoverModel(model string, atStart bool) (told []Run, q queue, err error) {
+	for range 4 {
+		var more []Run
+		more, q, err = s.recoverModelOnce(model, atStart)
+		told = append(told, more...)
+		if !errors.Is(err, errConflict) {
+			break
+		}
+	}
+	return told, q, err
+}
+
+// recoverModelOnce does the work of recoverModel, reading the runs and
+// the queue once; every write is in place of the revision read, and one
+// that finds another ends it (with errConflict).
 //
 // It records that the events of the runs queued or running were seen (a
 // crash may have come between the two writes of an accept); names a
@@ -336,7 +352,7 @@ func (s *Service) recover() ([]Run, error) {
 // a run that takes up a version published and never canaried (see
 // resume). The retry is stored before the interruption, so that a crash
 // between the two does not lose it.
-func (s *Service) recoverModel(model string, atStart bool) (told []Run, q queue, err error) {
+func (s *Service) recoverModelOnce(model string, atStart bool) (told []Run, q queue, err error) {
 	now := s.now().UTC()
 	defer func() {
 		if err != nil {
@@ -404,7 +420,7 @@ func (s *Service) recoverModel(model string, atStart bool) (told []Run, q queue,
 	}
 	if merged {
 		if err := s.store.put(queued); err != nil {
-			return nil, q, err // an accept coalesced into it meanwhile: the next recovery merges again
+			return nil, q, err // an accept coalesced into it meanwhile
 		}
 	}
 	if q.Queued != before.Queued || q.Running != before.Running || q.rev == 0 {
@@ -430,7 +446,7 @@ func (s *Service) recoverModel(model string, atStart bool) (told []Run, q queue,
 			r.Notified = true // there are no webhooks to tell
 		}
 		if err := s.store.put(r); err != nil {
-			return nil, q, err
+			return told, q, err
 		}
 		if !r.Notified {
 			told = append(told, *r)
