@@ -76,7 +76,7 @@ type Server struct {
 	stopping atomic.Bool
 	// adminToken is the admin API's bearer token; empty turns the API off.
 	adminToken []byte
-	labels     *capture.Labels // nil without a state_dir
+	labels     *capture.Labels // nil without an engine
 	// memory bounds what requests in flight hold; certs is nil without TLS.
 	memory memoryBudget
 	certs  *certReloader
@@ -214,8 +214,8 @@ func New(o Options) (*Server, error) {
 	s.cp.settleLease()
 	metrics.RegisterSet(s.webhookSet)
 	metrics.RegisterSet(s.labelSet)
-	if cfg.StateDir != "" {
-		if s.labels, err = capture.OpenLabels(cfg.StateDir, cfg.Feedback, capture.Options{Log: s.log, Metrics: s.labelSet}); err != nil {
+	if o.Engine != nil {
+		if s.labels, err = capture.OpenLabels(o.Engine, cfg.Feedback, s.captureOptions(s.labelSet)); err != nil {
 			return fail(err)
 		}
 	}

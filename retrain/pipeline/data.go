@@ -1,11 +1,13 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -127,11 +129,11 @@ func (st *runState) selectData(ctx context.Context) error {
 	if !since.IsZero() {
 		sinceText = since.Format(time.RFC3339)
 	}
-	recent, err := st.recentRows(ctx, since, sinceText)
+	recent, byReplica, err := st.recentRows(ctx, since, sinceText)
 	if err != nil {
 		return err
 	}
-	st.metrics.RecentRows = recent.Len()
+	st.metrics.RecentRows, st.metrics.RecentRowsByReplica = recent.Len(), byReplica
 	if recent.Len() < st.cfg.MinRows {
 		return fmt.Errorf("%w: %d labeled captured rows since %s after waiting %s (label_wait), min_rows is %d",
 			ErrNotEnoughData, recent.Len(), sinceText, st.cfg.LabelWait, st.cfg.MinRows)
@@ -167,28 +169,31 @@ func (st *runState) selectData(ctx context.Context) error {
 const labelPoll = time.Second
 
 // recentRows reads the labeled captured rows since since, waiting up to
-// label_wait for min_rows of them.
-func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText string) (table, error) {
+// label_wait for min_rows of them, and counts them by the gateway replica
+// that captured them.
+func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText string) (table, map[string]int, error) {
 	deadline := time.Now().Add(st.cfg.LabelWait)
 	var logged time.Time
 	for {
 		examples, err := capture.ReadLabeled(ctx, st.s.conn, st.run.Model, since)
 		if err != nil {
-			return table{}, err
+			return table{}, nil, err
 		}
 		var recent table
+		byReplica := map[string]int{}
 		skipped := 0
 		for _, ex := range examples {
 			if x, y, ok := st.spec.row(ex.Inputs[st.spec.input], ex.Label); ok {
 				recent.add(x, y)
+				byReplica[cmp.Or(ex.Replica, "unnamed")]++
 			} else {
 				skipped++
 			}
 		}
 		if recent.Len() >= st.cfg.MinRows || !time.Now().Before(deadline) {
-			st.logf("read %d labeled captured rows since %s (%d left out: not %d finite features with a class index below %d as label)",
-				recent.Len(), sinceText, skipped, len(st.spec.features), st.spec.classes)
-			return recent, nil
+			st.logf("read %d labeled captured rows since %s from replicas %s (%d left out: not %d finite features with a class index below %d as label)",
+				recent.Len(), sinceText, replicaCounts(byReplica), skipped, len(st.spec.features), st.spec.classes)
+			return recent, byReplica, nil
 		}
 		if time.Since(logged) >= 30*time.Second {
 			st.logf("waiting for labeled captured rows: %d since %s, min_rows is %d; waiting up to %s", recent.Len(), sinceText, st.cfg.MinRows, time.Until(deadline).Round(time.Second))
@@ -196,7 +201,7 @@ func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText s
 		}
 		select {
 		case <-ctx.Done():
-			return table{}, ctx.Err()
+			return table{}, nil, ctx.Err()
 		case <-time.After(min(labelPoll, time.Until(deadline))):
 		}
 	}
@@ -319,4 +324,16 @@ func writeCSV(path string, features []string, label string, tables ...table) err
 		return fmt.Errorf("cannot write training data file %q: %w", path, err)
 	}
 	return nil
+}
+
+// replicaCounts writes rows by replica as "r1=310 r2=298", sorted by name.
+func replicaCounts(byReplica map[string]int) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(byReplica)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", name, byReplica[name]))
+	}
+	if len(parts) == 0 {
+		return "(none)"
+	}
+	return strings.Join(parts, " ")
 }

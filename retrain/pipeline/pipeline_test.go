@@ -123,6 +123,9 @@ func TestRunSucceeds(t *testing.T) {
 	}
 	m := r.Metrics
 	t.Logf("metrics: %+v", *m)
+	if m.RecentRowsByReplica["gateway-a"] != shiftedRows || len(m.RecentRowsByReplica) != 1 {
+		t.Fatalf("recent rows by replica %v, want gateway-a=%d", m.RecentRowsByReplica, shiftedRows)
+	}
 	if m.RecentRows != shiftedRows || m.RecentAccuracy < m.BaseRecentAccuracy+0.2 || m.BaseHoldoutAccuracy-m.HoldoutAccuracy > 0.03 || m.LatencyP99 <= 0 {
 		t.Fatalf("metrics %+v", *m)
 	}

@@ -138,10 +138,13 @@ type Metrics struct {
 	// RecentRows are the labeled captured rows read, TrainRows the rows
 	// trained on (recent and training-time ones mixed), and the holdouts
 	// the rows of each kind kept out of training.
-	RecentRows          int `json:"recent_rows"`
-	TrainRows           int `json:"train_rows"`
-	RecentHoldoutRows   int `json:"recent_holdout_rows"`
-	TrainingHoldoutRows int `json:"training_holdout_rows"`
+	RecentRows int `json:"recent_rows"`
+	// RecentRowsByReplica counts the recent rows by the gateway replica
+	// that captured them.
+	RecentRowsByReplica map[string]int `json:"recent_rows_by_replica,omitempty"`
+	TrainRows           int            `json:"train_rows"`
+	RecentHoldoutRows   int            `json:"recent_holdout_rows"`
+	TrainingHoldoutRows int            `json:"training_holdout_rows"`
 	// RecentAccuracy is on the recent holdout, HoldoutAccuracy on the
 	// training-time holdout; the Base ones are the current version's.
 	RecentAccuracy      float64 `json:"recent_accuracy"`
