@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/engine/enginetest"
 	"github.com/infergate/infergate/retrain/outbox"
 )
 
@@ -171,4 +174,103 @@ func TestKillNineLosesNoEvent(t *testing.T) {
 	delivered("canary.rolledback, answered before the SIGKILL,", func(e outbox.Event) bool {
 		return e.Type == outbox.TypeCanaryRolledBack && e.Subject == "ab/2"
 	})
+}
+
+// labelConfig serves model ab with feedback open to anyone.
+const labelConfig = `listen: %s
+repository: models
+state_dir: state
+models:
+  ab:
+    auth: {open_feedback: true}
+`
+
+// TestKillNineKeepsAcknowledgedLabels posts labels from eight clients at
+// once and kills the gateway with SIGKILL the moment the 200th answer 200
+// arrives: every label answered 200 is in the model's label stream when
+// the engine starts again on the gateway's store.
+func TestKillNineKeepsAcknowledgedLabels(t *testing.T) {
+	model, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "models", "ab", "1"), 0o755)
+	os.WriteFile(filepath.Join(root, "models", "ab", "1", "model.onnx"), model, 0o644)
+	addr := freeAddr(t)
+	cfg := filepath.Join(root, "infergate.yaml")
+	os.WriteFile(cfg, fmt.Appendf(nil, labelConfig, addr), 0o644)
+	cmd := exec.Command(os.Args[0], "serve", "--config", cfg)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitReady(t, "http://"+addr, logs)
+
+	var (
+		mu     sync.Mutex
+		acked  []string
+		killed = make(chan struct{})
+		once   sync.Once
+		wg     sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for c := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("c%d-%d", c, i)
+				body := fmt.Sprintf(`[{"id": %q, "label": 1}, {"id": "%s-b", "label": [0, 1]}]`, id, id)
+				resp, err := client.Post("http://"+addr+"/v2/models/ab/feedback", "application/json", strings.NewReader(body))
+				if err != nil {
+					return // killed
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					select {
+					case <-killed:
+					default:
+						t.Errorf("feedback %s: status %d", id, resp.StatusCode)
+					}
+					return
+				}
+				mu.Lock()
+				acked = append(acked, id, id+"-b")
+				if len(acked) >= 400 {
+					once.Do(func() {
+						cmd.Process.Kill() // SIGKILL, at once
+						close(killed)
+					})
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	cmd.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(acked) < 400 {
+		t.Fatalf("only %d labels were answered 200:\n%s", len(acked), logs)
+	}
+
+	state := filepath.Join(root, "state")
+	e := enginetest.StartIn(t, state)
+	labels, err := capture.ReadLabels(context.Background(), e.Conn, "ab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	for _, id := range acked {
+		if _, ok := labels[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d labels answered 200 are not in the stream after SIGKILL: %v", len(missing), len(acked), missing)
+	}
+	t.Logf("%d labels answered 200 before SIGKILL, all in the stream (%d there)", len(acked), len(labels))
 }
