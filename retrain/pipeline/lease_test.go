@@ -171,7 +171,7 @@ func TestLease(t *testing.T) {
 // with its own connection, as two processes: the events of one model that
 // either receives go to one queue, a run of the model runs in one of them
 // at a time, and an event delivered to both, one after the other or at
-// once, queues one run.
+// once, is in one run, once.
 func TestOneRunPerModelAcrossServices(t *testing.T) {
 	fx := newFixture(t)
 	gate := filepath.Join(t.TempDir(), "gate")
@@ -195,25 +195,30 @@ func TestOneRunPerModelAcrossServices(t *testing.T) {
 	if got := send(t, urlA, driftEvent(t, since), http.StatusAccepted); got.Status != "coalesced" || got.Run != "2" {
 		t.Fatalf("third event: %+v", got)
 	}
-	// One event to both at once: one answer, the same from both.
-	both := driftEvent(t, since)
-	body, _ := json.Marshal(both)
-	var wg sync.WaitGroup
-	answers := make([]string, 2)
-	codes := make([]int, 2)
-	for i, url := range []string{urlA, urlB} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			codes[i], answers[i] = post(t, url, body, outbox.Sign([]byte(testSecret), time.Now(), body))
-		}()
-	}
-	wg.Wait()
-	want := answerOf(t, "coalesced", "2")
-	for i := range answers {
-		if answers[i] != want || codes[i] != http.StatusAccepted && codes[i] != http.StatusOK {
-			t.Fatalf("the event sent to both: %d %q and %d %q, want %q from both", codes[0], answers[0], codes[1], answers[1], want)
+	// Events each sent to both at once: one answer, the same from both,
+	// and each event coalesced once.
+	var both []string
+	for range 8 {
+		ev := driftEvent(t, since)
+		body, _ := json.Marshal(ev)
+		var wg sync.WaitGroup
+		answers := make([]string, 2)
+		codes := make([]int, 2)
+		for i, url := range []string{urlA, urlB} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes[i], answers[i] = post(t, url, body, outbox.Sign([]byte(testSecret), time.Now(), body))
+			}()
 		}
+		wg.Wait()
+		want := answerOf(t, "coalesced", "2")
+		for i := range answers {
+			if answers[i] != want || codes[i] != http.StatusAccepted && codes[i] != http.StatusOK {
+				t.Fatalf("event %s sent to both: %d %q and %d %q, want %q from both", ev.ID, codes[0], answers[0], codes[1], answers[1], want)
+			}
+		}
+		both = append(both, ev.ID)
 	}
 	// The service that does not hold the lease does not start run 2 while
 	// run 1 trains.
@@ -226,13 +231,40 @@ func TestOneRunPerModelAcrossServices(t *testing.T) {
 	}
 	waitRun(t, a, "1", finished)
 	r := waitRun(t, b, "2", finished)
-	if len(r.Coalesced) != 2 || r.Coalesced[1] != both.ID || len(r.Steps) < 2 || r.Steps[1].Error != "" {
-		t.Fatalf("run 2: %+v, want the third event and the one sent to both coalesced, and trained", r)
+	if len(r.Coalesced) != 1+len(both) || !slices.Equal(r.Coalesced[1:], both) || len(r.Steps) < 2 || r.Steps[1].Error != "" {
+		t.Fatalf("run 2: %+v, want the third event and those sent to both coalesced, each once, and trained", r)
 	}
 	if runs, err := a.Runs("", 0); err != nil || len(runs) != 2 {
 		t.Fatalf("runs %+v (%v), want 2", runs, err)
 	}
 	fx.events.wait(t, 2)
+
+	// With nothing queued, both may store a run for one event: one names
+	// it in the queue, the other's goes.
+	for range 4 {
+		body, _ := json.Marshal(driftEvent(t, since))
+		var wg sync.WaitGroup
+		answers := make([]acceptance, 2)
+		for i, url := range []string{urlA, urlB} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, answer := post(t, url, body, outbox.Sign([]byte(testSecret), time.Now(), body))
+				json.Unmarshal([]byte(answer), &answers[i])
+			}()
+		}
+		wg.Wait()
+		if answers[0] != answers[1] || answers[0].Status != "queued" {
+			t.Fatalf("an event sent to both: %+v and %+v, want one run queued", answers[0], answers[1])
+		}
+		waitRun(t, a, answers[0].Run, finished)
+	}
+	if runs, err := a.Runs("", 0); err != nil || len(runs) != 6 {
+		t.Fatalf("%d runs %+v (%v), want 6: one per event sent to both", len(runs), runs, err)
+	}
+	if e, err := fx.store().runs.Get(context.Background(), sequenceKey); err == nil {
+		t.Logf("run ids handed out: %s, for 6 runs", e.Value())
+	}
 }
 
 // TestRunTakenUpWhenItsHolderIsCutOff cuts a service off the engine while
