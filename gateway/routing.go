@@ -244,7 +244,12 @@ func (cp *controlPlane) routeLocked(cfg Config, st *state, starting bool) error 
 		p.m.routes = r
 		rec := routeRecord{File: r.file, Base: r.base, Admin: r.admin, Canary: r.canary}
 		if stored := cp.records[r.model]; stored == nil || !stored.sameRouting(&rec) || len(steps) > 0 {
-			if err := cp.saveRoutesLocked(r.model, rec, steps, false); err != nil {
+			switch err := cp.saveRoutesLocked(r.model, rec, steps, false); {
+			case errors.Is(err, errConflict):
+				// Replicas starting together: the watch brings the
+				// record another one stored first, which this one follows.
+				cp.log.Info("another replica stored the routing first; following its record", "model", r.model)
+			case err != nil:
 				cp.log.Error("cannot store routing; it will not survive a restart, nor reach the other replicas", "model", r.model, "error", err)
 			}
 		}

@@ -48,6 +48,8 @@ type demoOptions struct {
 	retrainConfig string
 	model         string // the demo model's folder, whose version 1 is copied
 	replicas      int    // gateway replicas: 1 runs in this process, more as processes
+	// labeled, when set, gets the ids of the labels a gateway answered 200.
+	labeled func(ids []string)
 }
 
 // demoResult is what a closed loop measured.
@@ -116,6 +118,14 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	if err != nil {
 		return demoResult{}, fmt.Errorf("cannot load the demo's gateway config: %w", err)
 	}
+	// Written for the commands that join the demo's engine, such as
+	// `capture export --config`.
+	if err := os.MkdirAll(o.work, 0o755); err != nil {
+		return demoResult{}, fmt.Errorf("cannot create the demo's folder: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(o.work, "infergate.yaml"), data, 0o644); err != nil {
+		return demoResult{}, fmt.Errorf("cannot write the demo's gateway config: %w", err)
+	}
 	env, err := runtime.NewEnvironment(gwCfg.Runtime, log)
 	if err != nil {
 		return demoResult{}, err
@@ -182,7 +192,11 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	n.say("demo", "shift at %s, drift detected %s later, canary started %s later, promoted %s later",
 		res.shiftAt.Round(time.Second), (res.detectedAt - res.shiftAt).Round(100*time.Millisecond),
 		(res.startedAt - res.detectedAt).Round(100*time.Millisecond), (res.promotedAt - res.startedAt).Round(100*time.Millisecond))
-	printWhereToLook(out, addrs[0], rtAddr, o)
+	repo := filepath.Join(o.work, "models")
+	if fleet != nil {
+		repo = filepath.Join(o.work, fleet.replicas[0].name, "models")
+	}
+	printWhereToLook(out, addrs[0], rtAddr, repo, o)
 	if o.forever {
 		n.say("demo", "serving on (--forever); Ctrl-C stops")
 		<-ctx.Done()
@@ -327,7 +341,7 @@ func demoRetrainConfig(cfg pipeline.Config, o demoOptions, gatewayAddr string) p
 	return cfg
 }
 
-func printWhereToLook(out io.Writer, gwAddr, rtAddr string, o demoOptions) {
+func printWhereToLook(out io.Writer, gwAddr, rtAddr, repo string, o demoOptions) {
 	fmt.Fprintf(out, `
 Where to look (live with --forever):
   metrics        curl -s http://%[1]s/metrics | grep -E 'infergate_(drift|canary|webhook|shadow)_'
@@ -335,9 +349,10 @@ Where to look (live with --forever):
   routing        curl -s -H "Authorization: Bearer %[3]s" http://%[1]s/admin/models/demo/routing
   a label        curl -s -H "Authorization: Bearer %[4]s" -H 'Content-Type: application/json' http://%[1]s/v2/models/demo/feedback -d '{"id":"42","label":1}'
   retrain runs   curl -s http://%[2]s/runs   (or: ./bin/infergate retrain runs --url http://%[2]s)
-  files          %[5]s/models (the versions), %[5]s/state (capture, labels, and the embedded engine: routing, drift state, outboxes, retrain runs)
+  export         ./bin/infergate capture export --config %[8]s --model demo --out demo.parquet
+  files          %[9]s (a gateway's copy of the versions), %[5]s/state (the embedded engine: routing, drift state, captured traffic, labels, model versions, outboxes, retrain runs)
 The admin token and the feedback key were made for this run (set %[6]s and %[7]s to choose them).
-`, gwAddr, rtAddr, os.Getenv(demoTokenEnv), os.Getenv(demoFeedbackEnv), o.work, demoTokenEnv, demoFeedbackEnv)
+`, gwAddr, rtAddr, os.Getenv(demoTokenEnv), os.Getenv(demoFeedbackEnv), o.work, demoTokenEnv, demoFeedbackEnv, filepath.Join(o.work, "infergate.yaml"), repo)
 }
 
 func randomHex() string {

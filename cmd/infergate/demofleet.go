@@ -264,24 +264,32 @@ func (r *demoReplica) exited() <-chan struct{} {
 // leader asks the replicas in turn which one leads; "" when none answers
 // or none leads.
 func (f *demoFleet) leader() string {
-	client := &http.Client{Timeout: time.Second}
 	for _, r := range f.replicas {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+r.addr+"/admin/cluster", nil)
-		req.Header.Set("Authorization", "Bearer "+os.Getenv(demoTokenEnv))
-		resp, err := client.Do(req)
-		if err != nil {
-			continue
-		}
-		var rep struct {
-			Leader string `json:"leader"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&rep)
-		resp.Body.Close()
-		if err == nil && rep.Leader != "" {
-			return rep.Leader
+		if leader := leaderSeenBy(r.addr); leader != "" {
+			return leader
 		}
 	}
 	return ""
+}
+
+// leaderSeenBy returns the leader that the replica at addr sees, "" when
+// it does not answer or sees none.
+func leaderSeenBy(addr string) string {
+	client := &http.Client{Timeout: time.Second}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/admin/cluster", nil)
+	req.Header.Set("Authorization", "Bearer "+os.Getenv(demoTokenEnv))
+	resp, err := client.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var rep struct {
+		Leader string `json:"leader"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&rep) != nil {
+		return ""
+	}
+	return rep.Leader
 }
 
 // killLeaderLater kills the leading replica with SIGKILL after wait, tells

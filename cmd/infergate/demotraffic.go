@@ -41,10 +41,11 @@ type traffic struct {
 	o     demoOptions
 	phase atomic.Int32
 
-	jobs   chan job
-	labels chan label
-	stopCh chan struct{}
-	wg     sync.WaitGroup
+	jobs     chan job
+	labels   chan label
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 
 	mu sync.Mutex
 	// total and correct count answers per phase; the window fields those
@@ -83,8 +84,9 @@ func startTraffic(addrs []string, o demoOptions) *traffic {
 	return t
 }
 
+// stop stops the traffic and waits for its goroutines; it is idempotent.
 func (t *traffic) stop() {
-	close(t.stopCh)
+	t.stopOnce.Do(func() { close(t.stopCh) })
 	t.wg.Wait()
 }
 
@@ -237,7 +239,14 @@ func (t *traffic) label() {
 		}
 		b.WriteByte(']')
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		t.do(client, "/v2/models/demo/feedback", []string{fasthttp.HeaderAuthorization, "Bearer " + os.Getenv(demoFeedbackEnv)}, b.String(), req, resp)
+		err := t.do(client, "/v2/models/demo/feedback", []string{fasthttp.HeaderAuthorization, "Bearer " + os.Getenv(demoFeedbackEnv)}, b.String(), req, resp)
+		if err == nil && resp.StatusCode() == fasthttp.StatusOK && t.o.labeled != nil {
+			ids := make([]string, len(batch))
+			for i, l := range batch {
+				ids[i] = l.id
+			}
+			t.o.labeled(ids)
+		}
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 		batch = batch[:0]
