@@ -147,10 +147,12 @@ func (w *worker) runs(id string) bool {
 }
 
 // Open creates the run store's buckets on the engine, opens the outbox and
-// starts its delivery, marks the runs that a crash left running as failed
-// (queuing a run that does each again), emits the outcomes that may not
-// have gone out, and starts one worker per model, which runs the queued
-// runs. Shutdown stops it.
+// starts its delivery, puts in order the runs of each model whose lease
+// no other process holds (see recover: the runs that a crash left running
+// are marked failed, and a run queued that does each again), emits the
+// outcomes that may not have gone out, and starts one worker per model,
+// which runs the model's queued runs while it holds its lease. Shutdown
+// stops it.
 func Open(o Options) (*Service, error) {
 	cfg := o.Config.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -515,9 +517,10 @@ func (s *Service) queueRetry(r Run, now time.Time, q *queue) error {
 	return err
 }
 
-// Shutdown stops the service: no queued run starts any more (they run
-// after the next Open), the running ones may finish until ctx is done and
-// are then interrupted (recorded as failed), and the outbox stops
+// Shutdown stops the service: no queued run starts here any more (another
+// process's service runs them, or this one's after the next Open), the
+// running ones may finish until ctx is done and are then interrupted
+// (recorded as failed), the leases are given back, and the outbox stops
 // delivering and closes; the engine connection stays open. It returns once
 // every goroutine of the service has stopped.
 func (s *Service) Shutdown(ctx context.Context) error {
