@@ -313,3 +313,39 @@ func TestRunTakenUpWhenItsHolderIsCutOff(t *testing.T) {
 		t.Fatalf("runs %+v (%v), want 1 and 2", runs, err)
 	}
 }
+
+// TestLostLeaseStopsTheRunBeforeTheCanary cuts a service off the engine
+// while its run waits for the gateway to load the published candidate: it
+// loses the model's lease and the run stops there, without asking the
+// gateway for the canary. Another service takes the run up once the lease
+// ran out and starts the candidate's canary, once.
+func TestLostLeaseStopsTheRunBeforeTheCanary(t *testing.T) {
+	fx := newFixture(t)
+	since := time.Now().Add(-time.Hour)
+	fx.captureShifted(47, shiftedRows, since)
+	ready := "GET /v2/models/demo/versions/2/ready"
+	fx.gateway.refuse(ready, http.StatusServiceUnavailable)
+	conn := fx.connect()
+	a, urlA := fx.openOn(conn, testTTL)
+	send(t, urlA, driftEvent(t, since), http.StatusAccepted)
+	waitRun(t, a, "1", func(r Run) bool { return len(r.Steps) == 5 && r.Steps[4].Name == "canary" })
+	b, _ := fx.openWithTTL(testTTL) // the lease is a's
+	ctx := a.workers["demo"].runContext()
+	conn.Close()
+	<-ctx.Done()
+	fx.gateway.refuse(ready, 0)
+	r := waitRun(t, b, "2", finished)
+	if r.Outcome != Succeeded || r.RetryOf != "1" || r.ResumedFrom != "1" || r.Candidate != "2" || r.CanaryStarted.IsZero() {
+		t.Fatalf("run 2: %+v, want it to start the canary of run 1's version 2", r)
+	}
+	if r, _ := b.Run("1"); r.Reason != "interrupted: the retrain service stopped during the canary step" {
+		t.Fatalf("run 1: %+v, want it interrupted in its canary step", r)
+	}
+	a.Close()
+	fx.gateway.mu.Lock()
+	starts := fx.gateway.canaryStarts
+	fx.gateway.mu.Unlock()
+	if starts != 1 {
+		t.Fatalf("%d canary starts, want 1: the service that lost the lease asked too", starts)
+	}
+}

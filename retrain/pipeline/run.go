@@ -63,19 +63,19 @@ func (s *Service) execute(w *worker, r *Run) {
 	st := &runState{s: s, cfg: w.cfg, run: r}
 	defer st.cleanup()
 	s.log.Info("retrain run started", "run", r.ID, "model", r.Model, "trigger", r.Trigger, "since", r.Since)
-	ctx := s.runCtx
+	ctx := w.runContext() // ends when Shutdown interrupts, or this process loses the model's lease
 	var err error
 	for _, step := range steps {
 		if st.resumed && step.makes {
 			continue
 		}
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w: the retrain service stopped before the %s step", errInterrupted, step.name)
+			err = fmt.Errorf("%w: %s before the %s step", errInterrupted, stopped(ctx), step.name)
 			break
 		}
 		st.begin(step.name)
 		if err = step.do(st, ctx); err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w: the retrain service stopped during the %s step: %w", errInterrupted, step.name, err)
+			err = fmt.Errorf("%w: %s during the %s step: %w", errInterrupted, stopped(ctx), step.name, err)
 		}
 		st.end(err)
 		if err != nil {
