@@ -422,7 +422,11 @@ func writeJSONValue(ctx *fasthttp.RequestCtx, v any) {
 //
 // Every replica loads or unloads the version through its sync.
 func (s *Server) adminVersions(ctx *fasthttp.RequestCtx, method, model string, rest []string) {
-	if s.versions == nil {
+	switch {
+	case s.versions == nil && s.o.Engine != nil:
+		writeError(ctx, fasthttp.StatusConflict, "this replica does not sync the model store (model_store.sync: false): upload through another replica")
+		return
+	case s.versions == nil:
 		writeError(ctx, fasthttp.StatusNotFound, "no model store: the gateway runs without an engine (set state_dir or cluster.nats_url)")
 		return
 	}

@@ -97,6 +97,10 @@ func (a AdminConfig) token() ([]byte, error) {
 // ModelStoreConfig is the `model_store:` section: how the versions in the
 // engine's object store are kept, uploaded and synced.
 type ModelStoreConfig struct {
+	// Sync keeps the repository in step with the store (default true);
+	// false serves the repository folder as it is, for one managed by
+	// other means (a mounted volume, a deploy tool), and refuses uploads.
+	Sync bool `yaml:"sync"`
 	// KeepVersions is how many published versions of each model the
 	// leader keeps (default 5): it deletes the oldest beyond it, never one
 	// that routing references or version_policy selects; 0 keeps all.
@@ -164,7 +168,7 @@ func DefaultConfig() Config {
 		// Sixteen bodies of the default max_body_size, decompressing at once.
 		MaxInflightMemory: 256 << 20,
 		MaxHeaderSize:     8 << 10,
-		ModelStore:        ModelStoreConfig{KeepVersions: 5, MaxUploadSize: 256 << 20, ResyncInterval: 30 * time.Second},
+		ModelStore:        ModelStoreConfig{Sync: true, KeepVersions: 5, MaxUploadSize: 256 << 20, ResyncInterval: 30 * time.Second},
 		Runtime:           runtime.DefaultConfig(),
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -113,6 +114,9 @@ func jsonContentType(ct []byte) bool {
 // infer or feedback 401 without the key it requires, then 415 for a body
 // that is not JSON. The answers are the handler's own, body and headers.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if upload, _ := bytes.CutPrefix(ctx.Path(), []byte("/admin/models/")); ctx.IsPut() && bytes.Contains(upload, []byte("/versions/")) {
+		return s.expectUpload(ctx)
+	}
 	if ctx.Request.Header.ContentLength() > int(s.cfg.MaxBodySize) {
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, s.errBodyTooLarge().Error())
 		return fasthttp.StatusRequestEntityTooLarge
@@ -140,6 +144,25 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	}
 	if !jsonBody(ctx) {
 		return fasthttp.StatusUnsupportedMediaType
+	}
+	return fasthttp.StatusContinue
+}
+
+// expectUpload answers the Expect of a version upload, whose limit is
+// model_store.max_upload_size: 401 without the admin token, 413 beyond
+// the limit, else go on.
+func (s *Server) expectUpload(ctx *fasthttp.RequestCtx) int {
+	token, ok := bytes.CutPrefix(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), []byte("Bearer "))
+	if len(s.adminToken) == 0 || !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
+		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+		return fasthttp.StatusUnauthorized
+	}
+	s.cp.mu.Lock()
+	limit := s.cp.current.ModelStore.MaxUploadSize
+	s.cp.mu.Unlock()
+	if ctx.Request.Header.ContentLength() > int(limit) {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("upload too large: the limit is %s (model_store.max_upload_size)", limit))
+		return fasthttp.StatusRequestEntityTooLarge
 	}
 	return fasthttp.StatusContinue
 }

@@ -219,7 +219,7 @@ func New(o Options) (*Server, error) {
 			return fail(err)
 		}
 	}
-	if o.Engine != nil {
+	if o.Engine != nil && cfg.ModelStore.Sync {
 		// The store's versions are in the repository before it is loaded.
 		if s.versions, err = openVersionSync(s, o.Engine, cfg); err != nil {
 			return fail(err)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -268,5 +269,42 @@ func TestSeedConflictStoreWins(t *testing.T) {
 	aside, _ := filepath.Glob(filepath.Join(cfg.Repository, "echo_fp32", ".replaced-1-*", "model.onnx"))
 	if len(aside) != 1 {
 		t.Fatalf("the local version was not moved aside: %v", aside)
+	}
+}
+
+// TestUploadExpectContinue: a client that asks before it sends its body
+// (curl -T does) is told to go on for an upload larger than max_body_size
+// but within max_upload_size, and refused before it sends one beyond it
+// or without the admin token.
+func TestUploadExpectContinue(t *testing.T) {
+	cfg := testConfig(t) // max_body_size 1MiB
+	cfg.Admin.TokenEnv = testTokenEnv
+	cfg.ModelStore.MaxUploadSize = 4 << 20
+	_, url := startServer(t, cfg)
+	onnx := readTestModel(t, "../testdata/models/versioned/1/model.onnx")
+	metrics := fmt.Appendf(nil, `{"note": %q}`, strings.Repeat("x", 1500<<10))
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	put := func(body []byte, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, url+"/admin/models/versioned/versions/9", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/x-tar")
+		req.Header.Set("Expect", "100-continue")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, b := put(tarOf(t, map[string][]byte{"model.onnx": onnx, "metrics.json": metrics}), "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d %s", code, b)
+	}
+	if code, b := put(tarOf(t, map[string][]byte{"model.onnx": onnx, "metrics.json": make([]byte, 5<<20)}), testToken); code != http.StatusRequestEntityTooLarge || !strings.Contains(b, "max_upload_size") {
+		t.Fatalf("over max_upload_size: %d %s", code, b)
+	}
+	if code, b := put(tarOf(t, map[string][]byte{"model.onnx": onnx, "metrics.json": metrics}), testToken); code != http.StatusCreated {
+		t.Fatalf("an upload over max_body_size within max_upload_size: %d %s", code, b)
 	}
 }

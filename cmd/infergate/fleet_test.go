@@ -58,11 +58,12 @@ const (
 const fleetDriftEvery = 2 * time.Second
 
 // fleetConfig is a replica's config: model ab (versions 1, 2 and 3, all
-// loaded) split to version 1, model demo whose version 1 is monitored for
+// loaded; the model store synced or not) split to version 1, model demo whose version 1 is monitored for
 // drift over windows of fleetDriftEvery, the engine (its streams kept on
 // the number of servers given), and a signed webhook.
 const fleetConfig = `listen: %s
 repository: models
+model_store: {sync: %t}
 admin: {token_env: %s}
 cluster: {nats_url: %q, token_env: %s, stream_replicas: %d, replica: %s, lease_ttl: %s, report_interval: %s}
 webhooks:
@@ -1226,7 +1227,9 @@ func (f *fleet) newReplica(t *testing.T, name, natsURL, tokenEnv string, streamR
 			t.Fatal(err)
 		}
 	}
-	cfg := fmt.Sprintf(fleetConfig, r.addr, fleetTokenEnv, natsURL, tokenEnv, streamReplicas, r.name,
+	// The failing replica serves its own folder: the store would give it
+	// the others' version 3.
+	cfg := fmt.Sprintf(fleetConfig, r.addr, name != fleetFailing, fleetTokenEnv, natsURL, tokenEnv, streamReplicas, r.name,
 		fleetLeaseTTL, fleetReportInterval, hookURL, fleetSecretEnv, fleetDriftEvery)
 	if err := os.WriteFile(filepath.Join(r.root, "infergate.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
