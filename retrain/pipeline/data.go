@@ -176,8 +176,14 @@ func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText s
 	var logged time.Time
 	for {
 		examples, err := capture.ReadLabeled(ctx, st.s.conn, st.run.Model, since)
-		if err != nil {
+		if err != nil && (ctx.Err() != nil || !time.Now().Before(deadline)) {
 			return table{}, nil, err
+		}
+		if err != nil && time.Since(logged) >= 30*time.Second {
+			// The engine electing a stream's leader, a connection lost
+			// and back: read again at the next poll.
+			st.logf("cannot read the captured rows now, trying again until %s: %v", deadline.Format(time.TimeOnly), err)
+			logged = time.Now()
 		}
 		var recent table
 		byReplica := map[string]int{}
@@ -190,7 +196,7 @@ func (st *runState) recentRows(ctx context.Context, since time.Time, sinceText s
 				skipped++
 			}
 		}
-		if recent.Len() >= st.cfg.MinRows || !time.Now().Before(deadline) {
+		if err == nil && recent.Len() >= st.cfg.MinRows || !time.Now().Before(deadline) {
 			st.logf("read %d labeled captured rows since %s from replicas %s (%d left out: not %d finite features with a class index below %d as label)",
 				recent.Len(), sinceText, replicaCounts(byReplica), skipped, len(st.spec.features), st.spec.classes)
 			return recent, byReplica, nil
