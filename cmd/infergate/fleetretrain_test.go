@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/infergate/infergate/retrain/capture"
 	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/engine/natscluster"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/pipeline"
 )
 
@@ -196,6 +198,9 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 		t.Logf("%6.1fs  stage %s reached after %s: SIGKILL to %s (%s)", time.Since(began).Seconds(), k.stage, at.Sub(shiftedAt).Round(100*time.Millisecond), victim.name, k.target)
 		victim.kill()
 		victim.start(t)
+		if victim.addr != "" { // a replica: back in service, as a supervisor's would be
+			waitReady(t, "http://"+victim.addr, victim.logs)
+		}
 	}
 
 	// Every replica loads the candidate and serves its canary (or, the
@@ -214,11 +219,14 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 		return true
 	})
 	t.Logf("%6.1fs  version %s published by run %s and routed on every replica, %s after the shift", time.Since(began).Seconds(), run.Candidate, run.ID, time.Since(shiftedAt).Round(100*time.Millisecond))
-	trained, ok := loop.trained(run.Candidate)
-	if !ok || len(trained.Metrics.RecentRowsByReplica) != 3 {
-		t.Fatalf("version %s was trained on rows of replicas %v, want r1, r2 and r3", run.Candidate, trained.Metrics)
+	// The version's metrics.json, published with it, says whose rows it
+	// was trained on (the run that trained it may have been killed after
+	// it published, its canary started by the next).
+	trained := loop.metrics(run.Candidate)
+	if len(trained.RecentRowsByReplica) != 3 {
+		t.Fatalf("version %s was trained on rows of replicas %v, want r1, r2 and r3", run.Candidate, trained.RecentRowsByReplica)
 	}
-	t.Logf("run %s trained version %s on %d labeled rows: %v", trained.ID, run.Candidate, trained.Metrics.RecentRows, trained.Metrics.RecentRowsByReplica)
+	t.Logf("version %s was trained on %d labeled rows: %v", run.Candidate, trained.RecentRows, trained.RecentRowsByReplica)
 
 	traffic.stop()
 	labels, err := capture.ReadLabels(context.Background(), conn, "demo")
@@ -358,20 +366,31 @@ func (l *fleetLoop) published() (pipeline.Run, bool) {
 	return pipeline.Run{}, false
 }
 
-// trained returns the run that trained version, which may be an earlier
-// one than the run that started its canary (a run killed after it
-// published is taken up by one that only starts the canary).
-func (l *fleetLoop) trained(version string) (pipeline.Run, bool) {
-	runs, err := pipeline.ListRuns(l.conn)
+// metrics returns the metrics.json that version was published with.
+func (l *fleetLoop) metrics(version string) pipeline.Metrics {
+	l.t.Helper()
+	ctx := context.Background()
+	store, err := modelstore.Open(ctx, l.conn)
 	if err != nil {
-		return pipeline.Run{}, false
+		l.t.Fatal(err)
 	}
-	for _, r := range runs {
-		if r.Candidate == version && r.Metrics != nil && r.Metrics.RecentRows > 0 {
-			return r, true
-		}
+	v, err := strconv.ParseInt(version, 10, 64)
+	if err != nil {
+		l.t.Fatal(err)
 	}
-	return pipeline.Run{}, false
+	dir := filepath.Join(l.t.TempDir(), version)
+	if _, err := store.Fetch(ctx, "demo", v, dir); err != nil {
+		l.t.Fatal(err)
+	}
+	var m pipeline.Metrics
+	data, err := os.ReadFile(filepath.Join(dir, "metrics.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &m)
+	}
+	if err != nil {
+		l.t.Fatalf("metrics.json of version %s: %v", version, err)
+	}
+	return m
 }
 
 // target returns the process that target names now.

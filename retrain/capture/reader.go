@@ -119,44 +119,35 @@ func readStream(ctx context.Context, conn *engine.Conn, name string, start time.
 			yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
 			return
 		}
-		info, err := cons.Info(ctx)
+		it, err := cons.Messages(jetstream.PullMaxMessages(256))
 		if err != nil {
 			yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
 			return
 		}
-		if info.NumPending == 0 {
+		defer it.Stop()
+		// Nothing delivered and nothing pending: no message at or after
+		// start.
+		if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 && info.Delivered.Consumer == 0 {
 			return
 		}
 		for {
-			batch, err := cons.Fetch(256, jetstream.FetchMaxWait(opTimeout))
+			next, cancel := context.WithTimeout(ctx, opTimeout)
+			msg, err := it.Next(jetstream.NextContext(next))
+			cancel()
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return // none after start, or the rest deleted by retention meanwhile
+			}
 			if err != nil {
 				yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
 				return
 			}
-			got := 0
-			for msg := range batch.Messages() {
-				got++
-				meta, err := msg.Metadata()
-				if err != nil {
-					yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
-					return
-				}
-				if !yield(msg, nil) {
-					return
-				}
-				if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-					return
-				}
-			}
-			if err := batch.Error(); err != nil {
+			meta, err := msg.Metadata()
+			if err != nil {
 				yield(nil, fmt.Errorf("cannot read stream %s: %w", name, err))
 				return
 			}
-			if got == 0 {
-				if ctx.Err() != nil {
-					yield(nil, ctx.Err())
-				}
-				return // the rest was deleted by retention meanwhile
+			if !yield(msg, nil) || meta.Sequence.Stream >= last || meta.NumPending == 0 {
+				return
 			}
 		}
 	}
