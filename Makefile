@@ -36,6 +36,12 @@ test: onnxruntime nats-server duckdb
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 
+## test-fleet-kills: the fleet's closed loop with each process (the leader, a follower, the
+## retrain service) killed with SIGKILL at every stage; make test runs one seeded pass
+.PHONY: test-fleet-kills
+test-fleet-kills: onnxruntime nats-server
+	INFERGATE_TEST_KILLS=all $(GO) test -race -count=1 -v -run 'TestFleetRetrain$$' ./cmd/infergate/
+
 ## build: the infergate binary in bin/
 build:
 	$(GO) build -ldflags "-X main.releaseVersion=$(VERSION)" -o bin/infergate ./cmd/infergate

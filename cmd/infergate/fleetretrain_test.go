@@ -157,8 +157,7 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 	all := append(slices.Clone(replicas), retrain)
 	// r1 first, which creates the engine's buckets and streams, R3 on a
 	// cluster just formed, then the rest together.
-	replicas[0].start(t)
-	waitReady(t, "http://"+replicas[0].addr, replicas[0].logs)
+	replicas[0].run(t)
 	for _, p := range all[1:] {
 		p.start(t)
 	}
@@ -171,8 +170,8 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 			}
 		}
 	}()
-	for _, r := range replicas {
-		waitReady(t, "http://"+r.addr, r.logs)
+	for _, r := range replicas[1:] {
+		r.waitUp(t)
 	}
 
 	var mu sync.Mutex
@@ -197,9 +196,10 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 		victim := loop.target(k.target)
 		t.Logf("%6.1fs  stage %s reached after %s: SIGKILL to %s (%s)", time.Since(began).Seconds(), k.stage, at.Sub(shiftedAt).Round(100*time.Millisecond), victim.name, k.target)
 		victim.kill()
-		victim.start(t)
-		if victim.addr != "" { // a replica: back in service, as a supervisor's would be
-			waitReady(t, "http://"+victim.addr, victim.logs)
+		if victim.addr != "" { // a replica: back in service before the next stage
+			victim.run(t)
+		} else {
+			victim.start(t)
 		}
 	}
 
@@ -280,6 +280,43 @@ func (p *loopProcess) start(t *testing.T) {
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
 	t.Cleanup(p.kill)
+}
+
+// run starts replica p and waits until it is ready.
+func (p *loopProcess) run(t *testing.T) {
+	t.Helper()
+	p.start(t)
+	p.waitUp(t)
+}
+
+// waitUp waits until replica p is ready, starting it again, as a
+// supervisor would, when it exits first: a replica gives up on an engine
+// that does not answer its first calls in time (a cluster still electing
+// the leaders of the streams it was just asked for).
+func (p *loopProcess) waitUp(t *testing.T) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	for restarts, deadline := 0, time.Now().Add(fleetBound(60*time.Second)); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if resp, err := client.Get("http://" + p.addr + "/v2/health/ready"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		p.mu.Lock()
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-done:
+			if restarts++; restarts > 3 {
+				t.Fatalf("replica %s exited before it was ready, %d times:\n%s", p.name, restarts, p.logs)
+			}
+			t.Logf("replica %s exited before it was ready; starting it again", p.name)
+			p.start(t)
+		default:
+		}
+	}
+	t.Fatalf("replica %s not ready after %s:\n%s", p.name, fleetBound(60*time.Second), p.logs)
 }
 
 // kill sends SIGKILL and waits for the process to exit.
