@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,13 +73,11 @@ func TestKillNineLosesNoEvent(t *testing.T) {
 	var mu sync.Mutex
 	var received []outbox.Event
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if err := outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte("crash-secret"), body, time.Now(), time.Minute); err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
+		e, code, err := outbox.Receive(r, []byte("crash-secret"), time.Now(), time.Minute, 1<<20)
+		if err != nil {
+			http.Error(w, err.Error(), code)
 			return
 		}
-		var e outbox.Event
-		json.Unmarshal(body, &e)
 		mu.Lock()
 		received = append(received, e)
 		mu.Unlock()

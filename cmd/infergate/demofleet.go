@@ -386,18 +386,9 @@ type demoHook struct {
 }
 
 func (h *demoHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	e, code, err := outbox.Receive(r, []byte(os.Getenv(demoSecretEnv)), time.Now(), 5*time.Minute, 1<<20)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if err := outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte(os.Getenv(demoSecretEnv)), body, time.Now(), 5*time.Minute); err != nil {
-		http.Error(w, err.Error(), http.StatusUnauthorized)
-		return
-	}
-	var e outbox.Event
-	if err := json.Unmarshal(body, &e); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), code)
 		return
 	}
 	h.mu.Lock()

@@ -1713,16 +1713,9 @@ type fleetStep struct {
 }
 
 func (h *fleetHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err == nil {
-		err = outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte(fleetSecret), body, time.Now(), time.Minute)
-	}
-	var e outbox.Event
-	if err == nil {
-		err = json.Unmarshal(body, &e)
-	}
+	e, code, err := outbox.Receive(r, []byte(fleetSecret), time.Now(), time.Minute, 1<<20)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, err.Error(), code)
 		return
 	}
 	h.mu.Lock()

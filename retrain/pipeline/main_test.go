@@ -448,14 +448,9 @@ type receiver struct {
 func newReceiver(t *testing.T) *receiver {
 	rc := &receiver{}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if err := outbox.Verify(r.Header.Get(outbox.SignatureHeader), []byte(testOutSecret), body, time.Now(), 0); err != nil {
-			http.Error(w, err.Error(), http.StatusUnauthorized)
-			return
-		}
-		var ev outbox.Event
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		ev, code, err := outbox.Receive(r, []byte(testOutSecret), time.Now(), 0, 1<<20)
+		if err != nil {
+			http.Error(w, err.Error(), code)
 			return
 		}
 		rc.mu.Lock()

@@ -645,29 +645,12 @@ type acceptance struct {
 }
 
 func (s *Service) handleWebhook(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	ev, code, err := outbox.Receive(r, s.secret, s.now(), s.cfg.MaxAge, maxWebhookBody)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", maxWebhookBody))
-			return
+		if code == http.StatusUnauthorized {
+			s.log.Warn("webhook refused", "reason", err.Error(), "remote", r.RemoteAddr)
 		}
-		writeError(w, http.StatusBadRequest, "cannot read the body: "+err.Error())
-		return
-	}
-	sig := r.Header.Get(outbox.SignatureHeader)
-	if sig == "" {
-		writeError(w, http.StatusUnauthorized, "missing "+outbox.SignatureHeader+" header")
-		return
-	}
-	if err := outbox.Verify(sig, s.secret, body, s.now(), s.cfg.MaxAge); err != nil {
-		s.log.Warn("webhook refused", "reason", err.Error(), "remote", r.RemoteAddr)
-		writeError(w, http.StatusUnauthorized, err.Error())
-		return
-	}
-	var ev outbox.Event
-	if err := json.Unmarshal(body, &ev); err != nil {
-		writeError(w, http.StatusBadRequest, "cannot decode the CloudEvent: "+err.Error())
+		writeError(w, code, err.Error())
 		return
 	}
 	answer, replay, err := s.accept(ev)
