@@ -28,7 +28,7 @@ Usage:
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
-  infergate demo [--forever] [--rate R] [--shift-after D] [--listen ADDR] [--work DIR] [--timeout D]
+  infergate demo [--replicas N] [--forever] [--rate R] [--shift-after D] [--listen ADDR] [--work DIR] [--timeout D]
   infergate profile --model DIR/model.onnx --data train.csv|train.jsonl [--out F] [--categorical A,B]
                     [--bins N] [--sample N] [--predictions=false] [--quiet]
   infergate retrain [--config configs/retrain.yaml] [--listen ADDR] [--grace D] [--log-level L] [--log-json]
