@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
 // lease is a replica's side of the fleet's leadership: a key of the control
@@ -94,7 +96,7 @@ func (l *lease) write(now, since time.Time, rev uint64, lastSeq *uint64) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		if errors.Is(err, jetstream.ErrKeyExists) || engine.IsWrongSequence(err) {
 			l.drop()
 		}
 		return // a lease not renewed runs out on its own
@@ -105,14 +107,6 @@ func (l *lease) write(now, since time.Time, rev uint64, lastSeq *uint64) {
 	until := now.Add(l.ttl)
 	l.rev, l.renewed = seq, now
 	l.until.Store(&until)
-}
-
-// isWrongSequence reports whether err is the engine refusing a write whose
-// expected revision or sequence is not the current one.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // drop gives the lease up at once.

@@ -163,7 +163,7 @@ func (s *store) putFenced(key string, value []byte, last uint64) (uint64, error)
 	msg := &nats.Msg{Subject: "$KV." + controlBucket + "." + key, Data: value}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last))
 	if err != nil {
-		if isWrongSequence(err) {
+		if engine.IsWrongSequence(err) {
 			return 0, errFenced
 		}
 		return 0, err
