@@ -60,7 +60,8 @@ type Config struct {
 	// Webhooks are the targets drift and canary events are delivered to,
 	// at least once, from a durable outbox in the state store.
 	Webhooks []outbox.Target `yaml:"webhooks"`
-	// Feedback configures the label files of POST .../feedback under state_dir.
+	// Feedback configures the retention of the label streams of POST
+	// .../feedback (one per model, in the engine).
 	Feedback capture.LabelsConfig `yaml:"feedback"`
 	// Cluster says where the state lives: the embedded engine of state_dir,
 	// or a fleet's NATS cluster.

@@ -256,7 +256,7 @@ func TestKillNineKeepsAcknowledgedLabels(t *testing.T) {
 
 	state := filepath.Join(root, "state")
 	e := enginetest.StartIn(t, state)
-	labels, err := capture.ReadLabels(context.Background(), e.Conn, "ab")
+	labels, err := capture.ReadLabels(context.Background(), e.Conn, "ab", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -232,6 +232,7 @@ func tell(r io.Reader, log *slog.Logger) {
 		}
 		log.Log(context.Background(), level, msg, attrs...)
 	}
+	io.Copy(io.Discard, r) // a line too long for the scanner: keep the pipe flowing
 }
 
 // waitReady polls r's readiness until it answers 200.
@@ -391,26 +392,32 @@ func (h *demoHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), code)
 		return
 	}
+	// One delivery at a time, so that an event is handed over once even
+	// when a new leader sends it again meanwhile.
 	h.mu.Lock()
-	again := h.seen[e.ID]
-	h.seen[e.ID] = true
-	h.mu.Unlock()
-	if again {
+	defer h.mu.Unlock()
+	if h.seen[e.ID] {
 		return
 	}
 	model, version, _ := strings.Cut(e.Subject, "/")
 	typ := strings.TrimPrefix(e.Type, "dev.infergate.")
+	var handed bool
 	if typ == "drift.detected" {
 		select {
 		case h.decisions <- drift.Decision{Type: drift.DriftDetected, Model: model, Version: version, Time: e.Time}:
+			handed = true
 		case <-r.Context().Done():
-			http.Error(w, "the demo is busy", http.StatusServiceUnavailable)
 		}
+	} else {
+		select {
+		case h.events <- gateway.Event{Type: typ, Model: model, Version: version, Time: e.Time}:
+			handed = true
+		case <-r.Context().Done():
+		}
+	}
+	if !handed {
+		http.Error(w, "the demo is busy", http.StatusServiceUnavailable)
 		return
 	}
-	select {
-	case h.events <- gateway.Event{Type: typ, Model: model, Version: version, Time: e.Time}:
-	case <-r.Context().Done():
-		http.Error(w, "the demo is busy", http.StatusServiceUnavailable)
-	}
+	h.seen[e.ID] = true
 }

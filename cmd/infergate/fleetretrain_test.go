@@ -229,7 +229,7 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 	t.Logf("version %s was trained on %d labeled rows: %v", run.Candidate, trained.RecentRows, trained.RecentRowsByReplica)
 
 	traffic.stop()
-	labels, err := capture.ReadLabels(context.Background(), conn, "demo")
+	labels, err := capture.ReadLabels(context.Background(), conn, "demo", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}

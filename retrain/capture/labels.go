@@ -37,10 +37,18 @@ type Labels struct {
 	o    Options
 	m    labelMetrics
 
+	mu       sync.Mutex
+	closed   bool
+	inFlight sync.WaitGroup
+	streams  map[string]*modelLabels // by model
+}
+
+// modelLabels is a model's label stream in a Labels store, created (or
+// its retention set) once, by the first call that records a label of the
+// model; calls for other models do not wait for it.
+type modelLabels struct {
 	mu          sync.Mutex
-	closed      bool
-	inFlight    sync.WaitGroup
-	provisioned map[string]bool // by model: its stream exists with cfg's retention
+	provisioned bool
 }
 
 type labelMetrics struct {
@@ -58,7 +66,7 @@ func OpenLabels(conn *engine.Conn, cfg LabelsConfig, o Options) (*Labels, error)
 	}
 	o = o.withDefaults()
 	return &Labels{
-		conn: conn, cfg: cfg, o: o, provisioned: make(map[string]bool),
+		conn: conn, cfg: cfg, o: o, streams: make(map[string]*modelLabels),
 		m: labelMetrics{
 			labels:   o.Metrics.NewCounter("infergate_capture_labels_total"),
 			messages: o.Metrics.NewCounter("infergate_capture_label_messages_total"),
@@ -96,6 +104,10 @@ func (l *Labels) RecordLabels(model string, labels []Label) error {
 		if err != nil {
 			return fmt.Errorf("cannot record labels of model %q: %w: %w", model, ErrInvalidLabel, err)
 		}
+		if len(line) > maxBlock {
+			return fmt.Errorf("cannot record labels of model %q: %w: label %d (request %q) is %d bytes as JSON, more than %s",
+				model, ErrInvalidLabel, i, lb.ID, len(line), Size(maxBlock))
+		}
 		if len(data) > 0 && len(data)+len(line) >= maxBlock {
 			msgs, data = append(msgs, data), nil
 		}
@@ -129,21 +141,31 @@ func (l *Labels) RecordLabels(model string, labels []Label) error {
 func (l *Labels) begin(model string) (stream, error) {
 	s := labelsOf(model, l.o.Replica)
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return s, ErrClosed
 	}
 	if !l.conn.Connected() {
+		l.mu.Unlock()
 		return s, fmt.Errorf("cannot record labels of model %q: %w", model, ErrUnavailable)
 	}
-	if !l.provisioned[model] {
-		if err := s.provision(l.conn, l.cfg.Retention, l.cfg.MaxAge); err != nil {
-			l.m.errors.Inc()
-			return s, fmt.Errorf("cannot record labels of model %q: %w", model, err)
-		}
-		l.provisioned[model] = true
+	ls := l.streams[model]
+	if ls == nil {
+		ls = &modelLabels{}
+		l.streams[model] = ls
 	}
 	l.inFlight.Add(1)
+	l.mu.Unlock()
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if !ls.provisioned {
+		if err := s.provision(l.conn, l.cfg.Retention, l.cfg.MaxAge); err != nil {
+			l.m.errors.Inc()
+			l.inFlight.Done()
+			return s, fmt.Errorf("cannot record labels of model %q: %w", model, err)
+		}
+		ls.provisioned = true
+	}
 	return s, nil
 }
 

@@ -124,7 +124,7 @@ func TestLabelsDurable(t *testing.T) {
 	mustLabel(t, l, "a", "1")
 	e.Stop()
 	e = enginetest.StartIn(t, dir)
-	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo", time.Time{})
 	if err != nil || string(labels["a"].Label) != "1" {
 		t.Fatalf("after a restart: %v, %v", labels, err)
 	}
@@ -142,7 +142,7 @@ func TestLabelsLargeBatch(t *testing.T) {
 	if err := l.RecordLabels("demo", batch); err != nil {
 		t.Fatal(err)
 	}
-	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo", time.Time{})
 	if err != nil || len(labels) != len(batch) {
 		t.Fatalf("read %d of %d labels: %v", len(labels), len(batch), err)
 	}
@@ -164,7 +164,7 @@ func TestLabelsConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	labels, err := ReadLabels(context.Background(), e.Conn, "demo")
+	labels, err := ReadLabels(context.Background(), e.Conn, "demo", time.Time{})
 	if err != nil || len(labels) != 400 {
 		t.Fatalf("read %d of 400 labels: %v", len(labels), err)
 	}
@@ -180,7 +180,7 @@ func TestLabelsInvalid(t *testing.T) {
 			t.Fatalf("%v: got %v, want ErrInvalidLabel", bad, err)
 		}
 	}
-	if labels, _ := ReadLabels(context.Background(), e.Conn, "demo"); len(labels) != 0 {
+	if labels, _ := ReadLabels(context.Background(), e.Conn, "demo", time.Time{}); len(labels) != 0 {
 		t.Fatalf("an invalid batch recorded %v", labels)
 	}
 	if _, err := OpenLabels(nil, LabelsConfig{}, Options{}); err == nil || !strings.Contains(err.Error(), "engine") {
@@ -197,5 +197,39 @@ func TestLabelsInvalid(t *testing.T) {
 	l.Close()
 	if err := l.RecordLabel("demo", "late", json.RawMessage("1"), time.Time{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("closed: %v", err)
+	}
+}
+
+// TestLabelsTooLarge: one label larger than a message is refused as
+// invalid, naming its request, and nothing is recorded.
+func TestLabelsTooLarge(t *testing.T) {
+	e := enginetest.Start(t)
+	l := mustOpenLabels(t, e.Conn, Options{})
+	huge := json.RawMessage(`"` + strings.Repeat("x", maxBlock) + `"`)
+	err := l.RecordLabels("demo", []Label{{ID: "ok", Label: json.RawMessage("1")}, {ID: "huge", Label: huge}})
+	if !errors.Is(err, ErrInvalidLabel) || !strings.Contains(err.Error(), `"huge"`) {
+		t.Fatalf("a label of %d bytes: %v", len(huge), err)
+	}
+	if labels, _ := ReadLabels(context.Background(), e.Conn, "demo", time.Time{}); len(labels) != 0 {
+		t.Fatalf("recorded %v", labels)
+	}
+}
+
+// TestLabelsSince: reading the labels since a time leaves out those
+// recorded well before it.
+func TestLabelsSince(t *testing.T) {
+	e := enginetest.Start(t)
+	l := mustOpenLabels(t, e.Conn, Options{})
+	mustLabel(t, l, "old", "1")
+	time.Sleep(10 * time.Millisecond)
+	since := time.Now()
+	mustLabel(t, l, "new", "1")
+	if labels, err := ReadLabels(context.Background(), e.Conn, "demo", time.Time{}); err != nil || len(labels) != 2 {
+		t.Fatalf("all: %v %v", labels, err)
+	}
+	// clockSlack reaches back a minute: both are read; a time after both
+	// reaches back to neither.
+	if labels, err := ReadLabels(context.Background(), e.Conn, "demo", since.Add(clockSlack+time.Hour)); err != nil || len(labels) != 0 {
+		t.Fatalf("since after both: %v %v", labels, err)
 	}
 }

@@ -175,7 +175,7 @@ type Query struct {
 // N-row request one array each, send an array of N arrays.
 func Examples(ctx context.Context, conn *engine.Conn, q Query) iter.Seq2[Example, error] {
 	return func(yield func(Example, error) bool) {
-		labels, err := ReadLabels(ctx, conn, q.Model)
+		labels, err := ReadLabels(ctx, conn, q.Model, q.Since)
 		if err != nil {
 			yield(Example{}, err)
 			return
@@ -257,10 +257,16 @@ func rowValues(ts map[string]Tensor, i, rows int) map[string][]float64 {
 }
 
 // ReadLabels returns model's latest label by request id, from every
-// replica.
-func ReadLabels(ctx context.Context, conn *engine.Conn, model string) (map[string]Label, error) {
+// replica, of the labels recorded since since (zero: all): a label comes
+// after its request, so those of the requests captured since since are
+// among them.
+func ReadLabels(ctx context.Context, conn *engine.Conn, model string, since time.Time) (map[string]Label, error) {
+	start := since
+	if !since.IsZero() {
+		start = since.Add(-clockSlack)
+	}
 	labels := make(map[string]Label)
-	for msg, err := range readStream(ctx, conn, labelsOf(model, "").name, time.Time{}) {
+	for msg, err := range readStream(ctx, conn, labelsOf(model, "").name, start) {
 		if err != nil {
 			return nil, fmt.Errorf("cannot read labels of model %q: %w", model, err)
 		}

@@ -45,7 +45,7 @@ type Tensor struct {
 	Data     any     `json:"data"`
 }
 
-// UnmarshalJSON decodes a tensor of a segment line, its data as []float64.
+// UnmarshalJSON decodes a tensor of a captured record, its data as []float64.
 func (t *Tensor) UnmarshalJSON(b []byte) error {
 	var raw struct {
 		Datatype string          `json:"datatype"`
@@ -172,7 +172,7 @@ func appendData(b []byte, data any) ([]byte, error) {
 		return appendEach(b, v, strconv.AppendBool), nil
 	case json.RawMessage:
 		// Checked here, off the request path, so that a bad caller cannot
-		// break the segment for every reader.
+		// break the block for every reader.
 		if t := bytes.TrimSpace(v); len(t) == 0 || t[0] != '[' || !json.Valid(t) {
 			return b, fmt.Errorf("data is not a JSON array")
 		} else if _, err := parseValues(t); err != nil {

@@ -62,6 +62,9 @@ type Writer struct {
 	unsent   []unsentBlock
 	seq      uint64
 	failing  bool // an error was logged and nothing has shipped since
+	// closing is set once Close began: full blocks are sealed, and shipped
+	// together within closeWait.
+	closing bool
 }
 
 // unsentBlock is a compressed block that the engine has not acknowledged.
@@ -185,6 +188,7 @@ func (w *Writer) run() {
 		case <-tick.C:
 			w.ship(context.Background())
 		case <-w.stop:
+			w.closing = true
 			w.drain()
 			ctx, cancel := context.WithTimeout(context.Background(), closeWait)
 			w.closeErr = w.ship(ctx)
@@ -229,13 +233,19 @@ func (w *Writer) add(r *Record) {
 		return
 	}
 	if w.gathered > 0 && len(w.block)+len(line) > maxBlock {
-		w.seal()
-		w.ship(context.Background())
+		w.sealFull()
 	}
 	w.block = append(w.block, line...)
 	w.gathered++
 	if len(w.block) >= maxBlock {
-		w.seal()
+		w.sealFull()
+	}
+}
+
+// sealFull seals a full block and, unless the Writer is closing, ships it.
+func (w *Writer) sealFull() {
+	w.seal()
+	if !w.closing {
 		w.ship(context.Background())
 	}
 }

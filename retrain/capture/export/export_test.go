@@ -306,8 +306,8 @@ func TestFile(t *testing.T) {
 		if err := file.Write(&first); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := os.Stat(path + ".tmp"); err != nil {
-			t.Fatalf("no temporary file while writing: %v", err)
+		if tmp, _ := filepath.Glob(path + ".*.tmp"); len(tmp) != 1 {
+			t.Fatalf("temporary files while writing: %v, want one", tmp)
 		}
 		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s exists while writing: %v", path, err)

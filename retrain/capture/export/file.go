@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 )
 
-// File is an export being written to path: into path+".tmp", renamed to
-// path by Commit, so that an export that fails or is interrupted leaves no
+// File is an export being written to path: into a temporary file beside
+// it (path+".<random>.tmp"), renamed to path by Commit, so that an export that fails or is interrupted leaves no
 // half file at path (Abort removes the temporary one). It is not safe for
 // concurrent use.
 type File struct {
@@ -16,11 +16,16 @@ type File struct {
 	f    *os.File
 }
 
-// Create starts an export of rows laid out by l, in format f, to path. A
-// path+".tmp" left by an export that died is replaced.
+// Create starts an export of rows laid out by l, in format f, to path.
+// Exports to one path at once do not mix: the last to commit wins.
 func Create(path string, f Format, l Layout, o Options) (*File, error) {
-	out, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	out, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
+		return nil, fmt.Errorf("cannot create the export: %w", err)
+	}
+	if err := out.Chmod(0o644); err != nil {
+		out.Close()
+		os.Remove(out.Name())
 		return nil, fmt.Errorf("cannot create the export: %w", err)
 	}
 	w, err := NewWriter(out, f, l, o)
