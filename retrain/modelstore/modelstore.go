@@ -44,8 +44,13 @@ var (
 	// ErrExists is returned (wrapped) by Publish for a version that is
 	// published already, and by Fetch for a destination that exists.
 	ErrExists = errors.New("modelstore: version exists")
-	// ErrNotFound is returned (wrapped) for a version that is not published.
+	// ErrNotFound is returned (wrapped) for a version that is not published,
+	// and by OpenExisting for an engine that has no model store.
 	ErrNotFound = errors.New("modelstore: no such version")
+	// ErrRetired is returned (wrapped) with ErrNotFound by Manifest, and
+	// with ErrExists by Publish, for a version that was published and
+	// deleted: its number is not published again.
+	ErrRetired = errors.New("modelstore: version deleted, and its number is not reused")
 	// ErrDamaged is returned (wrapped) by Fetch for a version whose files
 	// do not match its manifest.
 	ErrDamaged = errors.New("modelstore: version does not match its manifest")
@@ -61,6 +66,13 @@ type File struct {
 	Size int64  `json:"size"`
 	// SHA256 is the hex SHA-256 of the file.
 	SHA256 string `json:"sha256"`
+	// Object names the file's object in the store,
+	// <model>/<version>/<publication>/<name>: each publication writes
+	// under a prefix of its own, so that two publishers of one version
+	// never write the same object. Empty in Describe's manifests and in
+	// those written before publications had prefixes, whose objects are
+	// <model>/<version>/<name>.
+	Object string `json:"object,omitempty"`
 }
 
 // Manifest lists a version's files. A Manifest is plain data.
@@ -85,9 +97,18 @@ func (m *Manifest) File(name string) (File, bool) {
 }
 
 // SameFiles reports whether m and o list the same files with the same
-// sizes and digests.
+// sizes and digests (wherever their objects are).
 func (m *Manifest) SameFiles(o *Manifest) bool {
-	return slices.Equal(m.Files, o.Files)
+	return slices.EqualFunc(m.Files, o.Files, func(a, b File) bool {
+		return a.Name == b.Name && a.Size == b.Size && a.SHA256 == b.SHA256
+	})
+}
+
+// object returns the name of f's object: the one the manifest lists, or,
+// in a manifest written before publications had prefixes, the one they
+// had.
+func (m *Manifest) object(f File) string {
+	return cmp.Or(f.Object, objectName(m.Model, m.Version, f.Name))
 }
 
 // Digests returns "name sha256" of each file, for logs and errors.
@@ -122,19 +143,41 @@ type Store struct {
 }
 
 // Open creates (or opens, updating its replicas) the bucket on conn: file
-// storage, conn.Replicas copies.
+// storage, conn.Replicas copies. It is for those who publish; a reader
+// calls OpenExisting.
 func Open(ctx context.Context, conn *engine.Conn) (*Store, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	obs, err := conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      Bucket,
-		Description: "infergate model versions: <model>/<version>/<file>, each version's manifest.json last",
+		Description: "infergate model versions: <model>/<version>/<publication>/<file>, each version's <model>/<version>/manifest.json last",
 		Storage:     jetstream.FileStorage,
 		Replicas:    conn.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the model store %s at %s: %w", Bucket, conn.URL, err)
 	}
+	return open(ctx, conn, obs)
+}
+
+// OpenExisting opens the bucket on conn as it is, creating or changing
+// nothing; ErrNotFound (wrapped) when the engine has none (no gateway
+// with model_store.sync and no publisher ever used it).
+func OpenExisting(ctx context.Context, conn *engine.Conn) (*Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	obs, err := conn.JS.ObjectStore(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("the engine at %s has no model store %s: %w", conn.URL, Bucket, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the model store %s at %s: %w", Bucket, conn.URL, err)
+	}
+	return open(ctx, conn, obs)
+}
+
+// open returns the Store of obs, with its stream.
+func open(ctx context.Context, conn *engine.Conn, obs jetstream.ObjectStore) (*Store, error) {
 	stream, err := conn.JS.Stream(ctx, "OBJ_"+Bucket)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the model store's stream OBJ_%s at %s: %w", Bucket, conn.URL, err)
@@ -174,16 +217,27 @@ func check(model string, version int64) error {
 // Files it holds; anything else in dir is ignored) as version of model,
 // then its manifest, and returns the manifest. A version published
 // already, or by another publisher meanwhile, is not written: the error
-// wraps ErrExists and the manifest returned is the one published.
+// wraps ErrExists and the manifest returned is the one published. A
+// version deleted is not published again: the error wraps ErrExists and
+// ErrRetired, and no manifest is returned.
+//
+// The files go under a prefix of this publication's own
+// (<model>/<version>/<publication>/), which the manifest names, so that
+// of two publishers of one version the loser's objects never replace the
+// winner's; the loser deletes its own.
 func (s *Store) Publish(ctx context.Context, model string, version int64, dir string) (*Manifest, error) {
 	if err := check(model, version); err != nil {
 		return nil, fmt.Errorf("cannot publish: %w", err)
 	}
-	if m, err := s.Manifest(ctx, model, version); err == nil {
+	switch m, err := s.Manifest(ctx, model, version); {
+	case err == nil:
 		return m, fmt.Errorf("cannot publish version %d of model %q: %w", version, model, ErrExists)
-	} else if !errors.Is(err, ErrNotFound) {
+	case errors.Is(err, ErrRetired):
+		return nil, fmt.Errorf("cannot publish version %d of model %q: %w: %w", version, model, ErrExists, ErrRetired)
+	case !errors.Is(err, ErrNotFound):
 		return nil, err
 	}
+	prefix := objectName(model, version, rand.Text()) + "/"
 	m := &Manifest{Model: model, Version: version}
 	for _, name := range Files {
 		path := filepath.Join(dir, name)
@@ -192,28 +246,50 @@ func (s *Store) Publish(ctx context.Context, model string, version int64, dir st
 			continue
 		}
 		if err != nil {
+			s.removeObjects(ctx, m)
 			return nil, fmt.Errorf("cannot publish version %d of model %q: %w", version, model, err)
 		}
-		file, err := s.putFile(ctx, objectName(model, version, name), f)
+		file, err := s.putFile(ctx, prefix+name, f)
 		f.Close()
+		file.Name, file.Object = name, prefix+name
 		if err != nil {
+			// The object may be there in part; no manifest names it.
+			m.Files = append(m.Files, file)
+			s.removeObjects(ctx, m)
 			return nil, fmt.Errorf("cannot publish %s of version %d of model %q: %w", name, version, model, err)
 		}
-		file.Name = name
 		m.Files = append(m.Files, file)
 	}
 	m.Published = time.Now().UTC()
 	if err := s.putManifest(ctx, m); err != nil {
-		if errors.Is(err, ErrExists) {
-			won, rerr := s.Manifest(ctx, model, version)
-			if rerr != nil {
-				return nil, fmt.Errorf("%w (and cannot read the manifest that won: %v)", err, rerr)
-			}
-			return won, err
+		// Only a refusal says for sure that the manifest was not written:
+		// after any other failure it may have been, and its files stay.
+		if !errors.Is(err, ErrExists) {
+			return nil, err
 		}
-		return nil, err
+		s.removeObjects(ctx, m)
+		if errors.Is(err, ErrRetired) {
+			return nil, err
+		}
+		won, rerr := s.Manifest(ctx, model, version)
+		if rerr != nil {
+			return nil, fmt.Errorf("%w (and cannot read the manifest that won: %v)", err, rerr)
+		}
+		return won, err
 	}
 	return m, nil
+}
+
+// removeObjects deletes the objects of m's files, which no manifest
+// names: those of a publication that failed or lost. Errors are ignored:
+// what is left takes room, nothing reads it, and Delete of the version
+// removes it.
+func (s *Store) removeObjects(ctx context.Context, m *Manifest) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	for _, f := range m.Files {
+		s.obs.Delete(ctx, m.object(f))
+	}
 }
 
 // putFile puts r as object name and returns its size and digest.
@@ -247,11 +323,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// putManifest writes m's manifest object unless a live one exists: its
-// record is published expecting the last sequence of its subject to be
-// the one seen (none, or a delete marker), so of two writers one wins;
-// the other gets ErrExists. The object is in the object store's own
-// format, so that its reads (Get, List, Watch) see it as any other.
+// putManifest writes m's manifest object unless one was ever written: its
+// record is published expecting its subject to have none, so of two
+// writers one wins; the other gets ErrExists. A delete marker counts: a
+// deleted version's number is not reused (ErrExists and ErrRetired). The
+// object is in the object store's own format, so that its reads (Get,
+// List, Watch) see it as any other.
 func (s *Store) putManifest(ctx context.Context, m *Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -261,17 +338,16 @@ func (s *Store) putManifest(ctx context.Context, m *Manifest) error {
 	name := objectName(m.Model, m.Version, ManifestFile)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last uint64
 	switch msg, err := s.stream.GetLastMsgForSubject(ctx, metaSubject(name)); {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 	case err != nil:
 		return fmt.Errorf("cannot read the manifest of version %d of model %q: %w", m.Version, m.Model, err)
 	default:
 		var info jetstream.ObjectInfo
-		if err := json.Unmarshal(msg.Data, &info); err != nil || !info.Deleted {
-			return fmt.Errorf("cannot publish version %d of model %q: %w", m.Version, m.Model, ErrExists)
+		if err := json.Unmarshal(msg.Data, &info); err == nil && info.Deleted {
+			return fmt.Errorf("cannot publish version %d of model %q: %w: %w", m.Version, m.Model, ErrExists, ErrRetired)
 		}
-		last = msg.Sequence
+		return fmt.Errorf("cannot publish version %d of model %q: %w", m.Version, m.Model, ErrExists)
 	}
 	id := rand.Text()
 	chunks := "$O." + Bucket + ".C." + id
@@ -287,9 +363,9 @@ func (s *Store) putManifest(ctx context.Context, m *Manifest) error {
 	meta := nats.NewMsg(metaSubject(name))
 	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	meta.Data = info
-	if _, err := s.js.PublishMsg(ctx, meta, jetstream.WithExpectLastSequencePerSubject(last)); err != nil {
+	if _, err := s.js.PublishMsg(ctx, meta, jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 		s.stream.Purge(ctx, jetstream.WithPurgeSubject(chunks))
-		if isWrongSequence(err) {
+		if engine.IsWrongSequence(err) {
 			return fmt.Errorf("cannot publish version %d of model %q: another publisher did meanwhile: %w", m.Version, m.Model, ErrExists)
 		}
 		return fmt.Errorf("cannot write the manifest of version %d of model %q: %w", m.Version, m.Model, err)
@@ -298,24 +374,20 @@ func (s *Store) putManifest(ctx context.Context, m *Manifest) error {
 	return nil
 }
 
-// isWrongSequence reports whether err is the engine refusing a write whose
-// expected sequence is not the current one.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
-
 // Manifest returns the manifest of version of model; ErrNotFound (wrapped)
-// when it is not published, or was deleted.
+// when it is not published, and with ErrRetired when it was deleted.
 func (s *Store) Manifest(ctx context.Context, model string, version int64) (*Manifest, error) {
 	if err := check(model, version); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := s.obs.Get(ctx, objectName(model, version, ManifestFile))
+	name := objectName(model, version, ManifestFile)
+	res, err := s.obs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		if info, ierr := s.obs.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted()); ierr == nil && info.Deleted {
+			return nil, fmt.Errorf("version %d of model %q: %w: %w", version, model, ErrNotFound, ErrRetired)
+		}
 		return nil, fmt.Errorf("version %d of model %q: %w", version, model, ErrNotFound)
 	}
 	if err != nil {
@@ -352,6 +424,16 @@ func decodeManifest(data []byte, model string, version int64) (*Manifest, error)
 	for _, f := range m.Files {
 		if !slices.Contains(Files, f.Name) || f.Size < 0 || len(f.SHA256) != 64 {
 			return nil, fmt.Errorf("%w: the manifest of version %d of model %q lists %q (%d bytes, sha256 %q)", ErrDamaged, version, model, f.Name, f.Size, f.SHA256)
+		}
+		// An object of this version's own, or Delete would remove
+		// another's.
+		if f.Object == "" {
+			continue
+		}
+		rest, ok := strings.CutPrefix(f.Object, objectName(model, version, ""))
+		publication, name, _ := strings.Cut(rest, "/")
+		if !ok || publication == "" || name != f.Name {
+			return nil, fmt.Errorf("%w: the manifest of version %d of model %q names the object %q for %s", ErrDamaged, version, model, f.Object, f.Name)
 		}
 	}
 	return &m, nil
@@ -523,9 +605,24 @@ func (s *Store) fetchInto(ctx context.Context, m *Manifest, tmp string) error {
 	return nil
 }
 
+// fetchFile writes f of m into the new file path, synced.
 func (s *Store) fetchFile(ctx context.Context, m *Manifest, f File, path string) error {
+	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("cannot fetch %s of version %d of model %q: %w", f.Name, m.Version, m.Model, err)
+	}
+	err = s.copyFile(ctx, m, f, out)
+	if serr := errors.Join(out.Sync(), out.Close()); err == nil && serr != nil {
+		err = fmt.Errorf("cannot fetch %s of version %d of model %q: %w", f.Name, m.Version, m.Model, serr)
+	}
+	return err
+}
+
+// copyFile writes the object of f of m to w, checking its size and digest
+// against the manifest (ErrDamaged when they differ, or it is missing).
+func (s *Store) copyFile(ctx context.Context, m *Manifest, f File, w io.Writer) error {
 	what := fmt.Sprintf("%s of version %d of model %q", f.Name, m.Version, m.Model)
-	res, err := s.obs.Get(ctx, objectName(m.Model, m.Version, f.Name))
+	res, err := s.obs.Get(ctx, m.object(f))
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("%w: %s is missing", ErrDamaged, what)
 	}
@@ -533,17 +630,13 @@ func (s *Store) fetchFile(ctx context.Context, m *Manifest, f File, path string)
 		return fmt.Errorf("cannot fetch %s: %w", what, err)
 	}
 	defer res.Close()
-	out, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("cannot fetch %s: %w", what, err)
-	}
 	h := sha256.New()
 	// One byte more than the manifest says tells a longer object.
-	n, err := io.Copy(io.MultiWriter(out, h), io.LimitReader(res, f.Size+1))
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(res, f.Size+1))
 	if errors.Is(err, jetstream.ErrDigestMismatch) {
-		err = fmt.Errorf("%w: %s does not match the object store's digest", ErrDamaged, what)
+		return fmt.Errorf("%w: %s does not match the object store's digest", ErrDamaged, what)
 	}
-	if err = errors.Join(err, out.Sync(), out.Close()); err != nil {
+	if err != nil {
 		return fmt.Errorf("cannot fetch %s: %w", what, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); n != f.Size || got != f.SHA256 {
@@ -552,9 +645,33 @@ func (s *Store) fetchFile(ctx context.Context, m *Manifest, f File, path string)
 	return nil
 }
 
+// ReadFile returns the file name of version of model, read whole and
+// checked against the manifest's size and digest: for the small files
+// (reference.json, metrics.json, labels.txt) of a reader that needs one
+// alone; Fetch takes a whole version. ErrNotFound (wrapped) when the
+// version is not published, fs.ErrNotExist (wrapped) when it has no such
+// file, ErrDamaged (wrapped) when the object does not match.
+func (s *Store) ReadFile(ctx context.Context, model string, version int64, name string) ([]byte, error) {
+	m, err := s.Manifest(ctx, model, version)
+	if err != nil {
+		return nil, err
+	}
+	f, ok := m.File(name)
+	if !ok {
+		return nil, fmt.Errorf("version %d of model %q has no %s: %w", version, model, name, fs.ErrNotExist)
+	}
+	var buf bytes.Buffer
+	if err := s.copyFile(ctx, m, f, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // Delete deletes version of model: its manifest first, so that it is
-// gone for every reader at once, then its files. ErrNotFound (wrapped)
-// when it is not published.
+// gone for every reader at once, then the objects it names, and any other
+// under the version's name (of publishers that died or lost before they
+// removed theirs). ErrNotFound (wrapped) when it is not published. Its
+// number is not published again (ErrRetired).
 func (s *Store) Delete(ctx context.Context, model string, version int64) error {
 	m, err := s.Manifest(ctx, model, version)
 	if err != nil {
@@ -562,12 +679,26 @@ func (s *Store) Delete(ctx context.Context, model string, version int64) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := s.obs.Delete(ctx, objectName(model, version, ManifestFile)); err != nil {
+	manifest := objectName(model, version, ManifestFile)
+	if err := s.obs.Delete(ctx, manifest); err != nil {
 		return fmt.Errorf("cannot delete version %d of model %q: %w", version, model, err)
 	}
-	var errs []error
+	var names []string
 	for _, f := range m.Files {
-		if err := s.obs.Delete(ctx, objectName(model, version, f.Name)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		names = append(names, m.object(f))
+	}
+	infos, err := s.obs.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return fmt.Errorf("deleted version %d of model %q, but cannot list its files to delete them (they take room, nothing reads them): %w", version, model, err)
+	}
+	for _, info := range infos {
+		if strings.HasPrefix(info.Name, objectName(model, version, "")) && info.Name != manifest && !slices.Contains(names, info.Name) {
+			names = append(names, info.Name)
+		}
+	}
+	var errs []error
+	for _, name := range names {
+		if err := s.obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			errs = append(errs, err)
 		}
 	}
