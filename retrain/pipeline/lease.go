@@ -3,25 +3,25 @@ package pipeline
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
 // LeaseBucket holds, per model, the lease of the process that runs the
 // model's runs (key "<model>.lease", written with a TTL) and the model's
-// queue (key "<model>.queue": its queued run and its running one). A model
-// name that is not one key token is "=" and its base64url encoding.
+// queue (key "<model>.queue": its queued run and its running one). The
+// model's name is in the keys as engine.Token writes it.
 const LeaseBucket = "infergate_retrain_leases"
 
 // DefaultLeaseTTL is Options.LeaseTTL's default: how long a model's lease
@@ -64,17 +64,6 @@ func openLeases(js jetstream.JetStream, replicas int) (jetstream.KeyValue, error
 	return kv, nil
 }
 
-// keyToken matches a model name that is its own key token.
-var keyToken = regexp.MustCompile(`^[-_a-zA-Z0-9]{1,128}$`)
-
-// modelKey returns model's name as one key token of LeaseBucket.
-func modelKey(model string) string {
-	if keyToken.MatchString(model) {
-		return model
-	}
-	return "=" + base64.RawURLEncoding.EncodeToString([]byte(model))
-}
-
 // lease is this process's side of one model's lease: a key of LeaseBucket
 // that expires unless its holder renews it. Its process runs the model's
 // runs only while it holds it. acquire and release are called by one
@@ -108,7 +97,7 @@ type lease struct {
 
 // newLease returns model's lease on kv, not held.
 func newLease(kv jetstream.KeyValue, js jetstream.JetStream, model, holder string, ttl time.Duration, log *slog.Logger) *lease {
-	key := modelKey(model) + ".lease"
+	key := engine.Token(model) + ".lease"
 	return &lease{kv: kv, js: js, key: key, subject: "$KV." + LeaseBucket + "." + key, holder: holder, ttl: ttl, log: log.With("lease", key)}
 }
 
@@ -167,35 +156,74 @@ func (l *lease) keep(stop <-chan struct{}, data []byte) {
 }
 
 // renew writes the key again with the TTL, only while it is at the
-// revision this process wrote last. A write that finds another revision
-// means another process took the lease: it is lost at once.
+// revision this process wrote last. A write refused for another revision
+// reads the key: one that still names this holder is a renewal the engine
+// applied after its client gave up waiting (so this process never learnt
+// its revision), whose revision is adopted and renewed at once; one that
+// names another holder, or is gone, means another process took the
+// lease: it is lost at once.
 func (l *lease) renew(data []byte) error {
 	l.mu.Lock()
-	rev := l.rev
+	held := l.rev
 	l.mu.Unlock()
-	if rev == 0 {
+	if held == 0 {
 		return nil // lost: the worker releases it
 	}
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), min(storeTimeout, l.ttl/2))
 	defer cancel()
-	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subject, Data: data},
-		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(l.ttl))
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.rev != rev {
-		return nil // lost or released meanwhile
-	}
-	if err != nil {
-		if isWrongSequence(err) {
-			l.loseLocked("another process wrote the lease key")
+	rev := held
+	for adopted := 0; ; adopted++ {
+		start := time.Now()
+		ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subject, Data: data},
+			jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(l.ttl))
+		if err == nil {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.rev != held {
+				return nil // lost or released meanwhile
+			}
+			l.rev, l.until = ack.Sequence, start.Add(l.ttl-l.ttl/10)
+			l.expiry.Reset(time.Until(l.until))
 			return nil
 		}
-		return err
+		if !engine.IsWrongSequence(err) {
+			return err
+		}
+		current, mine, err := l.read(ctx)
+		if err != nil {
+			return fmt.Errorf("cannot read the lease key %s after a renewal refused for its revision: %w", l.key, err)
+		}
+		if !mine {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.rev == held {
+				l.loseLocked("another process wrote the lease key")
+			}
+			return nil
+		}
+		if adopted == 2 {
+			return fmt.Errorf("cannot renew the lease %s: its key keeps changing under this holder's name", l.key)
+		}
+		l.log.Info("the lease key is at a revision this process wrote without learning it (a renewal that timed out here but was applied); renewing from it", "revision", current, "expected", rev)
+		rev = current
 	}
-	l.rev, l.until = ack.Sequence, start.Add(l.ttl-l.ttl/10)
-	l.expiry.Reset(time.Until(l.until))
-	return nil
+}
+
+// read returns the lease key's revision and whether it names this holder;
+// a key gone (deleted or expired) names nobody.
+func (l *lease) read(ctx context.Context) (rev uint64, mine bool, err error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var rec leaseRecord
+	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &rec) != nil {
+		return e.Revision(), false, nil
+	}
+	return e.Revision(), rec.Holder == l.holder, nil
 }
 
 // expire drops the lease once until has passed without a renewal.
@@ -261,12 +289,4 @@ func (l *lease) release() {
 	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
 		l.log.Warn("cannot give the model's lease back: it runs out on its own", "error", err, "ttl", l.ttl)
 	}
-}
-
-// isWrongSequence reports whether err is the engine refusing a write whose
-// expected revision is not the current one.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/retrain/outbox"
 )
@@ -347,5 +350,66 @@ func TestLostLeaseStopsTheRunBeforeTheCanary(t *testing.T) {
 	fx.gateway.mu.Unlock()
 	if starts != 1 {
 		t.Fatalf("%d canary starts, want 1: the service that lost the lease asked too", starts)
+	}
+}
+
+// TestLeaseAdoptsARenewalItMissed writes the lease key behind its holder's
+// back with the holder's own value, as a renewal that the engine applied
+// after the holder's client gave up waiting: the holder keeps the lease and
+// renews on from that revision. A write naming another holder still takes
+// the lease from it.
+func TestLeaseAdoptsARenewalItMissed(t *testing.T) {
+	fx := newFixture(t)
+	st := fx.store()
+	ctx := context.Background()
+	a := newLease(st.queues, fx.engine.JS, "demo", "a", testTTL, slog.New(slog.DiscardHandler))
+	if ok, err := a.acquire(ctx); !ok || err != nil {
+		t.Fatalf("a acquires: %v, %v", ok, err)
+	}
+	defer a.release()
+	held := a.context()
+	behind := func(holder string) uint64 {
+		t.Helper()
+		data, _ := json.Marshal(leaseRecord{Holder: holder, Since: time.Now().UTC()})
+		ack, err := fx.engine.JS.PublishMsg(ctx, &nats.Msg{Subject: a.subject, Data: data}, jetstream.WithMsgTTL(testTTL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	missed := behind("a")
+	// The keeper renews every third of the TTL: wait for a renewal past
+	// the write it missed.
+	for deadline := time.Now().Add(3 * testTTL); ; time.Sleep(20 * time.Millisecond) {
+		if held.Err() != nil || !a.holds() {
+			t.Fatalf("a lost its lease over a write of its own: %v", context.Cause(held))
+		}
+		a.mu.Lock()
+		rev := a.rev
+		a.mu.Unlock()
+		if rev > missed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a never renewed past the revision %d it missed (at %d)", missed, rev)
+		}
+	}
+	e, err := st.queues.Get(ctx, "demo.lease")
+	var rec leaseRecord
+	if err == nil {
+		err = json.Unmarshal(e.Value(), &rec)
+	}
+	if err != nil || rec.Holder != "a" || e.Revision() <= missed {
+		t.Fatalf("the lease key after the adoption: %+v (%v)", rec, err)
+	}
+
+	behind("b")
+	select {
+	case <-held.Done():
+	case <-time.After(3 * testTTL):
+		t.Fatal("a kept a lease whose key names b")
+	}
+	if !errors.Is(context.Cause(held), errLeaseLost) || a.holds() {
+		t.Fatalf("after b wrote the key: %v, holds %v", context.Cause(held), a.holds())
 	}
 }

@@ -397,7 +397,7 @@ type queue struct {
 }
 
 // queueKey returns the key of model's queue.
-func queueKey(model string) string { return modelKey(model) + ".queue" }
+func queueKey(model string) string { return engine.Token(model) + ".queue" }
 
 // getQueue returns model's queue.
 func (st *store) getQueue(model string) (queue, error) {
@@ -579,7 +579,7 @@ func (st *store) prune(runs []Run, keep int) ([]Run, error) {
 			continue
 		}
 		err := st.runs.Delete(ctx, r.ID, jetstream.LastRevision(r.rev))
-		if err != nil && !isWrongSequence(err) { // else another process pruned it, or changed it
+		if err != nil && !engine.IsWrongSequence(err) { // else another process pruned it, or changed it
 			return nil, fmt.Errorf("cannot prune run %s: %w", r.ID, err)
 		}
 		excess--
