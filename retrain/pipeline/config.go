@@ -32,9 +32,12 @@ type Config struct {
 	// (default 127.0.0.1:8090).
 	Listen string `yaml:"listen"`
 	// StateDir is the state_dir of the embedded engine (see package
-	// engine) that keeps the runs, the seen event ids and the outbox, when
-	// the process uses one (default retrain-state). The Service reads
-	// nothing there: it gets the engine's connection in Options.Engine.
+	// engine) when the process uses one: the gateway's, whose engine holds
+	// the model versions and the captured traffic that runs start from, as
+	// well as the runs, the seen event ids and the outbox (default state,
+	// the gateway's usual state_dir, next to the config file). The Service
+	// reads nothing there: it gets the engine's connection in
+	// Options.Engine.
 	StateDir string `yaml:"state_dir"`
 	// Cluster points the service at a fleet's NATS cluster; without
 	// nats_url it joins the embedded engine of state_dir (see
@@ -216,7 +219,7 @@ func resolve(dir, path string) string {
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	c.Listen = cmp.Or(c.Listen, "127.0.0.1:8090")
-	c.StateDir = cmp.Or(c.StateDir, "retrain-state")
+	c.StateDir = cmp.Or(c.StateDir, "state")
 	c.MaxAge = cmp.Or(c.MaxAge, outbox.DefaultMaxAge)
 	c.Gateway.ReadyTimeout = cmp.Or(c.Gateway.ReadyTimeout, 2*time.Minute)
 	if len(c.Runtime.Providers) == 0 {

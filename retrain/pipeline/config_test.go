@@ -17,7 +17,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	m := cfg.Models["demo"]
 	switch {
-	case cfg.Listen != "127.0.0.1:8090" || cfg.MaxAge != 5*time.Minute || cfg.StateDir != "/etc/infergate/retrain-state":
+	case cfg.Listen != "127.0.0.1:8090" || cfg.MaxAge != 5*time.Minute || cfg.StateDir != "/etc/infergate/state":
 		t.Fatalf("top level: %+v", cfg)
 	case m.TrainingData != "/etc/infergate/data/train.csv":
 		t.Fatalf("paths: %+v", cfg)

@@ -24,6 +24,13 @@
 // finished run not yet recorded as notified, with the same id, which the
 // engine and the receivers drop as a copy.
 //
+// Runs start from what the gateway keeps in the same engine: its model
+// versions (the model store, which a gateway fills from its repository
+// when it starts) and its captured traffic. So the service shares the
+// gateway's engine, its state_dir on one machine or its cluster in a
+// fleet; Open warns when the model store holds no version of any
+// configured model.
+//
 // Any number of processes may run a Service on one engine, with the same
 // models: a fleet's `infergate retrain`. A process runs a model's runs
 // only while it holds the model's lease, a key created with a TTL

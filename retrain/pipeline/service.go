@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/runtime"
 )
@@ -230,6 +231,7 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.checkModelStore()
 	held := 0
 	for _, w := range s.workers {
 		if w.lease.holds() {
@@ -252,6 +254,39 @@ func Open(o Options) (*Service, error) {
 		}()
 	}
 	return s, nil
+}
+
+// checkModelStore warns when none of the configured models has a version
+// in the engine's model store: each run starts from its model's newest
+// version there, so every run would fail. The likely cause is an engine of
+// the service's own, not the gateway's.
+func (s *Service) checkModelStore() {
+	if len(s.cfg.Models) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	models, err := modelstore.OpenExisting(ctx, s.conn)
+	for model := range s.cfg.Models {
+		if err != nil {
+			break
+		}
+		var versions []int64
+		if versions, err = models.Versions(ctx, model); err == nil && len(versions) > 0 {
+			return
+		}
+	}
+	if err != nil && !errors.Is(err, modelstore.ErrNotFound) {
+		s.log.Warn("cannot check the model store for the configured models' versions", "error", err)
+		return
+	}
+	attrs := []any{"engine", s.conn.URL, "model_store", modelstore.Bucket, "models", strings.Join(slices.Sorted(maps.Keys(s.cfg.Models)), ",")}
+	if s.cfg.Cluster.NATSURL == "" {
+		attrs = append(attrs, "state_dir", s.cfg.StateDir)
+	}
+	s.log.Warn("none of the configured models has a version in the engine's model store: every run fails until one does; "+
+		"a gateway publishes its repository there when it starts, so the retrain service must share the gateway's state_dir "+
+		"(one machine) or its cluster (a fleet)", attrs...)
 }
 
 // newLease returns this process's lease on model, not held.
