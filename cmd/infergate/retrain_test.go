@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,29 +15,52 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/retrain/engine/enginetest"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/retrain/outbox"
 )
 
-// retrainConfig writes the config of a retrain service for a copy of the
-// demo repository under a temporary folder and returns its path and the
+// retrainConfig starts an embedded engine in <dir>/state of a temporary
+// folder, as a gateway with state_dir: state would, publishes version 1 of
+// the demo model to its model store (as the gateway does at start), and
+// writes next to it the config of a retrain service that joins it (its
+// state_dir is the default, state). It returns the config's path and the
 // address the service listens on.
 func retrainConfig(t *testing.T) (config, addr string) {
 	t.Helper()
 	dir := t.TempDir()
-	v1 := filepath.Join(dir, "models", "demo", "1")
-	os.MkdirAll(v1, 0o755)
-	onnx, err := os.ReadFile("../../configs/models/demo/1/model.onnx")
+	eng := enginetest.StartIn(t, filepath.Join(dir, "state"))
+	v1 := filepath.Join(dir, "demo-1")
+	if err := os.MkdirAll(v1, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"model.onnx", "reference.json"} {
+		data, err := os.ReadFile(filepath.Join("../../configs/models/demo/1", name))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(v1, name), data, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	models, err := modelstore.Open(ctx, eng.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(v1, "model.onnx"), onnx, 0o644)
+	if _, err := models.Publish(ctx, "demo", 1, v1); err != nil {
+		t.Fatal(err)
+	}
 	addr = freeAddr(t)
 	config = filepath.Join(dir, "retrain.yaml")
-	os.WriteFile(config, []byte(fmt.Sprintf(`listen: %s
+	err = os.WriteFile(config, []byte(fmt.Sprintf(`listen: %s
 secret_env: TEST_RETRAIN_SECRET
 models:
   demo: {training_data: builtin:demo, min_rows: 10, label_wait: 1ms}
 `, addr)), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return config, addr
 }
 
@@ -79,8 +103,8 @@ func postEvent(t *testing.T, base string, ev outbox.Event, secret string, signed
 	return resp.StatusCode, string(answer)
 }
 
-// TestRetrainServe runs `infergate retrain` on a copy of the demo
-// repository, sends it a signed drift event (its run fails: nothing was
+// TestRetrainServe runs `infergate retrain` on the engine of a gateway's
+// state_dir holding version 1 of the demo model, sends it a signed drift event (its run fails: nothing was
 // captured), stops it with SIGTERM and lists the runs from the store.
 func TestRetrainServe(t *testing.T) {
 	config, addr := retrainConfig(t)
@@ -100,10 +124,13 @@ func TestRetrainServe(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v\n%s", err, logs.String())
 	}
-	for _, want := range []string{"retrain service listening", "retrain run failed", "retrain service stopped"} {
+	for _, want := range []string{"joined the embedded engine of another process", "retrain service listening", "retrain run failed", "retrain service stopped"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("logs lack %q:\n%s", want, logs.String())
 		}
+	}
+	if strings.Contains(logs.String(), "none of the configured models has a version") {
+		t.Errorf("the service warns of a model store it shares with the gateway:\n%s", logs.String())
 	}
 	table := runsOutput(t, "--config", config)
 	if !strings.Contains(table, "RUN") || !strings.Contains(table, "demo") || !strings.Contains(table, "not enough labeled data: 0 labeled captured rows") {
