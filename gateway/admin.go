@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -30,6 +31,10 @@ import (
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
+
+// adminOffText is the answer to every admin request while the admin API
+// is off.
+const adminOffText = "the admin API is off: set admin.token_env in the config"
 
 // handleAdmin serves the admin API; rest is the path after "/admin/".
 //
@@ -50,7 +55,7 @@ import (
 //	POST   reload                      reload the config file and the repository
 func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 	if len(s.adminToken) == 0 {
-		writeError(ctx, fasthttp.StatusNotFound, "the admin API is off: set admin.token_env in the config")
+		writeError(ctx, fasthttp.StatusNotFound, adminOffText)
 		return
 	}
 	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
@@ -470,8 +475,15 @@ type storedVersion struct {
 	Published time.Time         `json:"published"`
 }
 
+// storedVersionOf returns m as the admin API answers it: where its files
+// lie in the store is the store's affair.
 func storedVersionOf(m *modelstore.Manifest) storedVersion {
-	return storedVersion{Model: m.Model, Version: strconv.FormatInt(m.Version, 10), Files: m.Files, Published: m.Published}
+	v := storedVersion{Model: m.Model, Version: strconv.FormatInt(m.Version, 10), Published: m.Published}
+	for _, f := range m.Files {
+		f.Object = ""
+		v.Files = append(v.Files, f)
+	}
+	return v
 }
 
 // versionsTimeout bounds the admin API's calls to the model store that
@@ -541,11 +553,14 @@ func (s *Server) deleteVersion(ctx *fasthttp.RequestCtx, model string, version i
 const publishTimeout = 5 * time.Minute
 
 // uploadVersion serves PUT /admin/models/{m}/versions/{v}: the body's
-// files are written to a temporary folder, checked (checkUpload) and
-// published to the model store; 201 names the version and its digests.
+// files are written to a temporary folder in the repository (a
+// dot-folder, uploadStaging), checked (checkUpload) and published to the
+// model store; 201 names the version and its digests. A number published
+// once, deleted or not, is refused (409).
 func (s *Server) uploadVersion(ctx *fasthttp.RequestCtx, model string, version int64) {
 	s.cp.mu.Lock()
 	limit := int64(cmp.Or(s.cp.current.ModelStore.MaxUploadSize, DefaultConfig().ModelStore.MaxUploadSize))
+	repo := s.cp.current.Repository
 	s.cp.mu.Unlock()
 	if s.serving.Load().model(model) == nil {
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q: versions are uploaded to a model the gateway serves", model))
@@ -557,17 +572,23 @@ func (s *Server) uploadVersion(ctx *fasthttp.RequestCtx, model string, version i
 	}
 	c, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
+	retired := fmt.Sprintf("version %d of model %q was published and deleted; numbers are not reused (upload a new version)", version, model)
 	switch _, err := s.versions.store.Manifest(c, model, version); {
 	case err == nil:
 		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %d of model %q is published already; a version's files never change (upload a new version)", version, model))
+		return
+	case errors.Is(err, modelstore.ErrRetired):
+		writeError(ctx, fasthttp.StatusConflict, retired)
 		return
 	case !errors.Is(err, modelstore.ErrNotFound):
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return
 	}
-	dir, err := os.MkdirTemp("", "infergate-upload-")
+	// In the repository, whose volume is sized for versions (a temporary
+	// folder's may not hold one); sweep removes what a kill leaves.
+	dir, err := os.MkdirTemp(repo, uploadStaging)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusInternalServerError, "cannot store the upload: "+err.Error())
+		writeError(ctx, storageStatus(err), "cannot store the upload: "+err.Error())
 		return
 	}
 	defer os.RemoveAll(dir)
@@ -580,6 +601,10 @@ func (s *Server) uploadVersion(ctx *fasthttp.RequestCtx, model string, version i
 		return
 	}
 	m, err := s.versions.store.Publish(c, model, version, dir)
+	if errors.Is(err, modelstore.ErrRetired) {
+		writeError(ctx, fasthttp.StatusConflict, retired)
+		return
+	}
 	if errors.Is(err, modelstore.ErrExists) {
 		writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %d of model %q was published meanwhile by another writer", version, model))
 		return
@@ -615,10 +640,40 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// uploadStorageError is a failure to store a file of an upload: the
+// server's, answered 500 (507 when the disk is full), where a body that
+// cannot be read is the client's (400).
+type uploadStorageError struct{ err error }
+
+func (e *uploadStorageError) Error() string { return e.err.Error() }
+func (e *uploadStorageError) Unwrap() error { return e.err }
+
+// storageStatus is the status answering a failure to store an upload.
+func storageStatus(err error) int {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fasthttp.StatusInsufficientStorage
+	}
+	return fasthttp.StatusInternalServerError
+}
+
+// storingWriter writes an upload's file, its errors uploadStorageErrors,
+// so that io.Copy's error tells the writer's failures from the reader's.
+type storingWriter struct{ f *os.File }
+
+func (w storingWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		err = &uploadStorageError{err}
+	}
+	return n, err
+}
+
 // readUpload writes the files of the request's body, a tar archive
 // (application/x-tar) or a multipart/form-data form, into dir, reading at
 // most limit bytes; it returns the names written, or the status and error
-// to answer. Only the files of modelstore.Files are taken, each once.
+// to answer: 413 beyond the limit, 400 for a body that is not what it
+// should be, 500 (507 when the disk is full) when a file cannot be
+// stored. Only the files of modelstore.Files are taken, each once.
 func readUpload(ctx *fasthttp.RequestCtx, dir string, limit int64) (map[string]bool, int, error) {
 	var body io.Reader = bytes.NewReader(ctx.Request.Body())
 	if stream := ctx.RequestBodyStream(); stream != nil {
@@ -627,8 +682,12 @@ func readUpload(ctx *fasthttp.RequestCtx, dir string, limit int64) (map[string]b
 	br := &boundedReader{r: body, left: limit}
 	names := make(map[string]bool)
 	fail := func(err error) (map[string]bool, int, error) {
-		if errors.Is(err, errUploadTooLarge) {
+		var stored *uploadStorageError
+		switch {
+		case errors.Is(err, errUploadTooLarge):
 			return nil, fasthttp.StatusRequestEntityTooLarge, fmt.Errorf("upload too large: the limit is %s (model_store.max_upload_size)", strictyaml.Size(limit))
+		case errors.As(err, &stored):
+			return nil, storageStatus(err), err
 		}
 		return nil, fasthttp.StatusBadRequest, err
 	}
@@ -642,10 +701,17 @@ func readUpload(ctx *fasthttp.RequestCtx, dir string, limit int64) (map[string]b
 		names[name] = true
 		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
-			return err
+			return fmt.Errorf("cannot store %s of the upload: %w", name, &uploadStorageError{err})
 		}
-		_, err = io.Copy(f, r)
-		if err = errors.Join(err, f.Close()); err != nil {
+		_, err = io.Copy(storingWriter{f}, r)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = &uploadStorageError{cerr}
+		}
+		var stored *uploadStorageError
+		if errors.As(err, &stored) {
+			return fmt.Errorf("cannot store %s of the upload: %w", name, err)
+		}
+		if err != nil {
 			return fmt.Errorf("cannot read %s of the upload: %w", name, err)
 		}
 		return nil
@@ -726,7 +792,11 @@ func (s *Server) checkUpload(model string, number int64, dir string, names map[s
 		current = m.latest()
 	}
 	if names["metrics.json"] {
-		if data, err := os.ReadFile(filepath.Join(dir, "metrics.json")); err != nil || !json.Valid(data) {
+		data, err := os.ReadFile(filepath.Join(dir, "metrics.json"))
+		if err != nil {
+			return fasthttp.StatusInternalServerError, fmt.Errorf("cannot read the upload's metrics.json back: %w", err)
+		}
+		if !json.Valid(data) {
 			return fasthttp.StatusBadRequest, errors.New("metrics.json is not JSON")
 		}
 	}

@@ -114,7 +114,7 @@ func jsonContentType(ct []byte) bool {
 // infer or feedback 401 without the key it requires, then 415 for a body
 // that is not JSON. The answers are the handler's own, body and headers.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
-	if upload, _ := bytes.CutPrefix(ctx.Path(), []byte("/admin/models/")); ctx.IsPut() && bytes.Contains(upload, []byte("/versions/")) {
+	if upload, ok := bytes.CutPrefix(ctx.Path(), []byte("/admin/models/")); ok && ctx.IsPut() && bytes.Contains(upload, []byte("/versions/")) {
 		return s.expectUpload(ctx)
 	}
 	if ctx.Request.Header.ContentLength() > int(s.cfg.MaxBodySize) {
@@ -149,11 +149,17 @@ func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 }
 
 // expectUpload answers the Expect of a version upload, whose limit is
-// model_store.max_upload_size: 401 without the admin token, 413 beyond
-// the limit, else go on.
+// model_store.max_upload_size, as handleAdmin would: 404 when the admin
+// API is off, 401 without the admin token, 413 beyond the limit, else go
+// on.
 func (s *Server) expectUpload(ctx *fasthttp.RequestCtx) int {
+	if len(s.adminToken) == 0 {
+		writeError(ctx, fasthttp.StatusNotFound, adminOffText)
+		return fasthttp.StatusNotFound
+	}
 	token, ok := bytes.CutPrefix(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), []byte("Bearer "))
-	if len(s.adminToken) == 0 || !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
+	if !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="infergate admin"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
 		return fasthttp.StatusUnauthorized
 	}

@@ -84,8 +84,17 @@ func (s *Server) reloadLocked() (old, st *state, err error) {
 		cfg.MaxInflightMemory != s.cfg.MaxInflightMemory || cfg.MaxConnections != s.cfg.MaxConnections ||
 		cfg.MaxConnectionsPerIP != s.cfg.MaxConnectionsPerIP || cfg.MaxHeaderSize != s.cfg.MaxHeaderSize || cfg.TLS != s.cfg.TLS ||
 		cfg.Admin != s.cfg.Admin || cfg.Runtime.Library != s.cfg.Runtime.Library || !reflect.DeepEqual(cfg.Webhooks, s.cfg.Webhooks) ||
-		cfg.Cluster != s.cfg.Cluster {
-		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks, cluster and runtime take effect only after a restart")
+		cfg.Cluster != s.cfg.Cluster || cfg.ModelStore.Sync != s.cfg.ModelStore.Sync ||
+		cfg.ModelStore.ResyncInterval != s.cfg.ModelStore.ResyncInterval || !reflect.DeepEqual(cfg.Feedback, s.cfg.Feedback) {
+		s.log.Warn("listen, max_body_size, max_inflight_memory, max_connections, max_connections_per_ip, max_header_size, tls, state_dir, admin, webhooks, cluster, feedback, model_store.sync, model_store.resync_interval and runtime take effect only after a restart")
+	}
+	// The store's versions are synced into the repository of the start
+	// (versionSync's record of what it synced is of that folder): another
+	// would be served empty.
+	if s.versions != nil && cfg.Repository != s.cfg.Repository {
+		s.log.Warn("repository takes effect only after a restart while model_store.sync is on; serving the one of the start",
+			"repository", s.cfg.Repository, "config", cfg.Repository)
+		cfg.Repository = s.cfg.Repository
 	}
 	old = s.serving.Load()
 	if st, err = s.buildState(cfg, old, false); err != nil {
@@ -144,8 +153,10 @@ func (s *Server) watchPaths(w *fsnotify.Watcher) error {
 	if err != nil {
 		return fmt.Errorf("cannot watch the repository: %w", err)
 	}
+	// Dot-folders are not versions (scans skip them): uploads being
+	// staged, versions being fetched or removed.
 	for _, e := range entries {
-		if !e.IsDir() {
+		if !e.IsDir() || e.Name()[0] == '.' {
 			continue
 		}
 		modelDir := filepath.Join(repo, e.Name())
@@ -155,7 +166,7 @@ func (s *Server) watchPaths(w *fsnotify.Watcher) error {
 			continue // removed meanwhile: the next event says so
 		}
 		for _, v := range versions {
-			if v.IsDir() {
+			if v.IsDir() && v.Name()[0] != '.' {
 				paths = append(paths, filepath.Join(modelDir, v.Name()))
 			}
 		}
@@ -204,8 +215,9 @@ func (s *Server) watch(w *fsnotify.Watcher) {
 }
 
 // relevant reports whether ev may change what is served: anything in the
-// repository, or in the config file's folder the config file itself or the
-// link its path goes through. Kubernetes mounts a ConfigMap's file as
+// repository but in its dot-folders (which scans skip; what is renamed
+// out of one is an event of its new name), or in the config file's folder
+// the config file itself or the link its path goes through. Kubernetes mounts a ConfigMap's file as
 // config.yaml -> ..data/config.yaml and updates it by renaming a new
 // ..data link over the old one, so no event of an update names the file.
 func (s *Server) relevant(ev fsnotify.Event) bool {
@@ -213,6 +225,18 @@ func (s *Server) relevant(ev fsnotify.Event) bool {
 		return false
 	}
 	if s.o.ConfigPath == "" || filepath.Dir(ev.Name) != filepath.Dir(s.o.ConfigPath) {
+		s.cp.mu.Lock()
+		repo := s.cp.current.Repository
+		s.cp.mu.Unlock()
+		rel, err := filepath.Rel(repo, ev.Name)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return true
+		}
+		for elem := range strings.SplitSeq(rel, string(filepath.Separator)) {
+			if strings.HasPrefix(elem, ".") && elem != "." {
+				return false
+			}
+		}
 		return true
 	}
 	name := filepath.Base(ev.Name)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,10 +33,13 @@ import (
 // model_store.keep_versions.
 //
 // A version made or removed by hand in the repository while the gateway
-// runs is left as it is: only what changes in the store is synced.
+// runs is left as it is: only what changes in the store is synced. The
+// repository is read at start only (a reload keeps it; see reloadLocked),
+// so that seen always describes the folder synced.
 //
 // The sync runs on one goroutine, started by start and ended by close;
-// seen belongs to it (and to openVersionSync before it).
+// seen, reloadPending and reloadRefused belong to it (and to
+// openVersionSync before it).
 type versionSync struct {
 	srv   *Server
 	store *modelstore.Store
@@ -44,6 +48,11 @@ type versionSync struct {
 	// an entry seen again (the resync's list, a repeated watch update)
 	// is not synced again.
 	seen map[string]modelstore.Entry
+	// reloadPending says that the repository changed since the last
+	// reload the sync asked for succeeded: it asks again at every change
+	// and resync until one does. reloadRefused says that a refusal was
+	// logged.
+	reloadPending, reloadRefused bool
 	// changes are the store's updates, nil while the watch is broken.
 	changes <-chan modelstore.Entry
 	// wake asks for a sync now (an upload or a delete by this replica);
@@ -57,7 +66,8 @@ type versionSync struct {
 }
 
 // openVersionSync opens the model store on conn, starts watching it,
-// seeds it with the versions of repo it never held and fetches into repo
+// sweeps the leftovers of a gateway killed midway out of repo, seeds the
+// store with the versions of repo it never held and fetches into repo
 // those it holds that repo lacks, so that the first state serves them.
 // Only a store that cannot be opened or listed fails it; a version that
 // cannot be published or fetched is logged, and tried again later.
@@ -77,6 +87,7 @@ func openVersionSync(srv *Server, conn *engine.Conn, cfg Config) (*versionSync, 
 		cancel()
 		return nil, err
 	}
+	vs.sweep(cfg.Repository)
 	entries, err := store.List(ctx)
 	if err == nil {
 		vs.seed(cfg.Repository, entries)
@@ -139,7 +150,8 @@ func (vs *versionSync) loop() {
 }
 
 // syncOnce brings the repository up to date with the store, reloads when
-// that changed it, and, on the leader, applies the retention.
+// that changed it (or a reload it asked for before was refused), and, on
+// the leader, applies the retention.
 func (vs *versionSync) syncOnce() {
 	cp := vs.srv.cp
 	cp.mu.Lock()
@@ -148,12 +160,67 @@ func (vs *versionSync) syncOnce() {
 	entries, changed, err := vs.reconcile(repo)
 	if err != nil {
 		vs.log.Warn("cannot sync the model repository with the model store; trying again", "error", err)
-		return
 	}
-	if changed && !vs.srv.stopping.Load() && vs.ctx.Err() == nil {
-		vs.srv.Reload() // it logs a refusal itself
+	vs.reloadPending = vs.reloadPending || changed
+	if vs.reloadPending && !vs.srv.stopping.Load() && vs.ctx.Err() == nil {
+		// Reload logs each refusal itself, with its reason.
+		switch rerr := vs.srv.Reload(); {
+		case rerr == nil:
+			vs.reloadPending = false
+			if vs.reloadRefused {
+				vs.reloadRefused = false
+				vs.log.Info("the model versions synced from the model store are loaded, the reload they waited for applied")
+			}
+		case !vs.reloadRefused:
+			vs.reloadRefused = true
+			vs.log.Warn("model versions synced from the model store wait for a reload that applies; asking again at every change of the store and every resync_interval",
+				"every", vs.interval)
+		}
 	}
-	vs.retain(entries)
+	if err == nil {
+		vs.retain(entries)
+	}
+}
+
+// uploadStaging begins the name of the folder, in the repository, where
+// an upload is written and checked before it is published: on the file
+// system the versions are fetched to, sized for them, and skipped by
+// repository scans (a dot-folder).
+const uploadStaging = ".upload-"
+
+// sweep removes from repo what a gateway killed midway (SIGKILL, a
+// crash) left behind: uploads being staged (.upload-*), versions being
+// fetched (<model>/.<version>.fetch-*) or removed (<model>/.removed-*).
+// Versions moved aside (<model>/.replaced-*) are kept for whoever looks.
+// A repository is one replica's: a process sharing it would lose what it
+// writes there at this moment.
+func (vs *versionSync) sweep(repo string) {
+	leftover := func(name string) bool {
+		return strings.HasPrefix(name, ".removed-") || strings.HasPrefix(name, ".") && strings.Contains(name, ".fetch-")
+	}
+	var doomed []string
+	entries, _ := os.ReadDir(repo) // none yet: nothing to sweep
+	for _, e := range entries {
+		switch {
+		case !e.IsDir():
+		case strings.HasPrefix(e.Name(), uploadStaging):
+			doomed = append(doomed, filepath.Join(repo, e.Name()))
+		case e.Name()[0] != '.':
+			inner, _ := os.ReadDir(filepath.Join(repo, e.Name()))
+			for _, v := range inner {
+				if v.IsDir() && leftover(v.Name()) {
+					doomed = append(doomed, filepath.Join(repo, e.Name(), v.Name()))
+				}
+			}
+		}
+	}
+	for _, path := range doomed {
+		if err := os.RemoveAll(path); err != nil {
+			vs.log.Warn("cannot remove what an earlier run left in the model repository", "path", path, "error", err)
+			continue
+		}
+		vs.log.Info("removed what an earlier run left in the model repository (an upload, fetch or removal it did not finish)", "path", path)
+	}
 }
 
 // versionKey is a version's key in seen.

@@ -18,7 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/infergate/infergate/retrain/modelstore"
+	"github.com/infergate/infergate/retrain/onnxexport"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -159,6 +162,11 @@ func TestUploadVersionReachesEveryReplica(t *testing.T) {
 	}
 	if code, _, _ := call(t, http.MethodDelete, aURL+"/admin/models/versioned/versions/4", nil, "Authorization", "Bearer "+testToken); code != http.StatusNotFound {
 		t.Fatalf("second delete: %d", code)
+	}
+	// A deleted version's number names no other files.
+	if code, body := upload(t, aURL, "versioned", "4", tarOf(t, map[string][]byte{"model.onnx": onnx}), "application/x-tar"); code != http.StatusConflict ||
+		!strings.Contains(string(body), "numbers are not reused") {
+		t.Fatalf("upload of a deleted version's number: %d %s", code, body)
 	}
 }
 
@@ -306,5 +314,173 @@ func TestUploadExpectContinue(t *testing.T) {
 	}
 	if code, b := put(tarOf(t, map[string][]byte{"model.onnx": onnx, "metrics.json": metrics}), testToken); code != http.StatusCreated {
 		t.Fatalf("an upload over max_body_size within max_upload_size: %d %s", code, b)
+	}
+}
+
+// syncedConfig is the config file of the tests of a synced repository
+// read from a file: the echo model ab, every version served, no watcher
+// (only the sync and the tests reload).
+const syncedConfig = `listen: 127.0.0.1:0
+repository: %s
+state_dir: state
+model_store: {resync_interval: 100ms}
+models:
+  ab:
+    version_policy: {all: true}
+`
+
+// startSyncedFromFile serves syncedConfig with version 1 of ab in the
+// repository models, and returns the server, the folder, the config file,
+// the model and the store.
+func startSyncedFromFile(t *testing.T) (*Server, string, string, []byte, *modelstore.Store) {
+	t.Helper()
+	echo, err := onnxexport.Echo(runtime.FP32, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeModel(t, filepath.Join(root, "models", "ab", "1"), echo)
+	configPath := filepath.Join(root, "infergate.yaml")
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, syncedConfig, "models"))
+	cfg, err := LoadConfig(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := startServerWith(t, Options{Config: cfg, ConfigPath: configPath})
+	return srv, root, configPath, echo, storeOf(t, cfg.StateDir)
+}
+
+// serves reports whether srv serves exactly versions of ab.
+func serves(srv *Server, versions ...string) bool {
+	m := srv.serving.Load().models["ab"]
+	return m != nil && slices.Equal(m.versionNames(), versions)
+}
+
+// TestRefusedSyncReloadIsRetried: a version fetched while the config is
+// broken (the reload the sync asks for refused) is loaded once a reload
+// applies, the sync asking again at every resync.
+func TestRefusedSyncReloadIsRetried(t *testing.T) {
+	srv, root, configPath, echo, store := startSyncedFromFile(t)
+	writeFileAtomically(t, configPath, []byte("models:\n  ab:\n    cache: {entries: many}\n"))
+	refused := reloadErrors.Get()
+	src := t.TempDir()
+	writeModel(t, src, echo)
+	if _, err := store.Publish(context.Background(), "ab", 2, src); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "version 2 fetched and its reload refused", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(root, "models", "ab", "2", modelstore.ManifestFile))
+		return err == nil && reloadErrors.Get() > refused
+	})
+	if serves(srv, "1", "2") {
+		t.Fatal("version 2 is served under a broken config")
+	}
+	// Nothing watches the file: only the sync reloads.
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, syncedConfig, "models"))
+	waitUntil(t, "version 2 served", 10*time.Second, func() bool { return serves(srv, "1", "2") })
+}
+
+// TestRepositoryIsReadAtStartWhileSynced: a reload that names another
+// repository keeps the one of the start, which the sync fills: another
+// would be served empty.
+func TestRepositoryIsReadAtStartWhileSynced(t *testing.T) {
+	srv, root, configPath, echo, store := startSyncedFromFile(t)
+	if err := os.Mkdir(filepath.Join(root, "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFileAtomically(t, configPath, fmt.Appendf(nil, syncedConfig, "other"))
+	if err := srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !serves(srv, "1") {
+		t.Fatalf("after a reload naming another repository: %v", srv.serving.Load().models["ab"])
+	}
+	src := t.TempDir()
+	writeModel(t, src, echo)
+	if _, err := store.Publish(context.Background(), "ab", 2, src); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "version 2 served", 10*time.Second, func() bool { return serves(srv, "1", "2") })
+	if _, err := os.Stat(filepath.Join(root, "models", "ab", "2", "model.onnx")); err != nil {
+		t.Fatalf("version 2 is not in the repository of the start: %v", err)
+	}
+}
+
+// TestUploadStagedInRepository: an upload is staged in the repository, not
+// in the temporary folder (which may be too small for a model), and what
+// a killed gateway left staged, fetched in part or removed in part is
+// swept at start; versions moved aside stay.
+func TestUploadStagedInRepository(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Admin.TokenEnv = testTokenEnv
+	leftovers := []string{".upload-123", "versioned/.4.fetch-456", "versioned/.removed-3-789"}
+	kept := "versioned/.replaced-1-20260101T000000.000000000"
+	for _, dir := range append(leftovers, kept) {
+		writeModel(t, filepath.Join(cfg.Repository, dir), []byte("half"))
+	}
+	_, url := startServer(t, cfg)
+	for _, dir := range leftovers {
+		if _, err := os.Stat(filepath.Join(cfg.Repository, dir)); !os.IsNotExist(err) {
+			t.Errorf("%s was not swept: %v", dir, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Repository, kept, "model.onnx")); err != nil {
+		t.Errorf("%s was swept: %v", kept, err)
+	}
+	// A temporary folder that cannot be written fails nothing.
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	onnx := readTestModel(t, "../testdata/models/versioned/1/model.onnx")
+	if code, body := upload(t, url, "versioned", "4", tarOf(t, map[string][]byte{"model.onnx": onnx}), "application/x-tar"); code != http.StatusCreated {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	if staged, _ := filepath.Glob(filepath.Join(cfg.Repository, ".upload-*")); len(staged) != 0 {
+		t.Fatalf("the upload's staging folder is left: %v", staged)
+	}
+}
+
+// TestReadUploadStorageFailures: a file of an upload that cannot be
+// stored is the server's failure (500, 507 when the disk is full); a body
+// that cannot be read is the client's (400).
+func TestReadUploadStorageFailures(t *testing.T) {
+	onnx := readTestModel(t, "../testdata/models/versioned/1/model.onnx")
+	archive := tarOf(t, map[string][]byte{"model.onnx": onnx})
+	f := func(what, dir string, body []byte, wantCode int) {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetContentType("application/x-tar")
+		ctx.Request.SetBody(body)
+		if _, code, err := readUpload(&ctx, dir, 1<<30); code != wantCode {
+			t.Fatalf("%s: %d (%v), want %d", what, code, err, wantCode)
+		}
+	}
+	full := t.TempDir()
+	if err := os.Symlink("/dev/full", filepath.Join(full, "model.onnx")); err != nil {
+		t.Fatal(err)
+	}
+	f("a full disk", full, archive, http.StatusInsufficientStorage)
+	f("a folder gone", filepath.Join(t.TempDir(), "gone"), archive, http.StatusInternalServerError)
+	f("a cut archive", t.TempDir(), archive[:512+len(onnx)/2], http.StatusBadRequest) // in model.onnx
+	f("a whole archive", t.TempDir(), archive, 0)
+}
+
+// TestUploadExpectAdminOff: the Expect of an upload where the admin API
+// is off is answered as the upload would be, 404.
+func TestUploadExpectAdminOff(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateDir = ""
+	_, url := startServer(t, cfg)
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	req, _ := http.NewRequest(http.MethodPut, url+"/admin/models/versioned/versions/9", bytes.NewReader(make([]byte, 1<<10)))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/x-tar")
+	req.Header.Set("Expect", "100-continue")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "admin API is off") {
+		t.Fatalf("Expect of an upload with the admin API off: %d %s", resp.StatusCode, b)
 	}
 }
