@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -211,8 +209,9 @@ type exporter struct {
 	repo           string
 	model, version string
 	since          time.Time
-	// store is the model store, opened by the first featuresOf that needs
-	// it; features caches the feature names of each version.
+	// store is the model store, opened (not created) by the first
+	// featuresOf that needs it; nil while the engine has none. features
+	// caches the feature names of each version.
 	store    *modelstore.Store
 	features map[string][]string
 }
@@ -302,47 +301,40 @@ func (x *exporter) featuresOf(ctx context.Context, version string) ([]string, er
 	return names, nil
 }
 
-// reference returns the reference.json of version, nil when it has none.
+// reference returns the reference.json of version, nil when it has none:
+// from the engine's model store, which is only read (no bucket is
+// created), or for a version the store does not hold from the config's
+// repository.
 func (x *exporter) reference(ctx context.Context, version string) ([]byte, error) {
 	v, err := strconv.ParseInt(version, 10, 64)
 	if err != nil || v <= 0 || modelstore.ValidModel(x.model) != nil {
 		return nil, nil // no version of a repository
 	}
 	if x.store == nil {
-		if x.store, err = modelstore.Open(ctx, x.conn); err != nil {
+		// No store (ErrNotFound) holds no version: the repository's.
+		if x.store, err = modelstore.OpenExisting(ctx, x.conn); err != nil && !errors.Is(err, modelstore.ErrNotFound) {
 			return nil, err
 		}
 	}
-	m, err := x.store.Manifest(ctx, x.model, v)
-	if errors.Is(err, modelstore.ErrNotFound) {
-		data, err := os.ReadFile(filepath.Join(x.repo, x.model, version, drift.ReferenceFile))
-		if errors.Is(err, fs.ErrNotExist) {
+	if x.store != nil {
+		// One file, digest checked, rather than the whole version (its
+		// model may be large).
+		data, err := x.store.ReadFile(ctx, x.model, v, drift.ReferenceFile)
+		switch {
+		case err == nil:
+			return data, nil
+		case errors.Is(err, fs.ErrNotExist):
 			return nil, nil
+		case !errors.Is(err, modelstore.ErrNotFound):
+			return nil, fmt.Errorf("cannot read the reference of version %s of model %q from the model store: %w", version, x.model, err)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("cannot read the reference of version %s of model %q: %w", version, x.model, err)
-		}
-		return data, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	f, ok := m.File(drift.ReferenceFile)
-	if !ok {
+	data, err := os.ReadFile(filepath.Join(x.repo, x.model, version, drift.ReferenceFile))
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	// The manifest's digest vouches for the object, read alone rather
-	// than fetching the whole version (its model may be large).
-	obs, err := x.conn.JS.ObjectStore(ctx, modelstore.Bucket)
-	if err == nil {
-		var data []byte
-		if data, err = obs.GetBytes(ctx, x.model+"/"+strconv.FormatInt(v, 10)+"/"+drift.ReferenceFile); err == nil {
-			if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != f.SHA256 {
-				err = fmt.Errorf("%w: its sha256 is %x, the manifest says %s", modelstore.ErrDamaged, sum, f.SHA256)
-			} else {
-				return data, nil
-			}
-		}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the reference of version %s of model %q: %w", version, x.model, err)
 	}
-	return nil, fmt.Errorf("cannot read the reference of version %s of model %q from the model store: %w", version, x.model, err)
+	return data, nil
 }
