@@ -453,11 +453,13 @@ func TestReadUploadStorageFailures(t *testing.T) {
 			t.Fatalf("%s: %d (%v), want %d", what, code, err, wantCode)
 		}
 	}
-	full := t.TempDir()
-	if err := os.Symlink("/dev/full", filepath.Join(full, "model.onnx")); err != nil {
-		t.Fatal(err)
+	if _, err := os.Stat("/dev/full"); err == nil { // Linux: every write is ENOSPC
+		full := t.TempDir()
+		if err := os.Symlink("/dev/full", filepath.Join(full, "model.onnx")); err != nil {
+			t.Fatal(err)
+		}
+		f("a full disk", full, archive, http.StatusInsufficientStorage)
 	}
-	f("a full disk", full, archive, http.StatusInsufficientStorage)
 	f("a folder gone", filepath.Join(t.TempDir(), "gone"), archive, http.StatusInternalServerError)
 	f("a cut archive", t.TempDir(), archive[:512+len(onnx)/2], http.StatusBadRequest) // in model.onnx
 	f("a whole archive", t.TempDir(), archive, 0)
