@@ -189,6 +189,7 @@ func New(o Options) (*Server, error) {
 			s.cp.closeEvents()
 		}
 		cdc.close()
+		metrics.UnregisterSet(s.webhookSet, true) // a start made again registers its own
 		return nil, err
 	}
 	if s.adminToken, err = cfg.Admin.token(); err != nil {

@@ -212,7 +212,7 @@ func (s *store) watch(timeout time.Duration) (jetstream.KeyWatcher, []jetstream.
 				m.w.Stop()
 			}
 		}()
-		return nil, nil, fmt.Errorf("cannot watch the control bucket %s: no answer within %s", controlBucket, timeout)
+		return nil, nil, fmt.Errorf("cannot watch the control bucket %s: %w: no answer within %s", controlBucket, engine.ErrNoAnswer, timeout)
 	}
 	var entries []jetstream.KeyValueEntry
 	for {
@@ -224,7 +224,7 @@ func (s *store) watch(timeout time.Duration) (jetstream.KeyWatcher, []jetstream.
 			entries = append(entries, e)
 		case <-expired.C:
 			w.Stop()
-			return nil, nil, fmt.Errorf("cannot read the control bucket %s: no answer within %s", controlBucket, timeout)
+			return nil, nil, fmt.Errorf("cannot read the control bucket %s: %w: no answer within %s", controlBucket, engine.ErrNoAnswer, timeout)
 		}
 	}
 }

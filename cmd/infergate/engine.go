@@ -73,3 +73,21 @@ func (e *stateEngine) close() {
 		e.embedded.Shutdown()
 	}
 }
+
+// startRetried calls start, and again while it fails for want of an answer
+// from the engine (a cluster just formed, still electing the leaders of
+// the streams and buckets start asked for), until cfg's start timeout
+// passes; what names what starts, in the log.
+func startRetried(cfg engine.Config, log *slog.Logger, what string, start func() error) error {
+	deadline := time.Now().Add(cfg.StartTimeout())
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || !engine.NoAnswer(err) || time.Now().After(deadline) {
+			return err
+		}
+		if attempt == 1 {
+			log.Warn("the engine does not answer yet; starting again until it does", "what", what, "error", err, "until", deadline.Format(time.TimeOnly))
+		}
+		time.Sleep(time.Second)
+	}
+}

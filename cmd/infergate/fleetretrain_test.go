@@ -34,7 +34,7 @@ const fleetRetrainGateway = `listen: %s
 repository: models
 admin: {token_env: ` + demoTokenEnv + `}
 auth: {keys: {labeler: {env: ` + demoFeedbackEnv + `}}}
-cluster: {nats_url: %q, token_env: %s, stream_replicas: 3, replica: %s, lease_ttl: 2s, report_interval: 250ms}
+cluster: {nats_url: %q, token_env: %s, stream_replicas: 3, replica: %s, lease_ttl: 2s, report_interval: 250ms, connect_timeout: 2m}
 webhooks:
   - {name: retrain, url: "http://%s/webhook", events: [drift.detected], secret_env: ` + demoSecretEnv + `, backoff_base: 100ms, backoff_max: 1s, max_attempts: 100000}
 models:
@@ -49,7 +49,7 @@ models:
 // fleetRetrainService is the retrain service's config: on the fleet's
 // engine, canarying through replica r1's admin API.
 const fleetRetrainService = `listen: %s
-cluster: {nats_url: %q, token_env: %s, stream_replicas: 3}
+cluster: {nats_url: %q, token_env: %s, stream_replicas: 3, connect_timeout: 2m}
 secret_env: ` + demoSecretEnv + `
 gateway: {url: "http://%s", token_env: ` + demoTokenEnv + `, ready_timeout: 3m}
 models:
@@ -155,9 +155,12 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 	os.WriteFile(rtCfg, fmt.Appendf(nil, fleetRetrainService, retrainAddr, engineCfg.NATSURL, natscluster.TokenEnv, replicas[0].addr), 0o644)
 	retrain := &loopProcess{name: "retrain", args: []string{"retrain", "--config", rtCfg}}
 	all := append(slices.Clone(replicas), retrain)
-	// r1 first, which creates the engine's buckets and streams, R3 on a
-	// cluster just formed, then the rest together.
-	replicas[0].run(t)
+	// r1 first, which creates the engine's buckets and streams (R3 on a
+	// cluster just formed), then the rest together. All four at once on a
+	// cluster a second old stalled its meta layer for over a minute at
+	// times (see the closing note of issue 14).
+	replicas[0].start(t)
+	replicas[0].waitUp(t)
 	for _, p := range all[1:] {
 		p.start(t)
 	}
@@ -196,10 +199,9 @@ func testFleetRetrainPass(t *testing.T, plan []fleetKill) {
 		victim := loop.target(k.target)
 		t.Logf("%6.1fs  stage %s reached after %s: SIGKILL to %s (%s)", time.Since(began).Seconds(), k.stage, at.Sub(shiftedAt).Round(100*time.Millisecond), victim.name, k.target)
 		victim.kill()
+		victim.start(t)
 		if victim.addr != "" { // a replica: back in service before the next stage
-			victim.run(t)
-		} else {
-			victim.start(t)
+			victim.waitUp(t)
 		}
 	}
 
@@ -282,37 +284,23 @@ func (p *loopProcess) start(t *testing.T) {
 	t.Cleanup(p.kill)
 }
 
-// run starts replica p and waits until it is ready.
-func (p *loopProcess) run(t *testing.T) {
-	t.Helper()
-	p.start(t)
-	p.waitUp(t)
-}
-
-// waitUp waits until replica p is ready, starting it again, as a
-// supervisor would, when it exits first: a replica gives up on an engine
-// that does not answer its first calls in time (a cluster still electing
-// the leaders of the streams it was just asked for).
+// waitUp waits until replica p is ready; it fails t should p exit first.
 func (p *loopProcess) waitUp(t *testing.T) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
-	for restarts, deadline := 0, time.Now().Add(fleetBound(60*time.Second)); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	for deadline := time.Now().Add(fleetBound(60 * time.Second)); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if resp, err := client.Get("http://" + p.addr + "/v2/health/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
 		}
-		p.mu.Lock()
-		done := p.done
-		p.mu.Unlock()
 		select {
 		case <-done:
-			if restarts++; restarts > 3 {
-				t.Fatalf("replica %s exited before it was ready, %d times:\n%s", p.name, restarts, p.logs)
-			}
-			t.Logf("replica %s exited before it was ready; starting it again", p.name)
-			p.start(t)
+			t.Fatalf("replica %s exited before it was ready:\n%s", p.name, p.logs)
 		default:
 		}
 	}

@@ -143,7 +143,11 @@ func serve(args []string) error {
 		return err
 	}
 	defer eng.close()
-	srv, err := gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version(), Engine: eng.connection()})
+	var srv *gateway.Server
+	err = startRetried(cfg.Cluster.Config, log, "gateway", func() (err error) {
+		srv, err = gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version(), Engine: eng.connection()})
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/infergate/infergate/retrain/engine"
 )
 
 // TestMain lets the test binary act as infergate itself when asked, so the
@@ -129,4 +133,32 @@ func waitReady(t *testing.T, url string, logs fmt.Stringer) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("not ready after 30s:\n%s", logs)
+}
+
+// TestStartRetried: a start that fails for want of an answer from the
+// engine is made again until it succeeds or the start timeout passes; any
+// other failure ends it at once.
+func TestStartRetried(t *testing.T) {
+	quietLog := slog.New(slog.DiscardHandler)
+	calls := 0
+	err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, quietLog, "test", func() error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("cannot watch the control bucket: %w", engine.ErrNoAnswer)
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("%d calls, %v; want 3 and success", calls, err)
+	}
+	calls = 0
+	bad := errors.New("a bad config")
+	if err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, quietLog, "test", func() error { calls++; return bad }); err != bad || calls != 1 {
+		t.Fatalf("%d calls, %v; want one, failing", calls, err)
+	}
+	calls = 0
+	start := time.Now()
+	err = startRetried(engine.Config{ConnectTimeout: 1500 * time.Millisecond}, quietLog, "test", func() error { calls++; return engine.ErrNoAnswer })
+	if !errors.Is(err, engine.ErrNoAnswer) || calls < 2 || time.Since(start) > 5*time.Second {
+		t.Fatalf("%d calls over %s, %v; want a few, then the error", calls, time.Since(start), err)
+	}
 }

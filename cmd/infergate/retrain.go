@@ -63,7 +63,11 @@ func retrainCmd(args []string) error {
 		return err
 	}
 	defer eng.close()
-	svc, err := pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress, Engine: eng.connection()})
+	var svc *pipeline.Service
+	err = startRetried(cfg.Cluster, log, "retrain service", func() (err error) {
+		svc, err = pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress, Engine: eng.connection()})
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,9 @@ type Config struct {
 	// StreamReplicas is how many servers keep each stream and bucket
 	// (default 3 with NATSURL; the embedded server keeps 1).
 	StreamReplicas int `yaml:"stream_replicas"`
-	// ConnectTimeout bounds the first connection at start (default 10s).
+	// ConnectTimeout bounds how long a process waits for the engine at
+	// start: to connect, and to answer its first calls (default 1m; see
+	// StartTimeout).
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 }
 
@@ -176,10 +178,7 @@ func Connect(cfg Config, stateDir, name string, log *slog.Logger) (*Conn, error)
 		}
 		tried = strings.Join(what, ", ")
 	}
-	timeout := cfg.ConnectTimeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
-	}
+	timeout := cfg.StartTimeout()
 	opts = append(opts, nats.Timeout(min(timeout, 2*time.Second)))
 	deadline := time.Now().Add(timeout)
 	var nc *nats.Conn

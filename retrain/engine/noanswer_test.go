@@ -1,0 +1,33 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// TestNoAnswer: the errors of an engine that did not answer are told from
+// the others, wrapped or not.
+func TestNoAnswer(t *testing.T) {
+	for _, err := range []error{ErrNoAnswer, context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
+		fmt.Errorf("cannot open the control bucket: %w", context.DeadlineExceeded)} {
+		if !NoAnswer(err) {
+			t.Errorf("%v: not an engine that did not answer", err)
+		}
+	}
+	for _, err := range []error{nil, errors.New("bad config"), nats.ErrAuthorization, context.Canceled} {
+		if NoAnswer(err) {
+			t.Errorf("%v: taken for an engine that did not answer", err)
+		}
+	}
+	if got := (Config{}).StartTimeout(); got != time.Minute {
+		t.Errorf("default start timeout %s, want 1m", got)
+	}
+	if got := (Config{ConnectTimeout: time.Second}).StartTimeout(); got != time.Second {
+		t.Errorf("start timeout %s, want connect_timeout's 1s", got)
+	}
+}
