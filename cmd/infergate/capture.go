@@ -37,7 +37,12 @@ func captureCmd(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return captureExport(ctx, args[1:], os.Stdout, os.Stderr)
+	// The spinner only where someone watches: on a terminal.
+	var progress io.Writer = io.Discard
+	if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+		progress = os.Stderr
+	}
+	return captureExport(ctx, args[1:], os.Stdout, progress)
 }
 
 // captureExport writes the captured rows of a model, joined with their
