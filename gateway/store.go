@@ -95,7 +95,7 @@ func openStore(conn *engine.Conn) (*store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := engine.KeyValue(ctx, conn.JS, jetstream.KeyValueConfig{
 		Bucket:      controlBucket,
 		Description: "infergate's control plane: leadership, routing, drift state",
 		History:     1,

@@ -62,7 +62,7 @@ func (s stream) provision(conn *engine.Conn, maxBytes Size, maxAge time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	prefix := s.subject[:len(s.subject)-len(lastToken(s.subject))]
-	_, err := conn.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := engine.Stream(ctx, conn.JS, jetstream.StreamConfig{
 		Name:       s.name,
 		Subjects:   []string{prefix + "*"},
 		Storage:    jetstream.FileStorage,

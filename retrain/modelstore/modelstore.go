@@ -148,7 +148,7 @@ type Store struct {
 func Open(ctx context.Context, conn *engine.Conn) (*Store, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	obs, err := conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	obs, err := engine.ObjectStore(ctx, conn.JS, jetstream.ObjectStoreConfig{
 		Bucket:      Bucket,
 		Description: "infergate model versions: <model>/<version>/<publication>/<file>, each version's <model>/<version>/manifest.json last",
 		Storage:     jetstream.FileStorage,

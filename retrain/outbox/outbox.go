@@ -236,16 +236,11 @@ func (ob *Outbox) provision(ctx context.Context, replicas, maxPending int) error
 		Duplicates: dedupeWindow,
 	}
 	var err error
-	ob.stream, err = ob.js.CreateOrUpdateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		// Another replica created it between our update and create.
-		ob.stream, err = ob.js.UpdateStream(ctx, cfg)
-	}
-	if err != nil {
+	if ob.stream, err = engine.Stream(ctx, ob.js, cfg); err != nil {
 		return fmt.Errorf("cannot create or update stream %s: %w", ob.streamName, err)
 	}
 	bucket := "infergate_deadletters_" + strings.TrimPrefix(ob.streamName, "infergate_outbox_")
-	ob.dead, err = ob.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	ob.dead, err = engine.KeyValue(ctx, ob.js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "infergate webhook dead letters, by target and event id",
 		History:     1,

@@ -55,7 +55,7 @@ func holderID() string {
 func openLeases(js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
+	kv, err := engine.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: LeaseBucket,
 		Description: "infergate retrain: per model, the lease of the process running its runs, and its queue",
 		History:     1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: time.Minute})
 	if err != nil {

@@ -193,12 +193,12 @@ func openStore(conn *engine.Conn) (*store, error) {
 	defer cancel()
 	st := &store{maxRecord: maxRecord(conn)}
 	var err error
-	st.runs, err = conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: RunsBucket,
+	st.runs, err = engine.KeyValue(ctx, conn.JS, jetstream.KeyValueConfig{Bucket: RunsBucket,
 		Description: "infergate retrain runs, by id", Storage: jetstream.FileStorage, Replicas: conn.Replicas, Compression: true})
 	if err != nil {
 		return nil, fmt.Errorf("cannot create the run store's bucket %s: %w", RunsBucket, err)
 	}
-	st.seen, err = conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SeenBucket,
+	st.seen, err = engine.KeyValue(ctx, conn.JS, jetstream.KeyValueConfig{Bucket: SeenBucket,
 		Description: "infergate retrain: the events accepted and their answers", Storage: jetstream.FileStorage,
 		Replicas: conn.Replicas, TTL: keepSeen})
 	if err != nil {
