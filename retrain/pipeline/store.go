@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -177,6 +177,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // methods are safe for concurrent use; two writes of one run are
 // serialized by its owner (see Service).
 type store struct {
+	js   jetstream.JetStream
 	runs jetstream.KeyValue
 	seen jetstream.KeyValue
 	// queues is LeaseBucket, which holds the models' queues (and leases).
@@ -191,7 +192,7 @@ type store struct {
 func openStore(conn *engine.Conn) (*store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	st := &store{maxRecord: maxRecord(conn)}
+	st := &store{js: conn.JS, maxRecord: maxRecord(conn)}
 	var err error
 	st.runs, err = engine.KeyValue(ctx, conn.JS, jetstream.KeyValueConfig{Bucket: RunsBucket,
 		Description: "infergate retrain runs, by id", Storage: jetstream.FileStorage, Replicas: conn.Replicas, Compression: true})
@@ -466,26 +467,9 @@ func (st *store) lastID(ctx context.Context) (last, rev uint64, err error) {
 
 // ids returns the ids of the stored runs, highest first.
 func (st *store) ids(ctx context.Context) ([]uint64, error) {
-	keys, err := st.runs.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot list the runs: %w", err)
-	}
-	ids := make([]uint64, 0, len(keys))
-	for _, k := range keys {
-		if k == sequenceKey {
-			continue
-		}
-		if !isRunKey(k) {
-			return nil, damaged(RunsBucket, k, errors.New("the key is not a run id"))
-		}
-		ids = append(ids, runNumber(k))
-	}
-	slices.Sort(ids)
+	ids, err := runIDs(ctx, st.js)
 	slices.Reverse(ids)
-	return ids, nil
+	return ids, err
 }
 
 // newest calls fn with the stored runs, newest first, until fn returns
@@ -514,42 +498,62 @@ func (st *store) newest(fn func(Run) bool) error {
 
 // all returns every stored run, oldest first, read in one pass.
 func (st *store) all() ([]Run, error) {
-	return allRuns(st.runs)
+	return allRuns(st.js, st.runs)
 }
 
-func allRuns(kv jetstream.KeyValue) ([]Run, error) {
+func allRuns(js jetstream.JetStream, kv jetstream.KeyValue) ([]Run, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	ids, err := runIDs(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the runs: %w", err)
+		return nil, err
 	}
-	defer w.Stop()
 	runs := []Run{}
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case e = <-w.Updates():
-		case <-ctx.Done():
-			return nil, fmt.Errorf("cannot read the runs of bucket %s: %w", RunsBucket, ctx.Err())
+	for _, id := range ids {
+		key := strconv.FormatUint(id, 10)
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // pruned meanwhile
 		}
-		if e == nil {
-			break // the runs stored when the watch began are all in
+		if err != nil {
+			return nil, fmt.Errorf("cannot read run %s: %w", key, err)
 		}
-		if e.Key() == sequenceKey {
-			continue
-		}
-		if !isRunKey(e.Key()) {
-			return nil, damaged(RunsBucket, e.Key(), errors.New("the key is not a run id"))
-		}
-		r, err := decodeRun(e.Key(), e.Value(), e.Revision())
+		r, err := decodeRun(key, e.Value(), e.Revision())
 		if err != nil {
 			return nil, err
 		}
 		runs = append(runs, r)
 	}
-	slices.SortFunc(runs, func(a, b Run) int { return cmp.Compare(runNumber(a.ID), runNumber(b.ID)) })
 	return runs, nil
+}
+
+// runIDs lists the ids of the runs in RunsBucket, oldest first, from its
+// stream's own list of subjects: a watch of the bucket (as its Keys and
+// WatchAll read it) may miss a key written while it reads, and a run is
+// written again at every step. A deleted run's id may be among them.
+func runIDs(ctx context.Context, js jetstream.JetStream) ([]uint64, error) {
+	stream, err := js.Stream(ctx, "KV_"+RunsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the runs: %w", err)
+	}
+	prefix := "$KV." + RunsBucket + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the runs: %w", err)
+	}
+	ids := make([]uint64, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		key := strings.TrimPrefix(subject, prefix)
+		if key == sequenceKey {
+			continue
+		}
+		if !isRunKey(key) {
+			return nil, damaged(RunsBucket, key, errors.New("the key is not a run id"))
+		}
+		ids = append(ids, runNumber(key))
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // isRunKey says whether key is a run's key: a run id as runKey writes it.
@@ -603,7 +607,7 @@ func ListRuns(conn *engine.Conn) ([]Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot list runs: %w", err)
 	}
-	runs, err := allRuns(kv)
+	runs, err := allRuns(conn.JS, kv)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list runs: %w", err)
 	}
