@@ -535,6 +535,8 @@ func (s *Server) deleteVersion(ctx *fasthttp.RequestCtx, model string, version i
 	case errors.Is(err, modelstore.ErrNotFound):
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("version %s of model %q is not in the model store", name, model))
 		return
+	case errors.Is(err, modelstore.ErrLeftovers):
+		s.log.Warn("a deleted version left objects in the model store", "model", model, "version", version, "error", err)
 	case err != nil:
 		writeError(ctx, fasthttp.StatusServiceUnavailable, err.Error())
 		return

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/infergate/infergate/retrain/engine"
 )
@@ -77,11 +81,18 @@ func (e *stateEngine) close() {
 // startRetried calls start, and again while it fails for want of an answer
 // from the engine (a cluster just formed, still electing the leaders of
 // the streams and buckets start asked for), until cfg's start timeout
-// passes; what names what starts, in the log.
-func startRetried(cfg engine.Config, log *slog.Logger, what string, start func() error) error {
+// passes; what names what starts, in the log. A request the server refused
+// for want of permission also ends in a timeout: when conn saw one, start
+// is not made again and the refusal is returned.
+func startRetried(cfg engine.Config, conn *engine.Conn, log *slog.Logger, what string, start func() error) error {
 	deadline := time.Now().Add(cfg.StartTimeout())
 	for attempt := 1; ; attempt++ {
 		err := start()
+		if conn != nil && err != nil {
+			if last := conn.NC.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+				return fmt.Errorf("%w (the engine refused a request: %w; the credentials need the JetStream API, $JS.API.>)", err, last)
+			}
+		}
 		if err == nil || !engine.NoAnswer(err) || time.Now().After(deadline) {
 			return err
 		}

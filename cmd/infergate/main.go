@@ -144,7 +144,7 @@ func serve(args []string) error {
 	}
 	defer eng.close()
 	var srv *gateway.Server
-	err = startRetried(cfg.Cluster.Config, log, "gateway", func() (err error) {
+	err = startRetried(cfg.Cluster.Config, eng.connection(), log, "gateway", func() (err error) {
 		srv, err = gateway.New(gateway.Options{Config: cfg, ConfigPath: *configPath, Env: env, Log: log, Version: version(), Engine: eng.connection()})
 		return err
 	})

@@ -141,7 +141,7 @@ func waitReady(t *testing.T, url string, logs fmt.Stringer) {
 func TestStartRetried(t *testing.T) {
 	quietLog := slog.New(slog.DiscardHandler)
 	calls := 0
-	err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, quietLog, "test", func() error {
+	err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, nil, quietLog, "test", func() error {
 		if calls++; calls < 3 {
 			return fmt.Errorf("cannot watch the control bucket: %w", engine.ErrNoAnswer)
 		}
@@ -152,12 +152,12 @@ func TestStartRetried(t *testing.T) {
 	}
 	calls = 0
 	bad := errors.New("a bad config")
-	if err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, quietLog, "test", func() error { calls++; return bad }); err != bad || calls != 1 {
+	if err := startRetried(engine.Config{ConnectTimeout: 10 * time.Second}, nil, quietLog, "test", func() error { calls++; return bad }); err != bad || calls != 1 {
 		t.Fatalf("%d calls, %v; want one, failing", calls, err)
 	}
 	calls = 0
 	start := time.Now()
-	err = startRetried(engine.Config{ConnectTimeout: 1500 * time.Millisecond}, quietLog, "test", func() error { calls++; return engine.ErrNoAnswer })
+	err = startRetried(engine.Config{ConnectTimeout: 1500 * time.Millisecond}, nil, quietLog, "test", func() error { calls++; return engine.ErrNoAnswer })
 	if !errors.Is(err, engine.ErrNoAnswer) || calls < 2 || time.Since(start) > 5*time.Second {
 		t.Fatalf("%d calls over %s, %v; want a few, then the error", calls, time.Since(start), err)
 	}

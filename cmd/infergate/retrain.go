@@ -64,7 +64,7 @@ func retrainCmd(args []string) error {
 	}
 	defer eng.close()
 	var svc *pipeline.Service
-	err = startRetried(cfg.Cluster, log, "retrain service", func() (err error) {
+	err = startRetried(cfg.Cluster, eng.connection(), log, "retrain service", func() (err error) {
 		svc, err = pipeline.Open(pipeline.Options{Config: cfg, Env: env, Log: log, Progress: progress, Engine: eng.connection()})
 		return err
 	})

@@ -15,7 +15,8 @@
 // ErrExists and the manifest that won, whose digests say whether it was
 // the same version, and deletes its own objects, which no manifest names
 // and no reader reads. A publisher that dies midway leaves objects that no
-// manifest names either; Delete of the version removes them. (A manifest
+// manifest names either: they take room and nothing reads them; a Delete
+// of that version, once published, removes them with it. (A manifest
 // written before publications had prefixes names no objects: its files
 // are read at <model>/<version>/<file>.)
 //

@@ -667,6 +667,11 @@ func (s *Store) ReadFile(ctx context.Context, model string, version int64, name 
 	return buf.Bytes(), nil
 }
 
+// ErrLeftovers is wrapped by Delete's error when the version is deleted
+// but some of its objects could not be removed: they take room, nothing
+// reads them.
+var ErrLeftovers = errors.New("modelstore: the version is deleted, some of its objects are left")
+
 // Delete deletes version of model: its manifest first, so that it is
 // gone for every reader at once, then the objects it names, and any other
 // under the version's name (of publishers that died or lost before they
@@ -689,7 +694,7 @@ func (s *Store) Delete(ctx context.Context, model string, version int64) error {
 	}
 	infos, err := s.obs.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return fmt.Errorf("deleted version %d of model %q, but cannot list its files to delete them (they take room, nothing reads them): %w", version, model, err)
+		return fmt.Errorf("%w: version %d of model %q: cannot list its files: %w", ErrLeftovers, version, model, err)
 	}
 	for _, info := range infos {
 		if strings.HasPrefix(info.Name, objectName(model, version, "")) && info.Name != manifest && !slices.Contains(names, info.Name) {
@@ -703,7 +708,7 @@ func (s *Store) Delete(ctx context.Context, model string, version int64) error {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("deleted version %d of model %q, but not all of its files (they take room, nothing reads them): %w", version, model, err)
+		return fmt.Errorf("%w: version %d of model %q: %w", ErrLeftovers, version, model, err)
 	}
 	return nil
 }

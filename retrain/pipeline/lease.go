@@ -180,7 +180,11 @@ func (l *lease) renew(data []byte) error {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			if l.rev != held {
-				return nil // lost or released meanwhile
+				// Lost or released meanwhile: the key this write made
+				// would keep everyone, this process too, from the lease
+				// for a TTL.
+				l.kv.Delete(ctx, l.key, jetstream.LastRevision(ack.Sequence))
+				return nil
 			}
 			l.rev, l.until = ack.Sequence, start.Add(l.ttl-l.ttl/10)
 			l.expiry.Reset(time.Until(l.until))
