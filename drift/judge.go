@@ -58,8 +58,11 @@ type WindowResult struct {
 	Start    time.Time `json:"start"`
 	End      time.Time `json:"end"`
 	Rows     int64     `json:"rows"`
-	// Judged is false when the window had fewer than min_rows rows.
-	Judged bool `json:"judged"`
+	// Judged is false when the window had fewer than min_rows rows;
+	// SkippedReason then says so, with the numbers and the setting, as
+	// "12 rows, fewer than min_rows 100 (models.demo.drift.min_rows)".
+	Judged        bool   `json:"judged"`
+	SkippedReason string `json:"skipped_reason,omitempty"`
 	// Share is the share of judged, not ignored input features that drifted.
 	Share    float64         `json:"drift_share"`
 	Drifted  bool            `json:"drifted"`

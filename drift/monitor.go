@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -117,6 +118,10 @@ const (
 	checkpointEvery = 10 * time.Second
 )
 
+// SkipMinRows is the reason a closed window was not judged when it had
+// fewer than min_rows rows, as Report.WindowsSkippedBy counts it.
+const SkipMinRows = "min_rows"
+
 // windowPool is the number of windows a monitor owns: the open one, and
 // closed ones waiting for or under judgement.
 const windowPool = 4
@@ -155,6 +160,11 @@ type Monitor struct {
 	// changes too.
 	last            *WindowResult
 	judged, skipped int64
+	// skippedBy counts the skipped windows by reason (SkipMinRows).
+	skippedBy map[string]int64
+	// skipLogged holds the reasons a skipped window was logged for, once
+	// each; the run goroutine owns it.
+	skipLogged map[string]bool
 	// state is what Commit stores. Clean feature windows resolve only a
 	// drift of the features (state.Reason): in a concept drift the inputs
 	// look as ever.
@@ -199,6 +209,7 @@ func New(o Options) (*Monitor, error) {
 		o: o, cfg: o.Config, leading: !o.Follower, fingerprint: fingerprint(ref),
 		free: make(chan *window, windowPool), closed: make(chan *window, windowPool), lead: make(chan leadRequest),
 		stop: make(chan struct{}), done: make(chan struct{}), alarm: make(chan struct{}, 1),
+		skippedBy: map[string]int64{}, skipLogged: map[string]bool{},
 	}
 	if o.State != nil {
 		mon.state = *o.State
@@ -537,9 +548,16 @@ func (mon *Monitor) judgeWindow(w *window) {
 	mon.m.record(w, &res, mon.judges)
 
 	var decision *Decision
+	if !res.Judged && !mon.skipLogged[SkipMinRows] {
+		mon.skipLogged[SkipMinRows] = true
+		mon.o.Log.Warn("drift window skipped: too few rows to judge; later windows skipped for this reason are counted in the drift report, not logged",
+			"model", mon.o.Model, "version", mon.o.Version, "window", res.Seq, "rows", res.Rows, "min_rows", mon.cfg.MinRows,
+			"reason", res.SkippedReason)
+	}
 	mon.reportMu.Lock()
 	if !res.Judged {
 		mon.skipped++
+		mon.skippedBy[SkipMinRows]++
 	} else {
 		mon.judged++
 		if res.Drifted {
@@ -648,6 +666,7 @@ func (mon *Monitor) evaluate(w *window) WindowResult {
 		res.Accuracy = float64(w.correct) / float64(w.labeled)
 	}
 	if !res.Judged {
+		res.SkippedReason = fmt.Sprintf("%d rows, fewer than min_rows %d (models.%s.drift.min_rows)", w.rows, mon.cfg.MinRows, mon.o.Model)
 		return res
 	}
 	// A window by rows is judged by the methods of its configured size,
@@ -765,6 +784,12 @@ type Report struct {
 	DriftedInARow  int          `json:"drifted_windows_in_a_row"`
 	WindowsJudged  int64        `json:"windows_judged"`
 	WindowsSkipped int64        `json:"windows_skipped"`
+	// WindowsSkippedBy counts the skipped windows by reason (SkipMinRows),
+	// absent before the first.
+	WindowsSkippedBy map[string]int64 `json:"windows_skipped_by_reason,omitempty"`
+	// MinRows is the fewest rows a window needs to be judged: the open
+	// window, closed with fewer, is skipped.
+	MinRows int `json:"min_rows"`
 	// Concept is the error-rate detector's level over the labeled rows.
 	Concept ConceptLevel `json:"concept"`
 	Current OpenWindow   `json:"current"`
@@ -792,7 +817,7 @@ type FeatureCount struct {
 func (mon *Monitor) Report() Report {
 	rep := Report{
 		Model: mon.o.Model, Version: mon.o.Version, Window: mon.cfg.Window,
-		DriftShare: mon.cfg.DriftShare, Consecutive: mon.cfg.Consecutive,
+		DriftShare: mon.cfg.DriftShare, Consecutive: mon.cfg.Consecutive, MinRows: mon.cfg.MinRows,
 	}
 	mon.mu.Lock()
 	w := mon.cur
@@ -807,6 +832,9 @@ func (mon *Monitor) Report() Report {
 	mon.reportMu.Lock()
 	rep.Drifted, rep.DriftedInARow = mon.state.Drifted, mon.streak
 	rep.WindowsJudged, rep.WindowsSkipped, rep.Last = mon.judged, mon.skipped, mon.last
+	if len(mon.skippedBy) > 0 {
+		rep.WindowsSkippedBy = maps.Clone(mon.skippedBy)
+	}
 	rep.Concept = cmp.Or(mon.conceptLevel, ConceptStable)
 	mon.reportMu.Unlock()
 	return rep

@@ -2,10 +2,13 @@ package drift
 
 import (
 	"bytes"
+	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -201,9 +204,11 @@ func TestMonitorTimeWindows(t *testing.T) {
 		ref := normalReference(t, 1, 4, 2000)
 		set := metrics.NewSet()
 		decisions := make(chan Decision, 10)
+		var logs lockedBuffer
 		mon := startMonitor(t, Options{
 			Config:    Config{Window: WindowConfig{Every: time.Minute}, Consecutive: 2},
 			Reference: ref, Metrics: set, Labels: `model="m",version="1"`, Commit: commitTo(decisions),
+			Log: slog.New(slog.NewTextHandler(&logs, nil)),
 		})
 		r := rand.New(rand.NewPCG(4, 4))
 		start := time.Now()
@@ -245,6 +250,15 @@ func TestMonitorTimeWindows(t *testing.T) {
 			t.Fatalf("after a window of 90 rows: %d judged, %d skipped, last %+v, %d drifted in a row, drifted %v, %d decisions; want 1, 1, skipped, 1, false, 0",
 				rep.WindowsJudged, rep.WindowsSkipped, rep.Last, rep.DriftedInARow, rep.Drifted, len(decisions))
 		}
+		// The report says why, and the log says it once.
+		const why = "90 rows, fewer than min_rows 100 (models.m.drift.min_rows)"
+		if rep.Last.SkippedReason != why || rep.MinRows != 100 || !maps.Equal(rep.WindowsSkippedBy, map[string]int64{SkipMinRows: 1}) {
+			t.Fatalf("skipped window: reason %q, min_rows %d, skipped by reason %v; want %q, 100, min_rows: 1",
+				rep.Last.SkippedReason, rep.MinRows, rep.WindowsSkippedBy, why)
+		}
+		if got := strings.Count(logs.String(), "drift window skipped"); got != 1 || !strings.Contains(logs.String(), why) {
+			t.Fatalf("%d log lines of a skipped window, want 1 naming %q:\n%s", got, why, logs.String())
+		}
 		text := prometheus(set)
 		if metricValue(t, text, `infergate_drift_windows_total{model="m",version="1",result="skipped"}`) != 1 ||
 			metricValue(t, text, `infergate_drift_windows_total{model="m",version="1",result="judged"}`) != 1 {
@@ -252,6 +266,9 @@ func TestMonitorTimeWindows(t *testing.T) {
 		}
 		// The second drifted window (the third window, number 2) completes the run.
 		rep = minute(200, 2)
+		if rep.Last.SkippedReason != "" {
+			t.Fatalf("a judged window has skipped reason %q", rep.Last.SkippedReason)
+		}
 		if !rep.Drifted || rep.DriftedInARow != 2 || len(decisions) != 1 {
 			t.Fatalf("after two drifted windows: drifted %v, %d in a row, %d decisions", rep.Drifted, rep.DriftedInARow, len(decisions))
 		}
@@ -263,10 +280,33 @@ func TestMonitorTimeWindows(t *testing.T) {
 		// An idle minute closes an empty window, which is skipped.
 		time.Sleep(time.Minute)
 		synctest.Wait()
-		if rep := mon.Report(); rep.WindowsSkipped != 2 || rep.Last.Rows != 0 {
-			t.Fatalf("after an idle minute: %d skipped, last window of %d rows; want 2, 0", rep.WindowsSkipped, rep.Last.Rows)
+		if rep := mon.Report(); rep.WindowsSkipped != 2 || rep.Last.Rows != 0 || rep.WindowsSkippedBy[SkipMinRows] != 2 ||
+			rep.Last.SkippedReason != "0 rows, fewer than min_rows 100 (models.m.drift.min_rows)" {
+			t.Fatalf("after an idle minute: %d skipped (%v), last window of %d rows (%q); want 2, 0 rows, fewer than min_rows",
+				rep.WindowsSkipped, rep.WindowsSkippedBy, rep.Last.Rows, rep.Last.SkippedReason)
+		}
+		if got := strings.Count(logs.String(), "drift window skipped"); got != 1 {
+			t.Fatalf("%d log lines after two skipped windows, want 1:\n%s", got, logs.String())
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use, for a logger.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // fakeClock is a clock that moves only when told; it is safe for

@@ -175,6 +175,8 @@ func TestDriftEndpoint(t *testing.T) {
 		}
 	}
 	f("GET", "/v2/models/demo/versions/1/drift", 200, `"model_version":"1"`)
+	// The open window is judged once it holds min_rows rows.
+	f("GET", "/v2/models/demo/versions/1/drift", 200, `"min_rows":100`)
 	f("GET", "/v2/models/versioned/versions/2/drift", 404, "has no drift monitoring")
 	f("GET", "/v2/models/versioned/drift", 200, `"versions":[]`)
 	f("POST", "/v2/models/demo/drift", 405, "use GET")
