@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -784,4 +785,37 @@ func TestMonitorConceptDrift(t *testing.T) {
 			t.Fatal("the version is not marked drifted after a concept drift")
 		}
 	})
+}
+
+// TestMonitorFloat32Profile serves a monitor the very rows its reference
+// was profiled from, as an FP32 input holds them: with a profile built in
+// float32 the window's bins are the reference's, count for count; with one
+// in float64, values on the edges move bins and the window drifts.
+func TestMonitorFloat32Profile(t *testing.T) {
+	// Tied values around 10, each a hair above or below in float64, which
+	// FP32 rounds away (its spacing there is about 1e-6).
+	r := rand.New(rand.NewPCG(7, 7))
+	values := make([]float64, 1000)
+	served := make([]float64, len(values))
+	for i := range values {
+		x := float32(10 + math.Round(r.NormFloat64()*4)/4)
+		served[i] = float64(x)
+		values[i] = served[i] + float64(r.IntN(2)*2-1)*1e-9
+	}
+	f := func(float32Profile, wantSame bool) {
+		t.Helper()
+		ref := &Reference{Rows: len(values), Features: []Profile{BuildProfile("a", Numeric, values, ProfileOptions{Float32: float32Profile})}}
+		mon := newMonitor(t, ref, Config{Window: WindowConfig{Rows: len(values)}})
+		mon.Observe(Rows{Values: served, Width: 1}, Rows{})
+		fr := waitJudged(t, mon, 1).Last.Features[0]
+		if same := slices.Equal(fr.Counts, fr.ReferenceCounts); same != wantSame {
+			t.Fatalf("profiled in float32 %v: window counts %v, reference counts %v; want equal %v",
+				float32Profile, fr.Counts, fr.ReferenceCounts, wantSame)
+		}
+		if wantSame && (fr.Drifted || fr.Statistics["psi"] != 0) {
+			t.Fatalf("the reference's own rows drifted: %+v", fr)
+		}
+	}
+	f(true, true)
+	f(false, false)
 }

@@ -68,6 +68,14 @@ type ProfileOptions struct {
 	SampleSize int
 	// Seed makes the sample reproducible.
 	Seed uint64
+	// Float32 rounds every value to float32 before it is profiled, as the
+	// gateway observes the values of an FP32 input: without it, values
+	// that round to one float32 would break ties the gateway sees as one,
+	// and a value next to an edge could fall in another bin than the same
+	// value served. Edges, sample, minimum and maximum are then float32
+	// values (stored as float64); a finite value beyond float32's range
+	// becomes infinite, as it would in the model's input.
+	Float32 bool
 }
 
 // BuildProfile profiles values, one per row, of the feature name of kind kind.
@@ -76,6 +84,9 @@ func BuildProfile(name string, kind Kind, values []float64, o ProfileOptions) Pr
 	p := Profile{Name: name, Kind: kind}
 	finite := make([]float64, 0, len(values))
 	for _, x := range values {
+		if o.Float32 {
+			x = float64(float32(x))
+		}
 		switch {
 		case math.IsNaN(x):
 			p.Missing++

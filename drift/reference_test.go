@@ -330,3 +330,21 @@ func seq(lo, hi int) []float64 {
 func near(got, want, tol float64) bool {
 	return math.Abs(got-want) <= tol*max(1, math.Abs(want))
 }
+
+func TestBuildProfileFloat32(t *testing.T) {
+	// Values a hair either side of float32 numbers: in float64 they are
+	// all distinct, in float32 (as an FP32 input holds them) 1, 2 and 3.
+	values := []float64{1 - 1e-12, 1 + 1e-12, 2 - 1e-12, 2 + 1e-12, 3 - 1e-12, 3 + 1e-12, 1e39, math.NaN()}
+	p := BuildProfile("x", Numeric, values, ProfileOptions{Bins: 2, Float32: true})
+	// 1e39 is beyond float32's range: infinite, as in the model's input.
+	if !slices.Equal(p.Edges, []float64{1, 2, 3}) || !slices.Equal(p.Counts, []int64{0, 2, 4, 0}) ||
+		p.Min != 1 || p.Max != 3 || p.Mean != 2 || !slices.Equal(p.Sample, []float64{1, 1, 2, 2, 3, 3}) ||
+		p.Count != 6 || p.NonFinite != 1 || p.Missing != 1 {
+		t.Fatalf("in float32: %+v", p)
+	}
+	// In float64 the edges are values no FP32 input holds.
+	p = BuildProfile("x", Numeric, values[:6], ProfileOptions{Bins: 2})
+	if !slices.Equal(p.Edges, []float64{1 - 1e-12, 2 - 1e-12, 3 + 1e-12}) {
+		t.Fatalf("in float64: edges %v", p.Edges)
+	}
+}
