@@ -30,8 +30,9 @@ func profile(args []string) error {
 	dataPath := fs.String("data", "", "training data: a .csv with a header row, or .jsonl with one object per line")
 	out := fs.String("out", "", "where to write the profile (default: reference.json beside the model)")
 	categorical := fs.String("categorical", "", "comma-separated names of the categorical features")
-	bins := fs.Int("bins", 10, "equal-mass bins per numeric feature")
-	sampleSize := fs.Int("sample", 1000, "reference sample kept per feature")
+	bins := fs.Int("bins", 10, "equal-mass bins per numeric feature; a warning says when a feature has fewer than "+
+		fmt.Sprint(minRowsPerBin)+" values per bin")
+	sampleSize := fs.Int("sample", 1000, "reference sample kept per feature; a warning says when the data holds fewer rows")
 	predictions := fs.Bool("predictions", true, "also profile the model's outputs, computed on the data")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
@@ -75,7 +76,9 @@ func profile(args []string) error {
 		return err
 	}
 	isCategorical := strings.Split(*categorical, ",")
-	o := drift.ProfileOptions{Bins: *bins, SampleSize: *sampleSize}
+	// An FP32 input holds the values rounded to float32, and the gateway
+	// observes them so: the profile is built of the same values.
+	o := drift.ProfileOptions{Bins: *bins, SampleSize: *sampleSize, Float32: in.DataType == runtime.FP32}
 	ref := &drift.Reference{Rows: len(columns[0])}
 	for i, name := range names {
 		kind := drift.Numeric
@@ -90,6 +93,7 @@ func profile(args []string) error {
 		if err != nil {
 			return err
 		}
+		o.Float32 = true // predict reads an FP32 output
 		for j, col := range outs {
 			o.Seed = uint64(len(names) + j)
 			ref.Predictions = append(ref.Predictions, drift.BuildProfile(fmt.Sprintf("%s[%d]", mv.Outputs()[0].Name, j), drift.Numeric, col, o))
@@ -101,8 +105,39 @@ func profile(args []string) error {
 	if err := ref.WriteFile(*out); err != nil {
 		return err
 	}
+	for _, w := range referenceWarnings(ref, *bins, *sampleSize) {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
 	fmt.Printf("wrote %s: %d rows, %d features, %d predictions\n", *out, ref.Rows, len(ref.Features), len(ref.Predictions))
 	return nil
+}
+
+// minRowsPerBin is the fewest finite values per requested bin, on
+// average, below which a numeric feature's profile draws a warning.
+const minRowsPerBin = 5
+
+// referenceWarnings says where ref, profiled with bins bins and a sample of
+// sample values per feature, is too small to judge windows well: a numeric
+// feature with fewer than minRowsPerBin finite values per bin, whose bin
+// shares are then too noisy for the binned statistics (PSI,
+// Jensen-Shannon, Hellinger), and data of fewer rows than sample, whose
+// reference sample, then all of it, is smaller than the sample a window
+// keeps for KS and Wasserstein (drift.reservoir, 1000 by default).
+func referenceWarnings(ref *drift.Reference, bins, sample int) []string {
+	var out []string
+	if ref.Rows < sample {
+		out = append(out, fmt.Sprintf("the data holds %d rows, fewer than the %d asked for the reference sample (--sample): KS and Wasserstein compare windows with a sample of %d values",
+			ref.Rows, sample, ref.Rows))
+	}
+	for _, group := range [][]drift.Profile{ref.Features, ref.Predictions} {
+		for _, p := range group {
+			if p.Kind == drift.Numeric && p.Count < int64(minRowsPerBin*bins) {
+				out = append(out, fmt.Sprintf("%s has %d finite values for %d bins, fewer than %d a bin: its bins are noise (use fewer --bins or more rows, at least %d)",
+					p.Name, p.Count, bins, minRowsPerBin, minRowsPerBin*bins))
+			}
+		}
+	}
+	return out
 }
 
 func tableFormat(path string) (string, error) {
