@@ -164,9 +164,12 @@ func ChiSquare(ref, cur []float64) (stat, p float64) {
 }
 
 // KolmogorovSmirnov returns the two-sample Kolmogorov-Smirnov statistic D, the largest
-// distance between the empirical CDFs of a and b, and its asymptotic p-value
-// kolmogorovQ(D * sqrt(n*m/(n+m))). a and b must be sorted ascending and free of NaN;
-// they may differ in length and hold ties. Either one empty gives 0, 1.
+// distance between the empirical CDFs of a and b, and its two-sided p-value P(D' >= D)
+// under the null hypothesis: exact, as scipy.stats.ks_2samp(method='exact') computes it,
+// for samples of up to 10000 values where that is cheap (equal lengths, or unequal ones
+// whose lattice walk stays within ksExactMaxCells), else the limiting Kolmogorov
+// distribution's kolmogorovQ(D * sqrt(n*m/(n+m))). a and b must be sorted ascending and
+// free of NaN; they may differ in length and hold ties. Either one empty gives 0, 1.
 // It is pure and safe for concurrent use.
 func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 	n, m := len(a), len(b)
@@ -174,6 +177,9 @@ func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 		return 0, 1
 	}
 	i, j := 0, 0
+	// gap is the largest |i*m - j*n|, D*n*m in integers, from which the exact p-value
+	// takes D without rounding.
+	gap := 0
 	// Once one sample is used up the gap only shrinks, so the walk can stop there.
 	for i < n && j < m {
 		x := min(a[i], b[j])
@@ -189,6 +195,10 @@ func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 			j++
 		}
 		d = max(d, math.Abs(float64(i)/float64(n)-float64(j)/float64(m)))
+		gap = max(gap, i*m-j*n, j*n-i*m)
+	}
+	if p, ok := ksExactSF(n, m, gap/gcd(n, m)); ok {
+		return d, p
 	}
 	lambda := d * math.Sqrt(float64(n)*float64(m)/float64(n+m))
 	return d, kolmogorovQ(lambda)

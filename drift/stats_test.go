@@ -146,23 +146,120 @@ func TestKolmogorovSmirnov(t *testing.T) {
 			t.Fatalf("KolmogorovSmirnov(%v, %v) = %.12g, %.12g; want %.12g, %.12g", a, b, d, p, wantD, wantP)
 		}
 	}
+	// The p-values of these small samples are exact: the share of the binomial(n+m, n)
+	// orderings of the pooled values whose D is at least as large.
 	f([]float64{1, 2, 3}, []float64{1, 2, 3}, 0, 1)
 	// A walk that compared between tied values would see F_a = 1/2, F_b = 0 here.
 	f([]float64{1, 1}, []float64{1, 1}, 0, 1)
-	// Disjoint samples: D = 1, lambda = 1*sqrt(2*2/(2+2)) = 1 and
-	// Q_KS(1) = 2(e^-2 - e^-8 + e^-18 - ...) = 2(0.135335283237 - 0.000335462628
-	//   + 0.000000015230 - ...) = 0.269999671677.
-	f([]float64{1, 2}, []float64{3, 4}, 1, 0.26999967167735456)
-	// Ties: after 1, F_a = 2/3 and F_b = 1/3; after 2 both are 1. D = 1/3,
-	// lambda = (1/3)*sqrt(9/6) = 0.408248290464, lambda^2 = 1/6, and
-	// Q_KS = 2(e^(-1/3) - e^(-4/3) + e^-3 - e^(-16/3) + e^(-25/3) - e^-12 + ...) = 0.996255192379.
-	f([]float64{1, 1, 2}, []float64{1, 2, 2}, 1.0/3, 0.9962551923793989)
+	// Disjoint samples: D = 1, reached only by the orderings aabb and bbaa of the 6.
+	f([]float64{1, 2}, []float64{3, 4}, 1, 2.0/6)
+	// Ties: after 1, F_a = 2/3 and F_b = 1/3; after 2 both are 1. D = 1/3, which every
+	// ordering of 3 and 3 values reaches at its first value.
+	f([]float64{1, 1, 2}, []float64{1, 2, 2}, 1.0/3, 1)
 	// Different lengths: the CDF pairs after 1, 2, 2.5, 3, 3.5, 4 are (.25, 0), (.5, 0),
-	// (.5, .5), (.75, .5), (.75, 1), (1, 1): D = .5, lambda = .5*sqrt(8/6), lambda^2 = 1/3,
-	// Q_KS = 2(e^(-2/3) - e^(-8/3) + e^-6 - e^(-32/3) + ...) = 0.892778337250.
-	f([]float64{1, 2, 3, 4}, []float64{2.5, 3.5}, 0.5, 0.8927783372501085)
+	// (.5, .5), (.75, .5), (.75, 1), (1, 1): D = .5. Of the 15 orderings of 4 a's and
+	// 2 b's only abbaaa stays below 1/2 (its gaps are 1/4, 1/4, 1/4, 1/4, 0, ...), so
+	// p = 14/15.
+	f([]float64{1, 2, 3, 4}, []float64{2.5, 3.5}, 0.5, 14.0/15)
 	f(nil, []float64{1}, 0, 1)
 	f([]float64{1}, nil, 0, 1)
+}
+
+// ksGen describes a sample of integers, value i being (i*mul + add) % mod + shift, so
+// that the samples of TestKolmogorovSmirnovExact are reproduced exactly in Python.
+type ksGen struct{ mul, add, mod, shift int }
+
+// sorted returns the n values of g, sorted ascending.
+func (g ksGen) sorted(n int) []float64 {
+	s := make([]float64, n)
+	for i := range s {
+		s[i] = float64((i*g.mul+g.add)%g.mod + g.shift)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// TestKolmogorovSmirnovExact compares the exact p-values with scipy 1.10.1 (Debian's
+// python3-scipy), computed by
+//
+//	gen = lambda n, mul, add, mod, shift: [float((i*mul+add) % mod + shift) for i in range(n)]
+//	scipy.stats.ks_2samp(gen(n, *a), gen(m, *b), method='exact')
+//
+// (method 'auto' gives the same for all of them). They are equal and unequal lengths,
+// with and without ties, D from 0 to 1.
+func TestKolmogorovSmirnovExact(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		a    ksGen
+		m    int
+		b    ksGen
+		d, p float64
+	}{
+		{5, ksGen{3, 1, 101, 0}, 5, ksGen{7, 2, 103, 200}, 1.0, 0.007936507936507936},
+		{5, ksGen{3, 1, 101, 0}, 7, ksGen{7, 2, 103, 200}, 1.0, 0.0025252525252525255},
+		{10, ksGen{3, 0, 4, 0}, 10, ksGen{3, 0, 4, 0}, 0.0, 1.0},
+		{10, ksGen{3, 1, 7, 0}, 15, ksGen{5, 2, 7, 1}, 0.26666666666666666, 0.7315422361996597},
+		{50, ksGen{17, 3, 97, 0}, 50, ksGen{13, 5, 89, 10}, 0.12, 0.8692618870414056},
+		{37, ksGen{11, 2, 101, 0}, 200, ksGen{29, 7, 211, -8}, 0.48, 4.127330819150008e-07},
+		{200, ksGen{7, 1, 50, 0}, 150, ksGen{11, 3, 53, 4}, 0.14, 0.06388813596536205},
+		{200, ksGen{31, 5, 1009, 0}, 200, ksGen{37, 11, 1013, 60}, 0.075, 0.6284308022715471},
+		{100, ksGen{13, 1, 503, 0}, 200, ksGen{19, 4, 499, 25}, 0.12, 0.2853697742641565},
+		{5, ksGen{3, 1, 101, 300}, 200, ksGen{19, 4, 499, 0}, 0.63, 0.02216829658769834},
+		{60, ksGen{7, 1, 61, 0}, 90, ksGen{11, 3, 89, 100}, 1.0, 4.327601116217422e-43},
+		{120, ksGen{23, 9, 401, 0}, 80, ksGen{17, 5, 397, 3}, 0.06666666666666667, 0.9770721915292914},
+		{199, ksGen{41, 3, 997, 0}, 200, ksGen{43, 1, 991, 40}, 0.07150753768844222, 0.6538163864466129},
+		{200, ksGen{3, 2, 1000, 0}, 190, ksGen{7, 5, 1000, 0}, 0.30526315789473685, 1.5521664241390805e-08},
+	} {
+		a, b := c.a.sorted(c.n), c.b.sorted(c.m)
+		for _, swap := range []bool{false, true} {
+			x, y := a, b
+			if swap {
+				x, y = b, a
+			}
+			d, p := KolmogorovSmirnov(x, y)
+			// Within 1e-6, relative to p below 1: scipy's tiny tails count as much as its 0.5s.
+			if !statsClose(d, c.d, 1e-12) || math.Abs(p-c.p) > 1e-6*min(1, c.p) {
+				t.Fatalf("KolmogorovSmirnov(n=%d %v, m=%d %v) = %.15g, %.15g; scipy %.15g, %.15g",
+					len(x), c.a, len(y), c.b, d, p, c.d, c.p)
+			}
+		}
+	}
+}
+
+// TestKolmogorovSmirnovFallback checks that samples past the exact bounds get the
+// limiting distribution's p-value, and that the exact one tends to it.
+func TestKolmogorovSmirnovFallback(t *testing.T) {
+	// Past ksExactMaxN: 10001 values at 0..10000 against the same shifted by 500,
+	// D = 500/10001.
+	a, b := make([]float64, ksExactMaxN+1), make([]float64, ksExactMaxN+1)
+	for i := range a {
+		a[i], b[i] = float64(i), float64(i+500)
+	}
+	d, p := KolmogorovSmirnov(a, b)
+	if want := kolmogorovQ(d * math.Sqrt(float64(len(a))/2)); p != want {
+		t.Fatalf("KolmogorovSmirnov of %d values: p = %v; want the limiting %v", len(a), p, want)
+	}
+	// Past ksExactMaxCells: 3000 against 7000 values, D = 1.
+	a, b = a[:3000], make([]float64, 7000)
+	for i := range b {
+		b[i] = float64(i + 5000)
+	}
+	if _, ok := ksExactSF(3000, 7000, 3000*7000); ok {
+		t.Fatal("ksExactSF(3000, 7000) at D = 1 is within its bound; pick larger samples")
+	}
+	if d, p := KolmogorovSmirnov(a, b); d != 1 || p != kolmogorovQ(math.Sqrt(3000.0*7000/10000)) {
+		t.Fatalf("KolmogorovSmirnov(3000, 7000 disjoint) = %v, %v; want 1 and the limiting p", d, p)
+	}
+	// At 1000 and 1500 values the exact p-value is close to the limiting one at
+	// moderate D (within a few percent, the finite-sample correction being
+	// O(1/sqrt(n))).
+	for _, h := range []int{30, 60, 90} {
+		exact, ok := ksExactSF(1000, 1500, h)
+		limit := kolmogorovQ(float64(h) / 3000 * math.Sqrt(1000.0*1500/2500))
+		if !ok || math.Abs(exact-limit) > 0.05*limit+0.01 {
+			t.Fatalf("ksExactSF(1000, 1500, %d) = %v, %v; the limiting p is %v", h, exact, ok, limit)
+		}
+	}
 }
 
 func TestKolmogorovQ(t *testing.T) {
