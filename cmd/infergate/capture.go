@@ -102,6 +102,10 @@ func captureExport(ctx context.Context, args []string, out, progress io.Writer) 
 		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(progress), progressbar.OptionSetDescription("exporting "+*model),
 			progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
 			progressbar.OptionSpinnerType(14), progressbar.OptionThrottle(100*time.Millisecond),
+			// No spinner goroutine of the library's own: it reads the bar's
+			// state unlocked while this one writes it (a data race); the
+			// spinner turns at each update instead.
+			progressbar.OptionSetSpinnerChangeInterval(0),
 			progressbar.OptionOnCompletion(func() { fmt.Fprintln(progress) }))
 	}
 	var file *export.File

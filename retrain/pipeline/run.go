@@ -237,7 +237,10 @@ func (st *runState) spinner(desc string) (stop func()) {
 		return func() {}
 	}
 	bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(desc),
-		progressbar.OptionSpinnerType(14), progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish())
+		progressbar.OptionSpinnerType(14), progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish(),
+		// The ticker below turns the spinner: the library's own goroutine
+		// would read the bar's state unlocked (a data race).
+		progressbar.OptionSetSpinnerChangeInterval(0))
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
