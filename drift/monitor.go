@@ -236,6 +236,7 @@ func New(o Options) (*Monitor, error) {
 			mon.judges = append(mon.judges, j)
 		}
 	}
+	mon.warnSmallWindows()
 	mon.cur = newWindow(ref, o.Config.Reservoir)
 	now := o.Now()
 	if k, ok := mon.slot(now); ok && mon.leading {
@@ -838,4 +839,33 @@ func (mon *Monitor) Report() Report {
 	rep.Concept = cmp.Or(mon.conceptLevel, ConceptStable)
 	mon.reportMu.Unlock()
 	return rep
+}
+
+// smallWindowRows is the window size below which the distance methods with
+// a fixed threshold alarm on most clean windows: few rows over a dozen
+// bins leave bins empty, which PSI and Jensen-Shannon floor at 1e-4, and a
+// normed Wasserstein distance of a few rows is mostly noise.
+const smallWindowRows = 300
+
+// warnSmallWindows logs, once, the features judged by PSI, Jensen-Shannon
+// or normed Wasserstein with a fixed threshold over windows of fewer than
+// smallWindowRows rows.
+func (mon *Monitor) warnSmallWindows() {
+	rows := mon.cfg.Window.Rows
+	if rows <= 0 || rows >= smallWindowRows {
+		return
+	}
+	var features []string
+	for _, j := range mon.judges {
+		switch j.method {
+		case MethodPSI, MethodJensenShannon, MethodWasserstein:
+			if !j.threshold.Auto && !j.ignore {
+				features = append(features, j.profile.Name)
+			}
+		}
+	}
+	if len(features) > 0 {
+		mon.o.Log.Warn("drift windows this small make PSI, Jensen-Shannon and normed Wasserstein with a fixed threshold alarm on most clean windows: judge them with ks or chi_square (p-values), threshold: auto, or windows of 300 rows or more",
+			"model", mon.o.Model, "version", mon.o.Version, "window_rows", rows, "features", features)
+	}
 }

@@ -819,3 +819,26 @@ func TestMonitorFloat32Profile(t *testing.T) {
 	f(true, true)
 	f(false, false)
 }
+
+// TestWarnSmallWindows: a distance method with a fixed threshold over
+// windows of fewer than 300 rows is warned of once, naming the features;
+// p-value methods, threshold auto and large windows are not.
+func TestWarnSmallWindows(t *testing.T) {
+	ref := normalReference(t, 1, 3, 2000)
+	f := func(cfg Config, want bool) {
+		t.Helper()
+		var logs lockedBuffer
+		startMonitor(t, Options{Config: cfg, Reference: ref, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if got := strings.Count(logs.String(), "drift windows this small"); got != map[bool]int{false: 0, true: 1}[want] {
+			t.Fatalf("%+v: %d warnings, want %v:\n%s", cfg.Window, got, want, logs.String())
+		}
+	}
+	small := Config{Window: WindowConfig{Rows: 50}, Method: MethodPSI, Threshold: Threshold{Value: 0.2}}
+	f(small, true)
+	large := small
+	large.Window.Rows = 1000
+	f(large, false)
+	ks := small
+	ks.Method, ks.Threshold = MethodKS, Threshold{Value: 0.05}
+	f(ks, false)
+}
