@@ -42,6 +42,8 @@ func TestDemoLoop(t *testing.T) {
 // replica takes over, every replica loads the retrained version, and the
 // loop closes.
 func TestDemoLoopThreeReplicas(t *testing.T) {
+	// The replicas are this test binary, which acts as infergate when asked.
+	t.Setenv("INFERGATE_TEST_MAIN", "1")
 	var out bytes.Buffer
 	o := demoOptions{
 		work: t.TempDir(), listen: "127.0.0.1:0", rate: 400, shiftAfter: 6 * time.Second, recovery: 6 * time.Second,

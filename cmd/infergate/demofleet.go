@@ -191,7 +191,6 @@ func (f *demoFleet) addrs() []string {
 // start starts r's process, its logs going to the narrator.
 func (f *demoFleet) start(r *demoReplica) error {
 	cmd := exec.Command(f.exe, "serve", "--config", r.config, "--log-json")
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1") // a test binary runs main
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
