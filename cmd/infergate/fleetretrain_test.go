@@ -29,7 +29,10 @@ import (
 // fleetRetrainGateway is a replica's config in TestFleetRetrain: the demo
 // model captured, labeled by the traffic's key, judged for drift in
 // windows aligned over the fleet, and drift events sent to the retrain
-// service.
+// service. The cooldown is short because the error-rate detector may
+// raise a false alarm on the first labels, before the shift: its run
+// trains on unshifted rows and validation rejects the candidate, and the
+// default cooldown (10m) would then hold back the real detection.
 const fleetRetrainGateway = `listen: %s
 repository: models
 admin: {token_env: ` + demoTokenEnv + `}
@@ -43,7 +46,7 @@ models:
     capture: {sample: 1}
     cache: {entries: 0}
     auth: {feedback: [labeler]}
-    drift: {window: {every: 2s}}
+    drift: {window: {every: 2s}, cooldown: 5s}
 `
 
 // fleetRetrainService is the retrain service's config: on the fleet's
