@@ -32,13 +32,18 @@ type Config struct {
 	// own; empty picks by kind and window size (see Method).
 	Method Method `yaml:"method"`
 	// Threshold is the deciding statistic's threshold, or auto; zero takes
-	// the method's default.
+	// the rule's share of FalseAlarmRate for a p-value method, the
+	// method's default for a distance.
 	Threshold Threshold `yaml:"threshold"`
-	// FalseAlarmEvery is, for threshold auto, the expected number of
-	// windows between two false alarms of one feature; default 100.
-	FalseAlarmEvery int `yaml:"false_alarm_every"`
-	// DriftShare is the share of drifted features at which a window counts
-	// as drifted; default 0.5.
+	// Rule says how the features' verdicts decide a window; default
+	// family_wise.
+	Rule Rule `yaml:"rule"`
+	// FalseAlarmRate is, under family_wise, the chance that a window of
+	// unshifted data counts as drifted, which the p-value methods and the
+	// auto thresholds share; under share, each one's own. Default 0.05.
+	FalseAlarmRate float64 `yaml:"false_alarm_rate"`
+	// DriftShare is, under the share rule, the share of drifted features
+	// at which a window counts as drifted; default 0.5.
 	DriftShare float64 `yaml:"drift_share"`
 	// Consecutive is the number of drifted windows in a row that make the
 	// version drift, and of clean windows in a row that resolve it; default 2.
@@ -98,6 +103,31 @@ type FeatureConfig struct {
 	Threshold Threshold `yaml:"threshold"`
 }
 
+// Rule names how the verdicts on a window's features decide the window.
+type Rule string
+
+// The decision rules.
+const (
+	// RuleFamilyWise: a window drifts when any input feature drifts, each
+	// p-value method and auto threshold held to an equal part of
+	// false_alarm_rate (Bonferroni), so that a window of unshifted data
+	// drifts with at most that chance, whatever the number of features.
+	RuleFamilyWise Rule = "family_wise"
+	// RuleShare: a window drifts when drift_share of the input features
+	// drift, each held to false_alarm_rate on its own.
+	RuleShare Rule = "share"
+)
+
+// UnmarshalText accepts one of the rule names.
+func (r *Rule) UnmarshalText(b []byte) error {
+	switch v := Rule(b); v {
+	case "", RuleFamilyWise, RuleShare:
+		*r = v
+		return nil
+	}
+	return fmt.Errorf("unknown drift rule %q: want family_wise or share", b)
+}
+
 // Method names a deciding statistic.
 type Method string
 
@@ -107,9 +137,9 @@ const (
 	MethodPSI           Method = "psi"
 	MethodJensenShannon Method = "jensen_shannon"
 	MethodWasserstein   Method = "wasserstein" // normed by the reference standard deviation
-	MethodKS            Method = "ks"          // p-value, Bonferroni-corrected across features
+	MethodKS            Method = "ks"          // p-value
 	MethodHellinger     Method = "hellinger"
-	MethodChiSquare     Method = "chi_square" // p-value, Bonferroni-corrected across features
+	MethodChiSquare     Method = "chi_square" // p-value
 	MethodLInfinity     Method = "linf"
 )
 
@@ -132,15 +162,14 @@ func defaultMethod(k Kind, rows int) Method {
 	return MethodWasserstein
 }
 
-// defaultThreshold returns m's threshold when the config gives none.
+// defaultThreshold returns the threshold of m, a distance, when the
+// config gives none.
 func (m Method) defaultThreshold() float64 {
 	switch m {
 	case MethodPSI:
 		return 0.2
 	case MethodHellinger:
 		return 0.15
-	case MethodKS, MethodChiSquare:
-		return 0.05
 	}
 	return 0.1 // Jensen-Shannon, normed Wasserstein, L-infinity
 }
@@ -212,7 +241,8 @@ func (c Config) WithDefaults() Config {
 	}
 	c.MinRows = cmp.Or(c.MinRows, minRows)
 	c.Reservoir = cmp.Or(c.Reservoir, 1000)
-	c.FalseAlarmEvery = cmp.Or(c.FalseAlarmEvery, 100)
+	c.Rule = cmp.Or(c.Rule, RuleFamilyWise)
+	c.FalseAlarmRate = cmp.Or(c.FalseAlarmRate, 0.05)
 	c.DriftShare = cmp.Or(c.DriftShare, 0.5)
 	c.Consecutive = cmp.Or(c.Consecutive, 2)
 	c.Cooldown = cmp.Or(c.Cooldown, 10*time.Minute)
@@ -235,8 +265,8 @@ func (c *Config) Validate(prefix string) error {
 		return fmt.Errorf("%s.min_rows: %d is more than window.rows (%d), so no window would be judged", prefix, c.MinRows, c.Window.Rows)
 	case c.Reservoir < 10:
 		return fmt.Errorf("%s.reservoir: must be at least 10, got %d", prefix, c.Reservoir)
-	case c.FalseAlarmEvery < 2:
-		return fmt.Errorf("%s.false_alarm_every: must be at least 2, got %d", prefix, c.FalseAlarmEvery)
+	case !(c.FalseAlarmRate > 0 && c.FalseAlarmRate <= 0.5):
+		return fmt.Errorf("%s.false_alarm_rate: must be in (0, 0.5], got %g", prefix, c.FalseAlarmRate)
 	case !(c.DriftShare > 0 && c.DriftShare <= 1):
 		return fmt.Errorf("%s.drift_share: must be in (0, 1], got %g", prefix, c.DriftShare)
 	case c.Consecutive < 1:

@@ -16,8 +16,8 @@ func TestConfigWithDefaults(t *testing.T) {
 		}
 	}
 	defaults := Config{
-		Sample: 1, Window: WindowConfig{Rows: 1000}, MinRows: 100, Reservoir: 1000, FalseAlarmEvery: 100,
-		DriftShare: 0.5, Consecutive: 2, Cooldown: 10 * time.Minute,
+		Sample: 1, Window: WindowConfig{Rows: 1000}, MinRows: 100, Reservoir: 1000, Rule: RuleFamilyWise,
+		FalseAlarmRate: 0.05, DriftShare: 0.5, Consecutive: 2, Cooldown: 10 * time.Minute,
 	}
 	f(Config{}, defaults)
 	// Windows by time keep no row count.
@@ -32,7 +32,7 @@ func TestConfigWithDefaults(t *testing.T) {
 	// which have no defaults here.
 	set := Config{
 		Disabled: true, Input: "x", Sample: 0.25, Window: WindowConfig{Rows: 500}, MinRows: 10, Reservoir: 20,
-		Method: MethodPSI, Threshold: Threshold{Auto: true}, FalseAlarmEvery: 7, DriftShare: 0.75, Consecutive: 3,
+		Method: MethodPSI, Threshold: Threshold{Auto: true}, Rule: RuleShare, FalseAlarmRate: 0.01, DriftShare: 0.75, Consecutive: 3,
 		Cooldown: time.Second, Features: map[string]FeatureConfig{"a": {Ignore: true}},
 	}
 	f(set, set)
@@ -67,7 +67,8 @@ func TestConfigValidate(t *testing.T) {
 	f(Config{Window: WindowConfig{Rows: 50}, MinRows: 51}, "min_rows: 51 is more than window.rows (50)")
 	f(Config{Window: WindowConfig{Every: time.Minute}, MinRows: 1_000_000}, "") // no row bound on a time window
 	f(Config{Reservoir: 9}, "reservoir: must be at least 10, got 9")
-	f(Config{FalseAlarmEvery: 1}, "false_alarm_every: must be at least 2, got 1")
+	f(Config{FalseAlarmRate: 0.6}, "false_alarm_rate: must be in (0, 0.5], got 0.6")
+	f(Config{FalseAlarmRate: -0.01}, "false_alarm_rate:")
 	// A zero drift_share or consecutive takes the default; beyond that:
 	f(Config{DriftShare: 1.5}, "drift_share: must be in (0, 1], got 1.5")
 	f(Config{DriftShare: -0.1}, "drift_share:")
@@ -135,23 +136,25 @@ func TestMethodText(t *testing.T) {
 }
 
 func TestDefaultMethod(t *testing.T) {
-	f := func(k Kind, rows int, want Method, threshold float64) {
+	f := func(k Kind, rows int, want Method) {
 		t.Helper()
-		if got := defaultMethod(k, rows); got != want || got.defaultThreshold() != threshold {
-			t.Fatalf("defaultMethod(%s, %d) = %s with threshold %v; want %s, %v", k, rows, got, got.defaultThreshold(), want, threshold)
+		if got := defaultMethod(k, rows); got != want {
+			t.Fatalf("defaultMethod(%s, %d) = %s, want %s", k, rows, got, want)
 		}
 		if !want.validFor(k) {
 			t.Fatalf("the default %s is not valid for %s", want, k)
 		}
 	}
 	// Tests up to 1000 rows, distances beyond, as Evidently chooses.
-	f(Numeric, 100, MethodKS, 0.05)
-	f(Numeric, 1000, MethodKS, 0.05)
-	f(Numeric, 1001, MethodWasserstein, 0.1)
-	f(Categorical, 1000, MethodChiSquare, 0.05)
-	f(Categorical, 1001, MethodJensenShannon, 0.1)
-	if MethodPSI.defaultThreshold() != 0.2 || MethodHellinger.defaultThreshold() != 0.15 || MethodLInfinity.defaultThreshold() != 0.1 {
-		t.Fatal("the PSI, Hellinger or L-infinity default threshold is not 0.2, 0.15, 0.1")
+	f(Numeric, 100, MethodKS)
+	f(Numeric, 1000, MethodKS)
+	f(Numeric, 1001, MethodWasserstein)
+	f(Categorical, 1000, MethodChiSquare)
+	f(Categorical, 1001, MethodJensenShannon)
+	for m, want := range map[Method]float64{MethodWasserstein: 0.1, MethodJensenShannon: 0.1, MethodPSI: 0.2, MethodHellinger: 0.15, MethodLInfinity: 0.1} {
+		if got := m.defaultThreshold(); got != want {
+			t.Fatalf("%s: default threshold %v, want %v", m, got, want)
+		}
 	}
 }
 

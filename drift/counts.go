@@ -247,8 +247,8 @@ func (mon *Monitor) checkCounts(c *Counts) error {
 		return fmt.Errorf("the counts are of model %q version %s", c.Model, c.Version)
 	case c.Reference != mon.fingerprint:
 		return fmt.Errorf("%w: the counts' is %q, the monitor's %q", ErrReferenceMismatch, c.Reference, mon.fingerprint)
-	case len(c.Features) != len(mon.judges):
-		return fmt.Errorf("counts of %d features, want %d", len(c.Features), len(mon.judges))
+	case len(c.Features) != len(mon.jury.judges):
+		return fmt.Errorf("counts of %d features, want %d", len(c.Features), len(mon.jury.judges))
 	case c.Rows < 0 || c.Rows > maxCountsRows:
 		return fmt.Errorf("%d rows, want 0 to %d", c.Rows, int64(maxCountsRows))
 	case c.Labeled < 0 || c.Labeled > maxCountsRows || c.Correct < 0 || c.Correct > c.Labeled:
@@ -257,7 +257,7 @@ func (mon *Monitor) checkCounts(c *Counts) error {
 		return fmt.Errorf("the counts end (%s) before they start (%s)", c.End, c.Start)
 	}
 	for i := range c.Features {
-		j := &mon.judges[i]
+		j := &mon.jury.judges[i]
 		if err := c.Features[i].check(j.profile, c.Rows, !j.prediction, mon.cfg.Reservoir); err != nil {
 			return fmt.Errorf("feature %q: %w", j.profile.Name, err)
 		}

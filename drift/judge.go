@@ -29,8 +29,13 @@ type FeatureResult struct {
 	// Judged is false when the window held no finite value of the feature.
 	Judged bool   `json:"judged"`
 	Method Method `json:"method"`
+	// Statistic names the statistic in Statistics that decided: the
+	// method's p-value for ks and chi_square (their statistic with a
+	// threshold: auto, calibrated on it), else the method's distance.
+	Statistic string `json:"statistic"`
 	// Threshold is what Value is compared with: a distance drifts above
-	// it, a p-value below it (after the Bonferroni correction).
+	// it, a p-value below it (the share of the false-alarm rate the rule
+	// gives the feature, unless the config sets it).
 	Threshold float64 `json:"threshold"`
 	Value     float64 `json:"value"`
 	Drifted   bool    `json:"drifted"`
@@ -64,9 +69,31 @@ type WindowResult struct {
 	Judged        bool   `json:"judged"`
 	SkippedReason string `json:"skipped_reason,omitempty"`
 	// Share is the share of judged, not ignored input features that drifted.
-	Share    float64         `json:"drift_share"`
-	Drifted  bool            `json:"drifted"`
+	Share   float64 `json:"drift_share"`
+	Drifted bool    `json:"drifted"`
+	// Rule is the rule that decided the window and what it held the
+	// features to (absent from a skipped window).
+	Rule     RuleApplied     `json:"rule,omitzero"`
 	Features []FeatureResult `json:"features"`
+}
+
+// RuleApplied says how a window was decided.
+type RuleApplied struct {
+	// Name is the rule: family_wise (the window drifted when any input
+	// feature did) or share (when DriftShare of them did).
+	Name Rule `json:"name"`
+	// FalseAlarmRate is the configured rate: under family_wise the chance
+	// that a clean window drifts, shared by the Controlled features each
+	// at FeatureRate; under share each controlled feature's own.
+	FalseAlarmRate float64 `json:"false_alarm_rate"`
+	FeatureRate    float64 `json:"feature_rate"`
+	Controlled     int     `json:"controlled_features"`
+	// Uncontrolled names the input features decided by a fixed threshold
+	// (a distance's, or one set in the config), whose false alarms
+	// FalseAlarmRate does not bound: under family_wise each adds its own.
+	Uncontrolled []string `json:"uncontrolled_features,omitempty"`
+	// DriftShare is the share rule's threshold.
+	DriftShare float64 `json:"drift_share,omitempty"`
 }
 
 // statisticNames lists the statistics computed for each kind, in the order
@@ -84,10 +111,9 @@ func (j *judge) methodFor(rows int64) Method {
 	return defaultMethod(j.profile.Kind, int(rows))
 }
 
-// evaluate judges feature i of w by method; tests is the number of
-// features judged by a p-value in the same group, for the Bonferroni
-// correction.
-func (j *judge) evaluate(w *window, i int, method Method, tests int) FeatureResult {
+// evaluate judges feature i of w by method; rate is the false-alarm rate
+// the rule gives the feature, the threshold of a p-value method.
+func (j *judge) evaluate(w *window, i int, method Method, rate float64) FeatureResult {
 	f, p := &w.features[i], j.profile
 	res := FeatureResult{
 		Name: p.Name, Kind: p.Kind, Prediction: j.prediction, Ignored: j.ignore, Method: method,
@@ -102,9 +128,10 @@ func (j *judge) evaluate(w *window, i int, method Method, tests int) FeatureResu
 	res.Mean = f.sum / n
 	res.Std = math.Sqrt(max(f.sumSq/n-res.Mean*res.Mean, 0))
 	res.Statistics = j.statistics(f)
-	res.Value = res.Statistics[statisticOf(method)]
-	res.Threshold = j.thresholdFor(method, tests)
-	if method.isPValue() {
+	res.Statistic = j.statisticOf(method)
+	res.Value = res.Statistics[res.Statistic]
+	res.Threshold = j.thresholdFor(method, rate)
+	if j.decidesByPValue(method) {
 		res.Drifted = res.Value < res.Threshold
 	} else {
 		res.Drifted = res.Value > res.Threshold
@@ -112,31 +139,33 @@ func (j *judge) evaluate(w *window, i int, method Method, tests int) FeatureResu
 	return res
 }
 
-// statisticOf names the statistic a method decides by.
-func statisticOf(m Method) string {
-	switch m {
-	case MethodKS:
-		return "ks_p_value"
-	case MethodChiSquare:
-		return "chi_square_p_value"
-	}
-	return string(m)
+// decidesByPValue reports whether j, judging by method, drifts when a
+// p-value falls below its threshold rather than a statistic rising above
+// it: p-value methods but with an auto threshold, which is calibrated on
+// the test's statistic (for fixed sample sizes the p-value falls as the
+// statistic rises, and the statistic is far cheaper to bootstrap).
+func (j *judge) decidesByPValue(method Method) bool {
+	return method.isPValue() && !j.threshold.Auto
 }
 
-// thresholdFor returns the threshold of method for j: calibrated, set, or
-// the method's default, with p-value thresholds divided among tests.
-func (j *judge) thresholdFor(method Method, tests int) float64 {
-	if j.threshold.Auto {
-		return j.threshold.Value // calibrated before the first window
+// statisticOf names the statistic that j decides by with method.
+func (j *judge) statisticOf(method Method) string {
+	if j.decidesByPValue(method) {
+		return string(method) + "_p_value"
 	}
-	t := j.threshold.Value
-	if t == 0 {
-		t = method.defaultThreshold()
+	return string(method)
+}
+
+// thresholdFor returns the threshold of method for j: calibrated, set, the
+// rate the rule gives a p-value method, or a distance's default.
+func (j *judge) thresholdFor(method Method, rate float64) float64 {
+	switch {
+	case j.threshold.Auto || j.threshold.Value > 0:
+		return j.threshold.Value // an auto one is calibrated before the first window
+	case method.isPValue():
+		return rate
 	}
-	if method.isPValue() && tests > 1 {
-		t /= float64(tests)
-	}
-	return t
+	return method.defaultThreshold()
 }
 
 // statistics computes every statistic of f's kind against the reference.
@@ -174,34 +203,34 @@ func normedWasserstein(p *Profile, sample []float64) float64 {
 }
 
 // calibrate sets j's auto threshold from bootstrap windows of rows rows
-// drawn from the reference, at the quantile where one window in
-// falseAlarmEvery would drift by chance.
+// drawn from the reference, at the quantile of the statistic j decides by
+// above which a clean window drifts with chance rate.
 //
 // Binned statistics compare a multinomial draw from the reference bins with
 // the reference counts, as production compares a window with them.
 // Two-sample statistics compare two independent resamples of the reference
 // sample (one of its size, one of the window's), so that the null spread
 // includes the reference sample's own noise, as a real window's does.
-func (j *judge) calibrate(rows, reservoir, falseAlarmEvery int, seed uint64) {
+func (j *judge) calibrate(rows, reservoir int, rate float64, seed uint64) {
 	// The threshold holds for this method only, so a window that grew past
 	// rows (an overrun) must not switch to the one its size would pick.
 	method := j.methodFor(int64(rows))
 	j.method = method
 	r := rand.New(rand.NewPCG(seed, 0xca11b))
-	boots := max(500, 10*falseAlarmEvery)
-	values := make([]float64, boots)
+	values := make([]float64, calibrationDraws(rate))
 	cdf := cumulative(j.refCounts)
 	p := j.profile
 	refBoot := make([]float64, len(p.Sample))
 	winBoot := make([]float64, min(rows, reservoir))
+	picks := make([]int32, len(p.Sample))
 	for b := range values {
 		var s float64
 		switch method {
 		case MethodKS, MethodWasserstein:
-			resample(r, p.Sample, refBoot)
-			resample(r, p.Sample, winBoot)
+			resample(r, p.Sample, refBoot, picks)
+			resample(r, p.Sample, winBoot, picks)
 			if method == MethodKS {
-				_, s = KolmogorovSmirnov(refBoot, winBoot)
+				s, _ = ksDistance(refBoot, winBoot)
 			} else {
 				s = Wasserstein(refBoot, winBoot)
 				if p.Std > 0 {
@@ -220,13 +249,18 @@ func (j *judge) calibrate(rows, reservoir, falseAlarmEvery int, seed uint64) {
 		values[b] = s
 	}
 	slices.Sort(values)
-	q := 1 - 1/float64(falseAlarmEvery)
-	if method.isPValue() {
-		q = 1 / float64(falseAlarmEvery)
-	}
-	j.threshold.Value = values[min(int(q*float64(boots)), boots-1)]
+	j.threshold.Value = values[min(int(math.Ceil((1-rate)*float64(len(values)))), len(values)-1)]
 }
 
+// calibrationDraws is the number of bootstrap windows that calibrate a
+// threshold at false-alarm rate rate: about 20 beyond the quantile, at
+// least 1000 and at most 20000.
+func calibrationDraws(rate float64) int {
+	return int(min(max(math.Ceil(20/rate), 1000), 20000))
+}
+
+// binnedStatistic returns the statistic of method m (chi-square's, not its
+// p-value) for the counts cur against ref.
 func binnedStatistic(m Method, ref, cur []float64) float64 {
 	switch m {
 	case MethodPSI:
@@ -238,8 +272,8 @@ func binnedStatistic(m Method, ref, cur []float64) float64 {
 	case MethodLInfinity:
 		return LInfinity(ref, cur)
 	case MethodChiSquare:
-		_, p := ChiSquare(ref, cur)
-		return p
+		stat, _ := ChiSquare(ref, cur)
+		return stat
 	}
 	panic("BUG: " + string(m) + " is not a binned statistic")
 }
@@ -255,10 +289,19 @@ func cumulative(counts []float64) []float64 {
 	return out
 }
 
-// resample fills dst with a sorted draw with replacement from src.
-func resample(r *rand.Rand, src, dst []float64) {
-	for i := range dst {
-		dst[i] = src[r.IntN(len(src))]
+// resample fills dst with a sorted draw with replacement from src, which
+// is sorted, counting the picks of each value in picks (len(src) of
+// scratch) rather than sorting the draw.
+func resample(r *rand.Rand, src, dst []float64, picks []int32) {
+	clear(picks)
+	for range dst {
+		picks[r.IntN(len(src))]++
 	}
-	slices.Sort(dst)
+	k := 0
+	for i, n := range picks {
+		for range n {
+			dst[k] = src[i]
+			k++
+		}
+	}
 }

@@ -129,10 +129,10 @@ const windowPool = 4
 // Monitor keeps the drift state of one model version. It is safe for
 // concurrent use.
 type Monitor struct {
-	o      Options
-	cfg    Config
-	judges []judge // the reference's features, then its predictions
-	m      monitorMetrics
+	o    Options
+	cfg  Config
+	jury *jury
+	m    monitorMetrics
 
 	mu sync.Mutex
 	// cur is the open window and seq the number of the next one (of
@@ -214,28 +214,11 @@ func New(o Options) (*Monitor, error) {
 	if o.State != nil {
 		mon.state = *o.State
 	}
-	for _, group := range [][]Profile{ref.Features, ref.Predictions} {
-		for i := range group {
-			p := &group[i]
-			fc := o.Config.Features[p.Name]
-			j := judge{
-				profile: p, prediction: len(mon.judges) >= len(ref.Features), ignore: fc.Ignore,
-				method: cmp.Or(fc.Method, o.Config.Method), threshold: fc.Threshold,
-				refCounts: make([]float64, len(p.Counts)), curCounts: make([]float64, len(p.Counts)),
-			}
-			if j.threshold == (Threshold{}) {
-				j.threshold = o.Config.Threshold
-			}
-			if j.method != "" && !j.method.validFor(p.Kind) {
-				return nil, fmt.Errorf("cannot monitor drift of model %q version %s: method %s cannot judge the %s feature %q",
-					o.Model, o.Version, j.method, p.Kind, p.Name)
-			}
-			for b, n := range p.Counts {
-				j.refCounts[b] = float64(n)
-			}
-			mon.judges = append(mon.judges, j)
-		}
+	jy, err := newJury(ref, o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("cannot monitor drift of model %q version %s: %w", o.Model, o.Version, err)
 	}
+	mon.jury = jy
 	mon.warnSmallWindows()
 	mon.cur = newWindow(ref, o.Config.Reservoir)
 	now := o.Now()
@@ -248,7 +231,7 @@ func New(o Options) (*Monitor, error) {
 	for range windowPool - 1 {
 		mon.free <- newWindow(ref, o.Config.Reservoir)
 	}
-	mon.m = newMonitorMetrics(o.Metrics, o.Labels, mon.judges)
+	mon.m = newMonitorMetrics(o.Metrics, o.Labels, jy.judges)
 	mon.m.setDrifted(mon.state.Drifted)
 	go mon.run()
 	return mon, nil
@@ -271,12 +254,12 @@ func (mon *Monitor) Observe(in, out Rows) {
 		w := mon.cur
 		row := in.Values[r*in.Width : (r+1)*in.Width]
 		for i, col := range mon.o.Columns {
-			w.add(i, mon.judges[i].profile, row[col])
+			w.add(i, mon.jury.judges[i].profile, row[col])
 		}
 		if withPredictions {
 			row := out.Values[r*out.Width : (r+1)*out.Width]
 			for i, col := range mon.o.PredictionColumns {
-				w.add(nf+i, mon.judges[nf+i].profile, row[col])
+				w.add(nf+i, mon.jury.judges[nf+i].profile, row[col])
 			}
 		}
 		w.rows++
@@ -523,11 +506,7 @@ func (mon *Monitor) finish() {
 // calibrate computes the auto thresholds, one feature at a time; it
 // returns false when Close interrupted it.
 func (mon *Monitor) calibrate() bool {
-	for i := range mon.judges {
-		j := &mon.judges[i]
-		if !j.threshold.Auto {
-			continue
-		}
+	proceed := func() bool {
 		select {
 		case <-mon.stop:
 			return false
@@ -535,18 +514,19 @@ func (mon *Monitor) calibrate() bool {
 			mon.setLeading(req)
 		default:
 		}
-		j.calibrate(mon.cfg.Window.Rows, mon.cfg.Reservoir, mon.cfg.FalseAlarmEvery, uint64(i))
-		mon.o.Log.Info("drift threshold calibrated", "model", mon.o.Model, "version", mon.o.Version,
-			"feature", j.profile.Name, "method", j.methodFor(int64(mon.cfg.Window.Rows)), "threshold", j.threshold.Value)
+		return true
 	}
-	return true
+	return mon.jury.calibrate(proceed, func(j *judge) {
+		mon.o.Log.Info("drift threshold calibrated", "model", mon.o.Model, "version", mon.o.Version,
+			"feature", j.profile.Name, "method", j.method, "statistic", j.statisticOf(j.method), "threshold", j.threshold.Value)
+	})
 }
 
 // judgeWindow judges w, updates the version's drift state and emits the
 // decision that follows, if any.
 func (mon *Monitor) judgeWindow(w *window) {
 	res := mon.evaluate(w)
-	mon.m.record(w, &res, mon.judges)
+	mon.m.record(w, &res, mon.jury.judges)
 
 	var decision *Decision
 	if !res.Judged && !mon.skipLogged[SkipMinRows] {
@@ -677,38 +657,8 @@ func (mon *Monitor) evaluate(w *window) WindowResult {
 	if rows := mon.cfg.Window.Rows; rows > 0 {
 		size = int64(rows)
 	}
-	// Bonferroni: the p-value tests of one group share its false-alarm rate.
-	var tests [2]int
-	for i := range mon.judges {
-		j := &mon.judges[i]
-		if !j.ignore && j.methodFor(size).isPValue() {
-			tests[boolIndex(j.prediction)]++
-		}
-	}
-	var judged, drifted int
-	for i := range mon.judges {
-		j := &mon.judges[i]
-		fr := j.evaluate(w, i, j.methodFor(size), tests[boolIndex(j.prediction)])
-		if fr.Judged && !fr.Ignored && !fr.Prediction {
-			judged++
-			if fr.Drifted {
-				drifted++
-			}
-		}
-		res.Features = append(res.Features, fr)
-	}
-	if judged > 0 {
-		res.Share = float64(drifted) / float64(judged)
-	}
-	res.Drifted = judged > 0 && res.Share >= mon.cfg.DriftShare
+	mon.jury.verdict(w, size, &res)
 	return res
-}
-
-func boolIndex(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // logDecision logs and counts d, which is stored.
@@ -778,13 +728,18 @@ type Report struct {
 	Leading bool `json:"leading"`
 	// Drifted is the version-level state: set by drift.detected, cleared
 	// by drift.resolved.
-	Drifted        bool         `json:"drifted"`
-	Window         WindowConfig `json:"window"`
-	DriftShare     float64      `json:"drift_share_threshold"`
-	Consecutive    int          `json:"consecutive"`
-	DriftedInARow  int          `json:"drifted_windows_in_a_row"`
-	WindowsJudged  int64        `json:"windows_judged"`
-	WindowsSkipped int64        `json:"windows_skipped"`
+	Drifted bool         `json:"drifted"`
+	Window  WindowConfig `json:"window"`
+	// Rule decides each window (family_wise or share), FalseAlarmRate is
+	// what it holds the features to, and DriftShare is the share rule's
+	// threshold (see Config).
+	Rule           Rule    `json:"rule"`
+	FalseAlarmRate float64 `json:"false_alarm_rate"`
+	DriftShare     float64 `json:"drift_share_threshold"`
+	Consecutive    int     `json:"consecutive"`
+	DriftedInARow  int     `json:"drifted_windows_in_a_row"`
+	WindowsJudged  int64   `json:"windows_judged"`
+	WindowsSkipped int64   `json:"windows_skipped"`
 	// WindowsSkippedBy counts the skipped windows by reason (SkipMinRows),
 	// absent before the first.
 	WindowsSkippedBy map[string]int64 `json:"windows_skipped_by_reason,omitempty"`
@@ -818,7 +773,7 @@ type FeatureCount struct {
 func (mon *Monitor) Report() Report {
 	rep := Report{
 		Model: mon.o.Model, Version: mon.o.Version, Window: mon.cfg.Window,
-		DriftShare: mon.cfg.DriftShare, Consecutive: mon.cfg.Consecutive, MinRows: mon.cfg.MinRows,
+		Rule: mon.cfg.Rule, FalseAlarmRate: mon.cfg.FalseAlarmRate, DriftShare: mon.cfg.DriftShare, Consecutive: mon.cfg.Consecutive, MinRows: mon.cfg.MinRows,
 	}
 	mon.mu.Lock()
 	w := mon.cur
@@ -826,7 +781,7 @@ func (mon *Monitor) Report() Report {
 	for i := range w.features {
 		f := &w.features[i]
 		rep.Current.Features = append(rep.Current.Features, FeatureCount{
-			Name: mon.judges[i].profile.Name, Count: f.count, Missing: f.missing, Counts: slices.Clone(f.counts),
+			Name: mon.jury.judges[i].profile.Name, Count: f.count, Missing: f.missing, Counts: slices.Clone(f.counts),
 		})
 	}
 	mon.mu.Unlock()
@@ -856,7 +811,7 @@ func (mon *Monitor) warnSmallWindows() {
 		return
 	}
 	var features []string
-	for _, j := range mon.judges {
+	for _, j := range mon.jury.judges {
 		switch j.method {
 		case MethodPSI, MethodJensenShannon, MethodWasserstein:
 			if !j.threshold.Auto && !j.ignore {

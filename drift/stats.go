@@ -176,10 +176,20 @@ func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 	if n == 0 || m == 0 {
 		return 0, 1
 	}
+	d, gap := ksDistance(a, b)
+	if p, ok := ksExactSF(n, m, gap/gcd(n, m)); ok {
+		return d, p
+	}
+	lambda := d * math.Sqrt(float64(n)*float64(m)/float64(n+m))
+	return d, kolmogorovQ(lambda)
+}
+
+// ksDistance returns the Kolmogorov-Smirnov statistic D of the sorted
+// samples a and b, and D*n*m as an integer (the largest |i*m - j*n|), from
+// which the exact p-value takes D without rounding.
+func ksDistance(a, b []float64) (d float64, gap int) {
+	n, m := len(a), len(b)
 	i, j := 0, 0
-	// gap is the largest |i*m - j*n|, D*n*m in integers, from which the exact p-value
-	// takes D without rounding.
-	gap := 0
 	// Once one sample is used up the gap only shrinks, so the walk can stop there.
 	for i < n && j < m {
 		x := min(a[i], b[j])
@@ -197,11 +207,7 @@ func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 		d = max(d, math.Abs(float64(i)/float64(n)-float64(j)/float64(m)))
 		gap = max(gap, i*m-j*n, j*n-i*m)
 	}
-	if p, ok := ksExactSF(n, m, gap/gcd(n, m)); ok {
-		return d, p
-	}
-	lambda := d * math.Sqrt(float64(n)*float64(m)/float64(n+m))
-	return d, kolmogorovQ(lambda)
+	return d, gap
 }
 
 // Wasserstein returns the Wasserstein-1 (earth mover's) distance between the empirical

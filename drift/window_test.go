@@ -82,7 +82,7 @@ func TestWindowMergeEqualsOneWindow(t *testing.T) {
 	}
 	for i := range whole.features {
 		got, want := &a.features[i], &whole.features[i]
-		name := all.judges[i].profile.Name
+		name := all.jury.judges[i].profile.Name
 		if !slices.Equal(got.counts, want.counts) {
 			t.Fatalf("%s: merged counts %v, one window %v", name, got.counts, want.counts)
 		}
