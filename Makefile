@@ -51,6 +51,19 @@ build:
 bench: onnxruntime build
 	./bin/infergate bench --suite --out bench/RESULTS.md
 
+## bench-drift: measure drift detection (shifted windows caught, clean windows flagged) against
+## scipy's KS with Bonferroni and write bench/DRIFT-DETECTION.md (about 10 minutes on 2 cores)
+.PHONY: bench-drift python-deps
+bench-drift: build python-deps
+	./bin/infergate bench --drift-detection --out bench/DRIFT-DETECTION.md
+
+## python-deps: Debian's python3-scipy and python3-sklearn for /usr/bin/python3, installed with
+## apt-get (through sudo when not root) unless they import already
+python-deps:
+	@/usr/bin/python3 -c 'import scipy, sklearn' 2>/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y python3-scipy python3-sklearn; }
+
 ## onnxruntime: download ONNX Runtime $(ORT_VERSION) (CPU) with npm into $(ORT_DIR), checked by SHA-256
 onnxruntime: $(ORT_LIB)
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -26,12 +27,17 @@ const benchUsage = `Usage:
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
+  infergate bench --drift-detection [--out bench/DRIFT-DETECTION.md] [--quick] [--quiet]
 
 Without --rate it runs closed loop (--connections each send the next request
 once the last is answered); with --rate it runs open loop at that many
 requests per second, and a request that has to wait for a free connection
 counts that wait in its latency, so queueing is not hidden. --rates sweeps
 several rates and draws the latency-throughput curve (--svg).
+
+--drift-detection measures how often the drift decision catches shifted
+windows and flags clean ones, against scipy's KS with Bonferroni (run by
+/usr/bin/python3, which needs python3-scipy and python3-sklearn).
 
 Flags:
 `
@@ -44,7 +50,9 @@ func benchCmd(args []string) error {
 	}
 	suite := fs.Bool("suite", false, "run the standard suite against an in-process gateway and write --out")
 	driftPairs := fs.Int("drift-pairs", 0, "--suite: measure only the drift overhead, in this many interleaved off/on pairs")
-	out := fs.String("out", "bench/RESULTS.md", "--suite: Markdown results file (a JSON file and an SVG plot are written beside it)")
+	out := fs.String("out", "", "--suite: Markdown results file, default bench/RESULTS.md (a JSON file and an SVG plot are written beside it); --drift-detection: default bench/DRIFT-DETECTION.md (a JSON file beside it)")
+	driftDetection := fs.Bool("drift-detection", false, "measure drift detection (shifted windows caught, clean ones flagged) against a scipy baseline and write --out")
+	quick := fs.Bool("quick", false, "--drift-detection: a smoke run with few windows")
 	target := fs.String("url", "http://127.0.0.1:8080", "base URL of the Open Inference Protocol server")
 	model := fs.String("model", "demo", "model to load")
 	version := fs.String("version", "", "model version to pin (default: the server's choice)")
@@ -84,8 +92,11 @@ func benchCmd(args []string) error {
 		progress = nil
 	}
 	command := "infergate " + strings.Join(os.Args[1:], " ")
+	if *driftDetection {
+		return runDetection(ctx, detectionOptions{out: cmp.Or(*out, "bench/DRIFT-DETECTION.md"), quick: *quick, progress: progress, command: command})
+	}
 	if *suite {
-		return runSuite(ctx, suiteOptions{out: *out, duration: *duration, warmup: *warmup, progress: progress, command: command,
+		return runSuite(ctx, suiteOptions{out: cmp.Or(*out, "bench/RESULTS.md"), duration: *duration, warmup: *warmup, progress: progress, command: command,
 			driftPairs: *driftPairs})
 	}
 

@@ -1,0 +1,87 @@
+package detection
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+// sqrt is math.Sqrt, short for the formulas here.
+func sqrt(x float64) float64 { return math.Sqrt(x) }
+
+// Shift kinds.
+const (
+	Clean    = "clean"    // no shift
+	Noise    = "noise"    // Gaussian noise of Strength sd added to half the features
+	Mean     = "mean"     // half the features moved by Strength sd
+	Knockout = "knockout" // rows of one class kept with chance 1-Strength
+	Thin     = "thin"     // every feature moved by Strength sd
+)
+
+// Shift is what is done to a window: a kind and its strength.
+type Shift struct {
+	Kind     string  `json:"kind"`
+	Strength float64 `json:"strength"`
+}
+
+// String describes s for the report.
+func (s Shift) String() string {
+	switch s.Kind {
+	case Noise:
+		return fmt.Sprintf("noise %g sd, half the features", s.Strength)
+	case Mean:
+		return fmt.Sprintf("mean +%g sd, half the features", s.Strength)
+	case Knockout:
+		if s.Strength >= 1 {
+			return "one class knocked out"
+		}
+		return fmt.Sprintf("one class %g%% dropped", 100*s.Strength)
+	case Thin:
+		return fmt.Sprintf("thin: mean +%g sd, every feature", s.Strength)
+	}
+	return "clean"
+}
+
+// Shifts are the shifts measured, clean first: strengths chosen so that
+// most are neither always nor never caught over the window sizes.
+var Shifts = []Shift{
+	{Kind: Clean},
+	{Kind: Noise, Strength: 0.5}, {Kind: Noise, Strength: 1},
+	{Kind: Mean, Strength: 0.2}, {Kind: Mean, Strength: 0.5}, {Kind: Mean, Strength: 1},
+	{Kind: Knockout, Strength: 0.5}, {Kind: Knockout, Strength: 1},
+	{Kind: Thin, Strength: 0.05}, {Kind: Thin, Strength: 0.15},
+}
+
+// window draws a window of n rows of d from s under shift sh, with the
+// values rounded to float32 after the shift, as the gateway sees them.
+func (d *dataset) window(s *split, r *rand.Rand, n int, sh Shift) [][]float64 {
+	knock, drop := -1, 0.0
+	if sh.Kind == Knockout {
+		knock, drop = r.IntN(d.classes), sh.Strength
+	}
+	rows := d.draw(s, r, n, knock, drop)
+	nf := len(d.features)
+	var moved []int
+	switch sh.Kind {
+	case Noise, Mean:
+		moved = r.Perm(nf)[:(nf+1)/2]
+	case Thin:
+		moved = r.Perm(nf)
+	}
+	for _, j := range moved {
+		step := sh.Strength * s.sd[j]
+		for _, row := range rows {
+			if sh.Kind == Noise {
+				row[j] += step * r.NormFloat64()
+			} else {
+				row[j] += step
+			}
+		}
+	}
+	for _, row := range rows {
+		for j, v := range row {
+			row[j] = float64(float32(v))
+		}
+	}
+	return rows
+}
