@@ -116,6 +116,9 @@ const (
 	// RuleShare: a window drifts when drift_share of the input features
 	// drift, each held to false_alarm_rate on its own.
 	RuleShare Rule = "share"
+	// RuleMMD is reported, not configured: with method mmd the
+	// multivariate detector decides, at false_alarm_rate.
+	RuleMMD Rule = "mmd"
 )
 
 // UnmarshalText accepts one of the rule names.
@@ -141,6 +144,10 @@ const (
 	MethodHellinger     Method = "hellinger"
 	MethodChiSquare     Method = "chi_square" // p-value
 	MethodLInfinity     Method = "linf"
+	// MethodMMD decides for the whole version, not per feature: maximum
+	// mean discrepancy between the window's rows and the reference's,
+	// its p-value from permutations (see MMDResult).
+	MethodMMD Method = "mmd"
 )
 
 // smallWindow is the window size up to which the default methods are the
@@ -193,11 +200,11 @@ func (m Method) validFor(k Kind) bool {
 // UnmarshalText accepts one of the method names.
 func (m *Method) UnmarshalText(b []byte) error {
 	switch v := Method(b); v {
-	case "", MethodPSI, MethodJensenShannon, MethodWasserstein, MethodKS, MethodHellinger, MethodChiSquare, MethodLInfinity:
+	case "", MethodPSI, MethodJensenShannon, MethodWasserstein, MethodKS, MethodHellinger, MethodChiSquare, MethodLInfinity, MethodMMD:
 		*m = v
 		return nil
 	}
-	return fmt.Errorf("unknown drift method %q: want psi, jensen_shannon, wasserstein, ks, hellinger, chi_square or linf", b)
+	return fmt.Errorf("unknown drift method %q: want psi, jensen_shannon, wasserstein, ks, hellinger, chi_square, linf or mmd", b)
 }
 
 // Threshold is a fixed threshold, or Auto: calibrated from the reference.

@@ -53,6 +53,12 @@ type Counts struct {
 	// Features holds the counts of the reference's features, then of its
 	// predictions, in its order.
 	Features []FeatureCounts `json:"features"`
+	// SampleRows is, with method mmd, a uniform sample without replacement
+	// of whole rows of the input features, one value per feature each
+	// (rows with a value that is not finite left out), flattened; it
+	// stands for RowsSampled rows.
+	SampleRows  Sample `json:"sample_rows,omitempty"`
+	RowsSampled int64  `json:"rows_sampled,omitempty"`
 }
 
 // FeatureCounts are one feature's counts within Counts.
@@ -181,7 +187,10 @@ func (mon *Monitor) countsOf(w *window, end time.Time) Counts {
 	c := Counts{
 		Model: mon.o.Model, Version: mon.o.Version, Reference: mon.fingerprint,
 		Start: w.start, End: end, Rows: w.rows, Labeled: w.labeled, Correct: w.correct,
-		Features: make([]FeatureCounts, len(w.features)),
+		Features: make([]FeatureCounts, len(w.features)), RowsSampled: w.sampled,
+	}
+	if len(w.sample) > 0 {
+		c.SampleRows = slices.Clone(w.sample)
 	}
 	for i := range w.features {
 		f := &w.features[i]
@@ -212,7 +221,10 @@ func (mon *Monitor) MergeCounts(c Counts) error {
 		mon.m.countsRefused.Inc()
 		return fmt.Errorf("cannot merge drift counts into model %q version %s: %w", mon.o.Model, mon.o.Version, err)
 	}
-	o := window{rows: c.Rows, labeled: c.Labeled, correct: c.Correct, features: make([]featureState, len(c.Features))}
+	o := window{
+		rows: c.Rows, labeled: c.Labeled, correct: c.Correct, features: make([]featureState, len(c.Features)),
+		sample: c.SampleRows, sampled: c.RowsSampled,
+	}
 	for i := range c.Features {
 		fc := &c.Features[i]
 		var count int64
@@ -256,10 +268,35 @@ func (mon *Monitor) checkCounts(c *Counts) error {
 	case c.End.Before(c.Start):
 		return fmt.Errorf("the counts end (%s) before they start (%s)", c.End, c.Start)
 	}
+	if err := mon.checkSampleRows(c); err != nil {
+		return err
+	}
 	for i := range c.Features {
 		j := &mon.jury.judges[i]
 		if err := c.Features[i].check(j.profile, c.Rows, !j.prediction, mon.cfg.Reservoir); err != nil {
 			return fmt.Errorf("feature %q: %w", j.profile.Name, err)
+		}
+	}
+	return nil
+}
+
+// checkSampleRows reports what is wrong with the row sample of c, which
+// only a monitor with a row sample of its own takes.
+func (mon *Monitor) checkSampleRows(c *Counts) error {
+	width, rows := mon.jury.sampleRows()
+	switch {
+	case len(c.SampleRows) == 0 && c.RowsSampled == 0:
+		return nil
+	case width == 0:
+		return errors.New("a sample of rows, which this monitor does not keep")
+	case len(c.SampleRows)%width != 0:
+		return fmt.Errorf("a sample of rows of %d values, want a multiple of %d", len(c.SampleRows), width)
+	case c.RowsSampled < 0 || c.RowsSampled > c.Rows || int64(len(c.SampleRows)/width) > min(int64(rows), c.RowsSampled):
+		return fmt.Errorf("a sample of %d rows standing for %d of %d rows, want at most %d", len(c.SampleRows)/width, c.RowsSampled, c.Rows, rows)
+	}
+	for _, x := range c.SampleRows {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return errors.New("a sample row value that is not finite")
 		}
 	}
 	return nil

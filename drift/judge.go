@@ -73,14 +73,18 @@ type WindowResult struct {
 	Drifted bool    `json:"drifted"`
 	// Rule is the rule that decided the window and what it held the
 	// features to (absent from a skipped window).
-	Rule     RuleApplied     `json:"rule,omitzero"`
+	Rule RuleApplied `json:"rule,omitzero"`
+	// MMD is the multivariate detector's judgement, with method mmd.
+	MMD      *MMDResult      `json:"mmd,omitempty"`
 	Features []FeatureResult `json:"features"`
 }
 
 // RuleApplied says how a window was decided.
 type RuleApplied struct {
 	// Name is the rule: family_wise (the window drifted when any input
-	// feature did) or share (when DriftShare of them did).
+	// feature did), share (when DriftShare of them did), or mmd (when the
+	// multivariate detector's p-value fell below FalseAlarmRate; the
+	// features' verdicts, at the family-wise rates, only inform).
 	Name Rule `json:"name"`
 	// FalseAlarmRate is the configured rate: under family_wise the chance
 	// that a clean window drifts, shared by the Controlled features each

@@ -2,6 +2,7 @@ package drift
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 )
 
@@ -11,23 +12,35 @@ import (
 type jury struct {
 	cfg    Config  // with its defaults
 	judges []judge // the reference's features, then its predictions
+	// mmd, with method mmd, decides the window from its rows.
+	mmd *mmdJudge
 }
 
 // newJury sets up a judge per feature and prediction of ref under cfg,
 // which has its defaults.
 func newJury(ref *Reference, cfg Config) (*jury, error) {
 	jy := &jury{cfg: cfg}
+	perFeature := cfg.Method
+	if cfg.Method == MethodMMD {
+		if len(ref.SampleRows) < 2 {
+			return nil, errors.New("method mmd compares whole rows, and the reference has no sample_rows: profile the training data again with this version's infergate profile")
+		}
+		jy.mmd, perFeature = newMMDJudge(ref), ""
+	}
 	for _, group := range [][]Profile{ref.Features, ref.Predictions} {
 		for i := range group {
 			p := &group[i]
 			fc := cfg.Features[p.Name]
 			j := judge{
 				profile: p, prediction: len(jy.judges) >= len(ref.Features), ignore: fc.Ignore,
-				method: cmp.Or(fc.Method, cfg.Method), threshold: fc.Threshold,
+				method: cmp.Or(fc.Method, perFeature), threshold: fc.Threshold,
 				refCounts: make([]float64, len(p.Counts)), curCounts: make([]float64, len(p.Counts)),
 			}
 			if j.threshold == (Threshold{}) {
 				j.threshold = cfg.Threshold
+			}
+			if j.method == MethodMMD {
+				return nil, fmt.Errorf("method mmd judges whole rows, not the feature %q: set it as the model's drift method", p.Name)
 			}
 			if j.method != "" && !j.method.validFor(p.Kind) {
 				return nil, fmt.Errorf("method %s cannot judge the %s feature %q", j.method, p.Kind, p.Name)
@@ -98,7 +111,7 @@ func (jy *jury) verdict(w *window, size int64, res *WindowResult) {
 	res.Rule = RuleApplied{
 		Name: jy.cfg.Rule, FalseAlarmRate: jy.cfg.FalseAlarmRate, FeatureRate: rates[0], Controlled: controlled[0],
 	}
-	if jy.cfg.Rule == RuleShare {
+	if jy.cfg.Rule == RuleShare && jy.mmd == nil {
 		res.Rule.DriftShare = jy.cfg.DriftShare
 	}
 	var judged, drifted int
@@ -122,12 +135,35 @@ func (jy *jury) verdict(w *window, size int64, res *WindowResult) {
 	if judged > 0 {
 		res.Share = float64(drifted) / float64(judged)
 	}
-	switch jy.cfg.Rule {
-	case RuleShare:
+	switch {
+	case jy.mmd != nil:
+		mmd := jy.mmd.test(w.sample, w.width, jy.cfg.FalseAlarmRate)
+		res.MMD, res.Rule.Name = &mmd, RuleMMD
+		res.Drifted = mmd.PValue < jy.cfg.FalseAlarmRate
+	case jy.cfg.Rule == RuleShare:
 		res.Drifted = judged > 0 && res.Share >= jy.cfg.DriftShare
 	default:
 		res.Drifted = drifted > 0
 	}
+}
+
+// newWindow returns a window for ref's features that keeps a row sample
+// when the jury judges rows.
+func (jy *jury) newWindow(ref *Reference) *window {
+	w := newWindow(ref, jy.cfg.Reservoir)
+	if jy.mmd != nil {
+		w.keepRows(mmdRows, len(ref.Features))
+	}
+	return w
+}
+
+// sampleRows returns the width and the most rows of the row samples the
+// jury's windows keep (0, 0 without).
+func (jy *jury) sampleRows() (width, rows int) {
+	if jy.mmd == nil {
+		return 0, 0
+	}
+	return len(jy.mmd.mean), mmdRows
 }
 
 func boolIndex(b bool) int {

@@ -220,7 +220,7 @@ func New(o Options) (*Monitor, error) {
 	}
 	mon.jury = jy
 	mon.warnSmallWindows()
-	mon.cur = newWindow(ref, o.Config.Reservoir)
+	mon.cur = jy.newWindow(ref)
 	now := o.Now()
 	if k, ok := mon.slot(now); ok && mon.leading {
 		mon.cur.reset(k, mon.slotStart(k, now))
@@ -229,7 +229,7 @@ func New(o Options) (*Monitor, error) {
 		mon.seq = 1
 	}
 	for range windowPool - 1 {
-		mon.free <- newWindow(ref, o.Config.Reservoir)
+		mon.free <- jy.newWindow(ref)
 	}
 	mon.m = newMonitorMetrics(o.Metrics, o.Labels, jy.judges)
 	mon.m.setDrifted(mon.state.Drifted)
@@ -262,6 +262,7 @@ func (mon *Monitor) Observe(in, out Rows) {
 				w.add(nf+i, mon.jury.judges[nf+i].profile, row[col])
 			}
 		}
+		w.addRow(row, mon.o.Columns)
 		w.rows++
 		mon.closeFullLocked()
 	}

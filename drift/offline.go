@@ -10,6 +10,8 @@ type Offline struct {
 	ref  *Reference
 	jury *jury
 	w    *window
+	// columns are the input features' places in a row: 0, 1, ...
+	columns []int
 }
 
 // NewOffline prepares to judge windows against ref under cfg, to which it
@@ -28,7 +30,11 @@ func NewOffline(ref *Reference, cfg Config) (*Offline, error) {
 		return nil, fmt.Errorf("cannot judge drift: %w", err)
 	}
 	jy.calibrate(func() bool { return true }, func(*judge) {})
-	return &Offline{ref: ref, jury: jy, w: newWindow(ref, cfg.Reservoir)}, nil
+	columns := make([]int, len(ref.Features))
+	for i := range columns {
+		columns[i] = i
+	}
+	return &Offline{columns: columns, ref: ref, jury: jy, w: jy.newWindow(ref)}, nil
 }
 
 // Judge judges the window of rows: each row holds the values of the
@@ -46,6 +52,7 @@ func (o *Offline) Judge(rows [][]float64) (WindowResult, error) {
 		for i, x := range row {
 			o.w.add(i, o.jury.judges[i].profile, x)
 		}
+		o.w.addRow(row, o.columns)
 		o.w.rows++
 	}
 	res := WindowResult{Rows: o.w.rows, Judged: true}

@@ -30,6 +30,44 @@ type Reference struct {
 	Rows        int       `json:"rows"`
 	Features    []Profile `json:"features"`
 	Predictions []Profile `json:"predictions,omitempty"`
+	// SampleRows is a uniform sample of whole rows of the features (rows
+	// with a value that is not finite left out), in random order, for the
+	// multivariate detector (method mmd); SampleRowsOf builds it. Older
+	// profiles have none.
+	SampleRows [][]float64 `json:"sample_rows,omitempty"`
+}
+
+// SampleRowsOf returns a uniform sample without replacement of at most n
+// rows of the features in columns (one slice per feature, one value per
+// row), in random order, leaving out rows with a value that is not
+// finite; with float32 each value is rounded to float32 first, as
+// ProfileOptions.Float32 does.
+func SampleRowsOf(columns [][]float64, n int, seed uint64, float32s bool) [][]float64 {
+	if len(columns) == 0 {
+		return nil
+	}
+	var rows [][]float64
+	for r := range columns[0] {
+		row := make([]float64, len(columns))
+		ok := true
+		for i, col := range columns {
+			x := col[r]
+			if float32s {
+				x = float64(float32(x))
+			}
+			row[i], ok = x, ok && !math.IsNaN(x) && !math.IsInf(x, 0)
+		}
+		if ok {
+			rows = append(rows, row)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	n = min(n, len(rows))
+	for i := range n { // a partial Fisher-Yates shuffle
+		j := i + rng.IntN(len(rows)-i)
+		rows[i], rows[j] = rows[j], rows[i]
+	}
+	return rows[:n:n]
 }
 
 // Profile describes one feature of the reference data.
@@ -59,12 +97,21 @@ type Profile struct {
 	Sample []float64 `json:"sample"`
 }
 
+// DefaultSampleSize is the reference sample a profile keeps per feature
+// unless told otherwise: several times a window's reservoir, because every
+// window is compared with the same reference sample, and a sample no
+// larger than the window carries as much noise as the window itself (with
+// the demo's 1000-row windows, a 1000-value sample that happens to sit
+// off its population made one feature alarm on 28% of clean windows at a
+// nominal 5%; all 4000 training values, on 5%).
+const DefaultSampleSize = 5000
+
 // ProfileOptions say how a Profile is built.
 type ProfileOptions struct {
 	// Bins is the number of equal-mass bins of a numeric feature; default
 	// 10. Ties may merge bins.
 	Bins int
-	// SampleSize bounds Profile.Sample; default 1000.
+	// SampleSize bounds Profile.Sample; default DefaultSampleSize.
 	SampleSize int
 	// Seed makes the sample reproducible.
 	Seed uint64
@@ -80,7 +127,7 @@ type ProfileOptions struct {
 
 // BuildProfile profiles values, one per row, of the feature name of kind kind.
 func BuildProfile(name string, kind Kind, values []float64, o ProfileOptions) Profile {
-	bins, sampleSize := cmp.Or(o.Bins, 10), cmp.Or(o.SampleSize, 1000)
+	bins, sampleSize := cmp.Or(o.Bins, 10), cmp.Or(o.SampleSize, DefaultSampleSize)
 	p := Profile{Name: name, Kind: kind}
 	finite := make([]float64, 0, len(values))
 	for _, x := range values {
@@ -244,6 +291,16 @@ func (ref *Reference) Validate() error {
 			seen[p.Name] = true
 			if err := p.validate(); err != nil {
 				return fmt.Errorf("feature %q: %w", p.Name, err)
+			}
+		}
+	}
+	for r, row := range ref.SampleRows {
+		if len(row) != len(ref.Features) {
+			return fmt.Errorf("sample row %d holds %d values, want one per feature (%d)", r, len(row), len(ref.Features))
+		}
+		for _, x := range row {
+			if math.IsNaN(x) || math.IsInf(x, 0) {
+				return fmt.Errorf("sample row %d holds a value that is not finite", r)
 			}
 		}
 	}

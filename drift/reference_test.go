@@ -120,7 +120,7 @@ func TestBuildProfileSample(t *testing.T) {
 	if b := f(100, 2, 100); slices.Equal(a, b) {
 		t.Fatal("seeds 1 and 2 drew the same sample")
 	}
-	f(0, 1, 1000) // the default size
+	f(0, 1, DefaultSampleSize) // the default size
 	// At least as large as the data: the sample is all of it, sorted.
 	if all := f(5000, 1, 5000); !slices.Equal(all, seq(0, 4999)) {
 		t.Fatal("a sample as large as the data is not all of it")

@@ -18,6 +18,45 @@ type window struct {
 	labeled, correct int64
 	features         []featureState // the reference's features, then its predictions
 	rng              uint64         // xorshift state of the reservoirs
+	// sample is a reservoir of whole rows of the input features, width
+	// values each, for the multivariate detector (nil without one);
+	// sampled counts the rows offered to it.
+	sample  []float64
+	width   int
+	sampled int64
+}
+
+// keepRows makes w keep a uniform sample of up to n rows of width input
+// features.
+func (w *window) keepRows(n, width int) {
+	w.sample, w.width = make([]float64, 0, n*width), width
+}
+
+// addRow offers the input features of row, at columns, to the row
+// sample; a row with a value that is not finite is left out.
+func (w *window) addRow(row []float64, columns []int) {
+	if w.sample == nil {
+		return
+	}
+	for _, col := range columns {
+		if x := row[col]; math.IsNaN(x) || math.IsInf(x, 0) {
+			return
+		}
+	}
+	w.sampled++
+	slot := -1
+	if len(w.sample) < cap(w.sample) {
+		slot = len(w.sample) / w.width
+		w.sample = w.sample[:len(w.sample)+w.width]
+	} else if j := w.below(uint64(w.sampled)); j < uint64(cap(w.sample)/w.width) {
+		slot = int(j)
+	}
+	if slot >= 0 {
+		dst := w.sample[slot*w.width : (slot+1)*w.width]
+		for i, col := range columns {
+			dst[i] = row[col]
+		}
+	}
 }
 
 // featureState is one feature's counters within a window.
@@ -51,6 +90,7 @@ func newWindow(ref *Reference, reservoir int) *window {
 // reset empties w for reuse as window seq starting at start.
 func (w *window) reset(seq int64, start time.Time) {
 	w.seq, w.start, w.end, w.rows, w.labeled, w.correct = seq, start, time.Time{}, 0, 0, 0
+	w.sample, w.sampled = w.sample[:0], 0
 	for i := range w.features {
 		f := &w.features[i]
 		clear(f.counts)
@@ -122,28 +162,37 @@ func (w *window) merge(o *window) {
 		f.sum += g.sum
 		f.sumSq += g.sumSq
 		if f.reservoir != nil {
-			w.mergeReservoir(f, g)
+			f.reservoir = w.mergeSample(f.reservoir, g.reservoir, f.seen, g.seen, 1)
+			f.seen += g.seen
 		}
+	}
+	if w.sample != nil {
+		w.sample = w.mergeSample(w.sample, o.sample, w.sampled, o.sampled, w.width)
+		w.sampled += o.sampled
 	}
 }
 
-// mergeReservoir fills f's reservoir from both reservoirs, taking each value
-// with a chance proportional to the number of values its reservoir stands for.
-func (w *window) mergeReservoir(f, g *featureState) {
-	mine, theirs := slices.Clone(f.reservoir), slices.Clone(g.reservoir)
-	seenMine, seenTheirs := f.seen, g.seen
-	f.reservoir, f.seen = f.reservoir[:0], seenMine+seenTheirs
-	for len(f.reservoir) < cap(f.reservoir) && (len(mine) > 0 || len(theirs) > 0) {
+// mergeSample returns dst, a reservoir of items of stride values standing
+// for seenMine items, refilled in its own backing array from itself and
+// from theirs, standing for seenTheirs: each item is taken with a chance
+// proportional to the number of items its reservoir stands for.
+func (w *window) mergeSample(dst, theirs []float64, seenMine, seenTheirs int64, stride int) []float64 {
+	mine, theirs := slices.Clone(dst), slices.Clone(theirs)
+	dst = dst[:0]
+	for len(dst) < cap(dst) && (len(mine) > 0 || len(theirs) > 0) {
 		fromMine := len(theirs) == 0 ||
 			len(mine) > 0 && w.below(uint64(seenMine+seenTheirs)) < uint64(seenMine)
 		src, seen := &theirs, &seenTheirs
 		if fromMine {
 			src, seen = &mine, &seenMine
 		}
-		j := int(w.below(uint64(len(*src))))
-		f.reservoir = append(f.reservoir, (*src)[j])
-		(*src)[j] = (*src)[len(*src)-1]
-		*src = (*src)[:len(*src)-1]
+		items := len(*src) / stride
+		j := int(w.below(uint64(items))) * stride
+		dst = append(dst, (*src)[j:j+stride]...)
+		last := (items - 1) * stride
+		copy((*src)[j:j+stride], (*src)[last:last+stride])
+		*src = (*src)[:last]
 		*seen = max(*seen-1, 0)
 	}
+	return dst
 }

@@ -32,7 +32,7 @@ func profile(args []string) error {
 	categorical := fs.String("categorical", "", "comma-separated names of the categorical features")
 	bins := fs.Int("bins", 10, "equal-mass bins per numeric feature; a warning says when a feature has fewer than "+
 		fmt.Sprint(minRowsPerBin)+" values per bin")
-	sampleSize := fs.Int("sample", 1000, "reference sample kept per feature; a warning says when the data holds fewer rows")
+	sampleSize := fs.Int("sample", drift.DefaultSampleSize, "reference sample kept per feature; a warning says when the data holds fewer rows")
 	predictions := fs.Bool("predictions", true, "also profile the model's outputs, computed on the data")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +88,7 @@ func profile(args []string) error {
 		o.Seed = uint64(i)
 		ref.Features = append(ref.Features, drift.BuildProfile(name, kind, columns[i], o))
 	}
+	ref.SampleRows = drift.SampleRowsOf(columns, *sampleSize, uint64(len(names)), o.Float32)
 	if *predictions {
 		outs, err := predict(mv, columns)
 		if err != nil {
@@ -121,12 +122,14 @@ const minRowsPerBin = 5
 // feature with fewer than minRowsPerBin finite values per bin, whose bin
 // shares are then too noisy for the binned statistics (PSI,
 // Jensen-Shannon, Hellinger), and data of fewer rows than sample, whose
-// reference sample, then all of it, is smaller than the sample a window
-// keeps for KS and Wasserstein (drift.reservoir, 1000 by default).
+// reference sample, then all of it, is smaller than asked: KS and
+// Wasserstein compare every window with that one sample, whose own noise
+// raises false alarms when it is not several times a window's reservoir
+// (drift.reservoir, 1000 by default).
 func referenceWarnings(ref *drift.Reference, bins, sample int) []string {
 	var out []string
 	if ref.Rows < sample {
-		out = append(out, fmt.Sprintf("the data holds %d rows, fewer than the %d asked for the reference sample (--sample): KS and Wasserstein compare windows with a sample of %d values",
+		out = append(out, fmt.Sprintf("the data holds %d rows, fewer than the %d asked for the reference sample (--sample): KS and Wasserstein compare every window with the same %d values, whose own noise raises false alarms when they are not several times a window's reservoir (drift.reservoir, 1000 by default)",
 			ref.Rows, sample, ref.Rows))
 	}
 	for _, group := range [][]drift.Profile{ref.Features, ref.Predictions} {

@@ -264,13 +264,15 @@ func (st *runState) reference(ctx context.Context) (*drift.Reference, error) {
 		rows = st.data.train
 	}
 	ref := &drift.Reference{Rows: rows.Len()}
-	column := make([]float64, rows.Len())
+	columns := make([][]float64, len(st.spec.features))
 	for j, name := range st.spec.features {
+		columns[j] = make([]float64, rows.Len())
 		for i, x := range rows.X {
-			column[i] = float64(x[j])
+			columns[j][i] = float64(x[j])
 		}
-		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, column, drift.ProfileOptions{Seed: uint64(j)}))
+		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, columns[j], drift.ProfileOptions{Seed: uint64(j)}))
 	}
+	ref.SampleRows = drift.SampleRowsOf(columns, 1000, uint64(len(columns)), false)
 	var outs [][]float64
 	err := predict(ctx, st.cand, rows.X, func(row int, out []float32) {
 		if outs == nil {

@@ -46,13 +46,16 @@ func DemoReference() (*drift.Reference, error) {
 		return nil, fmt.Errorf("cannot train the demo model: %w", err)
 	}
 	ref := &drift.Reference{Rows: d.Len()}
-	column := make([]float64, d.Len())
+	columns := make([][]float64, len(d.Features))
 	for j, name := range d.Features {
+		columns[j] = make([]float64, d.Len())
 		for i, row := range d.X {
-			column[i] = float64(row[j])
+			columns[j][i] = float64(row[j])
 		}
-		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, column, drift.ProfileOptions{Seed: uint64(j)}))
+		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, columns[j], drift.ProfileOptions{Seed: uint64(j)}))
 	}
+	ref.SampleRows = drift.SampleRowsOf(columns, 1000, uint64(len(columns)), false)
+	column := make([]float64, d.Len())
 	for i, row := range d.X {
 		p, err := Predict(m, row)
 		if err != nil {

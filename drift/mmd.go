@@ -1,0 +1,176 @@
+package drift
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// The multivariate detector's bounds, which keep its work per window to
+// about a tenth of a second of one core (mmdBudget at the most): it
+// compares up to mmdRows rows of the window's row sample with as many of
+// the reference's, and estimates the p-value from at least
+// mmdMinPermutations label permutations, 10/false_alarm_rate of them
+// where the budget allows.
+const (
+	mmdRows            = 400
+	mmdMinPermutations = 100
+	mmdMaxPermutations = 2000
+	mmdBudget          = 500 * time.Millisecond
+)
+
+// MMDResult is the multivariate detector's judgement of a window: the
+// maximum mean discrepancy between the window's rows and the reference's
+// under a Gaussian kernel, and its permutation p-value.
+type MMDResult struct {
+	// Statistic is the unbiased estimate of MMD² over the features, each
+	// standardized by the reference's mean and standard deviation.
+	Statistic float64 `json:"statistic"`
+	// PValue is the share of label permutations of the pooled rows (plus
+	// the observed labelling) whose statistic reaches Statistic.
+	PValue       float64 `json:"p_value"`
+	Permutations int     `json:"permutations"`
+	// Rows and ReferenceRows are the rows compared.
+	Rows          int `json:"rows"`
+	ReferenceRows int `json:"reference_rows"`
+	// Bandwidth is the kernel's 2σ², the median squared distance between
+	// reference rows (the median heuristic).
+	Bandwidth float64 `json:"bandwidth"`
+	// Seconds is the time the judgement took.
+	Seconds float64 `json:"seconds"`
+}
+
+// mmdJudge is the multivariate detector of a version: a two-sample test
+// of maximum mean discrepancy (Gretton et al., 2012), as Alibi Detect's
+// MMDDrift runs it, between a window's row sample and the reference's.
+type mmdJudge struct {
+	ref         [][]float64 // standardized reference rows
+	mean, scale []float64   // per feature
+	bandwidth   float64
+	r           *rand.Rand
+	// Scratch, reused by each window: the pooled standardized rows, the
+	// kernel matrix over them (row-major, upper triangle used), and a
+	// permutation of their indices.
+	pooled [][]float64
+	kernel []float32
+	perm   []int
+	member []uint8
+}
+
+// newMMDJudge prepares the detector from ref's row sample, of which it
+// takes up to mmdRows rows; ref must have one.
+func newMMDJudge(ref *Reference) *mmdJudge {
+	nf := len(ref.Features)
+	m := &mmdJudge{mean: make([]float64, nf), scale: make([]float64, nf), r: rand.New(rand.NewPCG(0x33d, 1))}
+	for i, p := range ref.Features {
+		m.mean[i], m.scale[i] = p.Mean, 1
+		if p.Std > 0 {
+			m.scale[i] = 1 / p.Std
+		}
+	}
+	for _, row := range ref.SampleRows[:min(len(ref.SampleRows), mmdRows)] {
+		m.ref = append(m.ref, m.standardize(nil, row))
+	}
+	var d2 []float64
+	for i := range m.ref {
+		for j := i + 1; j < len(m.ref); j++ {
+			d2 = append(d2, squaredDistance(m.ref[i], m.ref[j]))
+		}
+	}
+	m.bandwidth = 1
+	if len(d2) > 0 {
+		slices.Sort(d2)
+		if med := d2[len(d2)/2]; med > 0 {
+			m.bandwidth = med
+		}
+	}
+	return m
+}
+
+// standardize appends row, standardized, to dst.
+func (m *mmdJudge) standardize(dst, row []float64) []float64 {
+	for i, x := range row {
+		dst = append(dst, (x-m.mean[i])*m.scale[i])
+	}
+	return dst
+}
+
+func squaredDistance(a, b []float64) float64 {
+	var s float64
+	for i := range a {
+		d := a[i] - b[i]
+		s += d * d
+	}
+	return s
+}
+
+// test compares sample, a flattened row sample of width values a row,
+// with the reference, taking about 10/rate permutations within the bounds.
+func (m *mmdJudge) test(sample []float64, width int, rate float64) MMDResult {
+	began := time.Now()
+	rows := min(len(sample)/width, mmdRows)
+	res := MMDResult{Rows: rows, ReferenceRows: len(m.ref), Bandwidth: m.bandwidth, PValue: 1}
+	if rows < 2 || len(m.ref) < 2 {
+		return res
+	}
+	// The pooled rows: the reference's, then the window's.
+	n := len(m.ref) + rows
+	m.pooled = m.pooled[:0]
+	m.pooled = append(m.pooled, m.ref...)
+	for k := range rows {
+		m.pooled = append(m.pooled, m.standardize(nil, sample[k*width:(k+1)*width]))
+	}
+	if cap(m.kernel) < n*n {
+		m.kernel = make([]float32, n*n)
+	}
+	m.kernel = m.kernel[:n*n]
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			m.kernel[i*n+j] = float32(math.Exp(-squaredDistance(m.pooled[i], m.pooled[j]) / m.bandwidth))
+		}
+	}
+	m.member = slices.Grow(m.member[:0], n)[:n]
+	for i := range n {
+		m.member[i] = uint8(boolIndex(i >= len(m.ref)))
+	}
+	res.Statistic = m.statistic(n, len(m.ref), rows)
+	m.perm = slices.Grow(m.perm[:0], n)[:n]
+	for i := range m.perm {
+		m.perm[i] = i
+	}
+	want := min(max(int(math.Ceil(10/rate)), mmdMinPermutations), mmdMaxPermutations)
+	reached := 0
+	for res.Permutations < want && (res.Permutations < mmdMinPermutations || time.Since(began) < mmdBudget) {
+		m.r.Shuffle(n, func(i, j int) { m.perm[i], m.perm[j] = m.perm[j], m.perm[i] })
+		for k, i := range m.perm {
+			m.member[i] = uint8(boolIndex(k >= len(m.ref)))
+		}
+		if m.statistic(n, len(m.ref), rows) >= res.Statistic {
+			reached++
+		}
+		res.Permutations++
+	}
+	res.PValue = float64(1+reached) / float64(1+res.Permutations)
+	res.Seconds = time.Since(began).Seconds()
+	return res
+}
+
+// statistic returns the unbiased MMD² of the pooled rows by membership
+// (0: the first sample, of nx rows; 1: the second, of ny).
+func (m *mmdJudge) statistic(n, nx, ny int) float64 {
+	var sums [3]float64 // pairs within the first sample, across, within the second
+	for i := range n {
+		row := m.kernel[i*n : (i+1)*n]
+		mi := m.member[i]
+		var acc [3]float32
+		for j := i + 1; j < n; j++ {
+			acc[mi+m.member[j]] += row[j]
+		}
+		for k := range sums {
+			sums[k] += float64(acc[k])
+		}
+	}
+	fx, fy := float64(nx), float64(ny)
+	return 2*sums[0]/(fx*(fx-1)) + 2*sums[2]/(fy*(fy-1)) - 2*sums[1]/(fx*fy)
+}
