@@ -71,8 +71,8 @@ func (b *baselineWriter) columns(rows [][]float64) {
 }
 
 // addReference writes the rows of the next reference; every reference
-// comes before the first window.
-func (b *baselineWriter) addReference(rows [][]float64) error {
+// comes before the first window. A failed write shows when run flushes.
+func (b *baselineWriter) addReference(rows [][]float64) {
 	if b.windows {
 		panic("BUG: a reference after a window")
 	}
@@ -83,11 +83,11 @@ func (b *baselineWriter) addReference(rows [][]float64) error {
 	b.columns(rows)
 	b.w.WriteByte('}')
 	b.refs++
-	return nil
 }
 
-// addWindow writes a window judged against reference ref.
-func (b *baselineWriter) addWindow(ref int, rows [][]float64) error {
+// addWindow writes a window judged against reference ref. A failed write
+// shows when run flushes.
+func (b *baselineWriter) addWindow(ref int, rows [][]float64) {
 	if !b.windows {
 		b.w.WriteString(`],"windows":[`)
 		b.windows = true
@@ -97,7 +97,6 @@ func (b *baselineWriter) addWindow(ref int, rows [][]float64) error {
 	fmt.Fprintf(b.w, `{"reference":%d,"rows":%d,"columns":`, ref, len(rows))
 	b.columns(rows)
 	b.w.WriteByte('}')
-	return nil
 }
 
 // run finishes the input, runs the baseline on it with python and returns

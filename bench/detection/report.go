@@ -147,6 +147,8 @@ type Meta struct {
 	Date    time.Time `json:"date"`
 	Machine string    `json:"machine"`
 	CPUs    int       `json:"cpus"`
+	// Build names the infergate build measured (infergate version).
+	Build string `json:"build"`
 }
 
 // reportJSON is the JSON report.
@@ -219,7 +221,6 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 		// MMD: the "infergate mmd" row of this size goes here.
 		fmt.Fprintf(&b, "| %d | infergate mmd | not yet measured | not yet measured |\n", n)
 	}
-	fmt.Fprintf(&b, "| all | | | |\n")
 	for _, r := range rules {
 		fmt.Fprintf(&b, "| all | %s | %s | %s |\n", RuleNames[r], wilson(res.sum(r, all, isShifted)), wilson(res.sum(r, all, isClean)))
 	}

@@ -30,7 +30,7 @@ func runDetection(ctx context.Context, o detectionOptions) error {
 		return fmt.Errorf("cannot create the results folder: %w", err)
 	}
 	m := bench.ThisMachine()
-	meta := detection.Meta{Command: o.command, Date: time.Now(), CPUs: runtime.NumCPU(),
+	meta := detection.Meta{Command: o.command, Date: time.Now(), CPUs: runtime.NumCPU(), Build: version(),
 		Machine: fmt.Sprintf("%s (%s/%s, %s, load %s)", m.CPU, m.OS, m.Arch, m.Go, m.LoadAverage)}
 	res, err := detection.Run(ctx, detection.Options{Quick: o.quick, Progress: o.progress})
 	if err != nil {
