@@ -281,13 +281,5 @@ func (c *Config) Validate(prefix string) error {
 	case c.Cooldown < 0:
 		return fmt.Errorf("%s.cooldown: must not be negative, got %s", prefix, c.Cooldown)
 	}
-	if c.Threshold.Auto && c.Window.Rows == 0 {
-		return fmt.Errorf("%s.threshold: auto calibrates for a window size, so it needs window.rows", prefix)
-	}
-	for name, fc := range c.Features {
-		if fc.Threshold.Auto && c.Window.Rows == 0 {
-			return fmt.Errorf("%s.features.%s.threshold: auto calibrates for a window size, so it needs window.rows", prefix, name)
-		}
-	}
 	return nil
 }

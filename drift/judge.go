@@ -17,6 +17,9 @@ type judge struct {
 	// refCounts is profile.Counts as floats; curCounts is scratch for a
 	// window's counts.
 	refCounts, curCounts []float64
+	// calibrated holds, with threshold auto, the thresholds calibrated so
+	// far, by the window size they hold for (see jury.sizeClass).
+	calibrated map[int64]float64
 }
 
 // FeatureResult is the judgement of one feature over one window.
@@ -115,9 +118,8 @@ func (j *judge) methodFor(rows int64) Method {
 	return defaultMethod(j.profile.Kind, int(rows))
 }
 
-// evaluate judges feature i of w by method; rate is the false-alarm rate
-// the rule gives the feature, the threshold of a p-value method.
-func (j *judge) evaluate(w *window, i int, method Method, rate float64) FeatureResult {
+// evaluate judges feature i of w by method against threshold.
+func (j *judge) evaluate(w *window, i int, method Method, threshold float64) FeatureResult {
 	f, p := &w.features[i], j.profile
 	res := FeatureResult{
 		Name: p.Name, Kind: p.Kind, Prediction: j.prediction, Ignored: j.ignore, Method: method,
@@ -134,7 +136,7 @@ func (j *judge) evaluate(w *window, i int, method Method, rate float64) FeatureR
 	res.Statistics = j.statistics(f)
 	res.Statistic = j.statisticOf(method)
 	res.Value = res.Statistics[res.Statistic]
-	res.Threshold = j.thresholdFor(method, rate)
+	res.Threshold = threshold
 	if j.decidesByPValue(method) {
 		res.Drifted = res.Value < res.Threshold
 	} else {
@@ -160,12 +162,13 @@ func (j *judge) statisticOf(method Method) string {
 	return string(method)
 }
 
-// thresholdFor returns the threshold of method for j: calibrated, set, the
-// rate the rule gives a p-value method, or a distance's default.
+// thresholdFor returns the threshold of method for j, whose threshold is
+// not auto: set, the rate the rule gives a p-value method, or a
+// distance's default.
 func (j *judge) thresholdFor(method Method, rate float64) float64 {
 	switch {
-	case j.threshold.Auto || j.threshold.Value > 0:
-		return j.threshold.Value // an auto one is calibrated before the first window
+	case j.threshold.Value > 0:
+		return j.threshold.Value
 	case method.isPValue():
 		return rate
 	}
@@ -206,20 +209,17 @@ func normedWasserstein(p *Profile, sample []float64) float64 {
 	return w
 }
 
-// calibrate sets j's auto threshold from bootstrap windows of rows rows
-// drawn from the reference, at the quantile of the statistic j decides by
-// above which a clean window drifts with chance rate.
+// calibrate returns j's auto threshold for method in windows of rows rows
+// from bootstrap windows drawn from the reference: the quantile of the
+// statistic j decides by above which a clean window drifts with chance
+// rate.
 //
 // Binned statistics compare a multinomial draw from the reference bins with
 // the reference counts, as production compares a window with them.
 // Two-sample statistics compare two independent resamples of the reference
 // sample (one of its size, one of the window's), so that the null spread
 // includes the reference sample's own noise, as a real window's does.
-func (j *judge) calibrate(rows, reservoir int, rate float64, seed uint64) {
-	// The threshold holds for this method only, so a window that grew past
-	// rows (an overrun) must not switch to the one its size would pick.
-	method := j.methodFor(int64(rows))
-	j.method = method
+func (j *judge) calibrate(method Method, rows, reservoir int, rate float64, seed uint64) float64 {
 	r := rand.New(rand.NewPCG(seed, 0xca11b))
 	values := make([]float64, calibrationDraws(rate))
 	cdf := cumulative(j.refCounts)
@@ -253,7 +253,7 @@ func (j *judge) calibrate(rows, reservoir int, rate float64, seed uint64) {
 		values[b] = s
 	}
 	slices.Sort(values)
-	j.threshold.Value = values[min(int(math.Ceil((1-rate)*float64(len(values)))), len(values)-1)]
+	return values[min(int(math.Ceil((1-rate)*float64(len(values)))), len(values)-1)]
 }
 
 // calibrationDraws is the number of bootstrap windows that calibrate a

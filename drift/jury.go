@@ -14,6 +14,59 @@ type jury struct {
 	judges []judge // the reference's features, then its predictions
 	// mmd, with method mmd, decides the window from its rows.
 	mmd *mmdJudge
+	// calibrated, when set, is told of each auto threshold calibrated.
+	calibrated func(j *judge, rows int64, threshold float64)
+}
+
+// calibrationSizes are the window sizes that auto thresholds are
+// calibrated for when windows close by time: a window is judged by the
+// threshold of the largest size it reaches (its statistic is no noisier
+// than at that size, so the false-alarm rate holds), or of its own size
+// below the first.
+var calibrationSizes = []int64{10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+
+// sizeClass returns the window size whose auto thresholds judge a window
+// of size rows: window.rows for windows by rows, else a calibrationSizes
+// one.
+func (jy *jury) sizeClass(size int64) int64 {
+	if rows := jy.cfg.Window.Rows; rows > 0 {
+		return int64(rows)
+	}
+	class := size
+	for _, c := range calibrationSizes {
+		if c <= size {
+			class = c
+		}
+	}
+	return class
+}
+
+// autoThreshold returns the auto threshold of judge i, deciding by method
+// at rate, for windows of class rows, calibrating it on first use.
+func (jy *jury) autoThreshold(i int, method Method, class int64, rate float64) float64 {
+	j := &jy.judges[i]
+	if t, ok := j.calibrated[class]; ok {
+		return t
+	}
+	t := j.calibrate(method, int(class), jy.cfg.Reservoir, rate, uint64(i))
+	if j.calibrated == nil {
+		j.calibrated = map[int64]float64{}
+	}
+	j.calibrated[class] = t
+	if jy.calibrated != nil {
+		jy.calibrated(j, class, t)
+	}
+	return t
+}
+
+// methodOf returns the method judge j decides by in a window of size
+// rows: an auto threshold keeps the method of the size it was calibrated
+// for, also in a window that grew past it (an overrun).
+func (jy *jury) methodOf(j *judge, size int64) Method {
+	if j.threshold.Auto {
+		return j.methodFor(jy.sizeClass(size))
+	}
+	return j.methodFor(size)
 }
 
 // newJury sets up a judge per feature and prediction of ref under cfg,
@@ -70,7 +123,7 @@ func (j *judge) controlled(method Method) bool {
 func (jy *jury) rates(size int64) (rates [2]float64, controlled [2]int) {
 	for i := range jy.judges {
 		j := &jy.judges[i]
-		if j.controlled(j.methodFor(size)) {
+		if j.controlled(jy.methodOf(j, size)) {
 			controlled[boolIndex(j.prediction)]++
 		}
 	}
@@ -83,13 +136,17 @@ func (jy *jury) rates(size int64) (rates [2]float64, controlled [2]int) {
 	return rates, controlled
 }
 
-// calibrate computes the auto thresholds for windows of cfg.Window.Rows
-// rows, one judge at a time, each at the rate the rule gives it. Before
-// each it calls proceed, and it stops, returning false, when proceed
-// does; after each it calls calibrated.
-func (jy *jury) calibrate(proceed func() bool, calibrated func(j *judge)) bool {
-	rows := jy.cfg.Window.Rows
-	rates, _ := jy.rates(int64(rows))
+// calibrate computes the auto thresholds for windows of window.rows rows
+// ahead of the first window, one judge at a time, each at the rate the
+// rule gives it; windows by time calibrate each size as it first comes.
+// Before each judge it calls proceed, and it stops, returning false, when
+// proceed does.
+func (jy *jury) calibrate(proceed func() bool) bool {
+	rows := int64(jy.cfg.Window.Rows)
+	if rows == 0 {
+		return true
+	}
+	rates, _ := jy.rates(rows)
 	for i := range jy.judges {
 		j := &jy.judges[i]
 		if !j.threshold.Auto {
@@ -98,8 +155,7 @@ func (jy *jury) calibrate(proceed func() bool, calibrated func(j *judge)) bool {
 		if !proceed() {
 			return false
 		}
-		j.calibrate(rows, jy.cfg.Reservoir, rates[boolIndex(j.prediction)], uint64(i))
-		calibrated(j)
+		jy.autoThreshold(i, j.methodFor(rows), rows, rates[boolIndex(j.prediction)])
 	}
 	return true
 }
@@ -117,8 +173,12 @@ func (jy *jury) verdict(w *window, size int64, res *WindowResult) {
 	var judged, drifted int
 	for i := range jy.judges {
 		j := &jy.judges[i]
-		method := j.methodFor(size)
-		fr := j.evaluate(w, i, method, rates[boolIndex(j.prediction)])
+		method, rate := jy.methodOf(j, size), rates[boolIndex(j.prediction)]
+		threshold := j.thresholdFor(method, rate)
+		if j.threshold.Auto {
+			threshold = jy.autoThreshold(i, method, jy.sizeClass(size), rate)
+		}
+		fr := j.evaluate(w, i, method, threshold)
 		if !fr.Ignored && !fr.Prediction {
 			if !j.controlled(method) {
 				res.Rule.Uncontrolled = append(res.Rule.Uncontrolled, fr.Name)

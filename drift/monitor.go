@@ -218,6 +218,11 @@ func New(o Options) (*Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot monitor drift of model %q version %s: %w", o.Model, o.Version, err)
 	}
+	jy.calibrated = func(j *judge, rows int64, threshold float64) {
+		method := jy.methodOf(j, rows)
+		o.Log.Info("drift threshold calibrated", "model", o.Model, "version", o.Version, "feature", j.profile.Name,
+			"window_rows", rows, "method", method, "statistic", j.statisticOf(method), "threshold", threshold)
+	}
 	mon.jury = jy
 	mon.warnSmallWindows()
 	mon.cur = jy.newWindow(ref)
@@ -517,10 +522,7 @@ func (mon *Monitor) calibrate() bool {
 		}
 		return true
 	}
-	return mon.jury.calibrate(proceed, func(j *judge) {
-		mon.o.Log.Info("drift threshold calibrated", "model", mon.o.Model, "version", mon.o.Version,
-			"feature", j.profile.Name, "method", j.method, "statistic", j.statisticOf(j.method), "threshold", j.threshold.Value)
-	})
+	return mon.jury.calibrate(proceed)
 }
 
 // judgeWindow judges w, updates the version's drift state and emits the

@@ -847,3 +847,50 @@ func TestWarnSmallWindows(t *testing.T) {
 	ks.Method, ks.Threshold = MethodKS, Threshold{Value: 0.05}
 	f(ks, false)
 }
+
+// With windows by time, an auto threshold is calibrated for each window
+// size as it first comes, at the largest calibration size the window
+// reaches: a 150-row window is judged by the thresholds of 100-row ones,
+// the same that windows of 100 rows get, and a 1200-row one by those of
+// 1000 rows.
+func TestMonitorAutoThresholdByTime(t *testing.T) {
+	ref := normalReference(t, 3, 3, 4000)
+	want := func(rows int) []float64 {
+		off, err := NewOffline(ref, Config{Window: WindowConfig{Rows: rows}, Threshold: Threshold{Auto: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := off.Judge(gaussianWindow(rand.New(rand.NewPCG(1, 1)), rows, 3, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []float64
+		for _, f := range res.Features {
+			out = append(out, f.Threshold)
+		}
+		return out
+	}
+	want100, want1000 := want(100), want(1000)
+	synctest.Test(t, func(t *testing.T) {
+		mon := newMonitor(t, ref, Config{Window: WindowConfig{Every: time.Minute}, MinRows: 50, Threshold: Threshold{Auto: true}})
+		r := rand.New(rand.NewPCG(2, 2))
+		for _, c := range []struct {
+			rows  int
+			shift float64
+			want  []float64
+		}{{150, 0, want100}, {150, 1, want100}, {1200, 0, want1000}} {
+			feed(mon, r, c.rows, shifted(3, c.shift))
+			time.Sleep(time.Minute)
+			synctest.Wait()
+			last := mon.Report().Last
+			var got []float64
+			for _, f := range last.Features {
+				got = append(got, f.Threshold)
+			}
+			if last.Rows != int64(c.rows) || !slices.Equal(got, c.want) || last.Drifted != (c.shift > 0) {
+				t.Fatalf("a window of %d rows shifted by %v: %d rows, thresholds %v, drifted %v; want thresholds %v, drifted %v",
+					c.rows, c.shift, last.Rows, got, last.Drifted, c.want, c.shift > 0)
+			}
+		}
+	})
+}

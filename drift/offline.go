@@ -29,7 +29,7 @@ func NewOffline(ref *Reference, cfg Config) (*Offline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot judge drift: %w", err)
 	}
-	jy.calibrate(func() bool { return true }, func(*judge) {})
+	jy.calibrate(func() bool { return true })
 	columns := make([]int, len(ref.Features))
 	for i := range columns {
 		columns[i] = i
