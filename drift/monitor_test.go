@@ -854,13 +854,13 @@ func TestWarnSmallWindows(t *testing.T) {
 // the same that windows of 100 rows get, and a 1200-row one by those of
 // 1000 rows.
 func TestMonitorAutoThresholdByTime(t *testing.T) {
-	ref := normalReference(t, 3, 3, 4000)
+	ref := normalReference(t, 3, 2, 1000)
 	want := func(rows int) []float64 {
 		off, err := NewOffline(ref, Config{Window: WindowConfig{Rows: rows}, Threshold: Threshold{Auto: true}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := off.Judge(gaussianWindow(rand.New(rand.NewPCG(1, 1)), rows, 3, 0))
+		res, err := off.Judge(gaussianWindow(rand.New(rand.NewPCG(1, 1)), rows, 2, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -879,7 +879,7 @@ func TestMonitorAutoThresholdByTime(t *testing.T) {
 			shift float64
 			want  []float64
 		}{{150, 0, want100}, {150, 1, want100}, {1200, 0, want1000}} {
-			feed(mon, r, c.rows, shifted(3, c.shift))
+			feed(mon, r, c.rows, shifted(2, c.shift))
 			time.Sleep(time.Minute)
 			synctest.Wait()
 			last := mon.Report().Last
