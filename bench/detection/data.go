@@ -5,10 +5,12 @@ import (
 	_ "embed"
 	"encoding/csv"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os/exec"
 	"strconv"
 
+	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/retrain/trainer"
 )
 
@@ -25,13 +27,11 @@ const (
 	Demo         = "demo"          // retrain/trainer.Synthetic: 8 features, fresh rows
 )
 
-// maxReference is the most rows a reference takes: the drift profile's
-// sample holds up to 1000 values, so that KS compares a window with every
-// reference row, the rows scipy is given.
-const maxReference = 1000
-
-// demoReference is the number of rows of the demo's reference.
-const demoReference = maxReference
+// demoReference is the number of rows of the demo's reference: the
+// profile's default sample, drift.DefaultSampleSize, so that KS compares a
+// window with every reference row, the rows scipy is given. A
+// scikit-learn set's reference is half its rows.
+const demoReference = drift.DefaultSampleSize
 
 // dataset is a table of rows (values rounded to float32) with a class per
 // row, or a generator of fresh rows.
@@ -41,6 +41,8 @@ type dataset struct {
 	x        [][]float64
 	y        []int
 	classes  int
+	// refRows is the number of rows of a generator's reference.
+	refRows int
 	// fresh, when set, generates n rows from seed instead of x and y.
 	fresh func(seed uint64, n int) ([][]float64, []int)
 }
@@ -86,10 +88,11 @@ func loadSklearn(python, name string) (*dataset, error) {
 }
 
 // demoDataset is the demo's generator: every draw is fresh rows.
-func demoDataset() *dataset {
+// Its reference holds refRows rows.
+func demoDataset(refRows int) *dataset {
 	probe := trainer.Synthetic(1, 1)
 	return &dataset{
-		name: Demo, features: probe.Features, classes: probe.Classes,
+		name: Demo, features: probe.Features, classes: probe.Classes, refRows: refRows,
 		fresh: func(seed uint64, n int) ([][]float64, []int) {
 			ds := trainer.Synthetic(seed, n)
 			x := make([][]float64, n)
@@ -104,28 +107,38 @@ func demoDataset() *dataset {
 	}
 }
 
+// maxWindow returns the largest window d draws without replacement from
+// a split's pool, the rows left after the reference (a generator's: any).
+func (d *dataset) maxWindow() int {
+	if d.fresh != nil {
+		return math.MaxInt
+	}
+	return len(d.x) - len(d.x)/2
+}
+
 // split is one reference of a data set and the source its windows are
 // drawn from.
 type split struct {
 	ref [][]float64 // reference rows
 	sd  []float64   // the reference's standard deviation per feature
-	// pool and poolY are the rows windows are drawn from with
-	// replacement; nil for a generator.
+	// pool and poolY are the rows windows are drawn from without
+	// replacement, the rows not in the reference; nil for a generator.
 	pool  [][]float64
 	poolY []int
 }
 
-// newSplit splits d at random (seed) into a reference of at most
-// maxReference rows, half the rows where there are fewer than twice as
-// many, and a pool of the rest; a generator's reference is fresh rows.
+// newSplit splits d at random (seed) into a reference of half its rows,
+// rounded down, and a pool of the rest, so that a clean window drawn from
+// the pool without replacement is exchangeable with the reference; a
+// generator's reference is d.refRows fresh rows.
 func (d *dataset) newSplit(seed uint64) *split {
 	s := &split{}
 	if d.fresh != nil {
-		s.ref, _ = d.fresh(seed, demoReference)
+		s.ref, _ = d.fresh(seed, d.refRows)
 	} else {
 		r := rand.New(rand.NewPCG(seed, 0x5b117))
 		perm := r.Perm(len(d.x))
-		nRef := min(maxReference, len(d.x)/2)
+		nRef := len(d.x) / 2
 		for k, i := range perm {
 			if k < nRef {
 				s.ref = append(s.ref, d.x[i])
@@ -150,9 +163,11 @@ func (d *dataset) newSplit(seed uint64) *split {
 	return s
 }
 
-// draw returns n rows drawn with replacement from the pool (fresh rows of
-// a generator), each of class knock kept with chance 1-drop: knock < 0
-// knocks out no class. The rows are copies, free to shift.
+// draw returns n rows of s, each of class knock kept with chance 1-drop
+// (knock < 0 knocks out no class): fresh rows of a generator, or rows
+// drawn without replacement from the pool, walking a random permutation
+// of it. The rows are copies, free to shift. It returns nil when the pool
+// runs out before n rows are kept.
 func (d *dataset) draw(s *split, r *rand.Rand, n, knock int, drop float64) [][]float64 {
 	rows := make([][]float64, 0, n)
 	keep := func(class int) bool { return class != knock || drop < 1 && r.Float64() >= drop }
@@ -167,11 +182,16 @@ func (d *dataset) draw(s *split, r *rand.Rand, n, knock int, drop float64) [][]f
 		}
 		return rows
 	}
-	for len(rows) < n {
-		i := r.IntN(len(s.pool))
+	for _, i := range r.Perm(len(s.pool)) {
+		if len(rows) == n {
+			break
+		}
 		if keep(s.poolY[i]) {
 			rows = append(rows, append([]float64(nil), s.pool[i]...))
 		}
+	}
+	if len(rows) < n {
+		return nil
 	}
 	return rows
 }

@@ -13,7 +13,8 @@ import (
 // Python: the new defaults hold their false-alarm rate on clean windows and
 // catch at least as many shifted windows as the old defaults.
 func TestDemoDecisions(t *testing.T) {
-	o := Options{Datasets: []string{Demo}, Sizes: []int{20, 100}, Windows: 30, NoBaseline: true, Workers: 2}
+	o := Options{Datasets: []string{Demo}, Sizes: []int{20, 100}, Windows: 30, NoBaseline: true, Workers: 2,
+		AutoSplits: -1, MMDWindows: 1, DemoReference: 1000}
 	res, err := Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +33,19 @@ func TestDemoDecisions(t *testing.T) {
 	if newC.Flagged < oldC.Flagged || newC.Flagged == 0 {
 		t.Errorf("shifted windows caught: new defaults %d, old defaults %d of %d; want the new ones to catch more", newC.Flagged, oldC.Flagged, newC.Windows)
 	}
+	// Method mmd judges the first window of each shift (2 clean), and
+	// catches the one moved by 1 sd in half the features at 100 rows.
+	mmd := res.sum(RuleMMD, all, func(Shift) bool { return true })
+	if want := 2 * (len(Shifts) + 1); mmd.Windows != want {
+		t.Errorf("method mmd judged %d windows, want %d", mmd.Windows, want)
+	}
+	strong := res.sum(RuleMMD, func(c *Cell) bool { return c.Rows == 100 }, func(s Shift) bool { return s == Shift{Kind: Mean, Strength: 1} })
+	if strong.Windows != 1 || strong.Flagged != 1 {
+		t.Errorf("method mmd caught %d of %d windows moved by 1 sd at 100 rows, want 1 of 1", strong.Flagged, strong.Windows)
+	}
+	if auto := res.sum(RuleAuto, all, func(Shift) bool { return true }); auto.Windows != 0 {
+		t.Errorf("threshold: auto judged %d windows with AutoSplits < 0, want none", auto.Windows)
+	}
 	for _, c := range res.Cells {
 		if c.Inconsistent != [nRules]int{} {
 			t.Errorf("%s at %d rows: decisions not matching their p-values: %v", c.Dataset, c.Rows, c.Inconsistent)
@@ -41,7 +55,7 @@ func TestDemoDecisions(t *testing.T) {
 	if err := res.WriteMarkdown(&md, Meta{Command: "test", Date: time.Now(), CPUs: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(md.String(), "| 100 | infergate new defaults |") {
+	if !strings.Contains(md.String(), "| 100 | demo | infergate new defaults |") {
 		t.Errorf("the report has no row of the new defaults at 100 rows:\n%s", md.String())
 	}
 }

@@ -96,6 +96,9 @@ func (res *Result) matched(n int) Matched {
 				}
 			}
 			for r := range nRules {
+				if w >= len(cell.scores[r]) {
+					continue
+				}
 				s := cell.scores[r][w]
 				if math.IsNaN(s) {
 					continue
@@ -154,10 +157,12 @@ type Meta struct {
 // reportJSON is the JSON report.
 type reportJSON struct {
 	Meta
-	Rules   []string `json:"rules"`
-	Windows int      `json:"windows_per_shift"`
-	Splits  int      `json:"splits"`
-	Elapsed float64  `json:"elapsed_seconds"`
+	Rules      []string `json:"rules"`
+	Windows    int      `json:"windows_per_shift"`
+	Splits     int      `json:"splits"`
+	AutoSplits int      `json:"auto_splits"`
+	MMDWindows int      `json:"mmd_windows_per_shift"`
+	Elapsed    float64  `json:"elapsed_seconds"`
 	*Result
 	Matched []Matched `json:"matched"`
 }
@@ -166,6 +171,7 @@ type reportJSON struct {
 // size, shift and rule, and power at matched false-alarm rates.
 func (res *Result) WriteJSON(w io.Writer, meta Meta) error {
 	rep := reportJSON{Meta: meta, Rules: RuleNames[:], Windows: res.Options.Windows, Splits: res.Options.Splits,
+		AutoSplits: res.Options.AutoSplits, MMDWindows: res.Options.MMDWindows,
 		Elapsed: res.Elapsed.Seconds(), Result: res}
 	for _, n := range res.Options.Sizes {
 		rep.Matched = append(rep.Matched, res.matched(n))
@@ -202,8 +208,22 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 	isClean := func(s Shift) bool { return s.Kind == Clean }
 	isShifted := func(s Shift) bool { return s.Kind != Clean }
 	ofSize := func(n int) func(*Cell) bool { return func(c *Cell) bool { return c.Rows == n } }
-	rules := []int{RuleScipy, RuleNew, RuleOld, RuleAuto}
+	rules := []int{RuleScipy, RuleNew, RuleOld, RuleAuto, RuleMMD}
 	o := res.Options
+	// of returns the rate of rule r on data set ds at n rows over the
+	// shifts for which shift says so, "n/a" where ds has too few rows.
+	of := func(r int, ds string, n int, shift func(Shift) bool) string {
+		if !res.measured(ds, n) {
+			return "n/a"
+		}
+		return wilson(res.sum(r, func(c *Cell) bool { return c.Dataset == ds && c.Rows == n }, shift)).String()
+	}
+	var tooSmall []string
+	for _, ds := range o.Datasets {
+		if sizes := res.TooSmall[ds]; len(sizes) > 0 {
+			tooSmall = append(tooSmall, fmt.Sprintf("%s at %s rows", ds, joinInts(sizes)))
+		}
+	}
 
 	fmt.Fprintf(&b, "# Drift detection: shifted windows caught, clean windows flagged\n\n")
 	fmt.Fprintf(&b, "How often infergate's drift decision flags a window of shifted data (power) and a window of\n"+
@@ -212,17 +232,28 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 		"see \"How it was measured\" below. (bench/DRIFT.md is the drift overhead report.)\n\n", meta.Command)
 
 	fmt.Fprintf(&b, "## Table 1: by window size, over the data sets and shifts\n\n")
-	fmt.Fprintf(&b, "| window rows | rule | shifted windows caught | clean windows flagged |\n| ---: | --- | ---: | ---: |\n")
+	if len(tooSmall) > 0 {
+		fmt.Fprintf(&b, "n/a: the data set has too few rows for windows drawn without replacement from the rows\n"+
+			"its reference leaves (%s); each size pools the data sets measured at it.\n", strings.Join(tooSmall, "; "))
+	}
+	fmt.Fprintf(&b, "`threshold: auto` judges the windows of %d of the %d splits of a scikit-learn set, method mmd the\n"+
+		"first %d windows per data set, size and shift (%d clean ones): their rows count fewer windows.\n\n",
+		min(o.AutoSplits, o.Splits), o.Splits, max(o.MMDWindows, 0), 2*max(o.MMDWindows, 0))
+	fmt.Fprintf(&b, "| window rows | data sets | rule | shifted windows caught | clean windows flagged |\n| ---: | --- | --- | ---: | ---: |\n")
 	for _, n := range o.Sizes {
+		var sets []string
+		for _, ds := range o.Datasets {
+			if res.measured(ds, n) {
+				sets = append(sets, ds)
+			}
+		}
 		for _, r := range rules {
-			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", n, RuleNames[r],
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s |\n", n, strings.Join(sets, ", "), RuleNames[r],
 				wilson(res.sum(r, ofSize(n), isShifted)), wilson(res.sum(r, ofSize(n), isClean)))
 		}
-		// MMD: the "infergate mmd" row of this size goes here.
-		fmt.Fprintf(&b, "| %d | infergate mmd | not yet measured | not yet measured |\n", n)
 	}
 	for _, r := range rules {
-		fmt.Fprintf(&b, "| all | %s | %s | %s |\n", RuleNames[r], wilson(res.sum(r, all, isShifted)), wilson(res.sum(r, all, isClean)))
+		fmt.Fprintf(&b, "| all | all | %s | %s | %s |\n", RuleNames[r], wilson(res.sum(r, all, isShifted)), wilson(res.sum(r, all, isClean)))
 	}
 
 	fmt.Fprintf(&b, "\n### By shift and window size\n\nShare of windows flagged; the clean rows are false alarms.\n\n")
@@ -241,6 +272,29 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 		}
 	}
 
+	fmt.Fprintf(&b, "\n### Shifts spread thin over every feature, by data set\n\n"+
+		"Every feature moved by a small share of its standard deviation: no single feature's KS test\n"+
+		"sees much, the rows as a whole do. The clean rows are the same windows' false alarms.\n\n")
+	fmt.Fprintf(&b, "| data set | shift | rule |")
+	for _, n := range o.Sizes {
+		fmt.Fprintf(&b, " %d rows |", n)
+	}
+	fmt.Fprintf(&b, "\n| --- | --- | --- |%s\n", strings.Repeat(" ---: |", len(o.Sizes)))
+	for _, ds := range o.Datasets {
+		for _, sh := range res.Shifts {
+			if sh.Kind != Thin && sh.Kind != Clean {
+				continue
+			}
+			for _, r := range []int{RuleScipy, RuleNew, RuleMMD} {
+				fmt.Fprintf(&b, "| %s | %s | %s |", ds, sh, RuleNames[r])
+				for _, n := range o.Sizes {
+					fmt.Fprintf(&b, " %s |", of(r, ds, n, func(s Shift) bool { return s == sh }))
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+
 	fmt.Fprintf(&b, "\n### By data set, over the window sizes\n\n")
 	fmt.Fprintf(&b, "| data set | rule | shifted windows caught | clean windows flagged |\n| --- | --- | ---: | ---: |\n")
 	for _, ds := range o.Datasets {
@@ -251,8 +305,8 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 	}
 
 	fmt.Fprintf(&b, "\n### Clean windows flagged, by data set and window size\n\n"+
-		"The scikit-learn sets' pools are small (285 and 89 rows): see \"Reading\" for what that does to\n"+
-		"their clean windows at the larger sizes; the demo draws fresh rows.\n\n")
+		"A clean window is exchangeable with its reference: rows of the same split drawn without\n"+
+		"replacement (scikit-learn), or fresh rows (demo). A valid test flags about 5%% or fewer.\n\n")
 	fmt.Fprintf(&b, "| data set | rule |")
 	for _, n := range o.Sizes {
 		fmt.Fprintf(&b, " %d rows |", n)
@@ -262,7 +316,7 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 		for _, r := range rules {
 			fmt.Fprintf(&b, "| %s | %s |", ds, RuleNames[r])
 			for _, n := range o.Sizes {
-				fmt.Fprintf(&b, " %s |", wilson(res.sum(r, func(c *Cell) bool { return c.Dataset == ds && c.Rows == n }, isClean)))
+				fmt.Fprintf(&b, " %s |", of(r, ds, n, isClean))
 			}
 			b.WriteString("\n")
 		}
@@ -271,7 +325,9 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 	fmt.Fprintf(&b, "Each rule's level is tuned per window size, without judging again, to the highest at which its\n"+
 		"clean windows are flagged no more often than the baseline's are at its own level (the target): the\n"+
 		"new defaults and the baseline score a window by its smallest p-value times d (flagged below 0.05),\n"+
-		"the old defaults by its ceil(d/2)-th smallest p-value (flagged below 0.05/d). Ties between scores\n"+
+		"the old defaults by its ceil(d/2)-th smallest p-value (flagged below 0.05/d), method mmd by its\n"+
+		"permutation p-value (flagged below 0.05; on its own subset of windows, and its p-values step by\n"+
+		"about 1/200). Ties between scores\n"+
 		"can keep a rule's clean rate below the target; it is given beside the power. The baseline's own\n"+
 		"row can show more power than in table 1 where its clean scores leave room above its level.\n"+
 		"`threshold: auto` is left out: it decides on each feature's KS distance against a threshold of\n"+
@@ -280,20 +336,34 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 	fmt.Fprintf(&b, "| window rows | target | rule | shifted windows caught | clean windows flagged |\n| ---: | ---: | --- | ---: | ---: |\n")
 	for _, n := range o.Sizes {
 		m := res.matched(n)
-		for _, r := range []int{RuleScipy, RuleNew, RuleOld} {
+		for _, r := range []int{RuleScipy, RuleNew, RuleOld, RuleMMD} {
 			fmt.Fprintf(&b, "| %d | %.1f%% | %s | %s | %s |\n", n, 100*m.Target, RuleNames[r], m.Power[r], m.FalseAlarm[r])
 		}
 	}
 
 	fmt.Fprintf(&b, "\n## Agreement with scipy\n\n")
-	fmt.Fprintf(&b, "| data set | window rows | windows | largest KS p-value difference | decisions differing | offline decisions not matching their p-values (new, old) | Go s | Python s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "Per cell: the splits (references), the windows judged and the knockout windows not drawn (no\n"+
+		"class's knockout leaves the pool enough rows), how far the new defaults' KS p-values are from\n"+
+		"scipy's and how many decisions differ, and the decisions of drift.Offline that do not match the\n"+
+		"score they are read from (a bug if not 0).\n\n")
+	fmt.Fprintf(&b, "| data set | window rows | splits (auto) | windows | knockout not drawn | largest KS p-value difference | decisions differing | offline decisions not matching their scores (new, old, mmd) | Go s | Python s |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, c := range res.Cells {
-		fmt.Fprintf(&b, "| %s | %d | %d | %.2g | %d | %d, %d | %.1f | %.1f |\n", c.Dataset, c.Rows, len(c.shift), c.MaxPDiff, c.Disagree,
-			c.Inconsistent[RuleNew], c.Inconsistent[RuleOld], c.GoTime.Seconds(), c.PythonTime.Seconds())
+		fmt.Fprintf(&b, "| %s | %d | %d (%d) | %d | %d | %.2g | %d | %d, %d, %d | %.1f | %.1f |\n", c.Dataset, c.Rows, c.Splits, c.AutoSplits,
+			len(c.shift), c.NotDrawn, c.MaxPDiff, c.Disagree,
+			c.Inconsistent[RuleNew], c.Inconsistent[RuleOld], c.Inconsistent[RuleMMD], c.GoTime.Seconds(), c.PythonTime.Seconds())
 	}
 	b.WriteString(howMeasured(res, meta))
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("cannot write the drift detection report: %w", err)
 	}
 	return nil
+}
+
+// joinInts writes xs as "500, 1000".
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
 }

@@ -21,10 +21,8 @@ const (
 	RuleNew   = iota // infergate's new defaults
 	RuleOld          // infergate's old defaults
 	RuleAuto         // infergate with threshold: auto
+	RuleMMD          // infergate with method: mmd
 	RuleScipy        // the scipy baseline
-	// An "infergate mmd" rule (Method: drift.MethodMMD) goes here, before
-	// the baseline, once the method exists: a name in RuleNames, its
-	// config in newOfflines, and a score where it has one.
 	nRules
 )
 
@@ -33,6 +31,7 @@ var RuleNames = [nRules]string{
 	RuleNew:   "infergate new defaults",
 	RuleOld:   "infergate old defaults",
 	RuleAuto:  "infergate threshold: auto",
+	RuleMMD:   "infergate mmd",
 	RuleScipy: "scipy KS + Bonferroni",
 }
 
@@ -49,9 +48,22 @@ type Options struct {
 	// twice that of clean ones; default 200 (20 with Quick).
 	Windows int
 	// Splits is the number of random reference/pool splits of a
-	// scikit-learn data set, the windows shared among them; default 10
-	// (2 with Quick). The demo has one reference of fresh rows.
+	// scikit-learn data set, each shift's windows dealt round robin among
+	// them; default 100 (10 with Quick). The demo has one reference of
+	// fresh rows.
 	Splits int
+	// AutoSplits is the number of splits, the first ones, whose windows
+	// threshold: auto judges, as its calibration takes seconds a split
+	// and window size; default 10 (2 with Quick); negative: none.
+	AutoSplits int
+	// MMDWindows is the number of windows per data set, size and shift,
+	// the first ones, and twice that of clean ones, that method mmd
+	// judges, as its permutations take up to a tenth of a second a
+	// window; default 40 (5 with Quick); negative: none.
+	MMDWindows int
+	// DemoReference is the number of fresh rows of the demo's reference;
+	// default demoReference.
+	DemoReference int
 	// Quick makes a smoke run: fewer windows and splits.
 	Quick bool
 	// Seed makes the run reproducible; default 1.
@@ -76,9 +88,12 @@ func (o Options) withDefaults() Options {
 		o.Sizes = DefaultSizes
 	}
 	if o.Quick {
-		o.Windows, o.Splits = cmp.Or(o.Windows, 20), cmp.Or(o.Splits, 2)
+		o.Windows, o.Splits = cmp.Or(o.Windows, 20), cmp.Or(o.Splits, 10)
+		o.AutoSplits, o.MMDWindows = cmp.Or(o.AutoSplits, 2), cmp.Or(o.MMDWindows, 5)
 	}
-	o.Windows, o.Splits = cmp.Or(o.Windows, 200), cmp.Or(o.Splits, 10)
+	o.Windows, o.Splits = cmp.Or(o.Windows, 200), cmp.Or(o.Splits, 100)
+	o.AutoSplits, o.MMDWindows = cmp.Or(o.AutoSplits, 10), cmp.Or(o.MMDWindows, 40)
+	o.DemoReference = cmp.Or(o.DemoReference, demoReference)
 	o.Seed = cmp.Or(o.Seed, 1)
 	o.Python = cmp.Or(o.Python, "/usr/bin/python3")
 	o.Workers = cmp.Or(o.Workers, runtime.NumCPU())
@@ -87,10 +102,18 @@ func (o Options) withDefaults() Options {
 
 // Result is what Run measured.
 type Result struct {
-	Options Options       `json:"-"`
-	Shifts  []Shift       `json:"shifts"`
-	Cells   []*Cell       `json:"cells"`
-	Elapsed time.Duration `json:"elapsed_ns"`
+	Options Options `json:"-"`
+	Shifts  []Shift `json:"shifts"`
+	Cells   []*Cell `json:"cells"`
+	// TooSmall lists, per data set, the window sizes not measured because
+	// they exceed the rows its pool holds.
+	TooSmall map[string][]int `json:"sizes_too_large_for_the_data_set,omitempty"`
+	Elapsed  time.Duration    `json:"elapsed_ns"`
+}
+
+// measured reports whether res has a cell of data set ds and window size n.
+func (res *Result) measured(ds string, n int) bool {
+	return !slices.Contains(res.TooSmall[ds], n)
 }
 
 // Cell is the windows of one data set and window size.
@@ -99,10 +122,15 @@ type Cell struct {
 	Features int    `json:"features"`
 	Rows     int    `json:"window_rows"`
 	Splits   int    `json:"splits"`
+	// AutoSplits are the splits whose windows threshold: auto judged.
+	AutoSplits int `json:"auto_splits"`
 	// Reference is the number of reference rows of each split.
 	Reference int `json:"reference_rows"`
 	// Counts[s][r] counts the windows of shift s and those rule r flagged.
 	Counts [][nRules]Count `json:"counts"`
+	// NotDrawn counts the knockout windows not drawn because no class's
+	// knockout leaves the pool enough rows.
+	NotDrawn int `json:"knockout_windows_not_drawn"`
 	// MaxPDiff is the largest difference between a KS p-value of the new
 	// defaults and scipy's on the same feature and window; Disagree counts
 	// the windows on which their decisions differ.
@@ -134,7 +162,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	for _, name := range o.Datasets {
 		switch name {
 		case Demo:
-			sets = append(sets, demoDataset())
+			sets = append(sets, demoDataset(o.DemoReference))
 		case BreastCancer, Wine:
 			d, err := loadSklearn(o.Python, name)
 			if err != nil {
@@ -145,7 +173,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("cannot measure drift detection: unknown data set %q", name)
 		}
 	}
-	res := &Result{Options: o, Shifts: Shifts}
+	res := &Result{Options: o, Shifts: Shifts, TooSmall: map[string][]int{}}
 	type job struct {
 		cell *Cell
 		set  *dataset
@@ -154,10 +182,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	var jobs []job
 	for i, d := range sets {
 		for _, n := range o.Sizes {
+			if n > d.maxWindow() {
+				res.TooSmall[d.name] = append(res.TooSmall[d.name], n)
+				continue
+			}
 			c := &Cell{Dataset: d.name, Features: len(d.features), Rows: n, Splits: o.Splits}
 			if d.fresh != nil {
 				c.Splits = 1
 			}
+			c.AutoSplits = min(max(o.AutoSplits, 0), c.Splits)
 			res.Cells = append(res.Cells, c)
 			jobs = append(jobs, job{cell: c, set: d, seed: o.Seed*1_000_003 + uint64(i)*10_007 + uint64(n)})
 		}
@@ -207,48 +240,57 @@ feed:
 	return res, nil
 }
 
-// newOfflines returns a drift.Offline per infergate rule for ref and windows
-// of n rows (nil for the baseline).
-func newOfflines(ref *drift.Reference, n int) ([nRules]*drift.Offline, error) {
+// newOffline returns a drift.Offline for infergate rule r, ref and
+// windows of n rows.
+func newOffline(r int, ref *drift.Reference, n int) (*drift.Offline, error) {
 	d := float64(len(ref.Features))
 	w := drift.WindowConfig{Rows: n}
-	cfgs := [nRules]*drift.Config{
-		RuleNew:  {Window: w},
-		RuleOld:  {Window: w, Rule: drift.RuleShare, DriftShare: 0.5, Threshold: drift.Threshold{Value: 0.05 / d}},
-		RuleAuto: {Window: w, Threshold: drift.Threshold{Auto: true}},
+	var cfg drift.Config
+	switch r {
+	case RuleNew:
+		cfg = drift.Config{Window: w}
+	case RuleOld:
+		cfg = drift.Config{Window: w, Rule: drift.RuleShare, DriftShare: 0.5, Threshold: drift.Threshold{Value: 0.05 / d}}
+	case RuleAuto:
+		cfg = drift.Config{Window: w, Threshold: drift.Threshold{Auto: true}}
+	case RuleMMD:
+		cfg = drift.Config{Window: w, Method: drift.MethodMMD}
+	default:
+		panic(fmt.Sprintf("BUG: rule %d is not infergate's", r))
 	}
-	var offs [nRules]*drift.Offline
-	for r, cfg := range cfgs {
-		if cfg == nil {
-			continue
-		}
-		off, err := drift.NewOffline(ref, *cfg)
-		if err != nil {
-			return offs, fmt.Errorf("cannot set up %s: %w", RuleNames[r], err)
-		}
-		offs[r] = off
+	off, err := drift.NewOffline(ref, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot set up %s: %w", RuleNames[r], err)
 	}
-	return offs, nil
+	return off, nil
 }
 
-// reference profiles the rows of s as an FP32 input's features.
+// reference profiles the rows of s as an FP32 input's features, with the
+// row sample method mmd compares windows with, as infergate profile
+// builds them.
 func (d *dataset) reference(s *split, seed uint64) *drift.Reference {
 	ref := &drift.Reference{Rows: len(s.ref)}
-	col := make([]float64, len(s.ref))
+	columns := make([][]float64, len(d.features))
 	for j, name := range d.features {
+		columns[j] = make([]float64, len(s.ref))
 		for i, row := range s.ref {
-			col[i] = row[j]
+			columns[j][i] = row[j]
 		}
-		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, col, drift.ProfileOptions{Float32: true, Seed: seed + uint64(j)}))
+		ref.Features = append(ref.Features, drift.BuildProfile(name, drift.Numeric, columns[j], drift.ProfileOptions{Float32: true, Seed: seed + uint64(j)}))
 	}
+	ref.SampleRows = drift.SampleRowsOf(columns, drift.DefaultSampleSize, seed, true)
 	return ref
 }
 
-// measureCell draws, judges and scores the windows of c.
+// measureCell draws, judges and scores the windows of c: window i of a
+// shift is judged against split i mod c.Splits, by threshold: auto when
+// that split is one of the first c.AutoSplits and by method mmd when i is
+// below o.MMDWindows (twice that for clean windows).
 func measureCell(ctx context.Context, o Options, d *dataset, c *Cell, seed uint64, done *atomic.Int64) error {
 	goStart := time.Now()
 	nf := len(d.features)
 	splits := make([]*split, c.Splits)
+	refs := make([]*drift.Reference, c.Splits)
 	offs := make([][nRules]*drift.Offline, c.Splits)
 	var py *baselineWriter
 	if !o.NoBaseline {
@@ -260,56 +302,87 @@ func measureCell(ctx context.Context, o Options, d *dataset, c *Cell, seed uint6
 	}
 	for k := range splits {
 		splits[k] = d.newSplit(seed*31 + uint64(k))
+		refs[k] = d.reference(splits[k], seed+uint64(k))
 		c.Reference = len(splits[k].ref)
-		var err error
-		if offs[k], err = newOfflines(d.reference(splits[k], seed+uint64(k)), c.Rows); err != nil {
-			return fmt.Errorf("cannot measure %s at %d rows: %w", d.name, c.Rows, err)
-		}
 		if py != nil {
 			py.addReference(splits[k].ref)
 		}
 	}
+	// offline returns the Offline of rule r and split k, set up when first
+	// asked for: auto thresholds calibrate for seconds.
+	offline := func(r, k int) (*drift.Offline, error) {
+		if offs[k][r] == nil {
+			off, err := newOffline(r, refs[k], c.Rows)
+			if err != nil {
+				return nil, fmt.Errorf("cannot measure %s at %d rows: %w", d.name, c.Rows, err)
+			}
+			offs[k][r] = off
+		}
+		return offs[k][r], nil
+	}
 	c.Counts = make([][nRules]Count, len(Shifts))
 	var goP [][]float64
 	ps := make([]float64, nf)
+	lv := levels(nf)
 	for si, sh := range Shifts {
-		windows := o.Windows
+		windows, mmdWindows := o.Windows, o.MMDWindows
 		if sh.Kind == Clean {
-			windows *= 2
+			windows, mmdWindows = 2*windows, 2*mmdWindows
 		}
 		for i := range windows {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			done.Add(1)
 			k := i % c.Splits
 			r := rand.New(rand.NewPCG(seed, uint64(si)<<32|uint64(i)))
 			rows := d.window(splits[k], r, c.Rows, sh)
+			if rows == nil {
+				c.NotDrawn++
+				continue
+			}
+			judged := [nRules]bool{RuleNew: true, RuleOld: true, RuleAuto: k < c.AutoSplits, RuleMMD: i < mmdWindows}
 			var drifted [nRules]bool
-			for rule, off := range offs[k] {
-				if off == nil {
+			var score [nRules]float64 // NaN where the rule has none
+			for rule := range score {
+				score[rule] = math.NaN()
+			}
+			for rule := range RuleScipy {
+				if !judged[rule] {
 					continue
+				}
+				off, err := offline(rule, k)
+				if err != nil {
+					return err
 				}
 				wr, err := off.Judge(rows)
 				if err != nil {
 					return fmt.Errorf("cannot judge a window of %s: %w", d.name, err)
 				}
 				drifted[rule] = wr.Drifted
-				if rule == RuleNew {
+				switch rule {
+				case RuleNew:
 					for j, f := range wr.Features {
 						ps[j] = f.Statistics["ks_p_value"]
 					}
+					score[RuleNew] = minP(ps) * float64(nf)
+					score[RuleOld] = kthSmallest(ps, (nf+1)/2)
+				case RuleMMD:
+					if wr.MMD == nil {
+						return fmt.Errorf("cannot judge a window of %s by method mmd: no MMD result", d.name)
+					}
+					score[RuleMMD] = wr.MMD.PValue
 				}
 			}
 			c.shift = append(c.shift, si)
-			c.scores[RuleNew] = append(c.scores[RuleNew], minP(ps)*float64(nf))
-			c.scores[RuleOld] = append(c.scores[RuleOld], kthSmallest(ps, (nf+1)/2))
-			c.scores[RuleAuto] = append(c.scores[RuleAuto], math.NaN())
-			for _, rule := range []int{RuleNew, RuleOld} {
-				if level := levels(nf)[rule]; drifted[rule] != (c.scores[rule][len(c.shift)-1] < level) {
+			for rule := range RuleScipy {
+				c.scores[rule] = append(c.scores[rule], score[rule])
+				if !judged[rule] {
+					continue
+				}
+				if !math.IsNaN(lv[rule]) && drifted[rule] != (score[rule] < lv[rule]) {
 					c.Inconsistent[rule]++
 				}
-			}
-			for rule := range RuleScipy {
 				c.Counts[si][rule].Windows++
 				if drifted[rule] {
 					c.Counts[si][rule].Flagged++
@@ -319,7 +392,6 @@ func measureCell(ctx context.Context, o Options, d *dataset, c *Cell, seed uint6
 				goP = append(goP, slices.Clone(ps))
 				py.addWindow(k, rows)
 			}
-			done.Add(1)
 		}
 	}
 	c.GoTime = time.Since(goStart)
@@ -360,7 +432,7 @@ func measureCell(ctx context.Context, o Options, d *dataset, c *Cell, seed uint6
 // levels returns the level of each rule's score for d features: a window
 // is flagged when its score is below it.
 func levels(d int) [nRules]float64 {
-	return [nRules]float64{RuleNew: 0.05, RuleOld: 0.05 / float64(d), RuleAuto: math.NaN(), RuleScipy: 0.05}
+	return [nRules]float64{RuleNew: 0.05, RuleOld: 0.05 / float64(d), RuleAuto: math.NaN(), RuleMMD: 0.05, RuleScipy: 0.05}
 }
 
 // minP returns the smallest of ps.

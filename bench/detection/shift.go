@@ -54,12 +54,22 @@ var Shifts = []Shift{
 
 // window draws a window of n rows of d from s under shift sh, with the
 // values rounded to float32 after the shift, as the gateway sees them.
+// Knockout picks its class at random among those that leave the pool
+// enough rows for the window; window returns nil when none does.
 func (d *dataset) window(s *split, r *rand.Rand, n int, sh Shift) [][]float64 {
-	knock, drop := -1, 0.0
+	var rows [][]float64
 	if sh.Kind == Knockout {
-		knock, drop = r.IntN(d.classes), sh.Strength
+		for _, knock := range r.Perm(d.classes) {
+			if rows = d.draw(s, r, n, knock, sh.Strength); rows != nil {
+				break
+			}
+		}
+		if rows == nil {
+			return nil
+		}
+	} else {
+		rows = d.draw(s, r, n, -1, 0)
 	}
-	rows := d.draw(s, r, n, knock, drop)
 	nf := len(d.features)
 	var moved []int
 	switch sh.Kind {
