@@ -171,33 +171,41 @@ func readMMD(res *Result) string {
 		fmt.Fprintf(&b, " %s %.0f%% / %.0f%%%s;", sh, 100*m.Rate, 100*sc.Rate, compare(m, sc))
 	}
 	fmt.Fprintf(&b, " (\"higher\" or \"lower\" where the two intervals do not overlap).\n")
-	var better, worse, even []string
-	for _, sh := range res.Shifts {
-		if sh.Kind != Thin {
-			continue
-		}
-		is := func(s Shift) bool { return s == sh }
-		for _, n := range res.Options.Sizes {
-			of := func(c *Cell) bool { return c.Rows == n }
-			m, sc := wilson(res.sum(RuleMMD, of, is)), wilson(res.sum(RuleScipy, of, is))
-			if m.Windows == 0 || sc.Windows == 0 {
+	fmt.Fprintf(&b, "- On the shifts spread thin over every feature, data set by data set, mmd against the baseline\n"+
+		"  (\"higher\"/\"lower\" where the intervals do not overlap, else within each other's intervals):\n")
+	for _, ds := range res.Options.Datasets {
+		var parts []string
+		for _, sh := range res.Shifts {
+			if sh.Kind != Thin {
 				continue
 			}
-			at := fmt.Sprintf("%s at %d rows (%.0f%% against %.0f%%)", sh, n, 100*m.Rate, 100*sc.Rate)
-			switch compare(m, sc) {
-			case " higher":
-				better = append(better, at)
-			case " lower":
-				worse = append(worse, at)
-			default:
-				even = append(even, at)
+			is := func(s Shift) bool { return s == sh }
+			for _, n := range res.Options.Sizes {
+				of := func(c *Cell) bool { return c.Dataset == ds && c.Rows == n }
+				m, sc := wilson(res.sum(RuleMMD, of, is)), wilson(res.sum(RuleScipy, of, is))
+				if m.Windows == 0 || sc.Windows == 0 {
+					continue
+				}
+				verdict := compare(m, sc)
+				if verdict == "" {
+					verdict = " even"
+				}
+				parts = append(parts, fmt.Sprintf("+%g sd at %d rows %.0f%%/%.0f%%%s", sh.Strength, n, 100*m.Rate, 100*sc.Rate, verdict))
 			}
 		}
+		if len(parts) > 0 {
+			fmt.Fprintf(&b, "  %s: %s.\n", ds, strings.Join(parts, ", "))
+		}
 	}
-	fmt.Fprintf(&b, "- On the shifts spread thin over every feature, pooled over the data sets, mmd catches more than\n"+
-		"  the baseline, the intervals apart, at: %s. Within the intervals of each other at: %s. Fewer at: %s.\n"+
-		"  See the thin-shift table for each data set.\n",
-		orNone(better), orNone(even), orNone(worse))
+	fmt.Fprintf(&b, "  Two things stand against mmd here. The demo's features are integers with heavy ties (products is\n"+
+		"  1 for 45%% of rows): any mean shift moves every value off the integers, and KS, comparing the two\n"+
+		"  distribution functions at every value, sees a tie's whole mass move (D near 0.45) where the shift is\n"+
+		"  0.05 sd; on the demo the thin rows measure that, not thinness. On the scikit-learn sets the rows\n"+
+		"  do carry more signal than any one feature: the +0.15 sd step has a Mahalanobis length (under the\n"+
+		"  data's correlation) of 0.52 on breast_cancer and 0.59 on wine, against 0.15 per feature. A Gaussian\n"+
+		"  kernel with the median-heuristic bandwidth (2σ² = the median squared distance between reference\n"+
+		"  rows, about 2d for d standardized features) is wide against such a step in 13 or 30 dimensions,\n"+
+		"  which is the likely reason mmd gains nothing from it (not verified with another bandwidth here).\n")
 	return b.String()
 }
 
