@@ -14,6 +14,14 @@ NATS_SERVER := .cache/bin/nats-server
 DUCKDB_VERSION := 1.5.6-r.1
 DUCKDB_DIR     := .cache/duckdb
 DUCKDB         := $(DUCKDB_DIR)/installed-$(DUCKDB_VERSION)
+# PROTO_DIR holds the gRPC inference service's .proto and its generated stubs;
+# the plugins are pinned (protoc-gen-go at go.mod's google.golang.org/protobuf)
+# and installed into .cache/bin, where the stubs' regeneration test finds them.
+PROTO_DIR                  := gateway/v2codec/inferencepb
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+PROTOC_GEN_GO_STAMP        := .cache/bin/protoc-gen-go.$(PROTOC_GEN_GO_VERSION).installed
+PROTOC_GEN_GO_GRPC_STAMP   := .cache/bin/protoc-gen-go-grpc.$(PROTOC_GEN_GO_GRPC_VERSION).installed
 # VERSION names the build in `infergate version` and /v2: the nearest tag and
 # commit, or empty outside a git checkout (the build information says then).
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
@@ -30,7 +38,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server duckdb
+test: onnxruntime nats-server duckdb protoc
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -98,6 +106,34 @@ $(DUCKDB):
 	mkdir -p $(DUCKDB_DIR)
 	npm install --prefix $(DUCKDB_DIR) --save-exact --no-audit --no-fund --silent @duckdb/node-api@$(DUCKDB_VERSION)
 	@touch $@
+
+## protoc: Debian's protobuf-compiler (apt-get, through sudo when not root) unless protoc is on
+## PATH, and the pinned protoc-gen-go and protoc-gen-go-grpc in .cache/bin, for make proto and the
+## test that regenerates the gRPC stubs
+.PHONY: protoc proto
+protoc: $(PROTOC_GEN_GO_STAMP) $(PROTOC_GEN_GO_GRPC_STAMP)
+	@command -v protoc >/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y protobuf-compiler || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y protobuf-compiler; }; }
+
+# The stamps name the plugin versions, so changing a version installs again.
+$(PROTOC_GEN_GO_STAMP):
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@touch $@
+
+$(PROTOC_GEN_GO_GRPC_STAMP):
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@touch $@
+
+## proto: regenerate the Go stubs of the gRPC inference service from $(PROTO_DIR)/grpc_service.proto
+proto: protoc
+	PATH=$(abspath .cache/bin):$$PATH protoc -I $(PROTO_DIR) \
+	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
+	  grpc_service.proto
 
 ## models: regenerate the demo model and the test models from their seeded generators
 models:
