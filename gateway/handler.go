@@ -390,7 +390,8 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	req := acquireInferRequest()
 	defer releaseInferRequest(req)
-	if err := req.scan(body, headerLen, v.maxJSONValues); err != nil {
+	err = req.decode(body, headerLen, v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs())
+	if err != nil && !req.WellFormed {
 		code := fasthttp.StatusBadRequest
 		if errors.Is(err, errTooManyValues) {
 			code = fasthttp.StatusRequestEntityTooLarge
@@ -398,13 +399,17 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		writeError(ctx, code, err.Error())
 		return code, true
 	}
-	// The parser's copy of the JSON, its tree and the tensors, charged
-	// before they exist.
+	// The body and what its values may cost while the request is served,
+	// charged at jsonValueCost a value as the budget has always counted
+	// them, and before a request that is wrong is answered 400, as when
+	// the charge came before decoding: one that could never fit the budget
+	// learns that first. Decoding held only the tensors, at most 8 bytes a
+	// value and bounded by maxJSONValues.
 	if code, err := s.reserveMemory(&call.held, int64(len(body))+int64(req.Values)*jsonValueCost); err != nil {
 		writeError(ctx, code, err.Error())
 		return code, code != fasthttp.StatusServiceUnavailable
 	}
-	if err := req.parse(v.rt.Inputs(), v.rt.Outputs()); err != nil {
+	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return fasthttp.StatusBadRequest, true
 	}

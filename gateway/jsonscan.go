@@ -54,32 +54,54 @@ type jsonKey struct {
 // maxValues values is refused with an error wrapping errTooManyValues.
 func (s *jsonScanner) scan(doc []byte, maxValues int) (int, error) {
 	s.open, s.keys, s.firstKey, s.decoded = s.open[:0], s.keys[:0], s.firstKey[:0], s.decoded[:0]
+	i, values, err := s.value(doc, skipSpace(doc, 0), 0, maxValues)
+	if err != nil {
+		return values, err
+	}
+	if i != len(doc) {
+		return values, scanError(doc, i, "unexpected data after the document")
+	}
+	return values, nil
+}
+
+// skip checks the value at doc[i], which lies inside depth containers
+// already open, and returns the index after it (and after the space that
+// follows it) and its number of values. It leaves the scanner's key stacks
+// as it found them, so that a decoder walking the enclosing objects with
+// enter, key and leave can skip the values it does not read.
+func (s *jsonScanner) skip(doc []byte, i, depth, maxValues int) (end, values int, err error) {
+	s.open = s.open[:0]
+	return s.value(doc, i, depth, maxValues)
+}
+
+// value checks one value at doc[i], nested inside depth containers, and
+// returns the index after it and the space that follows it.
+func (s *jsonScanner) value(doc []byte, i, depth, maxValues int) (int, int, error) {
 	values := 0
-	i := skipSpace(doc, 0)
 	// Each turn reads one value, then what follows it up to the next value.
 	for {
 		if i >= len(doc) {
-			return values, scanError(doc, i, "unexpected end of document")
+			return i, values, scanError(doc, i, "unexpected end of document")
 		}
 		values++
 		if values > maxValues {
-			return values, fmt.Errorf("%w: more than %d", errTooManyValues, maxValues)
+			return i, values, fmt.Errorf("%w: more than %d", errTooManyValues, maxValues)
 		}
 		var err error
 		switch c := doc[i]; {
 		case c == '{' || c == '[':
-			if len(s.open) == maxJSONDepth {
-				return values, scanError(doc, i, fmt.Sprintf("nested deeper than %d levels", maxJSONDepth))
+			if len(s.open)+depth >= maxJSONDepth {
+				return i, values, scanError(doc, i, fmt.Sprintf("nested deeper than %d levels", maxJSONDepth))
 			}
 			s.open = append(s.open, c)
 			i = skipSpace(doc, i+1)
 			if c == '{' {
-				s.firstKey = append(s.firstKey, len(s.keys))
+				s.enter()
 				if i < len(doc) && doc[i] == '}' {
 					break // the empty object is closed below
 				}
 				if i, err = s.key(doc, i); err != nil {
-					return values, err
+					return i, values, err
 				}
 				continue
 			}
@@ -89,31 +111,28 @@ func (s *jsonScanner) scan(doc []byte, maxValues int) (int, error) {
 			continue
 		case c == '"':
 			if i, err = scanString(doc, i); err != nil {
-				return values, err
+				return i, values, err
 			}
 		case c == '-' || c >= '0' && c <= '9':
 			if i, err = scanNumber(doc, i); err != nil {
-				return values, err
+				return i, values, err
 			}
 		case c == 't' || c == 'f' || c == 'n':
 			if i, err = scanLiteral(doc, i); err != nil {
-				return values, err
+				return i, values, err
 			}
 		default:
-			return values, scanError(doc, i, fmt.Sprintf("unexpected %q where a value belongs", c))
+			return i, values, scanError(doc, i, fmt.Sprintf("unexpected %q where a value belongs", c))
 		}
 
 		// After a value: closing brackets, then a comma or the end.
 		for {
 			i = skipSpace(doc, i)
 			if len(s.open) == 0 {
-				if i != len(doc) {
-					return values, scanError(doc, i, "unexpected data after the document")
-				}
-				return values, nil
+				return i, values, nil
 			}
 			if i >= len(doc) {
-				return values, scanError(doc, i, "unexpected end of document")
+				return i, values, scanError(doc, i, "unexpected end of document")
 			}
 			top := s.open[len(s.open)-1]
 			switch c := doc[i]; {
@@ -121,12 +140,11 @@ func (s *jsonScanner) scan(doc []byte, maxValues int) (int, error) {
 				i = skipSpace(doc, i+1)
 				if top == '{' {
 					if i, err = s.key(doc, i); err != nil {
-						return values, err
+						return i, values, err
 					}
 				}
 			case c == '}' && top == '{':
-				s.keys = s.keys[:s.firstKey[len(s.firstKey)-1]]
-				s.firstKey = s.firstKey[:len(s.firstKey)-1]
+				s.leave()
 				s.open = s.open[:len(s.open)-1]
 				i++
 				continue
@@ -135,11 +153,27 @@ func (s *jsonScanner) scan(doc []byte, maxValues int) (int, error) {
 				i++
 				continue
 			default:
-				return values, scanError(doc, i, fmt.Sprintf("unexpected %q after a value", c))
+				return i, values, scanError(doc, i, fmt.Sprintf("unexpected %q after a value", c))
 			}
 			break
 		}
 	}
+}
+
+// enter starts the key set of an object just opened.
+func (s *jsonScanner) enter() {
+	s.firstKey = append(s.firstKey, len(s.keys))
+}
+
+// leave drops the key set of the object being closed.
+func (s *jsonScanner) leave() {
+	s.keys = s.keys[:s.firstKey[len(s.firstKey)-1]]
+	s.firstKey = s.firstKey[:len(s.firstKey)-1]
+}
+
+// lastKey returns the decoded text of the key key last read.
+func (s *jsonScanner) lastKey(doc []byte) []byte {
+	return s.text(doc, s.keys[len(s.keys)-1])
 }
 
 // key reads an object's key and its colon at doc[i], refusing one the

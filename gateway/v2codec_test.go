@@ -777,11 +777,3 @@ func BenchmarkAppendInferResponse(b *testing.B) {
 
 // anyValues lets a decode in tests take a JSON of any size.
 const anyValues = math.MaxInt32
-
-// decode scans and parses body as the handler does, in one call.
-func (r *inferRequest) decode(body []byte, headerLen, maxValues int, inputs, outputs []runtime.TensorInfo) error {
-	if err := r.scan(body, headerLen, maxValues); err != nil {
-		return err
-	}
-	return r.parse(inputs, outputs)
-}
