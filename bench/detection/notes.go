@@ -120,9 +120,11 @@ func reading(res *Result) string {
 			fmt.Fprintf(&b, " Cells whose interval lies above 5%%: %s.\n", strings.Join(above, "; "))
 		}
 	}
-	fmt.Fprintf(&b, "  Each cell's clean rate holds %d windows (KS rules), fewer for auto and mmd: a single cell at 8%% or\n"+
-		"  10%% is within chance of 5%% more often than not; the pooled rates are the sharper test. On the demo's\n"+
-		"  integer features (many ties) KS is conservative, which keeps its clean rate below 5%%.\n", 2*res.Options.Windows)
+	fmt.Fprintf(&b, "  A cell holds %d clean windows for the KS rules, %d for mmd and, on a scikit-learn set, %d for auto:\n"+
+		"  among %d cells, one interval just above 5%% is what chance alone gives about as often as not; the\n"+
+		"  pooled rates are the sharper test. On the demo's integer features (many ties) KS is conservative,\n"+
+		"  which keeps its clean rate below 5%%.\n", 2*res.Options.Windows, 2*max(res.Options.MMDWindows, 0),
+		2*res.Options.Windows*min(max(res.Options.AutoSplits, 0), res.Options.Splits)/max(res.Options.Splits, 1), len(res.Cells))
 	all := func(*Cell) bool { return true }
 	autoC, autoF := wilson(res.sum(RuleAuto, all, isShifted)), wilson(res.sum(RuleAuto, all, isClean))
 	fmt.Fprintf(&b, "- `threshold: auto` catches %s of the shifted windows it judges (the new defaults: %s of all)\n"+

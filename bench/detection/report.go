@@ -133,6 +133,13 @@ func (res *Result) matched(n int) Matched {
 	return m
 }
 
+// atFloor reports whether rule r's tuned level flags no clean window
+// although the target asks for some: its clean scores tie at the lowest.
+func (m Matched) atFloor(r int) bool {
+	return m.Target > 0 && m.FalseAlarm[r].Windows > 0 && m.FalseAlarm[r].Flagged == 0 &&
+		m.Target*float64(m.FalseAlarm[r].Windows) >= 1
+}
+
 // countBelow counts the scores below level.
 func countBelow(scores []float64, level float64) Count {
 	c := Count{Windows: len(scores)}
@@ -334,11 +341,21 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 		"its own, calibrated by bootstrap at the rule's rate, so its level is a rate to calibrate at\n"+
 		"again, not a cut of one score.\n\n")
 	fmt.Fprintf(&b, "| window rows | target | rule | shifted windows caught | clean windows flagged |\n| ---: | ---: | --- | ---: | ---: |\n")
+	floored := false
 	for _, n := range o.Sizes {
 		m := res.matched(n)
 		for _, r := range []int{RuleScipy, RuleNew, RuleOld, RuleMMD} {
-			fmt.Fprintf(&b, "| %d | %.1f%% | %s | %s | %s |\n", n, 100*m.Target, RuleNames[r], m.Power[r], m.FalseAlarm[r])
+			mark := ""
+			if m.atFloor(r) {
+				mark, floored = " †", true
+			}
+			fmt.Fprintf(&b, "| %d | %.1f%% | %s | %s%s | %s |\n", n, 100*m.Target, RuleNames[r], m.Power[r], mark, m.FalseAlarm[r])
 		}
+	}
+	if floored {
+		fmt.Fprintf(&b, "\n†: more of the rule's clean windows than the target allows share its lowest score (mmd's\n"+
+			"p-value stops at 1/(1+permutations), about 0.005), so any level that flags one flags too many: its\n"+
+			"power at the baseline's rate is unknown here, not 0.\n")
 	}
 
 	fmt.Fprintf(&b, "\n## Agreement with scipy\n\n")
