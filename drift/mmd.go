@@ -24,8 +24,8 @@ const (
 // maximum mean discrepancy between the window's rows and the reference's
 // under a Gaussian kernel, and its permutation p-value.
 type MMDResult struct {
-	// Statistic is the unbiased estimate of MMD² over the features, each
-	// standardized by the reference's mean and standard deviation.
+	// Statistic is the unbiased estimate of MMD² over the features,
+	// whitened by the reference's mean and covariance (see mmdJudge).
 	Statistic float64 `json:"statistic"`
 	// PValue is the share of label permutations of the pooled rows (plus
 	// the observed labelling) whose statistic reaches Statistic.
@@ -44,10 +44,21 @@ type MMDResult struct {
 // mmdJudge is the multivariate detector of a version: a two-sample test
 // of maximum mean discrepancy (Gretton et al., 2012), as Alibi Detect's
 // MMDDrift runs it, between a window's row sample and the reference's.
+//
+// Rows are whitened first: x becomes L⁻¹(x - mean), where L L' is the
+// covariance of the reference's sample rows with a ridge of a hundredth of
+// each feature's variance added to its diagonal. The kernel's distances
+// are then Mahalanobis distances: a move that many correlated features
+// make together counts for what it is under their correlation, not once
+// per feature (with features only standardized, it hides in the
+// direction in which they vary most). The ridge keeps collinear features
+// (a radius, its perimeter and its area) from making a direction of
+// rounding noise count.
 type mmdJudge struct {
-	ref         [][]float64 // standardized reference rows
-	mean, scale []float64   // per feature
-	bandwidth   float64
+	ref       [][]float64 // whitened reference rows
+	mean      []float64
+	chol      [][]float64 // L, lower triangular
+	bandwidth float64
 	r           *rand.Rand
 	// Scratch, reused by each window: the pooled standardized rows, the
 	// kernel matrix over them (row-major, upper triangle used), and a
@@ -62,14 +73,33 @@ type mmdJudge struct {
 // takes up to mmdRows rows; ref must have one.
 func newMMDJudge(ref *Reference) *mmdJudge {
 	nf := len(ref.Features)
-	m := &mmdJudge{mean: make([]float64, nf), scale: make([]float64, nf), r: rand.New(rand.NewPCG(0x33d, 1))}
-	for i, p := range ref.Features {
-		m.mean[i], m.scale[i] = p.Mean, 1
-		if p.Std > 0 {
-			m.scale[i] = 1 / p.Std
+	m := &mmdJudge{mean: make([]float64, nf), r: rand.New(rand.NewPCG(0x33d, 1))}
+	rows := ref.SampleRows
+	for _, row := range rows {
+		for i, x := range row {
+			m.mean[i] += x / float64(len(rows))
 		}
 	}
-	for _, row := range ref.SampleRows[:min(len(ref.SampleRows), mmdRows)] {
+	cov := make([][]float64, nf)
+	for i := range cov {
+		cov[i] = make([]float64, nf)
+	}
+	for _, row := range rows {
+		for i := range nf {
+			for j := range i + 1 {
+				cov[i][j] += (row[i] - m.mean[i]) * (row[j] - m.mean[j]) / float64(len(rows))
+			}
+		}
+	}
+	for i := range nf {
+		if cov[i][i] == 0 {
+			cov[i][i] = 1 // a constant feature: any change counts, in its own units
+		} else {
+			cov[i][i] *= 1.01
+		}
+	}
+	m.chol = cholesky(cov)
+	for _, row := range rows[:min(len(rows), mmdRows)] {
 		m.ref = append(m.ref, m.standardize(nil, row))
 	}
 	var d2 []float64
@@ -88,12 +118,43 @@ func newMMDJudge(ref *Reference) *mmdJudge {
 	return m
 }
 
-// standardize appends row, standardized, to dst.
+// standardize appends row, whitened, to dst: z solves L z = row - mean.
 func (m *mmdJudge) standardize(dst, row []float64) []float64 {
+	start := len(dst)
 	for i, x := range row {
-		dst = append(dst, (x-m.mean[i])*m.scale[i])
+		z := x - m.mean[i]
+		for j := range i {
+			z -= m.chol[i][j] * dst[start+j]
+		}
+		dst = append(dst, z/m.chol[i][i])
 	}
 	return dst
+}
+
+// cholesky returns L, lower triangular, with L L' = a, for a symmetric
+// positive definite a given by its lower triangle (which it overwrites).
+// A pivot that rounding made non-positive (the ridge rules it out in
+// exact arithmetic) takes the diagonal's own value, as if that feature
+// were uncorrelated with those before it.
+func cholesky(a [][]float64) [][]float64 {
+	for j := range a {
+		d := a[j][j]
+		for k := range j {
+			d -= a[j][k] * a[j][k]
+		}
+		if !(d > 0) {
+			d = a[j][j]
+		}
+		a[j][j] = math.Sqrt(d)
+		for i := j + 1; i < len(a); i++ {
+			s := a[i][j]
+			for k := range j {
+				s -= a[i][k] * a[j][k]
+			}
+			a[i][j] = s / a[j][j]
+		}
+	}
+	return a
 }
 
 func squaredDistance(a, b []float64) float64 {
