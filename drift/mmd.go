@@ -59,7 +59,7 @@ type mmdJudge struct {
 	mean      []float64
 	chol      [][]float64 // L, lower triangular
 	bandwidth float64
-	r           *rand.Rand
+	r         *rand.Rand
 	// Scratch, reused by each window: the pooled standardized rows, the
 	// kernel matrix over them (row-major, upper triangle used), and a
 	// permutation of their indices.
