@@ -119,8 +119,9 @@ func (d *dataset) maxWindow() int {
 // split is one reference of a data set and the source its windows are
 // drawn from.
 type split struct {
-	ref [][]float64 // reference rows
-	sd  []float64   // the reference's standard deviation per feature
+	ref  [][]float64 // reference rows
+	mean []float64   // the reference's mean per feature
+	sd   []float64   // the reference's standard deviation per feature
 	// pool and poolY are the rows windows are drawn from without
 	// replacement, the rows not in the reference; nil for a generator.
 	pool  [][]float64
@@ -148,13 +149,14 @@ func (d *dataset) newSplit(seed uint64) *split {
 			}
 		}
 	}
-	s.sd = make([]float64, len(d.features))
+	s.sd, s.mean = make([]float64, len(d.features)), make([]float64, len(d.features))
 	for j := range s.sd {
 		var sum, sumSq float64
 		for _, row := range s.ref {
 			sum += row[j]
 		}
 		mean := sum / float64(len(s.ref))
+		s.mean[j] = mean
 		for _, row := range s.ref {
 			sumSq += (row[j] - mean) * (row[j] - mean)
 		}

@@ -289,7 +289,7 @@ func (res *Result) WriteMarkdown(w io.Writer, meta Meta) error {
 	fmt.Fprintf(&b, "\n| --- | --- | --- |%s\n", strings.Repeat(" ---: |", len(o.Sizes)))
 	for _, ds := range o.Datasets {
 		for _, sh := range res.Shifts {
-			if sh.Kind != Thin && sh.Kind != Clean {
+			if sh.Kind != Thin && sh.Kind != Tilt && sh.Kind != Clean {
 				continue
 			}
 			for _, r := range []int{RuleScipy, RuleNew, RuleMMD} {
