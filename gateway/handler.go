@@ -390,7 +390,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 	}
 	req := acquireInferRequest()
 	defer releaseInferRequest(req)
-	err = req.decode(body, headerLen, v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs())
+	err = req.Decode(body, headerLen, v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs())
 	if err != nil && !req.WellFormed {
 		code := fasthttp.StatusBadRequest
 		if errors.Is(err, errTooManyValues) {

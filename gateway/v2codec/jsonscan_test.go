@@ -1,4 +1,4 @@
-package gateway
+package v2codec
 
 import (
 	"encoding/json"
@@ -8,10 +8,10 @@ import (
 )
 
 func TestJSONScannerAcceptsJSON(t *testing.T) {
-	var s jsonScanner
+	var s Scanner
 	f := func(doc string, wantValues int) {
 		t.Helper()
-		n, err := s.scan([]byte(doc), 1<<20)
+		n, err := s.Scan([]byte(doc), 1<<20)
 		if err != nil || n != wantValues {
 			t.Fatalf("scan(%s) = %d, %v; want %d values", doc, n, err, wantValues)
 		}
@@ -26,10 +26,10 @@ func TestJSONScannerAcceptsJSON(t *testing.T) {
 }
 
 func TestJSONScannerRefuses(t *testing.T) {
-	var s jsonScanner
+	var s Scanner
 	f := func(doc, wantErr string) {
 		t.Helper()
-		_, err := s.scan([]byte(doc), 1<<20)
+		_, err := s.Scan([]byte(doc), 1<<20)
 		if err == nil || !strings.Contains(err.Error(), wantErr) {
 			t.Fatalf("scan(%q) = %v; want an error containing %q", doc, err, wantErr)
 		}
@@ -70,13 +70,13 @@ func TestJSONScannerRefuses(t *testing.T) {
 }
 
 func TestJSONScannerStopsAtItsBound(t *testing.T) {
-	var s jsonScanner
+	var s Scanner
 	doc := []byte(`{"data":[` + strings.Repeat("0,", 1000) + `0]}`)
-	if n, err := s.scan(doc, 1003); err != nil || n != 1003 {
+	if n, err := s.Scan(doc, 1003); err != nil || n != 1003 {
 		t.Fatalf("scan at its bound = %d, %v; want 1003 values", n, err)
 	}
-	if _, err := s.scan(doc, 1002); !errors.Is(err, errTooManyValues) {
-		t.Fatalf("scan past its bound: %v; want errTooManyValues", err)
+	if _, err := s.Scan(doc, 1002); !errors.Is(err, ErrTooManyValues) {
+		t.Fatalf("scan past its bound: %v; want ErrTooManyValues", err)
 	}
 }
 
@@ -88,8 +88,8 @@ func FuzzJSONScanner(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		var s jsonScanner
-		_, err := s.scan(doc, 1<<20)
+		var s Scanner
+		_, err := s.Scan(doc, 1<<20)
 		valid := json.Valid(doc)
 		if err == nil && !valid {
 			t.Fatalf("scanner accepted invalid JSON %q", doc)

@@ -1,4 +1,4 @@
-package gateway
+package v2codec
 
 import (
 	"bytes"
@@ -45,9 +45,9 @@ const codecOracleHeader = `{"inputs":[{"name":"h","datatype":"FP16","shape":[2],
 // refused the JSON itself.
 func codecCompareWithOracle(t *testing.T, body []byte, headerLen, maxValues int, model []runtime.TensorInfo) {
 	t.Helper()
-	r := acquireInferRequest()
-	defer releaseInferRequest(r)
-	err := r.decode(body, headerLen, maxValues, model, codecClassifierOutputs)
+	r := AcquireRequest()
+	defer ReleaseRequest(r)
+	err := r.Decode(body, headerLen, maxValues, model, codecClassifierOutputs)
 	var o oracleRequest
 	scanErr := o.scan(body, headerLen, maxValues)
 	oracleErr := scanErr
@@ -57,7 +57,7 @@ func codecCompareWithOracle(t *testing.T, body []byte, headerLen, maxValues int,
 	switch {
 	case (err == nil) != (oracleErr == nil):
 		t.Fatalf("decoding %q (header %d): got %v, the former decoder %v", body, headerLen, err, oracleErr)
-	case errors.Is(err, errTooManyValues) != errors.Is(oracleErr, errTooManyValues):
+	case errors.Is(err, ErrTooManyValues) != errors.Is(oracleErr, ErrTooManyValues):
 		t.Fatalf("decoding %q: got %v, the former decoder %v", body, err, oracleErr)
 	case scanErr != nil && (err.Error() != scanErr.Error() || r.WellFormed):
 		t.Fatalf("decoding %q: got %v (well formed %v), the former decoder %v", body, err, r.WellFormed, scanErr)
@@ -175,9 +175,9 @@ func codecCheckFloats(t *testing.T, numbers []string) {
 			if err != nil {
 				// Out of range: refused alone, as the old decoder did.
 				body := `{"inputs":[{"name":"v","datatype":"` + dt.String() + `","shape":[1],"data":[` + s + `]}]}`
-				r := acquireInferRequest()
-				err := r.decode([]byte(body), -1, anyValues, model, nil)
-				releaseInferRequest(r)
+				r := AcquireRequest()
+				err := r.Decode([]byte(body), -1, anyValues, model, nil)
+				ReleaseRequest(r)
 				if wantErr := s + " is out of range for " + dt.String(); err == nil || !strings.Contains(err.Error(), wantErr) {
 					t.Fatalf("%s as %s: got %v, want an error containing %q", s, dt, err, wantErr)
 				}

@@ -1,4 +1,4 @@
-package gateway
+package v2codec
 
 import (
 	"strconv"
@@ -12,6 +12,10 @@ import (
 var codecFeatures256 = []runtime.TensorInfo{
 	{Name: "features", DataType: runtime.FP32, Shape: []int64{runtime.Dynamic, 256}},
 }
+
+// codecDemoRequest is the gateway tests' request for the demo model.
+const codecDemoRequest = `{"id":"req-1","inputs":[{"name":"input","shape":[2,8],"datatype":"FP32",
+ "data":[[35,52000,24,1200,2,680,0,0.3],[61,18000,3,9000,1,540,4,0.95]]}]}`
 
 // codecDemoInputs is the demo model's input: 8 features a row.
 var codecDemoInputs = []runtime.TensorInfo{
@@ -41,17 +45,17 @@ func BenchmarkDecode256(b *testing.B) {
 // BenchmarkDecode8 decodes the demo model's request (two rows of 8
 // features), on one goroutine.
 func BenchmarkDecode8(b *testing.B) {
-	benchmarkDecode(b, []byte(demoRequest), codecDemoInputs)
+	benchmarkDecode(b, []byte(codecDemoRequest), codecDemoInputs)
 }
 
 func benchmarkDecode(b *testing.B, body []byte, inputs []runtime.TensorInfo) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		r := acquireInferRequest()
-		if err := r.decode(body, -1, anyValues, inputs, codecClassifierOutputs); err != nil {
+		r := AcquireRequest()
+		if err := r.Decode(body, -1, anyValues, inputs, codecClassifierOutputs); err != nil {
 			b.Fatal(err)
 		}
-		releaseInferRequest(r)
+		ReleaseRequest(r)
 	}
 }

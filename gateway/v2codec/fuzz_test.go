@@ -1,4 +1,4 @@
-package gateway
+package v2codec
 
 import (
 	"bytes"
@@ -56,18 +56,18 @@ func FuzzDecodeInferRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, headerLen int) {
 		for _, model := range codecFuzzModels {
-			r := acquireInferRequest()
-			if err := r.decode(body, headerLen, anyValues, model, codecClassifierOutputs); err == nil {
+			r := AcquireRequest()
+			if err := r.Decode(body, headerLen, anyValues, model, codecClassifierOutputs); err == nil {
 				codecCheckDecoded(t, r, model)
 			}
-			releaseInferRequest(r)
+			ReleaseRequest(r)
 		}
 	})
 }
 
 // codecCheckDecoded checks that a decoded request agrees with the model and
 // that its inputs, encoded as a response, decode back to the same tensors.
-func codecCheckDecoded(t *testing.T, r *inferRequest, model []runtime.TensorInfo) {
+func codecCheckDecoded(t *testing.T, r *Request, model []runtime.TensorInfo) {
 	t.Helper()
 	if len(r.Inputs) != len(model) {
 		t.Fatalf("decoded %d inputs for a model of %d", len(r.Inputs), len(model))
@@ -101,14 +101,14 @@ func codecCheckDecoded(t *testing.T, r *inferRequest, model []runtime.TensorInfo
 
 func codecCheckReencoded(t *testing.T, inputs []runtime.Tensor, model []runtime.TensorInfo, bin bool) {
 	t.Helper()
-	resp, headerLen := appendInferResponse(nil, "m", "1", &inferRequest{BinaryOutput: bin}, model, inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: bin}, model, inputs)
 	if !bin && !json.Valid(resp) {
 		t.Fatalf("response is not valid JSON: %s", resp)
 	}
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
-	back := acquireInferRequest()
-	defer releaseInferRequest(back)
-	if err := back.decode(req, headerLen, anyValues, model, nil); err != nil {
+	back := AcquireRequest()
+	defer ReleaseRequest(back)
+	if err := back.Decode(req, headerLen, anyValues, model, nil); err != nil {
 		t.Fatalf("cannot decode the re-encoded %s: %s", req, err)
 	}
 	for i := range inputs {
@@ -129,7 +129,7 @@ func codecAllFinite(tensors []runtime.Tensor) bool {
 			var f float64
 			switch t.DataType {
 			case runtime.FP16:
-				f = float64(halfToFloat32(le.Uint16(t.Data[off:])))
+				f = float64(HalfToFloat32(le.Uint16(t.Data[off:])))
 			case runtime.FP32:
 				f = float64(math.Float32frombits(le.Uint32(t.Data[off:])))
 			case runtime.FP64:

@@ -1,6 +1,6 @@
 //go:build !race
 
-package gateway
+package v2codec
 
 import (
 	"testing"
@@ -21,11 +21,11 @@ func TestInferCodecAllocations(t *testing.T) {
 	}
 	decode := func(body []byte, headerLen int, inputs []runtime.TensorInfo) func() {
 		return func() {
-			r := acquireInferRequest()
-			if err := r.decode(body, headerLen, anyValues, inputs, codecClassifierOutputs); err != nil {
+			r := AcquireRequest()
+			if err := r.Decode(body, headerLen, anyValues, inputs, codecClassifierOutputs); err != nil {
 				panic(err)
 			}
-			releaseInferRequest(r)
+			ReleaseRequest(r)
 		}
 	}
 	f("decode FP32 [1,32]", decode(codecFP32Body(1), -1, codecFeatures32))
@@ -47,18 +47,18 @@ func TestInferCodecAllocations(t *testing.T) {
 		{DataType: runtime.INT64, Shape: []int64{4}, Data: codecLE([]int64{1, 0, 1, 1})},
 		{DataType: runtime.FP32, Shape: []int64{4, 2}, Data: codecLE(probs)},
 	}
-	selected := &inferRequest{ID: []byte("a-request-id-longer-than-32-bytes-0123456789"), Outputs: []requestedOutput{{Index: 1}}}
+	selected := &Request{ID: []byte("a-request-id-longer-than-32-bytes-0123456789"), Outputs: []RequestedOutput{{Index: 1}}}
 	var dst []byte
 	f("encode FP32 [4,2]", func() {
-		dst, _ = appendInferResponse(dst[:0], "model", "1", selected, codecClassifierOutputs, results)
+		dst, _ = AppendInferResponse(dst[:0], "model", "1", selected, codecClassifierOutputs, results)
 	})
-	all := &inferRequest{BinaryOutput: true}
+	all := &Request{BinaryOutput: true}
 	f("encode binary", func() {
-		dst, _ = appendInferResponse(dst[:0], "model", "1", all, codecClassifierOutputs, results)
+		dst, _ = AppendInferResponse(dst[:0], "model", "1", all, codecClassifierOutputs, results)
 	})
 	f("encode metadata and errors", func() {
-		dst = appendModelMetadata(dst[:0], "model", []string{"1"}, "onnxruntime_onnx", codecFeatures32, codecClassifierOutputs)
-		dst = appendServerMetadata(dst[:0], "infergate", "1.0", []string{"binary_tensor_data"})
-		dst = appendError(dst[:0], "input \"x\":\tbad\n")
+		dst = AppendModelMetadata(dst[:0], "model", []string{"1"}, "onnxruntime_onnx", codecFeatures32, codecClassifierOutputs)
+		dst = AppendServerMetadata(dst[:0], "infergate", "1.0", []string{"binary_tensor_data"})
+		dst = AppendError(dst[:0], "input \"x\":\tbad\n")
 	})
 }

@@ -1,7 +1,7 @@
-package gateway
+package v2codec
 
-// This file keeps the decoder that inferRequest.decode replaced, which
-// checked the JSON with jsonScanner, parsed it with fastjson and had strconv
+// This file keeps the decoder that Request.decode replaced, which
+// checked the JSON with Scanner, parsed it with fastjson and had strconv
 // parse each number's re-marshalled text, as the oracle of a differential
 // fuzz test: the one-pass decoder must accept exactly what it accepted,
 // decode it to the same tensors, and refuse the rest with the same status.
@@ -31,7 +31,7 @@ type oracleRequest struct {
 
 	// Outputs is the "outputs" selection in request order; empty means all
 	// of the model's outputs, each binary when BinaryOutput is set.
-	Outputs []requestedOutput
+	Outputs []RequestedOutput
 
 	// Timeout is parameters.timeout (microseconds in the request); 0 when absent.
 	Timeout time.Duration
@@ -45,7 +45,7 @@ type oracleRequest struct {
 	BinaryOutput bool
 
 	parser  fastjson.Parser
-	scanner jsonScanner
+	scanner Scanner
 
 	// id backs ID across requests, so that an "id" costs no allocation.
 	id []byte
@@ -77,7 +77,7 @@ type oracleRequest struct {
 // parameters carry binary_data_size, in request order.
 //
 // The JSON may hold at most maxValues values (see requestValueLimit);
-// beyond that scan stops, with an error wrapping errTooManyValues (HTTP
+// beyond that scan stops, with an error wrapping ErrTooManyValues (HTTP
 // 413). Every other error of scan and parse describes a bad request (HTTP
 // 400). r keeps views of body until parse returns.
 func (r *oracleRequest) scan(body []byte, headerLen, maxValues int) error {
@@ -90,10 +90,10 @@ func (r *oracleRequest) scan(body []byte, headerLen, maxValues int) error {
 	}
 	r.binary = headerLen >= 0
 	r.jsonLen = len(r.header)
-	values, err := r.scanner.scan(r.header, maxValues)
-	if errors.Is(err, errTooManyValues) {
+	values, err := r.scanner.Scan(r.header, maxValues)
+	if errors.Is(err, ErrTooManyValues) {
 		return fmt.Errorf("request too large for the model: its JSON holds more than %d values, "+
-			"more than the model's inputs take at max_batch_size rows: %w", maxValues, errTooManyValues)
+			"more than the model's inputs take at max_batch_size rows: %w", maxValues, ErrTooManyValues)
 	}
 	if err != nil {
 		return fmt.Errorf("invalid JSON: %s", err)
@@ -609,7 +609,7 @@ func (r *oracleRequest) decodeOutputs(v *fastjson.Value, model []runtime.TensorI
 				return fmt.Errorf("output %q: requested twice", model[idx].Name)
 			}
 		}
-		out := requestedOutput{Index: idx, Binary: r.BinaryOutput}
+		out := RequestedOutput{Index: idx, Binary: r.BinaryOutput}
 		if p := obj.Get("parameters"); p != nil {
 			params, err := p.Object()
 			if err != nil {
@@ -625,4 +625,3 @@ func (r *oracleRequest) decodeOutputs(v *fastjson.Value, model []runtime.TensorI
 	}
 	return nil
 }
-

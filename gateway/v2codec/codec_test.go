@@ -1,4 +1,4 @@
-package gateway
+package v2codec
 
 import (
 	"bytes"
@@ -44,11 +44,11 @@ func codecLE(values ...any) []byte {
 
 // codecDecode decodes body, failing the test on error; the request goes
 // back to the pool when the test ends.
-func codecDecode(t *testing.T, body []byte, headerLen int, inputs, outputs []runtime.TensorInfo) *inferRequest {
+func codecDecode(t *testing.T, body []byte, headerLen int, inputs, outputs []runtime.TensorInfo) *Request {
 	t.Helper()
-	r := acquireInferRequest()
-	t.Cleanup(func() { releaseInferRequest(r) })
-	if err := r.decode(body, headerLen, anyValues, inputs, outputs); err != nil {
+	r := AcquireRequest()
+	t.Cleanup(func() { ReleaseRequest(r) })
+	if err := r.Decode(body, headerLen, anyValues, inputs, outputs); err != nil {
 		t.Fatalf("cannot decode %s: %s", body, err)
 	}
 	return r
@@ -133,7 +133,7 @@ func TestAppendInferResponse(t *testing.T) {
 		{DataType: runtime.INT64, Shape: []int64{1}, Data: codecLE(int64(1))},
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(0.1), float32(0.9))},
 	}
-	got, headerLen := appendInferResponse([]byte("prefix"), "m", "1", r, codecClassifierOutputs, results)
+	got, headerLen := AppendInferResponse([]byte("prefix"), "m", "1", r, codecClassifierOutputs, results)
 	want := `prefix{"model_name":"m","model_version":"1","id":"req-1","outputs":[` +
 		`{"name":"label","datatype":"INT64","shape":[1],"data":[1]},` +
 		`{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}`
@@ -144,7 +144,7 @@ func TestAppendInferResponse(t *testing.T) {
 	// Without an id and with an output selection.
 	body = `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"y","datatype":"INT32","shape":[1],"data":[4]}],"outputs":[{"name":"probabilities"}]}`
 	r = codecDecode(t, []byte(body), -1, codecXY, codecClassifierOutputs)
-	got, _ = appendInferResponse(nil, "m", "2", r, codecClassifierOutputs, results)
+	got, _ = AppendInferResponse(nil, "m", "2", r, codecClassifierOutputs, results)
 	want = `{"model_name":"m","model_version":"2","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}`
 	if string(got) != want {
 		t.Fatalf("got %s, want %s", got, want)
@@ -156,7 +156,7 @@ func TestAppendInferResponse(t *testing.T) {
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(math.NaN()), float32(math.Inf(-1)))},
 	}
 	r = codecDecode(t, []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[0,3],"data":[]},{"name":"y","datatype":"INT32","shape":[0],"data":[]}]}`), -1, codecXY, codecClassifierOutputs)
-	got, _ = appendInferResponse(nil, "m", "1", r, codecClassifierOutputs, nonFinite)
+	got, _ = AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, nonFinite)
 	want = `{"model_name":"m","model_version":"1","outputs":[{"name":"label","datatype":"INT64","shape":[0],"data":[]},{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[null,null]}]}`
 	if string(got) != want {
 		t.Fatalf("got %s, want %s", got, want)
@@ -209,7 +209,7 @@ func TestDecodeMultipleInputs(t *testing.T) {
 	codecCheckTensors(t, r.Inputs, want)
 
 	// The decoded inputs survive a trip through the response encoder.
-	resp, headerLen := appendInferResponse(nil, "m", "1", &inferRequest{}, model, r.Inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{}, model, r.Inputs)
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
 	codecCheckTensors(t, codecDecode(t, req, headerLen, model, nil).Inputs, want)
 }
@@ -251,7 +251,7 @@ func TestDecodeParametersAndID(t *testing.T) {
 		{DataType: runtime.INT64, Shape: []int64{1}, Data: codecLE(int64(1))},
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(0.25), float32(0.75))},
 	}
-	resp, _ := appendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
+	resp, _ := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
 	var decoded struct{ ID string }
 	if err := json.Unmarshal(resp, &decoded); err != nil || decoded.ID != "a\"b\\c\n\x01é" {
 		t.Fatalf("response %s: id %q, err %v", resp, decoded.ID, err)
@@ -261,7 +261,7 @@ func TestDecodeParametersAndID(t *testing.T) {
 func TestDecodeOutputSelection(t *testing.T) {
 	inputs := `"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"y","datatype":"INT32","shape":[1],"data":[4]}]`
 	// f decodes the outputs member and checks the selection.
-	f := func(members string, want ...requestedOutput) {
+	f := func(members string, want ...RequestedOutput) {
 		t.Helper()
 		r := codecDecode(t, []byte("{"+members+inputs+"}"), -1, codecXY, codecClassifierOutputs)
 		if len(r.Outputs) != len(want) {
@@ -275,13 +275,13 @@ func TestDecodeOutputSelection(t *testing.T) {
 	}
 	f(``)
 	f(`"outputs":[],`)
-	f(`"outputs":[{"name":"probabilities"}],`, requestedOutput{Index: 1})
+	f(`"outputs":[{"name":"probabilities"}],`, RequestedOutput{Index: 1})
 	f(`"outputs":[{"name":"probabilities"},{"name":"label","parameters":{"binary_data":true}}],`,
-		requestedOutput{Index: 1}, requestedOutput{Index: 0, Binary: true})
+		RequestedOutput{Index: 1}, RequestedOutput{Index: 0, Binary: true})
 	// binary_data_output is every output's default; an output's own binary_data wins.
 	f(`"parameters":{"binary_data_output":true},"outputs":[{"name":"label"},{"name":"probabilities","parameters":{"binary_data":false}}],`,
-		requestedOutput{Index: 0, Binary: true}, requestedOutput{Index: 1})
-	f(`"outputs":[{"name":"label","parameters":{"classification":2}}],`, requestedOutput{Index: 0})
+		RequestedOutput{Index: 0, Binary: true}, RequestedOutput{Index: 1})
+	f(`"outputs":[{"name":"label","parameters":{"classification":2}}],`, RequestedOutput{Index: 0})
 }
 
 func TestBinaryInputs(t *testing.T) {
@@ -317,7 +317,7 @@ func TestBinaryInputs(t *testing.T) {
 	codecDecode(t, []byte(header), len(header), codecXY, nil)
 
 	// Binary outputs carry NaN and infinities exactly; a round trip keeps every bit.
-	resp, headerLen := appendInferResponse(nil, "m", "1", &inferRequest{BinaryOutput: true}, model, r.Inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: true}, model, r.Inputs)
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
 	codecCheckTensors(t, codecDecode(t, req, headerLen, model, nil).Inputs, want)
 }
@@ -334,7 +334,7 @@ func TestBinaryOutputs(t *testing.T) {
 	f := func(members, wantJSON string, wantTail []byte) {
 		t.Helper()
 		r := codecDecode(t, []byte("{"+members+inputs+"}"), -1, codecXY, codecClassifierOutputs)
-		resp, headerLen := appendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
+		resp, headerLen := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
 		if wantTail == nil {
 			if headerLen != -1 || string(resp) != wantJSON {
 				t.Fatalf("%s: got %s (header %d), want %s", members, resp, headerLen, wantJSON)
@@ -380,20 +380,20 @@ func TestDecodeDoesNotKeepBody(t *testing.T) {
 }
 
 func TestInferRequestReuse(t *testing.T) {
-	r := acquireInferRequest()
-	defer releaseInferRequest(r)
+	r := AcquireRequest()
+	defer ReleaseRequest(r)
 	big := `{"id":"one","parameters":{"timeout":5,"priority":2,"binary_data_output":true},"outputs":[{"name":"label"}],"inputs":[{"name":"x","datatype":"FP32","shape":[2,3],"data":[1,2,3,4,5,6]},{"name":"y","datatype":"INT32","shape":[3],"data":[1,2,3]}]}`
 	small := `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[7,8,9]},{"name":"y","datatype":"INT32","shape":[1],"data":[4]}]}`
-	if err := r.decode([]byte(big), -1, anyValues, codecXY, codecClassifierOutputs); err != nil {
+	if err := r.Decode([]byte(big), -1, anyValues, codecXY, codecClassifierOutputs); err != nil {
 		t.Fatal(err)
 	}
-	releaseInferRequest(r)
-	r = acquireInferRequest()
+	ReleaseRequest(r)
+	r = AcquireRequest()
 	// A failed decode leaves nothing behind for the next one either.
-	if err := r.decode([]byte(`{"id":"x","inputs":[{"name":"y"}]}`), -1, anyValues, codecXY, codecClassifierOutputs); err == nil {
+	if err := r.Decode([]byte(`{"id":"x","inputs":[{"name":"y"}]}`), -1, anyValues, codecXY, codecClassifierOutputs); err == nil {
 		t.Fatal("want an error")
 	}
-	if err := r.decode([]byte(small), -1, anyValues, codecXY, codecClassifierOutputs); err != nil {
+	if err := r.Decode([]byte(small), -1, anyValues, codecXY, codecClassifierOutputs); err != nil {
 		t.Fatal(err)
 	}
 	if r.ID != nil || len(r.Outputs) != 0 || r.Timeout != 0 || r.Priority != 0 || r.BinaryOutput {
@@ -409,8 +409,8 @@ func TestInferRequestDropsHugeBuffers(t *testing.T) {
 	model := []runtime.TensorInfo{{Name: "v", DataType: runtime.UINT8, Shape: []int64{-1}}}
 	size := maxPooledTensorBytes + 1
 	header := `{"inputs":[{"name":"v","datatype":"UINT8","shape":[` + strconv.Itoa(size) + `],"parameters":{"binary_data_size":` + strconv.Itoa(size) + `}}]}`
-	r := &inferRequest{}
-	if err := r.decode(append([]byte(header), make([]byte, size)...), len(header), anyValues, model, nil); err != nil {
+	r := &Request{}
+	if err := r.Decode(append([]byte(header), make([]byte, size)...), len(header), anyValues, model, nil); err != nil {
 		t.Fatal(err)
 	}
 	r.reset()
@@ -428,9 +428,9 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 	// error containing want.
 	f := func(body string, headerLen int, want string) {
 		t.Helper()
-		r := acquireInferRequest()
-		defer releaseInferRequest(r)
-		err := r.decode([]byte(body), headerLen, anyValues, codecXY, codecClassifierOutputs)
+		r := AcquireRequest()
+		defer ReleaseRequest(r)
+		err := r.Decode([]byte(body), headerLen, anyValues, codecXY, codecClassifierOutputs)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("decoding %.200s: got error %v, want one containing %q", body, err, want)
 		}
@@ -446,9 +446,9 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 		parsed, _ := runtime.ParseDataType([]byte(dt))
 		model := []runtime.TensorInfo{{Name: "v", DataType: parsed, Shape: dims}}
 		body := `{"inputs":[{"name":"v","datatype":"` + dt + `","shape":` + shape + `,"data":` + data + `}]}`
-		r := acquireInferRequest()
-		defer releaseInferRequest(r)
-		err := r.decode([]byte(body), -1, anyValues, model, nil)
+		r := AcquireRequest()
+		defer ReleaseRequest(r)
+		err := r.Decode([]byte(body), -1, anyValues, model, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("decoding %s: got error %v, want one containing %q", body, err, want)
 		}
@@ -555,9 +555,9 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 	fb(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3],"parameters":7},`+y+`]}`, 0, `input "x": "parameters" must be an object, got number`)
 	boolModel := []runtime.TensorInfo{{Name: "m", DataType: runtime.BOOL, Shape: []int64{-1}}}
 	boolHeader := `{"inputs":[{"name":"m","datatype":"BOOL","shape":[3],"parameters":{"binary_data_size":3}}]}`
-	r := acquireInferRequest()
-	defer releaseInferRequest(r)
-	if err := r.decode(append([]byte(boolHeader), 1, 0, 2), len(boolHeader), anyValues, boolModel, nil); err == nil ||
+	r := AcquireRequest()
+	defer ReleaseRequest(r)
+	if err := r.Decode(append([]byte(boolHeader), 1, 0, 2), len(boolHeader), anyValues, boolModel, nil); err == nil ||
 		!strings.Contains(err.Error(), `input "m": binary BOOL element 2 is 2, want 0 or 1`) {
 		t.Fatalf("binary BOOL 2: got error %v", err)
 	}
@@ -619,14 +619,14 @@ func TestFloat64ToHalf(t *testing.T) {
 	for h := range uint32(0x7c00) {
 		for _, sign := range []uint16{0, 0x8000} {
 			bits := uint16(h) | sign
-			v := float64(halfToFloat32(bits))
+			v := float64(HalfToFloat32(bits))
 			if got := float64ToHalf(v); got != bits {
 				t.Fatalf("half %#04x = %g converts back to %#04x", bits, v, got)
 			}
 			if h == 0x7bff {
 				continue
 			}
-			next := float64(halfToFloat32(bits + 1))
+			next := float64(HalfToFloat32(bits + 1))
 			mid := (v + next) / 2 // exact: halves have few bits
 			even := bits
 			if bits&1 == 1 {
@@ -649,8 +649,8 @@ func TestHalfToFloat32(t *testing.T) {
 	// f checks the float32 of half bits h.
 	f := func(h uint16, want float32) {
 		t.Helper()
-		if got := halfToFloat32(h); math.Float32bits(got) != math.Float32bits(want) {
-			t.Fatalf("halfToFloat32(%#04x) = %g, want %g", h, got, want)
+		if got := HalfToFloat32(h); math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("HalfToFloat32(%#04x) = %g, want %g", h, got, want)
 		}
 	}
 	f(0x0000, 0)
@@ -663,8 +663,8 @@ func TestHalfToFloat32(t *testing.T) {
 	f(0x83ff, -0x1.ff8p-15)
 	f(0x7c00, float32(math.Inf(1)))
 	f(0xfc00, float32(math.Inf(-1)))
-	if v := halfToFloat32(0x7e00); !math.IsNaN(float64(v)) {
-		t.Fatalf("halfToFloat32(0x7e00) = %g, want NaN", v)
+	if v := HalfToFloat32(0x7e00); !math.IsNaN(float64(v)) {
+		t.Fatalf("HalfToFloat32(0x7e00) = %g, want NaN", v)
 	}
 }
 
@@ -725,15 +725,15 @@ func TestAppendMetadata(t *testing.T) {
 			t.Fatalf("got %s, want %s", got, want)
 		}
 	}
-	f(appendModelMetadata(nil, "iris", []string{"1", "2"}, "onnxruntime_onnx", codecXY, codecClassifierOutputs),
+	f(AppendModelMetadata(nil, "iris", []string{"1", "2"}, "onnxruntime_onnx", codecXY, codecClassifierOutputs),
 		`{"name":"iris","versions":["1","2"],"platform":"onnxruntime_onnx",`+
 			`"inputs":[{"name":"x","datatype":"FP32","shape":[-1,3]},{"name":"y","datatype":"INT32","shape":[-1]}],`+
 			`"outputs":[{"name":"label","datatype":"INT64","shape":[-1]},{"name":"probabilities","datatype":"FP32","shape":[-1,2]}]}`)
-	f(appendModelMetadata(nil, "empty", nil, "onnxruntime_onnx", nil, nil),
+	f(AppendModelMetadata(nil, "empty", nil, "onnxruntime_onnx", nil, nil),
 		`{"name":"empty","versions":[],"platform":"onnxruntime_onnx","inputs":[],"outputs":[]}`)
-	f(appendServerMetadata(nil, "infergate", "0.1.0", []string{"binary_tensor_data", "drift"}),
+	f(AppendServerMetadata(nil, "infergate", "0.1.0", []string{"binary_tensor_data", "drift"}),
 		`{"name":"infergate","version":"0.1.0","extensions":["binary_tensor_data","drift"]}`)
-	f(appendError(nil, `input "x": datatype FP64 does not match the model's FP32`),
+	f(AppendError(nil, `input "x": datatype FP64 does not match the model's FP32`),
 		`{"error":"input \"x\": datatype FP64 does not match the model's FP32"}`)
 }
 
@@ -745,11 +745,11 @@ func BenchmarkDecodeInferRequest(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					r := acquireInferRequest()
-					if err := r.decode(body, -1, anyValues, codecFeatures32, codecClassifierOutputs); err != nil {
+					r := AcquireRequest()
+					if err := r.Decode(body, -1, anyValues, codecFeatures32, codecClassifierOutputs); err != nil {
 						panic(err)
 					}
-					releaseInferRequest(r)
+					ReleaseRequest(r)
 				}
 			})
 		})
@@ -757,7 +757,7 @@ func BenchmarkDecodeInferRequest(b *testing.B) {
 }
 
 func BenchmarkAppendInferResponse(b *testing.B) {
-	r := &inferRequest{ID: []byte("bench-1")}
+	r := &Request{ID: []byte("bench-1")}
 	probs := make([]float32, 64*2)
 	for i := range probs {
 		probs[i] = float32(i) / 128
@@ -770,7 +770,7 @@ func BenchmarkAppendInferResponse(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		var dst []byte
 		for pb.Next() {
-			dst, _ = appendInferResponse(dst[:0], "m", "1", r, codecClassifierOutputs, results)
+			dst, _ = AppendInferResponse(dst[:0], "m", "1", r, codecClassifierOutputs, results)
 		}
 	})
 }
