@@ -34,6 +34,8 @@ func TestInferCodecAllocations(t *testing.T) {
 	nested := []byte(`{"id":"n","parameters":{"timeout":100,"priority":1},"outputs":[{"name":"probabilities","parameters":{"binary_data":true}}],` +
 		`"inputs":[{"name":"y","datatype":"INT32","shape":[2],"data":[1,-2]},{"name":"x","datatype":"FP32","shape":[2,3],"data":[[1,2,3],[4.5,5e-3,-6]]}]}`)
 	f("decode nested with parameters and outputs", decode(nested, -1, codecXY))
+	dataFirst := []byte(`{"inputs":[{"data":[[1,2,3]],"shape":[1,3],"datatype":"FP32","name":"x"},{"data":[7],"name":"y","datatype":"INT32","shape":[1]}]}`)
+	f("decode data before the name, datatype and shape", decode(dataFirst, -1, codecXY))
 
 	header := `{"inputs":[{"name":"features","datatype":"FP32","shape":[4,32],"parameters":{"binary_data_size":512}}]}`
 	binaryBody := append([]byte(header), make([]byte, 512)...)
