@@ -54,15 +54,7 @@ const adminOffText = "the admin API is off: set admin.token_env in the config"
 //	POST   webhooks/redrive            deliver a dead letter again: {"event_id", "target"}
 //	POST   reload                      reload the config file and the repository
 func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
-	if len(s.adminToken) == 0 {
-		writeError(ctx, fasthttp.StatusNotFound, adminOffText)
-		return
-	}
-	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	token, ok := bytes.CutPrefix(auth, []byte("Bearer "))
-	if !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
-		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="infergate admin"`)
-		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+	if !s.adminAuthorized(ctx) {
 		return
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
@@ -96,6 +88,23 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such admin endpoint %q", ctx.Path()))
 	}
+}
+
+// adminAuthorized reports whether the request carries the admin token,
+// and answers it otherwise: 404 while the admin API is off, else 401.
+func (s *Server) adminAuthorized(ctx *fasthttp.RequestCtx) bool {
+	if len(s.adminToken) == 0 {
+		writeError(ctx, fasthttp.StatusNotFound, adminOffText)
+		return false
+	}
+	auth := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	token, ok := bytes.CutPrefix(auth, []byte("Bearer "))
+	if !ok || subtle.ConstantTimeCompare(token, s.adminToken) != 1 {
+		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="infergate admin"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+		return false
+	}
+	return true
 }
 
 // versionState is a version as GET /admin/models lists it.

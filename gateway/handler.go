@@ -59,6 +59,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.handleAdmin(ctx, string(rest))
 			return
 		}
+		if bytes.HasPrefix(path, []byte("/debug/pprof/")) {
+			s.handleProfiles(ctx)
+			return
+		}
 		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", path))
 	}
 }
