@@ -7,11 +7,12 @@ const (
 	// p-value, the bound of scipy.stats.ks_2samp's method 'auto'.
 	ksExactMaxN = 10000
 	// ksExactMaxCells bounds the lattice cells the exact p-value of unequal samples visits,
-	// about max(n, m) * min(min(n, m), 2*D*min(n, m)), at 3 to 4 ns a cell: 5e5 cells take
-	// under 2 ms. A reservoir of 200 against the reference sample of 1000 fits at any D
-	// (0.7 ms at D = 1), one of 999 up to D of about 0.25, past which the p-value is
-	// below 1e-25 either way. Equal samples take O(n) steps and need no bound.
-	ksExactMaxCells = 500_000
+	// about max(n, m) * min(min(n, m), 2*D*min(n, m)), at 3 to 4 ns a cell: 5e6 cells take
+	// under 20 ms. The default reservoir of 1000 against the default reference sample of
+	// 5000 fits at any D (it needs 5e6 at D = 1; its typical unshifted D of 0.03 takes 3e5,
+	// about 1 ms), so a window judged at the defaults gets scipy's exact p-value. Equal
+	// samples take O(n) steps and need no bound.
+	ksExactMaxCells = 5_000_000
 	// ksStackColumn is the length of the lattice column that ksOutsideBand keeps on the
 	// stack, enough for the default reservoir and reference sample of 1000 values; a
 	// longer one is allocated.

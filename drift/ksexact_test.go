@@ -2,14 +2,15 @@ package drift
 
 import (
 	"fmt"
+	"math"
 	"testing"
 )
 
 // BenchmarkKolmogorovSmirnovExact measures one KS statistic and exact p-value at the
-// monitor's sizes (reference sample 1000, reservoir 200 or 1000), at a small D, a
+// monitor's sizes (reference sample 1000 or the default 5000, reservoir 200 or 1000), at a small D, a
 // moderate one and D = 1, where the lattice walk of unequal samples is the longest.
 func BenchmarkKolmogorovSmirnovExact(b *testing.B) {
-	for _, size := range [][2]int{{1000, 1000}, {200, 1000}, {999, 1000}} {
+	for _, size := range [][2]int{{1000, 1000}, {200, 1000}, {999, 1000}, {1000, 5000}} {
 		for _, shift := range []float64{0.05, 0.3, 2} {
 			ref, win := make([]float64, size[1]), make([]float64, size[0])
 			for i := range ref {
@@ -26,6 +27,35 @@ func BenchmarkKolmogorovSmirnovExact(b *testing.B) {
 				}
 				_ = sink
 			})
+		}
+	}
+}
+
+// At the default sizes (a reservoir of 1000 against a reference sample of
+// 5000, and others near them) the p-value is scipy's exact one:
+// scipy.stats.ks_2samp(a, b, method='exact') on a = (i+0.5)/n + shift and
+// b = (j+0.5)/m.
+func TestKolmogorovSmirnovExactAtDefaultSizes(t *testing.T) {
+	for _, c := range []struct {
+		n, m  int
+		shift float64
+		d, p  float64
+	}{
+		{1000, 5000, 0.04, 0.0406, 0.12587088638805186},
+		{1000, 5000, 0.07, 0.0706, 0.00047552171860347356},
+		{999, 5000, 0.03, 0.0306004004004004, 0.40721437704569285},
+		{300, 5000, 0.1, 0.10173333333333333, 0.005294142017381056},
+	} {
+		a, b := make([]float64, c.n), make([]float64, c.m)
+		for i := range a {
+			a[i] = (float64(i)+0.5)/float64(c.n) + c.shift
+		}
+		for j := range b {
+			b[j] = (float64(j) + 0.5) / float64(c.m)
+		}
+		d, p := KolmogorovSmirnov(a, b)
+		if math.Abs(d-c.d) > 1e-12 || math.Abs(p-c.p) > 1e-9 {
+			t.Errorf("n=%d m=%d shift %v: D %v p %v, scipy %v %v", c.n, c.m, c.shift, d, p, c.d, c.p)
 		}
 	}
 }
