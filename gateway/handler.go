@@ -441,7 +441,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		v.observeDrift(call, req.Inputs, results)
 	}
 	m.captureCall(v, req, results)
-	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results)
+	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results, v.labels)
 	call.out = out
 	ctx.Response.Header.Set(headerModelVersion, v.name)
 	if jsonLen >= 0 {

@@ -32,7 +32,7 @@ import (
 const platform = "onnx_onnxv1"
 
 // extensions lists the protocol extensions the server speaks.
-var extensions = []string{"binary_tensor_data"}
+var extensions = []string{"binary_tensor_data", "classification"}
 
 // Options are what a Server is built from.
 type Options struct {
@@ -154,6 +154,9 @@ type version struct {
 	cache *responseCache
 	// drift is nil unless the version has a reference profile.
 	drift *versionDrift
+	// labels names the classes of each output for the classification
+	// extension (labels.txt); nil, or nil for an output, where none.
+	labels [][]string
 	// interval counts answers for the canary analysis.
 	interval intervalStats
 	// shadow is set once a routing table mirrors traffic to the version;
@@ -421,6 +424,9 @@ func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, srv *Serve
 		if v.cache, err = newResponseCache(mc.Cache.Entries, v.metrics.set, v.metrics.labels); err != nil {
 			return err
 		}
+	}
+	if v.labels, err = loadLabels(dir, v.rt.Outputs()); err != nil {
+		return fmt.Errorf("cannot load model %q version %s: %w", v.rt.Model, v.name, err)
 	}
 	return v.startDrift(mc.Drift, dir, log, srv)
 }

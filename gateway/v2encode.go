@@ -8,10 +8,10 @@ import (
 // The V2 encoders live in package v2codec; these are the names the
 // gateway's handlers call them by.
 
-// appendInferResponse appends the V2 response for results selected by r
-// (v2codec.AppendInferResponse).
-func appendInferResponse(dst []byte, model, version string, r *inferRequest, outputs []runtime.TensorInfo, results []runtime.Tensor) ([]byte, int) {
-	return v2codec.AppendInferResponse(dst, model, version, r, outputs, results)
+// appendInferResponse appends the V2 response for results selected by r,
+// classified outputs labelled by labels (v2codec.AppendInferResponse).
+func appendInferResponse(dst []byte, model, version string, r *inferRequest, outputs []runtime.TensorInfo, results []runtime.Tensor, labels [][]string) ([]byte, int) {
+	return v2codec.AppendInferResponse(dst, model, version, r, outputs, results, labels)
 }
 
 // appendModelMetadata appends the V2 model metadata response.

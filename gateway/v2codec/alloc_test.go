@@ -52,11 +52,11 @@ func TestInferCodecAllocations(t *testing.T) {
 	selected := &Request{ID: []byte("a-request-id-longer-than-32-bytes-0123456789"), Outputs: []RequestedOutput{{Index: 1}}}
 	var dst []byte
 	f("encode FP32 [4,2]", func() {
-		dst, _ = AppendInferResponse(dst[:0], "model", "1", selected, codecClassifierOutputs, results)
+		dst, _ = AppendInferResponse(dst[:0], "model", "1", selected, codecClassifierOutputs, results, nil)
 	})
 	all := &Request{BinaryOutput: true}
 	f("encode binary", func() {
-		dst, _ = AppendInferResponse(dst[:0], "model", "1", all, codecClassifierOutputs, results)
+		dst, _ = AppendInferResponse(dst[:0], "model", "1", all, codecClassifierOutputs, results, nil)
 	})
 	f("encode metadata and errors", func() {
 		dst = AppendModelMetadata(dst[:0], "model", []string{"1"}, "onnxruntime_onnx", codecFeatures32, codecClassifierOutputs)

@@ -133,7 +133,7 @@ func TestAppendInferResponse(t *testing.T) {
 		{DataType: runtime.INT64, Shape: []int64{1}, Data: codecLE(int64(1))},
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(0.1), float32(0.9))},
 	}
-	got, headerLen := AppendInferResponse([]byte("prefix"), "m", "1", r, codecClassifierOutputs, results)
+	got, headerLen := AppendInferResponse([]byte("prefix"), "m", "1", r, codecClassifierOutputs, results, nil)
 	want := `prefix{"model_name":"m","model_version":"1","id":"req-1","outputs":[` +
 		`{"name":"label","datatype":"INT64","shape":[1],"data":[1]},` +
 		`{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}`
@@ -144,7 +144,7 @@ func TestAppendInferResponse(t *testing.T) {
 	// Without an id and with an output selection.
 	body = `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"y","datatype":"INT32","shape":[1],"data":[4]}],"outputs":[{"name":"probabilities"}]}`
 	r = codecDecode(t, []byte(body), -1, codecXY, codecClassifierOutputs)
-	got, _ = AppendInferResponse(nil, "m", "2", r, codecClassifierOutputs, results)
+	got, _ = AppendInferResponse(nil, "m", "2", r, codecClassifierOutputs, results, nil)
 	want = `{"model_name":"m","model_version":"2","outputs":[{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[0.1,0.9]}]}`
 	if string(got) != want {
 		t.Fatalf("got %s, want %s", got, want)
@@ -156,7 +156,7 @@ func TestAppendInferResponse(t *testing.T) {
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(math.NaN()), float32(math.Inf(-1)))},
 	}
 	r = codecDecode(t, []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[0,3],"data":[]},{"name":"y","datatype":"INT32","shape":[0],"data":[]}]}`), -1, codecXY, codecClassifierOutputs)
-	got, _ = AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, nonFinite)
+	got, _ = AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, nonFinite, nil)
 	want = `{"model_name":"m","model_version":"1","outputs":[{"name":"label","datatype":"INT64","shape":[0],"data":[]},{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[null,null]}]}`
 	if string(got) != want {
 		t.Fatalf("got %s, want %s", got, want)
@@ -209,7 +209,7 @@ func TestDecodeMultipleInputs(t *testing.T) {
 	codecCheckTensors(t, r.Inputs, want)
 
 	// The decoded inputs survive a trip through the response encoder.
-	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{}, model, r.Inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{}, model, r.Inputs, nil)
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
 	codecCheckTensors(t, codecDecode(t, req, headerLen, model, nil).Inputs, want)
 }
@@ -251,7 +251,7 @@ func TestDecodeParametersAndID(t *testing.T) {
 		{DataType: runtime.INT64, Shape: []int64{1}, Data: codecLE(int64(1))},
 		{DataType: runtime.FP32, Shape: []int64{1, 2}, Data: codecLE(float32(0.25), float32(0.75))},
 	}
-	resp, _ := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
+	resp, _ := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results, nil)
 	var decoded struct{ ID string }
 	if err := json.Unmarshal(resp, &decoded); err != nil || decoded.ID != "a\"b\\c\n\x01é" {
 		t.Fatalf("response %s: id %q, err %v", resp, decoded.ID, err)
@@ -281,7 +281,9 @@ func TestDecodeOutputSelection(t *testing.T) {
 	// binary_data_output is every output's default; an output's own binary_data wins.
 	f(`"parameters":{"binary_data_output":true},"outputs":[{"name":"label"},{"name":"probabilities","parameters":{"binary_data":false}}],`,
 		RequestedOutput{Index: 0, Binary: true}, RequestedOutput{Index: 1})
-	f(`"outputs":[{"name":"label","parameters":{"classification":2}}],`, RequestedOutput{Index: 0})
+	f(`"outputs":[{"name":"probabilities","parameters":{"classification":2}}],`, RequestedOutput{Index: 1, Classes: 2})
+	f(`"outputs":[{"name":"probabilities","parameters":{"binary_data":true,"classification":1}},{"name":"label"}],`,
+		RequestedOutput{Index: 1, Binary: true, Classes: 1}, RequestedOutput{Index: 0})
 }
 
 func TestBinaryInputs(t *testing.T) {
@@ -317,7 +319,7 @@ func TestBinaryInputs(t *testing.T) {
 	codecDecode(t, []byte(header), len(header), codecXY, nil)
 
 	// Binary outputs carry NaN and infinities exactly; a round trip keeps every bit.
-	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: true}, model, r.Inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: true}, model, r.Inputs, nil)
 	req, headerLen := codecResponseAsRequest(t, resp, headerLen)
 	codecCheckTensors(t, codecDecode(t, req, headerLen, model, nil).Inputs, want)
 }
@@ -334,7 +336,7 @@ func TestBinaryOutputs(t *testing.T) {
 	f := func(members, wantJSON string, wantTail []byte) {
 		t.Helper()
 		r := codecDecode(t, []byte("{"+members+inputs+"}"), -1, codecXY, codecClassifierOutputs)
-		resp, headerLen := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results)
+		resp, headerLen := AppendInferResponse(nil, "m", "1", r, codecClassifierOutputs, results, nil)
 		if wantTail == nil {
 			if headerLen != -1 || string(resp) != wantJSON {
 				t.Fatalf("%s: got %s (header %d), want %s", members, resp, headerLen, wantJSON)
@@ -571,6 +573,18 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 	f(`{"inputs":[`+x+`,`+y+`],"outputs":[{}]}`, -1, `outputs[0]: missing "name"`)
 	f(`{"inputs":[`+x+`,`+y+`],"outputs":[{"name":"label","parameters":{"binary_data":"yes"}}]}`, -1, `output "label": parameters.binary_data: want true or false, got string "yes"`)
 	f(`{"inputs":[`+x+`,`+y+`],"outputs":[{"name":"label","parameters":[]}]}`, -1, `output "label": "parameters" must be an object, got array`)
+
+	// Output parameters: binary_data and classification, nothing else.
+	out := func(params string) string {
+		return `{"inputs":[` + x + `,` + y + `],"outputs":[{"name":"probabilities","parameters":` + params + `}]}`
+	}
+	f(out(`{"shared_memory_region":"r"}`), -1, `output "probabilities": unsupported parameter "shared_memory_region" (an output takes binary_data and classification)`)
+	f(out(`{"classification":0}`), -1, `output "probabilities": parameters.classification: want an integer of at least 1, got 0`)
+	f(out(`{"classification":1.5}`), -1, `output "probabilities": parameters.classification: want an integer of at least 1, got 1.5`)
+	f(out(`{"classification":"2"}`), -1, `output "probabilities": parameters.classification: want an integer of at least 1, got string "2"`)
+	f(out(`{"classification":3}`), -1, `output "probabilities": parameters.classification asks for 3 classes but the output has 2`)
+	f(`{"inputs":[`+x+`,`+y+`],"outputs":[{"name":"label","parameters":{"classification":1}}]}`, -1,
+		`output "label": parameters.classification needs a [batch, classes] FP32 or FP64 output, not INT64[-1]`)
 }
 
 func TestFloat64ToHalf(t *testing.T) {
@@ -770,7 +784,7 @@ func BenchmarkAppendInferResponse(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		var dst []byte
 		for pb.Next() {
-			dst, _ = AppendInferResponse(dst[:0], "m", "1", r, codecClassifierOutputs, results)
+			dst, _ = AppendInferResponse(dst[:0], "m", "1", r, codecClassifierOutputs, results, nil)
 		}
 	})
 }

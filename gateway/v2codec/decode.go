@@ -87,6 +87,12 @@ type RequestedOutput struct {
 	// Binary is the output's parameters.binary_data, or the request's
 	// parameters.binary_data_output where the output does not say.
 	Binary bool
+	// Classes is the output's parameters.classification (Triton's
+	// classification extension): the output is answered as the top Classes
+	// classes of each row, a BYTES tensor, instead of its scores; 0 when
+	// absent. Decode accepts it only on a [batch, classes] FP32 or FP64
+	// output, and no larger than a fixed class count.
+	Classes int
 }
 
 // A released request drops tensor buffers grown past this bound, so that
@@ -1284,14 +1290,22 @@ func (r *Request) decodeOutputs(i int, model []runtime.TensorInfo) (int, error) 
 				return fmt.Errorf(`output %q: "parameters" must be an object, got %s`, model[idx].Name, r.jsonType(paramsAt))
 			}
 			err := r.members(paramsAt, func(key []byte, b int) error {
-				if string(key) != "binary_data" {
-					return nil
+				switch string(key) {
+				case "binary_data":
+					var ok bool
+					if out.Binary, ok = r.boolValue(b); !ok {
+						return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, r.describe(b))
+					}
+					set = true
+				case "classification":
+					k, err := r.classification(model[idx], b)
+					if err != nil {
+						return err
+					}
+					out.Classes = k
+				default:
+					return fmt.Errorf("output %q: unsupported parameter %q (an output takes binary_data and classification)", model[idx].Name, key)
 				}
-				var ok bool
-				if out.Binary, ok = r.boolValue(b); !ok {
-					return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, r.describe(b))
-				}
-				set = true
 				return nil
 			})
 			if err != nil {
@@ -1303,6 +1317,31 @@ func (r *Request) decodeOutputs(i int, model []runtime.TensorInfo) (int, error) 
 		return nil
 	})
 }
+
+// classification returns the class count of the classification parameter
+// at doc[i] for output info: an integer from 1 to the output's classes,
+// asked of a [batch, classes] FP32 or FP64 output.
+func (r *Request) classification(info runtime.TensorInfo, i int) (int, error) {
+	k, ok := r.nonNegativeInt(i)
+	if !ok || k < 1 {
+		return 0, fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", info.Name, r.describe(i))
+	}
+	if len(info.Shape) != 2 || info.DataType != runtime.FP32 && info.DataType != runtime.FP64 {
+		return 0, fmt.Errorf("output %q: parameters.classification needs a [batch, classes] FP32 or FP64 output, not %s%s",
+			info.Name, info.DataType, runtime.FormatShape(info.Shape))
+	}
+	if classes := info.Shape[1]; classes != runtime.Dynamic && k > classes {
+		return 0, fmt.Errorf("output %q: parameters.classification asks for %d classes but the output has %d", info.Name, k, classes)
+	}
+	if k > maxClasses {
+		return 0, fmt.Errorf("output %q: parameters.classification asks for %d classes, more than %d", info.Name, k, maxClasses)
+	}
+	return int(k), nil
+}
+
+// maxClasses bounds parameters.classification where the output's class
+// count is dynamic.
+const maxClasses = 1 << 20
 
 // tensorIndex returns the index of the tensor called name, or -1.
 func tensorIndex(infos []runtime.TensorInfo, name []byte) int {

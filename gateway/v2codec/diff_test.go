@@ -32,6 +32,7 @@ var codecOracleSeeds = []string{
 	`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}],"id":"a","\u0069d":"b"}`,
 	`{"inputs":[{"n\u0061me":"x","datatype":"FP32","shape":[1,2],"data":[1e39,2]}],"outputs":[{"name":"label","parameters":{"binary_data":1}}]}`,
 	`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}]} {}`,
+	`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,2]}],"outputs":[{"name":"probabilities","parameters":{"classification":2,"binary_data":true}},{"name":"label","parameters":{"cl\u0061ssification":1}}]}`,
 	`[[[[[[[[[[`,
 }
 

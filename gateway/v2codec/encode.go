@@ -3,6 +3,7 @@ package v2codec
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 	"unsafe"
@@ -24,8 +25,10 @@ import (
 // output's own binary_data parameter) carry parameters.binary_data_size in
 // the JSON and their raw bytes follow the JSON in output order; headerLen is
 // then the JSON's length, for the Inference-Header-Content-Length header,
-// else -1.
-func AppendInferResponse(dst []byte, model, version string, r *Request, outputs []runtime.TensorInfo, results []runtime.Tensor) (out []byte, headerLen int) {
+// else -1. An output asked for with classification is answered as
+// AppendClassification's BYTES tensor, with labels[index] (nil, or one list
+// per model output) naming its classes.
+func AppendInferResponse(dst []byte, model, version string, r *Request, outputs []runtime.TensorInfo, results []runtime.Tensor, labels [][]string) (out []byte, headerLen int) {
 	if len(results) != len(outputs) {
 		panic("BUG: AppendInferResponse got " + strconv.Itoa(len(results)) + " results for " + strconv.Itoa(len(outputs)) + " outputs")
 	}
@@ -41,12 +44,23 @@ func AppendInferResponse(dst []byte, model, version string, r *Request, outputs 
 	dst = append(dst, `,"outputs":[`...)
 	n := r.outputCount(len(outputs))
 	anyBinary := false
+	// classes holds the classified outputs' BYTES elements, in response
+	// order, between the JSON and the binary part.
+	var classes [][]byte
 	for i := range n {
-		idx, bin := r.output(i)
+		idx, bin, k := r.output(i)
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendOutput(dst, outputs[idx].Name, results[idx], bin)
+		if k > 0 {
+			var shape [2]int64
+			var c []byte
+			c, shape = AppendClassification(nil, results[idx], k, labelsOf(labels, idx))
+			dst = appendClassOutput(dst, outputs[idx].Name, shape, c, bin)
+			classes = append(classes, c)
+		} else {
+			dst = appendOutput(dst, outputs[idx].Name, results[idx], bin)
+		}
 		anyBinary = anyBinary || bin
 	}
 	dst = append(dst, "]}"...)
@@ -55,12 +69,115 @@ func AppendInferResponse(dst []byte, model, version string, r *Request, outputs 
 	}
 
 	headerLen = len(dst) - start
+	c := 0
 	for i := range n {
-		if idx, bin := r.output(i); bin {
+		idx, bin, k := r.output(i)
+		switch {
+		case k > 0 && bin:
+			dst = append(dst, classes[c]...)
+		case bin:
 			dst = append(dst, results[idx].Data...)
+		}
+		if k > 0 {
+			c++
 		}
 	}
 	return dst, headerLen
+}
+
+// labelsOf returns the labels of model output idx, or nil.
+func labelsOf(labels [][]string, idx int) []string {
+	if idx < len(labels) {
+		return labels[idx]
+	}
+	return nil
+}
+
+// AppendClassification appends the top k classes of each row of t, a
+// [rows, classes] FP32 or FP64 tensor, highest score first (the lower index
+// first among equal scores, NaN last), as the elements of a BYTES tensor of
+// shape [rows, min(k, classes)] in Triton's binary layout: each element is a
+// 4-byte little-endian length followed by "<score>:<index>", or
+// "<score>:<index>:<label>" where labels has one for the index. The score is
+// in its shortest form that reads back as the same FP32 or FP64 value
+// (Triton's classification extension; the same bytes serve gRPC's
+// raw_output_contents). It allocates.
+func AppendClassification(dst []byte, t runtime.Tensor, k int, labels []string) (out []byte, shape [2]int64) {
+	if len(t.Shape) != 2 || t.DataType != runtime.FP32 && t.DataType != runtime.FP64 ||
+		int64(len(t.Data)) != t.Shape[0]*t.Shape[1]*int64(t.DataType.Size()) || k < 1 {
+		panic("BUG: AppendClassification of " + t.DataType.String() + runtime.FormatShape(t.Shape) + " with " + strconv.Itoa(len(t.Data)) + " bytes, k " + strconv.Itoa(k))
+	}
+	rows, width := int(t.Shape[0]), int(t.Shape[1])
+	k = min(k, width)
+	scores := make([]float64, width)
+	order := make([]int, width)
+	size := t.DataType.Size()
+	le := binary.LittleEndian
+	for row := range rows {
+		data := t.Data[row*width*size:]
+		for j := range width {
+			if t.DataType == runtime.FP32 {
+				scores[j] = float64(math.Float32frombits(le.Uint32(data[j*4:])))
+			} else {
+				scores[j] = math.Float64frombits(le.Uint64(data[j*8:]))
+			}
+			order[j] = j
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			sa, sb := scores[a], scores[b]
+			switch {
+			case sa > sb || !math.IsNaN(sa) && math.IsNaN(sb):
+				return -1
+			case sa < sb || math.IsNaN(sa) && !math.IsNaN(sb):
+				return 1
+			}
+			return 0
+		})
+		for _, j := range order[:k] {
+			at := len(dst)
+			dst = append(dst, 0, 0, 0, 0)
+			dst = appendScore(dst, scores[j], 8*size)
+			dst = append(dst, ':')
+			dst = strconv.AppendInt(dst, int64(j), 10)
+			if j < len(labels) {
+				dst = append(dst, ':')
+				dst = append(dst, labels[j]...)
+			}
+			le.PutUint32(dst[at:], uint32(len(dst)-at-4))
+		}
+	}
+	return dst, [2]int64{int64(rows), int64(k)}
+}
+
+// appendScore appends a class's score: its shortest form of bitSize bits,
+// with NaN and the infinities spelled as strconv does.
+func appendScore(dst []byte, f float64, bitSize int) []byte {
+	return strconv.AppendFloat(dst, f, 'g', -1, bitSize)
+}
+
+// appendClassOutput appends the $response_output object of a classified
+// output: a BYTES tensor of shape whose elements c holds in Triton's binary
+// layout, sent as they are when bin, else as JSON strings.
+func appendClassOutput(dst []byte, name string, shape [2]int64, c []byte, bin bool) []byte {
+	dst = append(dst, `{"name":`...)
+	dst = appendJSONString(dst, name)
+	dst = append(dst, `,"datatype":"BYTES","shape":`...)
+	dst = appendShape(dst, shape[:])
+	if bin {
+		dst = append(dst, `,"parameters":{"binary_data_size":`...)
+		dst = strconv.AppendInt(dst, int64(len(c)), 10)
+		return append(dst, "}}"...)
+	}
+	dst = append(dst, `,"data":[`...)
+	for i := 0; len(c) > 0; i++ {
+		n := binary.LittleEndian.Uint32(c)
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, bytesToString(c[4:4+n]))
+		c = c[4+n:]
+	}
+	return append(dst, "]}"...)
 }
 
 // outputCount returns how many outputs the response holds.
@@ -71,13 +188,14 @@ func (r *Request) outputCount(modelOutputs int) int {
 	return len(r.Outputs)
 }
 
-// output returns the model output index of the response's i-th output and
-// whether it goes as binary.
-func (r *Request) output(i int) (index int, binary bool) {
+// output returns the model output index of the response's i-th output,
+// whether it goes as binary and its classification count (0 for none).
+func (r *Request) output(i int) (index int, binary bool, classes int) {
 	if len(r.Outputs) == 0 {
-		return i, r.BinaryOutput
+		return i, r.BinaryOutput, 0
 	}
-	return r.Outputs[i].Index, r.Outputs[i].Binary
+	o := &r.Outputs[i]
+	return o.Index, o.Binary, o.Classes
 }
 
 // appendOutput appends one $response_output object.

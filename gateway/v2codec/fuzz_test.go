@@ -101,7 +101,7 @@ func codecCheckDecoded(t *testing.T, r *Request, model []runtime.TensorInfo) {
 
 func codecCheckReencoded(t *testing.T, inputs []runtime.Tensor, model []runtime.TensorInfo, bin bool) {
 	t.Helper()
-	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: bin}, model, inputs)
+	resp, headerLen := AppendInferResponse(nil, "m", "1", &Request{BinaryOutput: bin}, model, inputs, nil)
 	if !bin && !json.Valid(resp) {
 		t.Fatalf("response is not valid JSON: %s", resp)
 	}

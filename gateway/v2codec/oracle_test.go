@@ -620,6 +620,28 @@ func (r *oracleRequest) decodeOutputs(v *fastjson.Value, model []runtime.TensorI
 					return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, r.describe(b))
 				}
 			}
+			if c := params.Get("classification"); c != nil {
+				info := model[idx]
+				k, ok := r.nonNegativeInt(c)
+				switch {
+				case !ok || k < 1:
+					return fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", info.Name, r.describe(c))
+				case len(info.Shape) != 2 || info.DataType != runtime.FP32 && info.DataType != runtime.FP64:
+					return fmt.Errorf("output %q: parameters.classification needs a [batch, classes] FP32 or FP64 output", info.Name)
+				case info.Shape[1] != runtime.Dynamic && k > info.Shape[1] || k > maxClasses:
+					return fmt.Errorf("output %q: parameters.classification asks for %d classes", info.Name, k)
+				}
+				out.Classes = int(k)
+			}
+			var unknown error
+			params.Visit(func(key []byte, _ *fastjson.Value) {
+				if k := string(key); unknown == nil && k != "binary_data" && k != "classification" {
+					unknown = fmt.Errorf("output %q: unsupported parameter %q", model[idx].Name, k)
+				}
+			})
+			if unknown != nil {
+				return unknown
+			}
 		}
 		r.Outputs = append(r.Outputs, out)
 	}
