@@ -146,3 +146,25 @@ func TestClassificationRoundTrip(t *testing.T) {
 		t.Fatalf("got %s (%d)", got, headerLen)
 	}
 }
+
+func TestCheckClassification(t *testing.T) {
+	f := func(info runtime.TensorInfo, k int64, want string) {
+		t.Helper()
+		err := CheckClassification(info, k)
+		if want == "" && err != nil || want != "" && (err == nil || err.Error() != want) {
+			t.Fatalf("%s, %d: got %v, want %q", info, k, err, want)
+		}
+	}
+	dyn := runtime.TensorInfo{Name: "p", DataType: runtime.FP64, Shape: []int64{runtime.Dynamic, runtime.Dynamic}}
+	fixed := runtime.TensorInfo{Name: "p", DataType: runtime.FP32, Shape: []int64{4, 3}}
+	f(dyn, 1, "")
+	f(dyn, maxClasses, "")
+	f(dyn, maxClasses+1, `output "p": parameters.classification asks for 1048577 classes, more than 1048576`)
+	f(fixed, 3, "")
+	f(fixed, 4, `output "p": parameters.classification asks for 4 classes but the output has 3`)
+	f(fixed, 0, `output "p": parameters.classification: want an integer of at least 1, got 0`)
+	f(runtime.TensorInfo{Name: "p", DataType: runtime.FP16, Shape: []int64{-1, 3}}, 1,
+		`output "p": parameters.classification needs a [batch, classes] FP32 or FP64 output, not FP16[-1,3]`)
+	f(runtime.TensorInfo{Name: "p", DataType: runtime.FP32, Shape: []int64{-1, 3, 1}}, 1,
+		`output "p": parameters.classification needs a [batch, classes] FP32 or FP64 output, not FP32[-1,3,1]`)
+}

@@ -1319,24 +1319,37 @@ func (r *Request) decodeOutputs(i int, model []runtime.TensorInfo) (int, error) 
 }
 
 // classification returns the class count of the classification parameter
-// at doc[i] for output info: an integer from 1 to the output's classes,
-// asked of a [batch, classes] FP32 or FP64 output.
+// at doc[i] for output info (CheckClassification).
 func (r *Request) classification(info runtime.TensorInfo, i int) (int, error) {
 	k, ok := r.nonNegativeInt(i)
 	if !ok || k < 1 {
 		return 0, fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", info.Name, r.describe(i))
 	}
+	if err := CheckClassification(info, k); err != nil {
+		return 0, err
+	}
+	return int(k), nil
+}
+
+// CheckClassification checks a classification parameter k (at least 1)
+// asked of output info, for any protocol: the output must be a [batch,
+// classes] FP32 or FP64 tensor, and k no more than its classes (nor than
+// maxClasses where they are dynamic). The error names the output.
+func CheckClassification(info runtime.TensorInfo, k int64) error {
+	if k < 1 {
+		return fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %d", info.Name, k)
+	}
 	if len(info.Shape) != 2 || info.DataType != runtime.FP32 && info.DataType != runtime.FP64 {
-		return 0, fmt.Errorf("output %q: parameters.classification needs a [batch, classes] FP32 or FP64 output, not %s%s",
+		return fmt.Errorf("output %q: parameters.classification needs a [batch, classes] FP32 or FP64 output, not %s%s",
 			info.Name, info.DataType, runtime.FormatShape(info.Shape))
 	}
 	if classes := info.Shape[1]; classes != runtime.Dynamic && k > classes {
-		return 0, fmt.Errorf("output %q: parameters.classification asks for %d classes but the output has %d", info.Name, k, classes)
+		return fmt.Errorf("output %q: parameters.classification asks for %d classes but the output has %d", info.Name, k, classes)
 	}
 	if k > maxClasses {
-		return 0, fmt.Errorf("output %q: parameters.classification asks for %d classes, more than %d", info.Name, k, maxClasses)
+		return fmt.Errorf("output %q: parameters.classification asks for %d classes, more than %d", info.Name, k, maxClasses)
 	}
-	return int(k), nil
+	return nil
 }
 
 // maxClasses bounds parameters.classification where the output's class
