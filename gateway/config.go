@@ -3,8 +3,10 @@ package gateway
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/infergate/infergate/batcher"
@@ -20,6 +22,10 @@ import (
 type Config struct {
 	// Listen is the address the V2 HTTP server binds.
 	Listen string `yaml:"listen"`
+	// GRPCListen is the address the gRPC server (the Open Inference
+	// Protocol's GRPCInferenceService, health and reflection) binds; empty,
+	// the default, serves no gRPC.
+	GRPCListen string `yaml:"grpc_listen"`
 	// Repository is the model repository folder, relative to the config file.
 	Repository string `yaml:"repository"`
 	// MaxBodySize bounds a request body, before and after decompression.
@@ -224,11 +230,26 @@ func ParseConfig(data []byte, dir string) (Config, error) {
 	return cfg, nil
 }
 
+// validAddress reports whether addr is a host:port a listener can bind:
+// the host may be empty (every interface), the port a number or 0.
+func validAddress(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n <= 65535
+}
+
 // Validate reports the first invalid setting of c, naming its key.
 func (c *Config) Validate() error {
 	switch {
 	case c.Listen == "":
 		return fmt.Errorf("listen: must be set, for example 127.0.0.1:8080")
+	case c.GRPCListen != "" && !validAddress(c.GRPCListen):
+		return fmt.Errorf("grpc_listen: want host:port, for example 127.0.0.1:8081, got %q", c.GRPCListen)
+	case c.GRPCListen != "" && c.GRPCListen == c.Listen:
+		return fmt.Errorf("grpc_listen: must differ from listen (%q): gRPC has its own listener", c.Listen)
 	case c.MaxBodySize <= 0:
 		return fmt.Errorf("max_body_size: must be positive, got %d", c.MaxBodySize)
 	case c.CompressMinSize < 0:

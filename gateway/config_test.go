@@ -51,6 +51,15 @@ func TestParseConfig(t *testing.T) {
 	f("runtime:\n  require_gpu: true\n", `runtime.require_gpu: needs "cuda"`)
 	f("models:\n  demo:\n    version_policy: {latest: 2, all: true}\n", `models.demo.version_policy: set only one of`)
 	f("listen: ''\n", "listen: must be set")
+	f("grpc_listen: 8081\n", `grpc_listen: want host:port, for example 127.0.0.1:8081, got "8081"`)
+	f("grpc_listen: ':http'\n", `grpc_listen: want host:port`)
+	f("listen: ':9000'\ngrpc_listen: ':9000'\n", `grpc_listen: must differ from listen (":9000")`)
+	if cfg, err := ParseConfig([]byte("grpc_listen: ':8081'\n"), "."); err != nil || cfg.GRPCListen != ":8081" {
+		t.Fatalf("grpc_listen ':8081': got %q, %v", cfg.GRPCListen, err)
+	}
+	if DefaultConfig().GRPCListen != "" {
+		t.Fatalf("gRPC is on by default")
+	}
 }
 
 // TestReplicaNameFromHostName: the default replica name is the host name

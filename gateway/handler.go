@@ -184,18 +184,26 @@ func writeJSON(ctx *fasthttp.RequestCtx, body []byte) {
 
 // serverReady answers 200 when every model has a version to serve.
 func (s *Server) serverReady(ctx *fasthttp.RequestCtx) {
-	if s.stopping.Load() {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "shutting down")
+	if why := s.notReady(); why != "" {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, why)
 		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// notReady says why the server is not ready, or "" when every model has a
+// version to serve and it is not shutting down.
+func (s *Server) notReady() string {
+	if s.stopping.Load() {
+		return "shutting down"
 	}
 	st := s.serving.Load()
 	for _, name := range st.sortedNames() {
 		if st.models[name].latest() == nil {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q has no version loaded", name))
-			return
+			return fmt.Sprintf("model %q has no version loaded", name)
 		}
 	}
-	ctx.SetStatusCode(fasthttp.StatusOK)
+	return ""
 }
 
 // handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer]; rest is
@@ -319,6 +327,9 @@ type inferCall struct {
 	// made once so that no request allocates it).
 	conn net.Conn
 	gone func() bool
+	// ctx is a gRPC call's context while the call serves it: the client
+	// left when it is done.
+	ctx context.Context
 }
 
 var inferCalls = sync.Pool{New: func() any {
@@ -327,7 +338,9 @@ var inferCalls = sync.Pool{New: func() any {
 	return c
 }}
 
-func (c *inferCall) clientGone() bool { return c.conn != nil && clientGone(c.conn) }
+func (c *inferCall) clientGone() bool {
+	return c.conn != nil && clientGone(c.conn) || c.ctx != nil && c.ctx.Err() != nil
+}
 
 // putInferCall gives back the memory call held and pools it. Results of a
 // batched run are views of the batcher's buffers, which go back to the
@@ -347,7 +360,7 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 	if cap(call.raw) > maxPooledJSONBytes {
 		call.raw = nil
 	}
-	call.conn = nil
+	call.conn, call.ctx = nil, nil
 	inferCalls.Put(call)
 }
 
@@ -356,25 +369,11 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 // refusal for the gateway's memory budget says nothing of the version); r
 // says how an unpinned request was routed, for its shadow copies.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version, r route, start time.Time) (code int, counted bool) {
-	if v.batcher != nil {
-		// Under overload, refuse before decompressing and decoding the
-		// body: when more requests are in the handler than the queue and
-		// the instances can hold, as much as when the queue is full. The
-		// first bound matters when decoding, not compute, is what falls
-		// behind, and requests pile up before they reach the queue.
-		if n := v.admitted.Add(1); n > v.admitLimit {
-			v.admitted.Add(-1)
-			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf(
-				"cannot accept request for model %q version %s: %d requests in flight, more than max_queue_size + max_batch_size x instances (%d); retry later or add instances",
-				m.name, v.name, n, v.admitLimit))
-			return fasthttp.StatusServiceUnavailable, true
-		}
-		defer v.admitted.Add(-1)
-		if err := v.batcher.CheckCapacity(); err != nil {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("cannot queue request for model %q version %s: %s", m.name, v.name, err))
-			return fasthttp.StatusServiceUnavailable, true
-		}
+	if code, err := s.admit(m, v); err != nil {
+		writeError(ctx, code, err.Error())
+		return code, true
 	}
+	defer v.leave()
 	call := inferCalls.Get().(*inferCall)
 	defer s.putInferCall(call, v.batcher != nil)
 	call.conn = ctx.Conn()
@@ -418,29 +417,13 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		return fasthttp.StatusBadRequest, true
 	}
 
-	var key uint64
-	results, cached := []runtime.Tensor(nil), false
-	if v.cache != nil {
-		key = v.cache.key(req.Inputs)
-		results, cached = v.cache.get(key, req.Inputs)
+	breq := batcher.AcquireRequest()
+	defer batcher.ReleaseRequest(breq)
+	results, code, err := s.predict(m, v, req, breq, call)
+	if err != nil {
+		writeError(ctx, code, err.Error())
+		return code, true
 	}
-	if !cached {
-		breq := batcher.AcquireRequest()
-		defer batcher.ReleaseRequest(breq)
-		if code, err := computeOn(v, req, breq, call); err != nil {
-			writeError(ctx, code, fmt.Sprintf("cannot run model %q version %s: %s", m.name, v.name, err))
-			return code, true
-		}
-		results = call.results
-		if v.cache != nil {
-			v.cache.put(key, req.Inputs, results)
-		}
-	}
-
-	if v.drift != nil {
-		v.observeDrift(call, req.Inputs, results)
-	}
-	m.captureCall(v, req, results)
 	out, jsonLen := appendInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results, v.labels)
 	call.out = out
 	ctx.Response.Header.Set(headerModelVersion, v.name)
@@ -451,16 +434,82 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *state, m *model, v *version
 		ctx.Response.Header.SetContentType("application/json")
 	}
 	s.writeBody(ctx, call, out)
-	if r.rt != nil && r.rt.shadowed {
-		// Requests waiting in the primary's queue mean the machine has no
-		// room for copies: they are dropped rather than slow it further.
-		busy := v.batcher != nil && v.batcher.QueueLength() > 0
-		call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
-		for _, i := range call.shadows {
-			r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start), busy)
+	s.mirror(st, v, r, req, results, call, start)
+	return fasthttp.StatusOK, true
+}
+
+// admit takes a place for one request among those v's batcher admits, or
+// says why not (503). Under overload, requests are refused before their
+// bodies are decompressed and decoded: when more are in the handler than
+// the queue and the instances can hold, as much as when the queue is full.
+// The first bound matters when decoding, not compute, is what falls
+// behind, and requests pile up before they reach the queue. A request
+// admitted calls v.leave when it is answered.
+func (s *Server) admit(m *model, v *version) (int, error) {
+	if v.batcher == nil {
+		return 0, nil
+	}
+	if n := v.admitted.Add(1); n > v.admitLimit {
+		v.admitted.Add(-1)
+		return fasthttp.StatusServiceUnavailable, fmt.Errorf(
+			"cannot accept request for model %q version %s: %d requests in flight, more than max_queue_size + max_batch_size x instances (%d); retry later or add instances",
+			m.name, v.name, n, v.admitLimit)
+	}
+	if err := v.batcher.CheckCapacity(); err != nil {
+		v.admitted.Add(-1)
+		return fasthttp.StatusServiceUnavailable, fmt.Errorf("cannot queue request for model %q version %s: %s", m.name, v.name, err)
+	}
+	return 0, nil
+}
+
+// leave gives back the place admit took.
+func (v *version) leave() {
+	if v.batcher != nil {
+		v.admitted.Add(-1)
+	}
+}
+
+// predict answers req, decoded by either protocol, on v: from the response
+// cache, or through compute (computeOn), then lets v's drift monitor and
+// m's capture observe it. The results stay valid until breq is released
+// and call reused. On failure it returns the status to answer with.
+func (s *Server) predict(m *model, v *version, req *inferRequest, breq *batcher.Request, call *inferCall) ([]runtime.Tensor, int, error) {
+	var key uint64
+	results, cached := []runtime.Tensor(nil), false
+	if v.cache != nil {
+		key = v.cache.key(req.Inputs)
+		results, cached = v.cache.get(key, req.Inputs)
+	}
+	if !cached {
+		if code, err := computeOn(v, req, breq, call); err != nil {
+			return nil, code, fmt.Errorf("cannot run model %q version %s: %s", m.name, v.name, err)
+		}
+		results = call.results
+		if v.cache != nil {
+			v.cache.put(key, req.Inputs, results)
 		}
 	}
-	return fasthttp.StatusOK, true
+	if v.drift != nil {
+		v.observeDrift(call, req.Inputs, results)
+	}
+	m.captureCall(v, req, results)
+	return results, fasthttp.StatusOK, nil
+}
+
+// mirror offers an answered request to the shadow versions its route
+// mirrors it to, once the primary's response is out; call lends its
+// buffer of version indices.
+func (s *Server) mirror(st *state, v *version, r route, req *inferRequest, results []runtime.Tensor, call *inferCall, start time.Time) {
+	if r.rt == nil || !r.rt.shadowed {
+		return
+	}
+	// Requests waiting in the primary's queue mean the machine has no
+	// room for copies: they are dropped rather than slow it further.
+	busy := v.batcher != nil && v.batcher.QueueLength() > 0
+	call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
+	for _, i := range call.shadows {
+		r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start), busy)
+	}
 }
 
 // computeOn runs req on v, through its batcher when it has one, leaving the
@@ -487,7 +536,7 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 
 	rows := req.Inputs[0].Shape[0]
 	breq.Rows, breq.Priority, breq.Timeout = int(rows), req.Priority, req.Timeout
-	if call.conn != nil {
+	if call.conn != nil || call.ctx != nil {
 		breq.Gone = call.gone
 	}
 	breq.Inputs = breq.Inputs[:0]

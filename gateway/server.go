@@ -88,6 +88,9 @@ type Server struct {
 	// without an engine.
 	versions *versionSync
 
+	// grpc serves the gRPC protocol; nil unless grpc_listen is set.
+	grpc *grpcServer
+
 	// cfg is the config the server started with; what a reload cannot
 	// change (listen, limits, timeouts) is read from it.
 	cfg Config
@@ -249,6 +252,9 @@ func New(o Options) (*Server, error) {
 	if s.maxConns >= descriptors {
 		s.log.Warn("max_connections is not below the descriptor limit: accepts will fail for want of descriptors before the limit is reached (they are retried, but idle connections are not closed to make room); raise ulimit -n or lower max_connections",
 			"max_connections", s.maxConns, "descriptors", descriptors)
+	}
+	if cfg.GRPCListen != "" {
+		s.grpc = newGRPCServer(s)
 	}
 	s.http = &fasthttp.Server{
 		Handler:      s.handle,
@@ -531,13 +537,35 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// ListenAndServe listens on the configured address and serves until Shutdown.
+// ListenAndServe listens on the configured addresses, listen and, when
+// set, grpc_listen, and serves until Shutdown. When either server fails,
+// the other stops too.
 func (s *Server) ListenAndServe() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %q: %w", s.cfg.Listen, err)
 	}
-	return s.Serve(ln)
+	if s.grpc == nil {
+		return s.Serve(ln)
+	}
+	gln, err := net.Listen("tcp", s.cfg.GRPCListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("cannot listen on %q (grpc_listen): %w", s.cfg.GRPCListen, err)
+	}
+	grpcErr := make(chan error, 1)
+	go func() {
+		err := s.ServeGRPC(gln)
+		if err != nil {
+			ln.Close() // the HTTP server stops too
+		}
+		grpcErr <- err
+	}()
+	err = s.Serve(ln)
+	if err != nil {
+		s.grpc.server.Stop()
+	}
+	return errors.Join(err, <-grpcErr)
 }
 
 // Shutdown stops accepting connections, waits for requests in flight (up to
@@ -556,7 +584,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
+	grpcStopped := make(chan struct{})
+	go func() {
+		defer close(grpcStopped)
+		if s.grpc != nil {
+			s.grpc.stop(ctx)
+		}
+	}()
 	err := s.http.ShutdownWithContext(ctx)
+	<-grpcStopped
 	if errors.Is(err, net.ErrClosed) {
 		err = nil // fasthttp closing the listeners closed above
 	}

@@ -1,0 +1,382 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed messages, as REST takes Content-Encoding: gzip
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/gateway/v2codec"
+	"github.com/infergate/infergate/gateway/v2codec/inferencepb"
+	"github.com/infergate/infergate/runtime"
+)
+
+// grpcServer serves the Open Inference Protocol's GRPCInferenceService,
+// grpc.health.v1 and server reflection on grpc_listen. Its ModelInfer goes
+// the way of REST's infer: admit, predict, mirror; only the codec differs.
+type grpcServer struct {
+	inferencepb.UnimplementedGRPCInferenceServiceServer
+	s      *Server
+	server *grpc.Server
+	health *health.Server
+}
+
+// newGRPCServer builds s's gRPC server: messages bounded by max_body_size,
+// TLS with the REST listener's certificate where that has one.
+func newGRPCServer(s *Server) *grpcServer {
+	g := &grpcServer{s: s, health: health.NewServer()}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
+		grpc.ChainUnaryInterceptor(g.recoverPanic),
+		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(grpcproto.Name)}),
+	}
+	if s.certs != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.certs.tlsConfig())))
+	}
+	g.server = grpc.NewServer(opts...)
+	// ModelInfer's handler decodes its message itself, so that one that
+	// does not parse is InvalidArgument, as a 400 of REST, rather than
+	// grpc-go's Internal.
+	desc := inferencepb.GRPCInferenceService_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "ModelInfer" {
+			desc.Methods[i].Handler = g.modelInferHandler
+		}
+	}
+	g.server.RegisterService(&desc, g)
+	healthpb.RegisterHealthServer(g.server, g.health)
+	reflection.Register(g.server)
+	g.health.SetServingStatus(inferencepb.GRPCInferenceService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return g
+}
+
+// inferMessage is a ModelInferRequest as inferCodec decodes it: err is
+// why its bytes did not parse.
+type inferMessage struct {
+	m   inferencepb.ModelInferRequest
+	err error
+}
+
+// inferCodec is gRPC's protobuf codec, except that it decodes an
+// inferMessage without failing: the handler answers a message that does not
+// parse.
+type inferCodec struct{ encoding.CodecV2 }
+
+// Unmarshal decodes data into v.
+func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	msg, ok := v.(*inferMessage)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	msg.err = proto.Unmarshal(buf.ReadOnlyData(), &msg.m) // copies what it keeps
+	return nil
+}
+
+// modelInferHandler is the generated ModelInfer handler, decoding into an
+// inferMessage.
+func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(inferMessage)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if in.err != nil {
+		unrouted[statusIndex(fasthttp.StatusBadRequest)].Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "invalid ModelInferRequest message: %v", in.err)
+	}
+	if interceptor == nil {
+		return g.ModelInfer(ctx, &in.m)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
+	return interceptor(ctx, &in.m, info, func(ctx context.Context, req any) (any, error) {
+		return g.ModelInfer(ctx, req.(*inferencepb.ModelInferRequest))
+	})
+}
+
+// ServeGRPC answers gRPC on ln until Shutdown; grpc_listen must be set.
+// ListenAndServe calls it on grpc_listen.
+func (s *Server) ServeGRPC(ln net.Listener) error {
+	if s.grpc == nil {
+		ln.Close()
+		return errors.New("cannot serve gRPC: grpc_listen is not set")
+	}
+	s.mu.Lock()
+	if s.stopping.Load() {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	s.log.Info("serving gRPC", "address", ln.Addr().String(), "tls", s.certs != nil)
+	err := s.grpc.server.Serve(newGuardedListener(ln, s.log, s.maxConns, s.maxConnsPerIP, false))
+	if s.stopping.Load() {
+		return nil // stopped by Shutdown
+	}
+	return err
+}
+
+// stop stops the gRPC server gracefully, letting calls in flight finish
+// until ctx is done, then at once; health turns NOT_SERVING first.
+func (g *grpcServer) stop(ctx context.Context) {
+	g.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		g.server.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.server.Stop()
+		<-done
+	}
+}
+
+// recoverPanic turns a panic in a call into Internal for that call only.
+func (g *grpcServer) recoverPanic(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			g.s.log.Error("panic serving gRPC call", "method", info.FullMethod, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return handler(ctx, req)
+}
+
+// grpcCodes maps the REST answers of the infer path to gRPC codes.
+var grpcCodes = map[int]codes.Code{
+	fasthttp.StatusBadRequest:            codes.InvalidArgument,
+	fasthttp.StatusUnauthorized:          codes.Unauthenticated,
+	fasthttp.StatusNotFound:              codes.NotFound,
+	fasthttp.StatusRequestEntityTooLarge: codes.ResourceExhausted,
+	fasthttp.StatusUnsupportedMediaType:  codes.InvalidArgument,
+	statusClientClosed:                   codes.Canceled,
+	fasthttp.StatusInternalServerError:   codes.Internal,
+	fasthttp.StatusServiceUnavailable:    codes.Unavailable,
+	fasthttp.StatusGatewayTimeout:        codes.DeadlineExceeded,
+}
+
+// grpcError is the gRPC status of a REST answer code with its message.
+func grpcError(code int, msg string) error {
+	c, ok := grpcCodes[code]
+	if !ok {
+		c = codes.Unknown
+	}
+	return status.Error(c, msg)
+}
+
+// ServerLive answers that the server is live: it answers.
+func (g *grpcServer) ServerLive(context.Context, *inferencepb.ServerLiveRequest) (*inferencepb.ServerLiveResponse, error) {
+	return &inferencepb.ServerLiveResponse{Live: true}, nil
+}
+
+// ServerReady answers whether every model has a version to serve, as
+// GET /v2/health/ready does.
+func (g *grpcServer) ServerReady(context.Context, *inferencepb.ServerReadyRequest) (*inferencepb.ServerReadyResponse, error) {
+	return &inferencepb.ServerReadyResponse{Ready: g.s.notReady() == ""}, nil
+}
+
+// lookup returns the model called name and the version of it the
+// request names (the newest where version is empty, which may be nil),
+// or NotFound, counted as unrouted.
+func lookup(st *state, name, version string) (*model, *version, error) {
+	m := st.models[name]
+	if m == nil {
+		unrouted[statusIndex(fasthttp.StatusNotFound)].Inc()
+		return nil, nil, status.Errorf(codes.NotFound, "unknown model %q", name)
+	}
+	if version == "" {
+		return m, m.latest(), nil
+	}
+	v := m.version([]byte(version))
+	if v == nil {
+		unrouted[statusIndex(fasthttp.StatusNotFound)].Inc()
+		return nil, nil, status.Errorf(codes.NotFound, "unknown version %q of model %q (loaded: %v)", version, name, m.versionNames())
+	}
+	return m, v, nil
+}
+
+// ModelReady answers whether the model, or the version named, can serve.
+func (g *grpcServer) ModelReady(_ context.Context, in *inferencepb.ModelReadyRequest) (*inferencepb.ModelReadyResponse, error) {
+	st := g.s.acquireState()
+	defer st.release()
+	_, v, err := lookup(st, in.Name, in.Version)
+	if err != nil {
+		return nil, err
+	}
+	return &inferencepb.ModelReadyResponse{Ready: v != nil && !g.s.stopping.Load()}, nil
+}
+
+// ServerMetadata answers what GET /v2 does.
+func (g *grpcServer) ServerMetadata(context.Context, *inferencepb.ServerMetadataRequest) (*inferencepb.ServerMetadataResponse, error) {
+	return &inferencepb.ServerMetadataResponse{Name: "infergate", Version: g.s.o.Version, Extensions: extensions}, nil
+}
+
+// ModelMetadata answers what GET /v2/models/{m}[/versions/{v}] does.
+func (g *grpcServer) ModelMetadata(_ context.Context, in *inferencepb.ModelMetadataRequest) (*inferencepb.ModelMetadataResponse, error) {
+	st := g.s.acquireState()
+	defer st.release()
+	m, v, err := lookup(st, in.Name, in.Version)
+	if err != nil {
+		return nil, err
+	}
+	resp := &inferencepb.ModelMetadataResponse{Name: m.name, Platform: platform}
+	if v == nil {
+		return resp, nil
+	}
+	if in.Version != "" {
+		resp.Versions = []string{v.name}
+	} else {
+		resp.Versions = m.versionNames()
+	}
+	resp.Inputs, resp.Outputs = tensorMetadata(v.rt.Inputs()), tensorMetadata(v.rt.Outputs())
+	return resp, nil
+}
+
+// tensorMetadata lists infos as the metadata response's tensors.
+func tensorMetadata(infos []runtime.TensorInfo) []*inferencepb.ModelMetadataResponse_TensorMetadata {
+	out := make([]*inferencepb.ModelMetadataResponse_TensorMetadata, len(infos))
+	for i, info := range infos {
+		out[i] = &inferencepb.ModelMetadataResponse_TensorMetadata{Name: info.Name, Datatype: info.DataType.String(), Shape: info.Shape}
+	}
+	return out
+}
+
+// ModelInfer runs one inference as POST /v2/models/{m}[/versions/{v}]/infer
+// does: the same routing (the sticky key from the metadata of the routing's
+// sticky header), API key (metadata authorization: Bearer <key>), batcher,
+// cache, drift, capture, shadows and metrics; errors get the gRPC code of
+// REST's status, with its message.
+func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
+	s := g.s
+	st := s.acquireState()
+	defer st.release()
+	m, v, err := lookup(st, in.ModelName, in.ModelVersion)
+	if err != nil {
+		return nil, err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	var r route
+	if in.ModelVersion == "" && v != nil {
+		if r.rt = m.routes.table.Load(); r.rt != nil {
+			var key []byte
+			if r.rt.sticky != "" {
+				if vals := md.Get(r.rt.sticky); len(vals) > 0 {
+					key = []byte(vals[0])
+				}
+			}
+			r = r.rt.pick(key)
+			v = r.rt.versions[r.picked]
+		}
+	}
+	if v == nil {
+		unrouted[statusIndex(fasthttp.StatusServiceUnavailable)].Inc()
+		return nil, status.Errorf(codes.Unavailable, "model %q has no version loaded", m.name)
+	}
+	if err := m.authorizedMetadata(md); err != nil {
+		return nil, err // not counted against the version: it never reached it
+	}
+	start := time.Now()
+	resp, code, counted, err := s.inferProto(ctx, st, m, v, r, in, start)
+	took := time.Since(start)
+	v.metrics.observe(code, took)
+	if counted {
+		v.interval.observe(code, took)
+	}
+	if err != nil {
+		return nil, grpcError(code, err.Error())
+	}
+	grpc.SetHeader(ctx, metadata.Pairs(headerModelVersion, v.name))
+	return resp, nil
+}
+
+// inferProto is ModelInfer on v once routed, as infer is for REST: it
+// returns the response or the REST status of the error, and whether the
+// answer counts in the version's canary analysis.
+func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version, r route, in *inferencepb.ModelInferRequest, start time.Time) (*inferencepb.ModelInferResponse, int, bool, error) {
+	if code, err := s.admit(m, v); err != nil {
+		return nil, code, true, err
+	}
+	defer v.leave()
+	call := inferCalls.Get().(*inferCall)
+	defer s.putInferCall(call, v.batcher != nil)
+	call.ctx = ctx
+	req := acquireInferRequest()
+	defer releaseInferRequest(req)
+	if err := req.DecodeProto(in, v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs()); err != nil {
+		if errors.Is(err, errTooManyValues) {
+			return nil, fasthttp.StatusRequestEntityTooLarge, true, err
+		}
+		return nil, fasthttp.StatusBadRequest, true, err
+	}
+	// The message as received and the tensors decoded from it.
+	held := int64(proto.Size(in))
+	for _, t := range req.Inputs {
+		held += int64(len(t.Data))
+	}
+	if code, err := s.reserveMemory(&call.held, held); err != nil {
+		return nil, code, code != fasthttp.StatusServiceUnavailable, err
+	}
+	// The call's deadline bounds its time in the queue as parameters.timeout does.
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fasthttp.StatusGatewayTimeout, true, fmt.Errorf("cannot run model %q version %s: the call's deadline passed", m.name, v.name)
+		}
+		if req.Timeout == 0 || left < req.Timeout {
+			req.Timeout = left
+		}
+	}
+	breq := batcher.AcquireRequest()
+	defer batcher.ReleaseRequest(breq)
+	results, code, err := s.predict(m, v, req, breq, call)
+	if err != nil {
+		return nil, code, true, err
+	}
+	resp := v2codec.ProtoInferResponse(m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results)
+	s.mirror(st, v, r, req, results, call, start)
+	return resp, fasthttp.StatusOK, true, nil
+}
+
+// authorizedMetadata is authorized for infer over gRPC: the key comes in
+// the call's metadata as authorization: Bearer <key>; a refusal is
+// Unauthenticated.
+func (m *model) authorizedMetadata(md metadata.MD) error {
+	if len(m.keys.infer) == 0 {
+		return nil
+	}
+	var authorization []byte
+	if vals := md.Get("authorization"); len(vals) > 0 {
+		authorization = []byte(vals[0])
+	}
+	present, ok := bearerIn(authorization, m.keys.infer)
+	if ok {
+		return nil
+	}
+	authRefusedInfer.Inc()
+	if !present {
+		return status.Error(codes.Unauthenticated, errNoKey.Error())
+	}
+	return status.Error(codes.Unauthenticated, errBadKey.Error())
+}
