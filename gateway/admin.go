@@ -20,7 +20,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -841,8 +840,8 @@ func (s *Server) checkUpload(model string, number int64, dir string, names map[s
 			}
 		}
 	}
-	if names["labels.txt"] {
-		if err := checkLabels(filepath.Join(dir, "labels.txt"), rv.Outputs()); err != nil {
+	if names[labelsFile] {
+		if _, err := loadLabels(dir, rv.Outputs()); err != nil {
 			return fasthttp.StatusUnprocessableEntity, err
 		}
 	}
@@ -870,26 +869,3 @@ func sameTensorInfos(kind, current string, want, got []runtime.TensorInfo) error
 	return nil
 }
 
-// checkLabels checks labels.txt: UTF-8, one non-empty line per class of
-// the first output, when its last dimension is fixed.
-func checkLabels(path string, outputs []runtime.TensorInfo) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if !utf8.Valid(data) {
-		return errors.New("labels.txt is not UTF-8 text")
-	}
-	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	for i, line := range lines {
-		if strings.TrimSpace(line) == "" {
-			return fmt.Errorf("labels.txt: line %d is empty: it holds one label a line", i+1)
-		}
-	}
-	if len(outputs) > 0 {
-		if shape := outputs[0].Shape; len(shape) > 0 && shape[len(shape)-1] > 0 && int64(len(lines)) != shape[len(shape)-1] {
-			return fmt.Errorf("labels.txt has %d labels, the output %q has %d classes", len(lines), outputs[0].Name, shape[len(shape)-1])
-		}
-	}
-	return nil
-}
