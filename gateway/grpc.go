@@ -354,7 +354,7 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	if err != nil {
 		return nil, code, true, err
 	}
-	resp := v2codec.ProtoInferResponse(m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results)
+	resp := v2codec.ProtoInferResponse(m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results, v.labels)
 	s.mirror(st, v, r, req, results, call, start)
 	return resp, fasthttp.StatusOK, true, nil
 }

@@ -407,3 +407,52 @@ func TestGRPCMalformedMessages(t *testing.T) {
 		t.Fatalf("the valid request after the corruptions: %v", err)
 	}
 }
+
+// TestGRPCClassification: an output asked for with classification comes
+// as REST answers it, typed in bytes_contents or raw in Triton's layout.
+func TestGRPCClassification(t *testing.T) {
+	_, url, conn := startGRPC(t, testConfig(t))
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	for _, k := range []int64{1, 2} {
+		want := classify(t, url, int(k))
+		req := &inferencepb.ModelInferRequest{ModelName: "demo",
+			Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{2, 8},
+				Contents: &inferencepb.InferTensorContents{Fp32Contents: demoRows}}},
+			Outputs: []*inferencepb.ModelInferRequest_InferRequestedOutputTensor{{Name: "output",
+				Parameters: map[string]*inferencepb.InferParameter{"classification": {ParameterChoice: &inferencepb.InferParameter_Int64Param{Int64Param: k}}}}}}
+		r, err := c.ModelInfer(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, b := range r.Outputs[0].Contents.GetBytesContents() {
+			got = append(got, string(b))
+		}
+		if r.Outputs[0].Datatype != "BYTES" || !slices.Equal(r.Outputs[0].Shape, []int64{2, k}) || !slices.Equal(got, want.Data) {
+			t.Fatalf("k %d: gRPC %v, REST %+v", k, r.Outputs[0], want)
+		}
+
+		var raw []byte
+		for _, f := range demoRows {
+			raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(f))
+		}
+		req.Inputs[0].Contents, req.RawInputContents = nil, [][]byte{raw}
+		if r, err = c.ModelInfer(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		var wantRaw []byte
+		for _, s := range want.Data {
+			wantRaw = binary.LittleEndian.AppendUint32(wantRaw, uint32(len(s)))
+			wantRaw = append(wantRaw, s...)
+		}
+		if len(r.RawOutputContents) != 1 || string(r.RawOutputContents[0]) != string(wantRaw) {
+			t.Fatalf("k %d raw: %q, want %q", k, r.RawOutputContents, wantRaw)
+		}
+	}
+	_, err := c.ModelInfer(context.Background(), &inferencepb.ModelInferRequest{ModelName: "demo",
+		Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{2, 8},
+			Contents: &inferencepb.InferTensorContents{Fp32Contents: demoRows}}},
+		Outputs: []*inferencepb.ModelInferRequest_InferRequestedOutputTensor{{Name: "output",
+			Parameters: map[string]*inferencepb.InferParameter{"classification": {ParameterChoice: &inferencepb.InferParameter_Int64Param{Int64Param: 3}}}}}})
+	wantCode(t, "more classes than the output has", err, codes.InvalidArgument, `output "output": parameters.classification asks for 3 classes but the output has 2`)
+}

@@ -316,8 +316,10 @@ func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.
 }
 
 // protoOutputs reads the request's output selection. An output's
-// binary_data parameter, which has no meaning in gRPC, is accepted as a
-// bool and ignored; any other output parameter is refused, by name.
+// classification parameter (int64_param or uint64_param) asks for its top
+// classes, as in REST (CheckClassification); its binary_data parameter,
+// which has no meaning in gRPC, is accepted as a bool and ignored; any
+// other output parameter is refused, by name.
 func (r *Request) protoOutputs(req []*inferencepb.ModelInferRequest_InferRequestedOutputTensor, model []runtime.TensorInfo) error {
 	for k, o := range req {
 		if o.GetName() == "" {
@@ -332,16 +334,28 @@ func (r *Request) protoOutputs(req []*inferencepb.ModelInferRequest_InferRequest
 				return fmt.Errorf("output %q: requested twice", model[idx].Name)
 			}
 		}
+		out := RequestedOutput{Index: idx}
 		for _, key := range sortedKeys(o.Parameters) {
 			p := o.Parameters[key]
-			if key != "binary_data" {
-				return fmt.Errorf("output %q: unsupported parameter %q", model[idx].Name, key)
-			}
-			if _, ok := p.GetParameterChoice().(*inferencepb.InferParameter_BoolParam); !ok {
-				return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, describeParameter(p))
+			switch key {
+			case "binary_data":
+				if _, ok := p.GetParameterChoice().(*inferencepb.InferParameter_BoolParam); !ok {
+					return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, describeParameter(p))
+				}
+			case "classification":
+				k, ok := protoNonNegative(p)
+				if !ok || k < 1 {
+					return fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", model[idx].Name, describeParameter(p))
+				}
+				if err := CheckClassification(model[idx], k); err != nil {
+					return err
+				}
+				out.Classes = int(k)
+			default:
+				return fmt.Errorf("output %q: unsupported parameter %q (an output takes binary_data and classification)", model[idx].Name, key)
 			}
 		}
-		r.Outputs = append(r.Outputs, RequestedOutput{Index: idx})
+		r.Outputs = append(r.Outputs, out)
 		r.outputSet = append(r.outputSet, false)
 	}
 	return nil
@@ -367,9 +381,12 @@ func sortedKeys(m map[string]*inferencepb.InferParameter) []string {
 // REST one. raw says that the request's inputs came in raw_input_contents:
 // the outputs then go in raw_output_contents, one entry per output in
 // response order, else in each output's typed contents. FP16, which has no
-// typed field, sends every output raw. The response holds copies: results
-// may be reused once it is built.
-func ProtoInferResponse(model, version string, r *Request, raw bool, outputs []runtime.TensorInfo, results []runtime.Tensor) *inferencepb.ModelInferResponse {
+// typed field, sends every output raw. An output asked for with
+// classification comes as AppendClassification's BYTES tensor, labelled by
+// labels[index] (nil, or one list per model output), in bytes_contents or
+// raw in Triton's layout. The response holds copies: results may be reused
+// once it is built.
+func ProtoInferResponse(model, version string, r *Request, raw bool, outputs []runtime.TensorInfo, results []runtime.Tensor, labels [][]string) *inferencepb.ModelInferResponse {
 	if len(results) != len(outputs) {
 		panic(fmt.Sprintf("BUG: ProtoInferResponse got %d results for %d outputs", len(results), len(outputs)))
 	}
@@ -378,7 +395,7 @@ func ProtoInferResponse(model, version string, r *Request, raw bool, outputs []r
 		n = len(outputs)
 	}
 	for i := range n {
-		if idx := r.protoOutput(i); contentsField(results[idx].DataType) < 0 {
+		if idx, k := r.protoOutput(i); k == 0 && contentsField(results[idx].DataType) < 0 {
 			raw = true
 		}
 	}
@@ -392,8 +409,19 @@ func ProtoInferResponse(model, version string, r *Request, raw bool, outputs []r
 		resp.RawOutputContents = make([][]byte, n)
 	}
 	for i := range n {
-		idx := r.protoOutput(i)
+		idx, k := r.protoOutput(i)
 		t := results[idx]
+		if k > 0 {
+			c, shape := AppendClassification(nil, t, k, labelsOf(labels, idx))
+			out := &inferencepb.ModelInferResponse_InferOutputTensor{Name: outputs[idx].Name, Datatype: "BYTES", Shape: shape[:]}
+			if raw {
+				resp.RawOutputContents[i] = c
+			} else {
+				out.Contents = &inferencepb.InferTensorContents{BytesContents: bytesElements(c)}
+			}
+			resp.Outputs[i] = out
+			continue
+		}
 		if e := runtime.Elements(t.Shape); e < 0 || e*t.DataType.Size() != len(t.Data) || !t.DataType.Valid() {
 			panic(fmt.Sprintf("BUG: output %q of %s%s holds %d bytes", outputs[idx].Name, t.DataType, runtime.FormatShape(t.Shape), len(t.Data)))
 		}
@@ -412,12 +440,25 @@ func ProtoInferResponse(model, version string, r *Request, raw bool, outputs []r
 	return resp
 }
 
-// protoOutput returns the model output index of the response's i-th output.
-func (r *Request) protoOutput(i int) int {
+// protoOutput returns the model output index of the response's i-th
+// output and the classes asked of it (0: its values).
+func (r *Request) protoOutput(i int) (index, classes int) {
 	if len(r.Outputs) == 0 {
-		return i
+		return i, 0
 	}
-	return r.Outputs[i].Index
+	return r.Outputs[i].Index, r.Outputs[i].Classes
+}
+
+// bytesElements returns the elements of c, BYTES in Triton's layout (each a
+// 4-byte little-endian length and its bytes), as views of c.
+func bytesElements(c []byte) [][]byte {
+	var elems [][]byte
+	for len(c) >= 4 {
+		n := binary.LittleEndian.Uint32(c)
+		elems = append(elems, c[4:4+n:4+n])
+		c = c[4+n:]
+	}
+	return elems
 }
 
 // typedContents returns t's elements in the contents field of its

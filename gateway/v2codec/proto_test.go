@@ -174,7 +174,13 @@ func TestDecodeProtoErrors(t *testing.T) {
 		{"output twice", func(m *inferencepb.ModelInferRequest) { m.Outputs = append(m.Outputs, m.Outputs[0]) }, `output "k": requested twice`},
 		{"output parameter", func(m *inferencepb.ModelInferRequest) {
 			m.Outputs[0].Parameters = map[string]*inferencepb.InferParameter{"top": {}}
-		}, `output "k": unsupported parameter "top"`},
+		}, `output "k": unsupported parameter "top" (an output takes binary_data and classification)`},
+		{"classification of INT64", func(m *inferencepb.ModelInferRequest) {
+			m.Outputs[0].Parameters = map[string]*inferencepb.InferParameter{"classification": {ParameterChoice: &inferencepb.InferParameter_Int64Param{Int64Param: 1}}}
+		}, `output "k": parameters.classification needs a [batch, classes] FP32 or FP64 output, not INT64[-1]`},
+		{"classification 0", func(m *inferencepb.ModelInferRequest) {
+			m.Outputs[0].Parameters = map[string]*inferencepb.InferParameter{"classification": {ParameterChoice: &inferencepb.InferParameter_Int64Param{Int64Param: 0}}}
+		}, `output "k": parameters.classification: want an integer of at least 1, got int64_param 0`},
 		{"raw count", func(m *inferencepb.ModelInferRequest) { m.RawInputContents = [][]byte{{1}} }, `raw_input_contents holds 1 entries but the request has 11 inputs`},
 		{"raw and typed", func(m *inferencepb.ModelInferRequest) { m.RawInputContents = make([][]byte, 11) }, `input "f64": has both contents and raw_input_contents`},
 		{"raw size", func(m *inferencepb.ModelInferRequest) {
@@ -240,7 +246,7 @@ func TestProtoInferResponse(t *testing.T) {
 	r := AcquireRequest()
 	defer ReleaseRequest(r)
 	r.ID = []byte("abc")
-	resp := ProtoInferResponse("m", "3", r, false, protoModel.outputs, results)
+	resp := ProtoInferResponse("m", "3", r, false, protoModel.outputs, results, nil)
 	if resp.ModelName != "m" || resp.ModelVersion != "3" || resp.Id != "abc" || len(resp.Outputs) != 2 || resp.RawOutputContents != nil {
 		t.Fatalf("typed response: %v", resp)
 	}
@@ -253,7 +259,7 @@ func TestProtoInferResponse(t *testing.T) {
 	}
 
 	r.Outputs = append(r.Outputs, RequestedOutput{Index: 1})
-	resp = ProtoInferResponse("m", "3", r, true, protoModel.outputs, results)
+	resp = ProtoInferResponse("m", "3", r, true, protoModel.outputs, results, nil)
 	if len(resp.Outputs) != 1 || resp.Outputs[0].Name != "k" || resp.Outputs[0].Contents != nil ||
 		len(resp.RawOutputContents) != 1 || !bytes.Equal(resp.RawOutputContents[0], k.Data) {
 		t.Fatalf("raw selected response: %v", resp)
@@ -265,7 +271,7 @@ func TestProtoInferResponse(t *testing.T) {
 
 	// FP16 has no typed field: the whole response goes raw.
 	h := runtime.Tensor{DataType: runtime.FP16, Shape: []int64{1}, Data: []byte{0, 0x3c}}
-	resp = ProtoInferResponse("m", "1", AcquireRequest(), false, []runtime.TensorInfo{{Name: "h", DataType: runtime.FP16}}, []runtime.Tensor{h})
+	resp = ProtoInferResponse("m", "1", AcquireRequest(), false, []runtime.TensorInfo{{Name: "h", DataType: runtime.FP16}}, []runtime.Tensor{h}, nil)
 	if len(resp.RawOutputContents) != 1 || resp.Outputs[0].Contents != nil {
 		t.Errorf("FP16 response: %v", resp)
 	}
@@ -303,7 +309,7 @@ func FuzzDecodeProto(f *testing.F) {
 			results[i] = runtime.Tensor{DataType: info.DataType, Shape: []int64{1, 2}[:len(info.Shape)]}
 			results[i].Data = make([]byte, runtime.Elements(results[i].Shape)*info.DataType.Size())
 		}
-		ProtoInferResponse("m", "1", r, len(m.RawInputContents) > 0, protoModel.outputs, results)
+		ProtoInferResponse("m", "1", r, len(m.RawInputContents) > 0, protoModel.outputs, results, nil)
 	})
 }
 
