@@ -102,7 +102,7 @@ func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(an
 		return nil, err
 	}
 	if in.err != nil {
-		unrouted[statusIndex(fasthttp.StatusBadRequest)].Inc()
+		unrouted[protocolGRPC][statusIndex(fasthttp.StatusBadRequest)].Inc()
 		return nil, status.Errorf(codes.InvalidArgument, "invalid ModelInferRequest message: %v", in.err)
 	}
 	if interceptor == nil {
@@ -203,7 +203,7 @@ func (g *grpcServer) ServerReady(context.Context, *inferencepb.ServerReadyReques
 func lookup(st *state, name, version string) (*model, *version, error) {
 	m := st.models[name]
 	if m == nil {
-		unrouted[statusIndex(fasthttp.StatusNotFound)].Inc()
+		unrouted[protocolGRPC][statusIndex(fasthttp.StatusNotFound)].Inc()
 		return nil, nil, status.Errorf(codes.NotFound, "unknown model %q", name)
 	}
 	if version == "" {
@@ -211,7 +211,7 @@ func lookup(st *state, name, version string) (*model, *version, error) {
 	}
 	v := m.version([]byte(version))
 	if v == nil {
-		unrouted[statusIndex(fasthttp.StatusNotFound)].Inc()
+		unrouted[protocolGRPC][statusIndex(fasthttp.StatusNotFound)].Inc()
 		return nil, nil, status.Errorf(codes.NotFound, "unknown version %q of model %q (loaded: %v)", version, name, m.versionNames())
 	}
 	return m, v, nil
@@ -291,7 +291,7 @@ func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferR
 		}
 	}
 	if v == nil {
-		unrouted[statusIndex(fasthttp.StatusServiceUnavailable)].Inc()
+		unrouted[protocolGRPC][statusIndex(fasthttp.StatusServiceUnavailable)].Inc()
 		return nil, status.Errorf(codes.Unavailable, "model %q has no version loaded", m.name)
 	}
 	if err := m.authorizedMetadata(md); err != nil {
@@ -300,7 +300,7 @@ func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferR
 	start := time.Now()
 	resp, code, counted, err := s.inferProto(ctx, st, m, v, r, in, start)
 	took := time.Since(start)
-	v.metrics.observe(code, took)
+	v.metrics.observe(protocolGRPC, code, took)
 	if counted {
 		v.interval.observe(code, took)
 	}

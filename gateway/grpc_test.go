@@ -189,6 +189,21 @@ func TestGRPCInferMatchesREST(t *testing.T) {
 			t.Fatalf("raw output %d: %v %x, want %x", i, rawResp.Outputs[i], rawResp.RawOutputContents[i], want)
 		}
 	}
+
+	// Both protocols count in the same families, told apart by a label.
+	_, err = c.ModelInfer(context.Background(), &inferencepb.ModelInferRequest{ModelName: "nope"})
+	wantCode(t, "unknown model", err, codes.NotFound, "unknown model")
+	metricsText := get(t, url+"/metrics")
+	for _, series := range []string{
+		`infergate_requests_total{model="demo",version="1",protocol="rest",code="200"} 1`,
+		`infergate_requests_total{model="demo",version="1",protocol="grpc",code="200"} 2`,
+		`infergate_request_duration_seconds_count{model="demo",version="1",protocol="grpc"} 2`,
+		`infergate_requests_unrouted_total{protocol="grpc",code="404"} `,
+	} {
+		if !strings.Contains(metricsText, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
 }
 
 // TestGRPCPinnedVersionAndOutputSelection mirrors

@@ -288,7 +288,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			code, counted = s.infer(ctx, st, m, v, r, start)
 		}
 		took := time.Since(start)
-		v.metrics.observe(code, took)
+		v.metrics.observe(protocolREST, code, took)
 		if counted {
 			v.interval.observe(code, took)
 		}
@@ -305,7 +305,7 @@ func (m *model) versionNames() []string {
 
 // countUnrouted answers an error for a request that reached no model version.
 func (s *Server) countUnrouted(ctx *fasthttp.RequestCtx, code int, msg string) {
-	unrouted[statusIndex(code)].Inc()
+	unrouted[protocolREST][statusIndex(code)].Inc()
 	writeError(ctx, code, msg)
 }
 

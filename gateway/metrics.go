@@ -26,12 +26,24 @@ func statusIndex(code int) int {
 	panic("BUG: infer answered with unexpected status " + strconv.Itoa(code))
 }
 
-// unrouted counts requests that named no loaded model version.
-var unrouted [len(statusCodes)]*metrics.Counter
+// protocols are the values of the protocol label of request series, by
+// the protocolREST and protocolGRPC indices.
+var protocols = [...]string{"rest", "grpc"}
+
+// Indices of protocols.
+const (
+	protocolREST = iota
+	protocolGRPC
+)
+
+// unrouted counts requests that named no loaded model version, by protocol.
+var unrouted [len(protocols)][len(statusCodes)]*metrics.Counter
 
 func init() {
-	for i, code := range statusCodes {
-		unrouted[i] = metrics.NewCounter(fmt.Sprintf(`infergate_requests_unrouted_total{code="%d"}`, code))
+	for p, protocol := range protocols {
+		for i, code := range statusCodes {
+			unrouted[p][i] = metrics.NewCounter(fmt.Sprintf(`infergate_requests_unrouted_total{protocol=%q,code="%d"}`, protocol, code))
+		}
 	}
 }
 
@@ -40,8 +52,9 @@ func init() {
 type versionMetrics struct {
 	set      *metrics.Set
 	labels   string
-	requests [len(statusCodes)]*metrics.Counter
-	latency  *metrics.PrometheusHistogram
+	// requests and latency are by protocol, then status.
+	requests [len(protocols)][len(statusCodes)]*metrics.Counter
+	latency  [len(protocols)]*metrics.PrometheusHistogram
 	// compute is set for a version without a batcher; a batcher exports
 	// the same series itself.
 	compute *metrics.PrometheusHistogram
@@ -50,10 +63,12 @@ type versionMetrics struct {
 func newVersionMetrics(model, version string) *versionMetrics {
 	labels := fmt.Sprintf(`model=%q,version=%q`, model, version)
 	m := &versionMetrics{set: metrics.NewSet(), labels: labels}
-	for i, code := range statusCodes {
-		m.requests[i] = m.set.NewCounter(fmt.Sprintf(`infergate_requests_total{%s,code="%d"}`, labels, code))
+	for p, protocol := range protocols {
+		for i, code := range statusCodes {
+			m.requests[p][i] = m.set.NewCounter(fmt.Sprintf(`infergate_requests_total{%s,protocol=%q,code="%d"}`, labels, protocol, code))
+		}
+		m.latency[p] = m.set.NewPrometheusHistogramExt(fmt.Sprintf(`infergate_request_duration_seconds{%s,protocol=%q}`, labels, protocol), latencyBuckets)
 	}
-	m.latency = m.set.NewPrometheusHistogramExt(`infergate_request_duration_seconds{`+labels+`}`, latencyBuckets)
 	m.set.NewGauge(`infergate_model_version_loaded{`+labels+`}`, func() float64 { return 1 })
 	metrics.RegisterSet(m.set)
 	return m
@@ -64,9 +79,11 @@ func (m *versionMetrics) addCompute() {
 	m.compute = m.set.NewPrometheusHistogramExt(`infergate_inference_duration_seconds{`+m.labels+`}`, latencyBuckets)
 }
 
-func (m *versionMetrics) observe(code int, took time.Duration) {
-	m.requests[statusIndex(code)].Inc()
-	m.latency.Update(took.Seconds())
+// observe counts a request of protocol (protocolREST or protocolGRPC)
+// answered with code after took.
+func (m *versionMetrics) observe(protocol, code int, took time.Duration) {
+	m.requests[protocol][statusIndex(code)].Inc()
+	m.latency[protocol].Update(took.Seconds())
 }
 
 func (m *versionMetrics) unregister() {
