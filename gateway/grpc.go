@@ -169,6 +169,7 @@ var grpcCodes = map[int]codes.Code{
 	fasthttp.StatusBadRequest:            codes.InvalidArgument,
 	fasthttp.StatusUnauthorized:          codes.Unauthenticated,
 	fasthttp.StatusNotFound:              codes.NotFound,
+	fasthttp.StatusMethodNotAllowed:      codes.Unimplemented,
 	fasthttp.StatusRequestEntityTooLarge: codes.ResourceExhausted,
 	fasthttp.StatusUnsupportedMediaType:  codes.InvalidArgument,
 	statusClientClosed:                   codes.Canceled,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
 	"net"
 	"slices"
@@ -11,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -23,6 +27,7 @@ import (
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/v2codec/inferencepb"
+	"github.com/infergate/infergate/router"
 )
 
 // startGRPC serves cfg over REST and gRPC on loopback ports and returns
@@ -470,4 +475,97 @@ func TestGRPCClassification(t *testing.T) {
 		Outputs: []*inferencepb.ModelInferRequest_InferRequestedOutputTensor{{Name: "output",
 			Parameters: map[string]*inferencepb.InferParameter{"classification": {ParameterChoice: &inferencepb.InferParameter_Int64Param{Int64Param: 3}}}}}})
 	wantCode(t, "more classes than the output has", err, codes.InvalidArgument, `output "output": parameters.classification asks for 3 classes but the output has 2`)
+}
+
+// TestGRPCStickyRouting: a sticky key in the call's metadata routes as the
+// same key in REST's header does.
+func TestGRPCStickyRouting(t *testing.T) {
+	cfg := abConfig(t, router.Config{Split: map[string]int{"1": 50, "2": 50}, StickyHeader: "X-User"})
+	_, url, conn := startGRPC(t, cfg)
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	client := &fasthttp.Client{}
+	seen := map[string]bool{}
+	for key := range 40 {
+		user := fmt.Sprintf("user-%d", key)
+		rest := inferAB(t, client, url, "X-User", user)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-user", user)
+		r, err := c.ModelInfer(ctx, &inferencepb.ModelInferRequest{ModelName: "ab",
+			Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 2},
+				Contents: &inferencepb.InferTensorContents{Fp32Contents: []float32{2, 1}}}}})
+		if err != nil || r.ModelVersion != rest {
+			t.Fatalf("key %s: gRPC answered by %v (%v), REST by %s", user, r.GetModelVersion(), err, rest)
+		}
+		seen[rest] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("40 keys went to versions %v only", seen)
+	}
+}
+
+// TestGRPCStatusOfEveryError maps each status the infer path answers to
+// its gRPC code, and a panic in a call to Internal.
+func TestGRPCStatusOfEveryError(t *testing.T) {
+	for err, want := range map[error]codes.Code{
+		batcher.ErrQueueFull:   codes.Unavailable,
+		batcher.ErrStopped:     codes.Unavailable,
+		batcher.ErrDeadline:    codes.DeadlineExceeded,
+		batcher.ErrTooLarge:    codes.InvalidArgument,
+		batcher.ErrBadPriority: codes.InvalidArgument,
+		batcher.ErrGone:        codes.Canceled,
+		errors.New("onnx"):     codes.Internal,
+	} {
+		if got := status.Code(grpcError(batchStatus(err), err.Error())); got != want {
+			t.Errorf("%v: %v, want %v", err, got, want)
+		}
+	}
+	for _, code := range statusCodes {
+		if code != 200 && status.Code(grpcError(code, "x")) == codes.Unknown {
+			t.Errorf("status %d has no gRPC code", code)
+		}
+	}
+	g := &grpcServer{s: &Server{log: quiet}}
+	_, err := g.recoverPanic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x"}, func(context.Context, any) (any, error) {
+		panic("boom")
+	})
+	wantCode(t, "a panic", err, codes.Internal, "internal error")
+}
+
+// TestGRPCGracefulShutdown: a call in flight when Shutdown starts is
+// answered; health turns NOT_SERVING and later calls fail.
+func TestGRPCGracefulShutdown(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Models["echo_fp64"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 16, Instances: 1,
+		MaxQueueDelay: batcher.Delay{Duration: 300 * time.Millisecond}}}
+	srv, _, conn := startGRPC(t, cfg)
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.ModelInfer(context.Background(), &inferencepb.ModelInferRequest{ModelName: "echo_fp64",
+			Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP64", Shape: []int64{1, 4},
+				Contents: &inferencepb.InferTensorContents{Fp64Contents: []float64{1, 2, 3, 4}}}}})
+		held <- err
+	}()
+	v := srv.serving.Load().models["echo_fp64"].latest()
+	waitUntil(t, "a request in echo_fp64's queue", 5*time.Second, func() bool { return v.batcher.QueueLength() == 1 })
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Fatalf("the call in flight during shutdown: %v", err)
+	}
+	if _, err := c.ServerLive(context.Background(), &inferencepb.ServerLiveRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a call after shutdown: %v, want Unavailable", err)
+	}
+}
+
+// TestGRPCCompressedMessages: gzip-compressed calls are answered.
+func TestGRPCCompressedMessages(t *testing.T) {
+	_, _, conn := startGRPC(t, testConfig(t))
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	r, err := c.ModelInfer(context.Background(), &inferencepb.ModelInferRequest{ModelName: "echo_fp32",
+		Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "input", Datatype: "FP32", Shape: []int64{1, 4},
+			Contents: &inferencepb.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}}}}, grpc.UseCompressor(gzip.Name))
+	if err != nil || !slices.Equal(r.Outputs[0].Contents.GetFp32Contents(), []float32{1, 2, 3, 4}) {
+		t.Fatalf("gzip call: %v %v", r, err)
+	}
 }

@@ -50,8 +50,8 @@ func init() {
 // versionMetrics are one model version's series, created when it loads and
 // unregistered when it goes, so the request path never creates a series.
 type versionMetrics struct {
-	set      *metrics.Set
-	labels   string
+	set    *metrics.Set
+	labels string
 	// requests and latency are by protocol, then status.
 	requests [len(protocols)][len(statusCodes)]*metrics.Counter
 	latency  [len(protocols)]*metrics.PrometheusHistogram
