@@ -2,12 +2,22 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +26,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -567,5 +578,78 @@ func TestGRPCCompressedMessages(t *testing.T) {
 			Contents: &inferencepb.InferTensorContents{Fp32Contents: []float32{1, 2, 3, 4}}}}}, grpc.UseCompressor(gzip.Name))
 	if err != nil || !slices.Equal(r.Outputs[0].Contents.GetFp32Contents(), []float32{1, 2, 3, 4}) {
 		t.Fatalf("gzip call: %v %v", r, err)
+	}
+}
+
+// freeAddress returns a loopback address with a port free a moment ago.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestGRPCListenAndServeTLS: ListenAndServe, what infergate serve runs,
+// serves gRPC on grpc_listen beside HTTP, with the tls certificate, and
+// Shutdown stops both.
+func TestGRPCListenAndServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "grpc"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	cfg := testConfig(t)
+	cfg.TLS = TLSConfig{CertFile: certFile, KeyFile: keyFile}
+	cfg.Listen, cfg.GRPCListen = freeAddress(t), freeAddress(t)
+	srv, err := New(Options{Config: cfg, Env: testEnv, Log: quiet, Version: "test", Engine: testEngine(t, cfg.StateDir).Conn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			srv.Shutdown(context.Background())
+			<-served
+		}
+	}()
+
+	conn, err := grpc.NewClient(cfg.GRPCListen, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	waitUntil(t, "gRPC over TLS answers", 10*time.Second, func() bool {
+		r, err := c.ServerLive(context.Background(), &inferencepb.ServerLiveRequest{})
+		return err == nil && r.Live
+	})
+	plain, err := grpc.NewClient(cfg.GRPCListen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := inferencepb.NewGRPCInferenceServiceClient(plain).ServerLive(context.Background(), &inferencepb.ServerLiveRequest{}); err == nil {
+		t.Fatal("a plaintext call to the TLS gRPC server was answered")
+	}
+
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	if err := <-served; err != nil {
+		t.Fatalf("ListenAndServe after Shutdown: %v", err)
 	}
 }
