@@ -223,7 +223,7 @@ func (jy *jury) sampleRows() (width, rows int) {
 	if jy.mmd == nil {
 		return 0, 0
 	}
-	return len(jy.mmd.mean), mmdRows
+	return jy.mmd.width, mmdRows
 }
 
 func boolIndex(b bool) int {
