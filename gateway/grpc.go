@@ -17,6 +17,7 @@ import (
 	_ "google.golang.org/grpc/encoding/gzip" // gzip-compressed messages, as REST takes Content-Encoding: gzip
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -46,6 +47,11 @@ func newGRPCServer(s *Server) *grpcServer {
 	g := &grpcServer{s: s, health: health.NewServer()}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
+		// A connection with no call for idle_timeout is closed, as an
+		// idle HTTP connection is: gRPC connections are not evicted for
+		// newcomers (busyListener).
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.cfg.IdleTimeout}),
+		grpc.ConnectionTimeout(s.cfg.ReadTimeout),
 		grpc.ChainUnaryInterceptor(g.recoverPanic),
 		grpc.ForceServerCodecV2(inferCodec{encoding.GetCodecV2(grpcproto.Name)}),
 	}
@@ -129,11 +135,27 @@ func (s *Server) ServeGRPC(ln net.Listener) error {
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
 	s.log.Info("serving gRPC", "address", ln.Addr().String(), "tls", s.certs != nil)
-	err := s.grpc.server.Serve(newGuardedListener(ln, s.log, s.maxConns, s.maxConnsPerIP, false))
+	err := s.grpc.server.Serve(busyListener{newGuardedListener(ln, s.log, s.maxConns, s.maxConnsPerIP, false)})
 	if s.stopping.Load() {
 		return nil // stopped by Shutdown
 	}
 	return err
+}
+
+// busyListener marks each connection it accepts from a guardedListener
+// busy for good: a gRPC connection multiplexes calls for as long as it
+// lives, so at max_connections a newcomer is refused rather than close
+// one that may carry calls; connections without calls close after
+// idle_timeout instead.
+type busyListener struct{ net.Listener }
+
+// Accept accepts a connection and marks it busy.
+func (l busyListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		trackConnState(c, fasthttp.StateActive)
+	}
+	return c, err
 }
 
 // stop stops the gRPC server gracefully, letting calls in flight finish

@@ -653,3 +653,30 @@ func TestGRPCListenAndServeTLS(t *testing.T) {
 		t.Fatalf("ListenAndServe after Shutdown: %v", err)
 	}
 }
+
+// TestGRPCConnectionLimit: at max_connections a new gRPC connection is
+// refused, not the one serving calls.
+func TestGRPCConnectionLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxConnections, cfg.MaxConnectionsPerIP = 1, 1
+	_, _, first := startGRPC(t, cfg)
+	ctx := context.Background()
+	live := func(conn *grpc.ClientConn) error {
+		_, err := inferencepb.NewGRPCInferenceServiceClient(conn).ServerLive(ctx, &inferencepb.ServerLiveRequest{})
+		return err
+	}
+	if err := live(first); err != nil {
+		t.Fatal(err)
+	}
+	second, err := grpc.NewClient(first.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := live(second); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a second connection beyond max_connections 1: %v, want Unavailable", err)
+	}
+	if err := live(first); err != nil {
+		t.Fatalf("the first connection after the second was refused: %v", err)
+	}
+}
