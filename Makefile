@@ -38,7 +38,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server duckdb protoc
+test: onnxruntime nats-server duckdb protoc python-grpc
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -106,6 +106,15 @@ $(DUCKDB):
 	mkdir -p $(DUCKDB_DIR)
 	npm install --prefix $(DUCKDB_DIR) --save-exact --no-audit --no-fund --silent @duckdb/node-api@$(DUCKDB_VERSION)
 	@touch $@
+
+## python-grpc: Debian's python3-grpcio and python3-grpc-tools for /usr/bin/python3 (apt-get, through
+## sudo when not root), for the test that drives the gRPC server from a Python client
+.PHONY: python-grpc
+python-grpc:
+	@/usr/bin/python3 -c 'import grpc, grpc_tools' 2>/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y python3-grpcio python3-grpc-tools || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y python3-grpcio python3-grpc-tools; }; }
 
 ## protoc: Debian's protobuf-compiler (apt-get, through sudo when not root) unless protoc is on
 ## PATH, and the pinned protoc-gen-go and protoc-gen-go-grpc in .cache/bin, for make proto and the
