@@ -7,12 +7,18 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
 )
 
-// Answer is one HTTP response captured from a real server, which an
-// EchoServer then gives to every request.
+// Answer is one HTTP response (or gRPC answer) captured from a real
+// server, which an EchoServer then gives to every request.
 type Answer struct {
+	// StatusCode is 200 for a gRPC answer, which is only captured when the
+	// call succeeded.
 	StatusCode int
+	// GRPCMethod, when set, is the gRPC method the answer is to, and Body
+	// its encoded message.
+	GRPCMethod string
 	// Server is the Server header, which the echo server sends as its name.
 	Server string
 	// Header holds the response's other headers but those the server sets
@@ -27,6 +33,9 @@ func Capture(r Request, timeout time.Duration) (Answer, error) {
 	o = o.withDefaults()
 	if err := o.validate(); err != nil {
 		return Answer{}, err
+	}
+	if r.GRPC {
+		return captureGRPC(r, timeout)
 	}
 	client := &fasthttp.HostClient{Addr: r.Addr, NoDefaultUserAgentHeader: true}
 	defer client.CloseIdleConnections()
@@ -52,11 +61,14 @@ func Capture(r Request, timeout time.Duration) (Answer, error) {
 // EchoServer is the HTTP ceiling: a fasthttp server on loopback that
 // answers every request with the same captured bytes without doing any
 // work, so a load run against it measures the client, HTTP and the machine
-// alone. It is safe for concurrent use.
+// alone. For a gRPC answer it is the gRPC ceiling: a grpc-go server whose
+// one method takes the request's bytes and answers the captured message's,
+// decoding and encoding nothing. It is safe for concurrent use.
 type EchoServer struct {
 	// Addr is the host:port it listens on.
 	Addr   string
 	srv    *fasthttp.Server
+	grpc   *grpc.Server
 	served chan error
 }
 
@@ -64,9 +76,17 @@ type EchoServer struct {
 func StartEchoServer(a Answer) (*EchoServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen for the HTTP ceiling server: %w", err)
+		return nil, fmt.Errorf("cannot listen for the ceiling server: %w", err)
 	}
 	s := &EchoServer{Addr: ln.Addr().String(), served: make(chan error, 1)}
+	if a.GRPCMethod != "" {
+		if s.grpc, err = startGRPCEcho(ln, a); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		go func() { s.served <- serveGRPC(s.grpc, ln) }()
+		return s, nil
+	}
 	s.srv = &fasthttp.Server{
 		Handler:                      a.handler(),
 		Name:                         a.Server,
@@ -95,6 +115,10 @@ func (a Answer) handler() fasthttp.RequestHandler {
 
 // Close stops the server and waits for it to finish.
 func (s *EchoServer) Close() error {
+	if s.grpc != nil {
+		s.grpc.Stop()
+		return <-s.served
+	}
 	err := s.srv.Shutdown()
 	if serr := <-s.served; serr != nil && !errors.Is(serr, net.ErrClosed) {
 		err = errors.Join(err, serr)

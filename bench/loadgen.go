@@ -9,13 +9,20 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
 )
 
-// Request is the one HTTP request a run sends over and over. Its Body is
-// shared by every connection and must not change while a run uses it.
+// Request is the one HTTP request (or gRPC call) a run sends over and
+// over. Its Body is shared by every connection and must not change while a
+// run uses it.
 type Request struct {
 	// Addr is the server's host:port.
 	Addr string
+	// GRPC makes the request a unary gRPC call, without TLS, of the method
+	// Path (such as ModelInferMethod) with Body as the encoded message; its
+	// Header goes as metadata, and Method and ContentType do not apply. A
+	// run's workers then share at most MaxGRPCConnections connections.
+	GRPC bool
 	// Method defaults to POST.
 	Method string
 	// Path is the request path, such as /v2/models/demo/infer.
@@ -92,6 +99,8 @@ func (o *Options) validate() error {
 	switch {
 	case o.Request.Addr == "":
 		return errors.New("bench: the request has no address")
+	case o.Request.GRPC && o.Request.Method != fasthttp.MethodPost:
+		return fmt.Errorf("bench: a gRPC call has no HTTP method, got %s", o.Request.Method)
 	case o.Request.Path == "" || o.Request.Path[0] != '/':
 		return fmt.Errorf("bench: request path %q must start with /", o.Request.Path)
 	case o.Rate < 0:
@@ -125,6 +134,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		WriteBufferSize:               16 << 10,
 	}
 	defer client.CloseIdleConnections()
+	var conns []*grpc.ClientConn
+	if o.Request.GRPC {
+		var err error
+		if conns, err = dialGRPC(o.Request.Addr, min(o.Connections, MaxGRPCConnections)); err != nil {
+			return nil, err
+		}
+		defer closeGRPC(conns)
+	}
 
 	rec := new(recorder)
 	start := time.Now()
@@ -136,8 +153,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	stopProgress := startProgress(o.Progress, o.Name, ph, rec)
 
 	var wg sync.WaitGroup
-	for range o.Connections {
+	for i := range o.Connections {
 		w := newWorker(client, &o, rec)
+		if conns != nil {
+			w.call = newGRPCCall(conns[i%len(conns)], &o.Request, o.Timeout)
+		}
 		wg.Go(func() {
 			if sched != nil {
 				w.runOpen(ctx, ph, sched)
@@ -166,13 +186,16 @@ type phases struct {
 }
 
 // worker sends requests over the shared client with its own request and
-// response, so the loop allocates nothing per request.
+// response, so the loop allocates nothing per HTTP request, or makes its
+// gRPC call.
 type worker struct {
 	client  *fasthttp.HostClient
 	timeout time.Duration
 	rec     *recorder
 	req     fasthttp.Request
 	resp    fasthttp.Response
+	// call, when set, is the gRPC call the worker makes instead.
+	call *grpcCall
 }
 
 func newWorker(client *fasthttp.HostClient, o *Options, rec *recorder) *worker {
@@ -193,6 +216,9 @@ func newWorker(client *fasthttp.HostClient, o *Options, rec *recorder) *worker {
 
 // send performs one request and returns its status code.
 func (w *worker) send() (int, error) {
+	if w.call != nil {
+		return w.call.send()
+	}
 	err := w.client.DoTimeout(&w.req, &w.resp, w.timeout)
 	return w.resp.StatusCode(), err
 }

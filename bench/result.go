@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	grpccodes "google.golang.org/grpc/codes"
 )
 
 // Result is what one run measured.
@@ -32,8 +33,9 @@ type Result struct {
 	OKPerSec       float64 `json:"ok_per_s"`
 	RowsPerSec     float64 `json:"rows_per_s"`
 	AnsweredPerSec float64 `json:"answered_per_s"`
-	// Errors counts non-2xx answers by status code ("503") and transport
-	// failures by kind ("timeout", "closed", "connect").
+	// Errors counts non-2xx answers by status code ("503"), gRPC calls
+	// answered with an error status by its name ("Unavailable"), and
+	// transport failures by kind ("timeout", "closed", "connect").
 	Errors map[string]int64 `json:"errors,omitempty"`
 	// FirstError is the text of the first transport failure, if any.
 	FirstError string `json:"first_error,omitempty"`
@@ -93,9 +95,11 @@ type recorder struct {
 	// ok and failed hold the latency of 2xx and other answers; okSent and
 	// failedSent the same from the actual send time (open loop only).
 	ok, failed, okSent, failedSent Histogram
-	codes                          [600]atomic.Int64
-	transport                      [errKinds]atomic.Int64
-	firstError                     atomic.Pointer[string]
+	// codes counts answers by HTTP status code, and gRPC status codes
+	// from grpcStatusBase on.
+	codes      [grpcStatusBase + grpcStatuses]atomic.Int64
+	transport  [errKinds]atomic.Int64
+	firstError atomic.Pointer[string]
 	// done counts every answer and failure, warm-up included, for progress.
 	done atomic.Int64
 }
@@ -131,6 +135,9 @@ func (r *recorder) record(code int, err error, latency time.Duration) {
 }
 
 func errorKind(err error) int {
+	if kind, ok := grpcErrorKind(err); ok {
+		return kind
+	}
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout):
 		return errTimeout
@@ -173,6 +180,10 @@ func (r *recorder) result(o *Options, window time.Duration) *Result {
 		res.Requests += n
 		if code >= 200 && code < 300 {
 			res.OK += n
+			continue
+		}
+		if code >= grpcStatusBase {
+			res.addError(grpccodes.Code(code-grpcStatusBase).String(), n)
 			continue
 		}
 		res.addError(strconv.Itoa(code), n)
