@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -23,8 +24,8 @@ import (
 
 // benchUsage is the usage text of `infergate bench`.
 const benchUsage = `Usage:
-  infergate bench [--url U] [--model M] [--payload F | --rows N [--binary]] [--rate R | --rates R,R,...]
-                  [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
+  infergate bench [--protocol rest|grpc] [--url U] [--model M] [--payload F | --rows N [--binary]] [--rate R | --rates R,R,...]
+                  [--connections N] [--duration D] [--warmup D] [--ceiling http|grpc|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
   infergate bench --drift-detection [--out bench/DRIFT-DETECTION.md] [--quick] [--quiet]
@@ -34,6 +35,12 @@ once the last is answered); with --rate it runs open loop at that many
 requests per second, and a request that has to wait for a free connection
 counts that wait in its latency, so queueing is not hidden. --rates sweeps
 several rates and draws the latency-throughput curve (--svg).
+
+--protocol grpc sends ModelInfer calls to the gRPC address --url
+(grpc://host:port), typed contents or, with --binary, raw_input_contents,
+over at most 8 connections shared by the --connections workers;
+--ceiling grpc measures the same load against an in-process gRPC server
+answering the captured message.
 
 --drift-detection measures how often the drift decision catches shifted
 windows and flags clean ones, against scipy's KS with Bonferroni (run by
@@ -53,7 +60,8 @@ func benchCmd(args []string) error {
 	out := fs.String("out", "", "--suite: Markdown results file, default bench/RESULTS.md (a JSON file and an SVG plot are written beside it); --drift-detection: default bench/DRIFT-DETECTION.md (a JSON file beside it)")
 	driftDetection := fs.Bool("drift-detection", false, "measure drift detection (shifted windows caught, clean ones flagged) against a scipy baseline and write --out")
 	quick := fs.Bool("quick", false, "--drift-detection: a smoke run with few windows")
-	target := fs.String("url", "http://127.0.0.1:8080", "base URL of the Open Inference Protocol server")
+	protocol := fs.String("protocol", "rest", "rest (HTTP/JSON) or grpc (ModelInfer calls)")
+	target := fs.String("url", "", "base URL of the Open Inference Protocol server (default http://127.0.0.1:8080, with --protocol grpc grpc://127.0.0.1:8081)")
 	model := fs.String("model", "demo", "model to load")
 	version := fs.String("version", "", "model version to pin (default: the server's choice)")
 	payload := fs.String("payload", "", "file holding the request body (default: generated from the model's metadata)")
@@ -69,7 +77,7 @@ func benchCmd(args []string) error {
 	duration := fs.Duration("duration", bench.DefaultDuration, "measurement time per run")
 	warmup := fs.Duration("warmup", 2*time.Second, "load time before each measurement, not counted")
 	timeout := fs.Duration("timeout", bench.DefaultTimeout, "time limit of one request")
-	ceiling := fs.String("ceiling", "", "also measure a ceiling: http (same load against a server answering the captured bytes) or compute (the model in-process)")
+	ceiling := fs.String("ceiling", "", "also measure a ceiling: http or grpc (same load against a server answering the captured bytes; grpc goes with --protocol grpc) or compute (the model in-process)")
 	modelDir := fs.String("model-dir", "", "--ceiling compute: version folder holding model.onnx (default configs/models/<model>/1)")
 	batchSizes := fs.String("batch-sizes", "1,2,4,8,16,32,64,128,256", "--ceiling compute: batch sizes to try")
 	computeTime := fs.Duration("compute-duration", time.Second, "--ceiling compute: time per batch size")
@@ -100,7 +108,18 @@ func benchCmd(args []string) error {
 			driftPairs: *driftPairs})
 	}
 
-	addr, err := hostPort(*target)
+	grpcCalls := false
+	switch *protocol {
+	case "rest":
+	case "grpc":
+		grpcCalls = true
+	default:
+		return fmt.Errorf("invalid --protocol %q: want rest or grpc", *protocol)
+	}
+	if (*ceiling == "http" && grpcCalls) || (*ceiling == "grpc" && !grpcCalls) {
+		return fmt.Errorf("--ceiling %s does not go with --protocol %s: the http ceiling is REST's, the grpc one gRPC's", *ceiling, *protocol)
+	}
+	addr, err := benchAddr(*target, grpcCalls)
 	if err != nil {
 		return err
 	}
@@ -111,7 +130,15 @@ func benchCmd(args []string) error {
 	if len(sweep) == 0 {
 		sweep = []float64{*rate}
 	}
-	req, err := benchRequest(addr, *model, *version, *payload, *rows, *seed, *binaryData, *timeout, headers)
+	var req bench.Request
+	switch {
+	case grpcCalls && *payload != "":
+		return errors.New("--payload is a REST body; --protocol grpc generates its message")
+	case grpcCalls:
+		req, err = benchGRPCRequest(addr, *model, *version, *rows, *seed, *binaryData, *timeout, headers)
+	default:
+		req, err = benchRequest(addr, *model, *version, *payload, *rows, *seed, *binaryData, *timeout, headers)
+	}
 	if err != nil {
 		return err
 	}
@@ -121,7 +148,7 @@ func benchCmd(args []string) error {
 	var echo *bench.EchoServer
 	switch *ceiling {
 	case "":
-	case "http":
+	case "http", "grpc":
 		answer, err := bench.Capture(req, *timeout)
 		if err != nil {
 			return err
@@ -145,14 +172,14 @@ func benchCmd(args []string) error {
 			return err
 		}
 	default:
-		return fmt.Errorf("invalid --ceiling %q: want http or compute", *ceiling)
+		return fmt.Errorf("invalid --ceiling %q: want http, grpc or compute", *ceiling)
 	}
 
 	for _, r := range sweep {
 		o := base
 		o.Rate = r
 		if echo != nil {
-			o.Name = runName("http ceiling", r)
+			o.Name = runName(*ceiling+" ceiling", r)
 			o.Request.Addr = echo.Addr
 			res, err := bench.Run(ctx, o)
 			if err != nil {
@@ -172,6 +199,19 @@ func benchCmd(args []string) error {
 		}
 	}
 	return writeReport(rep, echo != nil, *jsonOut, *mdOut, *svgOut, *model)
+}
+
+// benchAddr returns the host:port of --url: an http:// base URL for REST,
+// grpc://host:port or host:port for gRPC, each with its default.
+func benchAddr(target string, grpcCalls bool) (string, error) {
+	if !grpcCalls {
+		return hostPort(cmp.Or(target, "http://127.0.0.1:8080"))
+	}
+	hp := strings.TrimPrefix(cmp.Or(target, "grpc://127.0.0.1:8081"), "grpc://")
+	if _, _, err := net.SplitHostPort(hp); err != nil || strings.Contains(hp, "/") {
+		return "", fmt.Errorf("invalid --url %q: want grpc://host:port with --protocol grpc", target)
+	}
+	return hp, nil
 }
 
 // runName labels a run by what it loads and how.
@@ -240,8 +280,8 @@ func computeCeiling(ctx context.Context, o computeOptions) (*bench.ComputeResult
 	return bench.MeasureCompute(ctx, mv, o.bench)
 }
 
-// writeReport prints the Markdown report, and the ratios to the HTTP
-// ceiling when there is one, and writes the files asked for.
+// writeReport prints the Markdown report, and the ratios to the HTTP (or
+// gRPC) ceiling when there is one, and writes the files asked for.
 func writeReport(rep *bench.Report, withCeiling bool, jsonOut, mdOut, svgOut, model string) error {
 	if err := rep.WriteMarkdown(os.Stdout); err != nil {
 		return err
@@ -250,7 +290,8 @@ func writeReport(rep *bench.Report, withCeiling bool, jsonOut, mdOut, svgOut, mo
 		for i := 0; i+1 < len(rep.Runs); i += 2 {
 			ceil, got := rep.Runs[i], rep.Runs[i+1]
 			if ceil.OKPerSec > 0 {
-				fmt.Printf("%s: %.2f of the HTTP ceiling (%.0f / %.0f ok req/s)\n", got.Name, got.OKPerSec/ceil.OKPerSec, got.OKPerSec, ceil.OKPerSec)
+				fmt.Printf("%s: %.2f of the %s (%.0f / %.0f ok req/s)\n", got.Name, got.OKPerSec/ceil.OKPerSec,
+					strings.ToUpper(ceil.Name[:strings.Index(ceil.Name, " ")])+" ceiling", got.OKPerSec, ceil.OKPerSec)
 			}
 		}
 	}
@@ -270,7 +311,7 @@ func writeReport(rep *bench.Report, withCeiling bool, jsonOut, mdOut, svgOut, mo
 	}
 	var gateway []*bench.Result
 	for _, r := range rep.Runs {
-		if !strings.HasPrefix(r.Name, "http ceiling") {
+		if !strings.HasPrefix(r.Name, "http ceiling") && !strings.HasPrefix(r.Name, "grpc ceiling") {
 			gateway = append(gateway, r)
 		}
 	}

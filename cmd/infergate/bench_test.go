@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -10,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/infergate/infergate/bench"
 	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/v2codec/inferencepb"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -28,6 +32,25 @@ func TestBenchFlagParsing(t *testing.T) {
 	hp("http://localhost", "localhost:80", "")
 	hp("https://example.com", "", "want http://host:port")
 	hp("127.0.0.1:8080", "", "want http://host:port")
+	ba := func(in string, grpcCalls bool, want string) {
+		t.Helper()
+		got, err := benchAddr(in, grpcCalls)
+		if got != want || (err == nil) != (want != "") {
+			t.Errorf("benchAddr(%q, %v) = %q, %v; want %q", in, grpcCalls, got, err, want)
+		}
+	}
+	ba("", false, "127.0.0.1:8080")
+	ba("", true, "127.0.0.1:8081")
+	ba("grpc://10.0.0.1:9000", true, "10.0.0.1:9000")
+	ba("10.0.0.1:9000", true, "10.0.0.1:9000")
+	ba("http://10.0.0.1:9000", true, "")
+	ba("grpc://10.0.0.1", true, "")
+	if err := benchCmd([]string{"--protocol", "grpc", "--ceiling", "http"}); err == nil || !strings.Contains(err.Error(), "--ceiling http") {
+		t.Errorf("--protocol grpc --ceiling http: %v", err)
+	}
+	if err := benchCmd([]string{"--protocol", "soap"}); err == nil {
+		t.Error("--protocol soap accepted")
+	}
 
 	if r, err := parseRates("1000, 2500.5,3000"); err != nil || len(r) != 3 || r[1] != 2500.5 {
 		t.Errorf("parseRates: got %v, %v", r, err)
@@ -184,4 +207,79 @@ func TestSuiteStateWrites(t *testing.T) {
 		t.Errorf("stores left behind: %v", left)
 	}
 	t.Logf("\n%s", s.md.String())
+}
+
+// TestSuiteGRPCCeiling runs the suite's gRPC rows in short runs against
+// the suite's gateway: every run answers and none fails; then the gRPC load
+// generator counts the NotFound answers to calls for a model not served.
+func TestSuiteGRPCCeiling(t *testing.T) {
+	t.Chdir("../..") // the suite runs from the project root
+	s, err := startSuite(suiteOptions{out: filepath.Join(t.TempDir(), "RESULTS.md"),
+		duration: 400 * time.Millisecond, warmup: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := s.grpcCeiling(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.rep.Runs) != 2*ceilingPairs {
+		t.Fatalf("%d runs, want %d", len(s.rep.Runs), 2*ceilingPairs)
+	}
+	for _, r := range s.rep.Runs {
+		if r.OK == 0 || r.ErrorCount() != 0 || r.Latency.P50 <= 0 {
+			t.Errorf("%s: %d ok, errors %v (%s), p50 %s", r.Name, r.OK, r.Errors, r.FirstError, r.Latency.P50)
+		}
+	}
+	if len(s.checks) != 1 || !strings.Contains(s.md.String(), "| demo: gRPC ceiling (1) |") {
+		t.Errorf("checks %+v; table:\n%s", s.checks, s.md.String())
+	}
+	t.Logf("\n%s\n%+v", s.md.String(), s.checks)
+
+	req, err := benchGRPCRequest(s.grpcAddr, "demo", "", 2, 1, true, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg inferencepb.ModelInferRequest
+	if err := proto.Unmarshal(req.Body, &msg); err != nil || len(msg.RawInputContents) != len(msg.Inputs) || msg.Inputs[0].Shape[0] != 2 {
+		t.Fatalf("the --binary request %v carries no raw contents of 2 rows: %v", &msg, err)
+	}
+	msg.ModelName = "missing"
+	if req.Body, err = proto.Marshal(&msg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.Run(context.Background(), bench.Options{Request: req, Connections: 4, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.Errors["NotFound"] == 0 || res.Requests != res.Errors["NotFound"] {
+		t.Fatalf("calls for a missing model: %d answers, %d ok, errors %v (%s); want only NotFound", res.Requests, res.OK, res.Errors, res.FirstError)
+	}
+
+	// The command line: the gateway and the gRPC ceiling, open loop.
+	out := filepath.Join(t.TempDir(), "report.json")
+	if err := benchCmd([]string{"--protocol", "grpc", "--url", "grpc://" + s.grpcAddr, "--model", "demo", "--rate", "300",
+		"--duration", "200ms", "--warmup", "0s", "--ceiling", "grpc", "--quiet", "--json", out}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || rep.Runs[0].Name != "grpc ceiling @ 300/s" || rep.Runs[1].Name != "demo @ 300/s" {
+		t.Fatalf("runs %+v, want the gRPC ceiling's and the gateway's", rep.Runs)
+	}
+	for _, r := range rep.Runs {
+		if r.OK < 20 || r.ErrorCount() != 0 {
+			t.Errorf("%s: %d ok, errors %v (%s)", r.Name, r.OK, r.Errors, r.FirstError)
+		}
+	}
 }

@@ -110,6 +110,7 @@ func startSuiteFleet(cfg gateway.Config, env *runtime.Environment, log *slog.Log
 		return nil, err
 	}
 	cfg.StateDir = f.dir
+	cfg.GRPCListen = "" // the fleet is measured over REST
 	cfg.Models = map[string]gateway.ModelConfig{"demo_canary": cfg.Models["demo_canary"]}
 	cfg.Admin.TokenEnv = suiteAdminTokenEnv
 	cfg.Cluster.LeaseTTL, cfg.Cluster.ReportInterval = suiteFleetLeaseTTL, suiteFleetReportInterval

@@ -64,6 +64,14 @@ func (s *suite) run(ctx context.Context) error {
 		return err
 	}
 
+	// 1a. The demo model over gRPC against the gRPC ceiling.
+	if err := s.grpcCeiling(ctx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
 	// 1b. What drift monitoring of every row costs the demo model.
 	s.driftOverhead(ctx, demo, at(demo, "demo_drift"), driftPairs)
 

@@ -83,6 +83,9 @@ type suite struct {
 	srv    *gateway.Server
 	served chan error
 	addr   string
+	// grpcServed and grpcAddr are the same for the gateway's gRPC listener.
+	grpcServed chan error
+	grpcAddr   string
 	// cfg is the gateway's config; demo is the demo model's section in it.
 	cfg  gateway.Config
 	demo gateway.ModelConfig
@@ -115,15 +118,15 @@ func runSuite(ctx context.Context, o suiteOptions) error {
 // startSuite writes the model repository, opens the process's one ONNX
 // Runtime environment and serves the repository with an in-process gateway
 // on a loopback port.
-func startSuite(o suiteOptions) (s *suite, err error) {
-	s = &suite{
+func startSuite(o suiteOptions) (_ *suite, err error) {
+	s := &suite{
 		opts: o,
 		log:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		rep:  bench.Report{Command: o.command, Date: time.Now(), Machine: bench.ThisMachine()},
 	}
 	defer func() {
 		if err != nil {
-			s.stop()
+			s.stop() // s, not the nil result
 		}
 	}()
 	if s.repo, err = os.MkdirTemp("", "infergate-bench-"); err != nil {
@@ -156,6 +159,13 @@ func startSuite(o suiteOptions) (s *suite, err error) {
 	s.addr = ln.Addr().String()
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.srv.Serve(ln) }()
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen for the suite's gateway's gRPC: %w", err)
+	}
+	s.grpcAddr = gln.Addr().String()
+	s.grpcServed = make(chan error, 1)
+	go func() { s.grpcServed <- s.srv.ServeGRPC(gln) }()
 	return s, nil
 }
 
@@ -167,6 +177,11 @@ func (s *suite) stop() error {
 		err = s.srv.Shutdown(context.Background())
 		if s.served != nil {
 			if serr := <-s.served; err == nil {
+				err = serr
+			}
+		}
+		if s.grpcServed != nil {
+			if serr := <-s.grpcServed; err == nil {
 				err = serr
 			}
 		}
@@ -246,6 +261,9 @@ func heavyModel(seed uint64) ([]byte, error) {
 func suiteConfig(repo string, rt runtime.Config, demo gateway.ModelConfig) gateway.Config {
 	cfg := gateway.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
+	// grpc_listen turns the gRPC server on; the suite serves it on a
+	// loopback listener of its own (startSuite), not on this address.
+	cfg.GRPCListen = "localhost:0"
 	cfg.Repository = repo
 	cfg.StateDir = "" // the suite keeps nothing
 	cfg.Runtime = rt
