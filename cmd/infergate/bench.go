@@ -289,9 +289,12 @@ func writeReport(rep *bench.Report, withCeiling bool, jsonOut, mdOut, svgOut, mo
 	if withCeiling {
 		for i := 0; i+1 < len(rep.Runs); i += 2 {
 			ceil, got := rep.Runs[i], rep.Runs[i+1]
+			label := "HTTP ceiling"
+			if strings.HasPrefix(ceil.Name, "grpc ceiling") {
+				label = "gRPC ceiling"
+			}
 			if ceil.OKPerSec > 0 {
-				fmt.Printf("%s: %.2f of the %s (%.0f / %.0f ok req/s)\n", got.Name, got.OKPerSec/ceil.OKPerSec,
-					strings.ToUpper(ceil.Name[:strings.Index(ceil.Name, " ")])+" ceiling", got.OKPerSec, ceil.OKPerSec)
+				fmt.Printf("%s: %.2f of the %s (%.0f / %.0f ok req/s)\n", got.Name, got.OKPerSec/ceil.OKPerSec, label, got.OKPerSec, ceil.OKPerSec)
 			}
 		}
 	}
