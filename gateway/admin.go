@@ -868,4 +868,3 @@ func sameTensorInfos(kind, current string, want, got []runtime.TensorInfo) error
 	}
 	return nil
 }
-
