@@ -553,7 +553,7 @@ func (mon *Monitor) judgeWindow(w *window) {
 		switch {
 		case mon.pending != nil:
 			// The next state change is the pending decision's.
-		case !st.Drifted && mon.streak >= mon.cfg.Consecutive && !res.End.Before(st.CooldownUntil):
+		case (!st.Drifted || st.Reason == "concept") && mon.streak >= mon.cfg.Consecutive && !res.End.Before(st.CooldownUntil):
 			decision = &Decision{Type: DriftDetected, Reason: "features"}
 		case st.Drifted && st.Reason == "features" && mon.clean >= mon.cfg.Consecutive:
 			decision = &Decision{Type: DriftResolved, Reason: "features"}
@@ -570,8 +570,15 @@ func (mon *Monitor) judgeWindow(w *window) {
 }
 
 // decideConcept turns the error-rate detector's alarm into a concept
-// drift decision, unless the version drifted already or is cooling down,
-// or a decision is pending (which, once stored, calls it again).
+// drift decision, unless the version is cooling down from a detection, or
+// a decision is pending (which, once stored, calls it again).
+//
+// A concept drift is never resolved (a concept does not come back), so
+// it must not silence the version for good: once the cooldown is over, a
+// new alarm of the detector (which starts over after each) or drifted
+// windows detect again, and retraining starts again. Otherwise one false
+// alarm before a real change, or a retrain whose candidate validation
+// rejected, would leave a version that can never ask for retraining.
 func (mon *Monitor) decideConcept() {
 	if mon.pending != nil || !mon.leading {
 		return
@@ -579,7 +586,7 @@ func (mon *Monitor) decideConcept() {
 	mon.reportMu.Lock()
 	d := mon.conceptAlarm
 	mon.conceptAlarm = nil
-	if d != nil && (mon.state.Drifted || d.Time.Before(mon.state.CooldownUntil)) {
+	if d != nil && (mon.state.Drifted && mon.state.Reason != "concept" || d.Time.Before(mon.state.CooldownUntil)) {
 		d = nil
 	}
 	mon.reportMu.Unlock()

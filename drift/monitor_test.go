@@ -894,3 +894,46 @@ func TestMonitorAutoThresholdByTime(t *testing.T) {
 		}
 	})
 }
+
+// A concept drift is never resolved, but it does not silence the version:
+// within the cooldown a new alarm decides nothing; after it, a new alarm
+// of the error-rate detector (a false one came first, say, or the retrain
+// it started was rejected) or drifted windows detect again.
+func TestMonitorDetectsAgainAfterConceptDrift(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ref := normalReference(t, 1, 2, 4000)
+		decisions := make(chan Decision, 4)
+		mon := newTestMonitor(t, ref, Config{Window: WindowConfig{Rows: 200}, Consecutive: 1, Cooldown: time.Minute}, decisions)
+		r := rand.New(rand.NewPCG(1, 1))
+		alarm := func() {
+			for range 100 {
+				mon.ObserveLabels(10, 9)
+			}
+			for range 100 {
+				mon.ObserveLabels(10, 5)
+			}
+			synctest.Wait()
+		}
+		alarm()
+		if d := <-decisions; d.Type != DriftDetected || d.Reason != "concept" {
+			t.Fatalf("got %+v, want drift.detected for the concept", d)
+		}
+		alarm() // within the cooldown
+		feed(mon, r, 200, []float64{2, 2})
+		synctest.Wait()
+		if len(decisions) != 0 {
+			t.Fatalf("within the cooldown: %+v", <-decisions)
+		}
+		time.Sleep(time.Minute)
+		alarm()
+		if d := <-decisions; d.Type != DriftDetected || d.Reason != "concept" {
+			t.Fatalf("after the cooldown: got %+v, want drift.detected for the concept again", d)
+		}
+		time.Sleep(time.Minute)
+		feed(mon, r, 200, []float64{2, 2})
+		synctest.Wait()
+		if d := <-decisions; d.Type != DriftDetected || d.Reason != "features" {
+			t.Fatalf("drifted windows after a concept drift's cooldown: got %+v, want drift.detected for the features", d)
+		}
+	})
+}

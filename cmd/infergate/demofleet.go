@@ -48,6 +48,10 @@ models:
     # Labels decide what retraining learns: only the traffic generator,
     # which holds the key, may post them.
     auth: {feedback: [labeler]}
+    # After a detection whose retrain was rejected (the error-rate
+    # detector may raise a false alarm on the first labels, before the
+    # shift), the version may ask again 15s later, not after the default 10m.
+    drift: {cooldown: 15s}
 `
 
 // demoReplicaLines send every event of a replica to the demo, which
