@@ -5,8 +5,12 @@ import "math"
 // ddmMinRows is the labeled rows DDM needs before it judges: before, the
 // error rate's estimate is too rough to compare against its minimum.
 // Gama et al. use 30; more keeps a young version from alarming on its
-// first few errors.
-const ddmMinRows = 200
+// first errors. Simulated on streams of 4000 labels at a steady 9% error
+// rate, in batches of 25 as a fleet's counts bring them, 200 raised a
+// false alarm on 11% of streams, 1000 on 4%; and a rise to 30% after 2400
+// labels was caught more often (98% against 90%, where an early false
+// alarm had started the detector over) and as fast (about 110 labels).
+const ddmMinRows = 1000
 
 // ConceptLevel is what the error-rate detector says of the labeled rows.
 type ConceptLevel string
