@@ -59,3 +59,27 @@ func TestKolmogorovSmirnovExactAtDefaultSizes(t *testing.T) {
 		}
 	}
 }
+
+// A judge's memoized KS p-value is KolmogorovSmirnov's, on the first
+// window of a size and gap and on the next that meets them.
+func TestJudgeMemoizesKSPValue(t *testing.T) {
+	ref := normalReference(t, 2, 1, 5000)
+	jy, err := newJury(ref, Config{}.WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &jy.judges[0]
+	sample := make([]float64, 1000)
+	for i := range sample {
+		sample[i] = ref.Features[0].Sample[i*5] + 0.01
+	}
+	wantD, wantP := KolmogorovSmirnov(ref.Features[0].Sample, sample)
+	for range 2 {
+		if d, p := j.ks(sample); d != wantD || p != wantP {
+			t.Fatalf("memoized D %v p %v, want %v %v", d, p, wantD, wantP)
+		}
+	}
+	if len(j.ksPValues) != 1 {
+		t.Fatalf("%d memo entries, want 1", len(j.ksPValues))
+	}
+}

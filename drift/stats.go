@@ -177,11 +177,16 @@ func KolmogorovSmirnov(a, b []float64) (d, p float64) {
 		return 0, 1
 	}
 	d, gap := ksDistance(a, b)
+	return d, ksPValue(n, m, d, gap)
+}
+
+// ksPValue is KolmogorovSmirnov's p-value of samples of n and m values
+// whose statistic is d, and d*n*m the integer gap.
+func ksPValue(n, m int, d float64, gap int) float64 {
 	if p, ok := ksExactSF(n, m, gap/gcd(n, m)); ok {
-		return d, p
+		return p
 	}
-	lambda := d * math.Sqrt(float64(n)*float64(m)/float64(n+m))
-	return d, kolmogorovQ(lambda)
+	return kolmogorovQ(d * math.Sqrt(float64(n)*float64(m)/float64(n+m)))
 }
 
 // ksDistance returns the Kolmogorov-Smirnov statistic D of the sorted
