@@ -553,7 +553,9 @@ func (mon *Monitor) judgeWindow(w *window) {
 		switch {
 		case mon.pending != nil:
 			// The next state change is the pending decision's.
-		case (!st.Drifted || st.Reason == "concept") && mon.streak >= mon.cfg.Consecutive && !res.End.Before(st.CooldownUntil):
+		case mon.streak >= mon.cfg.Consecutive && !res.End.Before(st.CooldownUntil):
+			// Also while the version drifted already: a drift that lasts
+			// past the cooldown (its retrain rejected, say) asks again.
 			decision = &Decision{Type: DriftDetected, Reason: "features"}
 		case st.Drifted && st.Reason == "features" && mon.clean >= mon.cfg.Consecutive:
 			decision = &Decision{Type: DriftResolved, Reason: "features"}
@@ -573,12 +575,14 @@ func (mon *Monitor) judgeWindow(w *window) {
 // drift decision, unless the version is cooling down from a detection, or
 // a decision is pending (which, once stored, calls it again).
 //
-// A concept drift is never resolved (a concept does not come back), so
-// it must not silence the version for good: once the cooldown is over, a
-// new alarm of the detector (which starts over after each) or drifted
-// windows detect again, and retraining starts again. Otherwise one false
-// alarm before a real change, or a retrain whose candidate validation
-// rejected, would leave a version that can never ask for retraining.
+// Only the cooldown holds a detection back, not the version's drifted
+// state: a concept drift is never resolved (a concept does not come
+// back), and a drift of the features that outlasts its retrain is not
+// either, so once the cooldown is over a new alarm of the detector (which
+// starts over after each) or drifted windows detect again, and
+// retraining starts again. Otherwise one false alarm before a real
+// change, or a retrain whose candidate validation rejected, would leave a
+// version that can never ask for retraining.
 func (mon *Monitor) decideConcept() {
 	if mon.pending != nil || !mon.leading {
 		return
@@ -586,7 +590,7 @@ func (mon *Monitor) decideConcept() {
 	mon.reportMu.Lock()
 	d := mon.conceptAlarm
 	mon.conceptAlarm = nil
-	if d != nil && (mon.state.Drifted && mon.state.Reason != "concept" || d.Time.Before(mon.state.CooldownUntil)) {
+	if d != nil && d.Time.Before(mon.state.CooldownUntil) {
 		d = nil
 	}
 	mon.reportMu.Unlock()

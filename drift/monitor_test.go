@@ -895,10 +895,10 @@ func TestMonitorAutoThresholdByTime(t *testing.T) {
 	})
 }
 
-// A concept drift is never resolved, but it does not silence the version:
-// within the cooldown a new alarm decides nothing; after it, a new alarm
-// of the error-rate detector (a false one came first, say, or the retrain
-// it started was rejected) or drifted windows detect again.
+// A drift, of the concept or of the features, does not silence its
+// version: within the cooldown a new alarm decides nothing; after it, a
+// new alarm of the error-rate detector (a false one came first, say, or
+// the retrain it started was rejected) or drifted windows detect again.
 func TestMonitorDetectsAgainAfterConceptDrift(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ref := normalReference(t, 1, 2, 4000)
@@ -934,6 +934,14 @@ func TestMonitorDetectsAgainAfterConceptDrift(t *testing.T) {
 		synctest.Wait()
 		if d := <-decisions; d.Type != DriftDetected || d.Reason != "features" {
 			t.Fatalf("drifted windows after a concept drift's cooldown: got %+v, want drift.detected for the features", d)
+		}
+		// A drift of the features that outlasts its cooldown (its retrain
+		// rejected) asks again.
+		time.Sleep(time.Minute)
+		feed(mon, r, 200, []float64{2, 2})
+		synctest.Wait()
+		if d := <-decisions; d.Type != DriftDetected || d.Reason != "features" {
+			t.Fatalf("windows still drifted after the cooldown: got %+v, want drift.detected for the features again", d)
 		}
 	})
 }
