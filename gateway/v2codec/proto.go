@@ -271,14 +271,7 @@ func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.
 			if int64(v) < lo || int64(v) > hi {
 				return fmt.Errorf("input %q: int_contents[%d]: %d is out of range for %s", name, k, v, t.DataType)
 			}
-			switch t.DataType.Size() {
-			case 1:
-				t.Data = append(t.Data, byte(v))
-			case 2:
-				t.Data = le.AppendUint16(t.Data, uint16(v))
-			default:
-				t.Data = le.AppendUint32(t.Data, uint32(v))
-			}
+			t.Data = appendSized(t.Data, t.DataType.Size(), uint32(v))
 		}
 	case runtime.UINT8, runtime.UINT16, runtime.UINT32:
 		_, hi := integerRange(t.DataType)
@@ -286,14 +279,7 @@ func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.
 			if int64(v) > hi {
 				return fmt.Errorf("input %q: uint_contents[%d]: %d is out of range for %s", name, k, v, t.DataType)
 			}
-			switch t.DataType.Size() {
-			case 1:
-				t.Data = append(t.Data, byte(v))
-			case 2:
-				t.Data = le.AppendUint16(t.Data, uint16(v))
-			default:
-				t.Data = le.AppendUint32(t.Data, v)
-			}
+			t.Data = appendSized(t.Data, t.DataType.Size(), v)
 		}
 	case runtime.INT64:
 		for _, v := range c.Int64Contents {
@@ -528,4 +514,16 @@ func typedContents(t runtime.Tensor) *inferencepb.InferTensorContents {
 		panic("BUG: typedContents called for " + t.DataType.String())
 	}
 	return c
+}
+
+// appendSized appends v, which fits, to dst as a little-endian integer of
+// size bytes (1, 2 or 4).
+func appendSized(dst []byte, size int, v uint32) []byte {
+	switch size {
+	case 1:
+		return append(dst, byte(v))
+	case 2:
+		return binary.LittleEndian.AppendUint16(dst, uint16(v))
+	}
+	return binary.LittleEndian.AppendUint32(dst, v)
 }
