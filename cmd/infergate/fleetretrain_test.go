@@ -294,23 +294,30 @@ func (p *loopProcess) start(t *testing.T) {
 	t.Cleanup(p.kill)
 }
 
-// waitUp waits until replica p is ready; it fails t should p exit first.
+// waitUp waits until replica p is ready, starting it again, as a
+// supervisor would, when it exits first (at most three times): a replica
+// started on a cluster just formed may give up on it, as one did on "no
+// suitable peers for placement" while the cluster elected its peers.
 func (p *loopProcess) waitUp(t *testing.T) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	for deadline := time.Now().Add(fleetBound(60 * time.Second)); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for restarts, deadline := 0, time.Now().Add(fleetBound(60*time.Second)); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if resp, err := client.Get("http://" + p.addr + "/v2/health/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
 		}
+		p.mu.Lock()
+		done := p.done
+		p.mu.Unlock()
 		select {
 		case <-done:
-			t.Fatalf("replica %s exited before it was ready:\n%s", p.name, p.logs)
+			if restarts++; restarts > 3 {
+				t.Fatalf("replica %s exited before it was ready, %d times:\n%s", p.name, restarts, p.logs)
+			}
+			t.Logf("replica %s exited before it was ready; started again, as a supervisor would", p.name)
+			p.start(t)
 		default:
 		}
 	}
