@@ -147,7 +147,10 @@ func TestUploadVersionReachesEveryReplica(t *testing.T) {
 	}
 
 	// The primary (newest) cannot be deleted; version 4 can.
-	waitUntil(t, "version 5 ready on a", 10*time.Second, func() bool { return versionReady(t, aURL, "versioned", "5") })
+	// Both replicas must have loaded version 5: until b has, 4 is its primary.
+	for _, base := range []string{aURL, bURL} {
+		waitUntil(t, "version 5 ready on "+base, 10*time.Second, func() bool { return versionReady(t, base, "versioned", "5") })
+	}
 	if code, _, body := call(t, http.MethodDelete, aURL+"/admin/models/versioned/versions/5", nil, "Authorization", "Bearer "+testToken); code != http.StatusConflict {
 		t.Fatalf("delete of the primary: %d %s", code, body)
 	}

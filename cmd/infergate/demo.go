@@ -328,9 +328,10 @@ func demoRetrainConfig(cfg pipeline.Config, o demoOptions, gatewayAddr string) p
 	cfg.Gateway.TokenEnv = demoTokenEnv
 	cfg.SecretEnv = demoSecretEnv
 	mc := cfg.Models["demo"]
-	// Drift is decided at the end of the second drifted window of 1000
-	// rows; read from the start of the first.
-	mc.Lookback = time.Duration(1000 / o.rate * float64(time.Second))
+	// Drift is decided at the end of the first drifted window, which may
+	// start a little before the shift: read from its start, no earlier, so
+	// that the candidate learns the shifted world, not the old one.
+	mc.Lookback = 0
 	canary := map[string]any{}
 	for k, v := range mc.Canary {
 		canary[k] = v
