@@ -1,6 +1,9 @@
 package drift
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Offline judges windows of rows handed to it whole, outside a running
 // monitor (a file to score, a detection benchmark), with the statistics,
@@ -10,6 +13,8 @@ type Offline struct {
 	ref  *Reference
 	jury *jury
 	w    *window
+	// whole is the merge of every window judged, for EffectSizes.
+	whole *window
 	// columns are the input features' places in a row: 0, 1, ...
 	columns []int
 }
@@ -34,7 +39,13 @@ func NewOffline(ref *Reference, cfg Config) (*Offline, error) {
 	for i := range columns {
 		columns[i] = i
 	}
-	return &Offline{columns: columns, ref: ref, jury: jy, w: jy.newWindow(ref)}, nil
+	whole := newWindow(ref, cfg.Reservoir)
+	for i := range whole.features {
+		if whole.features[i].reservoir != nil {
+			whole.features[i].reservoir = make([]float64, 0, max(wholeReservoir, cfg.Reservoir))
+		}
+	}
+	return &Offline{columns: columns, ref: ref, jury: jy, w: jy.newWindow(ref), whole: whole}, nil
 }
 
 // Judge judges the window of rows: each row holds the values of the
@@ -55,7 +66,54 @@ func (o *Offline) Judge(rows [][]float64) (WindowResult, error) {
 		o.w.addRow(row, o.columns)
 		o.w.rows++
 	}
+	o.whole.merge(o.w)
 	res := WindowResult{Rows: o.w.rows, Judged: true}
 	o.jury.verdict(o.w, o.w.rows, &res)
 	return res, nil
+}
+
+// wholeReservoir is the values per numeric feature the whole of an
+// Offline's rows keep for the Wasserstein distance.
+const wholeReservoir = 10000
+
+// EffectSize is how far one input feature of all the rows an Offline
+// judged sits from the reference, by effect sizes that, unlike a p-value,
+// do not shrink towards a verdict of drift as rows grow: the population
+// stability index over the reference's bins and, for a numeric feature,
+// the Wasserstein distance in units of the reference's standard
+// deviation (NaN for a categorical one). Drifted says whether either
+// exceeds its threshold: PSIThreshold and WassersteinThreshold.
+type EffectSize struct {
+	Name        string  `json:"name"`
+	Kind        Kind    `json:"kind"`
+	Count       int64   `json:"count"`
+	Missing     int64   `json:"missing"`
+	PSI         float64 `json:"psi"`
+	Wasserstein float64 `json:"wasserstein"`
+	Drifted     bool    `json:"drifted"`
+}
+
+// The thresholds of EffectSize: the usual ones of PSI (0.2: a
+// significant shift) and of the normed Wasserstein distance (0.1
+// standard deviations), as online windows default to.
+var (
+	PSIThreshold         = MethodPSI.defaultThreshold()
+	WassersteinThreshold = MethodWasserstein.defaultThreshold()
+)
+
+// EffectSizes returns the effect sizes of each input feature of every row
+// Judge has been handed so far, together.
+func (o *Offline) EffectSizes() []EffectSize {
+	out := make([]EffectSize, len(o.ref.Features))
+	for i, p := range o.ref.Features {
+		f := &o.whole.features[i]
+		s := o.jury.judges[i].statistics(f)
+		e := EffectSize{Name: p.Name, Kind: p.Kind, Count: f.count, Missing: f.missing + f.nonFinite, PSI: s["psi"], Wasserstein: math.NaN()}
+		if w, ok := s["wasserstein"]; ok {
+			e.Wasserstein = w
+		}
+		e.Drifted = e.PSI > PSIThreshold || e.Wasserstein > WassersteinThreshold
+		out[i] = e
+	}
+	return out
 }

@@ -841,7 +841,7 @@ func (s *Server) checkUpload(model string, number int64, dir string, names map[s
 		}
 	}
 	if names[labelsFile] {
-		if _, err := loadLabels(dir, rv.Outputs()); err != nil {
+		if _, err := LoadLabels(dir, rv.Outputs()); err != nil {
 			return fasthttp.StatusUnprocessableEntity, err
 		}
 	}

@@ -326,3 +326,7 @@ func (c *Config) connectionLimits(descriptors int) (total, perIP int) {
 	total = cmp.Or(c.MaxConnections, defaultMaxConnections(descriptors))
 	return total, cmp.Or(c.MaxConnectionsPerIP, max(total/2, 1))
 }
+
+// Model returns the settings of model name, with the defaults of a model
+// the file does not name.
+func (c Config) Model(name string) ModelConfig { return c.Models[name].withDefaults() }

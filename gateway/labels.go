@@ -16,13 +16,13 @@ import (
 // its classification outputs, one label a line in class index order.
 const labelsFile = "labels.txt"
 
-// loadLabels reads the labels.txt of the version folder dir, if any, and
+// LoadLabels reads the labels.txt of the version folder dir, if any, and
 // returns the labels of each of outputs (nil where none): every [batch,
 // classes] FP32 or FP64 output whose class count is that of the labels, or
 // dynamic, is labelled by them, for the classification extension. A
 // labels.txt that is not UTF-8, has an empty line, or whose count differs
 // from the first output's classes (as an upload is checked) is an error.
-func loadLabels(dir string, outputs []runtime.TensorInfo) ([][]string, error) {
+func LoadLabels(dir string, outputs []runtime.TensorInfo) ([][]string, error) {
 	path := filepath.Join(dir, labelsFile)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -431,7 +431,7 @@ func (v *version) start(mc ModelConfig, dir string, log *slog.Logger, srv *Serve
 			return err
 		}
 	}
-	if v.labels, err = loadLabels(dir, v.rt.Outputs()); err != nil {
+	if v.labels, err = LoadLabels(dir, v.rt.Outputs()); err != nil {
 		return fmt.Errorf("cannot load model %q version %s: %w", v.rt.Model, v.name, err)
 	}
 	return v.startDrift(mc.Drift, dir, log, srv)

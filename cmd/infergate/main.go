@@ -35,6 +35,9 @@ Usage:
   infergate retrain runs [--config F | --url U] [--model M] [--json]
   infergate capture export --model M --out F [--format parquet|jsonl] [--version V] [--since T|D]
                            [--config configs/demo.yaml] [--quiet]
+  infergate score --model M --in F.parquet|.csv|.jsonl --out F.parquet|.csv|.jsonl [--config configs/demo.yaml]
+                  [--version V] [--map feature=column]... [--carry A,B] [--allow-extra] [--rejects F]
+                  [--fail-on-drift] [--batch N] [--quiet]
   infergate train --demo [--out DIR]
   infergate version
 `
@@ -58,6 +61,8 @@ func main() {
 		err = retrainCmd(args)
 	case "capture":
 		err = captureCmd(args)
+	case "score":
+		err = scoreCmd(args)
 	case "train":
 		err = train(args)
 	case "version":

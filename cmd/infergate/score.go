@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/infergate/infergate/bench"
+	"github.com/infergate/infergate/drift"
+	"github.com/infergate/infergate/gateway"
+	"github.com/infergate/infergate/gateway/batchjob"
+	"github.com/infergate/infergate/runtime"
+)
+
+// scoreBatchSizes are the batch sizes whose compute rate picks a job's
+// batch size when --batch is not given.
+var scoreBatchSizes = []int{16, 32, 64, 128, 256, 512, 1024}
+
+// scoreCmd scores a table file with a model version: `infergate score`.
+func scoreCmd(args []string) error {
+	flags := flag.NewFlagSet("score", flag.ContinueOnError)
+	configPath := flags.String("config", "configs/demo.yaml", "the gateway config: its repository, the model's settings, runtime and drift")
+	model := flags.String("model", "", "the model to score with")
+	versionFlag := flags.String("version", "", "the version (default: the newest the model's version policy serves)")
+	in := flags.String("in", "", "the table to score: .parquet, .csv (with a header row) or .jsonl")
+	out := flags.String("out", "", "the output table: .parquet, .csv or .jsonl")
+	rejects := flags.String("rejects", "", "write rows with a null or NaN feature here, with the reason, and score the rest (default: such a row fails the job)")
+	carry := flags.String("carry", "", "comma-separated columns copied to the output unchanged (an id, say)")
+	allowExtra := flags.Bool("allow-extra", false, "leave out columns that are neither features nor carried (default: an error)")
+	failOnDrift := flags.Bool("fail-on-drift", false, "stop before scoring when the file drifted from the version's reference")
+	batch := flags.Int("batch", 0, "rows per model run (default: the fastest of the model's compute curve, measured first)")
+	quiet := flags.Bool("quiet", false, "no progress bars")
+	maps := map[string]string{}
+	flags.Func("map", "feature=column: read a feature from a column of another name (repeatable)", func(s string) error {
+		f, c, ok := strings.Cut(s, "=")
+		if !ok || f == "" || c == "" {
+			return fmt.Errorf("want feature=column, got %q", s)
+		}
+		maps[f] = c
+		return nil
+	})
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" || *in == "" || *out == "" {
+		return errors.New("--model, --in and --out are required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var progress io.Writer = os.Stderr
+	if *quiet {
+		progress = nil
+	}
+
+	cfg, err := gateway.LoadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	mc := cfg.Model(*model)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	version, dir, err := scoreVersion(cfg.Repository, *model, *versionFlag, mc, log)
+	if err != nil {
+		return err
+	}
+	env, err := runtime.NewEnvironment(cfg.Runtime, log)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	v, _ := strconv.ParseInt(version, 10, 64)
+	mv, err := env.LoadModelVersion(dir, *model, v, mc.ModelConfig)
+	if err != nil {
+		return err
+	}
+	defer mv.Close()
+	job := batchjob.Job{
+		Model: *model, Version: version, Run: mv, Features: mv.Features(), Map: maps, AllowExtra: *allowExtra,
+		Drift: mc.Drift, FailOnDrift: *failOnDrift, BatchSize: *batch, In: *in, Out: *out, Rejects: *rejects,
+		Log: os.Stderr, Progress: progress,
+	}
+	if *carry != "" {
+		job.Carry = strings.Split(*carry, ",")
+	}
+	if job.Labels, err = gateway.LoadLabels(dir, mv.Outputs()); err != nil {
+		return err
+	}
+	if !mc.Drift.Disabled {
+		ref, err := drift.LoadReference(filepath.Join(dir, drift.ReferenceFile))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			fmt.Fprintf(os.Stderr, "version %s of %s has no %s: the file's drift is not judged\n", version, *model, drift.ReferenceFile)
+		case err != nil:
+			return err
+		default:
+			job.Reference = ref
+		}
+	}
+	if job.BatchSize == 0 {
+		if job.BatchSize, err = fastestBatch(ctx, mv, progress); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "scoring %s with version %s of %s (%s provider, %d instances, batches of %d rows)\n",
+		*in, version, *model, env.Provider(), mv.Instances(), job.BatchSize)
+	start := time.Now()
+	rep, err := batchjob.Run(ctx, job)
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	fmt.Fprintf(os.Stderr, "scored %d rows of %d (%d rejected", rep.Scored, rep.Rows, rep.Rejected)
+	if rep.GroupsResumed > 0 {
+		fmt.Fprintf(os.Stderr, ", %d rows in %d row groups resumed from the checkpoint", rep.RowsResumed, rep.GroupsResumed)
+	}
+	fmt.Fprintf(os.Stderr, ") in %s: validation %s, scoring %s (%.0f rows/s)\n", took.Round(time.Millisecond),
+		rep.ValidateTime.Round(time.Millisecond), rep.ScoreTime.Round(time.Millisecond),
+		float64(rep.Rows-rep.RowsResumed)/max(rep.ScoreTime.Seconds(), 1e-9))
+	fmt.Fprintf(os.Stderr, "wrote %s", *out)
+	if rep.Validation.Judged() {
+		fmt.Fprintf(os.Stderr, ", its drift report %s.drift.json", *out)
+	}
+	if *rejects != "" {
+		fmt.Fprintf(os.Stderr, ", the rejects %s", *rejects)
+	}
+	fmt.Fprintln(os.Stderr)
+	return nil
+}
+
+// scoreVersion returns the version that scores and its folder: the one
+// named, else the newest of those the model's version policy serves.
+func scoreVersion(repo, model, named string, mc gateway.ModelConfig, log *slog.Logger) (string, string, error) {
+	available, err := runtime.ScanRepository(repo, log)
+	if err != nil {
+		return "", "", err
+	}
+	versions := available[model]
+	if len(versions) == 0 {
+		return "", "", fmt.Errorf("cannot score: the repository %s has no version of model %q", repo, model)
+	}
+	if named != "" {
+		v, err := strconv.ParseInt(named, 10, 64)
+		if err != nil || !slices.Contains(versions, v) {
+			return "", "", fmt.Errorf("cannot score: the repository %s has no version %q of model %q (it has %v)", repo, named, model, versions)
+		}
+		return named, filepath.Join(repo, model, named), nil
+	}
+	served := mc.VersionPolicy.Select(versions)
+	if len(served) == 0 {
+		return "", "", fmt.Errorf("cannot score: the version policy of model %q serves none of its versions %v", model, versions)
+	}
+	v := strconv.FormatInt(slices.Max(served), 10)
+	return v, filepath.Join(repo, model, v), nil
+}
+
+// fastestBatch measures the model's compute curve and returns the batch
+// size of its most rows per second.
+func fastestBatch(ctx context.Context, mv *runtime.ModelVersion, progress io.Writer) (int, error) {
+	res, err := bench.MeasureCompute(ctx, mv, bench.ComputeOptions{BatchSizes: scoreBatchSizes, Duration: 300 * time.Millisecond, Progress: progress})
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(os.Stderr, "compute curve: batches of %d rows are the fastest (%.0f rows/s)\n", res.Best.Batch, res.Best.RowsPerSec)
+	return res.Best.Batch, nil
+}

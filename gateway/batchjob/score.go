@@ -1,0 +1,347 @@
+package batchjob
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"sync"
+	"unsafe"
+
+	"github.com/infergate/infergate/retrain/table"
+	"github.com/infergate/infergate/runtime"
+)
+
+// slots is the number of chunks in flight: one read ahead, one computed,
+// one written.
+const slots = 3
+
+// slot is a chunk of rows on its way through the pipeline, with what is
+// computed from it.
+type slot struct {
+	chunk table.Chunk
+	// valid are the rows of chunk that are scored; rejects the others,
+	// with the feature and why.
+	valid   []int
+	rejects []reject
+	// out holds each output's values for the valid rows, as the model
+	// wrote them.
+	out [][]byte
+	// wg counts the batches of the chunk not yet computed.
+	wg sync.WaitGroup
+}
+
+type reject struct {
+	row     int
+	feature int
+	why     string
+}
+
+// batch is a run of a slot's valid rows for one worker.
+type batch struct {
+	s          *slot
+	start, end int
+}
+
+// chunkRows returns the rows of a chunk for batches of size: a multiple
+// of it, so that a chunk makes whole batches.
+func chunkRows(size int) int {
+	return size * max(16, (8192+size-1)/size)
+}
+
+// score runs the rows of the row groups the checkpoint has not done
+// through the model, writing each group's output into its part.
+func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) error {
+	r, err := table.Open(job.In, table.ReadOptions{GroupRows: job.GroupRows})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.Select(p.features, job.Carry); err != nil {
+		return err
+	}
+	for range cp.done {
+		n, err := r.SkipGroup()
+		if err != nil {
+			return fmt.Errorf("cannot resume: %w", err)
+		}
+		rep.RowsResumed += n
+	}
+	rep.GroupsResumed = cp.done
+	if cp.done > 0 {
+		fmt.Fprintf(job.Log, "resuming from %s: %d row groups (%d rows) were scored before; starting at row group %d\n",
+			cp.dir, cp.done, rep.RowsResumed, cp.done)
+	}
+	bar := newBar(job.Progress, rep.Rows, "scoring "+filepath.Base(job.In))
+	bar.Add64(rep.RowsResumed)
+	defer bar.Finish()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	// The workers: one per instance, each on a session of its own.
+	batches := make(chan batch, slots*2)
+	defer close(batches)
+	for range job.Run.Instances() {
+		sess, err := job.Run.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("cannot score: %w", err)
+		}
+		w := newWorker(job, p, sess)
+		wg.Go(func() {
+			defer job.Run.Release(sess)
+			for b := range batches {
+				if err := w.run(b); err != nil {
+					cancel(err)
+				}
+				b.s.wg.Done()
+			}
+		})
+	}
+
+	free, computed := make(chan *slot, slots), make(chan *slot, slots)
+	for range slots {
+		free <- &slot{}
+	}
+	// The reader.
+	read := make(chan *slot, slots)
+	wg.Go(func() {
+		defer close(read)
+		for {
+			var s *slot
+			select {
+			case s = <-free:
+			case <-ctx.Done():
+				return
+			}
+			err := r.Next(&s.chunk, chunkRows(job.BatchSize))
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				cancel(err)
+				return
+			}
+			read <- s
+		}
+	})
+	// The writer.
+	written := make(chan struct{})
+	wg.Go(func() {
+		defer close(written)
+		if err := writeSlots(ctx, job, p, cp, computed, free, bar); err != nil {
+			cancel(err)
+		}
+	})
+
+	// This goroutine hands the batches of each chunk to the workers.
+	for s := range read {
+		s.split(p)
+		for i := range s.out {
+			o := p.outputs[i]
+			s.out[i] = resize(s.out[i], len(s.valid)*o.perRow*o.info.DataType.Size())
+		}
+		for start := 0; start < len(s.valid); start += job.BatchSize {
+			s.wg.Add(1)
+			batches <- batch{s, start, min(start+job.BatchSize, len(s.valid))}
+		}
+		s.wg.Wait()
+		if ctx.Err() != nil {
+			break
+		}
+		computed <- s
+	}
+	close(computed)
+	<-written
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("cannot score %q: %w", job.In, err)
+	}
+	return nil
+}
+
+// split sorts the rows of s's chunk into valid ones and rejects.
+func (s *slot) split(p *plan) {
+	s.valid, s.rejects = s.valid[:0], s.rejects[:0]
+	for i := range s.chunk.Rows {
+		if f, why := badFeature(&s.chunk, i, p); f >= 0 {
+			s.rejects = append(s.rejects, reject{i, f, why})
+			continue
+		}
+		s.valid = append(s.valid, i)
+	}
+	s.out = resize(s.out, len(p.outputs))
+}
+
+// worker runs batches on one session, through buffers of its own.
+type worker struct {
+	p     *plan
+	sess  *runtime.Session
+	in32  []float32
+	in64  []float64
+	ins   []runtime.Tensor
+	outs  []runtime.Tensor
+	shape [2]int64
+}
+
+func newWorker(job *Job, p *plan, sess *runtime.Session) *worker {
+	w := &worker{p: p, sess: sess, ins: make([]runtime.Tensor, 1), outs: make([]runtime.Tensor, len(p.outputs))}
+	if p.input.DataType == runtime.FP32 {
+		w.in32 = make([]float32, job.BatchSize*p.width)
+	} else {
+		w.in64 = make([]float64, job.BatchSize*p.width)
+	}
+	return w
+}
+
+// run computes batch b and copies its outputs into b's slot.
+func (w *worker) run(b batch) error {
+	c, n, width := &b.s.chunk, b.end-b.start, w.p.width
+	var data []byte
+	if w.in32 != nil {
+		x := w.in32[:n*width]
+		for k, row := range b.s.valid[b.start:b.end] {
+			for f := range width {
+				x[k*width+f] = float32(c.Numbers[f][row])
+			}
+		}
+		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*4)
+	} else {
+		x := w.in64[:n*width]
+		for k, row := range b.s.valid[b.start:b.end] {
+			for f := range width {
+				x[k*width+f] = c.Numbers[f][row]
+			}
+		}
+		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*8)
+	}
+	w.shape = [2]int64{int64(n), int64(width)}
+	w.ins[0] = runtime.Tensor{DataType: w.p.input.DataType, Shape: w.shape[:], Data: data}
+	for i, o := range w.p.outputs {
+		w.outs[i].DataType = o.info.DataType
+	}
+	if err := w.sess.Run(w.ins, w.outs); err != nil {
+		return fmt.Errorf("cannot run model: %w", err)
+	}
+	for i, o := range w.p.outputs {
+		size := o.perRow * o.info.DataType.Size()
+		if got, want := len(w.outs[i].Data), n*size; got != want {
+			return fmt.Errorf("output %q holds %d bytes for %d rows, want %d", o.info.Name, got, n, want)
+		}
+		copy(b.s.out[i][b.start*size:b.end*size], w.outs[i].Data)
+	}
+	return nil
+}
+
+// writeSlots writes the computed slots in order, each row group into its
+// part, and hands each slot back to the reader.
+func writeSlots(ctx context.Context, job *Job, p *plan, cp *checkpoint, computed <-chan *slot, free chan<- *slot, bar interface{ Add64(int64) error }) error {
+	var out, rej *partWriter
+	defer func() {
+		for _, pw := range []*partWriter{out, rej} {
+			if pw != nil {
+				pw.abandon()
+			}
+		}
+	}()
+	row := make([]table.Value, len(p.columns))
+	rejRow := make([]table.Value, len(p.rejects))
+	version := table.TextValue([]byte(job.Version))
+	for s := range computed {
+		var err error
+		if out == nil {
+			if out, err = cp.newPart("part", s.chunk.Group, p.columns); err != nil {
+				return err
+			}
+			if job.Rejects != "" {
+				if rej, err = cp.newPart("rejects", s.chunk.Group, p.rejects); err != nil {
+					return err
+				}
+			}
+		}
+		c := &s.chunk
+		for k, i := range s.valid {
+			n := carried(row, c, i)
+			for o, op := range p.outputs {
+				n += outputValues(row[n:], op, s.out[o], k)
+			}
+			row[n] = version
+			if err := out.w.WriteRow(row); err != nil {
+				return err
+			}
+		}
+		for _, rj := range s.rejects {
+			rejRow[0] = table.Int64Value(c.Start + int64(rj.row) + 1)
+			rejRow[1] = table.TextValue([]byte(p.features[rj.feature]))
+			rejRow[2] = table.TextValue([]byte(rj.why))
+			carried(rejRow[3:], c, rj.row)
+			if err := rej.w.WriteRow(rejRow); err != nil {
+				return err
+			}
+		}
+		bar.Add64(int64(c.Rows))
+		if c.GroupEnd {
+			if rej != nil {
+				if err := rej.finish(); err != nil {
+					return err
+				}
+				rej = nil
+			}
+			if err := out.finish(); err != nil {
+				return err
+			}
+			out = nil
+			cp.done++
+		}
+		select {
+		case free <- s:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// carried fills dst with the carried values of row i of c and returns
+// how many.
+func carried(dst []table.Value, c *table.Chunk, i int) int {
+	for k := range c.Values {
+		dst[k] = c.Values[k][i]
+	}
+	return len(c.Values)
+}
+
+// outputValues fills dst with output o's values of valid row k from its
+// data, and returns how many.
+func outputValues(dst []table.Value, o output, data []byte, k int) int {
+	size := o.info.DataType.Size()
+	base := k * o.perRow * size
+	for j := range o.perRow {
+		b := data[base+j*size : base+(j+1)*size]
+		switch o.info.DataType {
+		case runtime.FP32:
+			dst[j] = table.Float32Value(math.Float32frombits(binary.LittleEndian.Uint32(b)))
+		case runtime.FP64:
+			dst[j] = table.Float64Value(math.Float64frombits(binary.LittleEndian.Uint64(b)))
+		case runtime.INT64:
+			dst[j] = table.Int64Value(int64(binary.LittleEndian.Uint64(b)))
+		case runtime.INT32:
+			dst[j] = table.Int64Value(int64(int32(binary.LittleEndian.Uint32(b))))
+		case runtime.BOOL:
+			dst[j] = table.BoolValue(b[0] != 0)
+		}
+	}
+	return o.perRow
+}
+
+// resize returns s with n elements, reusing its array when it can.
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}

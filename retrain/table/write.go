@@ -1,0 +1,233 @@
+package table
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+)
+
+// WriteOptions configure a Writer.
+type WriteOptions struct {
+	// RowGroupRows and RowGroupBytes bound a Parquet row group, which is
+	// kept in memory, its pages compressed, until it is complete: once it
+	// holds RowGroupRows rows (default 131072) or RowGroupBytes bytes of
+	// values as they take in memory before encoding (default 32MiB).
+	RowGroupRows  int64
+	RowGroupBytes int64
+	// CreatedBy names the writer in a Parquet file's footer.
+	CreatedBy string
+}
+
+func (o WriteOptions) withDefaults() WriteOptions {
+	if o.RowGroupRows <= 0 {
+		o.RowGroupRows = 128 << 10
+	}
+	if o.RowGroupBytes <= 0 {
+		o.RowGroupBytes = 32 << 20
+	}
+	if o.CreatedBy == "" {
+		o.CreatedBy = "infergate"
+	}
+	return o
+}
+
+// Writer writes rows of a table's columns in one format to an io.Writer.
+// It is not safe for concurrent use.
+type Writer struct {
+	cols []Column
+	o    WriteOptions
+	rows int64
+
+	pq                    *parquet.Writer
+	row                   parquet.Row
+	groupRows, groupBytes int64
+
+	csv    *csv.Writer
+	record []string
+	text   []byte
+
+	jsonl *bufio.Writer
+	names [][]byte // the JSON-quoted column names
+}
+
+// NewWriter returns a Writer of rows of cols in format f to w. Close
+// writes what it holds back (a Parquet file's footer); w is not closed.
+func NewWriter(w io.Writer, f Format, cols []Column, o WriteOptions) (*Writer, error) {
+	tw := &Writer{cols: cols, o: o.withDefaults()}
+	switch f {
+	case Parquet:
+		schema := parquet.NewSchema("table", Schema(cols))
+		cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&zstd.Codec{}),
+			parquet.MaxRowsPerRowGroup(tw.o.RowGroupRows), parquet.CreatedBy(tw.o.CreatedBy, "", ""))
+		if err != nil {
+			return nil, fmt.Errorf("cannot write parquet: %w", err)
+		}
+		tw.pq = parquet.NewWriter(w, cfg)
+	case CSV:
+		tw.csv = csv.NewWriter(w)
+		header := make([]string, len(cols))
+		for i, c := range cols {
+			header[i] = c.Name
+		}
+		if err := tw.csv.Write(header); err != nil {
+			return nil, fmt.Errorf("cannot write csv: %w", err)
+		}
+		tw.record = make([]string, len(cols))
+	case JSONL:
+		tw.jsonl = bufio.NewWriterSize(w, 64<<10)
+		for _, c := range cols {
+			q, _ := json.Marshal(c.Name) // cannot fail for a string
+			tw.names = append(tw.names, q)
+		}
+	default:
+		return nil, fmt.Errorf("cannot write format %q: want parquet, csv or jsonl", f)
+	}
+	return tw, nil
+}
+
+// Columns returns the columns the writer writes.
+func (w *Writer) Columns() []Column { return w.cols }
+
+// Rows returns the rows written so far.
+func (w *Writer) Rows() int64 { return w.rows }
+
+// WriteRow writes one row: a value of each column, in order, of the
+// column's physical type (Int64 as INT64, Float32 as FLOAT, Timestamp as
+// INT64 microseconds, text as a byte array) or null. NaN and infinities
+// are written as null in CSV and JSON lines.
+func (w *Writer) WriteRow(values []Value) error {
+	if len(values) != len(w.cols) {
+		return fmt.Errorf("BUG: a row of %d values for %d columns", len(values), len(w.cols))
+	}
+	var err error
+	switch {
+	case w.pq != nil:
+		err = w.writeParquet(values)
+	case w.csv != nil:
+		for i, v := range values {
+			w.text = appendText(w.text[:0], w.cols[i].Kind, v, false)
+			w.record[i] = string(w.text)
+		}
+		err = w.csv.Write(w.record)
+	default:
+		b := append(w.text[:0], '{')
+		for i, v := range values {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(append(b, w.names[i]...), ':')
+			b = appendText(b, w.cols[i].Kind, v, true)
+		}
+		w.text = append(b, '}', '\n')
+		_, err = w.jsonl.Write(w.text)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write a row: %w", err)
+	}
+	w.rows++
+	return nil
+}
+
+func (w *Writer) writeParquet(values []Value) error {
+	row := w.row[:0]
+	size := int64(0)
+	for i, v := range values {
+		def := 0
+		if !v.IsNull() {
+			if w.cols[i].Optional {
+				def = 1
+			}
+			size += 8
+			if k := v.Kind(); k == parquet.ByteArray || k == parquet.FixedLenByteArray {
+				size += int64(len(v.ByteArray()))
+			}
+		} else if !w.cols[i].Optional {
+			return fmt.Errorf("column %q cannot hold a null", w.cols[i].Name)
+		}
+		row = append(row, v.Level(0, def, i))
+	}
+	w.row = row
+	if _, err := w.pq.WriteRows([]parquet.Row{row}); err != nil {
+		return err
+	}
+	w.groupRows++
+	w.groupBytes += size
+	if w.groupRows >= w.o.RowGroupRows || w.groupBytes >= w.o.RowGroupBytes {
+		if err := w.pq.Flush(); err != nil {
+			return err
+		}
+		w.groupRows, w.groupBytes = 0, 0
+	}
+	return nil
+}
+
+// Close writes out what the writer holds: the last row group and the
+// footer of a Parquet file, buffered CSV or JSON lines.
+func (w *Writer) Close() error {
+	var err error
+	switch {
+	case w.pq != nil:
+		err = w.pq.Close()
+	case w.csv != nil:
+		w.csv.Flush()
+		err = w.csv.Error()
+	default:
+		err = w.jsonl.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot finish writing a table: %w", err)
+	}
+	return nil
+}
+
+// appendText appends v, of a column of kind k, as text: as JSON when
+// asJSON (text quoted, null for a null or a number that is not finite),
+// else as a CSV cell (empty for those).
+func appendText(b []byte, k Kind, v Value, asJSON bool) []byte {
+	null := "null"
+	if !asJSON {
+		null = ""
+	}
+	if v.IsNull() {
+		return append(b, null...)
+	}
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	switch v.Kind() {
+	case parquet.Boolean:
+		return strconv.AppendBool(b, v.Boolean())
+	case parquet.Int32:
+		return strconv.AppendInt(b, int64(v.Int32()), 10)
+	case parquet.Int64:
+		if k == Timestamp {
+			t := time.UnixMicro(v.Int64()).UTC().AppendFormat(nil, "2006-01-02T15:04:05.000000Z07:00")
+			if asJSON {
+				return strconv.AppendQuote(b, string(t))
+			}
+			return append(b, t...)
+		}
+		return strconv.AppendInt(b, v.Int64(), 10)
+	case parquet.Float:
+		if x := float64(v.Float()); !finite(x) {
+			return append(b, null...)
+		}
+		return strconv.AppendFloat(b, float64(v.Float()), 'g', -1, 32)
+	case parquet.Double:
+		if !finite(v.Double()) {
+			return append(b, null...)
+		}
+		return strconv.AppendFloat(b, v.Double(), 'g', -1, 64)
+	}
+	if asJSON {
+		q, _ := json.Marshal(string(v.ByteArray())) // invalid UTF-8 becomes U+FFFD
+		return append(b, q...)
+	}
+	return append(b, v.ByteArray()...)
+}
