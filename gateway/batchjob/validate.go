@@ -34,10 +34,10 @@ type Validation struct {
 	// WindowRows is the rows of a window; Windows counts the windows
 	// judged, Skipped those under min_rows (the file's last), Drifted those
 	// that drifted.
-	WindowRows int   `json:"window_rows"`
-	Windows    int   `json:"windows"`
-	Skipped    int   `json:"windows_skipped"`
-	Drifted    int   `json:"windows_drifted"`
+	WindowRows int               `json:"window_rows"`
+	Windows    int               `json:"windows"`
+	Skipped    int               `json:"windows_skipped"`
+	Drifted    int               `json:"windows_drifted"`
 	Rule       drift.RuleApplied `json:"rule"`
 	// DriftedShare is Drifted over Windows; WindowsPValue the chance of at
 	// least Drifted drifted windows of Windows if each drifted with the
