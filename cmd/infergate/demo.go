@@ -168,7 +168,11 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	go rtSrv.Serve(rtLn)
 	defer func() {
 		rtSrv.Close()
-		svc.Shutdown(context.Background())
+		// A run still going (a later detection's, waiting for labels that
+		// stopped with the traffic) is interrupted after a short grace.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		svc.Shutdown(ctx)
 		svc.Close()
 	}()
 
