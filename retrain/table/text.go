@@ -108,7 +108,8 @@ func (s *textSource) skipGroup() (int64, error) {
 	return n, nil
 }
 
-// parseNumber parses a CSV cell: empty is null.
+// parseNumber parses a CSV cell: empty is null, true and false are 1
+// and 0.
 func parseNumber(cell string) (float64, bool, error) {
 	t := bytes.TrimSpace([]byte(cell))
 	if len(t) == 0 {
@@ -116,9 +117,19 @@ func parseNumber(cell string) (float64, bool, error) {
 	}
 	x, err := strconv.ParseFloat(string(t), 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		if b, err := strconv.ParseBool(string(t)); err == nil && len(t) > 1 { // true, false; not 1, t
+			return float64(boolIndex(b)), false, nil
+		}
 		return 0, false, fmt.Errorf("%q is not a number", cell)
 	}
 	return x, false, nil
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func openCSV(f *os.File, groupRows int) (*textSource, error) {
