@@ -239,7 +239,7 @@ func (w *worker) run(b batch) error {
 
 // writeSlots writes the computed slots in order, each row group into its
 // part, and hands each slot back to the reader.
-func writeSlots(ctx context.Context, job *Job, p *plan, cp *checkpoint, computed <-chan *slot, free chan<- *slot, bar interface{ Add64(int64) error }) error {
+func writeSlots(ctx context.Context, job *Job, p *plan, cp *checkpoint, computed <-chan *slot, free chan<- *slot, bar progress) error {
 	var out, rej *partWriter
 	defer func() {
 		for _, pw := range []*partWriter{out, rej} {

@@ -121,6 +121,7 @@ func validate(ctx context.Context, job *Job, p *plan) (*Validation, error) {
 	}
 
 	bar := newBar(job.Progress, r.Rows(), "validating "+filepath.Base(job.In))
+	defer bar.Finish()
 	var c table.Chunk
 	rows := make([][]float64, 0) // backing rows of window, reused
 	for {
@@ -163,7 +164,6 @@ func validate(ctx context.Context, job *Job, p *plan) (*Validation, error) {
 		v.Rows += int64(c.Rows)
 		bar.Add64(int64(c.Rows))
 	}
-	bar.Finish()
 	if v.Rows == 0 {
 		return nil, fmt.Errorf("cannot score %q: it holds no rows", job.In)
 	}
@@ -292,11 +292,23 @@ func writeJSON(path string, v any) error {
 	return nil
 }
 
+// progress is a progress bar of rows.
+type progress interface {
+	Add64(int64) error
+	Finish() error
+}
+
+// noProgress draws nothing.
+type noProgress struct{}
+
+func (noProgress) Add64(int64) error { return nil }
+func (noProgress) Finish() error     { return nil }
+
 // newBar returns a progress bar of rows to w (total -1 when unknown), or
-// one that draws nothing when w is nil.
-func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+// one that draws nothing when w is nil. The caller finishes it.
+func newBar(w io.Writer, total int64, what string) progress {
 	if w == nil {
-		return progressbar.DefaultSilent(total)
+		return noProgress{}
 	}
 	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),

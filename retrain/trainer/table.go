@@ -1,4 +1,4 @@
-package main
+package trainer
 
 import (
 	"bufio"
@@ -6,22 +6,22 @@ import (
 	"os"
 
 	"github.com/infergate/infergate/retrain/table"
-	"github.com/infergate/infergate/retrain/trainer"
 )
 
-// writeDemoTable writes rows rows of the demo's customers (drawn as
-// trainer.Synthetic draws them, or after the demo's shift) to path, in
-// the format its extension names: an id column ("c0", "c1", ...) and the
-// eight features as FP32, a block of rows at a time. The score tests and
-// the bench score such files.
-func writeDemoTable(path string, rows int, seed uint64, shifted bool) error {
+// WriteSyntheticTable writes rows rows of Synthetic's customers (or
+// SyntheticShifted's) to path, in the format its extension names
+// (Parquet, CSV or JSON lines): an id column ("c0", "c1", ...) and the
+// eight features as FP32, drawn a block of 65536 rows at a time from
+// seed, seed+1, ... so that memory stays bounded. `infergate score`'s
+// tests and bench score such files.
+func WriteSyntheticTable(path string, rows int, seed uint64, shifted bool) error {
 	format, err := table.FormatOf(path)
 	if err != nil {
 		return err
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("cannot write the demo table: %w", err)
+		return fmt.Errorf("cannot write a synthetic table: %w", err)
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
@@ -29,9 +29,9 @@ func writeDemoTable(path string, rows int, seed uint64, shifted bool) error {
 	values := make([]table.Value, 0, 9)
 	for start, block := 0, 0; start < rows; start, block = start+65536, block+1 {
 		n := min(65536, rows-start)
-		d := trainer.Synthetic(seed+uint64(block), n)
+		d := Synthetic(seed+uint64(block), n)
 		if shifted {
-			d = trainer.SyntheticShifted(seed+uint64(block), n)
+			d = SyntheticShifted(seed+uint64(block), n)
 		}
 		if w == nil {
 			cols := []table.Column{{Name: "id", Kind: table.String}}
@@ -56,7 +56,7 @@ func writeDemoTable(path string, rows int, seed uint64, shifted bool) error {
 		return err
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("cannot write the demo table: %w", err)
+		return fmt.Errorf("cannot write a synthetic table: %w", err)
 	}
 	return f.Close()
 }
