@@ -246,7 +246,7 @@ func TestRefusedFiles(t *testing.T) {
 	w.Close()
 	f.Close()
 	for _, tc := range []struct {
-		in, want string
+		in, want   string
 		allowExtra bool
 	}{
 		{csv("missing.csv", "id,age,income,tenure_months,balance,num_products,credit_score,late_payments", "a,1,2,3,4,5,6,7"),
