@@ -2,6 +2,7 @@ package batchjob
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"time"
 
 	"github.com/infergate/infergate/retrain/table"
@@ -79,7 +79,9 @@ func openCheckpoint(job *Job, p *plan) (*checkpoint, error) {
 	}
 	batch := was.BatchSize
 	was.BatchSize = id.BatchSize
-	if !reflect.DeepEqual(was, id) {
+	a, _ := json.Marshal(was)
+	b, _ := json.Marshal(id) // an empty map and none encode alike
+	if !bytes.Equal(a, b) {
 		return nil, fmt.Errorf("cannot score: %s holds the checkpoint of another job (another input file, version or columns); remove it to start afresh", cp.dir)
 	}
 	if batch != job.BatchSize {

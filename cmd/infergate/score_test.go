@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate/retrain/table"
+	"github.com/infergate/infergate/retrain/trainer"
+)
+
+// scoreArgs are the arguments of `infergate score` with the demo model
+// from in into out, at a fixed batch size (no compute curve measured).
+func scoreArgs(in, out string) []string {
+	return []string{"score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", out, "--carry", "id", "--batch", "64", "--quiet"}
+}
+
+// readTable reads every row of the table at path as text cells.
+func readTable(t *testing.T, path string) ([]string, [][]string) {
+	t.Helper()
+	r, err := table.Open(path, table.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var names []string
+	for _, c := range r.Columns() {
+		names = append(names, c.Name)
+	}
+	if err := r.Select(nil, names); err != nil {
+		t.Fatal(err)
+	}
+	var rows [][]string
+	var c table.Chunk
+	for {
+		err := r.Next(&c, 4096)
+		if errors.Is(err, io.EOF) {
+			return names, rows
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range c.Rows {
+			row := make([]string, len(names))
+			for k := range names {
+				row[k] = c.Values[k][i].String()
+			}
+			rows = append(rows, row)
+		}
+	}
+}
+
+// TestScoreKilledResumes kills `infergate score` with SIGKILL once it has
+// completed a row group, runs it again with the same arguments, and
+// compares the output with an uninterrupted run's: the same rows, and the
+// rerun's log says which row groups it skipped.
+func TestScoreKilledResumes(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "customers.parquet")
+	const rows = 1000000 // 8 row groups of 131072 rows
+	if err := trainer.WriteSyntheticTable(in, rows, 11, false); err != nil {
+		t.Fatal(err)
+	}
+	run := func(out string) (string, error) {
+		cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
+		cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	whole := filepath.Join(dir, "whole.parquet")
+	if log, err := run(whole); err != nil {
+		t.Fatalf("uninterrupted run: %v\n%s", err, log)
+	}
+
+	out := filepath.Join(dir, "scores.parquet")
+	cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := filepath.Join(out+".checkpoint", "part-000000.parquet")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(first); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no row group completed within a minute:\n%s", logs.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := os.Stat(out); err == nil {
+		t.Fatalf("the job finished before SIGKILL; the test needs a longer file:\n%s", logs.String())
+	}
+
+	log, err := run(out)
+	if err != nil {
+		t.Fatalf("the rerun: %v\n%s", err, log)
+	}
+	t.Logf("the rerun printed:\n%s", log)
+	if !strings.Contains(log, "validation: passed before") || !strings.Contains(log, "row groups (") || !strings.Contains(log, "were scored before; starting at row group") {
+		t.Fatalf("the rerun does not say it resumed:\n%s", log)
+	}
+	names, a := readTable(t, whole)
+	_, b := readTable(t, out)
+	if strings.Join(names, ",") != "id,output_0,output_1,version" || len(a) != rows || len(b) != rows {
+		t.Fatalf("columns %v, %d rows uninterrupted, %d resumed", names, len(a), len(b))
+	}
+	for i := range a {
+		if strings.Join(a[i], ",") != strings.Join(b[i], ",") {
+			t.Fatalf("row %d: %v resumed, %v uninterrupted", i, b[i], a[i])
+		}
+	}
+	if _, err := os.Stat(out + ".checkpoint"); !os.IsNotExist(err) {
+		t.Fatalf("the checkpoint is left after the rerun: %v", err)
+	}
+}
+
+// TestScoreMatchesOnlineAPI scores a file, then sends a sample of its rows
+// one by one to a gateway serving the same version: the answers equal the
+// scored outputs within 1e-6 relative.
+func TestScoreMatchesOnlineAPI(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "customers.csv"), filepath.Join(dir, "scores.jsonl")
+	const rows = 5000
+	if err := trainer.WriteSyntheticTable(in, rows, 13, false); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("score: %v\n%s", err, b)
+	}
+	scored := map[string][2]float64{}
+	lines, _ := os.ReadFile(out)
+	for _, line := range strings.Split(strings.TrimSpace(string(lines)), "\n") {
+		var row struct {
+			ID      string  `json:"id"`
+			O0      float64 `json:"output_0"`
+			O1      float64 `json:"output_1"`
+			Version string  `json:"version"`
+		}
+		if err := json.Unmarshal([]byte(line), &row); err != nil || row.Version != "1" {
+			t.Fatalf("output line %q: %v", line, err)
+		}
+		scored[row.ID] = [2]float64{row.O0, row.O1}
+	}
+	if len(scored) != rows {
+		t.Fatalf("%d scored rows, want %d", len(scored), rows)
+	}
+
+	addr := freeAddr(t)
+	config := filepath.Join(dir, "gateway.yaml")
+	repo, _ := filepath.Abs("../../configs/models")
+	os.WriteFile(config, fmt.Appendf(nil, "listen: %s\nrepository: %s\nstate_dir: %s\nmodels:\n  demo:\n    cache: {entries: 0}\n", addr, repo, filepath.Join(dir, "state")), 0o644)
+	srv := exec.Command(os.Args[0], "serve", "--config", config)
+	srv.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	var logs bytes.Buffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Signal(syscall.SIGTERM)
+		srv.Wait()
+	}()
+	waitReady(t, "http://"+addr, &logs)
+
+	_, cells := readTable(t, in)
+	for i := 0; i < rows; i += 50 {
+		features := make([]float64, 8)
+		for f := range features {
+			features[f], _ = strconv.ParseFloat(cells[i][1+f], 64)
+		}
+		body, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "input", "shape": []int{1, 8}, "datatype": "FP32", "data": features}}})
+		resp, err := http.Post("http://"+addr+"/v2/models/demo/infer", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var answer struct {
+			ModelVersion string `json:"model_version"`
+			Outputs      []struct {
+				Data []float64 `json:"data"`
+			} `json:"outputs"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&answer)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || answer.ModelVersion != "1" || len(answer.Outputs) == 0 || len(answer.Outputs[0].Data) != 2 {
+			t.Fatalf("row %d: %d %+v (%v)", i, resp.StatusCode, answer, err)
+		}
+		got := scored[cells[i][0]]
+		for j, want := range answer.Outputs[0].Data {
+			if math.Abs(got[j]-want) > 1e-6*math.Abs(want)+1e-12 {
+				t.Fatalf("row %d (%s) output %d: scored %v, the online API answers %v", i, cells[i][0], j, got[j], want)
+			}
+		}
+	}
+}
