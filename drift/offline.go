@@ -13,7 +13,8 @@ type Offline struct {
 	ref  *Reference
 	jury *jury
 	w    *window
-	// whole is the merge of every window judged, for EffectSizes.
+	// whole holds the input features of every row judged, for
+	// EffectSizes.
 	whole *window
 	// columns are the input features' places in a row: 0, 1, ...
 	columns []int
@@ -40,6 +41,7 @@ func NewOffline(ref *Reference, cfg Config) (*Offline, error) {
 		columns[i] = i
 	}
 	whole := newWindow(ref, cfg.Reservoir)
+	whole.features = whole.features[:len(ref.Features)]
 	for i := range whole.features {
 		if whole.features[i].reservoir != nil {
 			whole.features[i].reservoir = make([]float64, 0, max(wholeReservoir, cfg.Reservoir))
@@ -62,11 +64,13 @@ func (o *Offline) Judge(rows [][]float64) (WindowResult, error) {
 		}
 		for i, x := range row {
 			o.w.add(i, o.jury.judges[i].profile, x)
+			if i < nf {
+				o.whole.add(i, o.jury.judges[i].profile, x)
+			}
 		}
 		o.w.addRow(row, o.columns)
 		o.w.rows++
 	}
-	o.whole.merge(o.w)
 	res := WindowResult{Rows: o.w.rows, Judged: true}
 	o.jury.verdict(o.w, o.w.rows, &res)
 	return res, nil

@@ -37,7 +37,7 @@ Usage:
                            [--config configs/demo.yaml] [--quiet]
   infergate score --model M --in F.parquet|.csv|.jsonl --out F.parquet|.csv|.jsonl [--config configs/demo.yaml]
                   [--version V] [--map feature=column]... [--carry A,B] [--allow-extra] [--rejects F]
-                  [--fail-on-drift] [--batch N] [--quiet]
+                  [--fail-on-drift] [--batch N] [--report F] [--quiet]
   infergate train --demo [--out DIR]
   infergate version
 `

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +43,7 @@ func scoreCmd(args []string) error {
 	failOnDrift := flags.Bool("fail-on-drift", false, "stop before scoring when the file drifted from the version's reference")
 	batch := flags.Int("batch", 0, "rows per model run (default: the fastest of the model's compute curve, measured first)")
 	quiet := flags.Bool("quiet", false, "no progress bars")
+	reportPath := flags.String("report", "", "also write what the job did as JSON here (rows, timings, rows/s, the batch size and its compute rate)")
 	maps := map[string]string{}
 	flags.Func("map", "feature=column: read a feature from a column of another name (repeatable)", func(s string) error {
 		f, c, ok := strings.Cut(s, "=")
@@ -107,8 +109,9 @@ func scoreCmd(args []string) error {
 			job.Reference = ref
 		}
 	}
+	var computeRate float64
 	if job.BatchSize == 0 {
-		if job.BatchSize, err = fastestBatch(ctx, mv, progress); err != nil {
+		if job.BatchSize, computeRate, err = fastestBatch(ctx, mv, progress); err != nil {
 			return err
 		}
 	}
@@ -135,6 +138,32 @@ func scoreCmd(args []string) error {
 		fmt.Fprintf(os.Stderr, ", the rejects %s", *rejects)
 	}
 	fmt.Fprintln(os.Stderr)
+	if *reportPath != "" {
+		return writeScoreReport(*reportPath, scoreReport{Report: rep, BatchSize: job.BatchSize, ComputeRowsPerSec: computeRate,
+			Seconds: took.Seconds(), RowsPerSec: float64(rep.Rows-rep.RowsResumed) / took.Seconds()})
+	}
+	return nil
+}
+
+// scoreReport is what --report writes: the job's report, how fast the
+// whole job went (validation included) and the batch size it ran at,
+// with that size's compute rate when the compute curve chose it.
+type scoreReport struct {
+	*batchjob.Report
+	BatchSize         int     `json:"batch_size"`
+	ComputeRowsPerSec float64 `json:"compute_rows_per_s,omitempty"`
+	Seconds           float64 `json:"seconds"`
+	RowsPerSec        float64 `json:"rows_per_s"`
+}
+
+func writeScoreReport(path string, r scoreReport) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err == nil {
+		err = os.WriteFile(path, append(data, '\n'), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write the report: %w", err)
+	}
 	return nil
 }
 
@@ -165,12 +194,12 @@ func scoreVersion(repo, model, named string, mc gateway.ModelConfig, log *slog.L
 }
 
 // fastestBatch measures the model's compute curve and returns the batch
-// size of its most rows per second.
-func fastestBatch(ctx context.Context, mv *runtime.ModelVersion, progress io.Writer) (int, error) {
+// size of its most rows per second, and that rate.
+func fastestBatch(ctx context.Context, mv *runtime.ModelVersion, progress io.Writer) (int, float64, error) {
 	res, err := bench.MeasureCompute(ctx, mv, bench.ComputeOptions{BatchSizes: scoreBatchSizes, Duration: 300 * time.Millisecond, Progress: progress})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	fmt.Fprintf(os.Stderr, "compute curve: batches of %d rows are the fastest (%.0f rows/s)\n", res.Best.Batch, res.Best.RowsPerSec)
-	return res.Best.Batch, nil
+	return res.Best.Batch, res.Best.RowsPerSec, nil
 }

@@ -111,10 +111,21 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 		return nil, err
 	}
 	resumed := rep.Validation != nil
-	if resumed {
+	switch {
+	case resumed:
 		fmt.Fprintf(job.Log, "validation: passed before, by the run that started %s\n", cp.dir)
-	} else if rep.Validation, err = validate(ctx, &job, plan); err != nil {
-		return nil, err
+	case job.Reference == nil && job.Rejects == "" && r.Format() == table.Parquet:
+		// Nothing to judge, and the file's schema has typed its columns and
+		// counted its rows: scoring finds a null itself, and removes the
+		// checkpoint when it does.
+		rep.Validation = &Validation{File: job.In, Model: job.Model, Version: job.Version, Rows: r.Rows()}
+		if rep.Validation.Rows == 0 {
+			return nil, fmt.Errorf("cannot score %q: it holds no rows", job.In)
+		}
+	default:
+		if rep.Validation, err = validate(ctx, &job, plan); err != nil {
+			return nil, err
+		}
 	}
 	rep.ValidateTime = time.Since(start)
 	rep.Rows = rep.Validation.Rows
@@ -135,6 +146,9 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 
 	start = time.Now()
 	if err := score(ctx, &job, plan, cp, rep); err != nil {
+		if errors.Is(err, errBadRow) { // the same arguments would fail again
+			os.RemoveAll(cp.dir)
+		}
 		return rep, err
 	}
 	if err := cp.assemble(outFormat, plan); err != nil {

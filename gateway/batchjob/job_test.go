@@ -405,3 +405,48 @@ func TestResume(t *testing.T) {
 		}
 	}
 }
+
+// TestParquetNullWhileScoring: a Parquet file with nothing to judge is not
+// read twice; a null feature found while scoring fails the job with its
+// row and column, and leaves no checkpoint or output.
+func TestParquetNullWhileScoring(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.parquet"), filepath.Join(dir, "out.parquet")
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := []table.Column{{Name: "id", Kind: table.String}}
+	for _, name := range strings.Split(demoHeader, ",")[1:] {
+		cols = append(cols, table.Column{Name: name, Kind: table.Float64, Optional: true})
+	}
+	w, err := table.NewWriter(f, table.Parquet, cols, table.WriteOptions{RowGroupRows: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := make([]table.Value, len(cols))
+	for i := range 3000 {
+		row[0] = table.TextValue([]byte(strconv.Itoa(i)))
+		for k := 1; k < len(cols); k++ {
+			row[k] = table.Float64Value(float64(k))
+		}
+		if i == 2500 {
+			row[6] = table.NullValue() // credit_score
+		}
+		if err := w.WriteRow(row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	f.Close()
+	job := demoJob(t, in, out)
+	job.Reference = nil
+	rep, err := Run(context.Background(), job)
+	if err == nil || !strings.Contains(err.Error(), `row 2501, column "credit_score": null (pass --rejects FILE`) {
+		t.Fatalf("a null found while scoring: %v", err)
+	}
+	if rep == nil || rep.Validation == nil || rep.Validation.Rows != 3000 { // a validation's error comes with no report
+		t.Fatalf("the file was validated first: %+v", rep)
+	}
+	assertNothingWritten(t, out)
+}

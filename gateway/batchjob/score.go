@@ -141,7 +141,10 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 
 	// This goroutine hands the batches of each chunk to the workers.
 	for s := range read {
-		s.split(p)
+		if err := s.split(p, job); err != nil {
+			cancel(err)
+			break
+		}
 		for i := range s.out {
 			o := p.outputs[i]
 			s.out[i] = resize(s.out[i], len(s.valid)*o.perRow*o.info.DataType.Size())
@@ -164,17 +167,27 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 	return nil
 }
 
-// split sorts the rows of s's chunk into valid ones and rejects.
-func (s *slot) split(p *plan) {
+// errBadRow is the error of a row with a null or NaN feature, found while
+// scoring a file that was not validated first, with no rejects file.
+var errBadRow = errors.New("a feature is null or not a number")
+
+// split sorts the rows of s's chunk into valid ones and rejects; a reject
+// is an error unless the job keeps them.
+func (s *slot) split(p *plan, job *Job) error {
 	s.valid, s.rejects = s.valid[:0], s.rejects[:0]
 	for i := range s.chunk.Rows {
 		if f, why := badFeature(&s.chunk, i, p); f >= 0 {
+			if job.Rejects == "" {
+				return fmt.Errorf("%w: row %d, column %q: %s (pass --rejects FILE to write such rows there and score the rest)",
+					errBadRow, s.chunk.Start+int64(i)+1, p.features[f], why)
+			}
 			s.rejects = append(s.rejects, reject{i, f, why})
 			continue
 		}
 		s.valid = append(s.valid, i)
 	}
 	s.out = resize(s.out, len(p.outputs))
+	return nil
 }
 
 // worker runs batches on one session, through buffers of its own.

@@ -14,6 +14,11 @@ import (
 	"github.com/parquet-go/parquet-go/compress/zstd"
 )
 
+// zstdCodec compresses every Parquet file written, sharing its pool of
+// encoders (a codec of each writer's own would allocate their history
+// windows afresh for each file).
+var zstdCodec = &zstd.Codec{}
+
 // WriteOptions configure a Writer.
 type WriteOptions struct {
 	// RowGroupRows and RowGroupBytes bound a Parquet row group, which is
@@ -65,7 +70,7 @@ func NewWriter(w io.Writer, f Format, cols []Column, o WriteOptions) (*Writer, e
 	switch f {
 	case Parquet:
 		schema := parquet.NewSchema("table", Schema(cols))
-		cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&zstd.Codec{}),
+		cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(zstdCodec),
 			parquet.MaxRowsPerRowGroup(tw.o.RowGroupRows), parquet.CreatedBy(tw.o.CreatedBy, "", ""))
 		if err != nil {
 			return nil, fmt.Errorf("cannot write parquet: %w", err)
