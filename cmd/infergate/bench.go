@@ -27,7 +27,7 @@ const benchUsage = `Usage:
   infergate bench [--protocol rest|grpc] [--url U] [--model M] [--payload F | --rows N [--binary]] [--rate R | --rates R,R,...]
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|grpc|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
-  infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
+  infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N | --score] [--duration D] [--warmup D] [--quiet]
   infergate bench --drift-detection [--out bench/DRIFT-DETECTION.md] [--quick] [--quiet]
 
 Without --rate it runs closed loop (--connections each send the next request
@@ -57,6 +57,7 @@ func benchCmd(args []string) error {
 	}
 	suite := fs.Bool("suite", false, "run the standard suite against an in-process gateway and write --out")
 	driftPairs := fs.Int("drift-pairs", 0, "--suite: measure only the drift overhead, in this many interleaved off/on pairs")
+	scoreOnly := fs.Bool("score", false, "--suite: measure only batch scoring (infergate score on files of 1M and 5M rows)")
 	out := fs.String("out", "", "--suite: Markdown results file, default bench/RESULTS.md (a JSON file and an SVG plot are written beside it); --drift-detection: default bench/DRIFT-DETECTION.md (a JSON file beside it)")
 	driftDetection := fs.Bool("drift-detection", false, "measure drift detection (shifted windows caught, clean ones flagged) against a scipy baseline and write --out")
 	quick := fs.Bool("quick", false, "--drift-detection: a smoke run with few windows")
@@ -105,7 +106,7 @@ func benchCmd(args []string) error {
 	}
 	if *suite {
 		return runSuite(ctx, suiteOptions{out: cmp.Or(*out, "bench/RESULTS.md"), duration: *duration, warmup: *warmup, progress: progress, command: command,
-			driftPairs: *driftPairs})
+			driftPairs: *driftPairs, scoreOnly: *scoreOnly})
 	}
 
 	grpcCalls := false

@@ -35,6 +35,9 @@ func (s *suite) run(ctx context.Context) error {
 		s.driftOverhead(ctx, demo, at(demo, "demo_drift"), s.opts.driftPairs)
 		return ctx.Err()
 	}
+	if s.opts.scoreOnly {
+		return s.scoring(ctx)
+	}
 
 	// ctx is checked between scenarios, so that an interrupted suite stops
 	// instead of writing half-measured results.
@@ -191,7 +194,12 @@ func (s *suite) run(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.writeCurve(sweep)
+	if err := s.writeCurve(sweep); err != nil {
+		return err
+	}
+
+	// 8. Batch scoring, a process of its own.
+	return s.scoring(ctx)
 }
 
 // driftOverhead measures the demo model with and without drift monitoring

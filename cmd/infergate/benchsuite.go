@@ -69,8 +69,9 @@ type suiteOptions struct {
 	progress         io.Writer
 	command          string
 	// driftPairs, when set, measures only the drift overhead, in that
-	// many pairs.
+	// many pairs; scoreOnly only batch scoring.
 	driftPairs int
+	scoreOnly  bool
 }
 
 // suite runs the standard benchmark: an in-process gateway over a

@@ -27,7 +27,7 @@ Usage:
   infergate bench [--url U] [--model M] [--payload F | --rows N] [--rate R | --rates R,R,...]
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|compute]
                   [--json F] [--markdown F] [--svg F] [--quiet]
-  infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N] [--duration D] [--warmup D] [--quiet]
+  infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N | --score] [--duration D] [--warmup D] [--quiet]
   infergate demo [--replicas N] [--forever] [--rate R] [--shift-after D] [--listen ADDR] [--work DIR] [--timeout D]
   infergate profile --model DIR/model.onnx --data train.csv|train.jsonl [--out F] [--categorical A,B]
                     [--bins N] [--sample N] [--predictions=false] [--quiet]

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ import (
 	"github.com/infergate/infergate/gateway/batchjob"
 	"github.com/infergate/infergate/runtime"
 )
+
+// scoreMemoryLimit is the Go heap's soft limit in a scoring job.
+const scoreMemoryLimit = 96 << 20
 
 // scoreBatchSizes are the batch sizes whose compute rate picks a job's
 // batch size when --batch is not given.
@@ -58,6 +62,12 @@ func scoreCmd(args []string) error {
 	}
 	if *model == "" || *in == "" || *out == "" {
 		return errors.New("--model, --in and --out are required")
+	}
+	// A job's live memory is a few chunks and row groups, whatever the
+	// file's size; a soft limit keeps the garbage collector from letting
+	// the heap double past it between cycles (GOMEMLIMIT overrides).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(scoreMemoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

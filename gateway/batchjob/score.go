@@ -46,10 +46,15 @@ type batch struct {
 	start, end int
 }
 
-// chunkRows returns the rows of a chunk for batches of size: a multiple
-// of it, so that a chunk makes whole batches.
-func chunkRows(size int) int {
-	return size * max(16, (8192+size-1)/size)
+// chunkBytes bounds the feature values a chunk holds (a number and a null
+// flag each), so that a wide table's chunks stay small.
+const chunkBytes = 4 << 20
+
+// chunkRows returns the rows of a chunk of width features for batches of
+// size on instances workers: a multiple of size, so that a chunk makes
+// whole batches, and two batches a worker at least.
+func chunkRows(size, width, instances int) int {
+	return size * max(2*instances, chunkBytes/(width*9)/size)
 }
 
 // score runs the rows of the row groups the checkpoint has not done
@@ -119,7 +124,7 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			case <-ctx.Done():
 				return
 			}
-			err := r.Next(&s.chunk, chunkRows(job.BatchSize))
+			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.width, job.Run.Instances()))
 			if errors.Is(err, io.EOF) {
 				return
 			}

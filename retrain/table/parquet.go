@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
 )
@@ -84,17 +85,8 @@ func (s *parquetSource) read(c *Chunk, numbers, values []int, max int) (bool, er
 	}
 	buf := s.buf[:n]
 	for k, i := range numbers {
-		if err := s.cursors[k].read(buf); err != nil {
+		if err := s.cursors[k].readNumbers(c.Numbers[k][:n], c.Nulls[k][:n], buf); err != nil {
 			return false, fmt.Errorf("column %q, row group %d: %w", s.cols[i].Name, s.group, err)
-		}
-		nums, nulls := c.Numbers[k], c.Nulls[k]
-		for r, v := range buf {
-			nulls[r] = v.IsNull()
-			if nulls[r] {
-				nums[r] = nan
-			} else {
-				nums[r] = number(v)
-			}
 		}
 	}
 	for k, i := range values {
@@ -171,3 +163,55 @@ func (c *cursor) read(dst []parquet.Value) error {
 }
 
 func (c *cursor) close() { c.pages.Close() }
+
+// readNumbers fills nums with the column's next values as numbers, and
+// nulls with whether each is null (its number NaN). FLOAT and DOUBLE pages
+// without nulls are copied as they are; others go through buf, a value
+// at a time.
+func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) error {
+	for n := 0; n < len(nums); {
+		if c.values == nil {
+			p, err := c.pages.ReadPage()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return fmt.Errorf("the column chunk ends %d values early", len(nums)-n)
+				}
+				return err
+			}
+			c.values = p.Values()
+		}
+		var m int
+		var err error
+		switch r := c.values.(type) {
+		case parquet.DoubleReader:
+			m, err = r.ReadDoubles(nums[n:])
+			clear(nulls[n : n+m])
+		case parquet.FloatReader:
+			f32 := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(nums[n:]))), len(nums)-n)
+			m, err = r.ReadFloats(f32[:(len(nums)-n)])
+			// Widen in place, from the last: float32 i sits in the bytes
+			// of float64 i/2, which no earlier float64 overwrites.
+			for i := m - 1; i >= 0; i-- {
+				nums[n+i] = float64(f32[i])
+			}
+			clear(nulls[n : n+m])
+		default:
+			m, err = r.ReadValues(buf[:len(nums)-n])
+			for i, v := range buf[:m] {
+				nulls[n+i] = v.IsNull()
+				if nulls[n+i] {
+					nums[n+i] = nan
+				} else {
+					nums[n+i] = number(v)
+				}
+			}
+		}
+		n += m
+		if errors.Is(err, io.EOF) {
+			c.values = nil
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
