@@ -111,7 +111,7 @@ func (s *suite) scoring(ctx context.Context) error {
 	s.md.WriteString(b.String() + "\n")
 	s.add(check{scenario: "score peak RSS at 1,000,000 and 5,000,000 rows (demo)", target: fmt.Sprintf("≤ %d MiB, flat", scoreMaxRSS>>20),
 		measured: fmt.Sprintf("%.0f and %.0f MiB", float64(rss[0])/(1<<20), float64(rss[1])/(1<<20)),
-		met: rss[0] <= scoreMaxRSS && rss[1] <= scoreMaxRSS && float64(rss[1]) <= 1.15*float64(rss[0])})
+		met:      rss[0] <= scoreMaxRSS && rss[1] <= scoreMaxRSS && float64(rss[1]) <= 1.15*float64(rss[0])})
 	return nil
 }
 

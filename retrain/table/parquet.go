@@ -188,7 +188,7 @@ func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) 
 			clear(nulls[n : n+m])
 		case parquet.FloatReader:
 			f32 := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(nums[n:]))), len(nums)-n)
-			m, err = r.ReadFloats(f32[:(len(nums)-n)])
+			m, err = r.ReadFloats(f32[:(len(nums) - n)])
 			// Widen in place, from the last: float32 i sits in the bytes
 			// of float64 i/2, which no earlier float64 overwrites.
 			for i := m - 1; i >= 0; i-- {
