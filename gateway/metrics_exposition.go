@@ -119,6 +119,7 @@ func writeMetrics(w io.Writer) {
 // rules: counters without _total, counters typed as gauges.
 var processMetricFixes = map[string]struct{ name, typ string }{
 	"go_cgo_calls_count":                     {"go_cgo_calls_total", "counter"},
+	"go_cpu_count":                           {"go_cpus", "gauge"},
 	"go_gc_forced_count":                     {"go_gc_forced_total", "counter"},
 	"process_io_read_bytes_total":            {"process_io_read_bytes_total", "counter"},
 	"process_io_written_bytes_total":         {"process_io_written_bytes_total", "counter"},
@@ -132,7 +133,7 @@ var processMetricFixes = map[string]struct{ name, typ string }{
 // process's families (by their names after processMetricFixes).
 var processMetricHelp = map[string]string{
 	"go_cgo_calls_total":                            "Calls from Go to C (ONNX Runtime) made by the process.",
-	"go_cpu_count":                                  "Logical CPUs usable by the process.",
+	"go_cpus":                                       "Logical CPUs usable by the process.",
 	"go_gc_cpu_seconds_total":                       "CPU time in seconds spent by the Go garbage collector.",
 	"go_gc_duration_seconds":                        "Garbage collection pauses in seconds (stop-the-world), as quantiles.",
 	"go_gc_forced_total":                            "Garbage collections forced by the application (runtime.GC, debug.FreeOSMemory).",
