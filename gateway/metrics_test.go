@@ -60,7 +60,25 @@ func observedGateway(t *testing.T) (srv *Server, url string, clock *testClock) {
 	})
 	ab := cfg.Models["ab"]
 	ab.Cache = CacheConfig{Entries: 64}
+	ab.Drift = drift.Config{Window: drift.WindowConfig{Rows: 50}, MinRows: 50}
 	cfg.Models["ab"] = ab
+	// ab's reference: both columns around 1.5, as abRequest's 2 and 1 are.
+	values := make([]float64, 1000)
+	for i := range values {
+		values[i] = 1 + float64(i)/1000
+	}
+	ref, err := json.Marshal(drift.Reference{Rows: len(values), Features: []drift.Profile{
+		drift.BuildProfile("input[0]", drift.Numeric, values, drift.ProfileOptions{}),
+		drift.BuildProfile("input[1]", drift.Numeric, values, drift.ProfileOptions{}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2", "3"} {
+		if err := os.WriteFile(filepath.Join(cfg.Repository, "ab", v, "reference.json"), ref, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, f := range []string{"model.onnx", "reference.json"} {
 		data, err := os.ReadFile("../configs/models/demo/1/" + f)
 		if err != nil {
@@ -129,7 +147,8 @@ func sendTraffic(t *testing.T, url string, d time.Duration) {
 // agree with the gateway's own counts.
 func TestObservability(t *testing.T) {
 	promtool, prometheus := tool(t, "promtool"), tool(t, "prometheus")
-	_, url, _ := observedGateway(t)
+	srv, url, _ := observedGateway(t)
+	repository := srv.cfg.Repository
 	sendTraffic(t, url, time.Second)
 
 	t.Run("promtool check metrics", func(t *testing.T) {
@@ -204,6 +223,30 @@ func TestObservability(t *testing.T) {
 	if got := panel("Average batch size"); math.Abs(got-wantBatch) > 0.25*wantBatch {
 		t.Errorf("dashboard average batch size of ab/1: %.2f, the gateway counted %.2f", got, wantBatch)
 	}
+
+	t.Run("an unloaded version leaves no series", func(t *testing.T) {
+		ab2 := `model="ab",version="2"`
+		text := get(t, url+"/metrics")
+		for _, family := range []string{"infergate_requests_total", "infergate_request_duration_seconds_bucket", "infergate_model_version_loaded",
+			"infergate_batcher_rows_total", "infergate_inference_duration_seconds_bucket", "infergate_cache_hits_total",
+			"infergate_shadow_requests_total", "infergate_shadow_duration_seconds_bucket", "infergate_drift_rows_total",
+			"infergate_canary_weight", "infergate_canary_transitions_total"} {
+			if !strings.Contains(text, family+"{"+ab2) {
+				t.Errorf("before the unload, /metrics lacks %s{%s...}", family, ab2)
+			}
+		}
+		if err := os.RemoveAll(filepath.Join(repository, "ab", "2")); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(get(t, url+"/metrics")) {
+			if strings.Contains(line, ab2) {
+				t.Errorf("after version 2 of ab was unloaded: %s", line)
+			}
+		}
+	})
 }
 
 // checkExposition checks that each family in text has one HELP line with
