@@ -23,7 +23,7 @@ var MetricHelp = map[string]string{
 	"infergate_batcher_batch_rows":          "Rows in each executed batch.",
 	"infergate_inference_duration_seconds":  "Time in seconds the model took to compute each batch (or each request, for a version run without a batcher).",
 	"infergate_batcher_rows_total":          "Rows computed in executed batches.",
-	"infergate_batcher_executions_total":    "Batches executed.",
+	"infergate_batcher_executions_total":    "Batches of requests executed by the model (one model run each).",
 	"infergate_batcher_runner_panics_total": "Batches whose model run panicked; their requests failed.",
 	"infergate_batcher_queue_length":        "Requests waiting in the queue now.",
 	"infergate_batcher_rejected_total":      "Requests refused, by reason: queue_full, deadline, too_large, canceled, stopped.",

@@ -473,3 +473,14 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricHelpTexts checks the HELP tables: each text is one line of
+// the exposition format (no backslash, no line break) and a sentence.
+func TestMetricHelpTexts(t *testing.T) {
+	for name, help := range metricHelp {
+		if strings.ContainsAny(help, "\\\n") || !strings.HasSuffix(help, ".") || len(help) < 20 ||
+			strings.ToUpper(help[:1]) != help[:1] {
+			t.Errorf("HELP of %s is not a sentence on one line: %q", name, help)
+		}
+	}
+}
