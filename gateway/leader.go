@@ -24,16 +24,15 @@ var leaseRenewedAt atomic.Int64
 // infergate_cluster_lease_renewed_timestamp_seconds is always now.
 const leadsAlone = -1
 
-// leaseRenewed exports leaseRenewedAt, so that an alert can tell a leader
-// whose lease is no longer renewed (a paused or cut-off process) from one
-// that merely leads.
+// The renewal gauge exports leaseRenewedAt, so that an alert can tell a
+// leader whose lease is no longer renewed (a paused or cut-off process)
+// from one that merely leads.
 var _ = metrics.NewGauge(`infergate_cluster_lease_renewed_timestamp_seconds`, func() float64 {
-	switch at := leaseRenewedAt.Load(); at {
-	case leadsAlone:
-		return float64(time.Now().UnixNano()) / 1e9
-	default:
-		return float64(at) / 1e9
+	at := leaseRenewedAt.Load()
+	if at == leadsAlone {
+		at = time.Now().UnixNano()
 	}
+	return float64(at) / 1e9
 })
 
 // lease is a replica's side of the fleet's leadership: a key of the control
