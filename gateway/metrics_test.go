@@ -385,6 +385,7 @@ func startPrometheus(t *testing.T, prometheus, target string) string {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		http.DefaultClient.CloseIdleConnections() // no connection goroutine outlives the test
 	})
 	url := "http://" + addr
 	deadline := time.Now().Add(30 * time.Second)
