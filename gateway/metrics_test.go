@@ -168,6 +168,21 @@ func TestObservability(t *testing.T) {
 	t1, after := time.Now(), get(t, url+"/metrics")
 	waitScraped(t, promURL, t1)
 
+	// The events whose panels would be empty without them did happen.
+	for series, atLeast := range map[string]float64{
+		`infergate_canary_transitions_total{model="ab",version="2",kind="rolledback"}`: 1,
+		`infergate_webhook_dead_lettered_total{target="closed"}`:                       1,
+		`infergate_webhook_deliveries_total{target="ci"}`:                              1,
+		`infergate_drift_windows_total{model="demo",version="1",result="judged"}`:      1,
+		`infergate_capture_records_total{model="demo"}`:                                1,
+		`infergate_cache_hits_total{model="ab",version="3"}`:                           1,
+		`infergate_shadow_requests_total{model="ab",version="3",result="mirrored"}`:    1,
+	} {
+		if got := metricValue(t, after, series); got < atLeast {
+			t.Errorf("%s = %v, want at least %v", series, got, atLeast)
+		}
+	}
+
 	queries := dashboardQueries(t)
 	vars := strings.NewReplacer(`$model`, `.+`, `$version`, `.+`, `$__rate_interval`, `10s`)
 	for _, q := range queries {
