@@ -219,10 +219,11 @@ func TestObservability(t *testing.T) {
 	secs := t1.Sub(t0).Seconds()
 	ab1 := `model="ab",version="1"`
 
-	// Request rate: a steady 60 requests per second to ab/1, 50 of them
-	// answered; the 10s rate window lies inside the 12s of traffic.
+	// Request rate: a steady pace (60 requests a second to ab/1 when the
+	// machine keeps up), the 10s rate window inside the 12s of traffic;
+	// a third off allows for Prometheus' extrapolation and an uneven pace.
 	wantRate := delta("infergate_requests_total", ab1) / secs
-	if got := panel("Request rate"); math.Abs(got-wantRate) > 0.25*wantRate {
+	if got := panel("Request rate"); math.Abs(got-wantRate) > wantRate/3 {
 		t.Errorf("dashboard request rate of ab/1: %.1f/s, the gateway counted %.1f/s", got, wantRate)
 	}
 
@@ -235,7 +236,7 @@ func TestObservability(t *testing.T) {
 	}
 
 	wantBatch := delta("infergate_batcher_rows_total", ab1) / delta("infergate_batcher_executions_total", ab1)
-	if got := panel("Average batch size"); math.Abs(got-wantBatch) > 0.25*wantBatch {
+	if got := panel("Average batch size"); math.Abs(got-wantBatch) > wantBatch/3 {
 		t.Errorf("dashboard average batch size of ab/1: %.2f, the gateway counted %.2f", got, wantBatch)
 	}
 
@@ -422,13 +423,13 @@ func startPrometheus(t *testing.T, prometheus, target string) string {
 // waitScraped waits until Prometheus has scraped the gateway after at.
 func waitScraped(t *testing.T, promURL string, at time.Time) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if res := promQuery(t, promURL, `timestamp(up{job="infergate"} == 1)`, time.Now()); len(res) == 1 && res[0].value > float64(at.UnixNano())/1e9 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("prometheus did not scrape the gateway within 15s")
+			t.Fatal("prometheus did not scrape the gateway within 30s")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
