@@ -38,7 +38,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server duckdb protoc python-grpc
+test: onnxruntime nats-server duckdb protoc python-grpc prometheus
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -115,6 +115,16 @@ python-grpc:
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get install -y python3-grpcio python3-grpc-tools || \
 	    { $$sudo apt-get update && $$sudo apt-get install -y python3-grpcio python3-grpc-tools; }; }
+
+## prometheus: Debian's prometheus package (/usr/bin/prometheus and /usr/bin/promtool; apt-get,
+## through sudo when not root) unless both are on PATH, for the tests that check /metrics with
+## promtool, unit-test configs/prometheus/alerts.yaml and run the Grafana dashboard's queries
+.PHONY: prometheus
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y --no-install-recommends prometheus || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }; }
 
 ## protoc: Debian's protobuf-compiler (apt-get, through sudo when not root) unless protoc is on
 ## PATH, and the pinned protoc-gen-go and protoc-gen-go-grpc in .cache/bin, for make proto and the

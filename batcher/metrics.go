@@ -7,13 +7,27 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// durationBuckets suit queue waits and compute times: 50µs to 10s.
+// durationBuckets resolve queue waits and compute times from 10µs to 10s,
+// in steps of 1, 2.5 and 5 per decade.
 var durationBuckets = []float64{
-	50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10,
+	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10,
 }
 
 // rowBuckets are batch sizes 1, 2, 4, ..., 1024.
 var rowBuckets = metrics.ExponentialBuckets(1, 2, 11)
+
+// MetricHelp is the HELP text of each metric family a Batcher exports, by
+// family name, for a /metrics writer that adds HELP lines. It is read-only.
+var MetricHelp = map[string]string{
+	"infergate_batcher_queue_wait_seconds":  "Time in seconds from a request's arrival to its leaving the queue for a batch (0 for a request run at once on an idle instance).",
+	"infergate_batcher_batch_rows":          "Rows in each executed batch.",
+	"infergate_inference_duration_seconds":  "Time in seconds the model took to compute each batch (or each request, for a version run without a batcher).",
+	"infergate_batcher_rows_total":          "Rows computed in executed batches.",
+	"infergate_batcher_executions_total":    "Batches of requests executed by the model (one model run each).",
+	"infergate_batcher_runner_panics_total": "Batches whose model run panicked; their requests failed.",
+	"infergate_batcher_queue_length":        "Requests waiting in the queue now.",
+	"infergate_batcher_rejected_total":      "Requests refused, by reason: queue_full, deadline, too_large, canceled, stopped.",
+}
 
 // reason is why a request was rejected, a label of the rejected counter.
 type reason int

@@ -53,6 +53,12 @@ type Config struct {
 	Cooldown time.Duration `yaml:"cooldown"`
 	// Features overrides the method or threshold of single features, by name.
 	Features map[string]FeatureConfig `yaml:"features"`
+	// DisableBinSeries leaves out infergate_drift_bin_rows_total, the
+	// counters of rows per reference bin: one series per count of every
+	// feature's reference profile (its bins+2 for a numeric feature, 12
+	// with the default 10 bins; its categories+1 for a categorical one),
+	// the bulk of a version's drift series.
+	DisableBinSeries bool `yaml:"disable_bin_series"`
 }
 
 // WindowConfig says when a tumbling window closes. Exactly one is set;

@@ -236,7 +236,7 @@ func New(o Options) (*Monitor, error) {
 	for range windowPool - 1 {
 		mon.free <- jy.newWindow(ref)
 	}
-	mon.m = newMonitorMetrics(o.Metrics, o.Labels, jy.judges)
+	mon.m = newMonitorMetrics(o.Metrics, o.Labels, jy.judges, !mon.cfg.DisableBinSeries)
 	mon.m.setDrifted(mon.state.Drifted)
 	go mon.run()
 	return mon, nil
@@ -384,6 +384,9 @@ func (mon *Monitor) setLeading(req leadRequest) {
 	drifted := mon.state.Drifted
 	mon.reportMu.Unlock()
 	mon.m.setDrifted(drifted)
+	if !req.leading {
+		mon.m.expire() // a follower judges no window
+	}
 
 	mon.mu.Lock()
 	mon.leading = req.leading

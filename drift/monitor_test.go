@@ -738,6 +738,50 @@ func TestMonitorMetrics(t *testing.T) {
 	f("", func(s string) string { return s })
 }
 
+// TestMonitorMetricsGoStale checks that a window's gauges exist only while
+// that window is the last one closed: none before the first judged window,
+// and none once a window closes unjudged (here, one period without rows);
+// and that disable_bin_series leaves the per-bin counters out.
+func TestMonitorMetricsGoStale(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		set := metrics.NewSet()
+		mon := startMonitor(t, Options{Config: Config{Window: WindowConfig{Every: time.Minute}, MinRows: 100, DisableBinSeries: true},
+			Reference: normalReference(t, 1, 2, 2000), Metrics: set, Labels: `model="m",version="1"`})
+		windowGauges := []string{"infergate_drift_statistic{", "infergate_drift_feature_drifted{", "infergate_drift_share{"}
+		present := func(when string, want bool) {
+			t.Helper()
+			text := prometheus(set)
+			for _, g := range windowGauges {
+				if strings.Contains(text, g) != want {
+					t.Fatalf("%s: series %s present %v, want %v:\n%s", when, g, !want, want, text)
+				}
+			}
+			if strings.Contains(text, "infergate_drift_bin_rows_total") {
+				t.Fatalf("%s: bin series exported with disable_bin_series:\n%s", when, text)
+			}
+		}
+		present("before any window closed", false)
+		r := rand.New(rand.NewPCG(16, 16))
+		in := make([]float64, 2)
+		for range 200 {
+			in[0], in[1] = r.NormFloat64(), r.NormFloat64()
+			mon.Observe(Rows{Values: in, Width: 2}, Rows{})
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if rep := mon.Report(); rep.WindowsJudged != 1 {
+			t.Fatalf("%d windows judged after one period of 200 rows, want 1", rep.WindowsJudged)
+		}
+		present("after a judged window", true)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		present("after a window without rows", false)
+		if got := metricValue(t, prometheus(set), `infergate_drift_windows_total{model="m",version="1",result="skipped"}`); got != 1 {
+			t.Fatalf("%v windows skipped, want 1", got)
+		}
+	})
+}
+
 func TestDDM(t *testing.T) {
 	var d DDM
 	r := rand.New(rand.NewPCG(9, 9))

@@ -60,6 +60,11 @@ func TestParseConfig(t *testing.T) {
 	if DefaultConfig().GRPCListen != "" {
 		t.Fatalf("gRPC is on by default")
 	}
+	f("models:\n  demo:\n    drift: {disable_bin_series: maybe}\n", `line 3: models.demo.drift.disable_bin_series`)
+	f("models:\n  demo:\n    drift: {bin_series: false}\n", `line 3: models.demo.drift.bin_series: unknown key`)
+	if cfg, err := ParseConfig([]byte("models:\n  demo:\n    drift: {disable_bin_series: true}\n"), "."); err != nil || !cfg.Models["demo"].Drift.DisableBinSeries {
+		t.Fatalf("disable_bin_series: true: got %+v, %v", cfg.Models["demo"].Drift, err)
+	}
 }
 
 // TestReplicaNameFromHostName: the default replica name is the host name

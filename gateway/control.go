@@ -107,6 +107,7 @@ func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen
 	go cp.eventLoop()
 	if o.Engine == nil {
 		clusterLeader.Set(1)
+		leaseRenewedAt.Store(leadsAlone)
 		return cp, nil
 	}
 	var err error

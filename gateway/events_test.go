@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/infergate/infergate/retrain/outbox"
 	"github.com/infergate/infergate/router"
 )
@@ -121,7 +123,7 @@ func TestCanaryHeldEmitsOnce(t *testing.T) {
 	cfg.Webhooks = receiver.targets()
 	clock := newTestClock()
 	srv, _ := startServerWith(t, Options{Config: cfg, Now: clock.Now})
-	held := canaryTransitions[router.KindHeld]
+	held := metrics.GetOrCreateCounter(canaryTransitionSeries(`model="ab",version="3"`, router.KindHeld))
 	base := held.Get()
 	driveCanary(t, srv, clock, 20*time.Millisecond, func() bool { return held.Get() >= base+5 })
 	deadline := time.Now().Add(30 * time.Second)

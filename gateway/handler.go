@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/infergate/infergate/batcher"
@@ -46,7 +45,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case "/metrics":
 		if allowMethod(ctx, fasthttp.MethodGet) {
 			ctx.SetContentType("text/plain; version=0.0.4")
-			metrics.WritePrometheus(ctx, true)
+			writeMetrics(ctx)
 		}
 	default:
 		if rest, ok := bytes.CutPrefix(path, []byte("/v2/models/")); ok {

@@ -8,11 +8,32 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/infergate/infergate/retrain/engine"
 )
+
+// leaseRenewedAt is the Unix time in nanoseconds of this process's last
+// write of the leader key, 0 before the first, or leadsAlone for a gateway
+// alone and stateless, which leads without a lease.
+var leaseRenewedAt atomic.Int64
+
+// leadsAlone marks leaseRenewedAt of a gateway without a lease: its
+// infergate_cluster_lease_renewed_timestamp_seconds is always now.
+const leadsAlone = -1
+
+// The renewal gauge exports leaseRenewedAt, so that an alert can tell a
+// leader whose lease is no longer renewed (a paused or cut-off process)
+// from one that merely leads.
+var _ = metrics.NewGauge(`infergate_cluster_lease_renewed_timestamp_seconds`, func() float64 {
+	at := leaseRenewedAt.Load()
+	if at == leadsAlone {
+		at = time.Now().UnixNano()
+	}
+	return float64(at) / 1e9
+})
 
 // lease is a replica's side of the fleet's leadership: a key of the control
 // bucket that expires unless its holder renews it. Only the holder runs
@@ -107,6 +128,7 @@ func (l *lease) write(now, since time.Time, rev uint64, lastSeq *uint64) {
 	until := now.Add(l.ttl)
 	l.rev, l.renewed = seq, now
 	l.until.Store(&until)
+	leaseRenewedAt.Store(time.Now().UnixNano()) // wall time, whatever clock the control plane has
 }
 
 // drop gives the lease up at once.

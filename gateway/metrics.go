@@ -8,9 +8,10 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// latencyBuckets suit a gateway whose requests take 100µs to seconds.
+// latencyBuckets resolve request, compute and shadow times from 10µs (a
+// cached answer) to 10s, in steps of 1, 2.5 and 5 per decade.
 var latencyBuckets = []float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+	10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 }
 
 // statusCodes are the codes the infer path answers with, in the order of
@@ -86,6 +87,47 @@ func (m *versionMetrics) observe(protocol, code int, took time.Duration) {
 	m.latency[protocol].Update(took.Seconds())
 }
 
+// unregister removes the version's series: its set's, and the canary
+// transitions counted for it.
 func (m *versionMetrics) unregister() {
 	metrics.UnregisterSet(m.set, true)
+	for _, k := range canaryKinds {
+		metrics.UnregisterMetric(canaryTransitionSeries(m.labels, k))
+	}
+}
+
+// gatewayMetricHelp is the HELP text of each family the gateway registers
+// (the batcher's, drift's, capture's, the outbox's and the runtime's are
+// in their packages' tables). It is read-only.
+var gatewayMetricHelp = map[string]string{
+	"infergate_requests_total":                          "Infer requests answered by a loaded model version, by protocol (rest, grpc) and HTTP status code (499: the client left before its request was computed).",
+	"infergate_requests_unrouted_total":                 "Requests that reached no loaded model version (unknown model, version or path) and gRPC messages that did not parse, by protocol and HTTP status code.",
+	"infergate_request_duration_seconds":                "Time in seconds from decoding an infer request to encoding its answer, by protocol.",
+	"infergate_model_version_loaded":                    "1 for each model version loaded and served.",
+	"infergate_cache_hits_total":                        "Infer requests answered from the version's response cache.",
+	"infergate_cache_misses_total":                      "Infer requests the version's response cache could not answer.",
+	"infergate_shadow_requests_total":                   "Request copies for a shadow version, by result: mirrored, dropped (over shadow_max_in_flight) or failed.",
+	"infergate_shadow_compared_rows_total":              "Rows of shadow outputs compared with the primary version's outputs.",
+	"infergate_shadow_agreed_rows_total":                "Rows of shadow outputs whose top class matched the primary version's.",
+	"infergate_shadow_abs_diff_total":                   "Sum of the absolute differences between the shadow's and the primary's first-output elements, in the output's unit.",
+	"infergate_shadow_duration_seconds":                 "Time in seconds the shadow version took to compute each request copy.",
+	"infergate_canary_weight":                           "The canary version's share of the model's unpinned traffic, in percent (0 once rolled back).",
+	"infergate_canary_transitions_total":                "Canary analyses and actions of a canary version, by kind: started, advanced, held, failed, promoted, rolledback.",
+	"infergate_config_reloads_total":                    "Config reloads tried.",
+	"infergate_config_reload_errors_total":              "Config reloads refused; the config in effect stayed.",
+	"infergate_config_last_reload_successful":           "1 when the last config reload was applied, 0 when it was refused.",
+	"infergate_model_version_load_errors_total":         "Model versions a reload could not load.",
+	"infergate_cluster_leader":                          "1 while this replica leads the fleet (a gateway alone and stateless always does), else 0.",
+	"infergate_cluster_replicas":                        "Replicas heard from within cluster.grace, this one included.",
+	"infergate_cluster_routing_revision":                "Newest revision of the control state each replica reported applying, by replica.",
+	"infergate_cluster_lease_renewed_timestamp_seconds": "Unix time in seconds at which this replica last wrote its leader lease (the current time for a gateway alone and stateless; 0 before it ever led).",
+	"infergate_accept_errors_total":                     "Errors accepting a TCP connection.",
+	"infergate_connections_evicted_total":               "Idle connections closed to make room for new ones, by the limit that was reached.",
+	"infergate_connections_refused_total":               "Connections refused, by the limit that was reached.",
+	"infergate_connections_open":                        "Client connections open now.",
+	"infergate_memory_budget_refused_total":             "Requests refused with 503 because their bodies would exceed the memory budget.",
+	"infergate_events_dropped_total":                    "Events not handed to the in-process consumer because its queue was full.",
+	"infergate_events_emit_errors_total":                "Events that could not be written to the outbox (the next leader emits them again).",
+	"infergate_tls_reload_errors_total":                 "Failed reloads of the TLS certificate or key files; the old certificate stays in use.",
+	"infergate_auth_refused_total":                      "Requests refused with 401 for a missing or invalid API key, by endpoint (infer, feedback).",
 }

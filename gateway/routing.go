@@ -36,7 +36,9 @@ type routes struct {
 	// routed by, or written as.
 	rev uint64
 
-	weight *metrics.Gauge // the canary's weight, in percent
+	// weight is the canary version's infergate_canary_weight, in its
+	// version's set; nil without a canary in the table.
+	weight *metrics.Gauge
 }
 
 // routeTable is a router.Table with the loaded version behind each index.
@@ -63,20 +65,31 @@ func (rt *routeTable) pick(key []byte) route {
 	return route{rt: rt, picked: rt.t.Pick(key, rnd), rnd: rnd}
 }
 
-var canaryTransitions = func() map[router.Kind]*metrics.Counter {
-	m := make(map[router.Kind]*metrics.Counter)
-	for _, k := range []router.Kind{router.KindStarted, router.KindAdvanced, router.KindHeld,
-		router.KindFailed, router.KindPromoted, router.KindRolledBack} {
-		m[k] = metrics.NewCounter(fmt.Sprintf(`infergate_canary_transitions_total{kind=%q}`, k))
+// canaryKinds are the kinds of canary transitions, each counted by
+// model and version in infergate_canary_transitions_total.
+var canaryKinds = []router.Kind{router.KindStarted, router.KindAdvanced, router.KindHeld,
+	router.KindFailed, router.KindPromoted, router.KindRolledBack}
+
+// canaryTransitionSeries names the transitions counter of kind for the
+// version of labels (`model="m",version="v"`).
+func canaryTransitionSeries(labels string, kind router.Kind) string {
+	return `infergate_canary_transitions_total{` + labels + `,kind="` + string(kind) + `"}`
+}
+
+// countCanaryTransition counts a transition of kind of model's canary
+// version. The first one creates the version's counters of every kind at
+// zero, so that a rate or increase sees the first rollback too; the
+// version's unload removes them (versionMetrics.unregister).
+func countCanaryTransition(model, version string, kind router.Kind) {
+	labels := fmt.Sprintf(`model=%q,version=%q`, model, version)
+	for _, k := range canaryKinds {
+		metrics.GetOrCreateCounter(canaryTransitionSeries(labels, k))
 	}
-	return m
-}()
+	metrics.GetOrCreateCounter(canaryTransitionSeries(labels, kind)).Inc()
+}
 
 func newRoutes(model string, file router.Config) *routes {
-	return &routes{
-		model: model, file: file, base: file,
-		weight: metrics.GetOrCreateGauge(fmt.Sprintf(`infergate_canary_weight{model=%q}`, model), nil),
-	}
+	return &routes{model: model, file: file, base: file}
 }
 
 // effective returns the config a model's table is built from: base with
@@ -131,11 +144,19 @@ func buildTable(m *model, base router.Config, canary *router.Canary) (*routeTabl
 // install makes rt r's table. It needs r.mu.
 func (r *routes) installLocked(rt *routeTable) {
 	r.table.Store(rt)
-	weight := 0
+	var weight *metrics.Gauge
 	if r.canary != nil {
-		weight = r.canary.Weight
+		for _, v := range rt.versions {
+			if v.name == r.canary.Config.Version {
+				weight = v.metrics.set.GetOrCreateGauge(`infergate_canary_weight{`+v.metrics.labels+`}`, nil)
+				weight.Set(float64(r.canary.Weight))
+			}
+		}
 	}
-	r.weight.Set(float64(weight))
+	if r.weight != nil && r.weight != weight {
+		r.weight.Set(0) // out of the table: rolled back, or no longer the canary
+	}
+	r.weight = weight
 }
 
 // rebuildLocked rebuilds r's table over m's versions. It needs r.mu.
@@ -470,7 +491,7 @@ func (cp *controlPlane) logTransitions(steps []transition) {
 	for _, st := range steps {
 		cp.log.Info("canary step", "model", st.model, "version", st.version, "step", string(st.tr.Kind),
 			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
-		canaryTransitions[st.tr.Kind].Inc()
+		countCanaryTransition(st.model, st.version, st.tr.Kind)
 	}
 }
 

@@ -61,7 +61,7 @@ func (v *version) startShadow(maxInFlight int) {
 		failed:       set.NewCounter(`infergate_shadow_requests_total{` + labels + `,result="failed"}`),
 		comparedRows: set.NewCounter(`infergate_shadow_compared_rows_total{` + labels + `}`),
 		agreedRows:   set.NewCounter(`infergate_shadow_agreed_rows_total{` + labels + `}`),
-		absDiff:      set.NewFloatCounter(`infergate_shadow_abs_diff_sum{` + labels + `}`),
+		absDiff:      set.NewFloatCounter(`infergate_shadow_abs_diff_total{` + labels + `}`),
 		duration:     set.NewPrometheusHistogramExt(`infergate_shadow_duration_seconds{`+labels+`}`, latencyBuckets),
 	}
 	for range maxInFlight {

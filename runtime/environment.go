@@ -17,6 +17,14 @@ var (
 	providerCUDA      = metrics.NewGauge(`infergate_runtime_execution_provider{provider="cuda"}`, nil)
 )
 
+// MetricHelp is the HELP text of each metric family the package exports,
+// by family name, for a /metrics writer that adds HELP lines. It is
+// read-only.
+var MetricHelp = map[string]string{
+	"infergate_runtime_execution_provider":       "1 for the execution provider sessions run on (cpu or cuda), else 0.",
+	"infergate_runtime_provider_fallbacks_total": "Times CUDA was configured but unusable and sessions ran on the CPU.",
+}
+
 // ErrNoGPU is returned when require_gpu is set and CUDA cannot be used.
 var ErrNoGPU = errors.New("runtime: the CUDA execution provider is required (require_gpu) but cannot be used")
 

@@ -677,3 +677,13 @@ func (ob *Outbox) pending(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// MetricHelp is the HELP text of each metric family an Outbox exports, by
+// family name, for a /metrics writer that adds HELP lines. It is read-only.
+var MetricHelp = map[string]string{
+	"infergate_webhook_deliveries_total":      "Events delivered to the webhook target (answered 2xx).",
+	"infergate_webhook_failed_attempts_total": "Delivery attempts to the webhook target that failed (retried with backoff).",
+	"infergate_webhook_dead_lettered_total":   "Deliveries to the webhook target given up after max_attempts and kept as dead letters.",
+	"infergate_webhook_pending":               "Deliveries waiting in the outbox, over every target.",
+	"infergate_webhook_dead_letters":          "Dead letters kept in the outbox, over every target.",
+}
