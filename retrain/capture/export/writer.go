@@ -7,16 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"reflect"
 	"strconv"
 	"time"
 
-	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress"
-	"github.com/parquet-go/parquet-go/compress/zstd"
-	"github.com/parquet-go/parquet-go/encoding"
-
 	"github.com/infergate/infergate/retrain/capture"
+	"github.com/infergate/infergate/retrain/table"
 )
 
 // Format is the file format of an export.
@@ -70,11 +65,9 @@ type Writer struct {
 	jsonl *bufio.Writer
 	line  []byte
 
-	// pq writes Parquet, one row of values at a time through row;
-	// groupRows and groupBytes are what its open row group holds.
-	pq                    *parquet.Writer
-	row                   parquet.Row
-	groupRows, groupBytes int64
+	// pq writes Parquet, one row of values at a time through row.
+	pq  *table.Writer
+	row []table.Value
 	// label holds the compacted label of the row being written.
 	label bytes.Buffer
 }
@@ -87,13 +80,12 @@ func NewWriter(w io.Writer, f Format, l Layout, o Options) (*Writer, error) {
 	case JSONL:
 		ew.jsonl = bufio.NewWriterSize(w, 64<<10)
 	case Parquet:
-		schema := parquet.NewSchema("capture", l.schema())
-		cfg, err := parquet.NewWriterConfig(schema, parquet.Compression(&zstd.Codec{}),
-			parquet.MaxRowsPerRowGroup(ew.o.RowGroupRows), parquet.CreatedBy("infergate capture export", "", ""))
+		pq, err := table.NewWriter(w, table.Parquet, l.columns(),
+			table.WriteOptions{RowGroupRows: ew.o.RowGroupRows, RowGroupBytes: ew.o.RowGroupBytes, CreatedBy: "infergate capture export"})
 		if err != nil {
-			return nil, fmt.Errorf("cannot write parquet: %w", err)
+			return nil, err
 		}
-		ew.pq = parquet.NewWriter(w, cfg)
+		ew.pq = pq
 	default:
 		return nil, fmt.Errorf("cannot write format %q: want parquet or jsonl", f)
 	}
@@ -207,17 +199,11 @@ func appendString(b []byte, s string) []byte {
 }
 
 func (w *Writer) writeRow(ex *capture.Example) error {
-	row := w.row[:0]
-	col := 0
-	add := func(v parquet.Value, definition int) {
-		row = append(row, v.Level(0, definition, col))
-		col++
-	}
-	size := int64(len(ex.ID) + len(ex.Version) + len(ex.Replica) + w.label.Len() + 8)
-	add(parquet.ByteArrayValue([]byte(ex.ID)), 0)
-	add(parquet.Int64Value(exportTime(ex.Time).UnixMicro()), 0)
-	add(parquet.ByteArrayValue([]byte(ex.Version)), 0)
-	add(parquet.ByteArrayValue([]byte(ex.Replica)), 0)
+	row := append(w.row[:0],
+		table.TextValue([]byte(ex.ID)),
+		table.Int64Value(exportTime(ex.Time).UnixMicro()),
+		table.TextValue([]byte(ex.Version)),
+		table.TextValue([]byte(ex.Replica)))
 	for _, set := range []struct {
 		ts     []Tensor
 		values map[string][]float64
@@ -228,206 +214,67 @@ func (w *Writer) writeRow(ex *capture.Example) error {
 				if err != nil {
 					return fmt.Errorf("cannot write row %d of request %q: %s: %w", ex.Row, ex.ID, t.Name, err)
 				}
-				add(pv, 0)
-				size += 8
+				row = append(row, pv)
 			}
 		}
 	}
 	if w.label.Len() > 0 {
-		add(parquet.ByteArrayValue(w.label.Bytes()), 1)
+		row = append(row, table.TextValue(w.label.Bytes()))
 	} else {
-		add(parquet.NullValue(), 0)
+		row = append(row, table.NullValue())
 	}
 	w.row = row
-	if _, err := w.pq.WriteRows([]parquet.Row{row}); err != nil {
+	if err := w.pq.WriteRow(row); err != nil {
 		return fmt.Errorf("cannot write the export: %w", err)
-	}
-	w.groupRows++
-	w.groupBytes += size
-	if w.groupRows >= w.o.RowGroupRows || w.groupBytes >= w.o.RowGroupBytes {
-		if err := w.pq.Flush(); err != nil {
-			return fmt.Errorf("cannot write the export: %w", err)
-		}
-		w.groupRows, w.groupBytes = 0, 0
 	}
 	return nil
 }
 
 // parquetValue returns v as a value of kind k; an integer or boolean
 // column cannot hold NaN, which a captured null is.
-func parquetValue(k Kind, v float64) (parquet.Value, error) {
+func parquetValue(k Kind, v float64) (table.Value, error) {
 	switch k {
 	case Float:
-		return parquet.FloatValue(float32(v)), nil
+		return table.Float32Value(float32(v)), nil
 	case Double:
-		return parquet.DoubleValue(v), nil
+		return table.Float64Value(v), nil
 	}
 	if math.IsNaN(v) {
-		return parquet.Value{}, fmt.Errorf("a %s column cannot hold a missing value", k)
+		return table.Value{}, fmt.Errorf("a %s column cannot hold a missing value", k)
 	}
 	if k == Bool {
-		return parquet.BooleanValue(v != 0), nil
+		return table.BoolValue(v != 0), nil
 	}
-	return parquet.Int64Value(int64(v)), nil
+	return table.Int64Value(int64(v)), nil
 }
 
-// schema returns the Parquet schema of l's columns, in order.
-func (l Layout) schema() parquet.Node {
-	dict := func(n parquet.Node) parquet.Node { return parquet.Encoded(n, &parquet.RLEDictionary) }
-	g := group{
-		{"id", parquet.String()},
-		{"time", parquet.Timestamp(parquet.Microsecond)},
-		{"version", dict(parquet.String())},
-		{"replica", dict(parquet.String())},
+// columns returns the table columns of l, in order.
+func (l Layout) columns() []table.Column {
+	cols := []table.Column{
+		{Name: "id", Kind: table.String},
+		{Name: "time", Kind: table.Timestamp},
+		{Name: "version", Kind: table.String, Dictionary: true},
+		{Name: "replica", Kind: table.String, Dictionary: true},
 	}
 	for _, ts := range [][]Tensor{l.Inputs, l.Outputs} {
 		for _, t := range ts {
-			var leaf parquet.Node
+			var kind table.Kind
 			switch t.Kind {
 			case Float:
-				leaf = parquet.Leaf(parquet.FloatType)
+				kind = table.Float32
 			case Double:
-				leaf = parquet.Leaf(parquet.DoubleType)
+				kind = table.Float64
 			case Int64:
-				leaf = parquet.Leaf(parquet.Int64Type)
+				kind = table.Int64
 			case Bool:
-				leaf = parquet.Leaf(parquet.BooleanType)
+				kind = table.Bool
 			default:
 				panic(fmt.Sprintf("BUG: tensor %q has no column kind", t.Name))
 			}
 			for _, c := range t.Columns {
-				g = append(g, column{c, leaf})
+				cols = append(cols, table.Column{Name: c, Kind: kind})
 			}
 		}
 	}
-	return append(g, column{"label", parquet.Optional(parquet.String())})
-}
-
-// group is a Parquet group whose fields keep the order they are listed in
-// (parquet.Group sorts its fields by name, which would scatter a model's
-// features).
-type group []column
-
-// column is one field of a group.
-type column struct {
-	name string
-	node parquet.Node
-}
-
-var _ parquet.Node = group(nil)
-
-// ID is a group's field id: none.
-func (g group) ID() int { return 0 }
-
-// String describes the group's fields.
-func (g group) String() string {
-	var b bytes.Buffer
-	b.WriteString("group {")
-	for i, c := range g {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "%s %s", c.name, c.node)
-	}
-	b.WriteString("}")
-	return b.String()
-}
-
-// Type is the type of every group.
-func (g group) Type() parquet.Type { return parquet.Group{}.Type() }
-
-// Optional is false: the root group is required.
-func (g group) Optional() bool { return false }
-
-// Repeated is false: the root group is required.
-func (g group) Repeated() bool { return false }
-
-// Required is true: the root group is required.
-func (g group) Required() bool { return true }
-
-// Leaf is false for a group.
-func (g group) Leaf() bool { return false }
-
-// Fields returns the group's fields in order.
-func (g group) Fields() []parquet.Field {
-	out := make([]parquet.Field, len(g))
-	for i, c := range g {
-		out[i] = field{column: c, index: i}
-	}
-	return out
-}
-
-// Encoding is nil: each column has its own.
-func (g group) Encoding() encoding.Encoding { return nil }
-
-// Compression is nil: the writer's applies.
-func (g group) Compression() compress.Codec { return nil }
-
-// GoType is a struct of the fields' Go types, in order.
-func (g group) GoType() reflect.Type {
-	fields := make([]reflect.StructField, len(g))
-	for i, c := range g {
-		fields[i] = reflect.StructField{
-			Name: "F" + strconv.Itoa(i), Type: c.node.GoType(),
-			Tag: reflect.StructTag(`parquet:` + strconv.Quote(c.name)),
-		}
-	}
-	return reflect.StructOf(fields)
-}
-
-// field is a column of a group as parquet.Field, at index among its
-// fields.
-type field struct {
-	column
-	index int
-}
-
-// ID is the column's field id: none.
-func (f field) ID() int { return 0 }
-
-// String describes the column.
-func (f field) String() string { return f.name + " " + f.node.String() }
-
-// Type is the column's type.
-func (f field) Type() parquet.Type { return f.node.Type() }
-
-// Optional reports whether the column may hold nulls.
-func (f field) Optional() bool { return f.node.Optional() }
-
-// Repeated is false: no column repeats.
-func (f field) Repeated() bool { return f.node.Repeated() }
-
-// Required reports whether the column holds a value in every row.
-func (f field) Required() bool { return f.node.Required() }
-
-// Leaf is true: every column is a leaf.
-func (f field) Leaf() bool { return f.node.Leaf() }
-
-// Fields is empty for a leaf.
-func (f field) Fields() []parquet.Field { return f.node.Fields() }
-
-// Encoding is the column's encoding, nil for the default.
-func (f field) Encoding() encoding.Encoding { return f.node.Encoding() }
-
-// Compression is the column's compression, nil for the writer's.
-func (f field) Compression() compress.Codec { return f.node.Compression() }
-
-// GoType is the Go type of the column's values.
-func (f field) GoType() reflect.Type { return f.node.GoType() }
-
-// Name is the column's name.
-func (f field) Name() string { return f.name }
-
-// Value returns the field of a struct of the group's GoType.
-func (f field) Value(base reflect.Value) reflect.Value {
-	for base.Kind() == reflect.Interface || base.Kind() == reflect.Pointer {
-		if base.IsNil() {
-			return reflect.Value{}
-		}
-		base = base.Elem()
-	}
-	if base.Kind() != reflect.Struct || base.NumField() <= f.index {
-		return reflect.Value{}
-	}
-	return base.Field(f.index)
+	return append(cols, table.Column{Name: "label", Kind: table.String, Optional: true})
 }
