@@ -213,3 +213,95 @@ func TestScoreMatchesOnlineAPI(t *testing.T) {
 		}
 	}
 }
+
+// duckDB runs SQL queries with DuckDB through Node.js and returns each
+// query's rows.
+func duckDB(t *testing.T, queries ...string) [][]map[string]any {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: DuckDB runs through npm's @duckdb/node-api; install Node.js, then run `make duckdb`")
+	}
+	script, _ := filepath.Abs("testdata/duckdb_query.cjs")
+	cmd := exec.Command(node, append([]string{script, duckDBDir}, queries...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("DuckDB: %v\n%s", err, stderr.String())
+	}
+	var rows [][]map[string]any
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("cannot decode what DuckDB printed: %v\n%s", err, out)
+	}
+	return rows
+}
+
+// TestScoreOutsideParquet scores a Parquet file that DuckDB wrote, as a
+// warehouse export would come: features as INTEGER, BIGINT, SMALLINT,
+// TINYINT, DOUBLE and FLOAT, nulls in one of them, several row groups,
+// a text id and a BOOLEAN carried. DuckDB then reads the output: one row
+// per scored row with the carried values and types kept, the rejected
+// rows in the rejects file, and the outputs equal to those of the same
+// rows given as FP32 CSV.
+func TestScoreOutsideParquet(t *testing.T) {
+	dir := t.TempDir()
+	in, out, rejects := filepath.Join(dir, "export.parquet"), filepath.Join(dir, "scores.parquet"), filepath.Join(dir, "rejects.jsonl")
+	duckDB(t, fmt.Sprintf(`COPY (SELECT 'cust-' || i::VARCHAR AS customer_id, (30 + i %% 40)::INTEGER AS age,
+		(20000 + (i * 37) %% 80000)::DOUBLE AS income, (i %% 120)::BIGINT AS tenure_months, ((i * 13) %% 20000)::DOUBLE AS balance,
+		(1 + i %% 3)::TINYINT AS num_products, CASE WHEN i %% 1000 = 7 THEN NULL ELSE (550 + i %% 300)::SMALLINT END AS credit_score,
+		(i %% 5)::INTEGER AS late_payments, ((i %% 100) / 100.0)::FLOAT AS utilization, (i %% 2 = 0) AS vip
+		FROM range(30000) t(i)) TO '%s' (FORMAT PARQUET, ROW_GROUP_SIZE 10000)`, in))
+	args := []string{"score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", out,
+		"--carry", "customer_id,vip", "--rejects", rejects, "--batch", "32", "--quiet"}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("score: %v\n%s", err, b)
+	}
+	got := duckDB(t,
+		fmt.Sprintf(`SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '%s')`, out),
+		fmt.Sprintf(`SELECT count(*) AS n, count(DISTINCT customer_id) AS ids, sum(vip::INTEGER) AS vips, min(version) AS v FROM '%s'`, out),
+		fmt.Sprintf(`SELECT count(*) AS n, min("column") AS col, min(reason) AS reason FROM read_json_auto('%s')`, rejects),
+		fmt.Sprintf(`SELECT customer_id, output_0, output_1 FROM '%s' WHERE customer_id IN ('cust-0', 'cust-12345', 'cust-29999') ORDER BY customer_id`, out))
+	var types []string
+	for _, c := range got[0] {
+		types = append(types, fmt.Sprint(c["column_name"], " ", c["column_type"]))
+	}
+	if strings.Join(types, ", ") != "customer_id VARCHAR, vip BOOLEAN, output_0 FLOAT, output_1 FLOAT, version VARCHAR" {
+		t.Fatalf("DuckDB reads the output's columns as %v", types)
+	}
+	if c := got[1][0]; fmt.Sprintf("%v %v %v %v", c["n"], c["ids"], c["vips"], c["v"]) != "29970 29970 15000 1" {
+		t.Fatalf("DuckDB counts %v", c)
+	}
+	if c := got[2][0]; fmt.Sprintf("%v %v %v", c["n"], c["col"], c["reason"]) != "30 credit_score null" {
+		t.Fatalf("the rejects: %v", c)
+	}
+
+	// The same rows as an FP32 CSV score alike.
+	csv := filepath.Join(dir, "same.csv")
+	var b strings.Builder
+	b.WriteString("customer_id,age,income,tenure_months,balance,num_products,credit_score,late_payments,utilization\n")
+	for _, i := range []int{0, 12345, 29999} {
+		fmt.Fprintf(&b, "cust-%d,%d,%d,%d,%d,%d,%d,%d,%v\n", i, 30+i%40, 20000+(i*37)%80000, i%120, (i*13)%20000, 1+i%3, 550+i%300, i%5, float32(i%100)/100)
+	}
+	os.WriteFile(csv, []byte(b.String()), 0o644)
+	csvOut := filepath.Join(dir, "same.jsonl")
+	cmd = exec.Command(os.Args[0], "score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", csv, "--out", csvOut, "--carry", "customer_id", "--batch", "32", "--quiet")
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("score: %v\n%s", err, b)
+	}
+	lines, _ := os.ReadFile(csvOut)
+	for k, line := range strings.Split(strings.TrimSpace(string(lines)), "\n") {
+		var row map[string]any
+		json.Unmarshal([]byte(line), &row)
+		want := got[3][k]
+		for _, o := range []string{"output_0", "output_1"} {
+			a, b := row[o].(float64), want[o].(float64)
+			if row["customer_id"] != want["customer_id"] || math.Abs(a-b) > 1e-6*math.Abs(b)+1e-12 {
+				t.Fatalf("%v from the CSV, %v from DuckDB's Parquet", row, want)
+			}
+		}
+	}
+}
