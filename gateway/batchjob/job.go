@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/infergate/infergate/drift"
@@ -78,6 +79,11 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	}
 	if job.BatchSize <= 0 {
 		return nil, fmt.Errorf("cannot score: batch size %d, want at least 1", job.BatchSize)
+	}
+	for _, p := range []string{job.Out, job.Rejects} {
+		if a, b := absPath(p), absPath(job.In); p != "" && a == b {
+			return nil, fmt.Errorf("cannot score %q: it is also named as an output; write elsewhere", job.In)
+		}
 	}
 	outFormat, err := table.FormatOf(job.Out)
 	if err != nil {
@@ -158,4 +164,13 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	rep.Scored = rep.Rows - rep.Rejected
 	rep.ScoreTime = time.Since(start)
 	return rep, os.RemoveAll(cp.dir)
+}
+
+// absPath returns path made absolute and clean (as given when it cannot
+// be).
+func absPath(path string) string {
+	if a, err := filepath.Abs(path); err == nil {
+		return a
+	}
+	return path
 }

@@ -258,6 +258,7 @@ func TestRefusedFiles(t *testing.T) {
 		{textParquet, `feature columns must hold numbers, but "balance" holds text values`, false},
 		{csv("empty.csv", demoHeader), `it holds no rows`, false},
 		{csv("nothing.jsonl", ""), `the file is empty`, false},
+		{out, `it is also named as an output`, false},
 	} {
 		job := demoJob(t, tc.in, out)
 		job.AllowExtra = tc.allowExtra
