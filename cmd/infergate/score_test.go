@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"os"
@@ -30,36 +28,17 @@ func scoreArgs(in, out string) []string {
 // readTable reads every row of the table at path as text cells.
 func readTable(t *testing.T, path string) ([]string, [][]string) {
 	t.Helper()
-	r, err := table.Open(path, table.ReadOptions{})
+	names, values, err := table.ReadAll(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	var names []string
-	for _, c := range r.Columns() {
-		names = append(names, c.Name)
-	}
-	if err := r.Select(nil, names); err != nil {
-		t.Fatal(err)
-	}
-	var rows [][]string
-	var c table.Chunk
-	for {
-		err := r.Next(&c, 4096)
-		if errors.Is(err, io.EOF) {
-			return names, rows
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range c.Rows {
-			row := make([]string, len(names))
-			for k := range names {
-				row[k] = c.Values[k][i].String()
-			}
-			rows = append(rows, row)
+	rows := make([][]string, len(values))
+	for i, row := range values {
+		for _, v := range row {
+			rows[i] = append(rows[i], v.String())
 		}
 	}
+	return names, rows
 }
 
 // TestScoreKilledResumes kills `infergate score` with SIGKILL once it has

@@ -44,36 +44,11 @@ func demoJob(t *testing.T, in, out string) Job {
 // readOutput reads every column of the table at path as values.
 func readOutput(t *testing.T, path string) ([]string, [][]table.Value) {
 	t.Helper()
-	r, err := table.Open(path, table.ReadOptions{})
+	names, rows, err := table.ReadAll(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	var names []string
-	for _, c := range r.Columns() {
-		names = append(names, c.Name)
-	}
-	if err := r.Select(nil, names); err != nil {
-		t.Fatal(err)
-	}
-	var rows [][]table.Value
-	var c table.Chunk
-	for {
-		err := r.Next(&c, 1000)
-		if errors.Is(err, io.EOF) {
-			return names, rows
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range c.Rows {
-			row := make([]table.Value, len(names))
-			for k := range names {
-				row[k] = c.Values[k][i].Clone()
-			}
-			rows = append(rows, row)
-		}
-	}
+	return names, rows
 }
 
 // runOne runs one row through mv alone and returns its first output.

@@ -139,15 +139,8 @@ type cursor struct {
 // read fills dst with the column's next values.
 func (c *cursor) read(dst []parquet.Value) error {
 	for n := 0; n < len(dst); {
-		if c.values == nil {
-			p, err := c.pages.ReadPage()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return fmt.Errorf("the column chunk ends %d values early", len(dst)-n)
-				}
-				return err
-			}
-			c.values = p.Values()
+		if err := c.open(len(dst) - n); err != nil {
+			return err
 		}
 		m, err := c.values.ReadValues(dst[n:])
 		n += m
@@ -164,21 +157,31 @@ func (c *cursor) read(dst []parquet.Value) error {
 
 func (c *cursor) close() { c.pages.Close() }
 
+// open reads the column's next page, unless one is open; the chunk ending
+// while want values are still to be read is an error.
+func (c *cursor) open(want int) error {
+	if c.values != nil {
+		return nil
+	}
+	p, err := c.pages.ReadPage()
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("the column chunk ends %d values early", want)
+	}
+	if err != nil {
+		return err
+	}
+	c.values = p.Values()
+	return nil
+}
+
 // readNumbers fills nums with the column's next values as numbers, and
 // nulls with whether each is null (its number NaN). FLOAT and DOUBLE pages
 // without nulls are copied as they are; others go through buf, a value
 // at a time.
 func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) error {
 	for n := 0; n < len(nums); {
-		if c.values == nil {
-			p, err := c.pages.ReadPage()
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return fmt.Errorf("the column chunk ends %d values early", len(nums)-n)
-				}
-				return err
-			}
-			c.values = p.Values()
+		if err := c.open(len(nums) - n); err != nil {
+			return err
 		}
 		var m int
 		var err error

@@ -200,3 +200,38 @@ func resize[T any](s []T, n int) []T {
 	}
 	return s[:n]
 }
+
+// ReadAll reads every column of the table at path into memory, as
+// values: for small tables (a test's, a report's), not for data.
+func ReadAll(path string) ([]string, [][]Value, error) {
+	r, err := Open(path, ReadOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	var names []string
+	for _, c := range r.Columns() {
+		names = append(names, c.Name)
+	}
+	if err := r.Select(nil, names); err != nil {
+		return nil, nil, err
+	}
+	var rows [][]Value
+	var c Chunk
+	for {
+		err := r.Next(&c, 4096)
+		if errors.Is(err, io.EOF) {
+			return names, rows, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := range c.Rows {
+			row := make([]Value, len(names))
+			for k := range names {
+				row[k] = c.Values[k][i]
+			}
+			rows = append(rows, row)
+		}
+	}
+}

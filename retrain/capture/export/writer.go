@@ -32,33 +32,14 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("unknown format %q: want parquet or jsonl", s)
 }
 
-// Options bound the row groups of a Parquet export. A row group is kept in
-// memory, its pages compressed, until it is complete; it is complete once
-// it holds RowGroupRows rows or RowGroupBytes bytes of values (as they take
-// in memory, before encoding), whichever comes first.
-type Options struct {
-	// RowGroupRows defaults to 131072.
-	RowGroupRows int64
-	// RowGroupBytes defaults to 32MiB (a row group takes about 3 times
-	// that in memory while it fills).
-	RowGroupBytes int64
-}
-
-func (o Options) withDefaults() Options {
-	if o.RowGroupRows <= 0 {
-		o.RowGroupRows = 128 << 10
-	}
-	if o.RowGroupBytes <= 0 {
-		o.RowGroupBytes = 32 << 20
-	}
-	return o
-}
+// Options bound the row groups of a Parquet export (see
+// table.WriteOptions; CreatedBy is set by the export).
+type Options = table.WriteOptions
 
 // Writer writes rows of captured traffic in one format to an io.Writer.
 // It is not safe for concurrent use.
 type Writer struct {
 	layout Layout
-	o      Options
 	rows   int64
 
 	// jsonl writes JSON lines, built in line; nil for Parquet.
@@ -75,13 +56,13 @@ type Writer struct {
 // NewWriter returns a Writer of rows laid out by l, in format f, to w.
 // Close writes what it holds back (the Parquet footer); w is not closed.
 func NewWriter(w io.Writer, f Format, l Layout, o Options) (*Writer, error) {
-	ew := &Writer{layout: l, o: o.withDefaults()}
+	ew := &Writer{layout: l}
 	switch f {
 	case JSONL:
 		ew.jsonl = bufio.NewWriterSize(w, 64<<10)
 	case Parquet:
-		pq, err := table.NewWriter(w, table.Parquet, l.columns(),
-			table.WriteOptions{RowGroupRows: ew.o.RowGroupRows, RowGroupBytes: ew.o.RowGroupBytes, CreatedBy: "infergate capture export"})
+		o.CreatedBy = "infergate capture export"
+		pq, err := table.NewWriter(w, table.Parquet, l.columns(), o)
 		if err != nil {
 			return nil, err
 		}
