@@ -69,8 +69,8 @@ type history struct {
 	// limits are the console section the gateway started with: a reload
 	// does not change them.
 	limits ConsoleConfig
-	log *slog.Logger
-	now func() time.Time
+	log    *slog.Logger
+	now    func() time.Time
 
 	mu  sync.Mutex
 	mem map[string][]historyItem // guarded by mu; without kv
