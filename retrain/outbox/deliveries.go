@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -78,7 +79,7 @@ func (ob *Outbox) recordAttempt(t *target, e Event, attempt int, status string, 
 	d := Delivery{Target: t.Name, Status: status, Attempts: attempt, LastAttempt: ob.now().UTC(), Replica: ob.replica,
 		DeadLettered: status == StatusDeadLettered}
 	if cause != nil {
-		d.LastError = cause.Error()
+		d.LastError = ob.redact(t.Name, cause.Error())
 		if len(d.LastError) > 1024 {
 			d.LastError = d.LastError[:1024]
 		}
@@ -130,7 +131,7 @@ func (ob *Outbox) Deliveries(eventID, eventType string) ([]Delivery, error) {
 				return nil, fmt.Errorf("cannot decode dead letter %q: %w", key, err)
 			}
 			d.Status, d.DeadLettered, d.Attempts, d.LastError, d.LastAttempt, d.Replica =
-				StatusDeadLettered, true, dl.Attempts, dl.LastError, dl.DeadAt, dl.Replica
+				StatusDeadLettered, true, dl.Attempts, ob.redact(t.Name, dl.LastError), dl.DeadAt, dl.Replica
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			if d.DeadLettered { // redriven since
 				d.Status, d.DeadLettered = StatusPending, false
@@ -141,4 +142,24 @@ func (ob *Outbox) Deliveries(eventID, eventType string) ([]Delivery, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// redact returns msg with the URL of the target called name, which may
+// carry credentials in its user info or query, replaced by a placeholder
+// that names the target: an error of a POST names its URL.
+func (ob *Outbox) redact(name, msg string) string {
+	t := ob.targets[name]
+	if t == nil || t.URL == "" {
+		return msg
+	}
+	placeholder := fmt.Sprintf("<the URL of webhook target %q>", name)
+	msg = strings.ReplaceAll(msg, t.URL, placeholder)
+	if u, err := url.Parse(t.URL); err == nil {
+		msg = strings.ReplaceAll(msg, u.Redacted(), placeholder)
+		if u.RawQuery != "" {
+			// The query alone, should an error quote it apart.
+			msg = strings.ReplaceAll(msg, u.RawQuery, "<query>")
+		}
+	}
+	return msg
 }

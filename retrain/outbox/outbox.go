@@ -559,6 +559,7 @@ func (ob *Outbox) DeadLetters() ([]DeadLetter, error) {
 		if err := json.Unmarshal(e.Value(), &dl); err != nil {
 			return fmt.Errorf("cannot decode dead letter %q: %w", e.Key(), err)
 		}
+		dl.LastError = ob.redact(dl.Target, dl.LastError)
 		dls = append(dls, dl)
 		return nil
 	})
