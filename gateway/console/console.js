@@ -30,8 +30,17 @@ function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
   setAttrs(el, attrs);
   append(el, children);
+  const key = attrs && attrs["data-key"];
+  if (tag === "details" && key) {
+    // A refresh redraws everything: what a person opened stays open.
+    el.open = openDetails.has(key);
+    el.addEventListener("toggle", () => (el.open ? openDetails.add(key) : openDetails.delete(key)));
+  }
   return el;
 }
+
+// openDetails holds the data-key of every <details> the person opened.
+const openDetails = new Set();
 
 // s makes an SVG element as h does.
 function s(tag, attrs, ...children) {
@@ -456,7 +465,7 @@ async function renderOutbox() {
           h("td", {}, it.deliveries.length === 0 ? h("span", { class: "muted" }, "no webhooks") : it.deliveries.map((d) =>
             h("div", { class: "delivery", "data-target": d.target, "data-status": d.status }, badge(d.status), `${d.target}: ${d.attempts} attempts`,
               d.last_error ? h("div", { class: "muted" }, d.last_error) : null))),
-          h("td", {}, h("details", {}, h("summary", {}, "data"), h("pre", {}, JSON.stringify(e.data, null, 1)))));
+          h("td", {}, h("details", { "data-key": "event-" + e.id }, h("summary", {}, "data"), h("pre", {}, JSON.stringify(e.data, null, 1)))));
       }))));
   } else {
     parts.push(adminNote(events, "the recent events"));
@@ -488,7 +497,7 @@ async function renderRuns() {
       h("table", {}, h("thead", {}, h("tr", {}, ["step", "start", "duration", "log"].map((t) => h("th", {}, t)))),
         h("tbody", {}, (r.steps || []).map((st) => h("tr", { class: "run-step", "data-step": st.name },
           h("td", {}, st.name, st.error ? badge("failed") : ""), h("td", {}, when(st.start)), h("td", {}, st.duration),
-          h("td", {}, st.error ? h("div", {}, st.error) : null, (st.log || []).length ? h("details", {}, h("summary", {}, `${st.log.length} lines`), h("pre", {}, st.log.join("\n"))) : ""))))));
+          h("td", {}, st.error ? h("div", {}, st.error) : null, (st.log || []).length ? h("details", { "data-key": `run-${r.id}-${st.name}` }, h("summary", {}, `${st.log.length} lines`), h("pre", {}, st.log.join("\n"))) : ""))))));
   }));
 }
 
