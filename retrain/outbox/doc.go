@@ -25,7 +25,7 @@
 // terminates the message without another attempt. The outcome of each
 // delivery's last attempt is kept for a week in the bucket
 // infergate_deliveries_<name>, which Deliveries reads (naming targets, never
-// their URLs). DeadLetters lists them;
+// their URLs). DeadLetters lists the dead letters;
 // Redrive sends one again as a new message; ImportDeadLetter adds one kept
 // elsewhere before (the state file of an earlier version), and ImportLegacy
 // takes over all that such a file's outbox kept. The consumer of
