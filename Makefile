@@ -38,7 +38,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server duckdb protoc python-grpc prometheus
+test: onnxruntime nats-server duckdb protoc python-grpc prometheus chromium
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -125,6 +125,15 @@ prometheus:
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get install -y --no-install-recommends prometheus || \
 	    { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }; }
+
+## chromium: Debian's chromium (apt-get, through sudo when not root) unless a chromium is on PATH,
+## for the test that opens the console in a headless browser (gateway's TestConsoleShowsTheSourceOfTruth)
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y chromium || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y chromium; }; }
 
 ## protoc: Debian's protobuf-compiler (apt-get, through sudo when not root) unless protoc is on
 ## PATH, and the pinned protoc-gen-go and protoc-gen-go-grpc in .cache/bin, for make proto and the

@@ -88,6 +88,11 @@ type Options struct {
 	// model's drift config: a fleet needs it whatever the config file
 	// says. Windows by rows ignore it.
 	AlignWindows bool
+	// Judged, when set, is given every closed window once it is judged
+	// (or skipped for too few rows), so that a caller may keep a history
+	// of them; only a leading monitor judges. It is called from the
+	// monitor's goroutine and must not block.
+	Judged func(WindowResult)
 }
 
 // State is the part of a monitor's judgement that outlives its process:
@@ -566,6 +571,9 @@ func (mon *Monitor) judgeWindow(w *window) {
 	}
 	mon.last = &res
 	mon.reportMu.Unlock()
+	if mon.o.Judged != nil {
+		mon.o.Judged(res)
+	}
 
 	if decision != nil {
 		decision.Model, decision.Version, decision.Time, decision.Window = mon.o.Model, mon.o.Version, res.End, res

@@ -51,6 +51,9 @@ const adminOffText = "the admin API is off: set admin.token_env in the config"
 //	GET    cluster                     the fleet: replicas, leader, heartbeats, routing revisions
 //	GET    webhooks                    events waiting for delivery, and the dead letters
 //	POST   webhooks/redrive            deliver a dead letter again: {"event_id", "target"}
+//	GET    webhooks/events             recent events with their deliveries (console.go)
+//	GET    models/{m}/canary/steps     the canary's steps with their checks (console.go)
+//	GET    retrain/runs                the retrain service's runs (console.go)
 //	POST   reload                      reload the config file and the repository
 func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 	if !s.adminAuthorized(ctx) {
@@ -74,6 +77,12 @@ func (s *Server) handleAdmin(ctx *fasthttp.RequestCtx, rest string) {
 			s.cp.mu.Unlock()
 			writeJSONValue(ctx, rep)
 		}
+	case len(parts) == 2 && parts[0] == "webhooks" && parts[1] == "events":
+		s.consoleEvents(ctx)
+	case len(parts) == 2 && parts[0] == "retrain" && parts[1] == "runs":
+		s.retrainRuns(ctx)
+	case len(parts) == 4 && parts[0] == "models" && parts[2] == "canary" && parts[3] == "steps":
+		s.canarySteps(ctx, parts[1])
 	case parts[0] == "webhooks" && len(parts) <= 2:
 		s.adminWebhooks(ctx, strings.Join(parts[1:], "/"))
 	case len(parts) == 1 && parts[0] == "models":

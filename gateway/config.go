@@ -75,6 +75,8 @@ type Config struct {
 	// ModelStore configures the engine's object store of model versions,
 	// which every replica syncs its repository from (see versions.go).
 	ModelStore ModelStoreConfig `yaml:"model_store"`
+	// Console bounds the histories the console reads (console.go).
+	Console ConsoleConfig `yaml:"console"`
 
 	Runtime runtime.Config         `yaml:"runtime"`
 	Models  map[string]ModelConfig `yaml:"models"`
@@ -177,6 +179,7 @@ func DefaultConfig() Config {
 		MaxHeaderSize:     8 << 10,
 		ModelStore:        ModelStoreConfig{Sync: true, KeepVersions: 5, MaxUploadSize: 256 << 20, ResyncInterval: 30 * time.Second},
 		Runtime:           runtime.DefaultConfig(),
+		Console:           ConsoleConfig{CanarySteps: 200, DriftWindows: 48, Events: 200},
 	}
 }
 
@@ -278,6 +281,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.ModelStore.validate(); err != nil {
+		return err
+	}
+	if err := c.Console.validate(); err != nil {
 		return err
 	}
 	if err := outbox.ValidateTargets("webhooks", c.Webhooks); err != nil {

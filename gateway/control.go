@@ -81,6 +81,9 @@ type controlPlane struct {
 	emitted        map[string][]string
 	events         chan<- Event
 	driftDecisions chan<- drift.Decision
+	// history keeps the canary steps, drift windows and events the
+	// console looks back on (console_history.go).
+	history *history
 
 	stop       chan struct{}
 	done       sync.WaitGroup
@@ -104,13 +107,16 @@ func newControlPlane(o Options, serving *atomic.Pointer[state], seen *leaderSeen
 	if cp.now == nil {
 		cp.now = time.Now
 	}
+	var err error
+	if cp.history, err = openHistory(o.Engine, o.Config.Console, o.Log, cp.now); err != nil {
+		return nil, err
+	}
 	go cp.eventLoop()
 	if o.Engine == nil {
 		clusterLeader.Set(1)
 		leaseRenewedAt.Store(leadsAlone)
 		return cp, nil
 	}
-	var err error
 	if cp.store, err = openStore(o.Engine); err == nil {
 		cp.lease = &lease{store: cp.store, replica: cp.cluster.Replica, ttl: cp.cluster.LeaseTTL, seen: seen}
 		err = cp.watch()
@@ -394,6 +400,7 @@ func (cp *controlPlane) closeEvents() {
 	cp.mu.Lock()
 	cp.lease.release(cp.now())
 	cp.mu.Unlock()
+	cp.history.close()
 }
 
 // setLeadingLocked makes this replica the leader, or a follower. A new

@@ -17,6 +17,11 @@
 // balancer serve as one gateway; the leader's writes are fenced by the
 // bucket's revision, so a leader that lost its lease writes nothing.
 //
+// The console (console.go, its page in console/) is one embedded page
+// that reads the same JSON any script reads; the histories it looks back
+// on, canary steps, drift windows and events, are bounded lists in the
+// engine's history bucket (console_history.go), shared by the fleet.
+//
 // A Server is safe for concurrent use; its handler keeps nothing of a
 // fasthttp.RequestCtx after it returns, and reads routing only from tables
 // the control plane swaps in atomically. One lock guards the control

@@ -59,6 +59,7 @@ func (v *version) startDrift(cfg drift.Config, dir string, log *slog.Logger, srv
 		Commit: func(st drift.State, d *drift.Decision) error {
 			return srv.cp.commitDrift(model, name, st, d)
 		},
+		Judged: func(res drift.WindowResult) { srv.cp.recordWindow(model, name, res) },
 	})
 	if err != nil {
 		return err

@@ -170,6 +170,9 @@ func (cp *controlPlane) eventLoop() {
 }
 
 func (cp *controlPlane) deliverEvent(e Event) {
+	if e.cloud != nil {
+		cp.recordEvent(e.cloud)
+	}
 	if cp.outbox != nil && e.cloud != nil && cp.emitEvent(e) && e.key != "" {
 		cp.emitted[e.key] = append(cp.emitted[e.key], e.cloud.ID)
 		if e.last {

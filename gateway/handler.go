@@ -58,6 +58,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.handleAdmin(ctx, string(rest))
 			return
 		}
+		if bytes.Equal(path, []byte("/console")) || bytes.HasPrefix(path, []byte("/console/")) {
+			s.handleConsole(ctx)
+			return
+		}
 		if bytes.HasPrefix(path, []byte("/debug/pprof/")) {
 			s.handleProfiles(ctx)
 			return
@@ -214,7 +218,7 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 		pinned, rest, _ = bytes.Cut(after, []byte("/"))
 	}
 	action := string(rest)
-	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "feedback" || len(name) == 0 {
+	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "drift/windows" && action != "feedback" || len(name) == 0 {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
@@ -254,6 +258,10 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 				v = nil
 			}
 			s.driftReport(ctx, m, v)
+		}
+	case "drift/windows":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.driftWindows(ctx, m, v)
 		}
 	case "feedback":
 		if pinned != nil {

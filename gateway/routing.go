@@ -459,11 +459,13 @@ type transition struct {
 	model, version string
 	tr             router.Transition
 	event          *Event
+	// canary is the canary as the step left it.
+	canary router.Canary
 }
 
 // newTransition returns tr of model's canary c, which has just done it.
 func (cp *controlPlane) newTransition(model string, c *router.Canary, tr router.Transition) transition {
-	st := transition{model: model, version: c.Config.Version, tr: tr}
+	st := transition{model: model, version: c.Config.Version, tr: tr, canary: *c}
 	if typ := canaryEventType(tr); typ != "" {
 		// The call that did tr set one of the two to its time.
 		at := c.LastTransition
@@ -493,6 +495,7 @@ func (cp *controlPlane) logTransitions(steps []transition) {
 			"weight", st.tr.Weight, "failed_checks", st.tr.FailedChecks, "reason", st.tr.Reason)
 		countCanaryTransition(st.model, st.version, st.tr.Kind)
 	}
+	cp.recordCanarySteps(steps)
 }
 
 // resetIntervals starts the canary analysis's counts of m's versions

@@ -197,6 +197,7 @@ func (ob *Outbox) delivered(t *target, msg jetstream.Msg, e Event, attempt int) 
 			"event_id", e.ID, "target", t.Name, "error", err)
 	}
 	t.delivered.Inc()
+	ob.recordAttempt(t, e, attempt, StatusDelivered, nil)
 	ob.log.Info("webhook delivered", "event_id", e.ID, "type", e.Type, "target", t.Name, "attempt", attempt)
 }
 
@@ -207,6 +208,7 @@ func (ob *Outbox) delivered(t *target, msg jetstream.Msg, e Event, attempt int) 
 func (ob *Outbox) failed(t *target, msg jetstream.Msg, e Event, attempt int, cause error, retryAfter time.Duration) {
 	t.failedAttempts.Inc()
 	if attempt < t.MaxAttempts {
+		ob.recordAttempt(t, e, attempt, StatusRetrying, cause)
 		msg.NakWithDelay(ob.backoff(t, attempt, retryAfter))
 		return
 	}
@@ -227,6 +229,7 @@ func (ob *Outbox) failed(t *target, msg jetstream.Msg, e Event, attempt int, cau
 		ob.log.Warn("webhook delivery dead-lettered, but the engine did not take the termination", "event_id", e.ID, "target", t.Name, "error", err)
 	}
 	t.deadLettered.Inc()
+	ob.recordAttempt(t, e, attempt, StatusDeadLettered, cause)
 	ob.log.Error("webhook delivery dead-lettered", "event_id", e.ID, "type", e.Type, "subject", e.Subject,
 		"target", t.Name, "attempts", attempt, "error", lastError)
 }

@@ -22,7 +22,10 @@
 // dead letter, with the event, in the bucket infergate_deadletters_<name>
 // and only then terminates the message: a crash between the two is
 // repaired by the next deliverer, which finds the dead letter and
-// terminates the message without another attempt. DeadLetters lists them;
+// terminates the message without another attempt. The outcome of each
+// delivery's last attempt is kept for a week in the bucket
+// infergate_deliveries_<name>, which Deliveries reads (naming targets, never
+// their URLs). DeadLetters lists the dead letters;
 // Redrive sends one again as a new message; ImportDeadLetter adds one kept
 // elsewhere before (the state file of an earlier version), and ImportLegacy
 // takes over all that such a file's outbox kept. The consumer of

@@ -111,6 +111,7 @@ type Outbox struct {
 	streamName string
 	prefix     string // of the stream's subjects: "infergate.outbox.<name>."
 	dead       jetstream.KeyValue
+	deliveries jetstream.KeyValue // the last attempt of each delivery
 	targets    map[string]*target // immutable after Open
 	order      []*target          // Options.Targets order
 	log        *slog.Logger
@@ -249,6 +250,9 @@ func (ob *Outbox) provision(ctx context.Context, replicas, maxPending int) error
 	})
 	if err != nil {
 		return fmt.Errorf("cannot create or update bucket %s: %w", bucket, err)
+	}
+	if err := ob.openDeliveries(ctx, replicas); err != nil {
+		return err
 	}
 	keep := map[string]bool{}
 	for _, t := range ob.order {
@@ -555,6 +559,7 @@ func (ob *Outbox) DeadLetters() ([]DeadLetter, error) {
 		if err := json.Unmarshal(e.Value(), &dl); err != nil {
 			return fmt.Errorf("cannot decode dead letter %q: %w", e.Key(), err)
 		}
+		dl.LastError = ob.redact(dl.Target, dl.LastError)
 		dls = append(dls, dl)
 		return nil
 	})
