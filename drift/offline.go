@@ -76,6 +76,16 @@ func (o *Offline) Judge(rows [][]float64) (WindowResult, error) {
 	return res, nil
 }
 
+// Include counts rows into EffectSizes without judging them as a window
+// (the short last window of a file, say). Rows are as Judge takes them.
+func (o *Offline) Include(rows [][]float64) {
+	for _, row := range rows {
+		for i := range min(len(row), len(o.ref.Features)) {
+			o.whole.add(i, o.jury.judges[i].profile, row[i])
+		}
+	}
+}
+
 // wholeReservoir is the values per numeric feature the whole of an
 // Offline's rows keep for the Wasserstein distance.
 const wholeReservoir = 10000

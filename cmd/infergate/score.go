@@ -120,6 +120,9 @@ func scoreCmd(args []string) error {
 		}
 	}
 	var computeRate float64
+	if n, ok := batchjob.CheckpointBatchSize(*out); ok && job.BatchSize == 0 {
+		job.BatchSize = n // resuming: the first run's
+	}
 	if job.BatchSize == 0 {
 		if job.BatchSize, computeRate, err = fastestBatch(ctx, mv, progress); err != nil {
 			return err
@@ -149,18 +152,17 @@ func scoreCmd(args []string) error {
 	}
 	fmt.Fprintln(os.Stderr)
 	if *reportPath != "" {
-		return writeScoreReport(*reportPath, scoreReport{Report: rep, BatchSize: job.BatchSize, ComputeRowsPerSec: computeRate,
+		return writeScoreReport(*reportPath, scoreReport{Report: rep, ComputeRowsPerSec: computeRate,
 			Seconds: took.Seconds(), RowsPerSec: float64(rep.Rows-rep.RowsResumed) / took.Seconds()})
 	}
 	return nil
 }
 
 // scoreReport is what --report writes: the job's report, how fast the
-// whole job went (validation included) and the batch size it ran at,
-// with that size's compute rate when the compute curve chose it.
+// whole job went (validation included), and the compute rate of the
+// batch size it ran at when the compute curve chose it.
 type scoreReport struct {
 	*batchjob.Report
-	BatchSize         int     `json:"batch_size"`
 	ComputeRowsPerSec float64 `json:"compute_rows_per_s,omitempty"`
 	Seconds           float64 `json:"seconds"`
 	RowsPerSec        float64 `json:"rows_per_s"`

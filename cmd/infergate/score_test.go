@@ -229,10 +229,11 @@ func TestScoreOutsideParquet(t *testing.T) {
 	duckDB(t, fmt.Sprintf(`COPY (SELECT 'cust-' || i::VARCHAR AS customer_id, (30 + i %% 40)::INTEGER AS age,
 		(20000 + (i * 37) %% 80000)::DOUBLE AS income, (i %% 120)::BIGINT AS tenure_months, ((i * 13) %% 20000)::DOUBLE AS balance,
 		(1 + i %% 3)::TINYINT AS num_products, CASE WHEN i %% 1000 = 7 THEN NULL ELSE (550 + i %% 300)::SMALLINT END AS credit_score,
-		(i %% 5)::INTEGER AS late_payments, ((i %% 100) / 100.0)::FLOAT AS utilization, (i %% 2 = 0) AS vip
+		(i %% 5)::INTEGER AS late_payments, ((i %% 100) / 100.0)::DECIMAL(4, 2) AS utilization, (i %% 2 = 0) AS vip,
+		TIMESTAMP_NS '2024-05-01 12:00:00.123456789' AS seen
 		FROM range(30000) t(i)) TO '%s' (FORMAT PARQUET, ROW_GROUP_SIZE 10000)`, in))
 	args := []string{"score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", out,
-		"--carry", "customer_id,vip", "--rejects", rejects, "--batch", "32", "--quiet"}
+		"--carry", "customer_id,vip,seen", "--rejects", rejects, "--batch", "32", "--quiet"}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -247,7 +248,7 @@ func TestScoreOutsideParquet(t *testing.T) {
 	for _, c := range got[0] {
 		types = append(types, fmt.Sprint(c["column_name"], " ", c["column_type"]))
 	}
-	if strings.Join(types, ", ") != "customer_id VARCHAR, vip BOOLEAN, output_0 FLOAT, output_1 FLOAT, version VARCHAR" {
+	if strings.Join(types, ", ") != "customer_id VARCHAR, vip BOOLEAN, seen TIMESTAMP_NS, output_0 FLOAT, output_1 FLOAT, version VARCHAR" {
 		t.Fatalf("DuckDB reads the output's columns as %v", types)
 	}
 	if c := got[1][0]; fmt.Sprintf("%v %v %v %v", c["n"], c["ids"], c["vips"], c["v"]) != "29970 29970 15000 1" {
@@ -255,6 +256,18 @@ func TestScoreOutsideParquet(t *testing.T) {
 	}
 	if c := got[2][0]; fmt.Sprintf("%v %v %v", c["n"], c["col"], c["reason"]) != "30 credit_score null" {
 		t.Fatalf("the rejects: %v", c)
+	}
+
+	// Carried into CSV, the nanosecond timestamp is written in its unit.
+	csvScores := filepath.Join(dir, "scores.csv")
+	cmd = exec.Command(os.Args[0], "score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", csvScores,
+		"--carry", "customer_id,seen", "--rejects", rejects+".csv", "--allow-extra", "--batch", "32", "--quiet")
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("score: %v\n%s", err, b)
+	}
+	if scores, _ := os.ReadFile(csvScores); !strings.HasPrefix(string(scores), "customer_id,seen,output_0,output_1,version\ncust-0,2024-05-01T12:00:00.123456789Z,") {
+		t.Fatalf("the CSV output begins:\n%.200s", scores)
 	}
 
 	// The same rows as an FP32 CSV score alike.

@@ -2,6 +2,7 @@ package batchjob
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,9 @@ type Report struct {
 	RowsResumed   int64 `json:"rows_resumed"`
 	// Validation is the drift report of the file (nil without reference).
 	Validation *Validation `json:"validation,omitempty"`
+	// BatchSize is the rows per model run: the job's, or on resuming the
+	// checkpoint's.
+	BatchSize int `json:"batch_size"`
 	// ValidateTime and ScoreTime are how long each pass took.
 	ValidateTime time.Duration `json:"validate_ns"`
 	ScoreTime    time.Duration `json:"score_ns"`
@@ -135,10 +139,12 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	}
 	rep.ValidateTime = time.Since(start)
 	rep.Rows = rep.Validation.Rows
-	if v := rep.Validation; v.Judged() && !resumed {
-		printValidation(job.Log, v)
-		if err := writeJSON(job.Out+".drift.json", v); err != nil {
-			return nil, err
+	if v := rep.Validation; v.Judged() {
+		if !resumed {
+			printValidation(job.Log, v)
+			if err := writeJSON(job.Out+".drift.json", v); err != nil {
+				return nil, err
+			}
 		}
 		if v.FileDrifted && job.FailOnDrift {
 			return rep, fmt.Errorf("cannot score %q (--fail-on-drift): %w: %s", job.In, ErrDrifted, v.Reasons[0])
@@ -162,6 +168,7 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	}
 	rep.Rejected = rep.Validation.Nulls
 	rep.Scored = rep.Rows - rep.Rejected
+	rep.BatchSize = job.BatchSize
 	rep.ScoreTime = time.Since(start)
 	return rep, os.RemoveAll(cp.dir)
 }
@@ -173,4 +180,16 @@ func absPath(path string) string {
 		return a
 	}
 	return path
+}
+
+// CheckpointBatchSize returns the batch size of the checkpoint of a job
+// writing out, if one was started: a resumed job runs at it, whatever
+// Job.BatchSize says, so a caller need not measure one.
+func CheckpointBatchSize(out string) (int, bool) {
+	data, err := os.ReadFile(filepath.Join(out+".checkpoint", identityFile))
+	var id identity
+	if err != nil || json.Unmarshal(data, &id) != nil || id.BatchSize <= 0 {
+		return 0, false
+	}
+	return id.BatchSize, true
 }

@@ -426,3 +426,22 @@ func TestParquetNullWhileScoring(t *testing.T) {
 	}
 	assertNothingWritten(t, out)
 }
+
+// TestJSONLinesCarriedAsText: a JSON-lines column of numbers, carried
+// into Parquet, is written as the text it was (the column's values may
+// change type from line to line), as are its nulls.
+func TestJSONLinesCarriedAsText(t *testing.T) {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.parquet")
+	row := `"age":40,"income":50000,"tenure_months":12,"balance":1000,"num_products":2,"credit_score":700,"late_payments":0,"utilization":0.3`
+	os.WriteFile(in, []byte(`{"n":1000,"flag":true,`+row+"}\n"+`{"n":null,"flag":"yes",`+row+"}\n"), 0o644)
+	job := demoJob(t, in, out)
+	job.Carry, job.Reference = []string{"n", "flag"}, nil
+	if _, err := Run(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	_, rows := readOutput(t, out)
+	if len(rows) != 2 || rows[0][0].String() != "1000" || rows[0][1].String() != "true" || !rows[1][0].IsNull() || rows[1][1].String() != "yes" {
+		t.Fatalf("carried values %v", rows)
+	}
+}

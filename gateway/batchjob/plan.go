@@ -91,6 +91,9 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 		if !ok {
 			return nil, fmt.Errorf("cannot carry column %q: %q has no such column (its columns: %s)", name, job.In, columnNames(cols))
 		}
+		if r.Format() != table.Parquet { // CSV and JSON-lines values are carried as their text
+			c = table.Column{Name: name, Kind: table.String, Optional: true}
+		}
 		p.carry = append(p.carry, c)
 		used[name] = true
 	}
@@ -121,6 +124,13 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 		seen[c.Name] = true
 	}
 	p.rejects = append([]table.Column{{Name: "row", Kind: table.Int64}, {Name: "column", Kind: table.String}, {Name: "reason", Kind: table.String}}, p.carry...)
+	if job.Rejects != "" {
+		for _, c := range p.carry {
+			if c.Name == "row" || c.Name == "column" || c.Name == "reason" {
+				return nil, fmt.Errorf("cannot write the rejects: the carried column %q would share its name with a rejects column (row, column, reason); rename the input column", c.Name)
+			}
+		}
+	}
 	return p, nil
 }
 

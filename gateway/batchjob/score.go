@@ -46,15 +46,25 @@ type batch struct {
 	start, end int
 }
 
-// chunkBytes bounds the feature values a chunk holds (a number and a null
-// flag each), so that a wide table's chunks stay small.
+// chunkBytes bounds what a chunk's rows hold (their features and outputs),
+// so that a wide table's chunks stay small.
 const chunkBytes = 4 << 20
 
-// chunkRows returns the rows of a chunk of width features for batches of
-// size on instances workers: a multiple of size, so that a chunk makes
-// whole batches, and two batches a worker at least.
-func chunkRows(size, width, instances int) int {
-	return size * max(2*instances, chunkBytes/(width*9)/size)
+// chunkRows returns the rows of a chunk for batches of size on instances
+// workers, each row taking rowBytes: a multiple of size, so that a chunk
+// makes whole batches, and two batches a worker at least.
+func chunkRows(size, rowBytes, instances int) int {
+	return size * max(2*instances, chunkBytes/rowBytes/size)
+}
+
+// rowBytes returns what a row of p takes in a slot: a number and a null
+// flag a feature, and its outputs' values.
+func (p *plan) rowBytes() int {
+	n := p.width * 9
+	for _, o := range p.outputs {
+		n += o.perRow * o.info.DataType.Size()
+	}
+	return n
 }
 
 // score runs the rows of the row groups the checkpoint has not done
@@ -124,7 +134,7 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			case <-ctx.Done():
 				return
 			}
-			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.width, job.Run.Instances()))
+			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.rowBytes(), job.Run.Instances()))
 			if errors.Is(err, io.EOF) {
 				return
 			}

@@ -19,8 +19,12 @@ import (
 )
 
 // windowsLevel is the level of the test whether more windows drifted than
-// the rule's false alarm rate explains.
-const windowsLevel = 0.01
+// the rule's false alarm rate explains, and windowsMargin how many times
+// that rate the share of drifted windows must also reach.
+const (
+	windowsLevel  = 0.01
+	windowsMargin = 2
+)
 
 // Validation is the drift report of a file: how its windows judged, and
 // how far the whole of it sits from the reference.
@@ -44,6 +48,8 @@ type Validation struct {
 	// rule's false alarm rate (1 under the share rule, which states none).
 	DriftedShare  float64 `json:"drifted_share"`
 	WindowsPValue float64 `json:"windows_p_value"`
+	// WindowsTest says how the windows decide the file, or why they do not.
+	WindowsTest string `json:"windows_test"`
 	// Features are, per input feature, the windows it drifted in and its
 	// whole-file effect sizes.
 	Features []FeatureReport `json:"features"`
@@ -101,6 +107,7 @@ func validate(ctx context.Context, job *Job, p *plan) (*Validation, error) {
 		defer func() { window = window[:0] }()
 		if len(window) < cfg.MinRows {
 			v.Skipped++
+			off.Include(window) // its rows still count for the whole file
 			return nil
 		}
 		res, err := off.Judge(window)
@@ -187,13 +194,24 @@ func (v *Validation) decide(off *drift.Offline, cfg drift.Config) {
 	v.WindowsPValue = 1
 	if v.Windows > 0 {
 		v.DriftedShare = float64(v.Drifted) / float64(v.Windows)
-		if v.Rule.Name != drift.RuleShare {
-			v.WindowsPValue = binomialTail(v.Windows, v.Drifted, cfg.FalseAlarmRate)
-		}
 	}
-	if v.Drifted > 0 && v.WindowsPValue < windowsLevel {
-		v.Reasons = append(v.Reasons, fmt.Sprintf("%d of %d windows of %d rows drifted, more than the %g false alarm rate explains (p = %.2g)",
-			v.Drifted, v.Windows, v.WindowRows, cfg.FalseAlarmRate, v.WindowsPValue))
+	switch {
+	case v.Rule.Name == drift.RuleShare:
+		v.WindowsTest = "not made: the share rule states no false alarm rate"
+	case len(v.Rule.Uncontrolled) > 0:
+		v.WindowsTest = fmt.Sprintf("not made: features %v are judged by fixed thresholds, whose false alarms the rate does not bound", v.Rule.Uncontrolled)
+	default:
+		// The reference sample is one draw: every window is compared with
+		// the same one, so a clean file's windows drift somewhat more often
+		// than the rate. Twice the rate, and more than chance explains,
+		// stay clear of that at any file size.
+		v.WindowsPValue = binomialTail(v.Windows, v.Drifted, cfg.FalseAlarmRate)
+		v.WindowsTest = fmt.Sprintf("drifted when at least %g of the windows drift and chance at the %g rate explains that with p < %g",
+			windowsMargin*cfg.FalseAlarmRate, cfg.FalseAlarmRate, windowsLevel)
+		if v.DriftedShare >= windowsMargin*cfg.FalseAlarmRate && v.WindowsPValue < windowsLevel {
+			v.Reasons = append(v.Reasons, fmt.Sprintf("%d of %d windows of %d rows drifted (%.1f%%), more than the %g false alarm rate explains (p = %.2g)",
+				v.Drifted, v.Windows, v.WindowRows, 100*v.DriftedShare, cfg.FalseAlarmRate, v.WindowsPValue))
+		}
 	}
 	for _, f := range v.Features {
 		switch {

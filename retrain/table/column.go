@@ -2,8 +2,10 @@ package table
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -86,6 +88,11 @@ type Column struct {
 	// Writer reproduces when the column is carried from a Parquet file
 	// into another; nil derives it from Kind.
 	node parquet.Node
+	// unit is a Timestamp's tick (a microsecond when zero), and scale
+	// divides the integers of a DECIMAL column into its numbers (0: not
+	// a decimal).
+	unit  time.Duration
+	scale float64
 }
 
 // parquetNode returns c's Parquet type.
@@ -114,6 +121,27 @@ func (c Column) parquetNode() parquet.Node {
 		}
 	}
 	return n
+}
+
+// columnOf returns the column of a Parquet file's field.
+func columnOf(field parquet.Field) Column {
+	c := Column{Name: field.Name(), Kind: kindOf(field), Optional: field.Optional(), node: field}
+	if lt := field.Type().LogicalType(); field.Leaf() && lt != nil {
+		switch v := lt.Value.(type) {
+		case *format.TimestampType:
+			switch v.Unit.Value.(type) {
+			case *format.MilliSeconds:
+				c.unit = time.Millisecond
+			case *format.NanoSeconds:
+				c.unit = time.Nanosecond
+			}
+		case *format.DecimalType:
+			if c.Kind == Int64 { // INT32 or INT64; a fixed-length one is Other
+				c.Kind, c.scale = Float64, math.Pow10(int(v.Scale))
+			}
+		}
+	}
+	return c
 }
 
 // kindOf returns the kind of a Parquet column of type n.

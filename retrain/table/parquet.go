@@ -42,9 +42,9 @@ func openParquet(f *os.File) (*parquetSource, error) {
 	}
 	s := &parquetSource{f: f, pf: pf}
 	for _, field := range pf.Schema().Fields() {
-		c := Column{Name: field.Name(), Kind: kindOf(field), Optional: field.Optional(), node: field}
+		c := columnOf(field)
 		leaf := -1
-		if c.Kind != Other {
+		if field.Leaf() && !field.Repeated() {
 			if l, ok := pf.Schema().Lookup(field.Name()); ok {
 				leaf = l.ColumnIndex
 			}
@@ -76,7 +76,7 @@ func (s *parquetSource) read(c *Chunk, numbers, values []int, max int) (bool, er
 			if s.leaves[i] < 0 {
 				return false, fmt.Errorf("column %q is not a plain column (a nested group or repeated values)", s.cols[i].Name)
 			}
-			s.cursors = append(s.cursors, &cursor{pages: rg.ColumnChunks()[s.leaves[i]].Pages()})
+			s.cursors = append(s.cursors, &cursor{pages: rg.ColumnChunks()[s.leaves[i]].Pages(), scale: s.cols[i].scale})
 		}
 	}
 	n := int(min(int64(max), rg.NumRows()-s.at))
@@ -134,6 +134,8 @@ func (s *parquetSource) closeCursors() {
 type cursor struct {
 	pages  parquet.Pages
 	values parquet.ValueReader
+	// scale divides a DECIMAL column's integers (0: not a decimal).
+	scale float64
 }
 
 // read fills dst with the column's next values.
@@ -202,9 +204,12 @@ func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) 
 			m, err = r.ReadValues(buf[:len(nums)-n])
 			for i, v := range buf[:m] {
 				nulls[n+i] = v.IsNull()
-				if nulls[n+i] {
+				switch {
+				case nulls[n+i]:
 					nums[n+i] = nan
-				} else {
+				case c.scale != 0:
+					nums[n+i] = number(v) / c.scale
+				default:
 					nums[n+i] = number(v)
 				}
 			}

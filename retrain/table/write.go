@@ -2,7 +2,9 @@ package table
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -54,6 +56,8 @@ type Writer struct {
 	pq                    *parquet.Writer
 	row                   parquet.Row
 	groupRows, groupBytes int64
+	// kinds are the columns' physical types, which their values must have.
+	kinds []parquet.Kind
 
 	csv    *csv.Writer
 	record []string
@@ -76,6 +80,9 @@ func NewWriter(w io.Writer, f Format, cols []Column, o WriteOptions) (*Writer, e
 			return nil, fmt.Errorf("cannot write parquet: %w", err)
 		}
 		tw.pq = parquet.NewWriter(w, cfg)
+		for _, c := range cols {
+			tw.kinds = append(tw.kinds, c.parquetNode().Type().Kind())
+		}
 	case CSV:
 		tw.csv = csv.NewWriter(w)
 		header := make([]string, len(cols))
@@ -118,7 +125,7 @@ func (w *Writer) WriteRow(values []Value) error {
 		err = w.writeParquet(values)
 	case w.csv != nil:
 		for i, v := range values {
-			w.text = appendText(w.text[:0], w.cols[i].Kind, v, false)
+			w.text = appendText(w.text[:0], w.cols[i], v, false)
 			w.record[i] = string(w.text)
 		}
 		err = w.csv.Write(w.record)
@@ -129,7 +136,7 @@ func (w *Writer) WriteRow(values []Value) error {
 				b = append(b, ',')
 			}
 			b = append(append(b, w.names[i]...), ':')
-			b = appendText(b, w.cols[i].Kind, v, true)
+			b = appendText(b, w.cols[i], v, true)
 		}
 		w.text = append(b, '}', '\n')
 		_, err = w.jsonl.Write(w.text)
@@ -147,6 +154,9 @@ func (w *Writer) writeParquet(values []Value) error {
 	for i, v := range values {
 		def := 0
 		if !v.IsNull() {
+			if v.Kind() != w.kinds[i] {
+				return fmt.Errorf("column %q holds %s values, not %s", w.cols[i].Name, w.kinds[i], v.Kind())
+			}
 			if w.cols[i].Optional {
 				def = 1
 			}
@@ -193,10 +203,11 @@ func (w *Writer) Close() error {
 	return nil
 }
 
-// appendText appends v, of a column of kind k, as text: as JSON when
-// asJSON (text quoted, null for a null or a number that is not finite),
-// else as a CSV cell (empty for those).
-func appendText(b []byte, k Kind, v Value, asJSON bool) []byte {
+// appendText appends v, of column c, as text: as JSON when asJSON (text
+// quoted, null for a null or a number that is not finite), else as a CSV
+// cell (empty for those). A decimal is written as its number, a
+// fixed-length byte array in hex.
+func appendText(b []byte, c Column, v Value, asJSON bool) []byte {
 	null := "null"
 	if !asJSON {
 		null = ""
@@ -208,17 +219,34 @@ func appendText(b []byte, k Kind, v Value, asJSON bool) []byte {
 	switch v.Kind() {
 	case parquet.Boolean:
 		return strconv.AppendBool(b, v.Boolean())
-	case parquet.Int32:
-		return strconv.AppendInt(b, int64(v.Int32()), 10)
-	case parquet.Int64:
-		if k == Timestamp {
-			t := time.UnixMicro(v.Int64()).UTC().AppendFormat(nil, "2006-01-02T15:04:05.000000Z07:00")
-			if asJSON {
-				return strconv.AppendQuote(b, string(t))
-			}
-			return append(b, t...)
+	case parquet.Int32, parquet.Int64:
+		n := v.Int64()
+		if v.Kind() == parquet.Int32 {
+			n = int64(v.Int32())
 		}
-		return strconv.AppendInt(b, v.Int64(), 10)
+		switch {
+		case c.Kind == Timestamp:
+			t := time.Unix(0, 0).Add(time.Duration(n) * cmp.Or(c.unit, time.Microsecond))
+			text := t.UTC().AppendFormat(nil, "2006-01-02T15:04:05.999999999Z07:00")
+			if asJSON {
+				return strconv.AppendQuote(b, string(text))
+			}
+			return append(b, text...)
+		case c.scale != 0:
+			return strconv.AppendFloat(b, number(v)/c.scale, 'g', -1, 64)
+		}
+		return strconv.AppendInt(b, n, 10)
+	case parquet.FixedLenByteArray:
+		h := hex.AppendEncode(nil, v.ByteArray())
+		if asJSON {
+			return strconv.AppendQuote(b, string(h))
+		}
+		return append(b, h...)
+	case parquet.Int96:
+		if asJSON {
+			return strconv.AppendQuote(b, v.Int96().String())
+		}
+		return append(b, v.Int96().String()...)
 	case parquet.Float:
 		if x := float64(v.Float()); !finite(x) {
 			return append(b, null...)
