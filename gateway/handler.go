@@ -474,10 +474,15 @@ func (v *version) leave() {
 // and call reused. On failure it returns the status to answer with.
 func (s *Server) predict(m *model, v *version, req *inferRequest, breq *batcher.Request, call *inferCall) ([]runtime.Tensor, int, error) {
 	var key uint64
+	var lookedUp time.Duration
 	results, cached := []runtime.Tensor(nil), false
 	if v.cache != nil {
+		start := time.Now()
 		key = v.cache.key(req.Inputs)
 		results, cached = v.cache.get(key, req.Inputs)
+		if lookedUp = time.Since(start); cached {
+			v.metrics.stats.cacheHit.add(lookedUp)
+		}
 	}
 	if !cached {
 		if code, err := computeOn(v, req, breq, call); err != nil {
@@ -485,7 +490,9 @@ func (s *Server) predict(m *model, v *version, req *inferRequest, breq *batcher.
 		}
 		results = call.results
 		if v.cache != nil {
+			start := time.Now()
 			v.cache.put(key, req.Inputs, results)
+			v.metrics.stats.cacheMiss.add(lookedUp + time.Since(start))
 		}
 	}
 	if v.drift != nil {
@@ -523,9 +530,11 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 	if v.batcher == nil {
 		start := time.Now()
 		err := v.rt.Run(context.Background(), req.Inputs, call.results)
-		v.metrics.compute.UpdateDuration(start)
+		took := time.Since(start)
+		v.metrics.compute.Update(took.Seconds())
 		switch {
 		case err == nil:
+			v.metrics.stats.computed(1, false, 0, took)
 			return fasthttp.StatusOK, nil
 		case errors.Is(err, runtime.ErrUnloaded):
 			return fasthttp.StatusServiceUnavailable, err
@@ -549,6 +558,7 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 	if err := v.batcher.Do(context.Background(), breq); err != nil {
 		return batchStatus(err), err
 	}
+	v.metrics.stats.computed(rows, true, breq.Waited, breq.Computed)
 	for j, info := range outputs {
 		r := &call.results[j]
 		r.DataType, r.Data = info.DataType, breq.Outputs[j]
