@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -234,27 +235,66 @@ func (g *grpcServer) ModelStatistics(_ context.Context, in *inferencepb.ModelSta
 // loaded one where version is empty; every model's where name is empty
 // too), or the gRPC status of the error.
 func modelStatistics(st *state, name, version string) ([]*inferencepb.ModelStatistics, error) {
-	var out []*inferencepb.ModelStatistics
 	if name == "" {
 		if version != "" {
 			return nil, status.Errorf(codes.InvalidArgument, "version %q needs a model name", version)
 		}
-		for _, name := range st.sortedNames() {
-			for _, v := range st.models[name].versions {
-				out = append(out, v.statistics(name))
-			}
-		}
-		return out, nil
+		return st.statistics(), nil
 	}
 	m, v, err := lookup(st, name, version)
 	if err != nil {
 		return nil, err
 	}
 	if version != "" {
-		return append(out, v.statistics(m.name)), nil
+		return []*inferencepb.ModelStatistics{v.statistics(m.name)}, nil
 	}
+	return m.statistics(nil), nil
+}
+
+// statistics lists the statistics of every loaded version of every model,
+// by model name.
+func (st *state) statistics() []*inferencepb.ModelStatistics {
+	var out []*inferencepb.ModelStatistics
+	for _, name := range st.sortedNames() {
+		out = append(out, st.models[name].statistics(nil)...)
+	}
+	return out
+}
+
+// statistics lists the statistics of v, or of every loaded version of m
+// where v is nil.
+func (m *model) statistics(v *version) []*inferencepb.ModelStatistics {
+	if v != nil {
+		return []*inferencepb.ModelStatistics{v.statistics(m.name)}
+	}
+	out := make([]*inferencepb.ModelStatistics, 0, len(m.versions))
 	for _, v := range m.versions {
 		out = append(out, v.statistics(m.name))
 	}
-	return out, nil
+	return out
+}
+
+// restModelConfig answers GET /v2/models/{m}[/versions/{v}]/config as
+// Triton's REST API does: v's ModelConfig message as JSON; 503 when the
+// model has no version loaded.
+func (s *Server) restModelConfig(ctx *fasthttp.RequestCtx, m *model, v *version) {
+	if v == nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q has no version loaded", m.name))
+		return
+	}
+	writeJSON(ctx, appendTritonJSON(nil, v.tritonConfig(m.name, s.provider()).ProtoReflect()))
+}
+
+// restModelStatistics answers GET /v2/models[/{m}[/versions/{v}]]/stats
+// as Triton's REST API does: a ModelStatisticsResponse message as JSON, of
+// version v, of every loaded version of m where v is nil, of every model
+// where m is nil too.
+func restModelStatistics(ctx *fasthttp.RequestCtx, st *state, m *model, v *version) {
+	resp := &inferencepb.ModelStatisticsResponse{}
+	if m == nil {
+		resp.ModelStats = st.statistics()
+	} else {
+		resp.ModelStats = m.statistics(v)
+	}
+	writeJSON(ctx, appendTritonJSON(nil, resp.ProtoReflect()))
 }

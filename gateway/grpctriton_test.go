@@ -3,11 +3,14 @@ package gateway
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/v2codec/inferencepb"
@@ -156,4 +159,69 @@ func TestGRPCModelStatistics(t *testing.T) {
 	wantCode(t, "ModelStatistics of an unknown version", err, codes.NotFound, `unknown version "7" of model "demo"`)
 	_, err = c.ModelStatistics(ctx, &inferencepb.ModelStatisticsRequest{Version: "1"})
 	wantCode(t, "ModelStatistics of a version without a model", err, codes.InvalidArgument, "needs a model name")
+}
+
+// TestRESTModelConfigAndStatistics: the same messages over REST, at
+// Triton's paths, as JSON that protobuf's JSON mapping reads back into
+// what gRPC answers, with 64-bit integers as numbers.
+func TestRESTModelConfigAndStatistics(t *testing.T) {
+	_, url, conn := startGRPC(t, testConfig(t))
+	c := inferencepb.NewGRPCInferenceServiceClient(conn)
+	ctx := context.Background()
+	if code, _, body := call(t, "POST", url+"/v2/models/demo/infer", []byte(demoRequest)); code != 200 {
+		t.Fatalf("REST infer: %d %s", code, body)
+	}
+
+	body := get(t, url+"/v2/models/demo/config")
+	var config inferencepb.ModelConfig
+	if err := protojson.Unmarshal([]byte(body), &config); err != nil {
+		t.Fatalf("config %s: %v", body, err)
+	}
+	want, err := c.ModelConfig(ctx, &inferencepb.ModelConfigRequest{Name: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&config, want.Config) || !strings.Contains(body, `"max_batch_size":16,`) ||
+		!strings.Contains(body, `"data_type":"TYPE_FP32","format":"FORMAT_NONE","dims":[8],`) ||
+		!strings.Contains(body, `"max_queue_size":1024}`) {
+		t.Fatalf("REST config %s; gRPC %s", body, prototext.Format(want.Config))
+	}
+
+	for _, path := range []string{"/v2/models/demo/stats", "/v2/models/demo/versions/1/stats", "/v2/models/stats"} {
+		body := get(t, url+path)
+		var stats inferencepb.ModelStatisticsResponse
+		if err := protojson.Unmarshal([]byte(body), &stats); err != nil {
+			t.Fatalf("%s: %s: %v", path, body, err)
+		}
+		var demo *inferencepb.ModelStatistics
+		for _, s := range stats.ModelStats {
+			if s.Name == "demo" {
+				demo = s
+			}
+		}
+		if demo == nil || demo.InferenceCount != 2 || demo.InferenceStats.GetSuccess().GetCount() != 1 ||
+			!strings.Contains(body, `"inference_count":2,"execution_count":1,`) {
+			t.Fatalf("%s: %s", path, body)
+		}
+		if path == "/v2/models/stats" && len(stats.ModelStats) < 10 || path != "/v2/models/stats" && len(stats.ModelStats) != 1 {
+			t.Fatalf("%s: %d versions", path, len(stats.ModelStats))
+		}
+	}
+	if body := get(t, url+"/v2/models/versioned/stats"); strings.Count(body, `"name":"versioned"`) != 3 {
+		t.Fatalf("every version of versioned: %s", body)
+	}
+
+	f := func(method, path string, code int) {
+		t.Helper()
+		if got, _, body := call(t, method, url+path, nil); got != code {
+			t.Errorf("%s %s: %d %s, want %d", method, path, got, body, code)
+		}
+	}
+	f("GET", "/v2/models/nope/config", 404)
+	f("GET", "/v2/models/versioned/versions/9/config", 404)
+	f("GET", "/v2/models/nope/stats", 404)
+	f("GET", "/v2/models/demo/versions/9/stats", 404)
+	f("POST", "/v2/models/demo/stats", 405)
+	f("POST", "/v2/models/demo/config", 405)
+	f("POST", "/v2/models/stats", 405)
 }

@@ -205,16 +205,23 @@ func (s *Server) notReady() string {
 	return ""
 }
 
-// handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer]; rest is
-// the path after "/v2/models/".
+// handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer|...] and
+// /v2/models/stats; rest is the path after "/v2/models/".
 func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
+	if string(rest) == "stats" && st.models["stats"] == nil {
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			restModelStatistics(ctx, st, nil, nil)
+		}
+		return
+	}
 	name, rest, _ := bytes.Cut(rest, []byte("/"))
 	var pinned []byte
 	if after, ok := bytes.CutPrefix(rest, []byte("versions/")); ok {
 		pinned, rest, _ = bytes.Cut(after, []byte("/"))
 	}
 	action := string(rest)
-	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "feedback" || len(name) == 0 {
+	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "feedback" &&
+		action != "config" && action != "stats" || len(name) == 0 {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
@@ -248,6 +255,17 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
+	case "config":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.restModelConfig(ctx, m, v)
+		}
+	case "stats":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			if pinned == nil {
+				v = nil
+			}
+			restModelStatistics(ctx, st, m, v)
+		}
 	case "drift":
 		if allowMethod(ctx, fasthttp.MethodGet) {
 			if pinned == nil {
