@@ -72,7 +72,8 @@ func TestGRPCFromPython(t *testing.T) {
 	}
 	if !got.Live || !got.Ready || !got.ModelReady || got.Metadata.Name != "demo" || got.Metadata.Platform != "onnx_onnxv1" ||
 		len(got.Metadata.Inputs) != 1 || got.Metadata.Inputs[0][0] != "input" || got.Metadata.Inputs[0][1] != "FP32" ||
-		!slices.Contains(got.ServerExtensions, "classification") {
+		!slices.Contains(got.ServerExtensions, "classification") || !slices.Contains(got.ServerExtensions, "model_configuration") ||
+		!slices.Contains(got.ServerExtensions, "statistics") {
 		t.Fatalf("health and metadata: %s", out)
 	}
 
