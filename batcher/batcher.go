@@ -119,6 +119,14 @@ type Request struct {
 	// valid (and hold those buffers) until ReleaseRequest. Read them, do
 	// not write or keep them.
 	Outputs [][]byte
+	// Waited is set by Do when it returns nil: the time from the request's
+	// arrival to a batch taking it from the queue (0 for a request run at
+	// once on an idle instance).
+	Waited time.Duration
+	// Computed is set by Do when it returns nil: the time the Runner took
+	// for the batch that held the request, the whole batch's time (a
+	// request shares it with the others of its batch).
+	Computed time.Duration
 
 	// w is what Do waits on; it is set only while Do runs.
 	w *waiter
@@ -207,6 +215,8 @@ type Batcher struct {
 
 	// queueLen mirrors queued for readers that should not take mu.
 	queueLen atomic.Int64
+	// executed counts the batches the Runners computed without error.
+	executed atomic.Uint64
 	// wake tells an idle worker that the queues changed. It is 1-buffered
 	// so that signals sent while no worker listens merge into one.
 	wake chan struct{}
@@ -433,6 +443,13 @@ func (b *Batcher) signal() {
 // concurrent use.
 func (b *Batcher) QueueLength() int {
 	return int(b.queueLen.Load())
+}
+
+// Executions returns the number of batches the Runners computed without
+// error since New: model executions, each of one or more requests. It is
+// safe for concurrent use.
+func (b *Batcher) Executions() uint64 {
+	return b.executed.Load()
 }
 
 // Close stops accepting requests (Do returns ErrStopped), lets the workers

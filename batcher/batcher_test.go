@@ -287,3 +287,48 @@ func TestRunnerPanicFailsOnlyItsBatch(t *testing.T) {
 		wantBatches(t, rec, []uint32{1}, []uint32{4})
 	})
 }
+
+// TestWaitedComputedExecutions: Do reports each request's time in the queue
+// and its batch's compute time, and Executions counts the batches computed
+// without error, whether a worker or the caller ran them.
+func TestWaitedComputedExecutions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := func(p *pendingDo, waited, computed time.Duration) {
+			t.Helper()
+			if err, _ := p.done(); err == nil && (p.r.Waited != waited || p.r.Computed != computed) {
+				t.Fatalf("request %d: waited %s, computed %s; want %s, %s", p.id(), p.r.Waited, p.r.Computed, waited, computed)
+			}
+			p.wantOK(t)
+		}
+		rec := &recorder{compute: func(rows int) time.Duration { return time.Duration(rows) * time.Millisecond }}
+		b := newTestBatcher(t, Config{MaxBatchSize: 8, MaxQueueDelay: Delay{Duration: 10 * time.Millisecond}}, 1, rec)
+		defer b.Close()
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 0)
+		time.Sleep(4 * time.Millisecond)
+		p2 := startDo(ctx, b, 2, 2, 0)
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		f(p1, 10*time.Millisecond, 3*time.Millisecond)
+		f(p2, 6*time.Millisecond, 3*time.Millisecond)
+		if n := b.Executions(); n != 1 {
+			t.Fatalf("executions %d, want 1", n)
+		}
+
+		// Run at once on the caller's goroutine: no wait.
+		alone := newTestBatcher(t, Config{}, 1, rec)
+		defer alone.Close()
+		p3 := startDo(ctx, alone, 3, 2, 0)
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		f(p3, 0, 2*time.Millisecond)
+		rec.fail = errors.New("broken")
+		p4 := startDo(ctx, alone, 4, 1, 0)
+		time.Sleep(5 * time.Millisecond)
+		synctest.Wait()
+		p4.wantErr(t, rec.fail)
+		if n := alone.Executions(); n != 1 {
+			t.Fatalf("executions %d, want 1: a failed batch is not counted", n)
+		}
+	})
+}

@@ -106,6 +106,9 @@ func (b *Batcher) observe(rows, requests int, d time.Duration, err error) {
 	m.rows.Add(rows)
 	m.batchRows.Update(float64(rows))
 	m.compute.Update(d.Seconds())
+	if err == nil {
+		b.executed.Add(1)
+	}
 	if b.model != nil && err == nil {
 		b.model.observe(rows, requests, d)
 	}

@@ -175,7 +175,8 @@ func (w *worker) takeLocked(n int, now time.Time) {
 			finish(r, ErrDeadline)
 			continue
 		}
-		b.metrics.queueWait.Update(now.Sub(r.enqueued).Seconds())
+		r.Waited = now.Sub(r.enqueued)
+		b.metrics.queueWait.Update(r.Waited.Seconds())
 		w.batch = append(w.batch, r)
 	}
 }
@@ -250,17 +251,19 @@ func (w *worker) run(set *bufferSet, batch []*Request) {
 		rows += r.Rows
 	}
 	var err error
+	var took time.Duration
 	if rows > 0 {
 		set.size(w.b.layout, rows)
 		w.copyInputs(set, batch)
 		start := time.Now()
 		err = w.compute(rows, set)
-		w.b.observe(rows, len(batch), time.Since(start), err)
+		took = time.Since(start)
+		w.b.observe(rows, len(batch), took, err)
 		if err != nil {
 			err = fmt.Errorf("cannot run batch of %d rows: %w", rows, err)
 		}
 	}
-	w.handOut(set, batch, err)
+	w.handOut(set, batch, took, err)
 }
 
 // compute runs the runner on set's views. A panic in the runner becomes
@@ -288,10 +291,11 @@ func (w *worker) copyInputs(set *bufferSet, batch []*Request) {
 }
 
 // handOut answers the batch's requests: with err, or with their slices of
-// set's output buffers, which each request holds until it is released. The
-// worker holds the set too while it hands out, so that the set cannot be
-// freed before every request got its hold.
-func (w *worker) handOut(set *bufferSet, batch []*Request, err error) {
+// set's output buffers, which each request holds until it is released, and
+// the batch's compute time took. The worker holds the set too while it
+// hands out, so that the set cannot be freed before every request got its
+// hold.
+func (w *worker) handOut(set *bufferSet, batch []*Request, took time.Duration, err error) {
 	holds := 1
 	if err == nil {
 		holds += len(batch)
@@ -311,6 +315,7 @@ func (w *worker) handOut(set *bufferSet, batch []*Request, err error) {
 			r.Outputs = append(r.Outputs, set.out[j][lo:hi:hi])
 		}
 		r.set = set
+		r.Computed = took
 		off += rows
 		finish(r, nil)
 	}

@@ -209,16 +209,23 @@ func (s *Server) notReady() string {
 	return ""
 }
 
-// handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer]; rest is
-// the path after "/v2/models/".
+// handleModel routes /v2/models/{m}[/versions/{v}][/ready|/infer|...] and
+// /v2/models/stats; rest is the path after "/v2/models/".
 func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
+	if string(rest) == "stats" && st.models["stats"] == nil {
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			restModelStatistics(ctx, st, nil, nil)
+		}
+		return
+	}
 	name, rest, _ := bytes.Cut(rest, []byte("/"))
 	var pinned []byte
 	if after, ok := bytes.CutPrefix(rest, []byte("versions/")); ok {
 		pinned, rest, _ = bytes.Cut(after, []byte("/"))
 	}
 	action := string(rest)
-	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "drift/windows" && action != "feedback" || len(name) == 0 {
+	if action != "" && action != "ready" && action != "infer" && action != "drift" && action != "drift/windows" && action != "feedback" &&
+		action != "config" && action != "stats" || len(name) == 0 {
 		s.countUnrouted(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no such endpoint %q", ctx.Path()))
 		return
 	}
@@ -252,6 +259,17 @@ func (s *Server) handleModel(ctx *fasthttp.RequestCtx, st *state, rest []byte) {
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
+	case "config":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			s.restModelConfig(ctx, m, v)
+		}
+	case "stats":
+		if allowMethod(ctx, fasthttp.MethodGet) {
+			if pinned == nil {
+				v = nil
+			}
+			restModelStatistics(ctx, st, m, v)
+		}
 	case "drift":
 		if allowMethod(ctx, fasthttp.MethodGet) {
 			if pinned == nil {
@@ -482,10 +500,15 @@ func (v *version) leave() {
 // and call reused. On failure it returns the status to answer with.
 func (s *Server) predict(m *model, v *version, req *inferRequest, breq *batcher.Request, call *inferCall) ([]runtime.Tensor, int, error) {
 	var key uint64
+	var lookedUp time.Duration
 	results, cached := []runtime.Tensor(nil), false
 	if v.cache != nil {
+		start := time.Now()
 		key = v.cache.key(req.Inputs)
 		results, cached = v.cache.get(key, req.Inputs)
+		if lookedUp = time.Since(start); cached {
+			v.metrics.stats.cacheHit.add(lookedUp)
+		}
 	}
 	if !cached {
 		if code, err := computeOn(v, req, breq, call); err != nil {
@@ -493,7 +516,9 @@ func (s *Server) predict(m *model, v *version, req *inferRequest, breq *batcher.
 		}
 		results = call.results
 		if v.cache != nil {
+			start := time.Now()
 			v.cache.put(key, req.Inputs, results)
+			v.metrics.stats.cacheMiss.add(lookedUp + time.Since(start))
 		}
 	}
 	if v.drift != nil {
@@ -531,9 +556,11 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 	if v.batcher == nil {
 		start := time.Now()
 		err := v.rt.Run(context.Background(), req.Inputs, call.results)
-		v.metrics.compute.UpdateDuration(start)
+		took := time.Since(start)
+		v.metrics.compute.Update(took.Seconds())
 		switch {
 		case err == nil:
+			v.metrics.stats.computed(1, false, 0, took)
 			return fasthttp.StatusOK, nil
 		case errors.Is(err, runtime.ErrUnloaded):
 			return fasthttp.StatusServiceUnavailable, err
@@ -557,6 +584,7 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 	if err := v.batcher.Do(context.Background(), breq); err != nil {
 		return batchStatus(err), err
 	}
+	v.metrics.stats.computed(rows, true, breq.Waited, breq.Computed)
 	for j, info := range outputs {
 		r := &call.results[j]
 		r.DataType, r.Data = info.DataType, breq.Outputs[j]

@@ -59,6 +59,8 @@ type versionMetrics struct {
 	// compute is set for a version without a batcher; a batcher exports
 	// the same series itself.
 	compute *metrics.PrometheusHistogram
+	// stats are the counters of Triton's model statistics (grpctriton.go).
+	stats versionStats
 }
 
 func newVersionMetrics(model, version string) *versionMetrics {
@@ -85,6 +87,7 @@ func (m *versionMetrics) addCompute() {
 func (m *versionMetrics) observe(protocol, code int, took time.Duration) {
 	m.requests[protocol][statusIndex(code)].Inc()
 	m.latency[protocol].Update(took.Seconds())
+	m.stats.observe(code, took)
 }
 
 // unregister removes the version's series: its set's, and the canary

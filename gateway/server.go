@@ -32,7 +32,7 @@ import (
 const platform = "onnx_onnxv1"
 
 // extensions lists the protocol extensions the server speaks.
-var extensions = []string{"binary_tensor_data", "classification"}
+var extensions = []string{"binary_tensor_data", "classification", "model_configuration", "statistics"}
 
 // Options are what a Server is built from.
 type Options struct {

@@ -27,6 +27,37 @@ out["metadata"] = {
 }
 out["server_extensions"] = list(stub.ServerMetadata(pb.ServerMetadataRequest()).extensions)
 
+# Triton's ModelConfig, as perf_analyzer reads it.
+cfg = stub.ModelConfig(pb.ModelConfigRequest(name="demo")).config
+out["config"] = {
+    "name": cfg.name,
+    "platform": cfg.platform,
+    "max_batch_size": cfg.max_batch_size,
+    "inputs": [[t.name, pb.DataType.Name(t.data_type), list(t.dims)] for t in cfg.input],
+    "outputs": [[t.name, pb.DataType.Name(t.data_type), list(t.dims)] for t in cfg.output],
+    "dynamic_batching": cfg.HasField("dynamic_batching"),
+    "instances": sum(g.count for g in cfg.instance_group),
+}
+
+
+def demo_stats():
+    """The demo model's statistics, as Triton's clients read them."""
+    (s,) = stub.ModelStatistics(pb.ModelStatisticsRequest(name="demo", version="1")).model_stats
+    i = s.inference_stats
+    return {
+        "version": s.version,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "last_inference": s.last_inference,
+        "success": [i.success.count, i.success.ns],
+        "fail": [i.fail.count, i.fail.ns],
+        "queue": [i.queue.count, i.queue.ns],
+        "compute_infer": [i.compute_infer.count, i.compute_infer.ns],
+    }
+
+
+stats = {"before": demo_stats()}
+
 # Typed contents.
 req = pb.ModelInferRequest(model_name="demo", id="py-1")
 t = req.inputs.add(name="input", datatype="FP32", shape=[2, 8])
@@ -48,6 +79,8 @@ out["raw"] = [
     for o, b in zip(resp.outputs, resp.raw_output_contents)
 ]
 
+stats["after_infers"] = demo_stats()
+
 # A pinned version and output selection.
 pinned = pb.ModelInferRequest(model_name="versioned", model_version="2")
 pinned.inputs.add(name="input", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend([1.5, -2])
@@ -60,9 +93,9 @@ resp = stub.ModelInfer(pair)
 out["selected"] = [[o.name, list(o.contents.int64_contents)] for o in resp.outputs]
 
 
-def status_of(request):
+def status_of(request, call=stub.ModelInfer):
     try:
-        stub.ModelInfer(request)
+        call(request)
         return ["OK", ""]
     except grpc.RpcError as e:
         return [e.code().name, e.details()]
@@ -80,5 +113,11 @@ errors["short_data"] = status_of(short)
 wrong = pb.ModelInferRequest(model_name="demo")
 wrong.inputs.add(name="input", datatype="INT64", shape=[1, 8]).contents.int64_contents.extend([1] * 8)
 errors["wrong_datatype"] = status_of(wrong)
+errors["config_unknown_model"] = status_of(pb.ModelConfigRequest(name="nope"), stub.ModelConfig)
+errors["config_unknown_version"] = status_of(pb.ModelConfigRequest(name="versioned", version="9"), stub.ModelConfig)
+errors["stats_unknown_model"] = status_of(pb.ModelStatisticsRequest(name="nope"), stub.ModelStatistics)
+errors["stats_unknown_version"] = status_of(pb.ModelStatisticsRequest(name="demo", version="9"), stub.ModelStatistics)
 out["errors"] = errors
+stats["after_errors"] = demo_stats()
+out["stats"] = stats
 print(json.dumps(out))
