@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/infergate/infergate/retrain/table"
 	"github.com/infergate/infergate/retrain/trainer"
@@ -107,7 +106,7 @@ func (s *suite) scoring(ctx context.Context) error {
 		"demo's reference: the validation pass) and of %d random FP32 features for the heavy model (no reference: one pass). "+
 		"The job measures the model's compute curve at batch sizes %v on its own sessions (the model's instances, "+
 		"the runtime's default threads) and scores at the fastest; the ratio is the whole job's rows/s (validation, "+
-		"scoring and writing) over that batch size's compute rate. Peak RSS is the process's (getrusage).\n\n", heavyFeatures, scoreBatchSizes)
+		"scoring and writing) over that batch size's compute rate. Peak RSS is the process's own, as it reads it from /proc/self/status (VmHWM) at the end.\n\n", heavyFeatures, scoreBatchSizes)
 	s.md.WriteString(b.String() + "\n")
 	s.add(check{scenario: "score peak RSS at 1,000,000 and 5,000,000 rows (demo)", target: fmt.Sprintf("≤ %d MiB, flat", scoreMaxRSS>>20),
 		measured: fmt.Sprintf("%.0f and %.0f MiB", float64(rss[0])/(1<<20), float64(rss[1])/(1<<20)),
@@ -116,7 +115,7 @@ func (s *suite) scoring(ctx context.Context) error {
 }
 
 // runScore runs `infergate score` on in with model (and args) and returns
-// its report and peak RSS in bytes.
+// its report and its peak RSS in bytes.
 func runScore(ctx context.Context, config, model, in, dir string, args ...string) (*scoreReport, int64, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -138,11 +137,7 @@ func runScore(ctx context.Context, config, model, in, dir string, args ...string
 	if err := json.Unmarshal(data, rep); err != nil {
 		return nil, 0, fmt.Errorf("cannot read the score report: %w", err)
 	}
-	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if ru == nil {
-		return rep, 0, nil
-	}
-	return rep, ru.Maxrss << 10, nil // kilobytes on Linux
+	return rep, rep.PeakRSS, nil
 }
 
 // writeRandomTable writes rows rows of standard normal FP32 values, one

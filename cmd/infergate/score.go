@@ -152,7 +152,7 @@ func scoreCmd(args []string) error {
 	}
 	fmt.Fprintln(os.Stderr)
 	if *reportPath != "" {
-		return writeScoreReport(*reportPath, scoreReport{Report: rep, ComputeRowsPerSec: computeRate,
+		return writeScoreReport(*reportPath, scoreReport{Report: rep, ComputeRowsPerSec: computeRate, PeakRSS: peakRSS(),
 			Seconds: took.Seconds(), RowsPerSec: float64(rep.Rows-rep.RowsResumed) / took.Seconds()})
 	}
 	return nil
@@ -166,6 +166,27 @@ type scoreReport struct {
 	ComputeRowsPerSec float64 `json:"compute_rows_per_s,omitempty"`
 	Seconds           float64 `json:"seconds"`
 	RowsPerSec        float64 `json:"rows_per_s"`
+	// PeakRSS is the process's peak resident memory in bytes (0 where
+	// /proc does not say).
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+}
+
+// peakRSS returns this process's peak resident set size in bytes, as
+// /proc/self/status says (VmHWM): that of its own image. A parent's
+// getrusage of it would also count the pages of the process that started
+// it, which the child shares until it executes.
+func peakRSS() int64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
 }
 
 func writeScoreReport(path string, r scoreReport) error {
