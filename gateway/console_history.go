@@ -129,18 +129,45 @@ func (h *history) add(key string, keep int, id string, v any) {
 	}
 }
 
+// historyFlush is how often queued items are written to the engine: a
+// list takes every item queued for it since in one write, so a version
+// judging windows many times a second costs the engine (and this process
+// the list's encoding) a few writes a second, not one an item.
+const historyFlush = 250 * time.Millisecond
+
 func (h *history) run() {
 	defer close(h.done)
+	tick := time.NewTicker(historyFlush)
+	defer tick.Stop()
+	pending := map[string][]historyAppend{}
+	queued := 0
+	flush := func() {
+		for key, as := range pending {
+			h.write(key, as)
+		}
+		clear(pending)
+		queued = 0
+	}
 	for {
 		select {
 		case a := <-h.in:
-			h.write(a)
+			if h.kv == nil { // in memory: no write to spare
+				h.write(a.key, []historyAppend{a})
+				continue
+			}
+			pending[a.key] = append(pending[a.key], a)
+			if queued++; queued >= historyQueue {
+				flush()
+			}
+		case <-tick.C:
+			flush()
 		case <-h.stop:
 			for {
 				select {
 				case a := <-h.in:
-					h.write(a)
+					pending[a.key] = append(pending[a.key], a)
 				default:
+					flush()
 					return
 				}
 			}
@@ -148,37 +175,43 @@ func (h *history) run() {
 	}
 }
 
-// write appends a.item to its list, by revision in the engine (another
-// replica may append to the same list), trying again on a conflict.
-func (h *history) write(a historyAppend) {
+// write appends the items of as to the list at key, by revision in the
+// engine (another replica may append to the same list), trying again on a
+// conflict.
+func (h *history) write(key string, as []historyAppend) {
 	if h.kv == nil {
 		h.mu.Lock()
-		h.mem[a.key] = appendHistory(h.mem[a.key], a)
+		for _, a := range as {
+			h.mem[key] = appendHistory(h.mem[key], a)
+		}
 		h.mu.Unlock()
 		return
 	}
 	for range 5 {
-		items, rev, err := h.readKV(a.key)
+		items, rev, err := h.readKV(key)
 		if err == nil {
+			for _, a := range as {
+				items = appendHistory(items, a)
+			}
 			var data []byte
-			if data, err = json.Marshal(appendHistory(items, a)); err == nil {
+			if data, err = json.Marshal(items); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 				if rev == 0 {
-					_, err = h.kv.Create(ctx, a.key, data)
+					_, err = h.kv.Create(ctx, key, data)
 				} else {
-					_, err = h.kv.Update(ctx, a.key, data, rev)
+					_, err = h.kv.Update(ctx, key, data, rev)
 				}
 				cancel()
 			}
 		}
 		if err == nil || !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			if err != nil {
-				h.log.Warn("cannot store a history item; it is dropped", "key", a.key, "error", err)
+				h.log.Warn("cannot store history items; they are dropped", "key", key, "items", len(as), "error", err)
 			}
 			return
 		}
 	}
-	h.log.Warn("cannot store a history item: other writers kept changing its list; it is dropped", "key", a.key)
+	h.log.Warn("cannot store history items: other writers kept changing their list; they are dropped", "key", key, "items", len(as))
 }
 
 // appendHistory returns items with a's item appended under the next
