@@ -61,83 +61,6 @@ const (
 	maxPage     = 1000
 )
 
-// Check statuses of a canaryCheck.
-const (
-	checkPassed  = "passed"
-	checkFailed  = "failed"
-	checkSkipped = "skipped"
-)
-
-// canaryCheck is one check of a canary analysis with what it measured and
-// what it was held to. Status is passed, failed or skipped (not judged:
-// too little traffic, or the check is off for the interval).
-type canaryCheck struct {
-	Name      string  `json:"name"`
-	Measured  float64 `json:"measured"`
-	Threshold float64 `json:"threshold"`
-	Status    string  `json:"status"`
-	Detail    string  `json:"detail,omitempty"`
-}
-
-// canaryChecksOf returns the checks of an analysis of s under c, as the
-// router's analysis judges them (router.CanaryConfig.analyse): too few
-// canary requests judge nothing else; each other check is judged when its
-// inputs are there.
-func canaryChecksOf(c router.CanaryConfig, s router.Snapshot) []canaryCheck {
-	ratio := func(n, d int64) float64 {
-		if d == 0 {
-			return 0
-		}
-		return float64(n) / float64(d)
-	}
-	status := func(ok bool) string {
-		if ok {
-			return checkPassed
-		}
-		return checkFailed
-	}
-	enough := s.Canary.Requests >= int64(c.MinRequests)
-	checks := []canaryCheck{{Name: "min_requests", Measured: float64(s.Canary.Requests), Threshold: float64(c.MinRequests),
-		Status: status(enough), Detail: "canary requests in the interval"}}
-	skip := func(name string, threshold float64, detail string) {
-		checks = append(checks, canaryCheck{Name: name, Threshold: threshold, Status: checkSkipped, Detail: detail})
-	}
-	if !enough {
-		skip("max_error_rate", c.MaxErrorRate, "too few canary requests")
-		skip("max_latency_ratio", c.MaxLatencyRatio, "too few canary requests")
-		return checks
-	}
-	rate := ratio(s.Canary.Errors, s.Canary.Requests)
-	checks = append(checks, canaryCheck{Name: "max_error_rate", Measured: rate, Threshold: c.MaxErrorRate, Status: status(rate <= c.MaxErrorRate),
-		Detail: fmt.Sprintf("%d errors of %d requests", s.Canary.Errors, s.Canary.Requests)})
-	if p := s.Primary.P99; p > 0 {
-		r := float64(s.Canary.P99) / float64(p)
-		checks = append(checks, canaryCheck{Name: "max_latency_ratio", Measured: r, Threshold: c.MaxLatencyRatio,
-			Status: status(float64(s.Canary.P99) <= c.MaxLatencyRatio*float64(p)), Detail: fmt.Sprintf("p99 %s against the primary's %s", s.Canary.P99, p)})
-	} else {
-		skip("max_latency_ratio", c.MaxLatencyRatio, "the primary served no requests")
-	}
-	if c.MaxAccuracyDrop > 0 {
-		if min(s.Canary.Labeled, s.Primary.Labeled) >= int64(c.MinRequests) {
-			drop := ratio(s.Primary.Correct, s.Primary.Labeled) - ratio(s.Canary.Correct, s.Canary.Labeled)
-			checks = append(checks, canaryCheck{Name: "max_accuracy_drop", Measured: drop, Threshold: c.MaxAccuracyDrop, Status: status(drop <= c.MaxAccuracyDrop),
-				Detail: fmt.Sprintf("%d and %d labeled requests (canary, primary)", s.Canary.Labeled, s.Primary.Labeled)})
-		} else {
-			skip("max_accuracy_drop", c.MaxAccuracyDrop, "too few labeled requests")
-		}
-	}
-	if c.MinAgreement > 0 {
-		if s.AgreementSamples >= int64(c.MinRequests) {
-			a := ratio(s.Agreed, s.AgreementSamples)
-			checks = append(checks, canaryCheck{Name: "min_agreement", Measured: a, Threshold: c.MinAgreement, Status: status(a >= c.MinAgreement),
-				Detail: fmt.Sprintf("%d of %d samples agreed", s.Agreed, s.AgreementSamples)})
-		} else {
-			skip("min_agreement", c.MinAgreement, "too few agreement samples")
-		}
-	}
-	return checks
-}
-
 // consoleCanaryStep is a canary step as the step history keeps it: what
 // happened (Step: started, advanced, held, failed, promoted, rolledback),
 // the weight before and after, the checks of the analysis that made it
@@ -154,7 +77,7 @@ type consoleCanaryStep struct {
 	FailedChecks int              `json:"failed_checks"`
 	Threshold    int              `json:"failed_checks_threshold"`
 	Reason       string           `json:"reason,omitempty"`
-	Checks       []canaryCheck    `json:"checks"`
+	Checks       []router.Check   `json:"checks"`
 	Measured     *router.Snapshot `json:"measured,omitempty"`
 	Replica      string           `json:"replica,omitempty"`
 	Leader       string           `json:"leader,omitempty"`
@@ -172,12 +95,12 @@ func (cp *controlPlane) recordCanarySteps(steps []transition) {
 		}
 		rec := consoleCanaryStep{Time: at.UTC(), Model: st.model, Version: st.version, Step: st.tr.Kind, Phase: c.Phase,
 			WeightBefore: st.tr.From, WeightAfter: st.tr.Weight, FailedChecks: st.tr.FailedChecks, Threshold: c.Config.Threshold,
-			Reason: st.tr.Reason, Checks: []canaryCheck{}, Measured: st.tr.Measured, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
+			Reason: st.tr.Reason, Checks: []router.Check{}, Measured: st.tr.Measured, Replica: cp.cluster.Replica, Leader: cp.leaderName()}
 		if st.tr.Kind == router.KindStarted {
 			rec.WeightBefore = 0
 		}
 		if m := st.tr.Measured; m != nil {
-			rec.Checks = canaryChecksOf(c.Config, *m)
+			rec.Checks = c.Config.Checks(*m)
 		}
 		cp.history.add(canaryStepsPrefix+engine.Token(st.model), keep, "", rec)
 	}

@@ -55,7 +55,7 @@ func TestCanaryStepsArePagedAndBounded(t *testing.T) {
 		if st.Step == router.KindAdvanced || st.Step == router.KindPromoted {
 			names := []string{}
 			for _, c := range st.Checks {
-				if c.Status != checkPassed {
+				if c.Status != router.CheckPassed {
 					t.Fatalf("%s with check %+v", st.Step, c)
 				}
 				names = append(names, c.Name)
@@ -141,67 +141,6 @@ func TestConsoleServesItsPageAlone(t *testing.T) {
 		}
 		return len(p.Items) == 2 && p.Items[0].Data.Rows == 200 && len(p.Items[0].Data.Features[0].ReferenceCounts) > 0
 	})
-}
-
-// TestCanaryChecksAgreeWithTheAnalysis checks that the checks the step
-// history shows say what the router's analysis decided: a failed check
-// for a failed analysis and none otherwise, and a held analysis where too
-// little traffic left a check unjudged.
-func TestCanaryChecksAgreeWithTheAnalysis(t *testing.T) {
-	cfg := router.CanaryConfig{Version: "2", StepWeights: []int{10, 50}, Interval: time.Second, Threshold: 3, MinRequests: 10,
-		MaxErrorRate: 0.05, MaxLatencyRatio: 1.5, MinAgreement: 0.9, AgreementPercent: 10, MaxAccuracyDrop: 0.05}
-	stats := func(requests, errors int64, p99 time.Duration, labeled, correct int64) router.Stats {
-		return router.Stats{Requests: requests, Errors: errors, P99: p99, Labeled: labeled, Correct: correct}
-	}
-	f := func(s router.Snapshot, want router.Kind) {
-		t.Helper()
-		c := router.Canary{Config: cfg}
-		start := time.Unix(0, 0)
-		c.Start(start)
-		tr := c.Evaluate(start.Add(time.Second), s)
-		if tr.Kind == router.KindAdvanced {
-			tr.Kind = router.KindNone
-		}
-		if tr.Kind != want {
-			t.Fatalf("the analysis of %+v: %s, want %s", s, tr.Kind, want)
-		}
-		checks := canaryChecksOf(cfg, s)
-		failed, skipped := 0, 0
-		for _, ch := range checks {
-			switch ch.Status {
-			case checkFailed:
-				failed++
-			case checkSkipped:
-				skipped++
-			}
-		}
-		switch {
-		case tr.Kind == router.KindFailed && (failed == 0 || checks[0].Status != checkPassed):
-			t.Fatalf("a failed analysis shows checks %+v", checks)
-		case tr.Kind == router.KindHeld && failed-boolInt(checks[0].Status == checkFailed) != 0:
-			t.Fatalf("a held analysis shows checks %+v", checks)
-		case tr.Kind == router.KindHeld && checks[0].Status != checkFailed && skipped == 0:
-			t.Fatalf("a held analysis with enough requests shows no unjudged check: %+v", checks)
-		case tr.Kind == router.KindNone && (failed != 0 || checks[0].Status != checkPassed):
-			t.Fatalf("a passed analysis shows checks %+v", checks)
-		}
-	}
-	ms := time.Millisecond
-	f(router.Snapshot{Canary: stats(100, 0, 10*ms, 50, 45), Primary: stats(900, 0, 10*ms, 50, 45), AgreementSamples: 50, Agreed: 49}, router.KindNone)
-	f(router.Snapshot{Canary: stats(5, 0, 10*ms, 0, 0), Primary: stats(900, 0, 10*ms, 0, 0)}, router.KindHeld)
-	f(router.Snapshot{Canary: stats(100, 10, 10*ms, 0, 0), Primary: stats(900, 0, 10*ms, 0, 0), AgreementSamples: 50, Agreed: 50}, router.KindFailed)
-	f(router.Snapshot{Canary: stats(100, 0, 20*ms, 0, 0), Primary: stats(900, 0, 10*ms, 0, 0), AgreementSamples: 50, Agreed: 50}, router.KindFailed)
-	f(router.Snapshot{Canary: stats(100, 0, 10*ms, 50, 30), Primary: stats(900, 0, 10*ms, 50, 45), AgreementSamples: 50, Agreed: 50}, router.KindFailed)
-	f(router.Snapshot{Canary: stats(100, 0, 10*ms, 0, 0), Primary: stats(900, 0, 10*ms, 0, 0), AgreementSamples: 50, Agreed: 40}, router.KindFailed)
-	f(router.Snapshot{Canary: stats(100, 0, 10*ms, 0, 0), Primary: stats(900, 0, 10*ms, 0, 0), AgreementSamples: 5, Agreed: 5}, router.KindHeld)
-	f(router.Snapshot{Canary: stats(100, 0, 10*ms, 0, 0), Primary: stats(0, 0, 0, 0, 0), AgreementSamples: 50, Agreed: 50}, router.KindNone)
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // TestHistoryKeepsTheNewest checks a history list's bounds: the newest

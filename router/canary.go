@@ -222,39 +222,120 @@ func (c *Canary) Apply(base Config) Config {
 	return base
 }
 
+// The statuses of a Check.
+const (
+	CheckPassed  = "passed"
+	CheckFailed  = "failed"
+	CheckSkipped = "skipped"
+)
+
+// Check is one check of a canary analysis: what it measured, what it was
+// held to, and its status: passed, failed, or skipped (not judged: too
+// little traffic, or nothing to compare with). Detail says what was
+// measured; Reason, on a failed check and on a skipped one that holds the
+// canary, says why in a sentence.
+type Check struct {
+	Name      string  `json:"name"`
+	Measured  float64 `json:"measured"`
+	Threshold float64 `json:"threshold"`
+	Status    string  `json:"status"`
+	Detail    string  `json:"detail,omitempty"`
+	Reason    string  `json:"reason,omitempty"`
+}
+
+// Checks returns the checks of an analysis of s under c, in order:
+// min_requests first (too few canary requests judge nothing else), then
+// max_error_rate, max_latency_ratio (skipped while the primary served
+// nothing), max_accuracy_drop (when set; skipped on too few labels) and
+// min_agreement (when set; too few samples hold the canary).
+func (c *CanaryConfig) Checks(s Snapshot) []Check {
+	status := func(ok bool) string {
+		if ok {
+			return CheckPassed
+		}
+		return CheckFailed
+	}
+	enough := s.Canary.Requests >= int64(c.MinRequests)
+	checks := []Check{{Name: "min_requests", Measured: float64(s.Canary.Requests), Threshold: float64(c.MinRequests),
+		Status: status(enough), Detail: "canary requests in the interval"}}
+	skip := func(name string, threshold float64, detail, reason string) {
+		checks = append(checks, Check{Name: name, Threshold: threshold, Status: CheckSkipped, Detail: detail, Reason: reason})
+	}
+	if !enough {
+		checks[0].Reason = fmt.Sprintf("canary served %d requests, fewer than min_requests %d", s.Canary.Requests, c.MinRequests)
+		skip("max_error_rate", c.MaxErrorRate, "too few canary requests", "")
+		skip("max_latency_ratio", c.MaxLatencyRatio, "too few canary requests", "")
+		return checks
+	}
+	rate := ratio(s.Canary.Errors, s.Canary.Requests)
+	errCheck := Check{Name: "max_error_rate", Measured: rate, Threshold: c.MaxErrorRate, Status: status(rate <= c.MaxErrorRate),
+		Detail: fmt.Sprintf("%d errors of %d requests", s.Canary.Errors, s.Canary.Requests)}
+	if errCheck.Status == CheckFailed {
+		errCheck.Reason = fmt.Sprintf("error rate %.2f%% (%d of %d) is above max_error_rate %.2f%%",
+			100*rate, s.Canary.Errors, s.Canary.Requests, 100*c.MaxErrorRate)
+	}
+	checks = append(checks, errCheck)
+	if p := s.Primary.P99; p > 0 {
+		r := float64(s.Canary.P99) / float64(p)
+		lat := Check{Name: "max_latency_ratio", Measured: r, Threshold: c.MaxLatencyRatio,
+			Status: status(float64(s.Canary.P99) <= c.MaxLatencyRatio*float64(p)), Detail: fmt.Sprintf("p99 %s against the primary's %s", s.Canary.P99, p)}
+		if lat.Status == CheckFailed {
+			lat.Reason = fmt.Sprintf("p99 latency %s is %.2f times the primary's %s, above max_latency_ratio %.2f",
+				s.Canary.P99, r, p, c.MaxLatencyRatio)
+		}
+		checks = append(checks, lat)
+	} else {
+		skip("max_latency_ratio", c.MaxLatencyRatio, "the primary served no requests", "")
+	}
+	if c.MaxAccuracyDrop > 0 {
+		if min(s.Canary.Labeled, s.Primary.Labeled) >= int64(c.MinRequests) {
+			canary, primary := ratio(s.Canary.Correct, s.Canary.Labeled), ratio(s.Primary.Correct, s.Primary.Labeled)
+			acc := Check{Name: "max_accuracy_drop", Measured: primary - canary, Threshold: c.MaxAccuracyDrop, Status: status(primary-canary <= c.MaxAccuracyDrop),
+				Detail: fmt.Sprintf("%d and %d labeled requests (canary, primary)", s.Canary.Labeled, s.Primary.Labeled)}
+			if acc.Status == CheckFailed {
+				acc.Reason = fmt.Sprintf("accuracy %.2f%% is %.2f points below the primary's %.2f%%, more than max_accuracy_drop %.2f",
+					100*canary, 100*(primary-canary), 100*primary, c.MaxAccuracyDrop)
+			}
+			checks = append(checks, acc)
+		} else {
+			skip("max_accuracy_drop", c.MaxAccuracyDrop, "too few labeled requests", "")
+		}
+	}
+	if c.MinAgreement > 0 {
+		if s.AgreementSamples >= int64(c.MinRequests) {
+			a := ratio(s.Agreed, s.AgreementSamples)
+			agr := Check{Name: "min_agreement", Measured: a, Threshold: c.MinAgreement, Status: status(a >= c.MinAgreement),
+				Detail: fmt.Sprintf("%d of %d samples agreed", s.Agreed, s.AgreementSamples)}
+			if agr.Status == CheckFailed {
+				agr.Reason = fmt.Sprintf("agreement %.2f%% (%d of %d) is below min_agreement %.2f%%",
+					100*a, s.Agreed, s.AgreementSamples, 100*c.MinAgreement)
+			}
+			checks = append(checks, agr)
+		} else {
+			skip("min_agreement", c.MinAgreement, "too few agreement samples",
+				fmt.Sprintf("only %d agreement samples, fewer than min_requests %d", s.AgreementSamples, c.MinRequests))
+		}
+	}
+	return checks
+}
+
 // analyse judges one interval's snapshot: KindNone when every check
 // passes, KindHeld when there is too little traffic to judge, KindFailed
 // when a check fails. All failed checks are named, since an operator
 // fixing one wants to know of the others.
 func (c *CanaryConfig) analyse(s Snapshot) (Kind, string) {
-	if s.Canary.Requests < int64(c.MinRequests) {
-		return KindHeld, fmt.Sprintf("canary served %d requests, fewer than min_requests %d", s.Canary.Requests, c.MinRequests)
+	checks := c.Checks(s)
+	if checks[0].Status == CheckFailed {
+		return KindHeld, checks[0].Reason
 	}
 	var failed []string
-	if rate := ratio(s.Canary.Errors, s.Canary.Requests); rate > c.MaxErrorRate {
-		failed = append(failed, fmt.Sprintf("error rate %.2f%% (%d of %d) is above max_error_rate %.2f%%",
-			100*rate, s.Canary.Errors, s.Canary.Requests, 100*c.MaxErrorRate))
-	}
-	if p := s.Primary.P99; p > 0 && float64(s.Canary.P99) > c.MaxLatencyRatio*float64(p) {
-		failed = append(failed, fmt.Sprintf("p99 latency %s is %.2f times the primary's %s, above max_latency_ratio %.2f",
-			s.Canary.P99, float64(s.Canary.P99)/float64(p), p, c.MaxLatencyRatio))
-	}
-	if c.MaxAccuracyDrop > 0 && min(s.Canary.Labeled, s.Primary.Labeled) >= int64(c.MinRequests) {
-		canary, primary := ratio(s.Canary.Correct, s.Canary.Labeled), ratio(s.Primary.Correct, s.Primary.Labeled)
-		if primary-canary > c.MaxAccuracyDrop {
-			failed = append(failed, fmt.Sprintf("accuracy %.2f%% is %.2f points below the primary's %.2f%%, more than max_accuracy_drop %.2f",
-				100*canary, 100*(primary-canary), 100*primary, c.MaxAccuracyDrop))
-		}
-	}
 	held := ""
-	if c.MinAgreement > 0 {
-		agreement := ratio(s.Agreed, s.AgreementSamples)
+	for _, ch := range checks[1:] {
 		switch {
-		case s.AgreementSamples < int64(c.MinRequests):
-			held = fmt.Sprintf("only %d agreement samples, fewer than min_requests %d", s.AgreementSamples, c.MinRequests)
-		case agreement < c.MinAgreement:
-			failed = append(failed, fmt.Sprintf("agreement %.2f%% (%d of %d) is below min_agreement %.2f%%",
-				100*agreement, s.Agreed, s.AgreementSamples, 100*c.MinAgreement))
+		case ch.Status == CheckFailed:
+			failed = append(failed, ch.Reason)
+		case ch.Reason != "":
+			held = ch.Reason
 		}
 	}
 	// Evidence of a fault outweighs a check that could not be judged.
