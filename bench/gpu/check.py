@@ -144,16 +144,16 @@ def summary(out):
         gp = gc.get("provider", "?")
         lines += [f"Compute ceiling of {gc['model']} in-process ({gc.get('provider', '?')}: {gc['concurrency']} at once; "
                   f"cpu: {cc['concurrency']} at once) and the gateway (batching on, binary tensors).", "",
-                  f"| batch | rows/s cpu | rows/s {gp} |", "| ---: | ---: | ---: |"]
+                  f"| batch | rows/s cpu ({cc['concurrency']} at once) | rows/s {gp} ({gc['concurrency']} at once) |", "| ---: | ---: | ---: |"]
         for p in gc["points"]:
             lines.append(f"| {p['batch']} | {cpu_points.get(p['batch'], 0):.0f} | {p['rows_per_s']:.0f} |")
         lines.append("")
-        for label, runs, ceil in ((gp, g_runs, gc), ("cpu", c_runs, cc)):
+        for label, runs, ceil in (("gpu server, on " + gp, g_runs, gc), ("cpu server", c_runs, cc)):
             r = runs[0]
             rows = r.get("rows_per_s", 0)
             best = ceil["best"]["rows_per_s"]
             ratio = rows / best if best else 0
-            lines.append(f"- gateway on {label}: {rows:.0f} rows/s ({r.get('rows_per_request', '?')} rows a request, "
+            lines.append(f"- gateway ({label}): {rows:.0f} rows/s ({r.get('rows_per_request', '?')} rows a request, "
                          f"{r.get('connections', '?')} connections, {r.get('ok', 0)} ok of {r.get('requests', 0)}) = "
                          f"{ratio:.2f} of the in-process ceiling at its best batch size {ceil['best']['batch']} ({best:.0f} rows/s)")
         lines.append("")

@@ -27,10 +27,11 @@
 # the CPU too), so that everything but the GPU is checked before any GPU
 # time is spent; the bundle then holds the CPU library. --quick uses small
 # models, few batch sizes and short runs. It exits 1 when a check fails.
+# The servers listen on 127.0.0.1:18480-18482 ($INFERGATE_GPU_PORTS=a,b,c).
 set -uo pipefail
 
 usage() {
-	sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 mode=cuda quick=0
@@ -71,11 +72,12 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
 # and unpacks it into work/NAME.
 unpack() {
 	local name=$1
+	rm -rf "${work:?}/$name"
 	[ -f "$bundle/$name.parts.sha256" ] || { echo "no $bundle/$name.parts.sha256: run make gpu-bundle and bring bin/gpu"; return 1; }
 	(cd "$bundle" && sha256sum -c --quiet "$name.parts.sha256") || return 1
 	cat "$bundle/$name".tar.zst.part-* >"$work/$name.tar.zst" || return 1
 	(cd "$work" && sha256sum -c --quiet "$bundle/$name.sha256") || return 1
-	rm -rf "${work:?}/$name" && mkdir -p "$work/$name"
+	mkdir -p "$work/$name"
 	decompress "$work/$name.tar.zst" | tar -C "$work/$name" -xf - || return 1
 	rm -f "$work/$name.tar.zst"
 }
@@ -101,13 +103,13 @@ PY
 
 step "unpacking $bundle into $work"
 for name in ort binaries; do
-	unpack "$name" || { fail "cannot unpack $name from $bundle"; }
+	unpack "$name" || fail "cannot unpack $name from $bundle"
 done
 bin=$work/binaries/infergate
 lib=$(ls "$work"/ort/libonnxruntime.so "$work"/ort/libonnxruntime.so.1 2>/dev/null | head -1)
-if [ ! -x "$bin" ] || [ -z "$lib" ]; then
-	fail "the bundle lacks infergate or libonnxruntime.so"
-	printf '%s\n' "${failures[@]/#/FAIL: }" >"$out/RESULT"
+[ -x "$bin" ] && [ -n "$lib" ] || fail "the bundle lacks infergate or libonnxruntime.so"
+if [ ${#failures[@]} -gt 0 ]; then
+	printf 'FAIL: %s\n' "${failures[@]}" >"$out/RESULT"
 	exit 1
 fi
 export ONNXRUNTIME_LIB=$lib
@@ -173,11 +175,13 @@ YAML
 }
 gpu_require=false
 [ "$mode" = cuda ] && gpu_require=true
-gpu=http://127.0.0.1:18480 tf32=http://127.0.0.1:18481 cpu=http://127.0.0.1:18482
+# INFERGATE_GPU_PORTS may name the three servers' ports (the dry run's test does).
+IFS=, read -r gpu_port tf32_port cpu_port <<<"${INFERGATE_GPU_PORTS:-18480,18481,18482}"
+gpu=http://127.0.0.1:$gpu_port tf32=http://127.0.0.1:$tf32_port cpu=http://127.0.0.1:$cpu_port
 step "serving: gpu ($mode), gpu-tf32 ($mode, TF32 on), cpu"
-serve gpu 18480 "$mode" "$gpu_require" false 2
-serve gpu-tf32 18481 "$mode" "$gpu_require" true 2
-serve cpu 18482 cpu false false 1
+serve gpu "$gpu_port" "$mode" "$gpu_require" false 2
+serve gpu-tf32 "$tf32_port" "$mode" "$gpu_require" true 2
+serve cpu "$cpu_port" cpu false false 1
 check=$root/bench/gpu/check.py
 for s in gpu gpu-tf32 cpu; do
 	url=$gpu
