@@ -2,7 +2,8 @@
 """Checks and tables of the GPU check (bench/gpu/run.sh), with Python's
 standard library only: the GPU host's image has Python but no network.
 
-  check.py wait URL SECONDS              until URL/v2/health/ready answers 200
+  check.py wait URL SECONDS PID          until URL/v2/health/ready answers 200;
+                                         fail at once if the process PID ends
   check.py metrics URL FILE PROVIDER     save URL/metrics in FILE; fail unless
                                          it says sessions run on PROVIDER
   check.py compare A B MODELS ROWS FILE [--judge]
@@ -15,6 +16,7 @@ standard library only: the GPU host's image has Python but no network.
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -36,10 +38,15 @@ def post_json(url, doc, timeout=300):
         return json.load(r)
 
 
-def wait(url, seconds):
+def wait(url, seconds, pid):
     deadline = time.time() + float(seconds)
     last = None
     while time.time() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            print(f"check.py: the server of {url} (pid {pid}) ended before it was ready", file=sys.stderr)
+            return 1
         try:
             status, _ = get(url + "/v2/health/ready", timeout=5)
             if status == 200:
@@ -171,7 +178,7 @@ def summary(out):
 
 
 def main(argv):
-    cmds = {"wait": (wait, 2), "metrics": (metrics, 3), "summary": (summary, 1)}
+    cmds = {"wait": (wait, 3), "metrics": (metrics, 3), "summary": (summary, 1)}
     if len(argv) >= 2 and argv[1] == "compare" and len(argv) in (7, 8):
         judge = len(argv) == 8 and argv[7] == "--judge"
         return compare(*argv[2:7], judge)

@@ -183,11 +183,12 @@ serve gpu "$gpu_port" "$mode" "$gpu_require" false 2
 serve gpu-tf32 "$tf32_port" "$mode" "$gpu_require" true 2
 serve cpu "$cpu_port" cpu false false 1
 check=$root/bench/gpu/check.py
-for s in gpu gpu-tf32 cpu; do
-	url=$gpu
-	[ $s = gpu-tf32 ] && url=$tf32
-	[ $s = cpu ] && url=$cpu
-	python3 "$check" wait "$url" 600 || fail "$s: infergate serve did not get ready (serve-$s.log)"
+# A server that cannot start (require_gpu without a usable CUDA provider)
+# ends at once, and its wait with it.
+urls=("$gpu" "$tf32" "$cpu") names=(gpu gpu-tf32 cpu)
+for i in 0 1 2; do
+	python3 "$check" wait "${urls[$i]}" 600 "${pids[$i]}" ||
+		fail "${names[$i]}: infergate serve did not get ready: $(tail -1 "$out/serve-${names[$i]}.log")"
 done
 grep -q "onnx runtime ready.*provider=$mode" "$out/serve-gpu.log" || fail "serve-gpu.log does not say provider=$mode"
 python3 "$check" metrics "$gpu" "$out/metrics-gpu.txt" "$mode" || fail "the gpu server's metrics do not say $mode"
