@@ -22,6 +22,22 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 PROTOC_GEN_GO_STAMP        := .cache/bin/protoc-gen-go.$(PROTOC_GEN_GO_VERSION).installed
 PROTOC_GEN_GO_GRPC_STAMP   := .cache/bin/protoc-gen-go-grpc.$(PROTOC_GEN_GO_GRPC_VERSION).installed
+# GPU_* prepare the GPU check (bench/gpu/run.sh, issue 17): ONNX Runtime
+# 1.29.0's core, shared-providers and CUDA-provider libraries from two npm
+# packages of one release, fetched once into GPU_ORT_DIR and checked by
+# SHA-256, then packed with infergate and the runtime test binary into
+# GPU_BUNDLE (a folder of the checkout, not of the shared cache) as zstd
+# archives split into parts under 60 MB, one part per call to a GPU host.
+GPU_PKG_VERSION   := 0.4.9
+GPU_CORE_PKG      := com.github.asus4.onnxruntime
+GPU_CUDA_PKG      := com.github.asus4.onnxruntime.linux-x64-gpu
+GPU_PKG_LIBS      := package/Plugins/Linux/x64
+GPU_ORT_DIR       := .cache/gpu/onnxruntime-1.29.0
+GPU_CORE_SHA256   := 5715f06d8992ca8eeeddcce43df3a7d38f97d537052126f558e912cb312460ca
+GPU_SHARED_SHA256 := 086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
+GPU_CUDA_SHA256   := 56cf3254b118ad837ccc4ed8f6d1b23504bbf7ef91b34cbc0b289cb7f10b3037
+GPU_BUNDLE        := bin/gpu
+GPU_PART_SIZE     := 56M
 # VERSION names the build in `infergate version` and /v2: the nearest tag and
 # commit, or empty outside a git checkout (the build information says then).
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
@@ -83,6 +99,39 @@ $(ORT_LIB):
 	echo "$(ORT_SHA256)  $(ORT_DIR)/tmp/$(ORT_MEMBER)" | sha256sum -c --quiet -
 	mv $(ORT_DIR)/tmp/$(ORT_MEMBER) $(ORT_LIB)
 	rm -rf $(ORT_DIR)/tmp
+
+## gpu-bundle: the GPU check's bundle in $(GPU_BUNDLE): ONNX Runtime 1.29.0 with its CUDA provider
+## (fetched once with npm into $(GPU_ORT_DIR), 230 MB, checked by SHA-256; zstd -19) and infergate and
+## runtime.test built here, each split into parts under 60 MB; see README.md, "Running on a GPU"
+.PHONY: gpu-bundle gpu-binaries
+gpu-bundle: $(GPU_BUNDLE)/ort.sha256 gpu-binaries
+
+$(GPU_ORT_DIR)/libonnxruntime_providers_cuda.so:
+	@command -v npm >/dev/null || { echo "npm is needed to fetch ONNX Runtime's CUDA build"; exit 1; }
+	rm -rf $(GPU_ORT_DIR)/tmp && mkdir -p $(GPU_ORT_DIR)/tmp
+	cd $(GPU_ORT_DIR)/tmp && npm pack --silent $(GPU_CORE_PKG)@$(GPU_PKG_VERSION) $(GPU_CUDA_PKG)@$(GPU_PKG_VERSION) >/dev/null
+	tar -xzf $(GPU_ORT_DIR)/tmp/$(GPU_CORE_PKG)-$(GPU_PKG_VERSION).tgz -C $(GPU_ORT_DIR)/tmp \
+	  $(GPU_PKG_LIBS)/libonnxruntime.so $(GPU_PKG_LIBS)/libonnxruntime_providers_shared.so
+	tar -xzf $(GPU_ORT_DIR)/tmp/$(GPU_CUDA_PKG)-$(GPU_PKG_VERSION).tgz -C $(GPU_ORT_DIR)/tmp \
+	  $(GPU_PKG_LIBS)/libonnxruntime_providers_cuda.so
+	cd $(GPU_ORT_DIR)/tmp/$(GPU_PKG_LIBS) && printf '%s  %s\n' \
+	  $(GPU_CORE_SHA256) libonnxruntime.so \
+	  $(GPU_SHARED_SHA256) libonnxruntime_providers_shared.so \
+	  $(GPU_CUDA_SHA256) libonnxruntime_providers_cuda.so | sha256sum -c --quiet -
+	mv $(GPU_ORT_DIR)/tmp/$(GPU_PKG_LIBS)/libonnxruntime.so $(GPU_ORT_DIR)/tmp/$(GPU_PKG_LIBS)/libonnxruntime_providers_shared.so $(GPU_ORT_DIR)/
+	mv $(GPU_ORT_DIR)/tmp/$(GPU_PKG_LIBS)/libonnxruntime_providers_cuda.so $(GPU_ORT_DIR)/
+	rm -rf $(GPU_ORT_DIR)/tmp
+
+$(GPU_BUNDLE)/ort.sha256: $(GPU_ORT_DIR)/libonnxruntime_providers_cuda.so
+	bench/gpu/pack.sh $(GPU_ORT_DIR) $(GPU_BUNDLE) ort $(GPU_PART_SIZE) 19
+
+# The binaries are built and packed again on every make gpu-bundle.
+gpu-binaries:
+	rm -rf $(GPU_BUNDLE)/binaries && mkdir -p $(GPU_BUNDLE)/binaries
+	$(GO) build -ldflags "-X main.releaseVersion=$(VERSION)" -o $(GPU_BUNDLE)/binaries/infergate ./cmd/infergate
+	$(GO) test -c -o $(GPU_BUNDLE)/binaries/runtime.test ./runtime
+	bench/gpu/pack.sh $(GPU_BUNDLE)/binaries $(GPU_BUNDLE) binaries $(GPU_PART_SIZE) 10
+	rm -rf $(GPU_BUNDLE)/binaries
 
 ## nats-server: build the NATS server of go.mod's nats-server/v2 into $(NATS_SERVER), for
 ## the fleet tests' real clusters (rebuilt when go.mod or go.sum changes)

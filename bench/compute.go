@@ -15,7 +15,8 @@ import (
 
 // ComputeOptions configure MeasureCompute.
 type ComputeOptions struct {
-	// BatchSizes are measured in order (default 1, 2, 4, ..., 256).
+	// BatchSizes are measured in order (default 1, 2, 4, ..., 256), each
+	// at most MaxComputeBatch.
 	BatchSizes []int
 	// Duration is how long each batch size runs (default 1s), after one
 	// warm-up run.
@@ -32,6 +33,11 @@ type ComputeOptions struct {
 // DefaultBatchSizes are the batch sizes MeasureCompute tries by default.
 var DefaultBatchSizes = []int{1, 2, 4, 8, 16, 32, 64, 128, 256}
 
+// MaxComputeBatch is the largest batch size MeasureCompute accepts: enough
+// to fill a large GPU, small enough that a batch of a wide model's random
+// inputs stays a few hundred MiB.
+const MaxComputeBatch = 1024
+
 // ComputePoint is what one batch size achieved.
 type ComputePoint struct {
 	Batch      int     `json:"batch"`
@@ -44,8 +50,11 @@ type ComputePoint struct {
 // ComputeResult is the compute ceiling: the model run in-process, without
 // HTTP or batching, at each batch size.
 type ComputeResult struct {
-	Model       string         `json:"model"`
-	Version     string         `json:"version"`
+	Model   string `json:"model"`
+	Version string `json:"version"`
+	// Provider is the execution provider the model ran on, cpu or cuda,
+	// when the caller knows it.
+	Provider    string         `json:"provider,omitempty"`
 	Concurrency int            `json:"concurrency"`
 	Points      []ComputePoint `json:"points"`
 	// Best is the point with the most rows per second.
@@ -73,6 +82,11 @@ func MeasureCompute(ctx context.Context, mv *runtime.ModelVersion, o ComputeOpti
 	sizes := o.BatchSizes
 	if len(sizes) == 0 {
 		sizes = DefaultBatchSizes
+	}
+	for _, b := range sizes {
+		if b < 1 || b > MaxComputeBatch {
+			return nil, fmt.Errorf("bench: cannot measure model %q at batch size %d: batch sizes go from 1 to %d", mv.Model, b, MaxComputeBatch)
+		}
 	}
 	if s := inputs[0].Shape; len(s) == 0 || s[0] != runtime.Dynamic {
 		sizes = []int{1}

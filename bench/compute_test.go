@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,5 +43,14 @@ func TestMeasureCompute(t *testing.T) {
 	}
 	if ComputeTable(res) == "" {
 		t.Error("empty compute table")
+	}
+
+	res, err = MeasureCompute(context.Background(), mv, ComputeOptions{BatchSizes: []int{MaxComputeBatch}, Duration: 50 * time.Millisecond})
+	if err != nil || len(res.Points) != 1 || res.Points[0].Runs < 1 {
+		t.Fatalf("batch size %d: got %+v, %v; want one point with runs", MaxComputeBatch, res, err)
+	}
+	_, err = MeasureCompute(context.Background(), mv, ComputeOptions{BatchSizes: []int{8, MaxComputeBatch + 1}})
+	if err == nil || !strings.Contains(err.Error(), "batch size 1025") {
+		t.Fatalf("batch size %d: got %v, want an error naming it", MaxComputeBatch+1, err)
 	}
 }

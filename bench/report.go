@@ -105,8 +105,12 @@ func (r *Result) errorSummary() string {
 // batch size, the best one in bold.
 func ComputeTable(c *ComputeResult) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Compute ceiling of %s version %s (%d at once): best %s rows/s at batch %d.\n\n",
-		escapeCell(c.Model), c.Version, c.Concurrency, formatCount(c.Best.RowsPerSec), c.Best.Batch)
+	on := ""
+	if c.Provider != "" {
+		on = " on " + c.Provider
+	}
+	fmt.Fprintf(&b, "Compute ceiling of %s version %s%s (%d at once): best %s rows/s at batch %d.\n\n",
+		escapeCell(c.Model), c.Version, on, c.Concurrency, formatCount(c.Best.RowsPerSec), c.Best.Batch)
 	b.WriteString("| batch | runs | rows/s | run p50 | run p99 |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: |\n")
 	for _, p := range c.Points {

@@ -15,6 +15,10 @@ type Config struct {
 	RequireGPU bool `yaml:"require_gpu"`
 	// GPUDevice is the CUDA device id sessions run on.
 	GPUDevice int `yaml:"gpu_device"`
+	// CUDATF32 lets the CUDA provider multiply FP32 matrices in TF32 (10-bit
+	// mantissa) on GPUs that have it: faster, but answers then differ from
+	// the CPU's in the fourth digit. Off by default; the CPU ignores it.
+	CUDATF32 bool `yaml:"cuda_tf32"`
 	// IntraOpThreads and InterOpThreads size each session's ORT thread pools;
 	// 0 lets ONNX Runtime choose.
 	IntraOpThreads int `yaml:"intra_op_threads"`

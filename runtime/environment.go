@@ -67,7 +67,12 @@ func NewEnvironment(cfg Config, log *slog.Logger) (*Environment, error) {
 		ort.DestroyEnvironment()
 		return nil, err
 	}
-	log.Info("onnx runtime ready", "version", ort.GetVersion(), "library", lib, "provider", e.provider)
+	if e.provider == ProviderCUDA {
+		log.Info("onnx runtime ready", "version", ort.GetVersion(), "library", lib, "provider", e.provider,
+			"gpu_device", cfg.GPUDevice, "cuda_tf32", cfg.CUDATF32)
+	} else {
+		log.Info("onnx runtime ready", "version", ort.GetVersion(), "library", lib, "provider", e.provider)
+	}
 	return e, nil
 }
 
@@ -104,16 +109,29 @@ func (e *Environment) chooseProvider() error {
 	return nil
 }
 
+// appendCUDA adds the CUDA execution provider to opts with the configured
+// device and TF32 setting.
 func (e *Environment) appendCUDA(opts *ort.SessionOptions) error {
 	cuda, err := ort.NewCUDAProviderOptions()
 	if err != nil {
 		return err
 	}
 	defer cuda.Destroy()
-	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(e.cfg.GPUDevice)}); err != nil {
+	if err := cuda.Update(cudaOptions(&e.cfg)); err != nil {
 		return err
 	}
 	return opts.AppendExecutionProviderCUDA(cuda)
+}
+
+// cudaOptions returns the CUDA provider options cfg asks for. TF32 is
+// always set explicitly: the provider's own default is on, which would
+// make the GPU's answers differ from the CPU's unless asked for.
+func cudaOptions(cfg *Config) map[string]string {
+	tf32 := "0"
+	if cfg.CUDATF32 {
+		tf32 = "1"
+	}
+	return map[string]string{"device_id": strconv.Itoa(cfg.GPUDevice), "use_tf32": tf32}
 }
 
 // Provider returns the execution provider sessions run on: "cuda" or "cpu".

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 const benchUsage = `Usage:
   infergate bench [--protocol rest|grpc] [--url U] [--model M] [--payload F | --rows N [--binary]] [--rate R | --rates R,R,...]
                   [--connections N] [--duration D] [--warmup D] [--ceiling http|grpc|compute]
+                  [--providers cuda,cpu] [--cuda-tf32] [--batch-sizes 1,2,...,1024]
                   [--json F] [--markdown F] [--svg F] [--quiet]
   infergate bench --suite [--out bench/RESULTS.md] [--drift-pairs N | --score] [--duration D] [--warmup D] [--quiet]
   infergate bench --drift-detection [--out bench/DRIFT-DETECTION.md] [--quick] [--quiet]
@@ -41,6 +43,10 @@ several rates and draws the latency-throughput curve (--svg).
 over at most 8 connections shared by the --connections workers;
 --ceiling grpc measures the same load against an in-process gRPC server
 answering the captured message.
+
+--ceiling compute runs the model in-process at each of --batch-sizes (at
+most 1024) on the first usable provider of --providers; --providers cuda
+alone refuses to fall back to the CPU.
 
 --drift-detection measures how often the drift decision catches shifted
 windows and flags clean ones, against scipy's KS with Bonferroni (run by
@@ -80,7 +86,9 @@ func benchCmd(args []string) error {
 	timeout := fs.Duration("timeout", bench.DefaultTimeout, "time limit of one request")
 	ceiling := fs.String("ceiling", "", "also measure a ceiling: http or grpc (same load against a server answering the captured bytes; grpc goes with --protocol grpc) or compute (the model in-process)")
 	modelDir := fs.String("model-dir", "", "--ceiling compute: version folder holding model.onnx (default configs/models/<model>/1)")
-	batchSizes := fs.String("batch-sizes", "1,2,4,8,16,32,64,128,256", "--ceiling compute: batch sizes to try")
+	batchSizes := fs.String("batch-sizes", "1,2,4,8,16,32,64,128,256", fmt.Sprintf("--ceiling compute: batch sizes to try (at most %d)", bench.MaxComputeBatch))
+	providers := fs.String("providers", runtime.ProviderCPU, "--ceiling compute: execution providers in order of preference (cuda, cpu); cuda alone requires the GPU")
+	cudaTF32 := fs.Bool("cuda-tf32", false, "--ceiling compute: let the CUDA provider use TF32 math (runtime.cuda_tf32)")
 	computeTime := fs.Duration("compute-duration", time.Second, "--ceiling compute: time per batch size")
 	instances := fs.Int("instances", 1, "--ceiling compute: sessions run at once")
 	threads := fs.Int("intra-op-threads", 0, "--ceiling compute: ONNX Runtime threads per session (0: its choice)")
@@ -168,6 +176,7 @@ func benchCmd(args []string) error {
 			return fmt.Errorf("invalid --batch-sizes: %w", err)
 		}
 		cc := computeOptions{dir: dir, model: *model, instances: *instances, threads: *threads,
+			providers: strings.Split(*providers, ","), cudaTF32: *cudaTF32,
 			bench: bench.ComputeOptions{BatchSizes: sizes, Duration: *computeTime, Seed: *seed, Progress: progress}}
 		if rep.Compute, err = computeCeiling(ctx, cc); err != nil {
 			return err
@@ -260,7 +269,11 @@ func benchRequest(addr, model, version, payload string, rows int, seed uint64, b
 type computeOptions struct {
 	dir, model         string
 	instances, threads int
-	bench              bench.ComputeOptions
+	// providers are the execution providers in order of preference; empty
+	// means the CPU. Only "cuda" makes the GPU required.
+	providers []string
+	cudaTF32  bool
+	bench     bench.ComputeOptions
 }
 
 // computeCeiling loads the model in o.dir in-process and measures it.
@@ -268,6 +281,14 @@ func computeCeiling(ctx context.Context, o computeOptions) (*bench.ComputeResult
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := runtime.DefaultConfig()
 	cfg.IntraOpThreads = o.threads
+	if len(o.providers) > 0 {
+		cfg.Providers = o.providers
+	}
+	cfg.RequireGPU = slices.Equal(cfg.Providers, []string{runtime.ProviderCUDA})
+	cfg.CUDATF32 = o.cudaTF32
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid --providers %q: %w", strings.Join(o.providers, ","), err)
+	}
 	env, err := runtime.NewEnvironment(cfg, log)
 	if err != nil {
 		return nil, err
@@ -278,7 +299,11 @@ func computeCeiling(ctx context.Context, o computeOptions) (*bench.ComputeResult
 		return nil, err
 	}
 	defer mv.Close()
-	return bench.MeasureCompute(ctx, mv, o.bench)
+	res, err := bench.MeasureCompute(ctx, mv, o.bench)
+	if res != nil {
+		res.Provider = env.Provider()
+	}
+	return res, err
 }
 
 // writeReport prints the Markdown report, and the ratios to the HTTP (or

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	"github.com/infergate/infergate/bench"
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
-	"github.com/infergate/infergate/retrain/onnxexport"
 	"github.com/infergate/infergate/router"
 	"github.com/infergate/infergate/runtime"
 )
@@ -235,23 +232,7 @@ func writeSuiteRepository(repo string) error {
 // heavyModel is an MLP 256 -> 1024 -> 1024 -> 10 with Relu and Softmax and
 // seeded random (Glorot-uniform) weights.
 func heavyModel(seed uint64) ([]byte, error) {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	dense := func(in, out int, relu bool) onnxexport.Dense {
-		limit := math.Sqrt(6 / float64(in+out))
-		w := make([]float32, in*out)
-		for i := range w {
-			w[i] = float32((2*rng.Float64() - 1) * limit)
-		}
-		b := make([]float32, out)
-		for i := range b {
-			b[i] = float32((2*rng.Float64() - 1) * 0.01)
-		}
-		return onnxexport.Dense{In: in, Out: out, Weights: w, Bias: b, Relu: relu}
-	}
-	return onnxexport.MLP{
-		Layers:  []onnxexport.Dense{dense(256, 1024, true), dense(1024, 1024, true), dense(1024, 10, false)},
-		Softmax: true,
-	}.Marshal()
+	return mlpModel(seed, []int{256, 1024, 1024, 10})
 }
 
 // suiteConfig serves repo with the demo model as the demo config serves it,

@@ -39,6 +39,7 @@ Usage:
                   [--version V] [--map feature=column]... [--carry A,B] [--allow-extra] [--rejects F]
                   [--fail-on-drift] [--batch N] [--report F] [--quiet]
   infergate train --demo [--out DIR]
+  infergate train --mlp 256,1024,1024,10 --out DIR [--seed N]
   infergate version
 `
 
@@ -204,12 +205,26 @@ func (f logFlags) logger() (*slog.Logger, error) {
 func train(args []string) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	demo := fs.Bool("demo", false, "train the demo model on the seeded synthetic data set")
-	out := fs.String("out", "configs/models/demo", "model folder to write version 1 into")
+	mlp := fs.String("mlp", "", "instead, write an untrained MLP of these layer widths (input first, classes last; Relu between, Softmax at the end) with seeded random weights, such as the bench suite's heavy model 256,1024,1024,10")
+	seed := fs.Uint64("seed", heavySeed, "--mlp: seed of the weights")
+	out := fs.String("out", "configs/models/demo", "model folder to write version 1 into (required with --mlp)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *mlp != "" {
+		outSet := false
+		fs.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
+		if *demo || !outSet {
+			return errors.New("--mlp needs --out and goes without --demo")
+		}
+		widths, err := parseInts(*mlp)
+		if err != nil {
+			return fmt.Errorf("invalid --mlp: %w", err)
+		}
+		return writeMLP(*out, *seed, widths)
+	}
 	if !*demo {
-		return errors.New("only --demo is supported for now")
+		return errors.New("want --demo or --mlp")
 	}
 	onnx, err := trainer.DemoModel()
 	if err != nil {
