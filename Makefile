@@ -54,7 +54,7 @@ serve: onnxruntime build
 	./bin/infergate serve --config configs/demo.yaml
 
 ## test: vet, format check and every test under the race detector
-test: onnxruntime nats-server duckdb protoc python-grpc prometheus chromium
+test: onnxruntime nats-server duckdb protoc python-grpc prometheus chromium zstd
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -174,6 +174,15 @@ prometheus:
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get install -y --no-install-recommends prometheus || \
 	    { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends prometheus; }; }
+
+## zstd: Debian's zstd command (apt-get, through sudo when not root) unless one is on PATH, for
+## the GPU check's dry run (cmd/infergate's TestGPUCheckDryRun packs and unpacks its bundle with it)
+.PHONY: zstd
+zstd:
+	@command -v zstd >/dev/null || { \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get install -y zstd || \
+	    { $$sudo apt-get update && $$sudo apt-get install -y zstd; }; }
 
 ## chromium: Debian's chromium (apt-get, through sudo when not root) unless a chromium is on PATH,
 ## for the test that opens the console in a headless browser (gateway's TestConsoleShowsTheSourceOfTruth)
