@@ -129,10 +129,13 @@ func (h *history) add(key string, keep int, id string, v any) {
 	}
 }
 
-// historyFlush is how often queued items are written to the engine: a
-// list takes every item queued for it since in one write, so a version
-// judging windows many times a second costs the engine (and this process
-// the list's encoding) a few writes a second, not one an item.
+// historyFlush is how often a list is written to the engine at most: an
+// item for a list not written for that long is written at once (a canary
+// step, an event: as it happens, in order), and the items queued for a
+// list written less than that ago wait for the next tick and go in one
+// write. A version judging windows many times a second so costs the
+// engine (and this process the list's encoding) a few writes a second,
+// not one an item.
 const historyFlush = 250 * time.Millisecond
 
 func (h *history) run() {
@@ -140,13 +143,13 @@ func (h *history) run() {
 	tick := time.NewTicker(historyFlush)
 	defer tick.Stop()
 	pending := map[string][]historyAppend{}
+	written := map[string]time.Time{} // when each list was last written
 	queued := 0
-	flush := func() {
-		for key, as := range pending {
-			h.write(key, as)
-		}
-		clear(pending)
-		queued = 0
+	flush := func(key string) {
+		h.write(key, pending[key])
+		queued -= len(pending[key])
+		delete(pending, key)
+		written[key] = time.Now()
 	}
 	for {
 		select {
@@ -156,18 +159,28 @@ func (h *history) run() {
 				continue
 			}
 			pending[a.key] = append(pending[a.key], a)
-			if queued++; queued >= historyQueue {
-				flush()
+			queued++
+			if time.Since(written[a.key]) >= historyFlush || queued >= historyQueue {
+				flush(a.key)
 			}
 		case <-tick.C:
-			flush()
+			for key := range pending {
+				flush(key)
+			}
+			for key, at := range written {
+				if time.Since(at) > time.Minute {
+					delete(written, key)
+				}
+			}
 		case <-h.stop:
 			for {
 				select {
 				case a := <-h.in:
 					pending[a.key] = append(pending[a.key], a)
 				default:
-					flush()
+					for key := range pending {
+						flush(key)
+					}
 					return
 				}
 			}
