@@ -138,6 +138,9 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			if errors.Is(err, io.EOF) {
 				return
 			}
+			if err == nil {
+				err = s.split(p, job)
+			}
 			if err != nil {
 				cancel(err)
 				return
@@ -154,12 +157,21 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 		}
 	})
 
-	// This goroutine hands the batches of each chunk to the workers.
-	for s := range read {
-		if err := s.split(p, job); err != nil {
-			cancel(err)
-			break
+	// Each chunk goes to the writer once its batches are computed, in
+	// order; a chunk that an error left unfinished goes nowhere.
+	inflight := make(chan *slot, slots)
+	wg.Go(func() {
+		defer close(computed)
+		for s := range inflight {
+			s.wg.Wait()
+			if ctx.Err() == nil {
+				computed <- s
+			}
 		}
+	})
+	// This goroutine hands the batches of each chunk to the workers, the
+	// next chunk's behind the last's, so that they never wait between two.
+	for s := range read {
 		for i := range s.out {
 			o := p.outputs[i]
 			s.out[i] = resize(s.out[i], len(s.valid)*o.perRow*o.info.DataType.Size())
@@ -168,13 +180,9 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			s.wg.Add(1)
 			batches <- batch{s, start, min(start+job.BatchSize, len(s.valid))}
 		}
-		s.wg.Wait()
-		if ctx.Err() != nil {
-			break
-		}
-		computed <- s
+		inflight <- s
 	}
-	close(computed)
+	close(inflight)
 	<-written
 	if err := context.Cause(ctx); err != nil {
 		return fmt.Errorf("cannot score %q: %w", job.In, err)
