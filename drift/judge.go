@@ -86,6 +86,28 @@ type FeatureResult struct {
 	Categories      []float64 `json:"categories,omitempty"`
 	ReferenceCounts []int64   `json:"reference_counts"`
 	Counts          []int64   `json:"counts"`
+	// Gate, for a distance the window's size picked by default, is the
+	// test that must also reject: the feature drifted only when Value
+	// exceeds Threshold and Gate.Value is below Gate.Threshold.
+	Gate *TestGate `json:"gate,omitempty"`
+}
+
+// TestGate is the p-value that a default distance's verdict also needs:
+// Statistic (ks_p_value or chi_square_p_value) below Threshold, the rate
+// the rule gives the feature.
+type TestGate struct {
+	Statistic string  `json:"statistic"`
+	Threshold float64 `json:"threshold"`
+	Value     float64 `json:"value"`
+}
+
+// gateStatistic names the p-value that gates a default distance of j's
+// kind.
+func (j *judge) gateStatistic() string {
+	if j.profile.Kind == Categorical {
+		return "chi_square_p_value"
+	}
+	return "ks_p_value"
 }
 
 // WindowResult is the judgement of one closed window.
