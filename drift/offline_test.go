@@ -65,7 +65,7 @@ func TestOfflineJudgesAsTheMonitor(t *testing.T) {
 func TestDefaultDistancesHoldTheRate(t *testing.T) {
 	const nf, refRows, rows, windows, rate = 8, 4000, 2000, 400, 0.01
 	r := rand.New(rand.NewPCG(7, 7))
-	skewed := func() float64 { return math.Exp(2*r.NormFloat64()) }
+	skewed := func() float64 { return math.Exp(2 * r.NormFloat64()) }
 	ref := &Reference{Rows: refRows}
 	for i := range nf {
 		values := make([]float64, refRows)
