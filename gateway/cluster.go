@@ -26,6 +26,9 @@ type ClusterConfig struct {
 	// Grace is how long after its last report a replica counts as
 	// present (default 3 report intervals).
 	Grace time.Duration `yaml:"grace"`
+	// BatchJobs makes the replica score chunks of the fleet's batch jobs
+	// (`infergate score --fleet`) below every online request.
+	BatchJobs bool `yaml:"batch_jobs"`
 }
 
 // withDefaults fills the zero settings of c.

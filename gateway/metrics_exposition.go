@@ -32,7 +32,7 @@ func init() {
 // tables of the packages that register series, merged. It is read-only.
 var metricHelp = func() map[string]string {
 	all := make(map[string]string)
-	for _, table := range []map[string]string{gatewayMetricHelp, processMetricHelp, batcher.MetricHelp,
+	for _, table := range []map[string]string{gatewayMetricHelp, batchWorkerHelp, processMetricHelp, batcher.MetricHelp,
 		drift.MetricHelp, capture.MetricHelp, outbox.MetricHelp, runtime.MetricHelp} {
 		for name, help := range table {
 			if _, dup := all[name]; dup {

@@ -88,6 +88,10 @@ type Server struct {
 	// without an engine.
 	versions *versionSync
 
+	// batch scores chunks of the fleet's batch jobs; nil unless
+	// cluster.batch_jobs is set.
+	batch *batchWorker
+
 	// grpc serves the gRPC protocol; nil unless grpc_listen is set.
 	grpc *grpcServer
 
@@ -189,6 +193,7 @@ func New(o Options) (*Server, error) {
 	s.metadata = appendServerMetadata(nil, "infergate", o.Version, extensions)
 	fail := func(err error) (*Server, error) {
 		s.versions.close()
+		s.batch.stop()
 		s.closeLabels()
 		if s.cp != nil {
 			s.cp.shutdown()
@@ -229,6 +234,11 @@ func New(o Options) (*Server, error) {
 	if o.Engine != nil && cfg.ModelStore.Sync {
 		// The store's versions are in the repository before it is loaded.
 		if s.versions, err = openVersionSync(s, o.Engine, cfg); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Engine != nil && cfg.Cluster.BatchJobs {
+		if s.batch, err = openBatchWorker(s, o.Engine, cfg.Cluster.withDefaults().Replica); err != nil {
 			return fail(err)
 		}
 	}
@@ -278,6 +288,9 @@ func New(o Options) (*Server, error) {
 		Logger:                       fasthttpLogger{o.Log},
 	}
 	s.cp.start()
+	if s.batch != nil {
+		s.batch.start()
+	}
 	if s.versions != nil {
 		s.versions.start()
 	}
@@ -599,6 +612,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("shutdown timed out with requests in flight; unloading models after they finish")
 	}
+	s.batch.stop()     // before the models unload: the chunks being scored finish
 	s.versions.close() // before the control plane, whose leadership its retention asks
 	close(s.stop)
 	s.done.Wait()

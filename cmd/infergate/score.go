@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	"github.com/infergate/infergate/drift"
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/batchjob"
+	"github.com/infergate/infergate/retrain/engine"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -48,6 +51,7 @@ func scoreCmd(args []string) error {
 	batch := flags.Int("batch", 0, "rows per model run (default: the fastest of the model's compute curve, measured first)")
 	quiet := flags.Bool("quiet", false, "no progress bars")
 	reportPath := flags.String("report", "", "also write what the job did as JSON here (rows, timings, rows/s, the batch size and its compute rate)")
+	fleet := flags.Bool("fleet", false, "score on the fleet: publish the rows in chunks for the replicas with cluster.batch_jobs (reached through the config's cluster section) and assemble their outputs")
 	maps := map[string]string{}
 	flags.Func("map", "feature=column: read a feature from a column of another name (repeatable)", func(s string) error {
 		f, c, ok := strings.Cut(s, "=")
@@ -123,13 +127,23 @@ func scoreCmd(args []string) error {
 	if n, ok := batchjob.CheckpointBatchSize(*out); ok && job.BatchSize == 0 {
 		job.BatchSize = n // resuming: the first run's
 	}
-	if job.BatchSize == 0 {
+	if *fleet {
+		conn, err := engine.Connect(cfg.Cluster.Config, cfg.StateDir, "score", log)
+		if err != nil {
+			return fmt.Errorf("cannot score on the fleet: %w", err)
+		}
+		defer conn.Close()
+		job.Fleet = &batchjob.Fleet{Conn: conn}
+		fmt.Fprintf(os.Stderr, "scoring %s on the fleet at %s with version %s of %s\n", *in, conn.URL, version, *model)
+	} else if job.BatchSize == 0 {
 		if job.BatchSize, computeRate, err = fastestBatch(ctx, mv, progress); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "scoring %s with version %s of %s (%s provider, %d instances, batches of %d rows)\n",
-		*in, version, *model, env.Provider(), mv.Instances(), job.BatchSize)
+	if job.Fleet == nil {
+		fmt.Fprintf(os.Stderr, "scoring %s with version %s of %s (%s provider, %d instances, batches of %d rows)\n",
+			*in, version, *model, env.Provider(), mv.Instances(), job.BatchSize)
+	}
 	start := time.Now()
 	rep, err := batchjob.Run(ctx, job)
 	if err != nil {
@@ -143,6 +157,9 @@ func scoreCmd(args []string) error {
 	fmt.Fprintf(os.Stderr, ") in %s: validation %s, scoring %s (%.0f rows/s)\n", took.Round(time.Millisecond),
 		rep.ValidateTime.Round(time.Millisecond), rep.ScoreTime.Round(time.Millisecond),
 		float64(rep.Rows-rep.RowsResumed)/max(rep.ScoreTime.Seconds(), 1e-9))
+	if f := rep.Fleet; f != nil {
+		fmt.Fprintf(os.Stderr, "fleet job %s: %d chunks scored by %s\n", f.Job, f.Chunks, formatScoredBy(f.ScoredBy))
+	}
 	fmt.Fprintf(os.Stderr, "wrote %s", *out)
 	if rep.Validation.Judged() {
 		fmt.Fprintf(os.Stderr, ", its drift report %s.drift.json", *out)
@@ -156,6 +173,15 @@ func scoreCmd(args []string) error {
 			Seconds: took.Seconds(), RowsPerSec: float64(rep.Rows-rep.RowsResumed) / took.Seconds()})
 	}
 	return nil
+}
+
+// formatScoredBy lists the chunks each replica scored, by name.
+func formatScoredBy(by map[string]int) string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, fmt.Sprintf("%s %d", cmp.Or(name, "(unnamed)"), by[name]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // scoreReport is what --report writes: the job's report, how fast the

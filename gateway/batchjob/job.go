@@ -37,8 +37,12 @@ type Job struct {
 	Reference   *drift.Reference
 	Drift       drift.Config
 	FailOnDrift bool
-	// BatchSize is the rows per run of the model.
+	// BatchSize is the rows per run of the model; with Fleet, the rows of
+	// a chunk (0: as many as MaxChunkBytes hold).
 	BatchSize int
+	// Fleet, when set, scores the rows on the replicas of a fleet rather
+	// than on Run's sessions.
+	Fleet *Fleet
 	// In and Out are the table files read and written, in the formats
 	// their extensions name; Rejects, when set, receives the rows with a
 	// null or NaN feature (else such a row fails the job).
@@ -65,6 +69,8 @@ type Report struct {
 	// BatchSize is the rows per model run: the job's, or on resuming the
 	// checkpoint's.
 	BatchSize int `json:"batch_size"`
+	// Fleet is, for a job scored on a fleet, its id and who scored what.
+	Fleet *FleetReport `json:"fleet,omitempty"`
 	// ValidateTime and ScoreTime are how long each pass took.
 	ValidateTime time.Duration `json:"validate_ns"`
 	ScoreTime    time.Duration `json:"score_ns"`
@@ -81,7 +87,7 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	if job.Log == nil {
 		job.Log = io.Discard
 	}
-	if job.BatchSize <= 0 {
+	if job.BatchSize < 0 || job.BatchSize == 0 && job.Fleet == nil {
 		return nil, fmt.Errorf("cannot score: batch size %d, want at least 1", job.BatchSize)
 	}
 	for _, p := range []string{job.Out, job.Rejects} {
@@ -106,6 +112,9 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	plan, err := newPlan(&job, r)
 	if err != nil {
 		return nil, err
+	}
+	if job.BatchSize == 0 {
+		job.BatchSize = ChunkRows(plan.width * plan.input.DataType.Size())
 	}
 	cp, err := openCheckpoint(&job, plan)
 	if err != nil {

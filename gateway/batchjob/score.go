@@ -99,24 +99,44 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
-	// The workers: one per instance, each on a session of its own.
+	// The workers: one per instance, each on a session of its own, or
+	// one per chunk in flight on the fleet.
+	workers := job.Run.Instances()
+	var fleet *fleetRun
+	if job.Fleet != nil {
+		if fleet, err = job.Fleet.start(ctx, job, p); err != nil {
+			return err
+		}
+		defer fleet.stop()
+		workers = job.Fleet.inFlight()
+		fmt.Fprintf(job.Log, "fleet job %s: chunks of %d rows on stream %s, %d in flight\n", fleet.id, job.BatchSize, ChunkStream, workers)
+	}
 	batches := make(chan batch, slots*2)
 	defer close(batches)
-	for range job.Run.Instances() {
-		sess, err := job.Run.Acquire(ctx)
-		if err != nil {
-			return fmt.Errorf("cannot score: %w", err)
+	for range workers {
+		var sess *runtime.Session
+		if fleet == nil {
+			if sess, err = job.Run.Acquire(ctx); err != nil {
+				return fmt.Errorf("cannot score: %w", err)
+			}
 		}
-		w := newWorker(job, p, sess)
+		w := newWorker(job, p, sess, fleet)
 		wg.Go(func() {
-			defer job.Run.Release(sess)
+			if sess != nil {
+				defer job.Run.Release(sess)
+			}
 			for b := range batches {
-				if err := w.run(b); err != nil {
+				if err := w.run(ctx, b); err != nil {
 					cancel(err)
 				}
 				b.s.wg.Done()
 			}
 		})
+	}
+	if fleet != nil {
+		// A slot holds a chunk for every other worker: the next slot's
+		// chunks are published while the last's are scored.
+		workers = max(1, workers/2)
 	}
 
 	free, computed := make(chan *slot, slots), make(chan *slot, slots)
@@ -134,7 +154,7 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			case <-ctx.Done():
 				return
 			}
-			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.rowBytes(), job.Run.Instances()))
+			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.rowBytes(), workers))
 			if errors.Is(err, io.EOF) {
 				return
 			}
@@ -184,6 +204,9 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 	}
 	close(inflight)
 	<-written
+	if fleet != nil {
+		rep.Fleet = fleet.report()
+	}
 	if err := context.Cause(ctx); err != nil {
 		return fmt.Errorf("cannot score %q: %w", job.In, err)
 	}
@@ -213,10 +236,12 @@ func (s *slot) split(p *plan, job *Job) error {
 	return nil
 }
 
-// worker runs batches on one session, through buffers of its own.
+// worker runs batches on one session, or as chunks on the fleet, through
+// buffers of its own.
 type worker struct {
 	p     *plan
 	sess  *runtime.Session
+	fleet *fleetRun
 	in32  []float32
 	in64  []float64
 	ins   []runtime.Tensor
@@ -224,8 +249,8 @@ type worker struct {
 	shape [2]int64
 }
 
-func newWorker(job *Job, p *plan, sess *runtime.Session) *worker {
-	w := &worker{p: p, sess: sess, ins: make([]runtime.Tensor, 1), outs: make([]runtime.Tensor, len(p.outputs))}
+func newWorker(job *Job, p *plan, sess *runtime.Session, fleet *fleetRun) *worker {
+	w := &worker{p: p, sess: sess, fleet: fleet, ins: make([]runtime.Tensor, 1), outs: make([]runtime.Tensor, len(p.outputs))}
 	if p.input.DataType == runtime.FP32 {
 		w.in32 = make([]float32, job.BatchSize*p.width)
 	} else {
@@ -235,7 +260,7 @@ func newWorker(job *Job, p *plan, sess *runtime.Session) *worker {
 }
 
 // run computes batch b and copies its outputs into b's slot.
-func (w *worker) run(b batch) error {
+func (w *worker) run(ctx context.Context, b batch) error {
 	c, n, width := &b.s.chunk, b.end-b.start, w.p.width
 	var data []byte
 	if w.in32 != nil {
@@ -254,6 +279,9 @@ func (w *worker) run(b batch) error {
 			}
 		}
 		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*8)
+	}
+	if w.fleet != nil {
+		return w.fleet.run(ctx, data, b)
 	}
 	w.shape = [2]int64{int64(n), int64(width)}
 	w.ins[0] = runtime.Tensor{DataType: w.p.input.DataType, Shape: w.shape[:], Data: data}

@@ -1,0 +1,419 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/infergate/infergate/retrain/engine/natscluster"
+	"github.com/infergate/infergate/retrain/trainer"
+)
+
+// scoreFleetConfig is a replica of TestScoreOnTheFleet: the demo model,
+// batched as configs/demo.yaml batches it, and batch jobs on.
+const scoreFleetConfig = `listen: %s
+repository: %s
+cluster: {nats_url: %q, token_env: %s, stream_replicas: %d, replica: %s, batch_jobs: true}
+models:
+  demo:
+    batching: {instances: 2, max_batch_size: 32}
+    cache: {entries: 0}
+`
+
+// TestScoreOnTheFleet scores a file with `score --fleet` on three replicas
+// of a NATS cluster on loopback while an online load at half the rate the
+// two replicas it goes to answer runs; the third replica is killed with
+// SIGKILL while it scores a chunk. The output must hold every row once,
+// with the outputs a local `score` writes; the online requests must all
+// succeed, and none may wait in a batcher's queue behind the job's rows.
+func TestScoreOnTheFleet(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "customers.parquet")
+	const rows = 250_000
+	if err := trainer.WriteSyntheticTable(in, rows, 17, false); err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(dir, "local.parquet")
+	if out, err := scoreCommand(scoreArgs(in, local)...).CombinedOutput(); err != nil {
+		t.Fatalf("local score: %v\n%s", err, out)
+	}
+
+	nats := natscluster.Start(t, 3)
+	engineCfg := nats.EngineConfig(t)
+	repo, _ := filepath.Abs("../../configs/models")
+	var replicas []*scoreReplica
+	for i := range 3 {
+		r := &scoreReplica{name: fmt.Sprintf("r%d", i+1), addr: freeAddr(t), logs: new(syncBuffer)}
+		config := filepath.Join(dir, r.name+".yaml")
+		os.WriteFile(config, fmt.Appendf(nil, scoreFleetConfig, r.addr, repo, engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, r.name), 0o644)
+		r.cmd = exec.Command(os.Args[0], "serve", "--config", config)
+		r.cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+		r.cmd.Stderr = r.logs
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			r.cmd.Process.Kill()
+			r.cmd.Wait()
+			if t.Failed() {
+				t.Logf("log of %s:\n%s", r.name, lastLines(r.logs.String(), 30))
+			}
+		})
+		replicas = append(replicas, r)
+	}
+	for _, r := range replicas {
+		waitReady(t, "http://"+r.addr, r.logs)
+	}
+	online, victim := replicas[:2], replicas[2]
+
+	// The online load: the rate the two replicas answer with 16 clients
+	// at once, then half of it, open loop, before and during the job.
+	maxRate := measureOnlineRate(t, online, 2*time.Second)
+	rate := maxRate / 2
+	before := runOnlineLoad(t, online, rate, 3*time.Second)
+	t.Logf("online load: %.0f requests/s at most, %.0f sent; without the job: %s", maxRate, rate, before)
+	waitsBefore := onlineQueueWaits(t, online)
+
+	// The job, with the load running; the victim is killed while it
+	// holds a chunk, after it scored one.
+	out, report := filepath.Join(dir, "fleet.parquet"), filepath.Join(dir, "fleet.json")
+	job := scoreCommand("score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out,
+		"--carry", "id", "--fleet", "--quiet", "--report", report)
+	var jobLogs bytes.Buffer
+	job.Stdout, job.Stderr = &jobLogs, &jobLogs
+	load := startOnlineLoad(online, rate)
+	start := time.Now()
+	if err := job.Start(); err != nil {
+		t.Fatal(err)
+	}
+	jobDone := make(chan error, 1)
+	go func() { jobDone <- job.Wait() }()
+	killedAt := time.Duration(-1)
+	for killedAt < 0 {
+		select {
+		case err := <-jobDone:
+			load.stop()
+			t.Fatalf("the job ended before %s held a chunk to kill it in: %v\n%s", victim.name, err, jobLogs.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+		m := scrape(t, victim)
+		if m[`infergate_batch_chunks_total{outcome="scored"}`] >= 1 && m["infergate_batch_chunks_in_progress"] >= 1 {
+			victim.cmd.Process.Kill()
+			killedAt = time.Since(start)
+		}
+	}
+	var err error
+	select {
+	case err = <-jobDone:
+	case <-time.After(3 * time.Minute):
+		job.Process.Kill()
+		err = fmt.Errorf("not done after 3m")
+	}
+	took := time.Since(start)
+	during := load.stop()
+	if err != nil {
+		t.Fatalf("fleet score: %v\n%s", err, jobLogs.String())
+	}
+	t.Logf("job: %s, %s killed %s in; online during it: %s\n%s", took.Round(time.Millisecond), victim.name, killedAt.Round(time.Millisecond), during, jobLogs.String())
+
+	// Every row once, as the local run scored it.
+	_, want := readTable(t, local)
+	names, got := readTable(t, out)
+	if len(got) != rows || len(want) != rows {
+		t.Fatalf("fleet output %d rows, local %d, want %d each", len(got), len(want), rows)
+	}
+	if !slices.Equal(names, []string{"id", "output_0", "output_1", "version"}) {
+		t.Fatalf("fleet output columns %v", names)
+	}
+	for i := range got {
+		if got[i][0] != want[i][0] || got[i][3] != want[i][3] {
+			t.Fatalf("row %d: fleet %v, local %v", i, got[i], want[i])
+		}
+		for j := 1; j <= 2; j++ {
+			g, _ := strconv.ParseFloat(got[i][j], 64)
+			w, _ := strconv.ParseFloat(want[i][j], 64)
+			if math.Abs(g-w) > 1e-6*math.Abs(w)+1e-12 {
+				t.Fatalf("row %d (%s) output %d: fleet %v, local %v", i, got[i][0], j-1, g, w)
+			}
+		}
+	}
+	var rep struct {
+		Fleet struct {
+			Chunks   int            `json:"chunks"`
+			ScoredBy map[string]int `json:"scored_by"`
+		} `json:"fleet"`
+	}
+	if data, err := os.ReadFile(report); err != nil || json.Unmarshal(data, &rep) != nil {
+		t.Fatalf("report %s: %v", report, err)
+	}
+	t.Logf("chunks scored by %v", rep.Fleet.ScoredBy)
+	for _, r := range online {
+		if rep.Fleet.ScoredBy[r.name] == 0 {
+			t.Errorf("replica %s scored no chunk: %v", r.name, rep.Fleet.ScoredBy)
+		}
+	}
+
+	// The online requests: all answered, and none queued behind the job's
+	// rows: the online level's queue waits stay what they were without it.
+	if during.failed > 0 || before.failed > 0 {
+		t.Errorf("online requests failed: %d without the job, %d during it: %s", before.failed, during.failed, strings.Join(during.errors, "; "))
+	}
+	waitsAfter := onlineQueueWaits(t, online)
+	onlineWaits, batchWaits := waitsAfter.minus(waitsBefore)
+	t.Logf("queue waits during the job: online %s; batch rows %s", onlineWaits, batchWaits)
+	if batchWaits.count == 0 {
+		t.Errorf("no batch rows went through the online replicas' batchers")
+	}
+	if share := onlineWaits.over(0.01); share > 0.01 {
+		t.Errorf("%.1f%% of the online requests during the job waited 10ms or more in the queue: %s", 100*share, onlineWaits)
+	}
+}
+
+// scoreReplica is one `infergate serve` of TestScoreOnTheFleet.
+type scoreReplica struct {
+	name, addr string
+	cmd        *exec.Cmd
+	logs       *syncBuffer
+}
+
+// scoreCommand returns `infergate args...` as the test binary runs it.
+func scoreCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	return cmd
+}
+
+// scrape returns r's metrics, by series.
+func scrape(t *testing.T, r *scoreReplica) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + r.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[i+1:]), 64)
+		if err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
+}
+
+// onlineRequest is a demo row as the online API takes it.
+var onlineRequest = []byte(`{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[41,52000,0.3,24,2,1,680,9000]}]}`)
+
+// loadResult is what an online load saw.
+type loadResult struct {
+	sent, failed int
+	latencies    []time.Duration
+	errors       []string
+}
+
+func (l loadResult) String() string {
+	if len(l.latencies) == 0 {
+		return fmt.Sprintf("%d sent, %d failed", l.sent, l.failed)
+	}
+	slices.Sort(l.latencies)
+	q := func(p float64) time.Duration { return l.latencies[min(len(l.latencies)-1, int(p*float64(len(l.latencies))))] }
+	return fmt.Sprintf("%d sent, %d failed, p50 %s, p99 %s, max %s", l.sent, l.failed,
+		q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), l.latencies[len(l.latencies)-1].Round(10*time.Microsecond))
+}
+
+// measureOnlineRate returns the requests per second that rs answer to 16
+// clients sending one after another for d.
+func measureOnlineRate(t *testing.T, rs []*scoreReplica, d time.Duration) float64 {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	defer client.CloseIdleConnections()
+	var mu sync.Mutex
+	done := 0
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for c := range 16 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(end); i++ {
+				if postOnline(client, rs[(c+i)%len(rs)]) == nil {
+					mu.Lock()
+					done++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if done == 0 {
+		t.Fatal("no online request succeeded")
+	}
+	return float64(done) / d.Seconds()
+}
+
+// onlineLoad sends requests at a fixed rate, round robin over replicas,
+// each on a goroutine of its own (open loop).
+type onlineLoad struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	res  loadResult
+}
+
+func startOnlineLoad(rs []*scoreReplica, rate float64) *onlineLoad {
+	l := &onlineLoad{done: make(chan struct{})}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	every := time.Duration(float64(time.Second) / rate)
+	l.wg.Go(func() {
+		defer client.CloseIdleConnections()
+		var sends sync.WaitGroup
+		defer sends.Wait()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-l.done:
+				return
+			case <-tick.C:
+			}
+			r := rs[i%len(rs)]
+			sends.Go(func() {
+				start := time.Now()
+				err := postOnline(client, r)
+				took := time.Since(start)
+				l.mu.Lock()
+				defer l.mu.Unlock()
+				l.res.sent++
+				if err != nil {
+					l.res.failed++
+					if len(l.res.errors) < 5 {
+						l.res.errors = append(l.res.errors, err.Error())
+					}
+					return
+				}
+				l.res.latencies = append(l.res.latencies, took)
+			})
+		}
+	})
+	return l
+}
+
+// stop ends the load and returns what it saw.
+func (l *onlineLoad) stop() loadResult {
+	close(l.done)
+	l.wg.Wait()
+	return l.res
+}
+
+// runOnlineLoad runs an online load for d.
+func runOnlineLoad(t *testing.T, rs []*scoreReplica, rate float64, d time.Duration) loadResult {
+	l := startOnlineLoad(rs, rate)
+	time.Sleep(d)
+	return l.stop()
+}
+
+// postOnline sends one online request to r.
+func postOnline(client *http.Client, r *scoreReplica) error {
+	resp, err := client.Post("http://"+r.addr+"/v2/models/demo/infer", "application/json", bytes.NewReader(onlineRequest))
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %d %s", r.name, resp.StatusCode, body)
+	}
+	return nil
+}
+
+// queueWaits is the queue-wait histogram of the demo model's batchers,
+// summed over replicas: per priority level, the count under each bound.
+type queueWaits map[string]map[float64]float64
+
+// onlineQueueWaits scrapes the queue-wait buckets of rs.
+func onlineQueueWaits(t *testing.T, rs []*scoreReplica) queueWaits {
+	w := queueWaits{}
+	for _, r := range rs {
+		for series, v := range scrape(t, r) {
+			rest, ok := strings.CutPrefix(series, `infergate_batcher_queue_wait_seconds_bucket{`)
+			if !ok {
+				continue
+			}
+			labels := map[string]string{}
+			for kv := range strings.SplitSeq(strings.TrimSuffix(rest, "}"), ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				labels[k] = strings.Trim(v, `"`)
+			}
+			le, err := strconv.ParseFloat(labels["le"], 64)
+			if labels["le"] == "+Inf" {
+				le, err = math.Inf(1), nil
+			}
+			if err != nil || labels["model"] != "demo" {
+				continue
+			}
+			if w[labels["priority"]] == nil {
+				w[labels["priority"]] = map[float64]float64{}
+			}
+			w[labels["priority"]][le] += v
+		}
+	}
+	return w
+}
+
+// waitCounts is a queue-wait histogram of one level over an interval.
+type waitCounts struct {
+	count float64
+	under map[float64]float64
+}
+
+// minus returns the online level's (1) and the batch level's (0) waits
+// between before and w.
+func (w queueWaits) minus(before queueWaits) (online, batch waitCounts) {
+	diff := func(level string) waitCounts {
+		c := waitCounts{under: map[float64]float64{}}
+		for le, n := range w[level] {
+			c.under[le] = n - before[level][le]
+		}
+		c.count = c.under[math.Inf(1)]
+		return c
+	}
+	return diff("1"), diff("0")
+}
+
+// over returns the share of c's requests that waited more than d seconds.
+func (c waitCounts) over(d float64) float64 {
+	if c.count == 0 {
+		return 0
+	}
+	under := 0.0
+	for le, n := range c.under {
+		if le <= d && n > under {
+			under = n
+		}
+	}
+	return 1 - under/c.count
+}
+
+func (c waitCounts) String() string {
+	if c.count == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f requests, %.2f%% over 1ms, %.2f%% over 10ms", c.count, 100*c.over(0.001), 100*c.over(0.01))
+}

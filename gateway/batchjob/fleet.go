@@ -1,0 +1,309 @@
+package batchjob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/retrain/engine"
+)
+
+// The fleet's batch jobs: `infergate score --fleet` publishes the rows of
+// its file, a chunk a message, on a work-queue stream; every replica with
+// cluster.batch_jobs pulls them through one shared consumer, runs them
+// through its batcher below every online request, and puts the outputs in
+// an object store, where the job that published the chunk reads them.
+// A chunk whose replica dies before it acknowledged the message is
+// delivered again, to another, after ChunkAckWait; its result is an
+// object named by the job and chunk, so a chunk scored twice is one
+// result, read once.
+const (
+	// ChunkStream is the work-queue stream of the chunks of every job.
+	ChunkStream = "infergate_batch_chunks"
+	// chunkSubjects are its subjects: chunkSubjectPrefix + job.
+	chunkSubjects      = "infergate.batch.chunks.>"
+	chunkSubjectPrefix = "infergate.batch.chunks."
+	// ChunkConsumer is the replicas' shared durable pull consumer.
+	ChunkConsumer = "batch_workers"
+	// ResultBucket is the object store of the chunks' outputs, each the
+	// object ResultName(job, chunk).
+	ResultBucket = "infergate_batch_results"
+	// ChunkAckWait is how long a chunk is a replica's before it is
+	// delivered again: a replica scoring it says it is in progress every
+	// ChunkAckWait/4.
+	ChunkAckWait = 8 * time.Second
+	// MaxChunkBytes bounds a chunk's input rows.
+	MaxChunkBytes = 512 << 10
+	// retention is how long a chunk or a result outlives a job that did
+	// not clean up after itself (one killed).
+	retention = 24 * time.Hour
+)
+
+// The headers of a chunk message.
+const (
+	HeaderJob     = "Infergate-Job"
+	HeaderChunk   = "Infergate-Chunk"
+	HeaderModel   = "Infergate-Model"
+	HeaderVersion = "Infergate-Version"
+	HeaderRows    = "Infergate-Rows"
+	// HeaderReplica is the result's: the replica that scored the chunk.
+	HeaderReplica = "Infergate-Replica"
+)
+
+// ResultName names the result object of chunk k of job.
+func ResultName(job string, k int64) string { return job + "/" + strconv.FormatInt(k, 10) }
+
+// Chunk is a chunk message taken apart: Rows rows of the model's one
+// input, row-major in its type, as Data.
+type Chunk struct {
+	Job, Model, Version string
+	Index               int64
+	Rows                int
+	Data                []byte
+}
+
+// ParseChunk reads the chunk of msg.
+func ParseChunk(msg jetstream.Msg) (Chunk, error) {
+	h := msg.Headers()
+	c := Chunk{Job: h.Get(HeaderJob), Model: h.Get(HeaderModel), Version: h.Get(HeaderVersion), Data: msg.Data()}
+	var err1, err2 error
+	c.Index, err1 = strconv.ParseInt(h.Get(HeaderChunk), 10, 64)
+	c.Rows, err2 = strconv.Atoi(h.Get(HeaderRows))
+	if c.Job == "" || c.Model == "" || c.Version == "" || err1 != nil || err2 != nil || c.Rows < 1 {
+		return Chunk{}, fmt.Errorf("cannot read chunk message %s: headers %v", msg.Subject(), h)
+	}
+	return c, nil
+}
+
+// OpenChunks returns the chunk stream and the result bucket, creating
+// them when they are missing.
+func OpenChunks(ctx context.Context, conn *engine.Conn) (jetstream.Stream, jetstream.ObjectStore, error) {
+	st, err := engine.Stream(ctx, conn.JS, jetstream.StreamConfig{
+		Name: ChunkStream, Subjects: []string{chunkSubjects}, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, Replicas: conn.Replicas, MaxAge: retention,
+		MaxMsgSize: MaxChunkBytes + 64<<10, Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot open stream %s: %w", ChunkStream, err)
+	}
+	obs, err := engine.ObjectStore(ctx, conn.JS, jetstream.ObjectStoreConfig{
+		Bucket: ResultBucket, Storage: jetstream.FileStorage, Replicas: conn.Replicas, TTL: retention,
+		Description: "outputs of the chunks of batch-scoring jobs",
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot open object store %s: %w", ResultBucket, err)
+	}
+	return st, obs, nil
+}
+
+// ChunkConsumerConfig is the replicas' shared consumer of the chunks.
+func ChunkConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ChunkConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ChunkAckWait,
+		MaxAckPending: 1024, Description: "replicas with cluster.batch_jobs scoring chunks of batch jobs",
+	}
+}
+
+// Fleet scores a job's rows on the replicas of a fleet instead of local
+// sessions: Job.Run then only describes the model.
+type Fleet struct {
+	Conn *engine.Conn
+	// InFlight is the chunks published and not yet read back (default 8).
+	InFlight int
+	// ChunkTimeout bounds the wait for one chunk's result (default 10m):
+	// past it, no replica with cluster.batch_jobs serves the version.
+	ChunkTimeout time.Duration
+}
+
+// inFlight returns f.InFlight or its default.
+func (f *Fleet) inFlight() int {
+	if f.InFlight > 0 {
+		return f.InFlight
+	}
+	return 8
+}
+
+// fleetRun is a Fleet at work on one job.
+type fleetRun struct {
+	f        *Fleet
+	job      *Job
+	id       string
+	stream   jetstream.Stream
+	results  jetstream.ObjectStore
+	watcher  jetstream.ObjectWatcher
+	mu       sync.Mutex
+	waiting  map[string]chan struct{}
+	next     int64 // the next chunk's index
+	rowBytes int   // an input row's bytes
+	outBytes []int // each output's bytes per row
+	// scoredBy counts the chunks each replica scored.
+	scoredBy map[string]int
+}
+
+// ChunkRows returns the rows of a chunk for a model whose input row takes
+// rowBytes.
+func ChunkRows(rowBytes int) int { return max(1, MaxChunkBytes/rowBytes) }
+
+// start opens the stream and bucket and watches the results of job.
+func (f *Fleet) start(ctx context.Context, job *Job, p *plan) (*fleetRun, error) {
+	st, obs, err := OpenChunks(ctx, f.Conn)
+	if err != nil {
+		return nil, err
+	}
+	id := make([]byte, 8)
+	rand.Read(id)
+	r := &fleetRun{f: f, job: job, id: "job-" + hex.EncodeToString(id), stream: st, results: obs,
+		waiting: map[string]chan struct{}{}, scoredBy: map[string]int{}}
+	r.rowBytes = p.width * p.input.DataType.Size()
+	for _, o := range p.outputs {
+		r.outBytes = append(r.outBytes, o.perRow*o.info.DataType.Size())
+	}
+	// The watch starts before any chunk is published, so no result can
+	// land unseen.
+	if r.watcher, err = obs.Watch(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes()); err != nil {
+		return nil, fmt.Errorf("cannot watch object store %s: %w", ResultBucket, err)
+	}
+	go r.dispatch()
+	return r, nil
+}
+
+// dispatch wakes the waiter of each result put, until the watch stops.
+func (r *fleetRun) dispatch() {
+	for info := range r.watcher.Updates() {
+		if info == nil {
+			continue // the end of the (empty) initial values
+		}
+		r.mu.Lock()
+		if ch, ok := r.waiting[info.Name]; ok {
+			close(ch)
+			delete(r.waiting, info.Name)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// stop ends the watch and removes what the job left on the stream (chunks
+// not taken, after an error) and in the bucket.
+func (r *fleetRun) stop() {
+	r.watcher.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectPrefix+r.id))
+	if names, err := r.results.List(ctx); err == nil {
+		for _, o := range names {
+			if len(o.Name) > len(r.id) && o.Name[:len(r.id)+1] == r.id+"/" {
+				r.results.Delete(ctx, o.Name)
+			}
+		}
+	}
+}
+
+// run scores the valid rows start to end of s, one chunk, on the fleet and
+// copies its outputs into s.
+func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
+	r.mu.Lock()
+	k := r.next
+	r.next++
+	name := ResultName(r.id, k)
+	done := make(chan struct{})
+	r.waiting[name] = done
+	r.mu.Unlock()
+	n := b.end - b.start
+	msg := nats.NewMsg(chunkSubjectPrefix + r.id)
+	msg.Header.Set(HeaderJob, r.id)
+	msg.Header.Set(HeaderChunk, strconv.FormatInt(k, 10))
+	msg.Header.Set(HeaderModel, r.job.Model)
+	msg.Header.Set(HeaderVersion, r.job.Version)
+	msg.Header.Set(HeaderRows, strconv.Itoa(n))
+	msg.Header.Set(jetstream.MsgIDHeader, name)
+	msg.Data = in
+	if _, err := r.f.Conn.JS.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("cannot publish chunk %d to stream %s: %w", k, ChunkStream, err)
+	}
+	timeout := r.f.ChunkTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		return fmt.Errorf("chunk %d of job %s: no result after %s; is a replica with cluster.batch_jobs: true serving version %s of model %q?",
+			k, r.id, timeout, r.job.Version, r.job.Model)
+	}
+	obj, err := r.results.Get(ctx, name)
+	if err != nil {
+		return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+	}
+	defer obj.Close()
+	info, err := obj.Info()
+	if err != nil {
+		return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+	}
+	want := 0
+	for _, ob := range r.outBytes {
+		want += n * ob
+	}
+	if info.Size != uint64(want) {
+		return fmt.Errorf("the result of chunk %d holds %d bytes, want %d for %d rows", k, info.Size, want, n)
+	}
+	for i, ob := range r.outBytes {
+		dst := b.s.out[i][b.start*ob : b.end*ob]
+		if _, err := readFull(obj, dst); err != nil {
+			return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+		}
+	}
+	r.mu.Lock()
+	r.scoredBy[info.Headers.Get(HeaderReplica)]++
+	r.mu.Unlock()
+	if err := r.results.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("cannot delete the result of chunk %d: %w", k, err)
+	}
+	return nil
+}
+
+// FleetReport is what a job scored on a fleet did there.
+type FleetReport struct {
+	Job string `json:"job"`
+	// Chunks counts the chunks read back; ScoredBy them by the replica
+	// that scored each.
+	Chunks   int            `json:"chunks"`
+	ScoredBy map[string]int `json:"scored_by"`
+}
+
+// report returns what r did so far.
+func (r *fleetRun) report() *FleetReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := &FleetReport{Job: r.id, ScoredBy: maps.Clone(r.scoredBy)}
+	for _, n := range r.scoredBy {
+		rep.Chunks += n
+	}
+	return rep
+}
+
+// readFull fills dst from obj.
+func readFull(obj jetstream.ObjectResult, dst []byte) (int, error) {
+	n := 0
+	for n < len(dst) {
+		m, err := obj.Read(dst[n:])
+		n += m
+		if err != nil {
+			if n == len(dst) {
+				break
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,255 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/infergate/infergate/batcher"
+	"github.com/infergate/infergate/gateway/batchjob"
+	"github.com/infergate/infergate/retrain/engine"
+)
+
+// batchChunksAtOnce is the chunks of batch jobs a replica scores at once:
+// one computed while the next is fetched and its first rows queue.
+const batchChunksAtOnce = 2
+
+// batchWorker scores the chunks of the fleet's batch jobs on a replica
+// whose config says cluster.batch_jobs: it pulls them from the replicas'
+// shared consumer, runs each through the batcher of the version it names
+// at batchJobPriority, below every online request, so that only capacity
+// online traffic leaves idle scores them, puts the outputs in the result
+// bucket and only then acknowledges the chunk. A chunk this replica cannot
+// score now (its version is not loaded here, the batcher is full or
+// stopping) goes back to the stream for another, or for later.
+type batchWorker struct {
+	s       *Server
+	log     *slog.Logger
+	replica string
+	cons    jetstream.Consumer
+	results jetstream.ObjectStore
+	set     *metrics.Set
+	// chunks counts the chunks taken, by outcome; rows the rows scored.
+	scored, returned, refused *metrics.Counter
+	rows                      *metrics.Counter
+	// scoring counts the chunks being scored now.
+	scoring atomic.Int64
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+// batchWorkerHelp is the HELP text of the batch worker's families.
+var batchWorkerHelp = map[string]string{
+	"infergate_batch_chunks_total":       "Chunks of batch-scoring jobs this replica took (cluster.batch_jobs), by outcome: scored, returned (to the stream, for another replica or later) or refused (malformed, dropped).",
+	"infergate_batch_rows_total":         "Rows of batch-scoring jobs this replica scored.",
+	"infergate_batch_chunks_in_progress": "Chunks of batch-scoring jobs this replica is scoring now.",
+}
+
+// openBatchWorker opens the chunk stream, the result bucket and the shared
+// consumer on conn.
+func openBatchWorker(s *Server, conn *engine.Conn, replica string) (*batchWorker, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, results, err := batchjob.OpenChunks(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, batchjob.ChunkConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("cannot open consumer %s of stream %s: %w", batchjob.ChunkConsumer, batchjob.ChunkStream, err)
+	}
+	w := &batchWorker{s: s, log: s.log.With("component", "batch"), replica: replica, cons: cons, results: results, set: metrics.NewSet()}
+	w.scored = w.set.NewCounter(`infergate_batch_chunks_total{outcome="scored"}`)
+	w.returned = w.set.NewCounter(`infergate_batch_chunks_total{outcome="returned"}`)
+	w.refused = w.set.NewCounter(`infergate_batch_chunks_total{outcome="refused"}`)
+	w.rows = w.set.NewCounter(`infergate_batch_rows_total`)
+	w.set.NewGauge(`infergate_batch_chunks_in_progress`, func() float64 { return float64(w.scoring.Load()) })
+	metrics.RegisterSet(w.set)
+	return w, nil
+}
+
+// start pulls and scores chunks until stop.
+func (w *batchWorker) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	for range batchChunksAtOnce {
+		w.done.Go(func() {
+			for ctx.Err() == nil {
+				batch, err := w.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchContext(ctx))
+				if err != nil {
+					if ctx.Err() == nil {
+						w.log.Warn("cannot fetch a chunk of a batch job; trying again in 1s", "error", err)
+						sleepCtx(ctx, time.Second)
+					}
+					continue
+				}
+				for msg := range batch.Messages() {
+					w.take(ctx, msg)
+				}
+			}
+		})
+	}
+	w.log.Info("scoring chunks of batch jobs", "stream", batchjob.ChunkStream, "consumer", batchjob.ChunkConsumer, "at_once", batchChunksAtOnce)
+}
+
+// stop stops pulling, waits for the chunks being scored and drops the
+// worker's series. A nil worker does nothing.
+func (w *batchWorker) stop() {
+	if w == nil {
+		return
+	}
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.done.Wait()
+	metrics.UnregisterSet(w.set, true)
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// take scores chunk msg and acknowledges it, or hands it back.
+func (w *batchWorker) take(ctx context.Context, msg jetstream.Msg) {
+	c, err := batchjob.ParseChunk(msg)
+	if err != nil {
+		w.refused.Inc()
+		w.log.Warn("dropped a malformed chunk", "error", err)
+		msg.TermWithReason(err.Error())
+		return
+	}
+	w.scoring.Add(1)
+	defer w.scoring.Add(-1)
+	// The chunk stays this replica's while it is scored.
+	keep := time.NewTicker(batchjob.ChunkAckWait / 4)
+	defer keep.Stop()
+	kept := make(chan struct{})
+	defer close(kept)
+	go func() {
+		for {
+			select {
+			case <-keep.C:
+				msg.InProgress()
+			case <-kept:
+				return
+			}
+		}
+	}()
+	out, retry, err := w.score(ctx, c)
+	if err == nil {
+		meta := jetstream.ObjectMeta{Name: batchjob.ResultName(c.Job, c.Index), Headers: nats.Header{batchjob.HeaderReplica: []string{w.replica}}}
+		if _, err = w.results.Put(ctx, meta, bytes.NewReader(out)); err != nil {
+			err, retry = fmt.Errorf("cannot put the result in object store %s: %w", batchjob.ResultBucket, err), time.Second
+		}
+	}
+	if err == nil {
+		err, retry = msg.DoubleAck(ctx), 0
+	}
+	if err != nil {
+		w.returned.Inc()
+		w.log.Debug("handed a chunk back", "job", c.Job, "chunk", c.Index, "error", err)
+		msg.NakWithDelay(retry)
+		return
+	}
+	w.scored.Inc()
+	w.rows.Add(c.Rows)
+}
+
+// score runs chunk c through its version's batcher and returns the
+// outputs, each output's rows in turn; on an error, how long the chunk
+// should wait before it is delivered again.
+func (w *batchWorker) score(ctx context.Context, c batchjob.Chunk) ([]byte, time.Duration, error) {
+	st := w.s.acquireState()
+	defer st.release()
+	m := st.model(c.Model)
+	var v *version
+	if m != nil {
+		v = m.version([]byte(c.Version))
+	}
+	switch {
+	case v == nil:
+		return nil, 2 * time.Second, fmt.Errorf("version %s of model %q is not loaded here", c.Version, c.Model)
+	case v.batcher == nil:
+		return nil, 2 * time.Second, fmt.Errorf("version %s of model %q is not batched here", c.Version, c.Model)
+	}
+	ins := v.rt.Inputs()
+	if len(ins) != 1 || len(ins[0].Shape) != 2 || ins[0].Shape[1] < 1 {
+		return nil, 0, fmt.Errorf("model %q takes %d inputs, a chunk fills one of shape [batch, features]", c.Model, len(ins))
+	}
+	rowBytes := int(ins[0].Shape[1]) * ins[0].DataType.Size()
+	if len(c.Data) != c.Rows*rowBytes {
+		return nil, 0, fmt.Errorf("chunk %d of job %s holds %d bytes, want %d rows of %d", c.Index, c.Job, len(c.Data), c.Rows, rowBytes)
+	}
+	outs := v.rt.Outputs()
+	outBytes := make([]int, len(outs))
+	var total int
+	for j, o := range outs {
+		outBytes[j] = o.DataType.Size()
+		for _, d := range o.Shape[1:] {
+			if d < 1 {
+				return nil, 0, fmt.Errorf("output %q of model %q has a dynamic shape %v beyond the batch: a chunk's outputs must be sized ahead", o.Name, c.Model, o.Shape)
+			}
+			outBytes[j] *= int(d)
+		}
+		total += c.Rows * outBytes[j]
+	}
+	out := make([]byte, total)
+	step := c.Rows
+	if mb := v.cfg.Batching.MaxBatchSize; mb > 0 {
+		step = min(step, mb)
+	}
+	for start := 0; start < c.Rows; start += step {
+		n := min(step, c.Rows-start)
+		if err := runPiece(ctx, v, c.Data[start*rowBytes:(start+n)*rowBytes], n, func(j int, data []byte) {
+			base := c.Rows * outBase(outBytes, j)
+			copy(out[base+start*outBytes[j]:base+(start+n)*outBytes[j]], data)
+		}); err != nil {
+			retry := time.Second
+			if errors.Is(err, batcher.ErrTooLarge) || errors.Is(err, batcher.ErrBadPriority) {
+				retry = 0
+			}
+			return nil, retry, err
+		}
+	}
+	return out, 0, nil
+}
+
+// outBase returns the bytes per row of the outputs before output j.
+func outBase(outBytes []int, j int) int {
+	n := 0
+	for _, b := range outBytes[:j] {
+		n += b
+	}
+	return n
+}
+
+// runPiece runs the n rows of in through v's batcher at batchJobPriority
+// and hands each output's data to got before the request is released.
+func runPiece(ctx context.Context, v *version, in []byte, n int, got func(j int, data []byte)) error {
+	req := batcher.AcquireRequest()
+	defer batcher.ReleaseRequest(req)
+	req.Rows, req.Priority = n, batchJobPriority
+	req.Inputs = append(req.Inputs, in)
+	if err := v.batcher.Do(ctx, req); err != nil {
+		return err
+	}
+	for j, data := range req.Outputs {
+		got(j, data)
+	}
+	return nil
+}
