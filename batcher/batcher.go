@@ -256,7 +256,7 @@ func New(cfg Config, layout Layout, runners []Runner, labels string) (*Batcher, 
 		closing: make(chan struct{}),
 		waiters: sync.Pool{New: newWaiter},
 	}
-	m, err := newMetrics(labels, func() float64 { return float64(b.QueueLength()) })
+	m, err := newMetrics(labels, cfg.PriorityLevels, func() float64 { return float64(b.QueueLength()) })
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +357,7 @@ func (b *Batcher) enqueue(r *Request) (*worker, *bufferSet, error) {
 	b.addQueuedLocked(1)
 	if inst, set := b.claimLocked(now); inst != nil {
 		b.popLocked()
-		b.metrics.queueWait.Update(0)
+		b.metrics.queueWait[r.Priority].Update(0)
 		b.mu.Unlock()
 		return inst, set, nil
 	}

@@ -159,7 +159,7 @@ func TestMetricsAreExportedUntilClose(t *testing.T) {
 	metrics.WritePrometheus(&buf, false)
 	for _, want := range []string{
 		`infergate_batcher_queue_length{model="metrics",version="1"} 0`,
-		`infergate_batcher_queue_wait_seconds_count{model="metrics",version="1"} 3`,
+		`infergate_batcher_queue_wait_seconds_count{model="metrics",version="1",priority="0"} 3`,
 		`infergate_batcher_batch_rows_bucket{model="metrics",version="1",le="2"} 3`,
 		`infergate_inference_duration_seconds_count{model="metrics",version="1"} 3`,
 		`infergate_batcher_rows_total{model="metrics",version="1"} 6`,

@@ -2,6 +2,7 @@ package batcher
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -19,7 +20,7 @@ var rowBuckets = metrics.ExponentialBuckets(1, 2, 11)
 // MetricHelp is the HELP text of each metric family a Batcher exports, by
 // family name, for a /metrics writer that adds HELP lines. It is read-only.
 var MetricHelp = map[string]string{
-	"infergate_batcher_queue_wait_seconds":  "Time in seconds from a request's arrival to its leaving the queue for a batch (0 for a request run at once on an idle instance).",
+	"infergate_batcher_queue_wait_seconds":  "Time in seconds from a request's arrival to its leaving the queue for a batch (0 for a request run at once on an idle instance), by the priority level it was queued at.",
 	"infergate_batcher_batch_rows":          "Rows in each executed batch.",
 	"infergate_inference_duration_seconds":  "Time in seconds the model took to compute each batch (or each request, for a version run without a batcher).",
 	"infergate_batcher_rows_total":          "Rows computed in executed batches.",
@@ -49,8 +50,9 @@ var reasonNames = [reasonCount]string{"queue_full", "deadline", "too_large", "ca
 // request path never creates one. They live in their own set, exported
 // from New until Close.
 type batcherMetrics struct {
-	set        *metrics.Set
-	queueWait  *metrics.PrometheusHistogram
+	set *metrics.Set
+	// queueWait holds one histogram per priority level, indexed by level.
+	queueWait  []*metrics.PrometheusHistogram
 	batchRows  *metrics.PrometheusHistogram
 	compute    *metrics.PrometheusHistogram
 	rows       *metrics.Counter
@@ -61,7 +63,7 @@ type batcherMetrics struct {
 	rejected     [reasonCount]*metrics.Counter
 }
 
-func newMetrics(labels string, queueLength func() float64) (*batcherMetrics, error) {
+func newMetrics(labels string, levels int, queueLength func() float64) (*batcherMetrics, error) {
 	if labels != "" {
 		if err := metrics.ValidateMetric("m{" + labels + "}"); err != nil {
 			return nil, fmt.Errorf("invalid batcher metric labels %q: %w", labels, err)
@@ -70,12 +72,16 @@ func newMetrics(labels string, queueLength func() float64) (*batcherMetrics, err
 	s := metrics.NewSet()
 	m := &batcherMetrics{
 		set:          s,
-		queueWait:    s.NewPrometheusHistogramExt(series("infergate_batcher_queue_wait_seconds", labels, ""), durationBuckets),
+		queueWait:    make([]*metrics.PrometheusHistogram, levels),
 		batchRows:    s.NewPrometheusHistogramExt(series("infergate_batcher_batch_rows", labels, ""), rowBuckets),
 		compute:      s.NewPrometheusHistogramExt(series("infergate_inference_duration_seconds", labels, ""), durationBuckets),
 		rows:         s.NewCounter(series("infergate_batcher_rows_total", labels, "")),
 		executions:   s.NewCounter(series("infergate_batcher_executions_total", labels, "")),
 		runnerPanics: s.NewCounter(series("infergate_batcher_runner_panics_total", labels, "")),
+	}
+	for level := range m.queueWait {
+		m.queueWait[level] = s.NewPrometheusHistogramExt(series("infergate_batcher_queue_wait_seconds", labels,
+			`priority="`+strconv.Itoa(level)+`"`), durationBuckets)
 	}
 	s.NewGauge(series("infergate_batcher_queue_length", labels, ""), queueLength)
 	for i, name := range reasonNames {

@@ -1,9 +1,11 @@
 package batcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -170,6 +172,69 @@ func TestHigherPriorityGoesFirst(t *testing.T) {
 		for _, p := range ps {
 			p.wantOK(t)
 		}
+	})
+}
+
+// TestLowestLevelWaitsAndIsCountedApart queues requests at level 0, the
+// level the gateway keeps for batch-scoring jobs, before requests at level
+// 1: the later level-1 requests go first, and each level's queue-wait
+// series counts its own requests and their waits.
+func TestLowestLevelWaitsAndIsCountedApart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{gate: make(chan struct{})}
+		b := newTestBatcher(t, Config{MaxBatchSize: 4, PriorityLevels: 2}, 1, rec)
+		defer b.Close()
+		labels := fmt.Sprintf("test=%q", t.Name())
+		wantSeries := func(want ...string) {
+			t.Helper()
+			var buf bytes.Buffer
+			b.metrics.set.WritePrometheus(&buf)
+			for _, w := range want {
+				if !strings.Contains(buf.String(), "infergate_batcher_queue_wait_seconds_"+w+"\n") {
+					t.Errorf("metrics lack infergate_batcher_queue_wait_seconds_%s; got\n%s", w, buf.String())
+				}
+			}
+		}
+		// New creates both levels' series before any request.
+		wantSeries(`count{`+labels+`,priority="0"} 0`, `count{`+labels+`,priority="1"} 0`)
+
+		ctx := context.Background()
+		p1 := startDo(ctx, b, 1, 1, 1) // runs at once, alone, waiting 0
+		synctest.Wait()
+		// start queues requests one after the other, in this order.
+		start := func(id uint32, rows, priority int) *pendingDo {
+			p := startDo(ctx, b, id, rows, priority)
+			synctest.Wait()
+			return p
+		}
+		jobs := []*pendingDo{start(2, 2, 0), start(3, 2, 0)}
+		time.Sleep(4 * time.Millisecond)
+		online := []*pendingDo{start(4, 2, 1), start(5, 1, 1)}
+		time.Sleep(6 * time.Millisecond)
+		rec.gate <- struct{}{}
+		synctest.Wait()
+		// Level 1, queued 4ms after level 0, forms the next batch alone:
+		// request 2 of level 0 does not fit beside its 3 rows.
+		wantBatches(t, rec, []uint32{1}, []uint32{4, 5})
+		p1.wantOK(t)
+		time.Sleep(5 * time.Millisecond)
+		close(rec.gate)
+		synctest.Wait()
+		wantBatches(t, rec, []uint32{1}, []uint32{4, 5}, []uint32{2, 3})
+		for _, p := range append(online, jobs...) {
+			p.wantOK(t)
+		}
+		// Level 1: request 1 waited 0, requests 4 and 5 6ms each; level 0:
+		// requests 2 and 3 waited 15ms each.
+		wantSeries(
+			`bucket{`+labels+`,priority="1",le="1e-05"} 1`,
+			`bucket{`+labels+`,priority="1",le="0.005"} 1`,
+			`bucket{`+labels+`,priority="1",le="0.01"} 3`,
+			`count{`+labels+`,priority="1"} 3`,
+			`bucket{`+labels+`,priority="0",le="0.01"} 0`,
+			`bucket{`+labels+`,priority="0",le="0.025"} 2`,
+			`count{`+labels+`,priority="0"} 2`,
+		)
 	})
 }
 

@@ -176,7 +176,7 @@ func (w *worker) takeLocked(n int, now time.Time) {
 			continue
 		}
 		r.Waited = now.Sub(r.enqueued)
-		b.metrics.queueWait.Update(r.Waited.Seconds())
+		b.metrics.queueWait[r.Priority].Update(r.Waited.Seconds())
 		w.batch = append(w.batch, r)
 	}
 }

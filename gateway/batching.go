@@ -8,6 +8,25 @@ import (
 	"github.com/infergate/infergate/runtime"
 )
 
+// batchJobPriority is the batcher level of batch-scoring chunks
+// (cluster.batch_jobs): every batcher has one level more than the model's
+// priority_levels, and this one, level 0, is below every online request,
+// so a chunk's rows form batches only from the room that no online request
+// wants. Online priorities are shifted up by one (onlineLevel), so users
+// keep their 0..priority_levels-1.
+const batchJobPriority = 0
+
+// onlineLevel returns the batcher level of an online request whose
+// parameters.priority is p, on a model with levels priority_levels: p+1,
+// above batchJobPriority. A p outside 0..levels-1 is ErrBadPriority, stating
+// the range users see, never the batcher's.
+func onlineLevel(p, levels int) (int, error) {
+	if p < 0 || p >= levels {
+		return 0, fmt.Errorf("%w: %d, want 0..%d", batcher.ErrBadPriority, p, levels-1)
+	}
+	return batchJobPriority + 1 + p, nil
+}
+
 // sessionRunner runs a batcher's batches on one session it owns.
 type sessionRunner struct {
 	session *runtime.Session
@@ -74,7 +93,10 @@ func batchLayout(ins, outs []runtime.TensorInfo) (batcher.Layout, bool) {
 // startBatcher gives each of v's instances to a batcher worker for as long
 // as v is loaded; stopBatcher gives them back. It returns nil, nil when v's
 // tensors cannot be batched: then requests run on free instances directly.
+// The batcher has cfg's priority levels plus batchJobPriority below them.
 func startBatcher(v *version, cfg batcher.Config) (*batcher.Batcher, error) {
+	cfg = cfg.WithDefaults()
+	cfg.PriorityLevels++
 	layout, ok := batchLayout(v.rt.Inputs(), v.rt.Outputs())
 	if !ok {
 		return nil, nil

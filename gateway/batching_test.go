@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -120,6 +121,57 @@ func TestBatchingErrors(t *testing.T) {
 			t.Errorf("%v answers %d, want %d", c.err, got, c.code)
 		}
 	}
+}
+
+// TestOnlinePriorities serves a model with priority_levels: 2: online
+// priorities 0 and 1 run on batcher levels 1 and 2, above the level of
+// batch-scoring chunks, and priority 2 is refused with the users' range.
+func TestOnlinePriorities(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 4, PriorityLevels: 2}}
+	_, url := startServer(t, cfg)
+	f := func(priority string, wantCode int, wantMsg string) {
+		t.Helper()
+		body := `{"parameters":{"priority":` + priority + `},"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`
+		code, _, resp := call(t, "POST", url+"/v2/models/echo_fp32/infer", []byte(body))
+		if code != wantCode || !strings.Contains(string(resp), wantMsg) {
+			t.Fatalf("priority %s: got %d %s, want %d with %q", priority, code, resp, wantCode, wantMsg)
+		}
+	}
+	f("0", 200, `"data":[1,2,3,4]`)
+	f("1", 200, `"data":[1,2,3,4]`)
+	f("1", 200, `"data":[1,2,3,4]`)
+	f("2", 400, "priority out of range: 2, want 0..1")
+	f("-1", 400, "parameters.priority")
+
+	m := get(t, url+"/metrics")
+	for level, want := range []float64{0, 1, 2} {
+		series := fmt.Sprintf(`infergate_batcher_queue_wait_seconds_count{model="echo_fp32",version="1",priority="%d"}`, level)
+		if got := metricValue(t, m, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+}
+
+// TestOnlineLevel maps online priorities to batcher levels: never onto
+// batchJobPriority, and out of range with the users' own range.
+func TestOnlineLevel(t *testing.T) {
+	f := func(p, levels, want int, wantErr string) {
+		t.Helper()
+		got, err := onlineLevel(p, levels)
+		switch {
+		case wantErr != "" && (err == nil || !errors.Is(err, batcher.ErrBadPriority) || err.Error() != wantErr):
+			t.Fatalf("onlineLevel(%d, %d) = %d, %v; want the error %q", p, levels, got, err, wantErr)
+		case wantErr == "" && (err != nil || got != want):
+			t.Fatalf("onlineLevel(%d, %d) = %d, %v; want %d", p, levels, got, err, want)
+		}
+	}
+	f(0, 1, 1, "")
+	f(0, 3, 1, "")
+	f(2, 3, 3, "")
+	f(1, 1, 0, "batcher: priority out of range: 1, want 0..0")
+	f(3, 3, 0, "batcher: priority out of range: 3, want 0..2")
+	f(-1, 3, 0, "batcher: priority out of range: -1, want 0..2")
 }
 
 // TestUnbatchableModelRunsDirectly fixes the echo model's batch dimension

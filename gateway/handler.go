@@ -568,8 +568,12 @@ func computeOn(v *version, req *inferRequest, breq *batcher.Request, call *infer
 		return fasthttp.StatusInternalServerError, err
 	}
 
+	level, err := onlineLevel(req.Priority, v.cfg.Batching.PriorityLevels)
+	if err != nil {
+		return fasthttp.StatusBadRequest, err
+	}
 	rows := req.Inputs[0].Shape[0]
-	breq.Rows, breq.Priority, breq.Timeout = int(rows), req.Priority, req.Timeout
+	breq.Rows, breq.Priority, breq.Timeout = int(rows), level, req.Timeout
 	if call.conn != nil || call.ctx != nil {
 		breq.Gone = call.gone
 	}
