@@ -236,7 +236,9 @@ func (l loadResult) String() string {
 		return fmt.Sprintf("%d sent, %d failed", l.sent, l.failed)
 	}
 	slices.Sort(l.latencies)
-	q := func(p float64) time.Duration { return l.latencies[min(len(l.latencies)-1, int(p*float64(len(l.latencies))))] }
+	q := func(p float64) time.Duration {
+		return l.latencies[min(len(l.latencies)-1, int(p*float64(len(l.latencies))))]
+	}
 	return fmt.Sprintf("%d sent, %d failed, p50 %s, p99 %s, max %s", l.sent, l.failed,
 		q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), l.latencies[len(l.latencies)-1].Round(10*time.Microsecond))
 }
