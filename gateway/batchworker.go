@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,16 +85,21 @@ func (w *batchWorker) start() {
 	for range batchChunksAtOnce {
 		w.done.Go(func() {
 			for ctx.Err() == nil {
-				batch, err := w.cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second), jetstream.FetchContext(ctx))
-				if err != nil {
+				// A pull lasts 5s at most, or until stop.
+				pull, cancelPull := context.WithTimeout(ctx, 5*time.Second)
+				batch, err := w.cons.Fetch(1, jetstream.FetchContext(pull))
+				if err == nil {
+					for msg := range batch.Messages() {
+						w.take(ctx, msg)
+					}
+					err = batch.Error()
+				}
+				cancelPull()
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 					if ctx.Err() == nil {
 						w.log.Warn("cannot fetch a chunk of a batch job; trying again in 1s", "error", err)
 						sleepCtx(ctx, time.Second)
 					}
-					continue
-				}
-				for msg := range batch.Messages() {
-					w.take(ctx, msg)
 				}
 			}
 		})
@@ -152,7 +158,11 @@ func (w *batchWorker) take(ctx context.Context, msg jetstream.Msg) {
 	}()
 	out, retry, err := w.score(ctx, c)
 	if err == nil {
-		meta := jetstream.ObjectMeta{Name: batchjob.ResultName(c.Job, c.Index), Headers: nats.Header{batchjob.HeaderReplica: []string{w.replica}}}
+		meta := jetstream.ObjectMeta{Name: batchjob.ResultName(c.Job, c.Index), Headers: nats.Header{}}
+		meta.Headers.Set(batchjob.HeaderReplica, w.replica)
+		if md, err := msg.Metadata(); err == nil {
+			meta.Headers.Set(batchjob.HeaderDelivery, strconv.FormatUint(md.NumDelivered, 10))
+		}
 		if _, err = w.results.Put(ctx, meta, bytes.NewReader(out)); err != nil {
 			err, retry = fmt.Errorf("cannot put the result in object store %s: %w", batchjob.ResultBucket, err), time.Second
 		}

@@ -158,7 +158,8 @@ func scoreCmd(args []string) error {
 		rep.ValidateTime.Round(time.Millisecond), rep.ScoreTime.Round(time.Millisecond),
 		float64(rep.Rows-rep.RowsResumed)/max(rep.ScoreTime.Seconds(), 1e-9))
 	if f := rep.Fleet; f != nil {
-		fmt.Fprintf(os.Stderr, "fleet job %s: %d chunks scored by %s\n", f.Job, f.Chunks, formatScoredBy(f.ScoredBy))
+		fmt.Fprintf(os.Stderr, "fleet job %s: %d chunks scored by %s; %d delivered again after their replica died or handed them back\n",
+			f.Job, f.Chunks, formatScoredBy(f.ScoredBy), f.Redelivered)
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s", *out)
 	if rep.Validation.Judged() {

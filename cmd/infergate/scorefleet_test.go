@@ -94,21 +94,34 @@ func TestScoreOnTheFleet(t *testing.T) {
 	var jobLogs bytes.Buffer
 	job.Stdout, job.Stderr = &jobLogs, &jobLogs
 	load := startOnlineLoad(online, rate)
+	t.Cleanup(func() { load.stop() })
 	start := time.Now()
 	if err := job.Start(); err != nil {
 		t.Fatal(err)
 	}
 	jobDone := make(chan error, 1)
 	go func() { jobDone <- job.Wait() }()
+	t.Cleanup(func() { job.Process.Kill() })
 	killedAt := time.Duration(-1)
 	for killedAt < 0 {
 		select {
 		case err := <-jobDone:
-			load.stop()
 			t.Fatalf("the job ended before %s held a chunk to kill it in: %v\n%s", victim.name, err, jobLogs.String())
 		case <-time.After(5 * time.Millisecond):
 		}
-		m := scrape(t, victim)
+		m, err := scrape(victim)
+		if err != nil {
+			t.Fatalf("%v\njob so far:\n%s", err, jobLogs.String())
+		}
+		if time.Since(start) > time.Minute {
+			var all []string
+			for _, r := range replicas {
+				m, _ := scrape(r)
+				all = append(all, fmt.Sprintf("%s: scored %v, returned %v, in progress %v", r.name,
+					m[`infergate_batch_chunks_total{outcome="scored"}`], m[`infergate_batch_chunks_total{outcome="returned"}`], m["infergate_batch_chunks_in_progress"]))
+			}
+			t.Fatalf("%s held no chunk after it scored one within 1m: %s\njob so far:\n%s", victim.name, strings.Join(all, "; "), jobLogs.String())
+		}
 		if m[`infergate_batch_chunks_total{outcome="scored"}`] >= 1 && m["infergate_batch_chunks_in_progress"] >= 1 {
 			victim.cmd.Process.Kill()
 			killedAt = time.Since(start)
@@ -151,14 +164,21 @@ func TestScoreOnTheFleet(t *testing.T) {
 	}
 	var rep struct {
 		Fleet struct {
-			Chunks   int            `json:"chunks"`
-			ScoredBy map[string]int `json:"scored_by"`
+			Chunks      int            `json:"chunks"`
+			ScoredBy    map[string]int `json:"scored_by"`
+			Redelivered int            `json:"redelivered"`
 		} `json:"fleet"`
 	}
 	if data, err := os.ReadFile(report); err != nil || json.Unmarshal(data, &rep) != nil {
 		t.Fatalf("report %s: %v", report, err)
 	}
-	t.Logf("chunks scored by %v", rep.Fleet.ScoredBy)
+	t.Logf("chunks scored by %v, %d of them delivered again", rep.Fleet.ScoredBy, rep.Fleet.Redelivered)
+	if want := (rows + 16383) / 16384; rep.Fleet.Chunks != want {
+		t.Errorf("the job read back %d chunks, want %d", rep.Fleet.Chunks, want)
+	}
+	if rep.Fleet.Redelivered < 1 {
+		t.Errorf("no chunk was delivered again: the one %s held when it was killed was scored by none", victim.name)
+	}
 	for _, r := range online {
 		if rep.Fleet.ScoredBy[r.name] == 0 {
 			t.Errorf("replica %s scored no chunk: %v", r.name, rep.Fleet.ScoredBy)
@@ -196,11 +216,10 @@ func scoreCommand(args ...string) *exec.Cmd {
 }
 
 // scrape returns r's metrics, by series.
-func scrape(t *testing.T, r *scoreReplica) map[string]float64 {
-	t.Helper()
+func scrape(r *scoreReplica) (map[string]float64, error) {
 	resp, err := http.Get("http://" + r.addr + "/metrics")
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("cannot scrape %s: %w", r.name, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
@@ -218,7 +237,7 @@ func scrape(t *testing.T, r *scoreReplica) map[string]float64 {
 			m[line[:i]] = v
 		}
 	}
-	return m
+	return m, nil
 }
 
 // onlineRequest is a demo row as the online API takes it.
@@ -274,6 +293,7 @@ func measureOnlineRate(t *testing.T, rs []*scoreReplica, d time.Duration) float6
 // each on a goroutine of its own (open loop).
 type onlineLoad struct {
 	done chan struct{}
+	once sync.Once
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	res  loadResult
@@ -317,9 +337,10 @@ func startOnlineLoad(rs []*scoreReplica, rate float64) *onlineLoad {
 	return l
 }
 
-// stop ends the load and returns what it saw.
+// stop ends the load and returns what it saw; calls after the first
+// return the same.
 func (l *onlineLoad) stop() loadResult {
-	close(l.done)
+	l.once.Do(func() { close(l.done) })
 	l.wg.Wait()
 	return l.res
 }
@@ -353,7 +374,11 @@ type queueWaits map[string]map[float64]float64
 func onlineQueueWaits(t *testing.T, rs []*scoreReplica) queueWaits {
 	w := queueWaits{}
 	for _, r := range rs {
-		for series, v := range scrape(t, r) {
+		m, err := scrape(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for series, v := range m {
 			rest, ok := strings.CutPrefix(series, `infergate_batcher_queue_wait_seconds_bucket{`)
 			if !ok {
 				continue

@@ -55,8 +55,11 @@ const (
 	HeaderModel   = "Infergate-Model"
 	HeaderVersion = "Infergate-Version"
 	HeaderRows    = "Infergate-Rows"
-	// HeaderReplica is the result's: the replica that scored the chunk.
-	HeaderReplica = "Infergate-Replica"
+	// HeaderReplica and HeaderDelivery are the result's: the replica that
+	// scored the chunk, and which delivery of the chunk it scored (1 the
+	// first; more when a replica died holding it).
+	HeaderReplica  = "Infergate-Replica"
+	HeaderDelivery = "Infergate-Delivery"
 )
 
 // ResultName names the result object of chunk k of job.
@@ -145,8 +148,10 @@ type fleetRun struct {
 	next     int64 // the next chunk's index
 	rowBytes int   // an input row's bytes
 	outBytes []int // each output's bytes per row
-	// scoredBy counts the chunks each replica scored.
-	scoredBy map[string]int
+	// scoredBy counts the chunks each replica scored; redelivered those
+	// scored on a later delivery.
+	scoredBy    map[string]int
+	redelivered int
 }
 
 // ChunkRows returns the rows of a chunk for a model whose input row takes
@@ -241,7 +246,7 @@ func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
 		return fmt.Errorf("chunk %d of job %s: no result after %s; is a replica with cluster.batch_jobs: true serving version %s of model %q?",
 			k, r.id, timeout, r.job.Version, r.job.Model)
 	}
-	obj, err := r.results.Get(ctx, name)
+	obj, err := r.get(ctx, name)
 	if err != nil {
 		return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
 	}
@@ -265,6 +270,9 @@ func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
 	}
 	r.mu.Lock()
 	r.scoredBy[info.Headers.Get(HeaderReplica)]++
+	if d, _ := strconv.Atoi(info.Headers.Get(HeaderDelivery)); d > 1 {
+		r.redelivered++
+	}
 	r.mu.Unlock()
 	if err := r.results.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("cannot delete the result of chunk %d: %w", k, err)
@@ -276,20 +284,39 @@ func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
 type FleetReport struct {
 	Job string `json:"job"`
 	// Chunks counts the chunks read back; ScoredBy them by the replica
-	// that scored each.
-	Chunks   int            `json:"chunks"`
-	ScoredBy map[string]int `json:"scored_by"`
+	// that scored each; Redelivered those scored on a later delivery than
+	// the first (their replica died or handed them back).
+	Chunks      int            `json:"chunks"`
+	ScoredBy    map[string]int `json:"scored_by"`
+	Redelivered int            `json:"redelivered"`
 }
 
 // report returns what r did so far.
 func (r *fleetRun) report() *FleetReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := &FleetReport{Job: r.id, ScoredBy: maps.Clone(r.scoredBy)}
+	rep := &FleetReport{Job: r.id, ScoredBy: maps.Clone(r.scoredBy), Redelivered: r.redelivered}
 	for _, n := range r.scoredBy {
 		rep.Chunks += n
 	}
 	return rep
+}
+
+// get opens the result object name, which the watch saw put. A bucket's
+// reads may be served by a server that has not stored the put yet, so a
+// missing object is asked for again, for up to 5s.
+func (r *fleetRun) get(ctx context.Context, name string) (jetstream.ObjectResult, error) {
+	for wait := 5 * time.Millisecond; ; wait *= 2 {
+		obj, err := r.results.Get(ctx, name)
+		if !errors.Is(err, jetstream.ErrObjectNotFound) || wait > 2*time.Second {
+			return obj, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // readFull fills dst from obj.
