@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -158,16 +160,30 @@ type fleetRun struct {
 // rowBytes.
 func ChunkRows(rowBytes int) int { return max(1, MaxChunkBytes/rowBytes) }
 
-// start opens the stream and bucket and watches the results of job.
-func (f *Fleet) start(ctx context.Context, job *Job, p *plan) (*fleetRun, error) {
+// fleetJobFile holds, in a checkpoint, the id of the job on the fleet.
+const fleetJobFile = "fleet-job"
+
+// start opens the stream and bucket and watches the results of job. A job
+// resumed from cp keeps the id it had, and first removes what the run
+// before it left on the stream and in the bucket.
+func (f *Fleet) start(ctx context.Context, job *Job, p *plan, cp *checkpoint) (*fleetRun, error) {
 	st, obs, err := OpenChunks(ctx, f.Conn)
 	if err != nil {
 		return nil, err
 	}
-	id := make([]byte, 8)
-	rand.Read(id)
-	r := &fleetRun{f: f, job: job, id: "job-" + hex.EncodeToString(id), stream: st, results: obs,
-		waiting: map[string]chan struct{}{}, scoredBy: map[string]int{}}
+	r := &fleetRun{f: f, job: job, stream: st, results: obs, waiting: map[string]chan struct{}{}, scoredBy: map[string]int{}}
+	idFile := filepath.Join(cp.dir, fleetJobFile)
+	if data, err := os.ReadFile(idFile); err == nil && len(data) > 0 {
+		r.id = string(data)
+		r.clean(ctx)
+	} else {
+		id := make([]byte, 8)
+		rand.Read(id)
+		r.id = "job-" + hex.EncodeToString(id)
+		if err := os.WriteFile(idFile, []byte(r.id), 0o644); err != nil {
+			return nil, fmt.Errorf("cannot write the checkpoint: %w", err)
+		}
+	}
 	r.rowBytes = p.width * p.input.DataType.Size()
 	for _, o := range p.outputs {
 		r.outBytes = append(r.outBytes, o.perRow*o.info.DataType.Size())
@@ -202,6 +218,12 @@ func (r *fleetRun) stop() {
 	r.watcher.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	r.clean(ctx)
+}
+
+// clean removes the job's chunks from the stream and its results from
+// the bucket.
+func (r *fleetRun) clean(ctx context.Context) {
 	r.stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectPrefix+r.id))
 	if names, err := r.results.List(ctx); err == nil {
 		for _, o := range names {

@@ -104,7 +104,7 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 	workers := job.Run.Instances()
 	var fleet *fleetRun
 	if job.Fleet != nil {
-		if fleet, err = job.Fleet.start(ctx, job, p); err != nil {
+		if fleet, err = job.Fleet.start(ctx, job, p, cp); err != nil {
 			return err
 		}
 		defer fleet.stop()
