@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -220,4 +222,27 @@ func TestExpectContinue(t *testing.T) {
 	f("/v2/models/demo/feedback", 100, "", 401, "is closed")
 	f("/v2/models/demo/versions/1/feedback", 100, "", 100, "") // the handler answers 404 once the body came
 	f("/v2/models/demo/infer", 100, "\r\nAuthorization: bearer infer-key-0123456789", 100, "")
+}
+
+// A connection that sends no whole request within read_timeout, such as
+// one an HTTP client's pool opened and never used, is answered 408, which
+// clients take as the server closing an idle connection; a 400 made Go's
+// client log an unsolicited response.
+func TestReadTimeoutIs408(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ReadTimeout = 200 * time.Millisecond
+	_, url := startServer(t, cfg)
+	for _, sent := range []string{"", "POST /v2/models/echo_fp32/infer HTTP/1.1\r\nHost: x\r\n"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte(sent))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		answer, _ := io.ReadAll(conn)
+		conn.Close()
+		if !bytes.HasPrefix(answer, []byte("HTTP/1.1 408 ")) || !bytes.Contains(answer, []byte("read_timeout")) {
+			t.Errorf("after sending %q and waiting: got %q, want a 408 naming read_timeout", sent, answer)
+		}
+	}
 }

@@ -644,6 +644,14 @@ func (s *Server) handleTransportError(ctx *fasthttp.RequestCtx, err error) {
 			fmt.Sprintf("request headers too large: the request line and headers may take %s (max_header_size)", s.cfg.MaxHeaderSize))
 		return
 	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		// Also a connection that sent nothing, such as one a client's pool
+		// opened and never used: 408 is the answer HTTP clients take as the
+		// server closing an idle connection, where they log a 400.
+		writeError(ctx, fasthttp.StatusRequestTimeout,
+			fmt.Sprintf("no whole request within %s (read_timeout)", s.cfg.ReadTimeout))
+		return
+	}
 	writeError(ctx, fasthttp.StatusBadRequest, "cannot read request: "+err.Error())
 }
 
