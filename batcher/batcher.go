@@ -213,8 +213,9 @@ type Batcher struct {
 	queued int
 	closed bool
 
-	// queueLen mirrors queued for readers that should not take mu.
-	queueLen atomic.Int64
+	// queueLen mirrors queued for readers that should not take mu, and
+	// aboveLowest the requests of it above the lowest level.
+	queueLen, aboveLowest atomic.Int64
 	// executed counts the batches the Runners computed without error.
 	executed atomic.Uint64
 	// wake tells an idle worker that the queues changed. It is 1-buffered
@@ -429,6 +430,7 @@ func (b *Batcher) leave(r *Request, err error, why reason) error {
 func (b *Batcher) addQueuedLocked(n int) {
 	b.queued += n
 	b.queueLen.Store(int64(b.queued))
+	b.aboveLowest.Store(int64(b.queued - b.queues[0].len()))
 }
 
 // signal wakes one idle worker; signals merge while none listens.
@@ -443,6 +445,14 @@ func (b *Batcher) signal() {
 // concurrent use.
 func (b *Batcher) QueueLength() int {
 	return int(b.queueLen.Load())
+}
+
+// QueueLengthAboveLowest returns the number of requests queued above the
+// lowest priority level: a caller that keeps that level for background
+// work (a gateway's batch jobs) counts these as its traffic's. It is safe
+// for concurrent use.
+func (b *Batcher) QueueLengthAboveLowest() int {
+	return int(b.aboveLowest.Load())
 }
 
 // Executions returns the number of batches the Runners computed without

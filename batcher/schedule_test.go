@@ -209,7 +209,13 @@ func TestLowestLevelWaitsAndIsCountedApart(t *testing.T) {
 		}
 		jobs := []*pendingDo{start(2, 2, 0), start(3, 2, 0)}
 		time.Sleep(4 * time.Millisecond)
+		if n, above := b.QueueLength(), b.QueueLengthAboveLowest(); n != 2 || above != 0 {
+			t.Errorf("two requests queued at level 0: queue length %d, above the lowest level %d, want 2 and 0", n, above)
+		}
 		online := []*pendingDo{start(4, 2, 1), start(5, 1, 1)}
+		if n, above := b.QueueLength(), b.QueueLengthAboveLowest(); n != 4 || above != 2 {
+			t.Errorf("two requests queued at level 0, two at level 1: queue length %d, above the lowest level %d, want 4 and 2", n, above)
+		}
 		time.Sleep(6 * time.Millisecond)
 		rec.gate <- struct{}{}
 		synctest.Wait()

@@ -156,39 +156,107 @@ func (w *batchWorker) take(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}()
-	out, retry, err := w.score(ctx, c)
-	if err == nil {
-		meta := jetstream.ObjectMeta{Name: batchjob.ResultName(c.Job, c.Index), Headers: nats.Header{}}
-		meta.Headers.Set(batchjob.HeaderReplica, w.replica)
-		if md, err := msg.Metadata(); err == nil {
-			meta.Headers.Set(batchjob.HeaderDelivery, strconv.FormatUint(md.NumDelivered, 10))
+	out, after, err := w.score(ctx, c)
+	switch {
+	case err != nil && after == never:
+		// No replica can: the job is told why, and the chunk dropped.
+		w.refused.Inc()
+		w.log.Warn("cannot score a chunk of a batch job", "job", c.Run, "chunk", c.Index, "model", c.Model, "version", c.Version, "error", err)
+		if err := w.put(ctx, msg, c, nil, err.Error()); err != nil {
+			w.log.Warn("cannot tell the job why", "job", c.Run, "chunk", c.Index, "error", err)
 		}
-		if _, err = w.results.Put(ctx, meta, bytes.NewReader(out)); err != nil {
-			err, retry = fmt.Errorf("cannot put the result in object store %s: %w", batchjob.ResultBucket, err), time.Second
+		msg.TermWithReason(err.Error())
+		return
+	case err == nil:
+		if err = w.put(ctx, msg, c, out, ""); err != nil {
+			after = time.Second
 		}
-	}
-	if err == nil {
-		err, retry = msg.DoubleAck(ctx), 0
 	}
 	if err != nil {
 		w.returned.Inc()
-		w.log.Debug("handed a chunk back", "job", c.Job, "chunk", c.Index, "error", err)
-		msg.NakWithDelay(retry)
+		w.log.Debug("handed a chunk back", "job", c.Run, "chunk", c.Index, "error", err)
+		msg.NakWithDelay(after)
 		return
+	}
+	// Stored, the chunk is scored whatever becomes of its ack: a lost one
+	// has it delivered again after ChunkAckWait, and the same result put
+	// again, which the job reads once.
+	if err := msg.DoubleAck(ctx); err != nil {
+		w.log.Debug("the ack of a scored chunk was lost", "job", c.Run, "chunk", c.Index, "error", err)
 	}
 	w.scored.Inc()
 	w.rows.Add(c.Rows)
 }
 
-// score runs chunk c through its version's batcher and returns the
-// outputs, each output's rows in turn; on an error, how long the chunk
-// should wait before it is delivered again.
+// put puts the result of chunk c, from msg: its outputs, or why it cannot
+// be scored.
+func (w *batchWorker) put(ctx context.Context, msg jetstream.Msg, c batchjob.Chunk, out []byte, failed string) error {
+	meta := jetstream.ObjectMeta{Name: batchjob.ResultName(c.Run, c.Index), Headers: nats.Header{}}
+	meta.Headers.Set(batchjob.HeaderReplica, w.replica)
+	if md, err := msg.Metadata(); err == nil {
+		meta.Headers.Set(batchjob.HeaderDelivery, strconv.FormatUint(md.NumDelivered, 10))
+	}
+	if failed != "" {
+		meta.Headers.Set(batchjob.HeaderError, failed)
+	}
+	if _, err := w.results.Put(ctx, meta, bytes.NewReader(out)); err != nil {
+		return fmt.Errorf("cannot put the result of chunk %d in object store %s: %w", c.Index, batchjob.ResultBucket, err)
+	}
+	return nil
+}
+
+// never, as the wait of a chunk handed back, says that no replica can
+// score it.
+const never = time.Duration(-1)
+
+// batchPieceRows is the rows of a chunk run at once through a batcher
+// without max_batch_size: a piece holds an instance while it computes, so
+// an online request that comes then waits for it.
+const batchPieceRows = 64
+
+// score runs chunk c through its version's batcher, a piece at a time,
+// and returns the outputs, each output's rows in turn; on an error, how
+// long the chunk should wait before it is delivered again, or never.
 func (w *batchWorker) score(ctx context.Context, c batchjob.Chunk) ([]byte, time.Duration, error) {
-	st := w.s.acquireState()
-	defer st.release()
-	m := st.model(c.Model)
+	var rowBytes, step int
+	var outBytes []int
+	var out []byte
+	for start := 0; start < c.Rows; start += step {
+		// The serving state is held a piece at a time, so that a reload
+		// waits for one piece, not the whole chunk.
+		st := w.s.acquireState()
+		v, after, err := chunkVersion(st, c)
+		if err == nil && out == nil {
+			rowBytes, outBytes, step, err = chunkLayout(v, c)
+			if err == nil {
+				out = make([]byte, c.Rows*outBase(outBytes, len(outBytes)))
+			} else {
+				after = never
+			}
+		}
+		if err == nil {
+			n := min(step, c.Rows-start)
+			err = runPiece(ctx, v, c.Data[start*rowBytes:(start+n)*rowBytes], n, func(j int, data []byte) {
+				base := c.Rows * outBase(outBytes, j)
+				copy(out[base+start*outBytes[j]:base+(start+n)*outBytes[j]], data)
+			})
+			after = time.Second
+			if errors.Is(err, batcher.ErrTooLarge) || errors.Is(err, batcher.ErrBadPriority) {
+				after = never
+			}
+		}
+		st.release()
+		if err != nil {
+			return nil, after, err
+		}
+	}
+	return out, 0, nil
+}
+
+// chunkVersion returns the loaded version of st that chunk c names.
+func chunkVersion(st *state, c batchjob.Chunk) (*version, time.Duration, error) {
 	var v *version
-	if m != nil {
+	if m := st.model(c.Model); m != nil {
 		v = m.version([]byte(c.Version))
 	}
 	switch {
@@ -197,46 +265,35 @@ func (w *batchWorker) score(ctx context.Context, c batchjob.Chunk) ([]byte, time
 	case v.batcher == nil:
 		return nil, 2 * time.Second, fmt.Errorf("version %s of model %q is not batched here", c.Version, c.Model)
 	}
+	return v, 0, nil
+}
+
+// chunkLayout checks chunk c against version v and returns the bytes of
+// an input row, of each output's row, and the rows of a piece.
+func chunkLayout(v *version, c batchjob.Chunk) (rowBytes int, outBytes []int, step int, err error) {
 	ins := v.rt.Inputs()
 	if len(ins) != 1 || len(ins[0].Shape) != 2 || ins[0].Shape[1] < 1 {
-		return nil, 0, fmt.Errorf("model %q takes %d inputs, a chunk fills one of shape [batch, features]", c.Model, len(ins))
+		return 0, nil, 0, fmt.Errorf("model %q takes %d inputs, a chunk fills one of shape [batch, features]", c.Model, len(ins))
 	}
-	rowBytes := int(ins[0].Shape[1]) * ins[0].DataType.Size()
+	rowBytes = int(ins[0].Shape[1]) * ins[0].DataType.Size()
 	if len(c.Data) != c.Rows*rowBytes {
-		return nil, 0, fmt.Errorf("chunk %d of job %s holds %d bytes, want %d rows of %d", c.Index, c.Job, len(c.Data), c.Rows, rowBytes)
+		return 0, nil, 0, fmt.Errorf("chunk %d holds %d bytes, want %d rows of %d", c.Index, len(c.Data), c.Rows, rowBytes)
 	}
-	outs := v.rt.Outputs()
-	outBytes := make([]int, len(outs))
-	var total int
-	for j, o := range outs {
-		outBytes[j] = o.DataType.Size()
+	for _, o := range v.rt.Outputs() {
+		n := o.DataType.Size()
 		for _, d := range o.Shape[1:] {
 			if d < 1 {
-				return nil, 0, fmt.Errorf("output %q of model %q has a dynamic shape %v beyond the batch: a chunk's outputs must be sized ahead", o.Name, c.Model, o.Shape)
+				return 0, nil, 0, fmt.Errorf("output %q of model %q has a dynamic shape %v beyond the batch: a chunk's outputs must be sized ahead", o.Name, c.Model, o.Shape)
 			}
-			outBytes[j] *= int(d)
+			n *= int(d)
 		}
-		total += c.Rows * outBytes[j]
+		outBytes = append(outBytes, n)
 	}
-	out := make([]byte, total)
-	step := c.Rows
+	step = batchPieceRows
 	if mb := v.cfg.Batching.MaxBatchSize; mb > 0 {
-		step = min(step, mb)
+		step = mb
 	}
-	for start := 0; start < c.Rows; start += step {
-		n := min(step, c.Rows-start)
-		if err := runPiece(ctx, v, c.Data[start*rowBytes:(start+n)*rowBytes], n, func(j int, data []byte) {
-			base := c.Rows * outBase(outBytes, j)
-			copy(out[base+start*outBytes[j]:base+(start+n)*outBytes[j]], data)
-		}); err != nil {
-			retry := time.Second
-			if errors.Is(err, batcher.ErrTooLarge) || errors.Is(err, batcher.ErrBadPriority) {
-				retry = 0
-			}
-			return nil, retry, err
-		}
-	}
-	return out, 0, nil
+	return rowBytes, outBytes, step, nil
 }
 
 // outBase returns the bytes per row of the outputs before output j.

@@ -535,9 +535,10 @@ func (s *Server) mirror(st *state, v *version, r route, req *inferRequest, resul
 	if r.rt == nil || !r.rt.shadowed {
 		return
 	}
-	// Requests waiting in the primary's queue mean the machine has no
-	// room for copies: they are dropped rather than slow it further.
-	busy := v.batcher != nil && v.batcher.QueueLength() > 0
+	// Online requests waiting in the primary's queue mean the machine has
+	// no room for copies: they are dropped rather than slow it further.
+	// Batch-job rows queued below them leave it room.
+	busy := v.batcher != nil && v.batcher.QueueLengthAboveLowest() > 0
 	call.shadows = r.rt.t.Shadows(r.picked, r.rnd, call.shadows[:0])
 	for _, i := range call.shadows {
 		r.rt.versions[i].shadow.Load().offer(st, req, results, time.Since(start), busy)

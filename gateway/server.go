@@ -595,6 +595,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
+	// No chunk of a batch job is taken from here on; those being scored
+	// go back to the stream for another replica.
+	s.batch.stop()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	grpcStopped := make(chan struct{})
@@ -612,7 +615,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("shutdown timed out with requests in flight; unloading models after they finish")
 	}
-	s.batch.stop()     // before the models unload: the chunks being scored finish
 	s.versions.close() // before the control plane, whose leadership its retention asks
 	close(s.stop)
 	s.done.Wait()

@@ -28,14 +28,15 @@ repository: %s
 cluster: {nats_url: %q, token_env: %s, stream_replicas: %d, replica: %s, batch_jobs: true}
 models:
   demo:
-    batching: {instances: 2, max_batch_size: 32}
+    batching: {instances: 2, max_batch_size: %d}
     cache: {entries: 0}
 `
 
 // TestScoreOnTheFleet scores a file with `score --fleet` on three replicas
 // of a NATS cluster on loopback while an online load at half the rate the
 // two replicas it goes to answer runs; the third replica is killed with
-// SIGKILL while it scores a chunk. The output must hold every row once,
+// SIGKILL while it scores a chunk (it scores a row at a time, so slowly
+// that it holds one most of the time). The output must hold every row once,
 // with the outputs a local `score` writes; the online requests must all
 // succeed, and none may wait in a batcher's queue behind the job's rows.
 func TestScoreOnTheFleet(t *testing.T) {
@@ -57,7 +58,13 @@ func TestScoreOnTheFleet(t *testing.T) {
 	for i := range 3 {
 		r := &scoreReplica{name: fmt.Sprintf("r%d", i+1), addr: freeAddr(t), logs: new(syncBuffer)}
 		config := filepath.Join(dir, r.name+".yaml")
-		os.WriteFile(config, fmt.Appendf(nil, scoreFleetConfig, r.addr, repo, engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, r.name), 0o644)
+		// The replica to kill scores a row at a time, so that a chunk
+		// takes it long enough for the kill to land while it holds one.
+		maxBatch := 32
+		if i == 2 {
+			maxBatch = 1
+		}
+		os.WriteFile(config, fmt.Appendf(nil, scoreFleetConfig, r.addr, repo, engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, r.name, maxBatch), 0o644)
 		r.cmd = exec.Command(os.Args[0], "serve", "--config", config)
 		r.cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
 		r.cmd.Stderr = r.logs
@@ -82,9 +89,10 @@ func TestScoreOnTheFleet(t *testing.T) {
 	// at once, then half of it, open loop, before and during the job.
 	maxRate := measureOnlineRate(t, online, 2*time.Second)
 	rate := maxRate / 2
+	waits0 := onlineQueueWaits(t, online)
 	before := runOnlineLoad(t, online, rate, 3*time.Second)
 	t.Logf("online load: %.0f requests/s at most, %.0f sent; without the job: %s", maxRate, rate, before)
-	waitsBefore := onlineQueueWaits(t, online)
+	waits1 := onlineQueueWaits(t, online)
 
 	// The job, with the load running; the victim is killed while it
 	// holds a chunk, after it scored one.
@@ -102,7 +110,8 @@ func TestScoreOnTheFleet(t *testing.T) {
 	jobDone := make(chan error, 1)
 	go func() { jobDone <- job.Wait() }()
 	t.Cleanup(func() { job.Process.Kill() })
-	killedAt := time.Duration(-1)
+	// The victim, slow, is killed while it holds a chunk.
+	killedAt, scoredAtKill := time.Duration(-1), 0.0
 	for killedAt < 0 {
 		select {
 		case err := <-jobDone:
@@ -122,9 +131,9 @@ func TestScoreOnTheFleet(t *testing.T) {
 			}
 			t.Fatalf("%s held no chunk after it scored one within 1m: %s\njob so far:\n%s", victim.name, strings.Join(all, "; "), jobLogs.String())
 		}
-		if m[`infergate_batch_chunks_total{outcome="scored"}`] >= 1 && m["infergate_batch_chunks_in_progress"] >= 1 {
+		if scored := m[`infergate_batch_chunks_total{outcome="scored"}`]; m["infergate_batch_chunks_in_progress"] >= 1 {
 			victim.cmd.Process.Kill()
-			killedAt = time.Since(start)
+			killedAt, scoredAtKill = time.Since(start), scored
 		}
 	}
 	var err error
@@ -173,11 +182,16 @@ func TestScoreOnTheFleet(t *testing.T) {
 		t.Fatalf("report %s: %v", report, err)
 	}
 	t.Logf("chunks scored by %v, %d of them delivered again", rep.Fleet.ScoredBy, rep.Fleet.Redelivered)
-	if want := (rows + 16383) / 16384; rep.Fleet.Chunks != want {
-		t.Errorf("the job read back %d chunks, want %d", rep.Fleet.Chunks, want)
+	if least := (rows + 16383) / 16384; rep.Fleet.Chunks < least {
+		t.Errorf("the job read back %d chunks, want at least %d", rep.Fleet.Chunks, least)
 	}
-	if rep.Fleet.Redelivered < 1 {
-		t.Errorf("no chunk was delivered again: the one %s held when it was killed was scored by none", victim.name)
+	// The chunk the victim held at the last scrape before the kill may
+	// have been stored in between; if not, another replica scored it.
+	switch heldOne := float64(rep.Fleet.ScoredBy[victim.name]) == scoredAtKill; {
+	case heldOne && rep.Fleet.Redelivered < 1:
+		t.Errorf("no chunk was delivered again: the one %s held when it was killed (it had scored %.0f, as the job says) was scored by none", victim.name, scoredAtKill)
+	case !heldOne:
+		t.Logf("%s stored the chunk it held between the last scrape and the kill", victim.name)
 	}
 	for _, r := range online {
 		if rep.Fleet.ScoredBy[r.name] == 0 {
@@ -190,14 +204,17 @@ func TestScoreOnTheFleet(t *testing.T) {
 	if during.failed > 0 || before.failed > 0 {
 		t.Errorf("online requests failed: %d without the job, %d during it: %s", before.failed, during.failed, strings.Join(during.errors, "; "))
 	}
-	waitsAfter := onlineQueueWaits(t, online)
-	onlineWaits, batchWaits := waitsAfter.minus(waitsBefore)
-	t.Logf("queue waits during the job: online %s; batch rows %s", onlineWaits, batchWaits)
+	waits2 := onlineQueueWaits(t, online)
+	onlineBefore, _ := waits1.minus(waits0)
+	onlineWaits, batchWaits := waits2.minus(waits1)
+	t.Logf("queue waits without the job: online %s; during it: online %s, batch rows %s", onlineBefore, onlineWaits, batchWaits)
 	if batchWaits.count == 0 {
 		t.Errorf("no batch rows went through the online replicas' batchers")
 	}
-	if share := onlineWaits.over(0.01); share > 0.01 {
-		t.Errorf("%.1f%% of the online requests during the job waited 10ms or more in the queue: %s", 100*share, onlineWaits)
+	// The machine's load moves the waits a little; rows queued ahead of
+	// online ones would move them by their compute, a millisecond each.
+	if during, without := onlineWaits.over(0.005), onlineBefore.over(0.005); during > without+0.01 {
+		t.Errorf("%.2f%% of the online requests during the job waited 5ms or more in the queue, %.2f%% without it: %s", 100*during, 100*without, onlineWaits)
 	}
 }
 

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,18 +61,21 @@ const (
 	HeaderRows    = "Infergate-Rows"
 	// HeaderReplica and HeaderDelivery are the result's: the replica that
 	// scored the chunk, and which delivery of the chunk it scored (1 the
-	// first; more when a replica died holding it).
+	// first; more when a replica died holding it). HeaderError, on an
+	// empty result, is why the replica cannot score the chunk at all.
 	HeaderReplica  = "Infergate-Replica"
 	HeaderDelivery = "Infergate-Delivery"
+	HeaderError    = "Infergate-Error"
 )
 
-// ResultName names the result object of chunk k of job.
-func ResultName(job string, k int64) string { return job + "/" + strconv.FormatInt(k, 10) }
+// ResultName names the result object of chunk k of a job's run.
+func ResultName(run string, k int64) string { return run + "/" + strconv.FormatInt(k, 10) }
 
 // Chunk is a chunk message taken apart: Rows rows of the model's one
-// input, row-major in its type, as Data.
+// input, row-major in its type, as Data. Run is the run of the job that
+// published it (a job resumed after a kill is a new run).
 type Chunk struct {
-	Job, Model, Version string
+	Run, Model, Version string
 	Index               int64
 	Rows                int
 	Data                []byte
@@ -79,11 +84,11 @@ type Chunk struct {
 // ParseChunk reads the chunk of msg.
 func ParseChunk(msg jetstream.Msg) (Chunk, error) {
 	h := msg.Headers()
-	c := Chunk{Job: h.Get(HeaderJob), Model: h.Get(HeaderModel), Version: h.Get(HeaderVersion), Data: msg.Data()}
+	c := Chunk{Run: h.Get(HeaderJob), Model: h.Get(HeaderModel), Version: h.Get(HeaderVersion), Data: msg.Data()}
 	var err1, err2 error
 	c.Index, err1 = strconv.ParseInt(h.Get(HeaderChunk), 10, 64)
 	c.Rows, err2 = strconv.Atoi(h.Get(HeaderRows))
-	if c.Job == "" || c.Model == "" || c.Version == "" || err1 != nil || err2 != nil || c.Rows < 1 {
+	if c.Run == "" || c.Model == "" || c.Version == "" || err1 != nil || err2 != nil || c.Rows < 1 {
 		return Chunk{}, fmt.Errorf("cannot read chunk message %s: headers %v", msg.Subject(), h)
 	}
 	return c, nil
@@ -139,26 +144,30 @@ func (f *Fleet) inFlight() int {
 
 // fleetRun is a Fleet at work on one job.
 type fleetRun struct {
-	f        *Fleet
-	job      *Job
-	id       string
-	stream   jetstream.Stream
-	results  jetstream.ObjectStore
-	watcher  jetstream.ObjectWatcher
-	mu       sync.Mutex
-	waiting  map[string]chan struct{}
-	next     int64 // the next chunk's index
-	rowBytes int   // an input row's bytes
-	outBytes []int // each output's bytes per row
+	f   *Fleet
+	job *Job
+	// id is the job's, kept by its checkpoint; run is this run's, which
+	// names its chunks and results: a resumed job numbers its chunks from
+	// 0 again, and must not take a result of the run before for its own.
+	id, runID string
+	stream    jetstream.Stream
+	results   jetstream.ObjectStore
+	watcher   jetstream.ObjectWatcher
+	mu        sync.Mutex
+	waiting   map[string]chan struct{}
+	next      int64 // the next chunk's index
+	rowBytes  int   // an input row's bytes
+	outBytes  []int // each output's bytes per row
 	// scoredBy counts the chunks each replica scored; redelivered those
 	// scored on a later delivery.
 	scoredBy    map[string]int
 	redelivered int
 }
 
-// ChunkRows returns the rows of a chunk for a model whose input row takes
-// rowBytes.
-func ChunkRows(rowBytes int) int { return max(1, MaxChunkBytes/rowBytes) }
+// ChunkRows returns the rows of a chunk for a model whose row takes
+// inBytes of input and outBytes of outputs: a chunk's rows hold at most
+// MaxChunkBytes of either.
+func ChunkRows(inBytes, outBytes int) int { return max(1, MaxChunkBytes/max(inBytes, outBytes, 1)) }
 
 // fleetJobFile holds, in a checkpoint, the id of the job on the fleet.
 const fleetJobFile = "fleet-job"
@@ -181,9 +190,12 @@ func (f *Fleet) start(ctx context.Context, job *Job, p *plan, cp *checkpoint) (*
 		rand.Read(id)
 		r.id = "job-" + hex.EncodeToString(id)
 		if err := os.WriteFile(idFile, []byte(r.id), 0o644); err != nil {
-			return nil, fmt.Errorf("cannot write the checkpoint: %w", err)
+			return nil, fmt.Errorf("cannot write the checkpoint %s: %w", idFile, err)
 		}
 	}
+	nonce := make([]byte, 4)
+	rand.Read(nonce)
+	r.runID = r.id + "-" + hex.EncodeToString(nonce)
 	r.rowBytes = p.width * p.input.DataType.Size()
 	for _, o := range p.outputs {
 		r.outBytes = append(r.outBytes, o.perRow*o.info.DataType.Size())
@@ -227,79 +239,137 @@ func (r *fleetRun) clean(ctx context.Context) {
 	r.stream.Purge(ctx, jetstream.WithPurgeSubject(chunkSubjectPrefix+r.id))
 	if names, err := r.results.List(ctx); err == nil {
 		for _, o := range names {
-			if len(o.Name) > len(r.id) && o.Name[:len(r.id)+1] == r.id+"/" {
+			if strings.HasPrefix(o.Name, r.id+"-") {
 				r.results.Delete(ctx, o.Name)
 			}
 		}
 	}
 }
 
-// run scores the valid rows start to end of s, one chunk, on the fleet and
-// copies its outputs into s.
+// run scores the valid rows start to end of b's slot, one chunk, on the
+// fleet and copies their outputs into the slot.
 func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
 	r.mu.Lock()
 	k := r.next
 	r.next++
-	name := ResultName(r.id, k)
+	name := ResultName(r.runID, k)
 	done := make(chan struct{})
 	r.waiting[name] = done
 	r.mu.Unlock()
 	n := b.end - b.start
 	msg := nats.NewMsg(chunkSubjectPrefix + r.id)
-	msg.Header.Set(HeaderJob, r.id)
+	msg.Header.Set(HeaderJob, r.runID)
 	msg.Header.Set(HeaderChunk, strconv.FormatInt(k, 10))
 	msg.Header.Set(HeaderModel, r.job.Model)
 	msg.Header.Set(HeaderVersion, r.job.Version)
 	msg.Header.Set(HeaderRows, strconv.Itoa(n))
 	msg.Header.Set(jetstream.MsgIDHeader, name)
 	msg.Data = in
-	if _, err := r.f.Conn.JS.PublishMsg(ctx, msg); err != nil {
+	if err := r.publish(ctx, msg); err != nil {
 		return fmt.Errorf("cannot publish chunk %d to stream %s: %w", k, ChunkStream, err)
 	}
 	timeout := r.f.ChunkTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Minute
 	}
+	wait := time.NewTimer(timeout)
+	defer wait.Stop()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(timeout):
-		return fmt.Errorf("chunk %d of job %s: no result after %s; is a replica with cluster.batch_jobs: true serving version %s of model %q?",
+	case <-wait.C:
+		return fmt.Errorf("cannot score chunk %d of job %s: no result after %s; is a replica with cluster.batch_jobs: true serving version %s of model %q?",
 			k, r.id, timeout, r.job.Version, r.job.Model)
 	}
-	obj, err := r.get(ctx, name)
+	// A replica whose ack was lost may put the result again while it is
+	// read: the read is tried again.
+	var replica string
+	var delivery int
+	var err error
+	for try := 0; try < 3; try++ {
+		if replica, delivery, err = r.read(ctx, name, n, b); err == nil || errors.Is(err, errChunkFailed) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+	}
+	r.mu.Lock()
+	r.scoredBy[replica]++
+	if delivery > 1 {
+		r.redelivered++
+	}
+	r.mu.Unlock()
+	// Best effort: stop removes what is left.
+	r.results.Delete(ctx, name)
+	return nil
+}
+
+// publish publishes msg, trying again for 10s while the stream does not
+// answer: its message id makes a second publish of a stored one a
+// duplicate, which the stream does not store again.
+func (r *fleetRun) publish(ctx context.Context, msg *nats.Msg) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for try, wait := 0, 50*time.Millisecond; ; try, wait = try+1, min(2*wait, time.Second) {
+		ack, err := r.f.Conn.JS.PublishMsg(ctx, msg)
+		if err == nil {
+			if ack.Duplicate && try == 0 {
+				// Only a try after one that may have been stored is
+				// a duplicate of ours.
+				return fmt.Errorf("the stream holds a message of id %s already", msg.Header.Get(jetstream.MsgIDHeader))
+			}
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// errChunkFailed is the error of a result that says the replica cannot
+// score the chunk.
+var errChunkFailed = errors.New("the replica cannot score it")
+
+// read copies result name, of n rows, into b's slot and returns the
+// replica that scored it and on which delivery.
+func (r *fleetRun) read(ctx context.Context, name string, n int, b batch) (string, int, error) {
+	obj, err := r.get(ctx, name)
+	if err != nil {
+		return "", 0, err
 	}
 	defer obj.Close()
 	info, err := obj.Info()
 	if err != nil {
-		return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+		return "", 0, err
+	}
+	replica := info.Headers.Get(HeaderReplica)
+	if why := info.Headers.Get(HeaderError); why != "" {
+		return replica, 0, fmt.Errorf("%w: replica %s: %s", errChunkFailed, replica, why)
 	}
 	want := 0
 	for _, ob := range r.outBytes {
 		want += n * ob
 	}
 	if info.Size != uint64(want) {
-		return fmt.Errorf("the result of chunk %d holds %d bytes, want %d for %d rows", k, info.Size, want, n)
+		return replica, 0, fmt.Errorf("it holds %d bytes, want %d for %d rows", info.Size, want, n)
 	}
 	for i, ob := range r.outBytes {
-		dst := b.s.out[i][b.start*ob : b.end*ob]
-		if _, err := readFull(obj, dst); err != nil {
-			return fmt.Errorf("cannot read the result of chunk %d: %w", k, err)
+		if _, err := io.ReadFull(obj, b.s.out[i][b.start*ob:b.end*ob]); err != nil {
+			return replica, 0, err
 		}
 	}
-	r.mu.Lock()
-	r.scoredBy[info.Headers.Get(HeaderReplica)]++
-	if d, _ := strconv.Atoi(info.Headers.Get(HeaderDelivery)); d > 1 {
-		r.redelivered++
+	// Reading to the end checks the object's digest.
+	if _, err := io.Copy(io.Discard, obj); err != nil {
+		return replica, 0, err
 	}
-	r.mu.Unlock()
-	if err := r.results.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("cannot delete the result of chunk %d: %w", k, err)
-	}
-	return nil
+	delivery, _ := strconv.Atoi(info.Headers.Get(HeaderDelivery))
+	return replica, delivery, nil
 }
 
 // FleetReport is what a job scored on a fleet did there.
@@ -339,20 +409,4 @@ func (r *fleetRun) get(ctx context.Context, name string) (jetstream.ObjectResult
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// readFull fills dst from obj.
-func readFull(obj jetstream.ObjectResult, dst []byte) (int, error) {
-	n := 0
-	for n < len(dst) {
-		m, err := obj.Read(dst[n:])
-		n += m
-		if err != nil {
-			if n == len(dst) {
-				break
-			}
-			return n, err
-		}
-	}
-	return n, nil
 }

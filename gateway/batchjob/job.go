@@ -113,8 +113,14 @@ func Run(ctx context.Context, job Job) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if job.BatchSize == 0 {
-		job.BatchSize = ChunkRows(plan.width * plan.input.DataType.Size())
+	if job.Fleet != nil {
+		most := ChunkRows(plan.width*plan.input.DataType.Size(), plan.outputBytes())
+		switch {
+		case job.BatchSize == 0:
+			job.BatchSize = most
+		case job.BatchSize > most:
+			return nil, fmt.Errorf("cannot score on the fleet in chunks of %d rows: a chunk holds at most %d rows of model %q (512 KiB of its input or outputs)", job.BatchSize, most, job.Model)
+		}
 	}
 	cp, err := openCheckpoint(&job, plan)
 	if err != nil {

@@ -57,14 +57,19 @@ func chunkRows(size, rowBytes, instances int) int {
 	return size * max(2*instances, chunkBytes/rowBytes/size)
 }
 
-// rowBytes returns what a row of p takes in a slot: a number and a null
-// flag a feature, and its outputs' values.
-func (p *plan) rowBytes() int {
-	n := p.width * 9
+// outputBytes returns what a row's outputs take, as the model writes them.
+func (p *plan) outputBytes() int {
+	n := 0
 	for _, o := range p.outputs {
 		n += o.perRow * o.info.DataType.Size()
 	}
 	return n
+}
+
+// rowBytes returns what a row of p takes in a slot: a number and a null
+// flag a feature, and its outputs' values.
+func (p *plan) rowBytes() int {
+	return p.width*9 + p.outputBytes()
 }
 
 // score runs the rows of the row groups the checkpoint has not done
@@ -107,7 +112,11 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 		if fleet, err = job.Fleet.start(ctx, job, p, cp); err != nil {
 			return err
 		}
-		defer fleet.stop()
+		// After the workers: none may wait for a result stop removes.
+		defer func() {
+			wg.Wait()
+			fleet.stop()
+		}()
 		workers = job.Fleet.inFlight()
 		fmt.Fprintf(job.Log, "fleet job %s: chunks of %d rows on stream %s, %d in flight\n", fleet.id, job.BatchSize, ChunkStream, workers)
 	}
