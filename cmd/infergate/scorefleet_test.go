@@ -152,25 +152,7 @@ func TestScoreOnTheFleet(t *testing.T) {
 
 	// Every row once, as the local run scored it.
 	_, want := readTable(t, local)
-	names, got := readTable(t, out)
-	if len(got) != rows || len(want) != rows {
-		t.Fatalf("fleet output %d rows, local %d, want %d each", len(got), len(want), rows)
-	}
-	if !slices.Equal(names, []string{"id", "output_0", "output_1", "version"}) {
-		t.Fatalf("fleet output columns %v", names)
-	}
-	for i := range got {
-		if got[i][0] != want[i][0] || got[i][3] != want[i][3] {
-			t.Fatalf("row %d: fleet %v, local %v", i, got[i], want[i])
-		}
-		for j := 1; j <= 2; j++ {
-			g, _ := strconv.ParseFloat(got[i][j], 64)
-			w, _ := strconv.ParseFloat(want[i][j], 64)
-			if math.Abs(g-w) > 1e-6*math.Abs(w)+1e-12 {
-				t.Fatalf("row %d (%s) output %d: fleet %v, local %v", i, got[i][0], j-1, g, w)
-			}
-		}
-	}
+	sameScores(t, out, want)
 	var rep struct {
 		Fleet struct {
 			Chunks      int            `json:"chunks"`
@@ -182,6 +164,7 @@ func TestScoreOnTheFleet(t *testing.T) {
 		t.Fatalf("report %s: %v", report, err)
 	}
 	t.Logf("chunks scored by %v, %d of them delivered again", rep.Fleet.ScoredBy, rep.Fleet.Redelivered)
+	defer testFleetJobResumes(t, dir, in, want)
 	if least := (rows + 16383) / 16384; rep.Fleet.Chunks < least {
 		t.Errorf("the job read back %d chunks, want at least %d", rep.Fleet.Chunks, least)
 	}
@@ -461,3 +444,71 @@ func (c waitCounts) String() string {
 	}
 	return fmt.Sprintf("%.0f requests, %.2f%% over 1ms, %.2f%% over 10ms", c.count, 100*c.over(0.001), 100*c.over(0.01))
 }
+
+// sameScores checks that the scores at path hold the rows of want, a
+// local run's, in order, within 1e-6 relative.
+func sameScores(t *testing.T, path string, want [][]string) {
+	t.Helper()
+	names, got := readTable(t, path)
+	if len(got) != len(want) {
+		t.Fatalf("%s holds %d rows, the local run's %d", filepath.Base(path), len(got), len(want))
+	}
+	if !slices.Equal(names, []string{"id", "output_0", "output_1", "version"}) {
+		t.Fatalf("%s columns %v", filepath.Base(path), names)
+	}
+	for i := range got {
+		if got[i][0] != want[i][0] || got[i][3] != want[i][3] {
+			t.Fatalf("%s row %d: %v, the local run's %v", filepath.Base(path), i, got[i], want[i])
+		}
+		for j := 1; j <= 2; j++ {
+			g, _ := strconv.ParseFloat(got[i][j], 64)
+			w, _ := strconv.ParseFloat(want[i][j], 64)
+			if math.Abs(g-w) > 1e-6*math.Abs(w)+1e-12 {
+				t.Fatalf("%s row %d (%s) output %d: %v, the local run's %v", filepath.Base(path), i, got[i][0], j-1, g, w)
+			}
+		}
+	}
+}
+
+// testFleetJobResumes kills `score --fleet` with SIGKILL while its chunks
+// are out, starts it again at once with the same arguments, and compares
+// the output with the local run's: the rerun keeps the job's id, removes
+// what the killed run left and scores the rest under names of its own.
+func testFleetJobResumes(t *testing.T, dir, in string, want [][]string) {
+	out := filepath.Join(dir, "resumed.parquet")
+	args := []string{"score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out, "--carry", "id", "--fleet", "--quiet"}
+	first := scoreCommand(args...)
+	logs := new(syncBuffer)
+	first.Stdout, first.Stderr = logs, logs
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), "fleet job ") {
+		if time.Now().After(deadline) {
+			first.Process.Kill()
+			t.Fatalf("the job to kill published no chunk in 1m:\n%s", logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	first.Process.Kill()
+	first.Wait()
+	firstLog := logs.String()
+	again := scoreCommand(args...)
+	b, err := again.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the job started again: %v\n%s\nthe killed one:\n%s", err, b, firstLog)
+	}
+	id := func(log string) string {
+		_, rest, _ := strings.Cut(log, "fleet job ")
+		id, _, _ := strings.Cut(rest, ":")
+		return id
+	}
+	if a, b := id(firstLog), id(string(b)); a == "" || a != b {
+		t.Errorf("the killed job was fleet job %q, the one started again %q: want the same", a, b)
+	}
+	t.Logf("killed 200ms after its first chunk, then started again:\n%s", b)
+	sameScores(t, out, want)
+}
+
