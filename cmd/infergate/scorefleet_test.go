@@ -511,4 +511,3 @@ func testFleetJobResumes(t *testing.T, dir, in string, want [][]string) {
 	t.Logf("killed 200ms after its first chunk, then started again:\n%s", b)
 	sameScores(t, out, want)
 }
-
