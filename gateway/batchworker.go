@@ -162,8 +162,12 @@ func (w *batchWorker) take(ctx context.Context, msg jetstream.Msg) {
 		// No replica can: the job is told why, and the chunk dropped.
 		w.refused.Inc()
 		w.log.Warn("cannot score a chunk of a batch job", "job", c.Run, "chunk", c.Index, "model", c.Model, "version", c.Version, "error", err)
-		if err := w.put(ctx, msg, c, nil, err.Error()); err != nil {
-			w.log.Warn("cannot tell the job why", "job", c.Run, "chunk", c.Index, "error", err)
+		if perr := w.put(ctx, msg, c, nil, err.Error()); perr != nil {
+			// Dropped untold, the job would wait out its timeout: the
+			// chunk comes back, to be refused again with the reason.
+			w.log.Warn("cannot tell the job why", "job", c.Run, "chunk", c.Index, "error", perr)
+			msg.NakWithDelay(time.Second)
+			return
 		}
 		msg.TermWithReason(err.Error())
 		return
@@ -181,7 +185,10 @@ func (w *batchWorker) take(ctx context.Context, msg jetstream.Msg) {
 	// Stored, the chunk is scored whatever becomes of its ack: a lost one
 	// has it delivered again after ChunkAckWait, and the same result put
 	// again, which the job reads once.
-	if err := msg.DoubleAck(ctx); err != nil {
+	// The ack outlives a shutdown that began while the result was put.
+	ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(ackCtx); err != nil {
 		w.log.Debug("the ack of a scored chunk was lost", "job", c.Run, "chunk", c.Index, "error", err)
 	}
 	w.scored.Inc()
@@ -216,41 +223,58 @@ const batchPieceRows = 64
 
 // score runs chunk c through its version's batcher, a piece at a time,
 // and returns the outputs, each output's rows in turn; on an error, how
-// long the chunk should wait before it is delivered again, or never.
+// long the chunk should wait before it is delivered again, or never. A
+// piece the online traffic keeps waiting past the queue's timeout, or
+// that finds the queue full, is tried again in place: the chunk stays
+// this replica's, and the pieces done are kept.
 func (w *batchWorker) score(ctx context.Context, c batchjob.Chunk) ([]byte, time.Duration, error) {
-	var rowBytes, step int
+	var rowBytes, n int
 	var outBytes []int
 	var out []byte
-	for start := 0; start < c.Rows; start += step {
+	for start := 0; start < c.Rows; start += n {
 		// The serving state is held a piece at a time, so that a reload
 		// waits for one piece, not the whole chunk.
 		st := w.s.acquireState()
 		v, after, err := chunkVersion(st, c)
 		if err == nil && out == nil {
-			rowBytes, outBytes, step, err = chunkLayout(v, c)
-			if err == nil {
+			if rowBytes, outBytes, err = chunkLayout(v, c); err == nil {
 				out = make([]byte, c.Rows*outBase(outBytes, len(outBytes)))
 			} else {
 				after = never
 			}
 		}
 		if err == nil {
-			n := min(step, c.Rows-start)
+			n = min(pieceRows(v), c.Rows-start)
 			err = runPiece(ctx, v, c.Data[start*rowBytes:(start+n)*rowBytes], n, func(j int, data []byte) {
 				base := c.Rows * outBase(outBytes, j)
 				copy(out[base+start*outBytes[j]:base+(start+n)*outBytes[j]], data)
 			})
 			after = time.Second
-			if errors.Is(err, batcher.ErrTooLarge) || errors.Is(err, batcher.ErrBadPriority) {
+			if errors.Is(err, batcher.ErrBadPriority) {
 				after = never
 			}
 		}
 		st.release()
+		if errors.Is(err, batcher.ErrDeadline) || errors.Is(err, batcher.ErrQueueFull) {
+			sleepCtx(ctx, 200*time.Millisecond)
+			n = 0 // the piece again
+			continue
+		}
 		if err != nil {
 			return nil, after, err
 		}
 	}
 	return out, 0, nil
+}
+
+// pieceRows returns the rows of a chunk's piece on v: its max_batch_size,
+// else batchPieceRows. It is read for each piece, so that a reload that
+// lowers max_batch_size mid-chunk applies at once.
+func pieceRows(v *version) int {
+	if mb := v.cfg.Batching.MaxBatchSize; mb > 0 {
+		return mb
+	}
+	return batchPieceRows
 }
 
 // chunkVersion returns the loaded version of st that chunk c names.
@@ -269,31 +293,27 @@ func chunkVersion(st *state, c batchjob.Chunk) (*version, time.Duration, error) 
 }
 
 // chunkLayout checks chunk c against version v and returns the bytes of
-// an input row, of each output's row, and the rows of a piece.
-func chunkLayout(v *version, c batchjob.Chunk) (rowBytes int, outBytes []int, step int, err error) {
+// an input row and of each output's row.
+func chunkLayout(v *version, c batchjob.Chunk) (rowBytes int, outBytes []int, err error) {
 	ins := v.rt.Inputs()
 	if len(ins) != 1 || len(ins[0].Shape) != 2 || ins[0].Shape[1] < 1 {
-		return 0, nil, 0, fmt.Errorf("model %q takes %d inputs, a chunk fills one of shape [batch, features]", c.Model, len(ins))
+		return 0, nil, fmt.Errorf("model %q takes %d inputs, a chunk fills one of shape [batch, features]", c.Model, len(ins))
 	}
 	rowBytes = int(ins[0].Shape[1]) * ins[0].DataType.Size()
 	if len(c.Data) != c.Rows*rowBytes {
-		return 0, nil, 0, fmt.Errorf("chunk %d holds %d bytes, want %d rows of %d", c.Index, len(c.Data), c.Rows, rowBytes)
+		return 0, nil, fmt.Errorf("chunk %d holds %d bytes, want %d rows of %d", c.Index, len(c.Data), c.Rows, rowBytes)
 	}
 	for _, o := range v.rt.Outputs() {
 		n := o.DataType.Size()
 		for _, d := range o.Shape[1:] {
 			if d < 1 {
-				return 0, nil, 0, fmt.Errorf("output %q of model %q has a dynamic shape %v beyond the batch: a chunk's outputs must be sized ahead", o.Name, c.Model, o.Shape)
+				return 0, nil, fmt.Errorf("output %q of model %q has a dynamic shape %v beyond the batch: a chunk's outputs must be sized ahead", o.Name, c.Model, o.Shape)
 			}
 			n *= int(d)
 		}
 		outBytes = append(outBytes, n)
 	}
-	step = batchPieceRows
-	if mb := v.cfg.Batching.MaxBatchSize; mb > 0 {
-		step = mb
-	}
-	return rowBytes, outBytes, step, nil
+	return rowBytes, outBytes, nil
 }
 
 // outBase returns the bytes per row of the outputs before output j.

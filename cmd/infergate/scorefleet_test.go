@@ -99,8 +99,8 @@ func TestScoreOnTheFleet(t *testing.T) {
 	out, report := filepath.Join(dir, "fleet.parquet"), filepath.Join(dir, "fleet.json")
 	job := scoreCommand("score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out,
 		"--carry", "id", "--fleet", "--quiet", "--report", report)
-	var jobLogs bytes.Buffer
-	job.Stdout, job.Stderr = &jobLogs, &jobLogs
+	jobLogs := new(syncBuffer)
+	job.Stdout, job.Stderr = jobLogs, jobLogs
 	load := startOnlineLoad(online, rate)
 	t.Cleanup(func() { load.stop() })
 	start := time.Now()
@@ -194,10 +194,10 @@ func TestScoreOnTheFleet(t *testing.T) {
 	if batchWaits.count == 0 {
 		t.Errorf("no batch rows went through the online replicas' batchers")
 	}
-	// The machine's load moves the waits a little; rows queued ahead of
-	// online ones would move them by their compute, a millisecond each.
-	if during, without := onlineWaits.over(0.005), onlineBefore.over(0.005); during > without+0.01 {
-		t.Errorf("%.2f%% of the online requests during the job waited 5ms or more in the queue, %.2f%% without it: %s", 100*during, 100*without, onlineWaits)
+	// On 2 cores the job's CPU delays some online requests' wake-ups by
+	// milliseconds; rows queued ahead of them would hold them for tens.
+	if during, without := onlineWaits.over(0.025), onlineBefore.over(0.025); during > max(0.02, 2*without) {
+		t.Errorf("%.2f%% of the online requests during the job waited 25ms or more in the queue, %.2f%% without it: %s", 100*during, 100*without, onlineWaits)
 	}
 }
 
