@@ -230,6 +230,15 @@ var errBadRow = errors.New("a feature is null or not a number")
 // is an error unless the job keeps them.
 func (s *slot) split(p *plan, job *Job) error {
 	s.valid, s.rejects = s.valid[:0], s.rejects[:0]
+	s.out = resize(s.out, len(p.outputs))
+	if allFinite(&s.chunk, p.width) {
+		// A column at a time, the common case costs a pass over memory
+		// in order, not a row's walk across every column.
+		for i := range s.chunk.Rows {
+			s.valid = append(s.valid, i)
+		}
+		return nil
+	}
 	for i := range s.chunk.Rows {
 		if f, why := badFeature(&s.chunk, i, p); f >= 0 {
 			if job.Rejects == "" {
@@ -241,8 +250,22 @@ func (s *slot) split(p *plan, job *Job) error {
 		}
 		s.valid = append(s.valid, i)
 	}
-	s.out = resize(s.out, len(p.outputs))
 	return nil
+}
+
+// allFinite reports whether the first width number columns of c hold
+// only finite values: no NaN (a null reads as one), no infinity.
+func allFinite(c *table.Chunk, width int) bool {
+	for _, col := range c.Numbers[:width] {
+		var sum float64
+		for _, x := range col {
+			sum += x - x // 0 for a finite x, NaN for NaN or an infinity
+		}
+		if sum != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // worker runs batches on one session, or as chunks on the fleet, through
@@ -272,21 +295,14 @@ func newWorker(job *Job, p *plan, sess *runtime.Session, fleet *fleetRun) *worke
 func (w *worker) run(ctx context.Context, b batch) error {
 	c, n, width := &b.s.chunk, b.end-b.start, w.p.width
 	var data []byte
+	rows := b.s.valid[b.start:b.end]
 	if w.in32 != nil {
 		x := w.in32[:n*width]
-		for k, row := range b.s.valid[b.start:b.end] {
-			for f := range width {
-				x[k*width+f] = float32(c.Numbers[f][row])
-			}
-		}
+		pack(x, c.Numbers[:width], rows, func(v float64) float32 { return float32(v) })
 		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*4)
 	} else {
 		x := w.in64[:n*width]
-		for k, row := range b.s.valid[b.start:b.end] {
-			for f := range width {
-				x[k*width+f] = c.Numbers[f][row]
-			}
-		}
+		pack(x, c.Numbers[:width], rows, func(v float64) float64 { return v })
 		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*8)
 	}
 	if w.fleet != nil {
@@ -308,6 +324,25 @@ func (w *worker) run(ctx context.Context, b batch) error {
 		copy(b.s.out[i][b.start*size:b.end*size], w.outs[i].Data)
 	}
 	return nil
+}
+
+// packTile is the rows a tile of pack takes from each column in turn.
+const packTile = 16
+
+// pack fills x, row-major, with the values of cols at rows, converted. It
+// goes a tile of rows at a time, a column after another within a tile,
+// so that it reads each column's values in order and writes to a few
+// rows at once, rather than walking every column for each row.
+func pack[T float32 | float64](x []T, cols [][]float64, rows []int, conv func(float64) T) {
+	width := len(cols)
+	for t := 0; t < len(rows); t += packTile {
+		tile := rows[t:min(t+packTile, len(rows))]
+		for f, col := range cols {
+			for k, row := range tile {
+				x[(t+k)*width+f] = conv(col[row])
+			}
+		}
+	}
 }
 
 // writeSlots writes the computed slots in order, each row group into its
