@@ -26,6 +26,7 @@ import (
 	"github.com/infergate/infergate/gateway"
 	"github.com/infergate/infergate/gateway/batchjob"
 	"github.com/infergate/infergate/retrain/engine"
+	"github.com/infergate/infergate/retrain/modelstore"
 	"github.com/infergate/infergate/runtime"
 )
 
@@ -86,7 +87,22 @@ func scoreCmd(args []string) error {
 	}
 	mc := cfg.Model(*model)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var conn *engine.Conn
+	if *fleet {
+		if conn, err = engine.Connect(cfg.Cluster.Config, cfg.StateDir, "score", log); err != nil {
+			return fmt.Errorf("cannot score on the fleet: %w", err)
+		}
+		defer conn.Close()
+	}
 	version, dir, err := scoreVersion(cfg.Repository, *model, *versionFlag, mc, log)
+	if err != nil && conn != nil {
+		// The fleet's model store holds what its replicas serve.
+		var fetched string
+		version, fetched, dir, err = fetchScoreVersion(ctx, conn, *model, *versionFlag, mc, err)
+		if fetched != "" {
+			defer os.RemoveAll(fetched)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -127,12 +143,7 @@ func scoreCmd(args []string) error {
 	if n, ok := batchjob.CheckpointBatchSize(*out); ok && job.BatchSize == 0 {
 		job.BatchSize = n // resuming: the first run's
 	}
-	if *fleet {
-		conn, err := engine.Connect(cfg.Cluster.Config, cfg.StateDir, "score", log)
-		if err != nil {
-			return fmt.Errorf("cannot score on the fleet: %w", err)
-		}
-		defer conn.Close()
+	if conn != nil {
 		job.Fleet = &batchjob.Fleet{Conn: conn}
 		fmt.Fprintf(os.Stderr, "scoring %s on the fleet at %s with version %s of %s\n", *in, conn.URL, version, *model)
 	} else if job.BatchSize == 0 {
@@ -251,6 +262,51 @@ func scoreVersion(repo, model, named string, mc gateway.ModelConfig, log *slog.L
 	}
 	v := strconv.FormatInt(slices.Max(served), 10)
 	return v, filepath.Join(repo, model, v), nil
+}
+
+// fetchScoreVersion fetches from the fleet's model store the version that
+// scores, when the local repository has none (local, why): the one named,
+// else the newest of the store's that the model's version policy serves.
+// It returns the version, the temporary folder to remove once done, and
+// the version's folder in it.
+func fetchScoreVersion(ctx context.Context, conn *engine.Conn, model, named string, mc gateway.ModelConfig, local error) (string, string, string, error) {
+	fail := func(err error) (string, string, string, error) {
+		return "", "", "", fmt.Errorf("%w; nor from the fleet's model store: %w", local, err)
+	}
+	store, err := modelstore.OpenExisting(ctx, conn)
+	if err != nil {
+		return fail(err)
+	}
+	versions, err := store.Versions(ctx, model)
+	if err != nil {
+		return fail(err)
+	}
+	var v int64
+	if named != "" {
+		if v, err = strconv.ParseInt(named, 10, 64); err != nil || !slices.Contains(versions, v) {
+			return fail(fmt.Errorf("it has no version %q of model %q (it has %v)", named, model, versions))
+		}
+	} else if served := mc.VersionPolicy.Select(versions); len(served) > 0 {
+		v = slices.Max(served)
+	} else {
+		return fail(fmt.Errorf("the version policy of model %q serves none of its versions %v", model, versions))
+	}
+	tmp, err := os.MkdirTemp("", "infergate-score-")
+	if err != nil {
+		return fail(err)
+	}
+	version := strconv.FormatInt(v, 10)
+	dir := filepath.Join(tmp, model, version)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		os.RemoveAll(tmp)
+		return fail(err)
+	}
+	if _, err := store.Fetch(ctx, model, v, dir); err != nil {
+		os.RemoveAll(tmp)
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "version %s of %s fetched from the fleet's model store: the local repository has none\n", version, model)
+	return version, tmp, dir, nil
 }
 
 // fastestBatch measures the model's compute curve and returns the batch

@@ -164,7 +164,11 @@ func TestScoreOnTheFleet(t *testing.T) {
 		t.Fatalf("report %s: %v", report, err)
 	}
 	t.Logf("chunks scored by %v, %d of them delivered again", rep.Fleet.ScoredBy, rep.Fleet.Redelivered)
-	defer testFleetJobResumes(t, dir, in, want)
+	// A coordinator whose repository is empty: it fetches the version
+	// from the fleet's model store.
+	coordinator := filepath.Join(dir, "coordinator.yaml")
+	os.WriteFile(coordinator, fmt.Appendf(nil, scoreFleetConfig, freeAddr(t), t.TempDir(), engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, "coordinator", 32), 0o644)
+	defer testFleetJobResumes(t, coordinator, dir, in, want)
 	if least := (rows + 16383) / 16384; rep.Fleet.Chunks < least {
 		t.Errorf("the job read back %d chunks, want at least %d", rep.Fleet.Chunks, least)
 	}
@@ -474,9 +478,11 @@ func sameScores(t *testing.T, path string, want [][]string) {
 // are out, starts it again at once with the same arguments, and compares
 // the output with the local run's: the rerun keeps the job's id, removes
 // what the killed run left and scores the rest under names of its own.
-func testFleetJobResumes(t *testing.T, dir, in string, want [][]string) {
+// Its config's repository is empty: it fetches the version from the
+// fleet's model store.
+func testFleetJobResumes(t *testing.T, config, dir, in string, want [][]string) {
 	out := filepath.Join(dir, "resumed.parquet")
-	args := []string{"score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out, "--carry", "id", "--fleet", "--quiet"}
+	args := []string{"score", "--config", config, "--model", "demo", "--in", in, "--out", out, "--carry", "id", "--fleet", "--quiet"}
 	first := scoreCommand(args...)
 	logs := new(syncBuffer)
 	first.Stdout, first.Stderr = logs, logs
@@ -509,5 +515,8 @@ func testFleetJobResumes(t *testing.T, dir, in string, want [][]string) {
 		t.Errorf("the killed job was fleet job %q, the one started again %q: want the same", a, b)
 	}
 	t.Logf("killed 200ms after its first chunk, then started again:\n%s", b)
+	if !strings.Contains(string(b), "fetched from the fleet's model store") {
+		t.Errorf("the coordinator, with an empty repository, did not say it fetched the version from the model store")
+	}
 	sameScores(t, out, want)
 }
