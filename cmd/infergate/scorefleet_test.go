@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/infergate/infergate/bench"
 	"github.com/infergate/infergate/retrain/engine/natscluster"
 	"github.com/infergate/infergate/retrain/trainer"
 )
@@ -85,13 +86,17 @@ func TestScoreOnTheFleet(t *testing.T) {
 	}
 	online, victim := replicas[:2], replicas[2]
 
-	// The online load: the rate the two replicas answer with 16 clients
-	// at once, then half of it, open loop, before and during the job.
-	maxRate := measureOnlineRate(t, online, 2*time.Second)
+	// The online load: the rate the two replicas answer to 8 connections
+	// each, closed loop, then half of it, open loop, before and during
+	// the job.
+	var maxRate float64
+	for _, r := range onlineLoad(context.Background(), t, online, 0, 2*time.Second) {
+		maxRate += r.OKPerSec
+	}
 	rate := maxRate / 2
 	waits0 := onlineQueueWaits(t, online)
-	before := runOnlineLoad(t, online, rate, 3*time.Second)
-	t.Logf("online load: %.0f requests/s at most, %.0f sent; without the job: %s", maxRate, rate, before)
+	before := onlineLoad(context.Background(), t, online, rate, 3*time.Second)
+	t.Logf("online load: %.0f requests/s at most, %.0f sent; without the job: %s", maxRate, rate, describeLoad(before))
 	waits1 := onlineQueueWaits(t, online)
 
 	// The job, with the load running; the victim is killed while it
@@ -101,8 +106,10 @@ func TestScoreOnTheFleet(t *testing.T) {
 		"--carry", "id", "--fleet", "--quiet", "--report", report)
 	jobLogs := new(syncBuffer)
 	job.Stdout, job.Stderr = jobLogs, jobLogs
-	load := startOnlineLoad(online, rate)
-	t.Cleanup(func() { load.stop() })
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	t.Cleanup(stopLoad)
+	loadDone := make(chan []*bench.Result, 1)
+	go func() { loadDone <- onlineLoad(loadCtx, t, online, rate, 5*time.Minute) }()
 	start := time.Now()
 	if err := job.Start(); err != nil {
 		t.Fatal(err)
@@ -144,11 +151,12 @@ func TestScoreOnTheFleet(t *testing.T) {
 		err = fmt.Errorf("not done after 3m")
 	}
 	took := time.Since(start)
-	during := load.stop()
+	stopLoad()
+	during := <-loadDone
 	if err != nil {
 		t.Fatalf("fleet score: %v\n%s", err, jobLogs.String())
 	}
-	t.Logf("job: %s, %s killed %s in; online during it: %s\n%s", took.Round(time.Millisecond), victim.name, killedAt.Round(time.Millisecond), during, jobLogs.String())
+	t.Logf("job: %s, %s killed %s in; online during it: %s\n%s", took.Round(time.Millisecond), victim.name, killedAt.Round(time.Millisecond), describeLoad(during), jobLogs.String())
 
 	// Every row once, as the local run scored it.
 	_, want := readTable(t, local)
@@ -188,8 +196,10 @@ func TestScoreOnTheFleet(t *testing.T) {
 
 	// The online requests: all answered, and none queued behind the job's
 	// rows: the online level's queue waits stay what they were without it.
-	if during.failed > 0 || before.failed > 0 {
-		t.Errorf("online requests failed: %d without the job, %d during it: %s", before.failed, during.failed, strings.Join(during.errors, "; "))
+	for _, r := range append(before, during...) {
+		if n := r.ErrorCount(); n > 0 || r.OK == 0 {
+			t.Errorf("online requests to %s: %d answered 2xx, %d failed (%v, first: %s)", r.Name, r.OK, n, r.Errors, r.FirstError)
+		}
 	}
 	waits2 := onlineQueueWaits(t, online)
 	onlineBefore, _ := waits1.minus(waits0)
@@ -247,127 +257,41 @@ func scrape(r *scoreReplica) (map[string]float64, error) {
 // onlineRequest is a demo row as the online API takes it.
 var onlineRequest = []byte(`{"inputs":[{"name":"input","shape":[1,8],"datatype":"FP32","data":[41,52000,0.3,24,2,1,680,9000]}]}`)
 
-// loadResult is what an online load saw.
-type loadResult struct {
-	sent, failed int
-	latencies    []time.Duration
-	errors       []string
-}
-
-func (l loadResult) String() string {
-	if len(l.latencies) == 0 {
-		return fmt.Sprintf("%d sent, %d failed", l.sent, l.failed)
-	}
-	slices.Sort(l.latencies)
-	q := func(p float64) time.Duration {
-		return l.latencies[min(len(l.latencies)-1, int(p*float64(len(l.latencies))))]
-	}
-	return fmt.Sprintf("%d sent, %d failed, p50 %s, p99 %s, max %s", l.sent, l.failed,
-		q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), l.latencies[len(l.latencies)-1].Round(10*time.Microsecond))
-}
-
-// measureOnlineRate returns the requests per second that rs answer to 16
-// clients sending one after another for d.
-func measureOnlineRate(t *testing.T, rs []*scoreReplica, d time.Duration) float64 {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	defer client.CloseIdleConnections()
-	var mu sync.Mutex
-	done := 0
+// onlineLoad sends the demo's online request to each of rs at once with
+// bench's load generator, for d or until ctx ends: open loop at rate
+// requests per second in all, or closed loop on 8 connections each when
+// rate is 0. It returns each replica's result, named after it.
+func onlineLoad(ctx context.Context, t *testing.T, rs []*scoreReplica, rate float64, d time.Duration) []*bench.Result {
+	results := make([]*bench.Result, len(rs))
 	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for c := range 16 {
+	for i, r := range rs {
+		o := bench.Options{Name: r.name, Request: bench.Request{Addr: r.addr, Path: "/v2/models/demo/infer", Body: onlineRequest},
+			Duration: d, Timeout: 5 * time.Second, Connections: 8}
+		if rate > 0 {
+			o.Rate, o.Connections = rate/float64(len(rs)), 64
+		}
 		wg.Go(func() {
-			for i := 0; time.Now().Before(end); i++ {
-				if postOnline(client, rs[(c+i)%len(rs)]) == nil {
-					mu.Lock()
-					done++
-					mu.Unlock()
-				}
+			res, err := bench.Run(ctx, o)
+			if err != nil {
+				t.Error(err)
+				res = &bench.Result{Name: r.name}
 			}
+			results[i] = res
 		})
 	}
 	wg.Wait()
-	if done == 0 {
-		t.Fatal("no online request succeeded")
+	return results
+}
+
+// describeLoad says what each replica's load saw.
+func describeLoad(rs []*bench.Result) string {
+	var parts []string
+	for _, r := range rs {
+		ms := func(m bench.Millis) time.Duration { return time.Duration(m).Round(10 * time.Microsecond) }
+		parts = append(parts, fmt.Sprintf("%s %d ok, %d failed, p50 %s, p99 %s, max %s",
+			r.Name, r.OK, r.ErrorCount(), ms(r.Latency.P50), ms(r.Latency.P99), ms(r.Latency.Max)))
 	}
-	return float64(done) / d.Seconds()
-}
-
-// onlineLoad sends requests at a fixed rate, round robin over replicas,
-// each on a goroutine of its own (open loop).
-type onlineLoad struct {
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	res  loadResult
-}
-
-func startOnlineLoad(rs []*scoreReplica, rate float64) *onlineLoad {
-	l := &onlineLoad{done: make(chan struct{})}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	every := time.Duration(float64(time.Second) / rate)
-	l.wg.Go(func() {
-		defer client.CloseIdleConnections()
-		var sends sync.WaitGroup
-		defer sends.Wait()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-l.done:
-				return
-			case <-tick.C:
-			}
-			r := rs[i%len(rs)]
-			sends.Go(func() {
-				start := time.Now()
-				err := postOnline(client, r)
-				took := time.Since(start)
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				l.res.sent++
-				if err != nil {
-					l.res.failed++
-					if len(l.res.errors) < 5 {
-						l.res.errors = append(l.res.errors, err.Error())
-					}
-					return
-				}
-				l.res.latencies = append(l.res.latencies, took)
-			})
-		}
-	})
-	return l
-}
-
-// stop ends the load and returns what it saw; calls after the first
-// return the same.
-func (l *onlineLoad) stop() loadResult {
-	l.once.Do(func() { close(l.done) })
-	l.wg.Wait()
-	return l.res
-}
-
-// runOnlineLoad runs an online load for d.
-func runOnlineLoad(t *testing.T, rs []*scoreReplica, rate float64, d time.Duration) loadResult {
-	l := startOnlineLoad(rs, rate)
-	time.Sleep(d)
-	return l.stop()
-}
-
-// postOnline sends one online request to r.
-func postOnline(client *http.Client, r *scoreReplica) error {
-	resp, err := client.Post("http://"+r.addr+"/v2/models/demo/infer", "application/json", bytes.NewReader(onlineRequest))
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d %s", r.name, resp.StatusCode, body)
-	}
-	return nil
+	return strings.Join(parts, "; ")
 }
 
 // queueWaits is the queue-wait histogram of the demo model's batchers,
