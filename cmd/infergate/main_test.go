@@ -58,11 +58,18 @@ func readmeCurlBody(t *testing.T) string {
 }
 
 // TestServeDemo serves configs/demo.yaml as `make serve` does, sends README's
+// infergateCommand returns `infergate args...` as the test binary runs it
+// (its TestMain runs main when INFERGATE_TEST_MAIN is set).
+func infergateCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	return cmd
+}
+
 // curl request, then SIGTERM: the process drains and exits 0.
 func TestServeDemo(t *testing.T) {
 	addr := freeAddr(t)
-	cmd := exec.Command(os.Args[0], "serve", "--config", "../../configs/demo.yaml", "--listen", addr)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd := infergateCommand("serve", "--config", "../../configs/demo.yaml", "--listen", addr)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -102,8 +109,7 @@ func TestServeDemo(t *testing.T) {
 func TestServeBadConfig(t *testing.T) {
 	bad := t.TempDir() + "/bad.yaml"
 	os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nmodels:\n  demo:\n    batching: {instnces: 2}\n"), 0o644)
-	cmd := exec.Command(os.Args[0], "serve", "--config", bad)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd := infergateCommand("serve", "--config", bad)
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `line 4: models.demo.batching.instnces: unknown key (did you mean "instances"?)`) {
 		t.Fatalf("a bad config must stop start-up naming the key and line; got %v:\n%s", err, out)

@@ -53,8 +53,7 @@ func TestScoreKilledResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(out string) (string, error) {
-		cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
-		cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+		cmd := infergateCommand(scoreArgs(in, out)...)
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
@@ -64,8 +63,7 @@ func TestScoreKilledResumes(t *testing.T) {
 	}
 
 	out := filepath.Join(dir, "scores.parquet")
-	cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd := infergateCommand(scoreArgs(in, out)...)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -122,8 +120,7 @@ func TestScoreMatchesOnlineAPI(t *testing.T) {
 	if err := trainer.WriteSyntheticTable(in, rows, 13, false); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], scoreArgs(in, out)...)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd := infergateCommand(scoreArgs(in, out)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("score: %v\n%s", err, b)
 	}
@@ -149,8 +146,7 @@ func TestScoreMatchesOnlineAPI(t *testing.T) {
 	config := filepath.Join(dir, "gateway.yaml")
 	repo, _ := filepath.Abs("../../configs/models")
 	os.WriteFile(config, fmt.Appendf(nil, "listen: %s\nrepository: %s\nstate_dir: %s\nmodels:\n  demo:\n    cache: {entries: 0}\n", addr, repo, filepath.Join(dir, "state")), 0o644)
-	srv := exec.Command(os.Args[0], "serve", "--config", config)
-	srv.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	srv := infergateCommand("serve", "--config", config)
 	var logs bytes.Buffer
 	srv.Stderr = &logs
 	if err := srv.Start(); err != nil {
@@ -234,8 +230,7 @@ func TestScoreOutsideParquet(t *testing.T) {
 		FROM range(30000) t(i)) TO '%s' (FORMAT PARQUET, ROW_GROUP_SIZE 10000)`, in))
 	args := []string{"score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", out,
 		"--carry", "customer_id,vip,seen", "--rejects", rejects, "--batch", "32", "--quiet"}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd := infergateCommand(args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("score: %v\n%s", err, b)
 	}
@@ -260,9 +255,8 @@ func TestScoreOutsideParquet(t *testing.T) {
 
 	// Carried into CSV, the nanosecond timestamp is written in its unit.
 	csvScores := filepath.Join(dir, "scores.csv")
-	cmd = exec.Command(os.Args[0], "score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", csvScores,
+	cmd = infergateCommand("score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", csvScores,
 		"--carry", "customer_id,seen", "--rejects", rejects+".csv", "--allow-extra", "--batch", "32", "--quiet")
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("score: %v\n%s", err, b)
 	}
@@ -279,8 +273,7 @@ func TestScoreOutsideParquet(t *testing.T) {
 	}
 	os.WriteFile(csv, []byte(b.String()), 0o644)
 	csvOut := filepath.Join(dir, "same.jsonl")
-	cmd = exec.Command(os.Args[0], "score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", csv, "--out", csvOut, "--carry", "customer_id", "--batch", "32", "--quiet")
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+	cmd = infergateCommand("score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", csv, "--out", csvOut, "--carry", "customer_id", "--batch", "32", "--quiet")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("score: %v\n%s", err, b)
 	}

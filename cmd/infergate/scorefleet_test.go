@@ -48,7 +48,7 @@ func TestScoreOnTheFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := filepath.Join(dir, "local.parquet")
-	if out, err := scoreCommand(scoreArgs(in, local)...).CombinedOutput(); err != nil {
+	if out, err := infergateCommand(scoreArgs(in, local)...).CombinedOutput(); err != nil {
 		t.Fatalf("local score: %v\n%s", err, out)
 	}
 
@@ -66,8 +66,7 @@ func TestScoreOnTheFleet(t *testing.T) {
 			maxBatch = 1
 		}
 		os.WriteFile(config, fmt.Appendf(nil, scoreFleetConfig, r.addr, repo, engineCfg.NATSURL, natscluster.TokenEnv, engineCfg.StreamReplicas, r.name, maxBatch), 0o644)
-		r.cmd = exec.Command(os.Args[0], "serve", "--config", config)
-		r.cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
+		r.cmd = infergateCommand("serve", "--config", config)
 		r.cmd.Stderr = r.logs
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -102,7 +101,7 @@ func TestScoreOnTheFleet(t *testing.T) {
 	// The job, with the load running; the victim is killed while it
 	// holds a chunk, after it scored one.
 	out, report := filepath.Join(dir, "fleet.parquet"), filepath.Join(dir, "fleet.json")
-	job := scoreCommand("score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out,
+	job := infergateCommand("score", "--config", filepath.Join(dir, "r1.yaml"), "--model", "demo", "--in", in, "--out", out,
 		"--carry", "id", "--fleet", "--quiet", "--report", report)
 	jobLogs := new(syncBuffer)
 	job.Stdout, job.Stderr = jobLogs, jobLogs
@@ -220,13 +219,6 @@ type scoreReplica struct {
 	name, addr string
 	cmd        *exec.Cmd
 	logs       *syncBuffer
-}
-
-// scoreCommand returns `infergate args...` as the test binary runs it.
-func scoreCommand(args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "INFERGATE_TEST_MAIN=1")
-	return cmd
 }
 
 // scrape returns r's metrics, by series.
@@ -407,7 +399,7 @@ func sameScores(t *testing.T, path string, want [][]string) {
 func testFleetJobResumes(t *testing.T, config, dir, in string, want [][]string) {
 	out := filepath.Join(dir, "resumed.parquet")
 	args := []string{"score", "--config", config, "--model", "demo", "--in", in, "--out", out, "--carry", "id", "--fleet", "--quiet"}
-	first := scoreCommand(args...)
+	first := infergateCommand(args...)
 	logs := new(syncBuffer)
 	first.Stdout, first.Stderr = logs, logs
 	if err := first.Start(); err != nil {
@@ -425,7 +417,7 @@ func testFleetJobResumes(t *testing.T, config, dir, in string, want [][]string) 
 	first.Process.Kill()
 	first.Wait()
 	firstLog := logs.String()
-	again := scoreCommand(args...)
+	again := infergateCommand(args...)
 	b, err := again.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the job started again: %v\n%s\nthe killed one:\n%s", err, b, firstLog)
