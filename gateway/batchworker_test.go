@@ -37,7 +37,7 @@ func TestBatchWorkerScoresChunks(t *testing.T) {
 	publish := func(k int64, model string, rows int, data []byte) string {
 		t.Helper()
 		msg := nats.NewMsg("infergate.batch.chunks.job-test")
-		msg.Header.Set(batchjob.HeaderJob, "job-test-run")
+		msg.Header.Set(batchjob.HeaderRun, "job-test-run")
 		msg.Header.Set(batchjob.HeaderChunk, strconv.FormatInt(k, 10))
 		msg.Header.Set(batchjob.HeaderModel, model)
 		msg.Header.Set(batchjob.HeaderVersion, "1")

@@ -54,7 +54,7 @@ const (
 
 // The headers of a chunk message.
 const (
-	HeaderJob     = "Infergate-Job"
+	HeaderRun     = "Infergate-Run"
 	HeaderChunk   = "Infergate-Chunk"
 	HeaderModel   = "Infergate-Model"
 	HeaderVersion = "Infergate-Version"
@@ -84,7 +84,7 @@ type Chunk struct {
 // ParseChunk reads the chunk of msg.
 func ParseChunk(msg jetstream.Msg) (Chunk, error) {
 	h := msg.Headers()
-	c := Chunk{Run: h.Get(HeaderJob), Model: h.Get(HeaderModel), Version: h.Get(HeaderVersion), Data: msg.Data()}
+	c := Chunk{Run: h.Get(HeaderRun), Model: h.Get(HeaderModel), Version: h.Get(HeaderVersion), Data: msg.Data()}
 	var err1, err2 error
 	c.Index, err1 = strconv.ParseInt(h.Get(HeaderChunk), 10, 64)
 	c.Rows, err2 = strconv.Atoi(h.Get(HeaderRows))
@@ -258,7 +258,7 @@ func (r *fleetRun) run(ctx context.Context, in []byte, b batch) error {
 	r.mu.Unlock()
 	n := b.end - b.start
 	msg := nats.NewMsg(chunkSubjectPrefix + r.id)
-	msg.Header.Set(HeaderJob, r.runID)
+	msg.Header.Set(HeaderRun, r.runID)
 	msg.Header.Set(HeaderChunk, strconv.FormatInt(k, 10))
 	msg.Header.Set(HeaderModel, r.job.Model)
 	msg.Header.Set(HeaderVersion, r.job.Version)
