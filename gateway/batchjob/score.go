@@ -142,10 +142,12 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			}
 		})
 	}
+	// A slot holds two batches a worker; on the fleet, where a batch is a
+	// whole chunk, one for every other worker: the next slot's chunks are
+	// published while the last's are scored.
+	perSlot := workers
 	if fleet != nil {
-		// A slot holds a chunk for every other worker: the next slot's
-		// chunks are published while the last's are scored.
-		workers = max(1, workers/2)
+		perSlot = max(1, workers/2)
 	}
 
 	free, computed := make(chan *slot, slots), make(chan *slot, slots)
@@ -163,7 +165,7 @@ func score(ctx context.Context, job *Job, p *plan, cp *checkpoint, rep *Report) 
 			case <-ctx.Done():
 				return
 			}
-			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.rowBytes(), workers))
+			err := r.Next(&s.chunk, chunkRows(job.BatchSize, p.rowBytes(), perSlot))
 			if errors.Is(err, io.EOF) {
 				return
 			}
