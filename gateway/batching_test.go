@@ -62,11 +62,14 @@ func TestBatchedRequestsGetTheirOwnRows(t *testing.T) {
 // TestDisconnectedClientIsNotComputed: a client that sends a request and
 // closes its connection while the request waits for a fuller batch leaves
 // the batch once it has waited batcher.GoneCheckAfter: only the request of
-// the client still there is computed.
+// the client still there is computed. The queue delay is long (2 s, not a
+// few GoneCheckAfter) so that on a loaded machine the test sees the request
+// queued and closes its connection before the batch is taken: with 100 ms,
+// the batch often ran first and both requests were computed.
 func TestDisconnectedClientIsNotComputed(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Models["echo_fp32"] = ModelConfig{Batching: batcher.Config{MaxBatchSize: 8,
-		MaxQueueDelay: batcher.Delay{Duration: 2 * batcher.GoneCheckAfter}}}
+		MaxQueueDelay: batcher.Delay{Duration: 2 * time.Second}}}
 	_, url := startServer(t, cfg)
 	body := `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`
 	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))

@@ -113,7 +113,14 @@ func TestShutdownDrains(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Under load: some requests answered (a fixed pause may see none on a
+	// loaded machine), then more in flight as the shutdown starts.
+	waitUntil(t, "a request answered before shutdown", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return answered > 0
+	})
+	time.Sleep(100 * time.Millisecond)
 	if err := srv.Shutdown(context.Background()); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}

@@ -461,6 +461,21 @@ func newReceiver(t *testing.T) *receiver {
 	return rc
 }
 
+// waitDelivered waits until s's outbox has nothing pending: every event
+// a receiver got is recorded as delivered, and is not delivered again
+// after s closes.
+func waitDelivered(t *testing.T, s *Service) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, err := s.outbox.Pending(); err == nil && n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("deliveries still pending after 30s")
+		}
+	}
+}
+
 // wait waits for n events and returns them.
 func (rc *receiver) wait(t *testing.T, n int) []outbox.Event {
 	t.Helper()

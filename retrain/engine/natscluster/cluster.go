@@ -46,6 +46,11 @@ const defaultReadyTimeout = 30 * time.Second
 // pollInterval is how often readiness is polled.
 const pollInterval = 25 * time.Millisecond
 
+// probeTimeout bounds one attempt of the placement probe: its stream is
+// placed in milliseconds, and an answer lost while the cluster forms is
+// never coming.
+const probeTimeout = 3 * time.Second
+
 // logTailLines is how much of each server's log a failed test shows.
 const logTailLines = 40
 
@@ -289,6 +294,9 @@ func (c *Cluster) waitHealthy(deadline time.Time, idx []int) error {
 			err := c.healthz(i)
 			if err == nil {
 				err = c.probePlacement(i, deadline)
+				if errors.Is(err, context.DeadlineExceeded) && time.Now().Before(deadline) {
+					c.t.Logf("natscluster: server %s: %v; trying again", c.name(i), err)
+				}
 			}
 			if err == nil {
 				break
@@ -314,8 +322,14 @@ func (c *Cluster) probePlacement(i int, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
+	// One attempt is bounded by probeTimeout, not by the whole deadline:
+	// a forming cluster may drop a create's answer (the request reaches
+	// no meta leader, and no error comes back), and the next attempt,
+	// idempotent, is answered.
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	ctx, cancelAttempt := context.WithTimeout(ctx, probeTimeout)
+	defer cancelAttempt()
 	name := "natscluster_ready_" + c.name(i)
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: name, Subjects: []string{"natscluster.ready." + c.name(i)}, Storage: jetstream.MemoryStorage,
