@@ -230,7 +230,7 @@ func TestRefusedFiles(t *testing.T) {
 			`column "note" is neither a feature of model "demo" nor carried; carry it (--carry), or pass --allow-extra`, false},
 		{csv("text.csv", demoHeader, "a,40,50000,12,1000,2,700,0,0.3", "b,40,lots,12,1000,2,700,0,0.3"),
 			`row 2, column "income": "lots" is not a number`, false},
-		{textParquet, `feature columns must hold numbers, but "balance" holds text values`, false},
+		{textParquet, `feature columns must hold numbers (integers, floats, decimals or booleans), but "balance" holds text (Parquet BYTE_ARRAY, STRING) values`, false},
 		{csv("empty.csv", demoHeader), `it holds no rows`, false},
 		{csv("nothing.jsonl", ""), `the file is empty`, false},
 		{out, `it is also named as an output`, false},

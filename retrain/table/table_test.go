@@ -204,7 +204,7 @@ func TestReadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Select([]string{"id"}, nil); err == nil || !strings.Contains(err.Error(), `column "id" of table`) || !strings.Contains(err.Error(), "holds text values, not numbers") {
+	if err := r.Select([]string{"id"}, nil); err == nil || !strings.Contains(err.Error(), `column "id" of table`) || !strings.Contains(err.Error(), "holds text (Parquet BYTE_ARRAY, STRING) values, not numbers") {
 		t.Fatalf("Select of a text column as numbers: %v", err)
 	}
 }
