@@ -232,6 +232,10 @@ func TestRefusedFiles(t *testing.T) {
 			`row 2, column "income": "lots" is not a number`, false},
 		{textParquet, `feature columns must hold numbers (integers, floats, decimals or booleans), but "balance" holds text (Parquet BYTE_ARRAY, STRING) values`, false},
 		{csv("empty.csv", demoHeader), `it holds no rows`, false},
+		{csv("cases.csv", strings.Replace(demoHeader, "age", "Age,AGE", 1), "a,40,40,50000,12,1000,2,700,0,0.3"),
+			`no column is named as model "demo"'s feature "age" (columns "Age" and "AGE" differ from it only in case): name one with --map feature=column`, false},
+		{csv("semicolon.csv", strings.ReplaceAll(demoHeader, ",", ";"), "a;40;50000;12;1000;2;700;0;0.3"), `this file seems separated by ";"`, false},
+		{csv("ragged.csv", demoHeader, "a,40,50000,12,1000,2,700,0,0.3", "b,40,50000,12,1000,2,700,0"), `row 2: line 3 has 8 fields, the header names 9`, false},
 		{csv("nothing.jsonl", ""), `the file is empty`, false},
 		{out, `it is also named as an output`, false},
 	} {

@@ -86,14 +86,14 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 				fmt.Fprintf(job.Log, "feature %q is read from column %q: their names differ only in case\n", f, folded[0])
 				c, ok, name = byName[folded[0]], true, folded[0]
 			default:
-				ambiguous = append(ambiguous, fmt.Sprintf("%s (columns %s differ from it only in case; name one with --map %s=COLUMN)", quoteFeature(f, name), strings.Join(quoteAll(folded), " and "), f))
+				ambiguous = append(ambiguous, fmt.Sprintf("%s (columns %s differ from it only in case)", quoteFeature(f, name), strings.Join(quoteAll(folded), " and ")))
 				ok = true
 			}
 		}
 		switch {
 		case !ok:
 			missing = append(missing, quoteFeature(f, name))
-		case c.Name == "":
+		case c.Name == "": // ambiguous
 		case r.Format() == table.Parquet && !c.Kind.Numeric():
 			mistyped = append(mistyped, fmt.Sprintf("%q holds %s values", name, c.Described()))
 		}
@@ -101,7 +101,7 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 		used[name] = true
 	}
 	if len(ambiguous) > 0 {
-		return nil, fmt.Errorf("cannot score %q: no column is named as feature %s of model %q", job.In, strings.Join(ambiguous, ", "), job.Model)
+		return nil, fmt.Errorf("cannot score %q: no column is named as model %q's feature %s: name one with --map feature=column", job.In, job.Model, strings.Join(ambiguous, ", "))
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("cannot score %q: it has no column for feature %s of model %q (its columns: %s)",

@@ -153,10 +153,10 @@ func columnOf(field parquet.Field) Column {
 		switch v := lt.Value.(type) {
 		case *format.TimestampType:
 			c.unit = unitOf(v.Unit)
-		case *format.TimeType:
-			c.unit, c.logical = unitOf(v.Unit), timeOfDay
+		case *format.TimeType: // not numbers a model takes, though INT32 or INT64
+			c.Kind, c.unit, c.logical = Other, unitOf(v.Unit), timeOfDay
 		case *format.DateType:
-			c.logical = date
+			c.Kind, c.logical = Other, date
 		case *format.UUIDType:
 			c.logical = uuid
 		case *format.IntType:
