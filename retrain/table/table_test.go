@@ -354,6 +354,12 @@ func TestLogicalTypes(t *testing.T) {
 	}
 	defer r.Close()
 	names := []string{"u32", "u64", "d38", "d9", "day", "at", "uid"}
+	// A DATE is days, a TIME ticks, in integers, but not numbers to score.
+	for _, name := range []string{"day", "at"} {
+		if err := r.Select([]string{name}, nil); err == nil || !strings.Contains(err.Error(), "values, not numbers") {
+			t.Errorf("Select of %s as numbers: %v", name, err)
+		}
+	}
 	if err := r.Select(names[:4], names); err != nil {
 		t.Fatal(err)
 	}
