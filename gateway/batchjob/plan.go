@@ -104,8 +104,12 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 		return nil, fmt.Errorf("cannot score %q: no column is named as model %q's feature %s: name one with --map feature=column", job.In, job.Model, strings.Join(ambiguous, ", "))
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("cannot score %q: it has no column for feature %s of model %q (its columns: %s)",
-			job.In, strings.Join(missing, ", "), job.Model, columnNames(cols))
+		where := "its columns"
+		if r.Format() == table.JSONL {
+			where = "its columns, the keys of its first object"
+		}
+		return nil, fmt.Errorf("cannot score %q: it has no column for feature %s of model %q (%s: %s)",
+			job.In, strings.Join(missing, ", "), job.Model, where, columnNames(cols))
 	}
 	if len(mistyped) > 0 {
 		return nil, fmt.Errorf("cannot score %q: feature columns must hold numbers (integers, floats, decimals or booleans), but %s; cast them where the file is made", job.In, strings.Join(mistyped, ", "))
