@@ -122,11 +122,14 @@ var nullSpellings = map[string]bool{
 // and false are 1 and 0.
 func parseNumber(cell string) (float64, bool, error) {
 	t := bytes.TrimSpace([]byte(cell))
-	if len(t) == 0 || nullSpellings[string(t)] {
+	if len(t) == 0 {
 		return nan, true, nil
 	}
 	x, err := strconv.ParseFloat(string(t), 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		if nullSpellings[string(t)] {
+			return nan, true, nil
+		}
 		if b, err := strconv.ParseBool(string(t)); err == nil && len(t) > 1 { // true, false; not 1, t
 			return float64(boolIndex(b)), false, nil
 		}
