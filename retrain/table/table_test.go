@@ -417,3 +417,48 @@ func TestDecimalText(t *testing.T) {
 	f(42, 0, "42")
 	f(-42, 0, "-42")
 }
+
+// FuzzTextTable reads arbitrary bytes as a CSV and a JSON-lines table,
+// the first column as numbers and every column as values: an error or
+// rows, never a panic, and a null always NaN.
+func FuzzTextTable(f *testing.F) {
+	f.Add([]byte("\ufeff\"id\",\"x\"\r\na,1.5\r\nb,NULL\r\n"))
+	f.Add([]byte("x;y\n1;2\n"))
+	f.Add([]byte("x,y\n1\n2,3,4\n"))
+	f.Add([]byte(`{"x":"20000","id":"a"}` + "\n\n" + `{"x":{"v":1}}`))
+	f.Add([]byte(`{"x":1,"x":2}`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, ext := range []string{".csv", ".jsonl"} {
+			path := filepath.Join(dir, "fuzz"+ext)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Open(path, ReadOptions{GroupRows: 3})
+			if err != nil {
+				continue
+			}
+			var names []string
+			for _, c := range r.Columns() {
+				names = append(names, c.Name)
+			}
+			if len(names) == 0 { // `{}`
+				r.Close()
+				continue
+			}
+			if err := r.Select(names[:1], names); err != nil {
+				r.Close()
+				continue
+			}
+			var c Chunk
+			for r.Next(&c, 2) == nil {
+				for i := range c.Rows {
+					if c.Nulls[0][i] && !math.IsNaN(c.Numbers[0][i]) {
+						t.Fatalf("%s: row %d is null, its number %v", ext, c.Start+int64(i)+1, c.Numbers[0][i])
+					}
+				}
+			}
+			r.Close()
+		}
+	})
+}
