@@ -290,3 +290,136 @@ func TestScoreOutsideParquet(t *testing.T) {
 		}
 	}
 }
+
+// TestScoreWarehouseParquet scores Parquet files that DuckDB wrote as
+// warehouses export them: features as unsigned integers (UINT_8 to
+// UINT_64), as DECIMAL(38, s) (fixed-length byte arrays) beside narrower
+// decimals, and under upper-case names (Snowflake's); each scores as the
+// same rows given as CSV. Carried into CSV and JSON lines, a DATE, TIME,
+// UUID, UBIGINT, DECIMAL(38, 3) and TIMESTAMP are written as DuckDB
+// prints them. A nested column carried, or a feature stored as VARCHAR, is
+// refused before anything is written, naming the column and its type.
+func TestScoreWarehouseParquet(t *testing.T) {
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	const rows = 3000
+	rowsSQL := fmt.Sprintf(`SELECT 'c' || i::VARCHAR AS id, 30 + i %% 40 AS age, 20000 + (i * 37) %% 80000 AS income,
+		i %% 120 AS tenure_months, (i * 13) %% 20000 AS balance, 1 + i %% 3 AS num_products, 550 + i %% 300 AS credit_score,
+		i %% 5 AS late_payments, (i %% 100)::DECIMAL(4, 2) / 100 AS utilization FROM range(%d) t(i)`, rows)
+	duckDB(t,
+		fmt.Sprintf(`COPY (%s) TO '%s' (HEADER)`, rowsSQL, path("same.csv")),
+		fmt.Sprintf(`COPY (SELECT id, age::UTINYINT AS age, income::UINTEGER AS income, tenure_months::USMALLINT AS tenure_months,
+			balance::UBIGINT AS balance, num_products::UTINYINT AS num_products, credit_score::UINTEGER AS credit_score,
+			late_payments::UBIGINT AS late_payments, utilization FROM (%s)) TO '%s' (FORMAT PARQUET, COMPRESSION snappy)`, rowsSQL, path("unsigned.parquet")),
+		fmt.Sprintf(`COPY (SELECT id, age::DECIMAL(38, 0) AS age, income::DECIMAL(38, 2) AS income, tenure_months::DECIMAL(10, 2) AS tenure_months,
+			balance::DECIMAL(38, 10) AS balance, num_products::DECIMAL(18, 3) AS num_products, credit_score::DECIMAL(20, 1) AS credit_score,
+			late_payments::DECIMAL(4, 0) AS late_payments, utilization::DECIMAL(38, 6) AS utilization FROM (%s)) TO '%s' (FORMAT PARQUET, COMPRESSION gzip)`, rowsSQL, path("decimal.parquet")),
+		fmt.Sprintf(`COPY (SELECT id AS ID, age AS AGE, income AS INCOME, tenure_months AS TENURE_MONTHS, balance AS BALANCE,
+			num_products AS NUM_PRODUCTS, credit_score AS CREDIT_SCORE, late_payments AS LATE_PAYMENTS, utilization AS UTILIZATION
+			FROM (%s)) TO '%s' (FORMAT PARQUET, COMPRESSION uncompressed, ROW_GROUP_SIZE 2048)`, rowsSQL, path("upper.parquet")),
+		fmt.Sprintf(`COPY (SELECT *, DATE '2024-02-29' AS day, TIME '23:59:58.5' AS at, '5f0c7a1e-3b9d-4c2a-8e61-0d9a3c7b2f14'::UUID AS uid,
+			18446744073709551615::UBIGINT AS big, -12345678901234567890.125::DECIMAL(38, 3) AS amount,
+			TIMESTAMP '2024-05-01 12:00:00.25' AS seen, [i, i + 1] AS list, {'a': i} AS struct FROM (SELECT *, row_number() OVER () AS i FROM (%s)))
+			TO '%s' (FORMAT PARQUET)`, rowsSQL, path("carried.parquet")),
+		fmt.Sprintf(`COPY (SELECT * REPLACE (income::VARCHAR AS income) FROM (%s)) TO '%s' (FORMAT PARQUET)`, rowsSQL, path("varchar.parquet")))
+
+	score := func(in, out string, args ...string) (string, error) {
+		args = append([]string{"score", "--config", "../../configs/demo.yaml", "--model", "demo", "--in", in, "--out", out, "--batch", "32", "--quiet"}, args...)
+		b, err := infergateCommand(args...).CombinedOutput()
+		return string(b), err
+	}
+	// scores reads a JSON-lines output: each row's outputs by its id
+	// column's value.
+	scores := func(out, id string) map[string][2]float64 {
+		lines, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string][2]float64{}
+		for _, line := range strings.Split(strings.TrimSpace(string(lines)), "\n") {
+			var row map[string]any
+			if err := json.Unmarshal([]byte(line), &row); err != nil {
+				t.Fatalf("output line %q: %v", line, err)
+			}
+			o0, _ := row["output_0"].(float64)
+			o1, _ := row["output_1"].(float64)
+			m[fmt.Sprint(row[id])] = [2]float64{o0, o1}
+		}
+		return m
+	}
+	if log, err := score(path("same.csv"), path("same.jsonl"), "--carry", "id"); err != nil {
+		t.Fatalf("score the CSV: %v\n%s", err, log)
+	}
+	want := scores(path("same.jsonl"), "id")
+	for _, tc := range []struct{ in, id string }{{"unsigned.parquet", "id"}, {"decimal.parquet", "id"}, {"upper.parquet", "ID"}} {
+		out := path(tc.in + ".jsonl")
+		log, err := score(path(tc.in), out, "--carry", tc.id)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.in, err, log)
+		}
+		got := scores(out, tc.id)
+		if len(got) != rows {
+			t.Fatalf("%s: %d rows scored, want %d", tc.in, len(got), rows)
+		}
+		for id, w := range want {
+			for j := range w {
+				if g := got[id][j]; math.Abs(g-w[j]) > 1e-6*math.Abs(w[j])+1e-12 {
+					t.Fatalf("%s, row %s, output %d: %v, and %v from the same row as CSV", tc.in, id, j, g, w[j])
+				}
+			}
+		}
+		if tc.in == "upper.parquet" && !strings.Contains(log, `feature "credit_score" is read from column "CREDIT_SCORE": their names differ only in case`) {
+			t.Errorf("the job does not say which columns it matched regardless of case:\n%s", log)
+		}
+	}
+
+	carry := []string{"--carry", "id,day,at,uid,big,amount,seen", "--allow-extra"}
+	for ext, first := range map[string]string{
+		".csv":   "c0,2024-02-29,23:59:58.5,5f0c7a1e-3b9d-4c2a-8e61-0d9a3c7b2f14,18446744073709551615,-12345678901234567890.125,2024-05-01T12:00:00.25Z,",
+		".jsonl": `{"id":"c0","day":"2024-02-29","at":"23:59:58.5","uid":"5f0c7a1e-3b9d-4c2a-8e61-0d9a3c7b2f14","big":18446744073709551615,"amount":-12345678901234567890.125,"seen":"2024-05-01T12:00:00.25Z",`,
+	} {
+		out := path("carried" + ext)
+		if log, err := score(path("carried.parquet"), out, carry...); err != nil {
+			t.Fatalf("carried%s: %v\n%s", ext, err, log)
+		}
+		text, _ := os.ReadFile(out)
+		lines := strings.Split(string(text), "\n")
+		if ext == ".csv" {
+			lines = lines[1:]
+		}
+		if !strings.HasPrefix(lines[0], first) {
+			t.Errorf("the first row of carried%s is\n%s\nwant it to begin\n%s", ext, lines[0], first)
+		}
+	}
+	// Carried into Parquet, DuckDB reads the same types and values back.
+	if log, err := score(path("carried.parquet"), path("carried.parquet.out.parquet"), carry...); err != nil {
+		t.Fatalf("carried.parquet: %v\n%s", err, log)
+	}
+	back := duckDB(t, fmt.Sprintf(`SELECT count(*) AS n FROM '%s' a JOIN '%s' b USING (id)
+		WHERE a.day = b.day AND a.at = b.at AND a.uid = b.uid AND a.big = b.big AND a.amount = b.amount AND a.seen = b.seen`,
+		path("carried.parquet"), path("carried.parquet.out.parquet")))
+	if n := back[0][0]["n"]; fmt.Sprint(n) != strconv.Itoa(rows) {
+		t.Errorf("DuckDB finds %v rows carried into Parquet unchanged, want %d", n, rows)
+	}
+
+	for _, tc := range []struct {
+		in   string
+		args []string
+		want string
+	}{
+		{"carried.parquet", []string{"--carry", "id,list", "--allow-extra"}, `cannot carry column "list" of "` + path("carried.parquet") + `": it holds nested (Parquet LIST) values`},
+		{"carried.parquet", []string{"--carry", "id,struct", "--allow-extra"}, `cannot carry column "struct"`},
+		{"varchar.parquet", []string{"--carry", "id"}, `"income" holds text (Parquet BYTE_ARRAY, STRING) values`},
+	} {
+		out := path("refused.parquet")
+		log, err := score(path(tc.in), out, tc.args...)
+		if err == nil || !strings.Contains(log, tc.want) {
+			t.Errorf("%s %v: %v, want an error saying %q:\n%s", tc.in, tc.args, err, tc.want, log)
+		}
+		for _, p := range []string{out, out + ".checkpoint", out + ".drift.json"} {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Errorf("%s %v left %s behind", tc.in, tc.args, p)
+			}
+		}
+	}
+}

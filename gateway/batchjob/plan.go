@@ -62,7 +62,7 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 	for _, c := range cols {
 		byName[c.Name] = c
 	}
-	var missing, mistyped []string
+	var missing, mistyped, ambiguous []string
 	used := map[string]bool{}
 	for _, f := range job.Features {
 		name := f
@@ -70,26 +70,57 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 			name = m
 		}
 		c, ok := byName[name]
+		if !ok {
+			// A warehouse's export may name columns in its own case
+			// (Snowflake's AGE for age): one column whose name differs
+			// only in case is the feature's.
+			var folded []string
+			for _, fc := range cols {
+				if strings.EqualFold(fc.Name, name) {
+					folded = append(folded, fc.Name)
+				}
+			}
+			switch len(folded) {
+			case 0:
+			case 1:
+				fmt.Fprintf(job.Log, "feature %q is read from column %q: their names differ only in case\n", f, folded[0])
+				c, ok, name = byName[folded[0]], true, folded[0]
+			default:
+				ambiguous = append(ambiguous, fmt.Sprintf("%s (columns %s differ from it only in case)", quoteFeature(f, name), strings.Join(quoteAll(folded), " and ")))
+				ok = true
+			}
+		}
 		switch {
 		case !ok:
 			missing = append(missing, quoteFeature(f, name))
+		case c.Name == "": // ambiguous
 		case r.Format() == table.Parquet && !c.Kind.Numeric():
-			mistyped = append(mistyped, fmt.Sprintf("%q holds %s values", name, c.Kind))
+			mistyped = append(mistyped, fmt.Sprintf("%q holds %s values", name, c.Described()))
 		}
 		p.features = append(p.features, name)
 		used[name] = true
 	}
+	if len(ambiguous) > 0 {
+		return nil, fmt.Errorf("cannot score %q: no column is named as model %q's feature %s: name one with --map feature=column", job.In, job.Model, strings.Join(ambiguous, ", "))
+	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("cannot score %q: it has no column for feature %s of model %q (its columns: %s)",
-			job.In, strings.Join(missing, ", "), job.Model, columnNames(cols))
+		where := "its columns"
+		if r.Format() == table.JSONL {
+			where = "its columns, the keys of its first object"
+		}
+		return nil, fmt.Errorf("cannot score %q: it has no column for feature %s of model %q (%s: %s)",
+			job.In, strings.Join(missing, ", "), job.Model, where, columnNames(cols))
 	}
 	if len(mistyped) > 0 {
-		return nil, fmt.Errorf("cannot score %q: feature columns must hold numbers, but %s", job.In, strings.Join(mistyped, ", "))
+		return nil, fmt.Errorf("cannot score %q: feature columns must hold numbers (integers, floats, decimals or booleans), but %s; cast them where the file is made", job.In, strings.Join(mistyped, ", "))
 	}
 	for _, name := range job.Carry {
 		c, ok := byName[name]
 		if !ok {
 			return nil, fmt.Errorf("cannot carry column %q: %q has no such column (its columns: %s)", name, job.In, columnNames(cols))
+		}
+		if c.Nested() {
+			return nil, fmt.Errorf("cannot carry column %q of %q: it holds %s values, and score carries plain columns only; flatten it where the file is made, or leave it out (--allow-extra)", name, job.In, c.Described())
 		}
 		if r.Format() != table.Parquet { // CSV and JSON-lines values are carried as their text
 			c = table.Column{Name: name, Kind: table.String, Optional: true}
@@ -199,6 +230,15 @@ func quoteFeature(feature, column string) string {
 		return strconv.Quote(feature)
 	}
 	return fmt.Sprintf("%q (mapped to column %q)", feature, column)
+}
+
+// quoteAll returns names, each quoted.
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strconv.Quote(n)
+	}
+	return out
 }
 
 func columnNames(cols []table.Column) string {

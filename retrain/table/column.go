@@ -3,7 +3,9 @@ package table
 import (
 	"fmt"
 	"math"
+	"math/big"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -88,12 +90,33 @@ type Column struct {
 	// Writer reproduces when the column is carried from a Parquet file
 	// into another; nil derives it from Kind.
 	node parquet.Node
-	// unit is a Timestamp's tick (a microsecond when zero), and scale
-	// divides the integers of a DECIMAL column into its numbers (0: not
-	// a decimal).
-	unit  time.Duration
-	scale float64
+	// unit is a Timestamp's or a TIME's tick (a microsecond when zero),
+	// and scale divides the integers of a DECIMAL column into its numbers
+	// (0: not a decimal), which have digits decimal digits.
+	unit   time.Duration
+	scale  float64
+	digits int
+	// logical is how the column's values are read as numbers and written
+	// as text, where its physical type alone does not say.
+	logical logical
 }
+
+// logical is the Parquet logical type of a column, as far as reading its
+// values as numbers or text depends on it.
+type logical uint8
+
+// The logical types read otherwise than their physical type: unsigned
+// integers (UINT_32 and UINT_64 hold values past the signed range),
+// DECIMAL in a (fixed-length) byte array, DATE (days), TIME (ticks since
+// midnight) and UUID (16 bytes).
+const (
+	plain logical = iota
+	unsigned
+	bytesDecimal
+	date
+	timeOfDay
+	uuid
+)
 
 // parquetNode returns c's Parquet type.
 func (c Column) parquetNode() parquet.Node {
@@ -126,22 +149,73 @@ func (c Column) parquetNode() parquet.Node {
 // columnOf returns the column of a Parquet file's field.
 func columnOf(field parquet.Field) Column {
 	c := Column{Name: field.Name(), Kind: kindOf(field), Optional: field.Optional(), node: field}
-	if lt := field.Type().LogicalType(); field.Leaf() && lt != nil {
+	if lt := field.Type().LogicalType(); field.Leaf() && !field.Repeated() && lt != nil {
 		switch v := lt.Value.(type) {
 		case *format.TimestampType:
-			switch v.Unit.Value.(type) {
-			case *format.MilliSeconds:
-				c.unit = time.Millisecond
-			case *format.NanoSeconds:
-				c.unit = time.Nanosecond
+			c.unit = unitOf(v.Unit)
+		case *format.TimeType: // not numbers a model takes, though INT32 or INT64
+			c.Kind, c.unit, c.logical = Other, unitOf(v.Unit), timeOfDay
+		case *format.DateType:
+			c.Kind, c.logical = Other, date
+		case *format.UUIDType:
+			c.logical = uuid
+		case *format.IntType:
+			if !v.IsSigned && c.Kind == Int64 {
+				c.logical = unsigned
 			}
 		case *format.DecimalType:
-			if c.Kind == Int64 { // INT32 or INT64; a fixed-length one is Other
-				c.Kind, c.scale = Float64, math.Pow10(int(v.Scale))
+			switch field.Type().Kind() {
+			case parquet.Int32, parquet.Int64:
+			case parquet.FixedLenByteArray, parquet.ByteArray: // wider than 18 digits, as DECIMAL(38, s)
+				c.logical = bytesDecimal
+			default:
+				return c
 			}
+			c.Kind, c.scale, c.digits = Float64, math.Pow10(int(v.Scale)), int(v.Scale)
 		}
 	}
 	return c
+}
+
+// unitOf returns the tick of a TIMESTAMP or TIME unit.
+func unitOf(u format.TimeUnit) time.Duration {
+	switch u.Value.(type) {
+	case *format.MilliSeconds:
+		return time.Millisecond
+	case *format.NanoSeconds:
+		return time.Nanosecond
+	}
+	return time.Microsecond
+}
+
+// Nested reports whether c is a Parquet column of nested or repeated
+// values (a LIST, STRUCT or MAP), which a table can neither read as
+// numbers nor carry.
+func (c Column) Nested() bool {
+	return c.node != nil && (!c.node.Leaf() || c.node.Repeated())
+}
+
+// Described names the values c holds as an error message says it: its
+// kind, and a Parquet column's type as its file declares it ("text
+// (Parquet BYTE_ARRAY, STRING)", "nested (Parquet LIST)").
+func (c Column) Described() string {
+	if c.node == nil {
+		return c.Kind.String()
+	}
+	t := c.node.Type()
+	lt := ""
+	if l := t.LogicalType(); l != nil && l.Value != nil {
+		lt = l.Value.String()
+	}
+	switch {
+	case c.Nested() && lt != "":
+		return "nested (Parquet " + lt + ")"
+	case c.Nested():
+		return "nested (Parquet group or repeated)"
+	case lt != "":
+		return fmt.Sprintf("%s (Parquet %s, %s)", c.Kind, t.Kind(), lt)
+	}
+	return fmt.Sprintf("%s (Parquet %s)", c.Kind, t.Kind())
 }
 
 // kindOf returns the kind of a Parquet column of type n.
@@ -168,6 +242,64 @@ func kindOf(n parquet.Node) Kind {
 		return String
 	}
 	return Other
+}
+
+// numberOf returns v, a non-null value of c, a numeric Parquet column, as
+// a float64: an unsigned integer as such, a DECIMAL's integer divided by
+// its scale.
+func (c *Column) numberOf(v parquet.Value) float64 {
+	switch {
+	case c.logical == unsigned && v.Kind() == parquet.Int32:
+		return float64(v.Uint32())
+	case c.logical == unsigned:
+		return float64(v.Uint64())
+	case c.logical == bytesDecimal:
+		return decimalFloat(v.ByteArray(), c.digits)
+	case c.scale != 0:
+		if n := v.Int64(); v.Kind() == parquet.Int64 && (n > 1<<53 || n < -1<<53) {
+			// Past 2^53 the integer is no float64; its text rounds once.
+			x, _ := strconv.ParseFloat(decimalText(big.NewInt(n), c.digits), 64)
+			return x
+		}
+		return number(v) / c.scale
+	}
+	return number(v)
+}
+
+// bigDecimal returns the unscaled integer of a DECIMAL held in a byte
+// array: big-endian two's complement.
+func bigDecimal(b []byte) *big.Int {
+	x := new(big.Int).SetBytes(b)
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		x.Sub(x, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+	}
+	return x
+}
+
+// decimalFloat returns the DECIMAL in b with digits decimal digits as the
+// float64 nearest it.
+func decimalFloat(b []byte, digits int) float64 {
+	x, _ := strconv.ParseFloat(decimalText(bigDecimal(b), digits), 64)
+	return x
+}
+
+// decimalText writes unscaled with digits decimal digits: 12345, 2 is
+// "123.45".
+func decimalText(unscaled *big.Int, digits int) string {
+	s := unscaled.String()
+	if digits <= 0 {
+		return s
+	}
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	if len(s) <= digits {
+		s = strings.Repeat("0", digits-len(s)+1) + s
+	}
+	s = s[:len(s)-digits] + "." + s[len(s)-digits:]
+	if neg {
+		s = "-" + s
+	}
+	return s
 }
 
 // number returns v, a non-null value of a numeric Parquet column, as a

@@ -76,7 +76,7 @@ func (s *parquetSource) read(c *Chunk, numbers, values []int, max int) (bool, er
 			if s.leaves[i] < 0 {
 				return false, fmt.Errorf("column %q is not a plain column (a nested group or repeated values)", s.cols[i].Name)
 			}
-			s.cursors = append(s.cursors, &cursor{pages: rg.ColumnChunks()[s.leaves[i]].Pages(), scale: s.cols[i].scale})
+			s.cursors = append(s.cursors, &cursor{pages: rg.ColumnChunks()[s.leaves[i]].Pages(), col: &s.cols[i]})
 		}
 	}
 	n := int(min(int64(max), rg.NumRows()-s.at))
@@ -134,8 +134,8 @@ func (s *parquetSource) closeCursors() {
 type cursor struct {
 	pages  parquet.Pages
 	values parquet.ValueReader
-	// scale divides a DECIMAL column's integers (0: not a decimal).
-	scale float64
+	// col is the column read, whose type says how its values are numbers.
+	col *Column
 }
 
 // read fills dst with the column's next values.
@@ -204,13 +204,10 @@ func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) 
 			m, err = r.ReadValues(buf[:len(nums)-n])
 			for i, v := range buf[:m] {
 				nulls[n+i] = v.IsNull()
-				switch {
-				case nulls[n+i]:
+				if nulls[n+i] {
 					nums[n+i] = nan
-				case c.scale != 0:
-					nums[n+i] = number(v) / c.scale
-				default:
-					nums[n+i] = number(v)
+				} else {
+					nums[n+i] = c.col.numberOf(v)
 				}
 			}
 		}

@@ -109,7 +109,8 @@ func (r *Reader) Rows() int64 { return r.src.rows() }
 // Select chooses the columns that chunks hold: numbers, read as float64
 // (a CSV cell or a JSON value that is not a number is an error naming its
 // row and column), and values, carried as the file holds them. Every
-// name must be a column of the table.
+// name must be a column of the table, and none a nested one (a Parquet
+// LIST, STRUCT or MAP).
 func (r *Reader) Select(numbers, values []string) error {
 	index := func(name string) (int, error) {
 		i := slices.IndexFunc(r.Columns(), func(c Column) bool { return c.Name == name })
@@ -124,8 +125,8 @@ func (r *Reader) Select(numbers, values []string) error {
 		if err != nil {
 			return err
 		}
-		if k := r.Columns()[i].Kind; r.format == Parquet && !k.Numeric() {
-			return fmt.Errorf("column %q of table %q holds %s values, not numbers", name, r.path, k)
+		if c := r.Columns()[i]; r.format == Parquet && !c.Kind.Numeric() {
+			return fmt.Errorf("column %q of table %q holds %s values, not numbers", name, r.path, c.Described())
 		}
 		r.numbers = append(r.numbers, i)
 	}
@@ -133,6 +134,9 @@ func (r *Reader) Select(numbers, values []string) error {
 		i, err := index(name)
 		if err != nil {
 			return err
+		}
+		if c := r.Columns()[i]; c.Nested() {
+			return fmt.Errorf("column %q of table %q holds %s values: a table reads and writes plain columns only", name, r.path, c.Described())
 		}
 		r.values = append(r.values, i)
 	}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/parquet-go/parquet-go"
 	"go.uber.org/goleak"
 )
 
@@ -187,6 +190,12 @@ func TestReadErrors(t *testing.T) {
 		{file("text.jsonl", `{"x": 1}`+"\n"+`{"x": "abc"}`+"\n"), `row 2, column "x": "abc" is text, not a number`},
 		{file("bad.jsonl", `{"x": 1}`+"\n"+`{"x": 1,`+"\n"), `line 2 is not JSON`},
 		{file("twice.csv", "x,x\n1,2\n"), `the header names column "x" twice`},
+		{file("semicolon.csv", "id;x\na;1\n"), `the header row "id;x" is one column: CSV is read separated by commas, and this file seems separated by ";"`},
+		{file("tab.csv", "id\tx\na\t1\n"), `this file seems separated by "\t"`},
+		{file("ragged.csv", "id,x\na,1\nb,2,3\n"), `row 2: line 3 has 3 fields, the header names 2`},
+		{file("short.csv", "id,x\r\na,1\r\nb\r\n"), `row 2: line 3 has 1 fields, the header names 2`},
+		{file("twice.jsonl", `{"x": 1, "id": "a", "x": 2}`+"\n"), `line 1, whose keys name the columns, has key "x" twice`},
+		{file("object.jsonl", `{"x": 1}`+"\n"+`{"x": {"v": 1}}`+"\n"), `row 2, column "x": {"v":1} is not a number`},
 		{file("nox.csv", "y\n1\n"), `has no column "x"`},
 		{file("data.txt", "x\n1\n"), "cannot tell the format"},
 	} {
@@ -204,7 +213,7 @@ func TestReadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	if err := r.Select([]string{"id"}, nil); err == nil || !strings.Contains(err.Error(), `column "id" of table`) || !strings.Contains(err.Error(), "holds text values, not numbers") {
+	if err := r.Select([]string{"id"}, nil); err == nil || !strings.Contains(err.Error(), `column "id" of table`) || !strings.Contains(err.Error(), "holds text (Parquet BYTE_ARRAY, STRING) values, not numbers") {
 		t.Fatalf("Select of a text column as numbers: %v", err)
 	}
 }
@@ -238,4 +247,218 @@ func TestTextFormats(t *testing.T) {
 			t.Errorf("%s:\n%s\nwant\n%s", format, b.String(), want)
 		}
 	}
+}
+
+// TestTextAsWritten reads CSV and JSON-lines files as editors, exporters
+// and hands write them, each to the same numbers: a byte order mark,
+// quoted or padded header names, CRLF line ends, blank and unterminated
+// last lines, scientific notation, the spellings of null, keys in any
+// order and numbers in JSON strings.
+func TestTextAsWritten(t *testing.T) {
+	dir := t.TempDir()
+	null := math.NaN()
+	f := func(name, content string, want ...float64) {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(path, ReadOptions{GroupRows: 2})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer r.Close()
+		if err := r.Select([]string{"x"}, []string{"id"}); err != nil {
+			t.Fatalf("%s: %v (columns %+v)", name, err, r.Columns())
+		}
+		var got []float64
+		var c Chunk
+		for {
+			err := r.Next(&c, 10)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			for i := range c.Rows {
+				if c.Nulls[0][i] && !math.IsNaN(c.Numbers[0][i]) {
+					t.Fatalf("%s: row %d is null %v, its number %v", name, c.Start+int64(i)+1, c.Nulls[0][i], c.Numbers[0][i])
+				}
+			}
+			got = append(got, c.Numbers[0]...)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: read %v, want %v", name, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] && !(math.IsNaN(got[i]) && math.IsNaN(want[i])) {
+				t.Fatalf("%s: read %v, want %v", name, got, want)
+			}
+		}
+	}
+	f("excel.csv", "\ufeff\"id\",\"x\"\r\na,1.5\r\nb,2E3\r\n", 1.5, 2000)
+	f("bom.csv", "\ufeffx,id\nNaN,a\n-inf,b\n1e-3,c\n", null, math.Inf(-1), 0.001)
+	f("padded.csv", "id, x \na, 7\nb,\t8\n\n", 7, 8)
+	f("nulls.csv", "id,x\na,NULL\nb,NA\nc,N/A\nd,\\N\ne,\nf,None\ng,null\nh,<NA>\ni,#N/A\nj,9", null, null, null, null, null, null, null, null, null, 9)
+	f("unterminated.csv", "id,x\na,1\nb,2", 1, 2)
+	f("pandas.jsonl", "\ufeff{\"id\":\"a\",\"x\":1}\r\n\r\n{\"x\":\"2.5\",\"id\":\"b\"}\n{\"id\":\"c\",\"x\":\"\"}\n{\"id\":\"d\",\"x\":null}\n{\"id\":\"e\"}\n\n", 1, 2.5, null, null, null)
+	f("bigquery.jsonl", `{"x":"20000","id":"a"}`+"\n"+`{"id":"b","x":"-1.5e2","extra":{"nested":[1]}}`+"\n"+`{"x":"NaN","id":"c"}`, 20000, -150, null)
+	f("unicode.jsonl", `{"id":"é","名前":"x","x":3}`, 3)
+}
+
+// TestLogicalTypes writes a Parquet file of the logical types a warehouse
+// exports (UINT_32 and UINT_64 past the signed range, DECIMAL(38, 3) in a
+// fixed-length byte array, DECIMAL(9, 2) in an INT32, DATE, TIME and UUID)
+// and reads it back: the numeric ones as their numbers, and each written
+// into CSV and JSON lines as DuckDB prints it.
+func TestLogicalTypes(t *testing.T) {
+	amount, _ := new(big.Int).SetString("-12345678901234567890125", 10) // DECIMAL(38, 3)
+	amountBytes := make([]byte, 16)
+	new(big.Int).Add(amount, new(big.Int).Lsh(big.NewInt(1), 128)).FillBytes(amountBytes) // two's complement
+	uid := []byte{0x5f, 0x0c, 0x7a, 0x1e, 0x3b, 0x9d, 0x4c, 0x2a, 0x8e, 0x61, 0x0d, 0x9a, 0x3c, 0x7b, 0x2f, 0x14}
+	day := time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC).Unix() / 86400
+	cols := []Column{
+		{Name: "u32", node: parquet.Uint(32)},
+		{Name: "u64", node: parquet.Uint(64)},
+		{Name: "d38", node: parquet.Decimal(3, 38, parquet.FixedLenByteArrayType(16))},
+		{Name: "d9", node: parquet.Decimal(2, 9, parquet.Int32Type)},
+		{Name: "day", node: parquet.Date()},
+		{Name: "at", node: parquet.Time(parquet.Microsecond)},
+		{Name: "uid", node: parquet.UUID()},
+	}
+	row := []Value{
+		parquet.Int32Value(int32(3_000_000_000 - 1<<32)), parquet.Int64Value(-1), parquet.FixedLenByteArrayValue(amountBytes),
+		parquet.Int32Value(-1250), parquet.Int32Value(int32(day)), parquet.Int64Value(86398_500000), parquet.FixedLenByteArrayValue(uid),
+	}
+	path := filepath.Join(t.TempDir(), "types.parquet")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(f, Parquet, cols, WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteRow(row); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	r, err := Open(path, ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	names := []string{"u32", "u64", "d38", "d9", "day", "at", "uid"}
+	// A DATE is days, a TIME ticks, in integers, but not numbers to score.
+	for _, name := range []string{"day", "at"} {
+		if err := r.Select([]string{name}, nil); err == nil || !strings.Contains(err.Error(), "values, not numbers") {
+			t.Errorf("Select of %s as numbers: %v", name, err)
+		}
+	}
+	if err := r.Select(names[:4], names); err != nil {
+		t.Fatal(err)
+	}
+	var c Chunk
+	if err := r.Next(&c, 10); err != nil || c.Rows != 1 {
+		t.Fatalf("%d rows: %v", c.Rows, err)
+	}
+	for i, want := range []float64{3e9, 18446744073709551615, -12345678901234567890.125, -12.5} {
+		if got := c.Numbers[i][0]; got != want {
+			t.Errorf("column %s reads as %v, want %v", names[i], got, want)
+		}
+	}
+	values := make([]Value, len(names))
+	for i := range names {
+		values[i] = c.Values[i][0]
+	}
+	for format, want := range map[Format]string{
+		CSV:   "3000000000,18446744073709551615,-12345678901234567890.125,-12.50,2024-02-29,23:59:58.5,5f0c7a1e-3b9d-4c2a-8e61-0d9a3c7b2f14\n",
+		JSONL: `{"u32":3000000000,"u64":18446744073709551615,"d38":-12345678901234567890.125,"d9":-12.50,"day":"2024-02-29","at":"23:59:58.5","uid":"5f0c7a1e-3b9d-4c2a-8e61-0d9a3c7b2f14"}` + "\n",
+	} {
+		var b bytes.Buffer
+		tw, err := NewWriter(&b, format, r.Columns(), WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteRow(values); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got := b.String()
+		if format == CSV {
+			_, got, _ = strings.Cut(got, "\n")
+		}
+		if got != want {
+			t.Errorf("%s:\n%s\nwant\n%s", format, got, want)
+		}
+	}
+}
+
+// TestDecimalText: a DECIMAL's integer and scale as text.
+func TestDecimalText(t *testing.T) {
+	f := func(unscaled int64, digits int, want string) {
+		t.Helper()
+		if got := decimalText(big.NewInt(unscaled), digits); got != want {
+			t.Errorf("decimalText(%d, %d) = %q, want %q", unscaled, digits, got, want)
+		}
+	}
+	f(12345, 2, "123.45")
+	f(5, 2, "0.05")
+	f(-5, 2, "-0.05")
+	f(-120, 2, "-1.20")
+	f(0, 3, "0.000")
+	f(42, 0, "42")
+	f(-42, 0, "-42")
+}
+
+// FuzzTextTable reads arbitrary bytes as a CSV and a JSON-lines table,
+// the first column as numbers and every column as values: an error or
+// rows, never a panic, and a null always NaN.
+func FuzzTextTable(f *testing.F) {
+	f.Add([]byte("\ufeff\"id\",\"x\"\r\na,1.5\r\nb,NULL\r\n"))
+	f.Add([]byte("x;y\n1;2\n"))
+	f.Add([]byte("x,y\n1\n2,3,4\n"))
+	f.Add([]byte(`{"x":"20000","id":"a"}` + "\n\n" + `{"x":{"v":1}}`))
+	f.Add([]byte(`{"x":1,"x":2}`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, ext := range []string{".csv", ".jsonl"} {
+			path := filepath.Join(dir, "fuzz"+ext)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Open(path, ReadOptions{GroupRows: 3})
+			if err != nil {
+				continue
+			}
+			var names []string
+			for _, c := range r.Columns() {
+				names = append(names, c.Name)
+			}
+			if len(names) == 0 { // `{}`
+				r.Close()
+				continue
+			}
+			if err := r.Select(names[:1], names); err != nil {
+				r.Close()
+				continue
+			}
+			var c Chunk
+			for r.Next(&c, 2) == nil {
+				for i := range c.Rows {
+					if c.Nulls[0][i] && !math.IsNaN(c.Numbers[0][i]) {
+						t.Fatalf("%s: row %d is null, its number %v", ext, c.Start+int64(i)+1, c.Numbers[0][i])
+					}
+				}
+			}
+			r.Close()
+		}
+	})
 }

@@ -9,7 +9,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/valyala/fastjson"
 )
@@ -108,8 +110,16 @@ func (s *textSource) skipGroup() (int64, error) {
 	return n, nil
 }
 
-// parseNumber parses a CSV cell: empty is null, true and false are 1
-// and 0.
+// nullSpellings are the cells a number column reads as null besides an
+// empty one: how R, pandas, SQL clients and MySQL (\N) write a missing
+// value.
+var nullSpellings = map[string]bool{
+	"NULL": true, "null": true, "Null": true, "NA": true, "N/A": true, "n/a": true, "#N/A": true,
+	"<NA>": true, "None": true, `\N`: true,
+}
+
+// parseNumber parses a CSV cell: empty or a null spelling is null, true
+// and false are 1 and 0.
 func parseNumber(cell string) (float64, bool, error) {
 	t := bytes.TrimSpace([]byte(cell))
 	if len(t) == 0 {
@@ -117,6 +127,9 @@ func parseNumber(cell string) (float64, bool, error) {
 	}
 	x, err := strconv.ParseFloat(string(t), 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		if nullSpellings[string(t)] {
+			return nan, true, nil
+		}
 		if b, err := strconv.ParseBool(string(t)); err == nil && len(t) > 1 { // true, false; not 1, t
 			return float64(boolIndex(b)), false, nil
 		}
@@ -132,8 +145,18 @@ func boolIndex(b bool) int {
 	return 0
 }
 
+// skipBOM passes over a UTF-8 byte order mark at the start of br, which
+// Excel and PowerShell write before UTF-8 text.
+func skipBOM(br *bufio.Reader) {
+	if b, err := br.Peek(3); err == nil && string(b) == "\ufeff" {
+		br.Discard(3)
+	}
+}
+
 func openCSV(f *os.File, groupRows int) (*textSource, error) {
-	r := csv.NewReader(bufio.NewReaderSize(f, 256<<10))
+	br := bufio.NewReaderSize(f, 256<<10)
+	skipBOM(br)
+	r := csv.NewReader(br)
 	r.ReuseRecord = true
 	header, err := r.Read()
 	if errors.Is(err, io.EOF) {
@@ -142,12 +165,17 @@ func openCSV(f *os.File, groupRows int) (*textSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the header row: %w", err)
 	}
+	if len(header) == 1 {
+		for _, sep := range []string{";", "\t", "|"} {
+			if strings.Contains(header[0], sep) {
+				return nil, fmt.Errorf("the header row %q is one column: CSV is read separated by commas, and this file seems separated by %q; write it with commas", header[0], sep)
+			}
+		}
+	}
 	s := &textSource{f: f, groupRows: int64(groupRows)}
 	seen := map[string]bool{}
-	for i, name := range header {
-		if i == 0 {
-			name = string(bytes.TrimPrefix([]byte(name), []byte("\ufeff")))
-		}
+	for _, name := range header {
+		name = strings.TrimSpace(name) // "id, age" names age
 		if seen[name] {
 			return nil, fmt.Errorf("the header names column %q twice", name)
 		}
@@ -161,6 +189,9 @@ func openCSV(f *os.File, groupRows int) (*textSource, error) {
 		if errors.Is(err, io.EOF) {
 			return false, nil
 		}
+		if pe, ok := errors.AsType[*csv.ParseError](err); ok && errors.Is(pe.Err, csv.ErrFieldCount) {
+			return false, fmt.Errorf("line %d has %d fields, the header names %d", pe.StartLine, len(record), len(header))
+		}
 		return err == nil, err
 	}
 	s.number = func(col int) (float64, bool, error) { return parseNumber(record[col]) }
@@ -169,7 +200,9 @@ func openCSV(f *os.File, groupRows int) (*textSource, error) {
 }
 
 func openJSONL(f *os.File, groupRows int) (*textSource, error) {
-	sc := bufio.NewScanner(bufio.NewReaderSize(f, 256<<10))
+	br := bufio.NewReaderSize(f, 256<<10)
+	skipBOM(br)
+	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	var (
 		p    fastjson.Parser
@@ -203,9 +236,16 @@ func openJSONL(f *os.File, groupRows int) (*textSource, error) {
 		return nil, errors.New("the file is empty: no JSON object")
 	}
 	s.ahead = true
+	var twice []string
 	obj.Visit(func(key []byte, v *fastjson.Value) {
+		if slices.ContainsFunc(s.cols, func(c Column) bool { return c.Name == string(key) }) {
+			twice = append(twice, strconv.Quote(string(key)))
+		}
 		s.cols = append(s.cols, Column{Name: string(key), Kind: jsonKind(v), Optional: true})
 	})
+	if len(twice) > 0 {
+		return nil, fmt.Errorf("line %d, whose keys name the columns, has key %s twice", line, strings.Join(twice, ", "))
+	}
 	s.number = func(col int) (float64, bool, error) {
 		v := obj.Get(s.cols[col].Name)
 		switch {
@@ -218,10 +258,14 @@ func openJSONL(f *os.File, groupRows int) (*textSource, error) {
 		case v.Type() == fastjson.TypeFalse:
 			return 0, false, nil
 		case v.Type() == fastjson.TypeString:
-			if x, err := strconv.ParseFloat(string(v.GetStringBytes()), 64); err == nil && (math.IsNaN(x) || math.IsInf(x, 0)) {
-				return x, false, nil // "NaN", "Infinity": how pandas writes them
+			// Read as a CSV cell: "NaN" and "Infinity" as pandas writes
+			// them, an INT64 or NUMERIC as BigQuery does ("20000"), "" as
+			// null.
+			x, null, err := parseNumber(string(v.GetStringBytes()))
+			if err != nil {
+				return 0, false, fmt.Errorf("%s is text, not a number", v)
 			}
-			return 0, false, fmt.Errorf("%s is text, not a number", v)
+			return x, null, nil
 		}
 		return 0, false, fmt.Errorf("%s is not a number", v)
 	}

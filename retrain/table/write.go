@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -205,8 +206,10 @@ func (w *Writer) Close() error {
 
 // appendText appends v, of column c, as text: as JSON when asJSON (text
 // quoted, null for a null or a number that is not finite), else as a CSV
-// cell (empty for those). A decimal is written as its number, a
-// fixed-length byte array in hex.
+// cell (empty for those). A decimal is written as its number with its
+// scale's digits, a DATE as 2006-01-02, a TIME as 15:04:05.999999999, a
+// timestamp in RFC 3339, an unsigned integer as such, a UUID as
+// 8-4-4-4-12 hex digits, another fixed-length byte array in hex.
 func appendText(b []byte, c Column, v Value, asJSON bool) []byte {
 	null := "null"
 	if !asJSON {
@@ -216,6 +219,21 @@ func appendText(b []byte, c Column, v Value, asJSON bool) []byte {
 		return append(b, null...)
 	}
 	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	quote := func(text []byte) []byte {
+		if asJSON {
+			return strconv.AppendQuote(b, string(text))
+		}
+		return append(b, text...)
+	}
+	switch c.logical {
+	case bytesDecimal:
+		return append(b, decimalText(bigDecimal(v.ByteArray()), c.digits)...)
+	case uuid:
+		if u := v.ByteArray(); len(u) == 16 {
+			h := hex.AppendEncode(nil, u)
+			return quote(fmt.Appendf(nil, "%s-%s-%s-%s-%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
+		}
+	}
 	switch v.Kind() {
 	case parquet.Boolean:
 		return strconv.AppendBool(b, v.Boolean())
@@ -227,21 +245,22 @@ func appendText(b []byte, c Column, v Value, asJSON bool) []byte {
 		switch {
 		case c.Kind == Timestamp:
 			t := time.Unix(0, 0).Add(time.Duration(n) * cmp.Or(c.unit, time.Microsecond))
-			text := t.UTC().AppendFormat(nil, "2006-01-02T15:04:05.999999999Z07:00")
-			if asJSON {
-				return strconv.AppendQuote(b, string(text))
-			}
-			return append(b, text...)
+			return quote(t.UTC().AppendFormat(nil, "2006-01-02T15:04:05.999999999Z07:00"))
+		case c.logical == date:
+			return quote(time.Unix(n*86400, 0).UTC().AppendFormat(nil, "2006-01-02"))
+		case c.logical == timeOfDay:
+			t := time.Unix(0, 0).Add(time.Duration(n) * cmp.Or(c.unit, time.Microsecond))
+			return quote(t.UTC().AppendFormat(nil, "15:04:05.999999999"))
+		case c.logical == unsigned && v.Kind() == parquet.Int32:
+			return strconv.AppendUint(b, uint64(v.Uint32()), 10)
+		case c.logical == unsigned:
+			return strconv.AppendUint(b, v.Uint64(), 10)
 		case c.scale != 0:
-			return strconv.AppendFloat(b, number(v)/c.scale, 'g', -1, 64)
+			return append(b, decimalText(big.NewInt(n), c.digits)...)
 		}
 		return strconv.AppendInt(b, n, 10)
 	case parquet.FixedLenByteArray:
-		h := hex.AppendEncode(nil, v.ByteArray())
-		if asJSON {
-			return strconv.AppendQuote(b, string(h))
-		}
-		return append(b, h...)
+		return quote(hex.AppendEncode(nil, v.ByteArray()))
 	case parquet.Int96:
 		if asJSON {
 			return strconv.AppendQuote(b, v.Int96().String())
