@@ -207,9 +207,9 @@ func (cp *checkpoint) assemble(format table.Format, p *plan) error {
 	return nil
 }
 
-// join writes the parts of kind, in order, into path. Parquet parts are
-// read and their rows written again; CSV and JSON lines are copied (a CSV
-// part's header only from the first).
+// join writes the parts of kind, in order, into path. Parquet parts'
+// row groups are spliced in as they are compressed; CSV and JSON lines
+// are copied (a CSV part's header only from the first).
 func (cp *checkpoint) join(kind, path string, format table.Format, cols []table.Column) error {
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
@@ -247,7 +247,7 @@ func (cp *checkpoint) join(kind, path string, format table.Format, cols []table.
 	return nil
 }
 
-// copyPart copies the part at path: its rows through w when set
+// copyPart copies the part at path: its row groups into w when set
 // (Parquet), else its bytes to bw, without its first line when
 // skipHeader.
 func copyPart(path string, w *table.Writer, bw *bufio.Writer, skipHeader bool) error {
@@ -266,35 +266,5 @@ func copyPart(path string, w *table.Writer, bw *bufio.Writer, skipHeader bool) e
 		_, err = io.Copy(bw, br)
 		return err
 	}
-	r, err := table.Open(path, table.ReadOptions{})
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	names := make([]string, len(w.Columns()))
-	for i, c := range w.Columns() {
-		names[i] = c.Name
-	}
-	if err := r.Select(nil, names); err != nil {
-		return err
-	}
-	var c table.Chunk
-	row := make([]table.Value, len(names))
-	for {
-		err := r.Next(&c, 4096)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for i := range c.Rows {
-			for k := range row {
-				row[k] = c.Values[k][i]
-			}
-			if err := w.WriteRow(row); err != nil {
-				return err
-			}
-		}
-	}
+	return w.CopyParquet(path)
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"math/big"
+	"os"
 	"strconv"
 	"time"
 
@@ -182,6 +183,39 @@ func (w *Writer) writeParquet(values []Value) error {
 		}
 		w.groupRows, w.groupBytes = 0, 0
 	}
+	return nil
+}
+
+// CopyParquet writes the rows of the Parquet file at path, which a Writer
+// of w's columns wrote, after those written so far. Its row groups are
+// spliced in as they are, compressed, without decoding a value (parquet-go
+// re-encodes only what it cannot copy verbatim); rows w still holds are
+// written out first, as a row group of their own.
+func (w *Writer) CopyParquet(path string) error {
+	if w.pq == nil {
+		return fmt.Errorf("BUG: CopyParquet of %q into a table that is not Parquet", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cannot copy %q: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("cannot copy %q: %w", path, err)
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		return fmt.Errorf("cannot copy %q: %w", path, err)
+	}
+	for _, rg := range pf.RowGroups() {
+		n, err := w.pq.WriteRowGroup(rg)
+		w.rows += n
+		if err != nil {
+			return fmt.Errorf("cannot copy %q: %w", path, err)
+		}
+	}
+	w.groupRows, w.groupBytes = 0, 0
 	return nil
 }
 
