@@ -251,8 +251,17 @@ func TestRefusedFiles(t *testing.T) {
 		assertNothingWritten(t, out)
 	}
 
+	// A column another feature reads by its exact name (here through
+	// --map) is never taken for a feature whose name differs only in case.
+	job := demoJob(t, csv("taken.csv", "id,Age,tenure_months,balance,num_products,credit_score,late_payments,utilization", "a,40,12,1000,2,700,0,0.3"), out)
+	job.Map = map[string]string{"income": "Age"}
+	if _, err := Run(context.Background(), job); err == nil || !strings.Contains(err.Error(), `has no column for feature "age" of model "demo"`) {
+		t.Errorf("a feature's column that differs only in case from another's: %v", err)
+	}
+	assertNothingWritten(t, out)
+
 	// With AllowExtra, the extra column is left out.
-	job := demoJob(t, filepath.Join(dir, "extra.csv"), out)
+	job = demoJob(t, filepath.Join(dir, "extra.csv"), out)
 	job.AllowExtra, job.Reference = true, nil
 	if _, err := Run(context.Background(), job); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,18 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 	for _, c := range cols {
 		byName[c.Name] = c
 	}
+	// A column named exactly as a feature, or as a feature's mapped
+	// column, is that feature's: never another's by its case.
+	exact := map[string]bool{}
+	for _, f := range job.Features {
+		name := f
+		if m, ok := job.Map[f]; ok {
+			name = m
+		}
+		if _, ok := byName[name]; ok {
+			exact[name] = true
+		}
+	}
 	var missing, mistyped, ambiguous []string
 	used := map[string]bool{}
 	for _, f := range job.Features {
@@ -76,7 +88,7 @@ func newPlan(job *Job, r *table.Reader) (*plan, error) {
 			// only in case is the feature's.
 			var folded []string
 			for _, fc := range cols {
-				if strings.EqualFold(fc.Name, name) {
+				if strings.EqualFold(fc.Name, name) && !exact[fc.Name] {
 					folded = append(folded, fc.Name)
 				}
 			}
