@@ -254,6 +254,9 @@ func (c *Column) numberOf(v parquet.Value) float64 {
 	case c.logical == unsigned:
 		return float64(v.Uint64())
 	case c.logical == bytesDecimal:
+		if n, ok := smallDecimal(v.ByteArray()); ok && c.digits <= 22 {
+			return float64(n) / c.scale // both exact: one rounding, as the text's
+		}
 		return decimalFloat(v.ByteArray(), c.digits)
 	case c.scale != 0:
 		if n := v.Int64(); v.Kind() == parquet.Int64 && (n > 1<<53 || n < -1<<53) {
@@ -274,6 +277,32 @@ func bigDecimal(b []byte) *big.Int {
 		x.Sub(x, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
 	}
 	return x
+}
+
+// smallDecimal returns the unscaled integer of a DECIMAL held in a byte
+// array (big-endian two's complement) when it lies within ±2^53, where a
+// float64 holds it exactly; a DECIMAL(38, s) column holds such numbers
+// mostly, in 16 bytes.
+func smallDecimal(b []byte) (int64, bool) {
+	var n int64
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		n = -1
+	}
+	if len(b) > 8 {
+		for _, x := range b[:len(b)-8] {
+			if x != byte(n) {
+				return 0, false
+			}
+		}
+		if b[len(b)-8]&0x80 != byte(n)&0x80 {
+			return 0, false
+		}
+		b = b[len(b)-8:]
+	}
+	for _, x := range b {
+		n = n<<8 | int64(x)
+	}
+	return n, n >= -1<<53 && n <= 1<<53
 }
 
 // decimalFloat returns the DECIMAL in b with digits decimal digits as the

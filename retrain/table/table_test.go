@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/big"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,7 +257,10 @@ func TestTextFormats(t *testing.T) {
 // order and numbers in JSON strings.
 func TestTextAsWritten(t *testing.T) {
 	dir := t.TempDir()
-	null := math.NaN()
+	// null marks a cell that must read as a null (a NaN number flagged
+	// null), apart from NaN, which must read as a NaN that is not.
+	null := math.Float64frombits(0x7ff8_0000_dead_beef)
+	isNullMark := func(x float64) bool { return math.Float64bits(x) == math.Float64bits(null) }
 	f := func(name, content string, want ...float64) {
 		t.Helper()
 		path := filepath.Join(dir, name)
@@ -272,6 +276,7 @@ func TestTextAsWritten(t *testing.T) {
 			t.Fatalf("%s: %v (columns %+v)", name, err, r.Columns())
 		}
 		var got []float64
+		var nulls []bool
 		var c Chunk
 		for {
 			err := r.Next(&c, 10)
@@ -287,23 +292,28 @@ func TestTextAsWritten(t *testing.T) {
 				}
 			}
 			got = append(got, c.Numbers[0]...)
+			nulls = append(nulls, c.Nulls[0][:c.Rows]...)
 		}
 		if len(got) != len(want) {
 			t.Fatalf("%s: read %v, want %v", name, got, want)
 		}
 		for i := range want {
-			if got[i] != want[i] && !(math.IsNaN(got[i]) && math.IsNaN(want[i])) {
+			switch {
+			case isNullMark(want[i]) != nulls[i]:
+				t.Fatalf("%s: row %d read as null %v, want null %v", name, i+1, nulls[i], isNullMark(want[i]))
+			case isNullMark(want[i]):
+			case got[i] != want[i] && !(math.IsNaN(got[i]) && math.IsNaN(want[i])):
 				t.Fatalf("%s: read %v, want %v", name, got, want)
 			}
 		}
 	}
 	f("excel.csv", "\ufeff\"id\",\"x\"\r\na,1.5\r\nb,2E3\r\n", 1.5, 2000)
-	f("bom.csv", "\ufeffx,id\nNaN,a\n-inf,b\n1e-3,c\n", null, math.Inf(-1), 0.001)
+	f("bom.csv", "\ufeffx,id\nNaN,a\n-inf,b\n1e-3,c\n", math.NaN(), math.Inf(-1), 0.001)
 	f("padded.csv", "id, x \na, 7\nb,\t8\n\n", 7, 8)
 	f("nulls.csv", "id,x\na,NULL\nb,NA\nc,N/A\nd,\\N\ne,\nf,None\ng,null\nh,<NA>\ni,#N/A\nj,9", null, null, null, null, null, null, null, null, null, 9)
 	f("unterminated.csv", "id,x\na,1\nb,2", 1, 2)
 	f("pandas.jsonl", "\ufeff{\"id\":\"a\",\"x\":1}\r\n\r\n{\"x\":\"2.5\",\"id\":\"b\"}\n{\"id\":\"c\",\"x\":\"\"}\n{\"id\":\"d\",\"x\":null}\n{\"id\":\"e\"}\n\n", 1, 2.5, null, null, null)
-	f("bigquery.jsonl", `{"x":"20000","id":"a"}`+"\n"+`{"id":"b","x":"-1.5e2","extra":{"nested":[1]}}`+"\n"+`{"x":"NaN","id":"c"}`, 20000, -150, null)
+	f("bigquery.jsonl", `{"x":"20000","id":"a"}`+"\n"+`{"id":"b","x":"-1.5e2","extra":{"nested":[1]}}`+"\n"+`{"x":"NaN","id":"c"}`, 20000, -150, math.NaN())
 	f("unicode.jsonl", `{"id":"é","名前":"x","x":3}`, 3)
 }
 
@@ -461,4 +471,47 @@ func FuzzTextTable(f *testing.F) {
 			r.Close()
 		}
 	})
+}
+
+// TestSmallDecimal: the byte arrays of DECIMALs within ±2^53, of any
+// width, read as bigDecimal reads them; the others are left to it.
+func TestSmallDecimal(t *testing.T) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 53)
+	// The edges: ±2^53 and one past, in 16 bytes; 2^64-1, whose last 8
+	// bytes alone read as -1.
+	edges := [][]byte{}
+	for _, x := range []*big.Int{limit, new(big.Int).Add(limit, big.NewInt(1)), new(big.Int).Neg(limit),
+		new(big.Int).Sub(new(big.Int).Neg(limit), big.NewInt(1)), new(big.Int).SetUint64(math.MaxUint64)} {
+		b := make([]byte, 16)
+		if x.Sign() < 0 {
+			x = new(big.Int).Add(x, new(big.Int).Lsh(big.NewInt(1), 128))
+		}
+		edges = append(edges, x.FillBytes(b))
+	}
+	rng := rand.New(rand.NewPCG(7, 11))
+	for i := range 200000 {
+		b := make([]byte, 1+rng.IntN(16))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if i < len(edges) {
+			b = edges[i]
+		}
+		// Mostly sign extension in front, as warehouses write small numbers.
+		if k := rng.IntN(len(b) + 1); k > 0 && rng.IntN(4) > 0 {
+			fill := byte(0)
+			if rng.IntN(2) == 0 {
+				fill = 0xff
+			}
+			for i := range k {
+				b[i] = fill
+			}
+		}
+		want := bigDecimal(b)
+		n, ok := smallDecimal(b)
+		fits := want.CmpAbs(limit) <= 0
+		if ok != fits || ok && big.NewInt(n).Cmp(want) != 0 {
+			t.Fatalf("% x: smallDecimal %d, %v; the integer is %s", b, n, ok, want)
+		}
+	}
 }

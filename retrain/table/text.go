@@ -121,16 +121,16 @@ var nullSpellings = map[string]bool{
 // parseNumber parses a CSV cell: empty or a null spelling is null, true
 // and false are 1 and 0.
 func parseNumber(cell string) (float64, bool, error) {
-	t := bytes.TrimSpace([]byte(cell))
+	t := strings.TrimSpace(cell)
 	if len(t) == 0 {
 		return nan, true, nil
 	}
-	x, err := strconv.ParseFloat(string(t), 64)
+	x, err := strconv.ParseFloat(t, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		if nullSpellings[string(t)] {
+		if nullSpellings[t] {
 			return nan, true, nil
 		}
-		if b, err := strconv.ParseBool(string(t)); err == nil && len(t) > 1 { // true, false; not 1, t
+		if b, err := strconv.ParseBool(t); err == nil && len(t) > 1 { // true, false; not 1, t
 			return float64(boolIndex(b)), false, nil
 		}
 		return 0, false, fmt.Errorf("%q is not a number", cell)
