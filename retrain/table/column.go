@@ -244,6 +244,12 @@ func kindOf(n parquet.Node) Kind {
 	return Other
 }
 
+// plainNumbers reports whether c's values are their numbers as they are
+// stored (not unsigned, not a DECIMAL), so that numberOf need not be asked.
+func (c *Column) plainNumbers() bool {
+	return c.logical != unsigned && c.logical != bytesDecimal && c.scale == 0
+}
+
 // numberOf returns v, a non-null value of c, a numeric Parquet column, as
 // a float64: an unsigned integer as such, a DECIMAL's integer divided by
 // its scale.

@@ -202,11 +202,15 @@ func (c *cursor) readNumbers(nums []float64, nulls []bool, buf []parquet.Value) 
 			clear(nulls[n : n+m])
 		default:
 			m, err = r.ReadValues(buf[:len(nums)-n])
+			plain := c.col.plainNumbers()
 			for i, v := range buf[:m] {
 				nulls[n+i] = v.IsNull()
-				if nulls[n+i] {
+				switch {
+				case nulls[n+i]:
 					nums[n+i] = nan
-				} else {
+				case plain:
+					nums[n+i] = number(v)
+				default:
 					nums[n+i] = c.col.numberOf(v)
 				}
 			}
