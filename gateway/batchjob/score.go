@@ -300,11 +300,11 @@ func (w *worker) run(ctx context.Context, b batch) error {
 	rows := b.s.valid[b.start:b.end]
 	if w.in32 != nil {
 		x := w.in32[:n*width]
-		pack(x, c.Numbers[:width], rows, func(v float64) float32 { return float32(v) })
+		pack(x, c.Numbers[:width], rows)
 		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*4)
 	} else {
 		x := w.in64[:n*width]
-		pack(x, c.Numbers[:width], rows, func(v float64) float64 { return v })
+		pack(x, c.Numbers[:width], rows)
 		data = unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x)*8)
 	}
 	if w.fleet != nil {
@@ -335,13 +335,13 @@ const packTile = 16
 // goes a tile of rows at a time, a column after another within a tile,
 // so that it reads each column's values in order and writes to a few
 // rows at once, rather than walking every column for each row.
-func pack[T float32 | float64](x []T, cols [][]float64, rows []int, conv func(float64) T) {
+func pack[T float32 | float64](x []T, cols [][]float64, rows []int) {
 	width := len(cols)
 	for t := 0; t < len(rows); t += packTile {
 		tile := rows[t:min(t+packTile, len(rows))]
 		for f, col := range cols {
 			for k, row := range tile {
-				x[(t+k)*width+f] = conv(col[row])
+				x[(t+k)*width+f] = T(col[row])
 			}
 		}
 	}
