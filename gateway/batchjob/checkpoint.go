@@ -207,9 +207,9 @@ func (cp *checkpoint) assemble(format table.Format, p *plan) error {
 	return nil
 }
 
-// join writes the parts of kind, in order, into path. Parquet parts'
-// row groups are spliced in as they are compressed; CSV and JSON lines
-// are copied (a CSV part's header only from the first).
+// join writes the parts of kind, in order, into path: Parquet parts'
+// row groups through table.Writer.CopyParquet; CSV and JSON lines copied
+// (a CSV part's header only from the first).
 func (cp *checkpoint) join(kind, path string, format table.Format, cols []table.Column) error {
 	f, err := os.Create(path + ".tmp")
 	if err != nil {
@@ -218,19 +218,22 @@ func (cp *checkpoint) join(kind, path string, format table.Format, cols []table.
 	defer os.Remove(path + ".tmp")
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 256<<10)
-	var w *table.Writer
 	if format == table.Parquet {
+		var w *table.Writer
 		if w, err = table.NewWriter(bw, format, cols, table.WriteOptions{CreatedBy: "infergate score"}); err != nil {
 			return err
 		}
-	}
-	for g := 0; g < cp.done; g++ {
-		if err := copyPart(cp.part(kind, g), w, bw, format == table.CSV && g > 0); err != nil {
-			return fmt.Errorf("cannot write %q: %w", path, err)
+		parts := make([]string, cp.done)
+		for g := range parts {
+			parts[g] = cp.part(kind, g)
 		}
-	}
-	if w != nil {
-		err = w.Close()
+		if err = w.CopyParquet(parts); err == nil {
+			err = w.Close()
+		}
+	} else {
+		for g := 0; g < cp.done && err == nil; g++ {
+			err = copyText(cp.part(kind, g), bw, format == table.CSV && g > 0)
+		}
 	}
 	if err == nil {
 		err = bw.Flush()
@@ -247,24 +250,20 @@ func (cp *checkpoint) join(kind, path string, format table.Format, cols []table.
 	return nil
 }
 
-// copyPart copies the part at path: its row groups into w when set
-// (Parquet), else its bytes to bw, without its first line when
-// skipHeader.
-func copyPart(path string, w *table.Writer, bw *bufio.Writer, skipHeader bool) error {
-	if w == nil {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		br := bufio.NewReaderSize(f, 256<<10)
-		if skipHeader {
-			if _, err := br.ReadString('\n'); err != nil && !errors.Is(err, io.EOF) {
-				return err
-			}
-		}
-		_, err = io.Copy(bw, br)
+// copyText copies the bytes of the CSV or JSON-lines part at path to bw,
+// without its first line when skipHeader.
+func copyText(path string, bw *bufio.Writer, skipHeader bool) error {
+	f, err := os.Open(path)
+	if err != nil {
 		return err
 	}
-	return w.CopyParquet(path)
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 256<<10)
+	if skipHeader {
+		if _, err := br.ReadString('\n'); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	_, err = io.Copy(bw, br)
+	return err
 }

@@ -188,19 +188,20 @@ func (ob *Outbox) hasDeadLetter(t *target, eventID string) bool {
 	return err == nil
 }
 
-// delivered counts and records the delivery, then acknowledges msg and
-// waits for the engine to confirm it: whoever sees the outbox empty sees
-// the delivery counted and recorded.
+// delivered counts the delivery, acknowledges msg at once (the POST may
+// have taken most of its AckWait) and waits for the engine to confirm it,
+// then records it: whoever sees the outbox empty sees the delivery
+// counted, and its record soon after.
 func (ob *Outbox) delivered(t *target, msg jetstream.Msg, e Event, attempt int) {
 	t.delivered.Inc()
-	ob.recordAttempt(t, e, attempt, StatusDelivered, nil)
-	ob.log.Info("webhook delivered", "event_id", e.ID, "type", e.Type, "target", t.Name, "attempt", attempt)
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	if err := msg.DoubleAck(ctx); err != nil {
 		ob.log.Warn("webhook delivered, but the engine did not take the acknowledgement: it may be delivered again",
 			"event_id", e.ID, "target", t.Name, "error", err)
 	}
+	ob.recordAttempt(t, e, attempt, StatusDelivered, nil)
+	ob.log.Info("webhook delivered", "event_id", e.ID, "type", e.Type, "target", t.Name, "attempt", attempt)
 }
 
 // failed counts a failed attempt and asks for the next after its backoff,

@@ -515,3 +515,128 @@ func TestSmallDecimal(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyParquet: parts copied in order give every row once, in order,
+// after a row written before them; parts the size of a row group stay row
+// groups of their own, and many small parts (more than copyFiles) are
+// packed into few row groups, none over RowGroupRows.
+func TestCopyParquet(t *testing.T) {
+	dir := t.TempDir()
+	o := WriteOptions{RowGroupRows: 100}
+	row := func(i int) []Value {
+		return []Value{TextValue([]byte("r" + itoa(i+1))), Float32Value(float32(i) / 2), Float64Value(float64(i)), Int64Value(int64(i)), BoolValue(i%2 == 0)}
+	}
+	write := func(path string, from, n int) {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		w, err := NewWriter(f, Parquet, testColumns, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < from+n; i++ {
+			if err := w.WriteRow(row(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sizes := []int{100, 100}
+	for range 3 * copyFiles {
+		sizes = append(sizes, 1)
+	}
+	sizes = append(sizes, 0, 100, 7)
+	var paths []string
+	total := 0
+	for k, n := range sizes {
+		paths = append(paths, filepath.Join(dir, "part"+itoa(k)+".parquet"))
+		write(paths[k], total, n)
+		total += n
+	}
+
+	out := filepath.Join(dir, "out.parquet")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriter(f, Parquet, testColumns, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteRow(row(-1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CopyParquet(paths); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if w.Rows() != int64(total+1) {
+		t.Fatalf("Rows() = %d, want %d", w.Rows(), total+1)
+	}
+
+	r, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st, _ := r.Stat()
+	pf, err := parquet.OpenFile(r, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []int64
+	for _, rg := range pf.RowGroups() {
+		groups = append(groups, rg.NumRows())
+		if rg.NumRows() > o.RowGroupRows {
+			t.Fatalf("a row group of %d rows, over RowGroupRows %d", rg.NumRows(), o.RowGroupRows)
+		}
+	}
+	// The row before, the two whole parts, the 192 one-row parts in a
+	// few groups, the empty part in none, the last two parts.
+	if len(groups) > 10 {
+		t.Fatalf("%d row groups %v for %d rows: the small parts were not packed", len(groups), groups, total+1)
+	}
+	got := readAll(t, out)
+	if len(got) != total+1 {
+		t.Fatalf("read %d rows, want %d", len(got), total+1)
+	}
+	for i, n := range got {
+		if n != int64(i-1) {
+			t.Fatalf("row %d holds n %d, want %d", i, n, i-1)
+		}
+	}
+}
+
+// readAll returns the n column of the table at path, in order.
+func readAll(t *testing.T, path string) []int64 {
+	t.Helper()
+	r, err := Open(path, ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Select([]string{"n"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	var c Chunk
+	for {
+		err := r.Next(&c, 64)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range c.Numbers[0][:c.Rows] {
+			out = append(out, int64(x))
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -186,36 +187,76 @@ func (w *Writer) writeParquet(values []Value) error {
 	return nil
 }
 
-// CopyParquet writes the rows of the Parquet file at path, which a Writer
-// of w's columns wrote, after those written so far. Its row groups are
-// spliced in as they are, compressed, without decoding a value (parquet-go
-// re-encodes only what it cannot copy verbatim); rows w still holds are
-// written out first, as a row group of their own.
-func (w *Writer) CopyParquet(path string) error {
+// copyFiles bounds the Parquet files CopyParquet holds open at once.
+const copyFiles = 64
+
+// CopyParquet writes the rows of the Parquet files at paths, in order,
+// which Writers of w's columns wrote, after the rows written so far (which
+// it writes out first, as a row group of their own). Consecutive row
+// groups are handed to parquet-go together, up to about RowGroupRows rows:
+// it splices one that makes a row group alone in as it is compressed,
+// without decoding a value, and packs smaller ones into one row group
+// column by column, so that a file of many small parts is not as
+// fragmented as they are.
+func (w *Writer) CopyParquet(paths []string) error {
 	if w.pq == nil {
-		return fmt.Errorf("BUG: CopyParquet of %q into a table that is not Parquet", path)
+		return errors.New("BUG: CopyParquet into a table that is not Parquet")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("cannot copy %q: %w", path, err)
+	var (
+		files  []*os.File
+		groups []parquet.RowGroup
+		rows   int64
+	)
+	closeFiles := func() {
+		for _, f := range files {
+			f.Close()
+		}
+		files, groups, rows = files[:0], groups[:0], 0
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("cannot copy %q: %w", path, err)
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		return fmt.Errorf("cannot copy %q: %w", path, err)
-	}
-	for _, rg := range pf.RowGroups() {
-		n, err := w.pq.WriteRowGroup(rg)
+	defer closeFiles()
+	flush := func() error {
+		var n int64
+		var err error
+		switch len(groups) {
+		case 0:
+			return nil
+		case 1:
+			n, err = w.pq.WriteRowGroup(groups[0])
+		default:
+			n, err = w.pq.WriteRowGroup(parquet.MultiRowGroup(groups...))
+		}
 		w.rows += n
+		w.groupRows, w.groupBytes = 0, 0
+		closeFiles()
+		return err
+	}
+	for _, path := range paths {
+		if rows >= w.o.RowGroupRows || len(files) == copyFiles {
+			if err := flush(); err != nil {
+				return fmt.Errorf("cannot copy the rows of %q: %w", path, err)
+			}
+		}
+		f, err := os.Open(path)
 		if err != nil {
-			return fmt.Errorf("cannot copy %q: %w", path, err)
+			return fmt.Errorf("cannot copy the rows of %q: %w", path, err)
+		}
+		files = append(files, f)
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("cannot copy the rows of %q: %w", path, err)
+		}
+		pf, err := parquet.OpenFile(f, st.Size())
+		if err != nil {
+			return fmt.Errorf("cannot copy the rows of %q: %w", path, err)
+		}
+		for _, rg := range pf.RowGroups() {
+			groups = append(groups, rg)
+			rows += rg.NumRows()
 		}
 	}
-	w.groupRows, w.groupBytes = 0, 0
+	if err := flush(); err != nil {
+		return fmt.Errorf("cannot copy the rows of %q: %w", paths[len(paths)-1], err)
+	}
 	return nil
 }
 
