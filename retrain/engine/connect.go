@@ -200,9 +200,18 @@ func Connect(cfg Config, stateDir, name string, log *slog.Logger) (*Conn, error)
 		nc.Close()
 		return nil, fmt.Errorf("cannot use JetStream at %s: %w", c.URL, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if _, err := c.JS.AccountInfo(ctx); err != nil {
+	// A cluster whose JetStream is still starting answers as one without
+	// it: asked again until the deadline.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 2*time.Second))
+		_, err = c.JS.AccountInfo(ctx)
+		cancel()
+		if err == nil || !NoAnswer(err) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cannot use JetStream at %s (is it enabled on the servers, and the account allowed to use it?): %w", c.URL, err)
 	}

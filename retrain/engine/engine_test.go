@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/infergate/infergate/retrain/engine"
@@ -76,6 +77,31 @@ func TestConnectNamesTheURL(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "secret") {
 		t.Errorf("error %q shows the token", err)
+	}
+}
+
+// TestConnectWaitsForJetStream: a server that answers without JetStream,
+// as one whose JetStream is still starting does, is asked again until
+// connect_timeout, then refused with the question to check.
+func TestConnectWaitsForJetStream(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(5 * time.Second) {
+		t.Fatal("the NATS server did not start")
+	}
+	cfg := engine.Config{NATSURL: srv.ClientURL(), ConnectTimeout: 1500 * time.Millisecond}
+	start := time.Now()
+	_, err = engine.Connect(cfg, "", "test", slog.New(slog.DiscardHandler))
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "is it enabled on the servers") {
+		t.Fatalf("connected to a server without JetStream: %v", err)
+	}
+	if took < 1500*time.Millisecond || took > 10*time.Second {
+		t.Fatalf("refused after %s, want after connect_timeout (1.5s)", took)
 	}
 }
 

@@ -27,12 +27,20 @@ const (
 // a cluster that cannot take it yet (no meta leader, or a peer it needs
 // is offline). A cluster just formed, still electing its leaders and
 // learning its peers, answers so for a few seconds; so does one that lost
-// a server. Such a call may succeed when made again. A placement refused
+// a server. Such a call may succeed when made again. A server without
+// JetStream at all answers as one whose JetStream has yet to start, so a
+// caller waits for it too, until its start timeout. A placement refused
 // for any other reason (too few servers, storage, tags) is a
 // configuration error, and is not an absent answer.
 func NoAnswer(err error) bool {
 	if errors.Is(err, ErrNoAnswer) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return true
+	}
+	// nats.go says JetStream is not enabled when its account query found
+	// no responders (CreateKeyValue's first call), as a server whose
+	// JetStream has yet to start answers.
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		return true
 	}
 	var jsErr jetstream.JetStreamError

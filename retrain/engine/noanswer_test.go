@@ -18,7 +18,8 @@ func TestNoAnswer(t *testing.T) {
 		fmt.Errorf("cannot open the control bucket: %w", context.DeadlineExceeded),
 		fmt.Errorf("cannot open the model store: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005,
 			Description: "no suitable peers for placement, peer offline"}),
-		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}} {
+		&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"},
+		fmt.Errorf("cannot open bucket: %w", jetstream.ErrJetStreamNotEnabled)} {
 		if !NoAnswer(err) {
 			t.Errorf("%v: not an engine that did not answer", err)
 		}
