@@ -218,7 +218,8 @@ func (w *Writer) CopyParquet(paths []string) error {
 		var n int64
 		var err error
 		switch len(groups) {
-		case 0:
+		case 0: // parts of no rows
+			closeFiles()
 			return nil
 		case 1:
 			n, err = w.pq.WriteRowGroup(groups[0])
@@ -227,13 +228,16 @@ func (w *Writer) CopyParquet(paths []string) error {
 		}
 		w.rows += n
 		w.groupRows, w.groupBytes = 0, 0
+		if err != nil {
+			err = fmt.Errorf("cannot copy the rows of %q to %q: %w", files[0].Name(), files[len(files)-1].Name(), err)
+		}
 		closeFiles()
 		return err
 	}
 	for _, path := range paths {
-		if rows >= w.o.RowGroupRows || len(files) == copyFiles {
+		if rows >= w.o.RowGroupRows || len(files) >= copyFiles {
 			if err := flush(); err != nil {
-				return fmt.Errorf("cannot copy the rows of %q: %w", path, err)
+				return err
 			}
 		}
 		f, err := os.Open(path)
@@ -254,10 +258,7 @@ func (w *Writer) CopyParquet(paths []string) error {
 			rows += rg.NumRows()
 		}
 	}
-	if err := flush(); err != nil {
-		return fmt.Errorf("cannot copy the rows of %q: %w", paths[len(paths)-1], err)
-	}
-	return nil
+	return flush()
 }
 
 // Close writes out what the writer holds: the last row group and the
