@@ -83,16 +83,29 @@ func newGRPCServer(s *Server) *grpcServer {
 }
 
 // inferMessage is a ModelInferRequest as inferCodec decodes it: err is
-// why its bytes did not parse.
+// why its bytes did not parse, size how many bytes it came in.
 type inferMessage struct {
-	m   inferencepb.ModelInferRequest
-	err error
+	m    inferencepb.ModelInferRequest
+	err  error
+	size int
 }
 
+// encodedResponse is a ModelInferResponse already encoded, which
+// inferCodec sends as it is.
+type encodedResponse struct{ buf mem.Buffer }
+
 // inferCodec is gRPC's protobuf codec, except that it decodes an
-// inferMessage without failing: the handler answers a message that does not
-// parse.
+// inferMessage without failing (the handler answers a message that does
+// not parse) and sends an encodedResponse's bytes.
 type inferCodec struct{ encoding.CodecV2 }
+
+// Marshal encodes v.
+func (c inferCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if resp, ok := v.(*encodedResponse); ok {
+		return mem.BufferSlice{resp.buf}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
 
 // Unmarshal decodes data into v.
 func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
@@ -102,12 +115,13 @@ func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
+	msg.size = buf.Len()
 	msg.err = proto.Unmarshal(buf.ReadOnlyData(), &msg.m) // copies what it keeps
 	return nil
 }
 
 // modelInferHandler is the generated ModelInfer handler, decoding into an
-// inferMessage.
+// inferMessage and answering an encodedResponse.
 func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := new(inferMessage)
 	if err := dec(in); err != nil {
@@ -118,11 +132,11 @@ func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(an
 		return nil, status.Errorf(codes.InvalidArgument, "invalid ModelInferRequest message: %v", in.err)
 	}
 	if interceptor == nil {
-		return g.ModelInfer(ctx, &in.m)
+		return g.modelInfer(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
-	return interceptor(ctx, &in.m, info, func(ctx context.Context, req any) (any, error) {
-		return g.ModelInfer(ctx, req.(*inferencepb.ModelInferRequest))
+	return interceptor(ctx, &in.m, info, func(ctx context.Context, _ any) (any, error) {
+		return g.modelInfer(ctx, in)
 	})
 }
 
@@ -292,26 +306,25 @@ func tensorMetadata(infos []runtime.TensorInfo) []*inferencepb.ModelMetadataResp
 	return out
 }
 
-// ModelInfer runs one inference as POST /v2/models/{m}[/versions/{v}]/infer
+// modelInfer runs one inference as POST /v2/models/{m}[/versions/{v}]/infer
 // does: the same routing (the sticky key from the metadata of the routing's
 // sticky header), API key (metadata authorization: Bearer <key>), batcher,
 // cache, drift, capture, shadows and metrics; errors get the gRPC code of
 // REST's status, with its message.
-func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferRequest) (*inferencepb.ModelInferResponse, error) {
-	s := g.s
+func (g *grpcServer) modelInfer(ctx context.Context, msg *inferMessage) (*encodedResponse, error) {
+	s, in := g.s, &msg.m
 	st := s.acquireState()
 	defer st.release()
 	m, v, err := lookup(st, in.ModelName, in.ModelVersion)
 	if err != nil {
 		return nil, err
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	var r route
 	if in.ModelVersion == "" && v != nil {
 		if r.rt = m.routes.table.Load(); r.rt != nil {
 			var key []byte
 			if r.rt.sticky != "" {
-				if vals := md.Get(r.rt.sticky); len(vals) > 0 {
+				if vals := metadata.ValueFromIncomingContext(ctx, r.rt.sticky); len(vals) > 0 {
 					key = []byte(vals[0])
 				}
 			}
@@ -323,11 +336,11 @@ func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferR
 		unrouted[protocolGRPC][statusIndex(fasthttp.StatusServiceUnavailable)].Inc()
 		return nil, status.Errorf(codes.Unavailable, "model %q has no version loaded", m.name)
 	}
-	if err := m.authorizedMetadata(md); err != nil {
+	if err := m.authorizedMetadata(ctx); err != nil {
 		return nil, err // not counted against the version: it never reached it
 	}
 	start := time.Now()
-	resp, code, counted, err := s.inferProto(ctx, st, m, v, r, in, start)
+	resp, code, counted, err := s.inferProto(ctx, st, m, v, r, msg, start)
 	took := time.Since(start)
 	v.metrics.observe(protocolGRPC, code, took)
 	if counted {
@@ -336,14 +349,15 @@ func (g *grpcServer) ModelInfer(ctx context.Context, in *inferencepb.ModelInferR
 	if err != nil {
 		return nil, grpcError(code, err.Error())
 	}
-	grpc.SetHeader(ctx, metadata.Pairs(headerModelVersion, v.name))
+	grpc.SetHeader(ctx, v.grpcHeader)
 	return resp, nil
 }
 
-// inferProto is ModelInfer on v once routed, as infer is for REST: it
+// inferProto is modelInfer on v once routed, as infer is for REST: it
 // returns the response or the REST status of the error, and whether the
 // answer counts in the version's canary analysis.
-func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version, r route, in *inferencepb.ModelInferRequest, start time.Time) (*inferencepb.ModelInferResponse, int, bool, error) {
+func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version, r route, msg *inferMessage, start time.Time) (*encodedResponse, int, bool, error) {
+	in := &msg.m
 	if code, err := s.admit(m, v); err != nil {
 		return nil, code, true, err
 	}
@@ -360,7 +374,7 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 		return nil, fasthttp.StatusBadRequest, true, err
 	}
 	// The message as received and the tensors decoded from it.
-	held := int64(proto.Size(in))
+	held := int64(msg.size)
 	for _, t := range req.Inputs {
 		held += int64(len(t.Data))
 	}
@@ -383,20 +397,21 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	if err != nil {
 		return nil, code, true, err
 	}
-	resp := v2codec.ProtoInferResponse(m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results, v.labels)
+	call.out = v2codec.AppendProtoInferResponse(call.out[:0], m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results, v.labels)
 	s.mirror(st, v, r, req, results, call, start)
-	return resp, fasthttp.StatusOK, true, nil
+	// gRPC sends the response after the handler returns, and frees it then.
+	return &encodedResponse{mem.Copy(call.out, mem.DefaultBufferPool())}, fasthttp.StatusOK, true, nil
 }
 
 // authorizedMetadata is authorized for infer over gRPC: the key comes in
 // the call's metadata as authorization: Bearer <key>; a refusal is
 // Unauthenticated.
-func (m *model) authorizedMetadata(md metadata.MD) error {
+func (m *model) authorizedMetadata(ctx context.Context) error {
 	if len(m.keys.infer) == 0 {
 		return nil
 	}
 	var authorization []byte
-	if vals := md.Get("authorization"); len(vals) > 0 {
+	if vals := metadata.ValueFromIncomingContext(ctx, "authorization"); len(vals) > 0 {
 		authorization = []byte(vals[0])
 	}
 	present, ok := bearerIn(authorization, m.keys.infer)

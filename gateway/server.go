@@ -19,6 +19,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/drift"
@@ -155,6 +156,8 @@ type version struct {
 	// beyond admitLimit they are refused at once.
 	admitted   atomic.Int64
 	admitLimit int64
+	// grpcHeader is the header a gRPC answer of the version carries.
+	grpcHeader metadata.MD
 	// maxJSONValues bounds the values of a request's JSON (requestValueLimit).
 	maxJSONValues int
 	// cache is nil unless the model's cache is on.
@@ -408,7 +411,7 @@ func (s *Server) loadVersion(cfg Config, old *state, name string, number int64, 
 	if err != nil {
 		return nil, err
 	}
-	v := &version{rt: rv, name: vname, cfg: mc}
+	v := &version{rt: rv, name: vname, cfg: mc, grpcHeader: metadata.Pairs(headerModelVersion, vname)}
 	if err := v.start(mc, dir, s.log, s, int(cfg.MaxBodySize)); err != nil {
 		v.close()
 		return nil, err

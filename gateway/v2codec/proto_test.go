@@ -234,7 +234,7 @@ func TestDecodeProtoFP16(t *testing.T) {
 	}
 }
 
-// TestProtoInferResponse builds responses typed and raw, with and without
+// TestProtoInferResponse encodes responses typed and raw, with and without
 // a selection, and checks them against the results.
 func TestProtoInferResponse(t *testing.T) {
 	le := binary.LittleEndian
@@ -246,7 +246,7 @@ func TestProtoInferResponse(t *testing.T) {
 	r := AcquireRequest()
 	defer ReleaseRequest(r)
 	r.ID = []byte("abc")
-	resp := ProtoInferResponse("m", "3", r, false, protoModel.outputs, results, nil)
+	resp := decodeResponse(t, "m", "3", r, false, protoModel.outputs, results)
 	if resp.ModelName != "m" || resp.ModelVersion != "3" || resp.Id != "abc" || len(resp.Outputs) != 2 || resp.RawOutputContents != nil {
 		t.Fatalf("typed response: %v", resp)
 	}
@@ -259,7 +259,7 @@ func TestProtoInferResponse(t *testing.T) {
 	}
 
 	r.Outputs = append(r.Outputs, RequestedOutput{Index: 1})
-	resp = ProtoInferResponse("m", "3", r, true, protoModel.outputs, results, nil)
+	resp = decodeResponse(t, "m", "3", r, true, protoModel.outputs, results)
 	if len(resp.Outputs) != 1 || resp.Outputs[0].Name != "k" || resp.Outputs[0].Contents != nil ||
 		len(resp.RawOutputContents) != 1 || !bytes.Equal(resp.RawOutputContents[0], k.Data) {
 		t.Fatalf("raw selected response: %v", resp)
@@ -271,7 +271,7 @@ func TestProtoInferResponse(t *testing.T) {
 
 	// FP16 has no typed field: the whole response goes raw.
 	h := runtime.Tensor{DataType: runtime.FP16, Shape: []int64{1}, Data: []byte{0, 0x3c}}
-	resp = ProtoInferResponse("m", "1", AcquireRequest(), false, []runtime.TensorInfo{{Name: "h", DataType: runtime.FP16}}, []runtime.Tensor{h}, nil)
+	resp = decodeResponse(t, "m", "1", AcquireRequest(), false, []runtime.TensorInfo{{Name: "h", DataType: runtime.FP16}}, []runtime.Tensor{h})
 	if len(resp.RawOutputContents) != 1 || resp.Outputs[0].Contents != nil {
 		t.Errorf("FP16 response: %v", resp)
 	}
@@ -309,7 +309,7 @@ func FuzzDecodeProto(f *testing.F) {
 			results[i] = runtime.Tensor{DataType: info.DataType, Shape: []int64{1, 2}[:len(info.Shape)]}
 			results[i].Data = make([]byte, runtime.Elements(results[i].Shape)*info.DataType.Size())
 		}
-		ProtoInferResponse("m", "1", r, len(m.RawInputContents) > 0, protoModel.outputs, results, nil)
+		AppendProtoInferResponse(nil, "m", "1", r, len(m.RawInputContents) > 0, protoModel.outputs, results, nil)
 	})
 }
 
