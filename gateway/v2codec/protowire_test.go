@@ -278,7 +278,7 @@ func contentsWireValues(c *inferencepb.InferTensorContents) [7][]uint64 {
 func encodeWireContents(vs [7][]uint64, half int, e wireEncoding) []byte {
 	var b []byte
 	if e.noise {
-		b = appendWireNoise(b, 1, 7) // a fixed32 of field 6 would be an fp32_contents element
+		b = appendWireNoise(b, 1, 7)                        // a fixed32 of field 6 would be an fp32_contents element
 		b = protowire.AppendTag(b, 6, protowire.VarintType) // fp32_contents of the wrong type
 		b = protowire.AppendVarint(b, 1)
 	}
