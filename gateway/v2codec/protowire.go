@@ -135,7 +135,8 @@ var errWireInvalidUTF8 = errors.New("string field holds invalid UTF-8")
 // copies) for DecodeProtoWire; it returns the model_name and
 // model_version that b names (views of b). b must stay unchanged until
 // DecodeProtoWire returns. ParseProto fails exactly when proto.Unmarshal
-// fails; its error describes a bad request (InvalidArgument).
+// fails; its error describes a bad request (InvalidArgument), and r must
+// then not be passed to DecodeProtoWire.
 func (r *Request) ParseProto(b []byte) (model, version []byte, err error) {
 	w := &r.wire
 	w.reset()
