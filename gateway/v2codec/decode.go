@@ -51,6 +51,15 @@ type Request struct {
 	// then counts all of it.
 	WellFormed bool
 
+	// RawContents is set by DecodeProto and DecodeProtoWire when the gRPC
+	// request sent its inputs in raw_input_contents: the response then
+	// sends its outputs raw too.
+	RawContents bool
+
+	// wire holds where ParseProto found the fields of an encoded
+	// ModelInferRequest, for DecodeProtoWire.
+	wire protoWire
+
 	// scanner keeps the key sets of the objects being decoded, checks the
 	// values the decoder does not read itself, and checks a whole body
 	// again when Decode fails.
@@ -119,7 +128,15 @@ func ReleaseRequest(r *Request) {
 
 // reset empties r but keeps its buffers, unless they grew too big to pool.
 func (r *Request) reset() {
+	r.wire.reset()
+	r.resetDecoded()
+}
+
+// resetDecoded empties what a decode fills, but leaves what ParseProto
+// found for DecodeProtoWire.
+func (r *Request) resetDecoded() {
 	r.ID = nil
+	r.RawContents = false
 	r.Outputs = r.Outputs[:0]
 	r.outputSet = r.outputSet[:0]
 	r.Timeout = 0

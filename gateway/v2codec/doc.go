@@ -8,4 +8,9 @@
 // while it walks it, and parses each element of a tensor's "data" straight
 // from the body's bytes into the tensor's buffer. In steady state, with
 // pooled requests and reused response buffers, nothing here allocates.
+//
+// A gRPC ModelInferRequest is decoded the same way, without unmarshalling
+// it: ParseProto checks the encoded message as proto.Unmarshal checks it
+// and notes where its fields lie, and DecodeProtoWire runs DecodeProto's
+// checks on them and copies the elements from the wire into the tensors.
 package v2codec

@@ -23,25 +23,74 @@ import (
 // ResourceExhausted, HTTP 413). Every other error describes a bad request
 // (InvalidArgument). Unlike Decode, DecodeProto leaves r.Values and
 // r.WellFormed alone: a protobuf message that parsed is well formed. r
-// keeps no view of m.
+// keeps no view of m. DecodeProtoWire does the same from the encoded
+// message, without unmarshalling it.
 func (r *Request) DecodeProto(m *inferencepb.ModelInferRequest, maxValues int, inputs, outputs []runtime.TensorInfo) error {
 	r.reset()
-	if m.Id != "" {
-		if r.id == nil {
-			r.id = make([]byte, 0, 64)
+	raw := m.RawInputContents
+	r.RawContents = len(raw) > 0
+	r.setID([]byte(m.Id))
+	param := func(key string) *paramValue {
+		p, ok := m.Parameters[key]
+		if !ok {
+			return nil
 		}
-		r.id = append(r.id[:0], m.Id...)
-		r.ID = r.id
+		v := paramOf(p)
+		return &v
 	}
-	if err := r.protoParameters(m.Parameters); err != nil {
+	if err := r.protoParameters(param("timeout"), param("priority"), param("binary_data_output")); err != nil {
 		return err
 	}
-	if len(m.Inputs) == 0 {
+	if err := r.protoInputCount(len(m.Inputs), len(raw), inputs); err != nil {
+		return err
+	}
+	values := 0
+	for j, in := range m.Inputs {
+		t, info, err := r.protoInputHead(j, []byte(in.Name), []byte(in.Datatype), in.Shape, inputs)
+		if err != nil {
+			return err
+		}
+		elements := runtime.Elements(t.Shape)
+		if values += elements; values > maxValues {
+			return errProtoTooManyValues(maxValues)
+		}
+		if len(raw) > 0 {
+			err = protoRawInput(t, info.Name, j, elements, in.Contents != nil, raw[j])
+		} else {
+			err = protoContents(t, info.Name, elements, in.Contents)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := r.protoMissingInput(inputs); err != nil {
+		return err
+	}
+	return r.protoOutputs(m.Outputs, outputs)
+}
+
+// setID copies id, the request's id, into r.ID, or leaves r.ID nil when
+// it is empty.
+func (r *Request) setID(id []byte) {
+	if len(id) == 0 {
+		return
+	}
+	if r.id == nil {
+		r.id = make([]byte, 0, 64)
+	}
+	r.id = append(r.id[:0], id...)
+	r.ID = r.id
+}
+
+// protoInputCount checks that the request has inputs, and one
+// raw_input_contents entry per input when it has any, then readies
+// r.Inputs for the model's inputs, none of them seen yet.
+func (r *Request) protoInputCount(n, raw int, inputs []runtime.TensorInfo) error {
+	if n == 0 {
 		return fmt.Errorf(`"inputs" is empty (the model takes %s)`, quotedNames(inputs))
 	}
-	raw := m.RawInputContents
-	if len(raw) > 0 && len(raw) != len(m.Inputs) {
-		return fmt.Errorf("raw_input_contents holds %d entries but the request has %d inputs; send one entry per input, or none", len(raw), len(m.Inputs))
+	if raw > 0 && raw != n {
+		return fmt.Errorf("raw_input_contents holds %d entries but the request has %d inputs; send one entry per input, or none", raw, n)
 	}
 	r.Inputs = slices.Grow(r.Inputs[:0], len(inputs))[:len(inputs)]
 	for k := range r.Inputs {
@@ -50,122 +99,160 @@ func (r *Request) DecodeProto(m *inferencepb.ModelInferRequest, maxValues int, i
 		t.Shape = t.Shape[:0]
 		t.Data = t.Data[:0]
 	}
-	values := 0
-	for j, in := range m.Inputs {
-		t, info, err := r.protoInputHead(j, in, inputs)
-		if err != nil {
-			return err
-		}
-		elements := runtime.Elements(t.Shape)
-		if values += elements; values > maxValues {
-			return fmt.Errorf("request too large for the model: its inputs hold more than %d values, "+
-				"more than the model's inputs take at max_batch_size rows: %w", maxValues, ErrTooManyValues)
-		}
-		if len(raw) > 0 {
-			err = r.protoRawInput(t, info.Name, j, elements, in, raw[j])
-		} else {
-			err = protoContents(t, info.Name, elements, in.Contents)
-		}
-		if err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// errProtoTooManyValues is the error for inputs holding more than
+// maxValues elements in all.
+func errProtoTooManyValues(maxValues int) error {
+	return fmt.Errorf("request too large for the model: its inputs hold more than %d values, "+
+		"more than the model's inputs take at max_batch_size rows: %w", maxValues, ErrTooManyValues)
+}
+
+// protoMissingInput names the first model input that the request left out.
+func (r *Request) protoMissingInput(inputs []runtime.TensorInfo) error {
 	for i := range inputs {
 		if r.Inputs[i].DataType == runtime.Invalid {
 			return fmt.Errorf("missing input %q", inputs[i].Name)
 		}
 	}
-	return r.protoOutputs(m.Outputs, outputs)
+	return nil
 }
 
-// protoParameters reads the request's parameters: timeout (microseconds)
-// and priority, as int64_param or uint64_param; binary_data_output, which
-// has no meaning in gRPC, is accepted as a bool and ignored, and other
-// parameters are passed over as the REST decoder passes them.
-func (r *Request) protoParameters(params map[string]*inferencepb.InferParameter) error {
-	if p, ok := params["timeout"]; ok {
-		us, ok := protoNonNegative(p)
+// paramKind says which member of an InferParameter's parameter_choice is
+// set.
+type paramKind uint8
+
+const (
+	paramNone paramKind = iota
+	paramBool
+	paramInt64
+	paramString
+	paramDouble
+	paramUint64
+)
+
+// paramValue is an InferParameter's value, as the generated message and
+// the wire decoder both give it.
+type paramValue struct {
+	// kind is the member set; paramNone for a parameter with no value.
+	kind paramKind
+
+	// bits is the value of a bool (0 or 1), int64, uint64 or double (its
+	// IEEE 754 bits) member.
+	bits uint64
+
+	// str is string_param's value.
+	str []byte
+}
+
+// paramOf returns p's value.
+func paramOf(p *inferencepb.InferParameter) paramValue {
+	switch v := p.GetParameterChoice().(type) {
+	case *inferencepb.InferParameter_BoolParam:
+		if v.BoolParam {
+			return paramValue{kind: paramBool, bits: 1}
+		}
+		return paramValue{kind: paramBool}
+	case *inferencepb.InferParameter_Int64Param:
+		return paramValue{kind: paramInt64, bits: uint64(v.Int64Param)}
+	case *inferencepb.InferParameter_Uint64Param:
+		return paramValue{kind: paramUint64, bits: v.Uint64Param}
+	case *inferencepb.InferParameter_DoubleParam:
+		return paramValue{kind: paramDouble, bits: math.Float64bits(v.DoubleParam)}
+	case *inferencepb.InferParameter_StringParam:
+		return paramValue{kind: paramString, str: []byte(v.StringParam)}
+	}
+	return paramValue{}
+}
+
+// protoParameters reads the request's parameters (nil when absent):
+// timeout (microseconds) and priority, as int64_param or uint64_param;
+// binary_data_output, which has no meaning in gRPC, is accepted as a bool
+// and ignored, and other parameters are passed over as the REST decoder
+// passes them.
+func (r *Request) protoParameters(timeout, priority, binaryDataOutput *paramValue) error {
+	if p := timeout; p != nil {
+		us, ok := protoNonNegative(*p)
 		if !ok || us > math.MaxInt64/int64(time.Microsecond) {
-			return fmt.Errorf("parameters.timeout: want a non-negative integer number of microseconds, got %s", describeParameter(p))
+			return fmt.Errorf("parameters.timeout: want a non-negative integer number of microseconds, got %s", describeParameter(*p))
 		}
 		r.Timeout = time.Duration(us) * time.Microsecond
 	}
-	if p, ok := params["priority"]; ok {
-		n, ok := protoNonNegative(p)
+	if p := priority; p != nil {
+		n, ok := protoNonNegative(*p)
 		if !ok || n > math.MaxInt32 {
-			return fmt.Errorf("parameters.priority: want a non-negative integer, got %s", describeParameter(p))
+			return fmt.Errorf("parameters.priority: want a non-negative integer, got %s", describeParameter(*p))
 		}
 		r.Priority = int(n)
 	}
-	if p, ok := params["binary_data_output"]; ok {
-		if _, ok := p.GetParameterChoice().(*inferencepb.InferParameter_BoolParam); !ok {
-			return fmt.Errorf("parameters.binary_data_output: want true or false, got %s", describeParameter(p))
-		}
+	if p := binaryDataOutput; p != nil && p.kind != paramBool {
+		return fmt.Errorf("parameters.binary_data_output: want true or false, got %s", describeParameter(*p))
 	}
 	return nil
 }
 
 // protoNonNegative returns p's value where it is a non-negative integer.
-func protoNonNegative(p *inferencepb.InferParameter) (int64, bool) {
-	switch v := p.GetParameterChoice().(type) {
-	case *inferencepb.InferParameter_Int64Param:
-		return v.Int64Param, v.Int64Param >= 0
-	case *inferencepb.InferParameter_Uint64Param:
-		return int64(min(v.Uint64Param, math.MaxInt64)), true
+func protoNonNegative(p paramValue) (int64, bool) {
+	switch p.kind {
+	case paramInt64:
+		return int64(p.bits), int64(p.bits) >= 0
+	case paramUint64:
+		return int64(min(p.bits, math.MaxInt64)), true
 	}
 	return 0, false
 }
 
 // describeParameter names p's kind and value for an error.
-func describeParameter(p *inferencepb.InferParameter) string {
-	switch v := p.GetParameterChoice().(type) {
-	case *inferencepb.InferParameter_BoolParam:
-		return fmt.Sprintf("bool_param %t", v.BoolParam)
-	case *inferencepb.InferParameter_Int64Param:
-		return fmt.Sprintf("int64_param %d", v.Int64Param)
-	case *inferencepb.InferParameter_Uint64Param:
-		return fmt.Sprintf("uint64_param %d", v.Uint64Param)
-	case *inferencepb.InferParameter_DoubleParam:
-		return fmt.Sprintf("double_param %g", v.DoubleParam)
-	case *inferencepb.InferParameter_StringParam:
-		return fmt.Sprintf("string_param %q", v.StringParam)
+func describeParameter(p paramValue) string {
+	switch p.kind {
+	case paramBool:
+		return fmt.Sprintf("bool_param %t", p.bits != 0)
+	case paramInt64:
+		return fmt.Sprintf("int64_param %d", int64(p.bits))
+	case paramUint64:
+		return fmt.Sprintf("uint64_param %d", p.bits)
+	case paramDouble:
+		return fmt.Sprintf("double_param %g", math.Float64frombits(p.bits))
+	case paramString:
+		return fmt.Sprintf("string_param %q", p.str)
 	}
 	return "a parameter with no value"
 }
 
 // protoInputHead checks the name, datatype and shape of inputs[j] and
 // returns the tensor they decode into, its shape set.
-func (r *Request) protoInputHead(j int, in *inferencepb.ModelInferRequest_InferInputTensor, model []runtime.TensorInfo) (*runtime.Tensor, runtime.TensorInfo, error) {
-	if in.Name == "" {
+func (r *Request) protoInputHead(j int, name, datatype []byte, shape []int64, model []runtime.TensorInfo) (*runtime.Tensor, runtime.TensorInfo, error) {
+	if len(name) == 0 {
 		return nil, runtime.TensorInfo{}, fmt.Errorf(`inputs[%d]: missing "name"`, j)
 	}
-	idx := tensorIndex(model, []byte(in.Name))
+	idx := tensorIndex(model, name)
 	if idx < 0 {
-		return nil, runtime.TensorInfo{}, fmt.Errorf("unknown input %q (the model takes %s)", in.Name, quotedNames(model))
+		return nil, runtime.TensorInfo{}, fmt.Errorf("unknown input %q (the model takes %s)", name, quotedNames(model))
 	}
 	info := model[idx]
 	t := &r.Inputs[idx]
 	if t.DataType != runtime.Invalid {
 		return nil, info, fmt.Errorf("input %q: duplicated", info.Name)
 	}
-	dt, ok := runtime.ParseDataType([]byte(in.Datatype))
+	dt, ok := runtime.ParseDataType(datatype)
 	switch {
-	case in.Datatype == "":
+	case len(datatype) == 0:
 		return nil, info, fmt.Errorf(`input %q: missing "datatype"`, info.Name)
-	case in.Datatype == "BYTES":
+	case string(datatype) == "BYTES":
 		return nil, info, fmt.Errorf("input %q: datatype BYTES is not supported (infergate serves BOOL, integer and floating-point tensors)", info.Name)
 	case !ok:
-		return nil, info, fmt.Errorf("input %q: unknown datatype %q", info.Name, in.Datatype)
+		return nil, info, fmt.Errorf("input %q: unknown datatype %q", info.Name, datatype)
 	case dt != info.DataType:
 		return nil, info, fmt.Errorf("input %q: datatype %s does not match the model's %s", info.Name, dt, info.DataType)
 	}
 	t.DataType = dt
-	for k, d := range in.Shape {
+	for k, d := range shape {
 		if d < 0 {
 			return nil, info, fmt.Errorf("input %q: shape[%d]: want a non-negative integer, got %d", info.Name, k, d)
 		}
 	}
-	t.Shape = append(t.Shape[:0], in.Shape...)
+	t.Shape = append(t.Shape[:0], shape...)
 	if len(t.Shape) != len(info.Shape) {
 		return nil, info, fmt.Errorf("input %q: shape %s has rank %d but the model's %s has rank %d",
 			info.Name, runtime.FormatShape(t.Shape), len(t.Shape), runtime.FormatShape(info.Shape), len(info.Shape))
@@ -183,9 +270,9 @@ func (r *Request) protoInputHead(j int, in *inferencepb.ModelInferRequest_InferI
 }
 
 // protoRawInput copies inputs[j]'s elements from its raw_input_contents
-// entry b.
-func (r *Request) protoRawInput(t *runtime.Tensor, name string, j, elements int, in *inferencepb.ModelInferRequest_InferInputTensor, b []byte) error {
-	if in.Contents != nil {
+// entry b; hasContents says that the input also came with contents.
+func protoRawInput(t *runtime.Tensor, name string, j, elements int, hasContents bool, b []byte) error {
+	if hasContents {
 		return fmt.Errorf("input %q: has both contents and raw_input_contents", name)
 	}
 	// elements is at most 1<<40 and an element at most 8 bytes: no overflow.
@@ -238,64 +325,88 @@ func contentsLengths(c *inferencepb.InferTensorContents) [len(contentsFields)]in
 		len(c.GetUint64Contents()), len(c.GetFp32Contents()), len(c.GetFp64Contents()), len(c.GetBytesContents())}
 }
 
-// protoContents stores the typed contents c of an input of t's datatype
-// and shape in t.Data, little-endian.
-func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.InferTensorContents) error {
+// protoContentsField checks the lengths of the typed contents of an input
+// of t's datatype and shape, and returns the index of the field that
+// holds its elements; it readies t.Data for them.
+func protoContentsField(t *runtime.Tensor, name string, elements int, lengths *[len(contentsFields)]int) (int, error) {
 	field := contentsField(t.DataType)
 	if field < 0 {
-		return fmt.Errorf("input %q: %s has no typed contents field; send it in raw_input_contents", name, t.DataType)
+		return 0, fmt.Errorf("input %q: %s has no typed contents field; send it in raw_input_contents", name, t.DataType)
 	}
-	lengths := contentsLengths(c)
 	for k, n := range lengths {
 		if k != field && n > 0 {
-			return fmt.Errorf("input %q: datatype %s takes %s, got %s", name, t.DataType, contentsFields[field], contentsFields[k])
+			return 0, fmt.Errorf("input %q: datatype %s takes %s, got %s", name, t.DataType, contentsFields[field], contentsFields[k])
 		}
 	}
 	if n := lengths[field]; n != elements {
-		return fmt.Errorf("input %q: shape %s has %d elements but %s holds %d", name, runtime.FormatShape(t.Shape), elements, contentsFields[field], n)
+		return 0, fmt.Errorf("input %q: shape %s has %d elements but %s holds %d", name, runtime.FormatShape(t.Shape), elements, contentsFields[field], n)
 	}
-	le := binary.LittleEndian
 	t.Data = slices.Grow(t.Data[:0], elements*t.DataType.Size())
+	return field, nil
+}
+
+// appendProtoElement appends element k of an input of t's datatype to t.Data,
+// little-endian; v is the element as its contents field carries it on the
+// wire: a varint (bool, int32 sign-extended, uint32, int64, uint64) or the
+// bits of a float or double.
+func appendProtoElement(t *runtime.Tensor, name string, k int, v uint64) error {
 	switch t.DataType {
 	case runtime.BOOL:
-		for _, v := range c.BoolContents {
-			b := byte(0)
-			if v {
-				b = 1
-			}
-			t.Data = append(t.Data, b)
+		b := byte(0)
+		if v != 0 {
+			b = 1
 		}
+		t.Data = append(t.Data, b)
 	case runtime.INT8, runtime.INT16, runtime.INT32:
 		lo, hi := integerRange(t.DataType)
-		for k, v := range c.IntContents {
-			if int64(v) < lo || int64(v) > hi {
-				return fmt.Errorf("input %q: int_contents[%d]: %d is out of range for %s", name, k, v, t.DataType)
-			}
-			t.Data = appendSized(t.Data, t.DataType.Size(), uint32(v))
+		if i := int32(v); int64(i) < lo || int64(i) > hi {
+			return fmt.Errorf("input %q: int_contents[%d]: %d is out of range for %s", name, k, i, t.DataType)
 		}
+		t.Data = appendSized(t.Data, t.DataType.Size(), uint32(v))
 	case runtime.UINT8, runtime.UINT16, runtime.UINT32:
 		_, hi := integerRange(t.DataType)
-		for k, v := range c.UintContents {
-			if int64(v) > hi {
-				return fmt.Errorf("input %q: uint_contents[%d]: %d is out of range for %s", name, k, v, t.DataType)
-			}
-			t.Data = appendSized(t.Data, t.DataType.Size(), v)
+		if u := uint32(v); int64(u) > hi {
+			return fmt.Errorf("input %q: uint_contents[%d]: %d is out of range for %s", name, k, u, t.DataType)
 		}
-	case runtime.INT64:
-		for _, v := range c.Int64Contents {
-			t.Data = le.AppendUint64(t.Data, uint64(v))
-		}
-	case runtime.UINT64:
-		for _, v := range c.Uint64Contents {
-			t.Data = le.AppendUint64(t.Data, v)
-		}
+		t.Data = appendSized(t.Data, t.DataType.Size(), uint32(v))
 	case runtime.FP32:
-		for _, v := range c.Fp32Contents {
-			t.Data = le.AppendUint32(t.Data, math.Float32bits(v))
+		t.Data = binary.LittleEndian.AppendUint32(t.Data, uint32(v))
+	default: // INT64, UINT64, FP64
+		t.Data = binary.LittleEndian.AppendUint64(t.Data, v)
+	}
+	return nil
+}
+
+// protoContents stores the typed contents c of an input of t's datatype
+// and shape in t.Data, little-endian.
+func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.InferTensorContents) error {
+	lengths := contentsLengths(c)
+	field, err := protoContentsField(t, name, elements, &lengths)
+	if err != nil {
+		return err
+	}
+	for k := range elements {
+		var v uint64
+		switch field {
+		case 0:
+			if c.BoolContents[k] {
+				v = 1
+			}
+		case 1:
+			v = uint64(c.IntContents[k])
+		case 2:
+			v = uint64(c.Int64Contents[k])
+		case 3:
+			v = uint64(c.UintContents[k])
+		case 4:
+			v = c.Uint64Contents[k]
+		case 5:
+			v = uint64(math.Float32bits(c.Fp32Contents[k]))
+		case 6:
+			v = math.Float64bits(c.Fp64Contents[k])
 		}
-	case runtime.FP64:
-		for _, v := range c.Fp64Contents {
-			t.Data = le.AppendUint64(t.Data, math.Float64bits(v))
+		if err := appendProtoElement(t, name, k, v); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -308,43 +419,68 @@ func protoContents(t *runtime.Tensor, name string, elements int, c *inferencepb.
 // other output parameter is refused, by name.
 func (r *Request) protoOutputs(req []*inferencepb.ModelInferRequest_InferRequestedOutputTensor, model []runtime.TensorInfo) error {
 	for k, o := range req {
-		if o.GetName() == "" {
-			return fmt.Errorf(`outputs[%d]: missing "name"`, k)
-		}
-		idx := tensorIndex(model, []byte(o.Name))
-		if idx < 0 {
-			return fmt.Errorf("unknown output %q (the model gives %s)", o.Name, quotedNames(model))
-		}
-		for _, prev := range r.Outputs {
-			if prev.Index == idx {
-				return fmt.Errorf("output %q: requested twice", model[idx].Name)
-			}
+		idx, err := r.protoOutputHead(k, []byte(o.GetName()), model)
+		if err != nil {
+			return err
 		}
 		out := RequestedOutput{Index: idx}
-		for _, key := range sortedKeys(o.Parameters) {
-			p := o.Parameters[key]
-			switch key {
-			case "binary_data":
-				if _, ok := p.GetParameterChoice().(*inferencepb.InferParameter_BoolParam); !ok {
-					return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", model[idx].Name, describeParameter(p))
-				}
-			case "classification":
-				k, ok := protoNonNegative(p)
-				if !ok || k < 1 {
-					return fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", model[idx].Name, describeParameter(p))
-				}
-				if err := CheckClassification(model[idx], k); err != nil {
-					return err
-				}
-				out.Classes = int(k)
-			default:
-				return fmt.Errorf("output %q: unsupported parameter %q (an output takes binary_data and classification)", model[idx].Name, key)
+		for _, key := range sortedKeys(o.GetParameters()) {
+			if err := protoOutputParameter(model[idx], []byte(key), paramOf(o.Parameters[key]), &out); err != nil {
+				return err
 			}
 		}
-		r.Outputs = append(r.Outputs, out)
-		r.outputSet = append(r.outputSet, false)
+		r.addOutput(out)
 	}
 	return nil
+}
+
+// protoOutputHead checks the name of outputs[k] and returns the index of
+// the model output it names.
+func (r *Request) protoOutputHead(k int, name []byte, model []runtime.TensorInfo) (int, error) {
+	if len(name) == 0 {
+		return 0, fmt.Errorf(`outputs[%d]: missing "name"`, k)
+	}
+	idx := tensorIndex(model, name)
+	if idx < 0 {
+		return 0, fmt.Errorf("unknown output %q (the model gives %s)", name, quotedNames(model))
+	}
+	for _, prev := range r.Outputs {
+		if prev.Index == idx {
+			return 0, fmt.Errorf("output %q: requested twice", model[idx].Name)
+		}
+	}
+	return idx, nil
+}
+
+// protoOutputParameter applies an output's parameter key of value p to
+// out, the output of the model's info; the parameters of an output must
+// come in sorted key order, so that the first bad one named is the same on
+// every try.
+func protoOutputParameter(info runtime.TensorInfo, key []byte, p paramValue, out *RequestedOutput) error {
+	switch string(key) {
+	case "binary_data":
+		if p.kind != paramBool {
+			return fmt.Errorf("output %q: parameters.binary_data: want true or false, got %s", info.Name, describeParameter(p))
+		}
+	case "classification":
+		k, ok := protoNonNegative(p)
+		if !ok || k < 1 {
+			return fmt.Errorf("output %q: parameters.classification: want an integer of at least 1, got %s", info.Name, describeParameter(p))
+		}
+		if err := CheckClassification(info, k); err != nil {
+			return err
+		}
+		out.Classes = int(k)
+	default:
+		return fmt.Errorf("output %q: unsupported parameter %q (an output takes binary_data and classification)", info.Name, key)
+	}
+	return nil
+}
+
+// addOutput appends out to the request's output selection.
+func (r *Request) addOutput(out RequestedOutput) {
+	r.Outputs = append(r.Outputs, out)
+	r.outputSet = append(r.outputSet, false)
 }
 
 // sortedKeys returns m's keys in order, so that the first bad parameter

@@ -88,9 +88,8 @@ func TestDecodeProtoMatchesREST(t *testing.T) {
 	if err := want.Decode([]byte(restAll), -1, 1000, protoModel.inputs, protoModel.outputs); err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
-	typed := AcquireRequest()
-	defer ReleaseRequest(typed)
-	if err := typed.DecodeProto(protoAll(), 1000, protoModel.inputs, protoModel.outputs); err != nil {
+	typed, err := decodeProtoBoth(t, protoAll(), 1000, protoModel.inputs, protoModel.outputs)
+	if err != nil {
 		t.Fatalf("DecodeProto: %v", err)
 	}
 	// The same request with every input in raw_input_contents, the bytes
@@ -101,10 +100,12 @@ func TestDecodeProtoMatchesREST(t *testing.T) {
 		raw.RawInputContents = append(raw.RawInputContents, bytes.Clone(typed.Inputs[idx].Data))
 		in.Contents = nil
 	}
-	fromRaw := AcquireRequest()
-	defer ReleaseRequest(fromRaw)
-	if err := fromRaw.DecodeProto(raw, 1000, protoModel.inputs, protoModel.outputs); err != nil {
+	fromRaw, err := decodeProtoBoth(t, raw, 1000, protoModel.inputs, protoModel.outputs)
+	if err != nil {
 		t.Fatalf("DecodeProto of raw contents: %v", err)
+	}
+	if typed.RawContents || !fromRaw.RawContents {
+		t.Errorf("RawContents: typed %t, raw %t", typed.RawContents, fromRaw.RawContents)
 	}
 	for name, got := range map[string]*Request{"typed": typed, "raw": fromRaw} {
 		if string(got.ID) != "req-1" || got.Timeout != 2500*time.Microsecond || got.Priority != 2 {
@@ -135,14 +136,17 @@ func slicesEqual(a, b []int64) bool {
 	return true
 }
 
-// TestDecodeProtoErrors checks each refusal, and that the texts shared
-// with the REST decoder are the same.
-func TestDecodeProtoErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		change func(m *inferencepb.ModelInferRequest)
-		want   string
-	}{
+// protoErrorCase is a change to protoAll that DecodeProto refuses, and
+// the error it gives.
+type protoErrorCase struct {
+	name   string
+	change func(m *inferencepb.ModelInferRequest)
+	want   string
+}
+
+// protoErrorCases returns a case for each refusal of DecodeProto.
+func protoErrorCases() []protoErrorCase {
+	return []protoErrorCase{
 		{"no inputs", func(m *inferencepb.ModelInferRequest) { m.Inputs = nil }, `"inputs" is empty (the model takes "b", "i8"`},
 		{"missing input", func(m *inferencepb.ModelInferRequest) { m.Inputs = m.Inputs[1:] }, `missing input "f64"`},
 		{"unknown input", func(m *inferencepb.ModelInferRequest) { m.Inputs[0].Name = "zz" }, `unknown input "zz" (the model takes`},
@@ -194,13 +198,18 @@ func TestDecodeProtoErrors(t *testing.T) {
 			m.RawInputContents[0] = make([]byte, 16)
 			m.RawInputContents[1] = []byte{1, 2}
 		}, `input "b": raw BOOL element 1 is 2, want 0 or 1`},
-	} {
+	}
+}
+
+// TestDecodeProtoErrors checks each refusal, and that the texts shared
+// with the REST decoder are the same, decoding the message and its
+// encoding (DecodeProtoWire).
+func TestDecodeProtoErrors(t *testing.T) {
+	for _, tc := range protoErrorCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			m := protoAll()
 			tc.change(m)
-			r := AcquireRequest()
-			defer ReleaseRequest(r)
-			err := r.DecodeProto(m, 1000, protoModel.inputs, protoModel.outputs)
+			_, err := decodeProtoBoth(t, m, 1000, protoModel.inputs, protoModel.outputs)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
@@ -219,14 +228,13 @@ func TestDecodeProtoFP16(t *testing.T) {
 		Inputs: []*inferencepb.ModelInferRequest_InferInputTensor{{Name: "h", Datatype: "FP16", Shape: []int64{1, 2},
 			Contents: &inferencepb.InferTensorContents{Fp32Contents: []float32{1, 2}}}},
 	}
-	r := AcquireRequest()
-	defer ReleaseRequest(r)
-	if err := r.DecodeProto(m, 10, inputs, nil); err == nil || !strings.Contains(err.Error(), "FP16 has no typed contents field; send it in raw_input_contents") {
+	if _, err := decodeProtoBoth(t, m, 10, inputs, nil); err == nil || !strings.Contains(err.Error(), "FP16 has no typed contents field; send it in raw_input_contents") {
 		t.Fatalf("typed FP16: got %v", err)
 	}
 	m.Inputs[0].Contents = nil
 	m.RawInputContents = [][]byte{{0x00, 0x3c, 0x00, 0xc0}} // 1, -2
-	if err := r.DecodeProto(m, 10, inputs, nil); err != nil {
+	r, err := decodeProtoBoth(t, m, 10, inputs, nil)
+	if err != nil {
 		t.Fatalf("raw FP16: %v", err)
 	}
 	if got := r.Inputs[0].Data; !bytes.Equal(got, m.RawInputContents[0]) {
@@ -315,7 +323,8 @@ func FuzzDecodeProto(f *testing.F) {
 
 // TestDecodeProtoMalformed feeds 10,000 corrupted encodings of a valid
 // request: each either fails to parse or decodes or is refused with an
-// error, and none panics.
+// error, none panics, and ParseProto and DecodeProtoWire agree with
+// proto.Unmarshal and DecodeProto on every one.
 func TestDecodeProtoMalformed(t *testing.T) {
 	good, err := proto.Marshal(protoAll())
 	if err != nil {
@@ -340,14 +349,9 @@ func TestDecodeProtoMalformed(t *testing.T) {
 				b = append(b, byte(next()))
 			}
 		}
-		var m inferencepb.ModelInferRequest
-		if proto.Unmarshal(b, &m) != nil {
-			continue
+		if compareProtoWire(t, b, 1000, protoModel.inputs, protoModel.outputs) {
+			parsed++
 		}
-		parsed++
-		r := AcquireRequest()
-		_ = r.DecodeProto(&m, 1000, protoModel.inputs, protoModel.outputs)
-		ReleaseRequest(r)
 	}
 	t.Logf("%d of 10000 corrupted messages parsed as protobuf", parsed)
 }
