@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -24,7 +25,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/infergate/infergate/batcher"
 	"github.com/infergate/infergate/gateway/v2codec"
@@ -82,19 +82,36 @@ func newGRPCServer(s *Server) *grpcServer {
 	return g
 }
 
-// inferMessage is a ModelInferRequest as inferCodec decodes it: err is
-// why its bytes did not parse, size how many bytes it came in.
+// inferMessage is a ModelInferRequest as inferCodec receives it: its
+// bytes, parsed (v2codec.Request.ParseProto) into req, which names the
+// model and version; err is why the bytes did not parse. The handler
+// decodes req once it knows the model, then frees the message.
 type inferMessage struct {
-	m    inferencepb.ModelInferRequest
-	err  error
-	size int
+	buf            mem.Buffer
+	req            *inferRequest
+	model, version []byte
+	err            error
+}
+
+// inferMessages pools the messages of ModelInfer calls.
+var inferMessages = sync.Pool{New: func() any { return new(inferMessage) }}
+
+// free gives back the message's bytes and request.
+func (msg *inferMessage) free() {
+	if msg.buf != nil {
+		msg.buf.Free()
+	}
+	if msg.req != nil {
+		releaseInferRequest(msg.req)
+	}
+	*msg = inferMessage{}
 }
 
 // encodedResponse is a ModelInferResponse already encoded, which
 // inferCodec sends as it is.
 type encodedResponse struct{ buf mem.Buffer }
 
-// inferCodec is gRPC's protobuf codec, except that it decodes an
+// inferCodec is gRPC's protobuf codec, except that it parses an
 // inferMessage without failing (the handler answers a message that does
 // not parse) and sends an encodedResponse's bytes.
 type inferCodec struct{ encoding.CodecV2 }
@@ -113,17 +130,18 @@ func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
-	defer buf.Free()
-	msg.size = buf.Len()
-	msg.err = proto.Unmarshal(buf.ReadOnlyData(), &msg.m) // copies what it keeps
+	msg.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+	msg.req = acquireInferRequest()
+	msg.model, msg.version, msg.err = msg.req.ParseProto(msg.buf.ReadOnlyData())
 	return nil
 }
 
-// modelInferHandler is the generated ModelInfer handler, decoding into an
+// modelInferHandler is the generated ModelInfer handler, receiving an
 // inferMessage and answering an encodedResponse.
 func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(inferMessage)
+	in := inferMessages.Get().(*inferMessage)
+	defer inferMessages.Put(in)
+	defer in.free()
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -135,7 +153,7 @@ func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(an
 		return g.modelInfer(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
-	return interceptor(ctx, &in.m, info, func(ctx context.Context, _ any) (any, error) {
+	return interceptor(ctx, in, info, func(ctx context.Context, _ any) (any, error) {
 		return g.modelInfer(ctx, in)
 	})
 }
@@ -243,16 +261,16 @@ func (g *grpcServer) ServerReady(context.Context, *inferencepb.ServerReadyReques
 // lookup returns the model called name and the version of it the
 // request names (the newest where version is empty, which may be nil),
 // or NotFound, counted as unrouted.
-func lookup(st *state, name, version string) (*model, *version, error) {
-	m := st.models[name]
+func lookup(st *state, name, version []byte) (*model, *version, error) {
+	m := st.models[string(name)]
 	if m == nil {
 		unrouted[protocolGRPC][statusIndex(fasthttp.StatusNotFound)].Inc()
 		return nil, nil, status.Errorf(codes.NotFound, "unknown model %q", name)
 	}
-	if version == "" {
+	if len(version) == 0 {
 		return m, m.latest(), nil
 	}
-	v := m.version([]byte(version))
+	v := m.version(version)
 	if v == nil {
 		unrouted[protocolGRPC][statusIndex(fasthttp.StatusNotFound)].Inc()
 		return nil, nil, status.Errorf(codes.NotFound, "unknown version %q of model %q (loaded: %v)", version, name, m.versionNames())
@@ -264,7 +282,7 @@ func lookup(st *state, name, version string) (*model, *version, error) {
 func (g *grpcServer) ModelReady(_ context.Context, in *inferencepb.ModelReadyRequest) (*inferencepb.ModelReadyResponse, error) {
 	st := g.s.acquireState()
 	defer st.release()
-	_, v, err := lookup(st, in.Name, in.Version)
+	_, v, err := lookup(st, []byte(in.Name), []byte(in.Version))
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +298,7 @@ func (g *grpcServer) ServerMetadata(context.Context, *inferencepb.ServerMetadata
 func (g *grpcServer) ModelMetadata(_ context.Context, in *inferencepb.ModelMetadataRequest) (*inferencepb.ModelMetadataResponse, error) {
 	st := g.s.acquireState()
 	defer st.release()
-	m, v, err := lookup(st, in.Name, in.Version)
+	m, v, err := lookup(st, []byte(in.Name), []byte(in.Version))
 	if err != nil {
 		return nil, err
 	}
@@ -312,15 +330,15 @@ func tensorMetadata(infos []runtime.TensorInfo) []*inferencepb.ModelMetadataResp
 // cache, drift, capture, shadows and metrics; errors get the gRPC code of
 // REST's status, with its message.
 func (g *grpcServer) modelInfer(ctx context.Context, msg *inferMessage) (*encodedResponse, error) {
-	s, in := g.s, &msg.m
+	s := g.s
 	st := s.acquireState()
 	defer st.release()
-	m, v, err := lookup(st, in.ModelName, in.ModelVersion)
+	m, v, err := lookup(st, msg.model, msg.version)
 	if err != nil {
 		return nil, err
 	}
 	var r route
-	if in.ModelVersion == "" && v != nil {
+	if len(msg.version) == 0 && v != nil {
 		if r.rt = m.routes.table.Load(); r.rt != nil {
 			var key []byte
 			if r.rt.sticky != "" {
@@ -357,7 +375,6 @@ func (g *grpcServer) modelInfer(ctx context.Context, msg *inferMessage) (*encode
 // returns the response or the REST status of the error, and whether the
 // answer counts in the version's canary analysis.
 func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version, r route, msg *inferMessage, start time.Time) (*encodedResponse, int, bool, error) {
-	in := &msg.m
 	if code, err := s.admit(m, v); err != nil {
 		return nil, code, true, err
 	}
@@ -365,16 +382,15 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	call := inferCalls.Get().(*inferCall)
 	defer s.putInferCall(call, v.batcher != nil)
 	call.ctx = ctx
-	req := acquireInferRequest()
-	defer releaseInferRequest(req)
-	if err := req.DecodeProto(in, v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs()); err != nil {
+	req := msg.req
+	if err := req.DecodeProto(v.maxJSONValues, v.rt.Inputs(), v.rt.Outputs()); err != nil {
 		if errors.Is(err, errTooManyValues) {
 			return nil, fasthttp.StatusRequestEntityTooLarge, true, err
 		}
 		return nil, fasthttp.StatusBadRequest, true, err
 	}
 	// The message as received and the tensors decoded from it.
-	held := int64(msg.size)
+	held := int64(msg.buf.Len())
 	for _, t := range req.Inputs {
 		held += int64(len(t.Data))
 	}
@@ -397,7 +413,7 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	if err != nil {
 		return nil, code, true, err
 	}
-	call.out = v2codec.AppendProtoInferResponse(call.out[:0], m.name, v.name, req, len(in.RawInputContents) > 0, v.rt.Outputs(), results, v.labels)
+	call.out = v2codec.AppendProtoInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results, v.labels)
 	s.mirror(st, v, r, req, results, call, start)
 	// gRPC sends the response after the handler returns, and frees it then.
 	return &encodedResponse{mem.Copy(call.out, mem.DefaultBufferPool())}, fasthttp.StatusOK, true, nil

@@ -207,7 +207,7 @@ func (s *Server) provider() string {
 func (g *grpcServer) ModelConfig(_ context.Context, in *inferencepb.ModelConfigRequest) (*inferencepb.ModelConfigResponse, error) {
 	st := g.s.acquireState()
 	defer st.release()
-	m, v, err := lookup(st, in.Name, in.Version)
+	m, v, err := lookup(st, []byte(in.Name), []byte(in.Version))
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +241,7 @@ func modelStatistics(st *state, name, version string) ([]*inferencepb.ModelStati
 		}
 		return st.statistics(), nil
 	}
-	m, v, err := lookup(st, name, version)
+	m, v, err := lookup(st, []byte(name), []byte(version))
 	if err != nil {
 		return nil, err
 	}

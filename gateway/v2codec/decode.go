@@ -51,13 +51,13 @@ type Request struct {
 	// then counts all of it.
 	WellFormed bool
 
-	// RawContents is set by DecodeProto and DecodeProtoWire when the gRPC
+	// RawContents is set by DecodeProto when the gRPC
 	// request sent its inputs in raw_input_contents: the response then
 	// sends its outputs raw too.
 	RawContents bool
 
 	// wire holds where ParseProto found the fields of an encoded
-	// ModelInferRequest, for DecodeProtoWire.
+	// ModelInferRequest, for DecodeProto.
 	wire protoWire
 
 	// scanner keeps the key sets of the objects being decoded, checks the
@@ -133,7 +133,7 @@ func (r *Request) reset() {
 }
 
 // resetDecoded empties what a decode fills, but leaves what ParseProto
-// found for DecodeProtoWire.
+// found for DecodeProto.
 func (r *Request) resetDecoded() {
 	r.ID = nil
 	r.RawContents = false

@@ -11,6 +11,6 @@
 //
 // A gRPC ModelInferRequest is decoded the same way, without unmarshalling
 // it: ParseProto checks the encoded message as proto.Unmarshal checks it
-// and notes where its fields lie, and DecodeProtoWire runs DecodeProto's
+// and notes where its fields lie, and DecodeProto runs the request's
 // checks on them and copies the elements from the wire into the tensors.
 package v2codec

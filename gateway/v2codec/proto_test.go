@@ -203,7 +203,7 @@ func protoErrorCases() []protoErrorCase {
 
 // TestDecodeProtoErrors checks each refusal, and that the texts shared
 // with the REST decoder are the same, decoding the message and its
-// encoding (DecodeProtoWire).
+// encoding (DecodeProto).
 func TestDecodeProtoErrors(t *testing.T) {
 	for _, tc := range protoErrorCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,46 +285,10 @@ func TestProtoInferResponse(t *testing.T) {
 	}
 }
 
-// FuzzDecodeProto feeds arbitrary bytes as a ModelInferRequest: a message
-// that does not parse is an error of proto.Unmarshal, and one that does is
-// decoded or refused by DecodeProto, never a panic; a request it accepts
-// encodes a response.
-func FuzzDecodeProto(f *testing.F) {
-	for _, m := range []*inferencepb.ModelInferRequest{protoAll(), {}, {Inputs: protoAll().Inputs[:1], RawInputContents: [][]byte{make([]byte, 16)}}} {
-		b, err := proto.Marshal(m)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-		f.Add(b[:len(b)/2])
-	}
-	f.Add([]byte{0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var m inferencepb.ModelInferRequest
-		if err := proto.Unmarshal(b, &m); err != nil {
-			return
-		}
-		r := AcquireRequest()
-		defer ReleaseRequest(r)
-		if err := r.DecodeProto(&m, 1<<16, protoModel.inputs, protoModel.outputs); err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error")
-			}
-			return
-		}
-		results := make([]runtime.Tensor, len(protoModel.outputs))
-		for i, info := range protoModel.outputs {
-			results[i] = runtime.Tensor{DataType: info.DataType, Shape: []int64{1, 2}[:len(info.Shape)]}
-			results[i].Data = make([]byte, runtime.Elements(results[i].Shape)*info.DataType.Size())
-		}
-		AppendProtoInferResponse(nil, "m", "1", r, len(m.RawInputContents) > 0, protoModel.outputs, results, nil)
-	})
-}
-
 // TestDecodeProtoMalformed feeds 10,000 corrupted encodings of a valid
 // request: each either fails to parse or decodes or is refused with an
-// error, none panics, and ParseProto and DecodeProtoWire agree with
-// proto.Unmarshal and DecodeProto on every one.
+// error, none panics, and ParseProto and DecodeProto agree with
+// proto.Unmarshal and oracleDecodeProto on every one.
 func TestDecodeProtoMalformed(t *testing.T) {
 	good, err := proto.Marshal(protoAll())
 	if err != nil {

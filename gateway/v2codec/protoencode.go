@@ -31,15 +31,15 @@ const (
 // AppendProtoInferResponse appends to dst the gRPC ModelInferResponse for
 // results (one tensor per model output, in the model's output order)
 // selected by r.Outputs (all outputs when empty), encoded as proto.Marshal
-// encodes it, and returns the extended buffer. raw says that the request's
-// inputs came in raw_input_contents: the outputs then go in
+// encodes it, and returns the extended buffer. When the request's inputs
+// came in raw_input_contents (r.RawContents), the outputs go in
 // raw_output_contents, one entry per output in response order, else in
 // each output's typed contents. FP16, which has no typed field, sends every
 // output raw. An output asked for with classification comes as
 // AppendClassification's BYTES tensor, labelled by labels[index] (nil, or
 // one list per model output), in bytes_contents or raw in Triton's layout.
 // It encodes straight from results, with no message built in between.
-func AppendProtoInferResponse(dst []byte, model, version string, r *Request, raw bool, outputs []runtime.TensorInfo, results []runtime.Tensor, labels [][]string) []byte {
+func AppendProtoInferResponse(dst []byte, model, version string, r *Request, outputs []runtime.TensorInfo, results []runtime.Tensor, labels [][]string) []byte {
 	if len(results) != len(outputs) {
 		panic(fmt.Sprintf("BUG: AppendProtoInferResponse got %d results for %d outputs", len(results), len(outputs)))
 	}
@@ -47,6 +47,7 @@ func AppendProtoInferResponse(dst []byte, model, version string, r *Request, raw
 	if n == 0 {
 		n = len(outputs)
 	}
+	raw := r.RawContents
 	for i := range n {
 		idx, k := r.protoOutput(i)
 		if k == 0 && contentsField(results[idx].DataType) < 0 {

@@ -235,12 +235,13 @@ func TestAppendProtoInferResponseMatchesMessage(t *testing.T) {
 			defer ReleaseRequest(r)
 			r.ID = []byte(c.id)
 			r.Outputs = append(r.Outputs, c.selects...)
+			r.RawContents = c.raw
 			results := protoResults(c.outputs, c.rows, next)
 			want, err := proto.Marshal(messageInferResponse("m", "3", r, c.raw, c.outputs, results, labels))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := AppendProtoInferResponse([]byte("kept"), "m", "3", r, c.raw, c.outputs, results, labels)
+			got := AppendProtoInferResponse([]byte("kept"), "m", "3", r, c.outputs, results, labels)
 			if !bytes.HasPrefix(got, []byte("kept")) || !bytes.Equal(got[4:], want) {
 				t.Fatalf("encoded\n%x\nwant proto.Marshal's\n%x", got, want)
 			}
@@ -253,7 +254,8 @@ func TestAppendProtoInferResponseMatchesMessage(t *testing.T) {
 func decodeResponse(t *testing.T, model, version string, r *Request, raw bool, outputs []runtime.TensorInfo, results []runtime.Tensor) *inferencepb.ModelInferResponse {
 	t.Helper()
 	var resp inferencepb.ModelInferResponse
-	if err := proto.Unmarshal(AppendProtoInferResponse(nil, model, version, r, raw, outputs, results, nil), &resp); err != nil {
+	r.RawContents = raw
+	if err := proto.Unmarshal(AppendProtoInferResponse(nil, model, version, r, outputs, results, nil), &resp); err != nil {
 		t.Fatalf("the encoded response does not parse: %v", err)
 	}
 	return &resp
@@ -266,10 +268,12 @@ func TestAppendProtoInferResponseAllocatesNothing(t *testing.T) {
 	defer ReleaseRequest(r)
 	r.ID = []byte("req")
 	results := protoResults(protoOutputModel, 4, func() uint64 { return 3 })
-	buf := AppendProtoInferResponse(nil, "m", "1", r, false, protoOutputModel, results, nil)
+	buf := AppendProtoInferResponse(nil, "m", "1", r, protoOutputModel, results, nil)
 	if n := testing.AllocsPerRun(100, func() {
-		buf = AppendProtoInferResponse(buf[:0], "m", "1", r, false, protoOutputModel, results, nil)
-		buf = AppendProtoInferResponse(buf[:0], "m", "1", r, true, protoOutputModel, results, nil)
+		r.RawContents = false
+		buf = AppendProtoInferResponse(buf[:0], "m", "1", r, protoOutputModel, results, nil)
+		r.RawContents = true
+		buf = AppendProtoInferResponse(buf[:0], "m", "1", r, protoOutputModel, results, nil)
 	}); n != 0 {
 		t.Errorf("AppendProtoInferResponse allocates %.1f times per run", n)
 	}

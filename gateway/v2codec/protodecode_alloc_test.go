@@ -11,8 +11,8 @@ import (
 )
 
 // The gRPC ModelInfer path decodes every request with ParseProto and
-// DecodeProtoWire: with pooled requests, they must not allocate.
-func TestDecodeProtoWireAllocations(t *testing.T) {
+// DecodeProto: with pooled requests, they must not allocate.
+func TestDecodeProtoAllocations(t *testing.T) {
 	f := func(name string, b []byte) {
 		t.Helper()
 		decode := func() {
@@ -20,7 +20,7 @@ func TestDecodeProtoWireAllocations(t *testing.T) {
 			if _, _, err := r.ParseProto(b); err != nil {
 				panic(err)
 			}
-			if err := r.DecodeProtoWire(anyValues, codecDemoInputs, codecClassifierOutputs); err != nil {
+			if err := r.DecodeProto(anyValues, codecDemoInputs, codecClassifierOutputs); err != nil {
 				panic(err)
 			}
 			ReleaseRequest(r)
@@ -33,7 +33,7 @@ func TestDecodeProtoWireAllocations(t *testing.T) {
 	f("typed FP32 [1,8]", protoDemoRequest(false))
 	f("raw FP32 [1,8]", protoDemoRequest(true))
 
-	// Parameters, and an output's, which DecodeProtoWire sorts by key.
+	// Parameters, and an output's, which DecodeProto sorts by key.
 	m := &inferencepb.ModelInferRequest{
 		Id: "a-request-id-longer-than-32-bytes-0123456789",
 		Parameters: map[string]*inferencepb.InferParameter{

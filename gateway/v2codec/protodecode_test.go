@@ -15,8 +15,8 @@ import (
 	"github.com/infergate/infergate/runtime"
 )
 
-// decodeProtoBoth decodes m with DecodeProto and its encoding with
-// ParseProto and DecodeProtoWire, fails t unless the two agree, and
+// decodeProtoBoth decodes m with oracleDecodeProto and its encoding with
+// ParseProto and DecodeProto, fails t unless the two agree, and
 // returns the wire decoder's request (released when t ends) and error.
 func decodeProtoBoth(t testing.TB, m *inferencepb.ModelInferRequest, maxValues int, inputs, outputs []runtime.TensorInfo) (*Request, error) {
 	t.Helper()
@@ -27,7 +27,7 @@ func decodeProtoBoth(t testing.TB, m *inferencepb.ModelInferRequest, maxValues i
 	want := AcquireRequest()
 	got := AcquireRequest()
 	t.Cleanup(func() { ReleaseRequest(want); ReleaseRequest(got) })
-	wantErr := want.DecodeProto(m, maxValues, inputs, outputs)
+	wantErr := want.oracleDecodeProto(m, maxValues, inputs, outputs)
 	model, version, err := got.ParseProto(b)
 	if err != nil {
 		t.Fatalf("ParseProto of a marshalled request: %v", err)
@@ -35,16 +35,16 @@ func decodeProtoBoth(t testing.TB, m *inferencepb.ModelInferRequest, maxValues i
 	if string(model) != m.ModelName || string(version) != m.ModelVersion {
 		t.Errorf("ParseProto gave model %q version %q, want %q %q", model, version, m.ModelName, m.ModelVersion)
 	}
-	gotErr := got.DecodeProtoWire(maxValues, inputs, outputs)
+	gotErr := got.DecodeProto(maxValues, inputs, outputs)
 	if diff := diffProtoDecodes(want, wantErr, got, gotErr); diff != "" {
-		t.Fatalf("DecodeProtoWire differs from DecodeProto: %s", diff)
+		t.Fatalf("DecodeProto differs from the oracle: %s", diff)
 	}
 	return got, gotErr
 }
 
 // compareProtoWire checks that ParseProto refuses b exactly when
-// proto.Unmarshal does, and that DecodeProtoWire then decodes it as
-// DecodeProto decodes the unmarshalled message; it returns whether b
+// proto.Unmarshal does, and that DecodeProto then decodes it as
+// oracleDecodeProto decodes the unmarshalled message; it returns whether b
 // parsed.
 func compareProtoWire(t testing.TB, b []byte, maxValues int, inputs, outputs []runtime.TensorInfo) bool {
 	t.Helper()
@@ -64,16 +64,24 @@ func compareProtoWire(t testing.TB, b []byte, maxValues int, inputs, outputs []r
 	}
 	want := AcquireRequest()
 	defer ReleaseRequest(want)
-	wantErr := want.DecodeProto(&m, maxValues, inputs, outputs)
-	gotErr := got.DecodeProtoWire(maxValues, inputs, outputs)
+	wantErr := want.oracleDecodeProto(&m, maxValues, inputs, outputs)
+	gotErr := got.DecodeProto(maxValues, inputs, outputs)
 	if diff := diffProtoDecodes(want, wantErr, got, gotErr); diff != "" {
-		t.Fatalf("%x: DecodeProtoWire differs from DecodeProto: %s", b, diff)
+		t.Fatalf("%x: DecodeProto differs from the oracle: %s", b, diff)
+	}
+	if gotErr == nil {
+		results := make([]runtime.Tensor, len(outputs))
+		for i, info := range outputs {
+			results[i] = runtime.Tensor{DataType: info.DataType, Shape: []int64{1, 2}[:len(info.Shape)]}
+			results[i].Data = make([]byte, runtime.Elements(results[i].Shape)*info.DataType.Size())
+		}
+		AppendProtoInferResponse(nil, "m", "1", got, outputs, results, nil)
 	}
 	return true
 }
 
-// diffProtoDecodes describes how the request and error of DecodeProtoWire
-// (got) differ from those of DecodeProto (want), or returns "".
+// diffProtoDecodes describes how the request and error of DecodeProto
+// (got) differ from those of oracleDecodeProto (want), or returns "".
 func diffProtoDecodes(want *Request, wantErr error, got *Request, gotErr error) string {
 	if (wantErr == nil) != (gotErr == nil) || wantErr != nil && wantErr.Error() != gotErr.Error() {
 		return fmt.Sprintf("error %v, want %v", gotErr, wantErr)
@@ -500,11 +508,12 @@ func protoWireSeeds(t testing.TB) [][]byte {
 	return seeds
 }
 
-// FuzzDecodeProtoWire checks ParseProto and DecodeProtoWire against
-// proto.Unmarshal and DecodeProto on any bytes: ParseProto fails exactly
-// when proto.Unmarshal does, and DecodeProtoWire then gives the same
-// request or the same error as DecodeProto.
-func FuzzDecodeProtoWire(f *testing.F) {
+// FuzzDecodeProto checks ParseProto and DecodeProto against
+// proto.Unmarshal and oracleDecodeProto on any bytes: ParseProto fails
+// exactly when proto.Unmarshal does, and DecodeProto then gives the same
+// request or the same error as the oracle; a request it accepts encodes a
+// response.
+func FuzzDecodeProto(f *testing.F) {
 	for _, b := range protoWireSeeds(f) {
 		f.Add(b)
 	}
@@ -513,10 +522,10 @@ func FuzzDecodeProtoWire(f *testing.F) {
 	})
 }
 
-// TestDecodeProtoWireLayouts decodes protoAll in every layout of
+// TestDecodeProtoLayouts decodes protoAll in every layout of
 // handEncode: packed or not, split in halves, with fields to skip; each
-// gives DecodeProto's request for the marshalled message.
-func TestDecodeProtoWireLayouts(t *testing.T) {
+// gives the oracle's request for the marshalled message.
+func TestDecodeProtoLayouts(t *testing.T) {
 	want, err := decodeProtoBoth(t, protoAll(), 1000, protoModel.inputs, protoModel.outputs)
 	if err != nil {
 		t.Fatal(err)
@@ -527,7 +536,7 @@ func TestDecodeProtoWireLayouts(t *testing.T) {
 		if err != nil || len(model) != 0 {
 			t.Fatalf("%+v: ParseProto: model %q, %v", e, model, err)
 		}
-		err = r.DecodeProtoWire(1000, protoModel.inputs, protoModel.outputs)
+		err = r.DecodeProto(1000, protoModel.inputs, protoModel.outputs)
 		if diff := diffProtoDecodes(want, nil, r, err); diff != "" {
 			t.Errorf("%+v: %s", e, diff)
 		}
@@ -535,9 +544,9 @@ func TestDecodeProtoWireLayouts(t *testing.T) {
 	}
 }
 
-// TestDecodeProtoWireSemantics checks, beyond agreeing with DecodeProto,
+// TestDecodeProtoSemantics checks, beyond agreeing with the oracle,
 // the outcome of the seeds that exercise protobuf's merging rules.
-func TestDecodeProtoWireSemantics(t *testing.T) {
+func TestDecodeProtoSemantics(t *testing.T) {
 	all, err := proto.Marshal(protoAll())
 	if err != nil {
 		t.Fatal(err)
@@ -554,7 +563,7 @@ func TestDecodeProtoWireSemantics(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := "ok"
-		if err := r.DecodeProtoWire(1000, protoModel.inputs, protoModel.outputs); err != nil {
+		if err := r.DecodeProto(1000, protoModel.inputs, protoModel.outputs); err != nil {
 			got = err.Error()
 		} else {
 			got = fmt.Sprintf("ok %v %d", r.Timeout, r.Priority)

@@ -60,9 +60,9 @@ func protoBenchRequests() []struct {
 	}
 }
 
-// BenchmarkDecodeProto unmarshals a request into a new generated message,
-// as the gRPC codec does, and decodes it with DecodeProto.
-func BenchmarkDecodeProto(b *testing.B) {
+// BenchmarkDecodeProtoMessage unmarshals a request into a new generated
+// message, as the gRPC codec did, and decodes it with oracleDecodeProto.
+func BenchmarkDecodeProtoMessage(b *testing.B) {
 	for _, tc := range protoBenchRequests() {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -73,7 +73,7 @@ func BenchmarkDecodeProto(b *testing.B) {
 					b.Fatal(err)
 				}
 				r := AcquireRequest()
-				if err := r.DecodeProto(m, anyValues, tc.inputs, codecClassifierOutputs); err != nil {
+				if err := r.oracleDecodeProto(m, anyValues, tc.inputs, codecClassifierOutputs); err != nil {
 					b.Fatal(err)
 				}
 				ReleaseRequest(r)
@@ -82,9 +82,9 @@ func BenchmarkDecodeProto(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeProtoWire decodes a request with ParseProto and
-// DecodeProtoWire.
-func BenchmarkDecodeProtoWire(b *testing.B) {
+// BenchmarkDecodeProto decodes a request with ParseProto and
+// DecodeProto.
+func BenchmarkDecodeProto(b *testing.B) {
 	for _, tc := range protoBenchRequests() {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -94,7 +94,7 @@ func BenchmarkDecodeProtoWire(b *testing.B) {
 				if _, _, err := r.ParseProto(tc.body); err != nil {
 					b.Fatal(err)
 				}
-				if err := r.DecodeProtoWire(anyValues, tc.inputs, codecClassifierOutputs); err != nil {
+				if err := r.DecodeProto(anyValues, tc.inputs, codecClassifierOutputs); err != nil {
 					b.Fatal(err)
 				}
 				ReleaseRequest(r)

@@ -14,8 +14,8 @@ import (
 // The wire decoder reads an encoded ModelInferRequest in two passes
 // without unmarshalling it: ParseProto checks the whole message as
 // proto.Unmarshal checks it and notes where its fields lie, as views of
-// the message kept in reusable slices of the Request; DecodeProtoWire then
-// runs DecodeProto's checks on those views and copies the elements
+// the message kept in reusable slices of the Request; DecodeProto then
+// runs the request's checks (proto.go) on those views and copies the elements
 // straight from the wire into the tensors. Protobuf's rules hold: the last
 // occurrence of a singular scalar or string wins, a singular message seen
 // twice is merged, repeated scalars come packed or not, a known field of
@@ -132,11 +132,11 @@ var errWireInvalidUTF8 = errors.New("string field holds invalid UTF-8")
 
 // ParseProto checks b as proto.Unmarshal would check an encoded
 // ModelInferRequest and notes where its fields lie (views of b, no
-// copies) for DecodeProtoWire; it returns the model_name and
+// copies) for DecodeProto; it returns the model_name and
 // model_version that b names (views of b). b must stay unchanged until
-// DecodeProtoWire returns. ParseProto fails exactly when proto.Unmarshal
+// DecodeProto returns. ParseProto fails exactly when proto.Unmarshal
 // fails; its error describes a bad request (InvalidArgument), and r must
-// then not be passed to DecodeProtoWire.
+// then not be passed to DecodeProto.
 func (r *Request) ParseProto(b []byte) (model, version []byte, err error) {
 	w := &r.wire
 	w.reset()
@@ -458,12 +458,21 @@ func param(params []wireParam, key string) *paramValue {
 	return nil
 }
 
-// DecodeProtoWire fills r from the message that ParseProto parsed, as
-// DecodeProto fills it from the unmarshalled message: with the same
-// checks, in the same order, and the same errors. It sets r.RawContents
+// DecodeProto fills r from the message that ParseProto parsed, a gRPC
+// ModelInferRequest for a model of these inputs and outputs, as Decode
+// fills it from a JSON body: each input's shape and datatype are checked
+// against the model's with Decode's limits and error texts, and its
+// elements come from its typed contents or, when the request has
+// raw_input_contents (Triton's extension), from the little-endian bytes
+// there, one entry per input in request order. The inputs may hold at
+// most maxValues elements in all; beyond that DecodeProto fails with an
+// error wrapping ErrTooManyValues (gRPC ResourceExhausted, HTTP 413).
+// Every other error describes a bad request (InvalidArgument). Unlike
+// Decode, DecodeProto leaves r.Values and r.WellFormed alone: a protobuf
+// message that parsed is well formed. It sets r.RawContents
 // when the request sent raw_input_contents. r keeps no view of the
 // message. In steady state, with pooled requests, it allocates nothing.
-func (r *Request) DecodeProtoWire(maxValues int, inputs, outputs []runtime.TensorInfo) error {
+func (r *Request) DecodeProto(maxValues int, inputs, outputs []runtime.TensorInfo) error {
 	w := &r.wire
 	defer w.reset()
 	r.resetDecoded()
