@@ -169,7 +169,8 @@ func grpcErrorKind(err error) (int, bool) {
 	return 0, false
 }
 
-// captureGRPC makes r's call once and returns the encoded answer.
+// captureGRPC makes r's call once and returns the encoded answer, with
+// the header metadata it came with but gRPC's own (content-type, grpc-*).
 func captureGRPC(r Request, timeout time.Duration) (Answer, error) {
 	conns, err := dialGRPC(r.Addr, 1)
 	if err != nil {
@@ -180,28 +181,48 @@ func captureGRPC(r Request, timeout time.Duration) (Answer, error) {
 	call.resp.keep = true
 	ctx, cancel := context.WithTimeout(call.ctx, timeout)
 	defer cancel()
-	if err := call.conn.Invoke(ctx, call.method, &call.req, &call.resp, call.opts...); err != nil {
+	var md metadata.MD
+	if err := call.conn.Invoke(ctx, call.method, &call.req, &call.resp, append(call.opts, grpc.Header(&md))...); err != nil {
 		return Answer{}, fmt.Errorf("cannot capture an answer from grpc://%s%s: %w", r.Addr, r.Path, err)
 	}
-	return Answer{StatusCode: 200, GRPCMethod: r.Path, Body: call.resp.data}, nil
+	a := Answer{StatusCode: 200, GRPCMethod: r.Path, Body: call.resp.data}
+	for k, vs := range md {
+		if k == "content-type" || strings.HasPrefix(k, "grpc-") {
+			continue
+		}
+		for _, v := range vs {
+			a.Header = append(a.Header, [2]string{k, v})
+		}
+	}
+	return a, nil
 }
 
 // startGRPCEcho serves a's method on ln with a grpc-go server whose handler
-// takes the request's bytes and answers a's, decoding and encoding nothing.
+// takes the request's bytes and answers a's, with a's header metadata,
+// decoding and encoding nothing.
 func startGRPCEcho(ln net.Listener, a Answer) (*grpc.Server, error) {
 	service, method, ok := strings.Cut(strings.TrimPrefix(a.GRPCMethod, "/"), "/")
 	if !ok || service == "" || method == "" {
 		return nil, fmt.Errorf("bench: gRPC method %q is not /service/method", a.GRPCMethod)
 	}
 	answer := &rawMessage{data: a.Body}
+	var header metadata.MD
+	for _, kv := range a.Header {
+		header = metadata.Join(header, metadata.Pairs(kv[0], kv[1]))
+	}
 	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}), grpc.MaxRecvMsgSize(64<<20))
 	srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: service,
 		HandlerType: (*any)(nil),
 		Methods: []grpc.MethodDesc{{MethodName: method,
-			Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
 				if err := dec(new(rawMessage)); err != nil {
 					return nil, err
+				}
+				if header != nil {
+					if err := grpc.SetHeader(ctx, header); err != nil {
+						return nil, err
+					}
 				}
 				return answer, nil
 			}}},

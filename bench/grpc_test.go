@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +36,10 @@ func serveGRPCMethod(t *testing.T, handle func(in []byte, md metadata.MD) ([]byt
 				md, _ := metadata.FromIncomingContext(ctx)
 				out, err := handle(in.data, md)
 				if err != nil {
+					return nil, err
+				}
+				// As the gateway names the version that answered.
+				if err := grpc.SetHeader(ctx, metadata.Pairs("infergate-model-version", "1")); err != nil {
 					return nil, err
 				}
 				return &rawMessage{data: out}, nil
@@ -89,8 +94,9 @@ func TestGRPCEchoServerAnswersTheCapturedMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.StatusCode != 200 || a.GRPCMethod != ModelInferMethod || !bytes.Equal(a.Body, want) {
-		t.Fatalf("captured %+v, want the answer %q", a, want)
+	header := [][2]string{{"infergate-model-version", "1"}}
+	if a.StatusCode != 200 || a.GRPCMethod != ModelInferMethod || !bytes.Equal(a.Body, want) || !slices.Equal(a.Header, header) {
+		t.Fatalf("captured %+v, want the answer %q with the header %q", a, want, header)
 	}
 	echo, err := StartEchoServer(a)
 	if err != nil {
@@ -98,8 +104,8 @@ func TestGRPCEchoServerAnswersTheCapturedMessage(t *testing.T) {
 	}
 	defer echo.Close()
 	got, err := Capture(grpcInferRequest(echo.Addr), time.Second)
-	if err != nil || !bytes.Equal(got.Body, want) {
-		t.Fatalf("the gRPC ceiling answered %q, %v; want %q", got.Body, err, want)
+	if err != nil || !bytes.Equal(got.Body, want) || !slices.Equal(got.Header, header) {
+		t.Fatalf("the gRPC ceiling answered %q with the header %q, %v; want %q with %q", got.Body, got.Header, err, want, header)
 	}
 	res := run(t, Options{Request: grpcInferRequest(echo.Addr), Connections: 4, Duration: 200 * time.Millisecond})
 	if res.OK < 10 || len(res.Errors) != 0 {

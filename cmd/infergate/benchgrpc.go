@@ -152,7 +152,8 @@ func (s *suite) grpcCeiling(ctx context.Context) error {
 		fmt.Sprintf("Closed loop, %d workers sharing %d gRPC connections, one row per ModelInfer call with typed FP32 "+
 			"contents, against the gateway's gRPC listener (the demo model as above). The gRPC ceiling is an in-process "+
 			"grpc-go server whose ModelInfer takes the request's bytes and answers the message the gateway answered, "+
-			"decoding and encoding nothing. %d interleaved pairs of %s runs; the check takes the median of the pairs' "+
+			"with the header metadata it answered (the version that computed it, as the HTTP ceiling sends the gateway's "+
+			"headers), decoding and encoding nothing. %d interleaved pairs of %s runs; the check takes the median of the pairs' "+
 			"ratios (gateway / ceiling): %s.",
 			demoConnections, min(demoConnections, bench.MaxGRPCConnections), ceilingPairs, s.opts.duration/4, formatRatios(ratios)),
 		runs...)
