@@ -40,12 +40,15 @@ type grpcServer struct {
 	s      *Server
 	server *grpc.Server
 	health *health.Server
+	// inferInfo describes ModelInfer to the interceptors.
+	inferInfo *grpc.UnaryServerInfo
 }
 
 // newGRPCServer builds s's gRPC server: messages bounded by max_body_size,
 // TLS with the REST listener's certificate where that has one.
 func newGRPCServer(s *Server) *grpcServer {
 	g := &grpcServer{s: s, health: health.NewServer()}
+	g.inferInfo = &grpc.UnaryServerInfo{Server: g, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
 		// A connection with no call for idle_timeout is closed, as an
@@ -83,14 +86,11 @@ func newGRPCServer(s *Server) *grpcServer {
 }
 
 // inferMessage is a ModelInferRequest as inferCodec receives it: its
-// bytes, parsed (v2codec.Request.ParseProto) into req, which names the
-// model and version; err is why the bytes did not parse. The handler
-// decodes req once it knows the model, then frees the message.
+// bytes, and the pooled request they are parsed and decoded into
+// (v2codec.Request.ParseProto, DecodeProto) once the handler runs.
 type inferMessage struct {
-	buf            mem.Buffer
-	req            *inferRequest
-	model, version []byte
-	err            error
+	buf mem.Buffer
+	req *inferRequest
 }
 
 // inferMessages pools the messages of ModelInfer calls.
@@ -111,9 +111,11 @@ func (msg *inferMessage) free() {
 // inferCodec sends as it is.
 type encodedResponse struct{ buf mem.Buffer }
 
-// inferCodec is gRPC's protobuf codec, except that it parses an
-// inferMessage without failing (the handler answers a message that does
-// not parse) and sends an encodedResponse's bytes.
+// inferCodec is gRPC's protobuf codec, except that it only keeps an
+// inferMessage's bytes, for the handler to parse (so that a message that
+// does not parse is InvalidArgument, as a 400 of REST, rather than
+// grpc-go's Internal, and a panic of the parser is the call's alone), and
+// sends an encodedResponse's bytes.
 type inferCodec struct{ encoding.CodecV2 }
 
 // Marshal encodes v.
@@ -130,9 +132,8 @@ func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
 	}
+	msg.free() // a client that sent a second message
 	msg.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
-	msg.req = acquireInferRequest()
-	msg.model, msg.version, msg.err = msg.req.ParseProto(msg.buf.ReadOnlyData())
 	return nil
 }
 
@@ -145,15 +146,10 @@ func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(an
 	if err := dec(in); err != nil {
 		return nil, err
 	}
-	if in.err != nil {
-		unrouted[protocolGRPC][statusIndex(fasthttp.StatusBadRequest)].Inc()
-		return nil, status.Errorf(codes.InvalidArgument, "invalid ModelInferRequest message: %v", in.err)
-	}
 	if interceptor == nil {
 		return g.modelInfer(ctx, in)
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
-	return interceptor(ctx, in, info, func(ctx context.Context, _ any) (any, error) {
+	return interceptor(ctx, in, g.inferInfo, func(ctx context.Context, _ any) (any, error) {
 		return g.modelInfer(ctx, in)
 	})
 }
@@ -331,18 +327,24 @@ func tensorMetadata(infos []runtime.TensorInfo) []*inferencepb.ModelMetadataResp
 // REST's status, with its message.
 func (g *grpcServer) modelInfer(ctx context.Context, msg *inferMessage) (*encodedResponse, error) {
 	s := g.s
+	msg.req = acquireInferRequest()
+	name, pinned, err := msg.req.ParseProto(msg.buf.ReadOnlyData())
+	if err != nil {
+		unrouted[protocolGRPC][statusIndex(fasthttp.StatusBadRequest)].Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "invalid ModelInferRequest message: %v", err)
+	}
 	st := s.acquireState()
 	defer st.release()
-	m, v, err := lookup(st, msg.model, msg.version)
+	m, v, err := lookup(st, name, pinned)
 	if err != nil {
 		return nil, err
 	}
 	var r route
-	if len(msg.version) == 0 && v != nil {
+	if len(pinned) == 0 && v != nil {
 		if r.rt = m.routes.table.Load(); r.rt != nil {
 			var key []byte
 			if r.rt.sticky != "" {
-				if vals := metadata.ValueFromIncomingContext(ctx, r.rt.sticky); len(vals) > 0 {
+				if vals := metadata.ValueFromIncomingContext(ctx, r.rt.stickyMD); len(vals) > 0 {
 					key = []byte(vals[0])
 				}
 			}

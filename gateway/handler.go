@@ -370,8 +370,9 @@ func (c *inferCall) clientGone() bool {
 // putInferCall gives back the memory call held and pools it. Results of a
 // batched run are views of the batcher's buffers, which go back to the
 // batcher with the request: they must not be reused as the direct path's
-// own output buffers. A body buffer grown past maxPooledJSONBytes is
-// dropped, so that one huge request does not pin its memory in the pool.
+// own output buffers. A body or response buffer grown past
+// maxPooledJSONBytes is dropped, so that one huge request or answer does
+// not pin its memory in the pool.
 func (s *Server) putInferCall(call *inferCall, batched bool) {
 	s.memory.releaseHeld(&call.held)
 	if batched {
@@ -384,6 +385,12 @@ func (s *Server) putInferCall(call *inferCall, batched bool) {
 	}
 	if cap(call.raw) > maxPooledJSONBytes {
 		call.raw = nil
+	}
+	if cap(call.out) > maxPooledJSONBytes {
+		call.out = nil
+	}
+	if cap(call.zipped) > maxPooledJSONBytes {
+		call.zipped = nil
 	}
 	call.conn, call.ctx = nil, nil
 	inferCalls.Put(call)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +46,9 @@ type routes struct {
 type routeTable struct {
 	t        *router.Table
 	versions []*version
-	sticky   string
+	// sticky is the sticky header's name as configured, and stickyMD the
+	// same in lower case, as gRPC metadata keys come.
+	sticky, stickyMD string
 	// shadowed is set when the table mirrors any traffic.
 	shadowed bool
 }
@@ -128,7 +131,7 @@ func buildTable(m *model, base router.Config, canary *router.Canary) (*routeTabl
 	if err != nil {
 		return nil, fmt.Errorf("cannot route model %q: %w", m.name, err)
 	}
-	rt := &routeTable{t: t, sticky: cfg.StickyHeader, versions: make([]*version, t.Len())}
+	rt := &routeTable{t: t, sticky: cfg.StickyHeader, stickyMD: strings.ToLower(cfg.StickyHeader), versions: make([]*version, t.Len())}
 	for i := range t.Len() {
 		if rt.versions[i] = m.version([]byte(t.Version(i))); rt.versions[i] == nil {
 			return nil, fmt.Errorf("cannot route model %q: version %s is not loaded (loaded: %v)", m.name, t.Version(i), m.versionNames())

@@ -112,18 +112,28 @@ type wireOutput struct {
 	params [2]int
 }
 
-// reset empties w but keeps its slices, dropping their views of the last
-// message.
+// maxPooledWireItems bounds the entries each of a protoWire's slices keeps
+// for the next message once the last is done with: a message of millions
+// of empty inputs (two bytes each on the wire) must not leave their
+// entries pinned in the pool.
+const maxPooledWireItems = 1 << 10
+
+// reset empties w, dropping its views of the last message; it keeps its
+// slices unless they grew past maxPooledWireItems.
 func (w *protoWire) reset() {
 	w.id = nil
-	clear(w.params)
-	clear(w.inputs)
-	clear(w.outputs)
-	clear(w.contents)
-	clear(w.outputParams)
-	clear(w.raw)
-	w.params, w.inputs, w.outputs = w.params[:0], w.inputs[:0], w.outputs[:0]
-	w.shapes, w.contents, w.outputParams, w.raw = w.shapes[:0], w.contents[:0], w.outputParams[:0], w.raw[:0]
+	w.params, w.inputs, w.outputs = reuse(w.params), reuse(w.inputs), reuse(w.outputs)
+	w.shapes, w.contents, w.outputParams, w.raw = reuse(w.shapes), reuse(w.contents), reuse(w.outputParams), reuse(w.raw)
+}
+
+// reuse returns s emptied, its elements cleared, or nil when it grew past
+// maxPooledWireItems.
+func reuse[T any](s []T) []T {
+	if cap(s) > maxPooledWireItems {
+		return nil
+	}
+	clear(s)
+	return s[:0]
 }
 
 // errWireInvalidUTF8 is the error for a string field that is not valid

@@ -589,3 +589,22 @@ func TestDecodeProtoSemantics(t *testing.T) {
 		entry(2, keyField("classification"), valueField(uint64Param(2))))
 	f("the last output parameter of a key wins", output, "ok 2.5ms 2 1:0 0:2")
 }
+
+// TestParseProtoPoolsBoundedScratch parses a message of a million empty
+// inputs (two bytes each): once the request is reset, it keeps no more
+// than maxPooledWireItems entries of any kind for the next message.
+func TestParseProtoPoolsBoundedScratch(t *testing.T) {
+	b := bytes.Repeat([]byte{0x2a, 0x00}, 1<<20)
+	r := AcquireRequest()
+	defer ReleaseRequest(r)
+	if _, _, err := r.ParseProto(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.wire.inputs) != 1<<20 {
+		t.Fatalf("parsed %d inputs, want %d", len(r.wire.inputs), 1<<20)
+	}
+	r.reset()
+	if c := cap(r.wire.inputs); c > maxPooledWireItems {
+		t.Errorf("a reset request keeps room for %d inputs, want at most %d", c, maxPooledWireItems)
+	}
+}

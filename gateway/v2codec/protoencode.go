@@ -59,7 +59,7 @@ func AppendProtoInferResponse(dst []byte, model, version string, r *Request, out
 	}
 	dst = appendStringField(dst, respModelName, model)
 	dst = appendStringField(dst, respModelVersion, version)
-	dst = appendStringField(dst, respID, string(r.ID))
+	dst = appendStringField(dst, respID, r.ID)
 	for i := range n {
 		idx, k := r.protoOutput(i)
 		start := len(dst)
@@ -172,12 +172,13 @@ func appendTypedContents(dst []byte, t runtime.Tensor) []byte {
 
 // appendStringField appends a string field, which proto3 leaves out when
 // empty.
-func appendStringField(dst []byte, num protowire.Number, s string) []byte {
-	if s == "" {
+func appendStringField[S string | []byte](dst []byte, num protowire.Number, s S) []byte {
+	if len(s) == 0 {
 		return dst
 	}
 	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	return protowire.AppendString(dst, s)
+	dst = protowire.AppendVarint(dst, uint64(len(s)))
+	return append(dst, s...)
 }
 
 // appendPackedInt64 appends a packed repeated int64 field; none when vs is

@@ -266,7 +266,7 @@ func decodeResponse(t *testing.T, model, version string, r *Request, raw bool, o
 func TestAppendProtoInferResponseAllocatesNothing(t *testing.T) {
 	r := AcquireRequest()
 	defer ReleaseRequest(r)
-	r.ID = []byte("req")
+	r.ID = []byte("a3f1c2d4-5b6e-4f70-8a9b-0c1d2e3f4a5b") // longer than Go's 32-byte stack buffer for strings
 	results := protoResults(protoOutputModel, 4, func() uint64 { return 3 })
 	buf := AppendProtoInferResponse(nil, "m", "1", r, protoOutputModel, results, nil)
 	if n := testing.AllocsPerRun(100, func() {
