@@ -42,6 +42,8 @@ type grpcServer struct {
 	health *health.Server
 	// inferInfo describes ModelInfer to the interceptors.
 	inferInfo *grpc.UnaryServerInfo
+	// messages pools the messages of ModelInfer calls.
+	messages sync.Pool
 }
 
 // newGRPCServer builds s's gRPC server: messages bounded by max_body_size,
@@ -49,6 +51,11 @@ type grpcServer struct {
 func newGRPCServer(s *Server) *grpcServer {
 	g := &grpcServer{s: s, health: health.NewServer()}
 	g.inferInfo = &grpc.UnaryServerInfo{Server: g, FullMethod: inferencepb.GRPCInferenceService_ModelInfer_FullMethodName}
+	g.messages.New = func() any {
+		msg := new(inferMessage)
+		msg.handle = func(ctx context.Context, _ any) (any, error) { return g.modelInfer(ctx, msg) }
+		return msg
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(s.cfg.MaxBodySize)),
 		// A connection with no call for idle_timeout is closed, as an
@@ -87,14 +94,13 @@ func newGRPCServer(s *Server) *grpcServer {
 
 // inferMessage is a ModelInferRequest as inferCodec receives it: its
 // bytes, and the pooled request they are parsed and decoded into
-// (v2codec.Request.ParseProto, DecodeProto) once the handler runs.
+// (v2codec.Request.ParseProto, DecodeProto) once the handler runs. handle
+// serves it, for the interceptors (made once per pooled message).
 type inferMessage struct {
-	buf mem.Buffer
-	req *inferRequest
+	buf    mem.Buffer
+	req    *inferRequest
+	handle grpc.UnaryHandler
 }
-
-// inferMessages pools the messages of ModelInfer calls.
-var inferMessages = sync.Pool{New: func() any { return new(inferMessage) }}
 
 // free gives back the message's bytes and request.
 func (msg *inferMessage) free() {
@@ -104,12 +110,16 @@ func (msg *inferMessage) free() {
 	if msg.req != nil {
 		releaseInferRequest(msg.req)
 	}
-	*msg = inferMessage{}
+	msg.buf, msg.req = nil, nil
 }
 
 // encodedResponse is a ModelInferResponse already encoded, which
 // inferCodec sends as it is.
 type encodedResponse struct{ buf mem.Buffer }
+
+// encodedResponses pools the responses until inferCodec hands their
+// bytes to gRPC.
+var encodedResponses = sync.Pool{New: func() any { return new(encodedResponse) }}
 
 // inferCodec is gRPC's protobuf codec, except that it only keeps an
 // inferMessage's bytes, for the handler to parse (so that a message that
@@ -121,7 +131,10 @@ type inferCodec struct{ encoding.CodecV2 }
 // Marshal encodes v.
 func (c inferCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if resp, ok := v.(*encodedResponse); ok {
-		return mem.BufferSlice{resp.buf}, nil
+		buf := resp.buf
+		resp.buf = nil
+		encodedResponses.Put(resp)
+		return mem.BufferSlice{buf}, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
@@ -140,8 +153,8 @@ func (c inferCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // modelInferHandler is the generated ModelInfer handler, receiving an
 // inferMessage and answering an encodedResponse.
 func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := inferMessages.Get().(*inferMessage)
-	defer inferMessages.Put(in)
+	in := g.messages.Get().(*inferMessage)
+	defer g.messages.Put(in)
 	defer in.free()
 	if err := dec(in); err != nil {
 		return nil, err
@@ -149,9 +162,7 @@ func (g *grpcServer) modelInferHandler(srv any, ctx context.Context, dec func(an
 	if interceptor == nil {
 		return g.modelInfer(ctx, in)
 	}
-	return interceptor(ctx, in, g.inferInfo, func(ctx context.Context, _ any) (any, error) {
-		return g.modelInfer(ctx, in)
-	})
+	return interceptor(ctx, in, g.inferInfo, in.handle)
 }
 
 // ServeGRPC answers gRPC on ln until Shutdown; grpc_listen must be set.
@@ -418,7 +429,9 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	call.out = v2codec.AppendProtoInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results, v.labels)
 	s.mirror(st, v, r, req, results, call, start)
 	// gRPC sends the response after the handler returns, and frees it then.
-	return &encodedResponse{mem.Copy(call.out, mem.DefaultBufferPool())}, fasthttp.StatusOK, true, nil
+	resp := encodedResponses.Get().(*encodedResponse)
+	resp.buf = mem.Copy(call.out, mem.DefaultBufferPool())
+	return resp, fasthttp.StatusOK, true, nil
 }
 
 // authorizedMetadata is authorized for infer over gRPC: the key comes in

@@ -55,8 +55,8 @@ type bindingCache struct {
 func (s *Session) binding(inputs, outputs []Tensor) (*binding, error) {
 	c := &s.bindings
 	c.signature = appendSignature(appendSignature(c.signature[:0], inputs), outputs)
-	h := hashSignature(c.signature)
-	if b := c.get(h, c.signature); b != nil {
+	b, h := c.get(c.signature)
+	if b != nil {
 		if !s.cachesInputs {
 			if err := s.rebindInputs(b); err != nil {
 				c.remove(b) // half bound: never reuse it
@@ -126,16 +126,20 @@ func (b *binding) destroy() {
 	}
 }
 
-// get returns the binding of signature sig (whose hash is h) and marks it
-// the most recently used, or nil.
-func (c *bindingCache) get(h uint64, sig []int64) *binding {
+// get returns the binding of signature sig and marks it the most recently
+// used, or nil; and sig's hash.
+func (c *bindingCache) get(sig []int64) (*binding, uint64) {
+	if b := c.lru.next; b != nil && b != &c.lru && slices.Equal(b.signature, sig) {
+		return b, b.hash // the buffers of the last run again, as a batch worker's mostly are
+	}
+	h := hashSignature(sig)
 	b := c.byHash[h]
 	if b == nil || !slices.Equal(b.signature, sig) {
-		return nil
+		return nil, h
 	}
 	c.unlink(b)
 	c.pushFront(b)
-	return b
+	return b, h
 }
 
 // add caches b as the most recently used binding. It drops the binding of

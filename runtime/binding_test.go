@@ -18,8 +18,8 @@ func int64Rows(rows int64, mark byte) Tensor {
 
 // cachedBinding returns the binding s caches for these buffers, or nil.
 func cachedBinding(s *Session, inputs, outputs []Tensor) *binding {
-	sig := appendSignature(appendSignature(nil, inputs), outputs)
-	return s.bindings.get(hashSignature(sig), sig)
+	b, _ := s.bindings.get(appendSignature(appendSignature(nil, inputs), outputs))
+	return b
 }
 
 // checkRecencyList fails unless the cache's list links exactly its bindings.
