@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -186,11 +188,11 @@ func captureGRPC(r Request, timeout time.Duration) (Answer, error) {
 		return Answer{}, fmt.Errorf("cannot capture an answer from grpc://%s%s: %w", r.Addr, r.Path, err)
 	}
 	a := Answer{StatusCode: 200, GRPCMethod: r.Path, Body: call.resp.data}
-	for k, vs := range md {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
 		if k == "content-type" || strings.HasPrefix(k, "grpc-") {
 			continue
 		}
-		for _, v := range vs {
+		for _, v := range md[k] {
 			a.Header = append(a.Header, [2]string{k, v})
 		}
 	}

@@ -114,12 +114,9 @@ func (msg *inferMessage) free() {
 }
 
 // encodedResponse is a ModelInferResponse already encoded, which
-// inferCodec sends as it is.
+// inferCodec sends as it is. It is not pooled: gRPC's stats handlers and
+// tracing may hold the response after it is sent.
 type encodedResponse struct{ buf mem.Buffer }
-
-// encodedResponses pools the responses until inferCodec hands their
-// bytes to gRPC.
-var encodedResponses = sync.Pool{New: func() any { return new(encodedResponse) }}
 
 // inferCodec is gRPC's protobuf codec, except that it only keeps an
 // inferMessage's bytes, for the handler to parse (so that a message that
@@ -131,10 +128,7 @@ type inferCodec struct{ encoding.CodecV2 }
 // Marshal encodes v.
 func (c inferCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if resp, ok := v.(*encodedResponse); ok {
-		buf := resp.buf
-		resp.buf = nil
-		encodedResponses.Put(resp)
-		return mem.BufferSlice{buf}, nil
+		return mem.BufferSlice{resp.buf}, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
@@ -429,9 +423,7 @@ func (s *Server) inferProto(ctx context.Context, st *state, m *model, v *version
 	call.out = v2codec.AppendProtoInferResponse(call.out[:0], m.name, v.name, req, v.rt.Outputs(), results, v.labels)
 	s.mirror(st, v, r, req, results, call, start)
 	// gRPC sends the response after the handler returns, and frees it then.
-	resp := encodedResponses.Get().(*encodedResponse)
-	resp.buf = mem.Copy(call.out, mem.DefaultBufferPool())
-	return resp, fasthttp.StatusOK, true, nil
+	return &encodedResponse{mem.Copy(call.out, mem.DefaultBufferPool())}, fasthttp.StatusOK, true, nil
 }
 
 // authorizedMetadata is authorized for infer over gRPC: the key comes in
