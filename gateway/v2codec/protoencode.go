@@ -22,10 +22,6 @@ const (
 	outDatatype protowire.Number = 2
 	outShape    protowire.Number = 3
 	outContents protowire.Number = 5
-
-	// contentsBytes is InferTensorContents' bytes_contents; the typed
-	// fields are numbered 1 + their index in contentsFields.
-	contentsBytes protowire.Number = 8
 )
 
 // AppendProtoInferResponse appends to dst the gRPC ModelInferResponse for
@@ -102,7 +98,7 @@ func appendOutputTensor(dst []byte, name string, t runtime.Tensor, k int, labels
 		start = len(dst)
 		for len(elems) >= 4 {
 			m := binary.LittleEndian.Uint32(elems)
-			dst = protowire.AppendTag(dst, contentsBytes, protowire.BytesType)
+			dst = protowire.AppendTag(dst, fieldContentsBytes, protowire.BytesType)
 			dst = protowire.AppendBytes(dst, elems[4:4+m])
 			elems = elems[4+m:]
 		}
